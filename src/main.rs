@@ -1,1 +1,61 @@
-fn main() {}
+//! The `rigwatch` command line: parse arguments, call into the library crates.
+
+mod bench;
+mod fleet;
+mod server;
+mod sql_cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// rigwatch: telemetry, earnings and allocation for a GPU compute marketplace.
+///
+/// Start a server with `rigwatch serve`, or everything at once (server plus a simulated GPU
+/// fleet) with `rigwatch demo`. Every option can also be set with its RIGWATCH_* environment
+/// variable.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: write routes, SQL, /health and /metrics, on a local data directory.
+    Serve(server::ServeArgs),
+    /// Run a server plus a simulated GPU fleet writing to it, and print the URLs to try.
+    Demo(server::DemoArgs),
+    /// Run a SQL query against a running server and print the result as a table.
+    Sql(sql_cli::SqlArgs),
+    /// Benchmarks that print numbers (ingest throughput, bytes per value, peak RSS).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rigwatch")
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => server::serve(args).await,
+            Command::Demo(args) => server::demo(args).await,
+            Command::Sql(args) => sql_cli::run(args).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
+        }
+    })
+}

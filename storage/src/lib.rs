@@ -1,1 +1,36 @@
-//! placeholder
+//! rigwatch's time-series store.
+//!
+//! ```text
+//!  WriteBatch ──validate (schema)──► WAL (group commit, fsync) ──► write buffer (Arrow, per
+//!       │                                                          table × time partition)
+//!       │                                                                 │ persist
+//!       ▼                                                                 ▼
+//!  subscribers (live fleet view)                    Parquet files on object_store + catalog
+//!                                                                         │
+//!  DataFusion ◄── TableProvider: buffer ∪ files, pruned by time/tags, deduplicated on
+//!                 (series, time), last write wins per field
+//! ```
+//!
+//! A *table* has tag columns (dictionary-encoded strings), typed field columns and a
+//! nanosecond `time` column. A *series* is a table plus its tag set; writing the same series
+//! and time again is an upsert, field by field. Tables declared append-only (events) keep
+//! every row.
+
+pub mod batch;
+pub mod buffer;
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod dedup;
+pub mod error;
+pub mod metrics;
+pub mod persist;
+pub mod schema;
+pub mod table;
+pub mod wal;
+
+pub use batch::{FieldType, FieldValue, WriteBatch};
+pub use config::{DbConfig, StoreConfig};
+pub use db::{Db, WriteOptions, WriteOutcome};
+pub use error::{Error, Result};
+pub use metrics::StorageMetrics;

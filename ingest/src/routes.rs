@@ -1,0 +1,311 @@
+//! HTTP write routes, compatible with the clients people already use.
+//!
+//! | route | format | like |
+//! |---|---|---|
+//! | `POST /api/v2/write?precision=` | line protocol | InfluxDB v2 (`bucket`, `org` accepted and ignored) |
+//! | `POST /write?precision=` | line protocol | InfluxDB v1 (`db` accepted and ignored) |
+//! | `POST /api/v1/import/prometheus` | text exposition with timestamps | VictoriaMetrics |
+//! | `POST /api/v1/write` | remote_write (protobuf + snappy) | Prometheus |
+//!
+//! A body with `Content-Encoding: gzip` is inflated (up to the same size limit). Good lines are
+//! stored even when others are bad: the answer is then 400 with every rejected line, its
+//! number, column, byte offset and reason, and the count of accepted lines (as InfluxDB 3
+//! does for partial writes). `no_sync=true` acknowledges before the WAL fsync.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use rigwatch_storage::batch::WriteBatch;
+use rigwatch_storage::{Db, WriteOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IngestError, LineError, utf8};
+use crate::line_protocol::{self, Precision};
+use crate::{gzip, prom_text, remote_write};
+
+/// Shared state of the write routes.
+#[derive(Debug, Clone)]
+pub struct IngestState {
+    pub db: Arc<Db>,
+    /// Largest accepted body, before and after decompression.
+    pub max_body_bytes: usize,
+}
+
+/// The write routes.
+pub fn router(state: IngestState) -> Router {
+    Router::new()
+        .route("/api/v2/write", post(write_lp))
+        .route("/write", post(write_lp))
+        .route("/api/v1/import/prometheus", post(write_prom_text))
+        .route("/api/v1/write", post(write_remote))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct WriteParams {
+    precision: Option<String>,
+    no_sync: Option<bool>,
+    /// Default timestamp (ms) for Prometheus text samples without one.
+    timestamp: Option<i64>,
+}
+
+/// One rejected line in a response.
+#[derive(Debug, Serialize)]
+struct Rejected {
+    line: u32,
+    column: usize,
+    byte_offset: usize,
+    error: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accepted_lines: Option<usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rejected: Vec<Rejected>,
+}
+
+fn error_response(status: StatusCode, code: &'static str, message: String) -> Response {
+    let mut resp = (
+        status,
+        axum::Json(ErrorBody {
+            code,
+            message,
+            accepted_lines: None,
+            rejected: Vec::new(),
+        }),
+    )
+        .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn ingest_error(e: IngestError) -> Response {
+    let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::BAD_REQUEST);
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "too large"
+    } else {
+        "invalid"
+    };
+    error_response(status, code, e.to_string())
+}
+
+/// Reads the body under the size limit, inflating gzip.
+async fn read_body(
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Response> {
+    let limit = state.max_body_bytes;
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ingest_error(IngestError::TooLarge { limit }))?;
+    let gzipped = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    if gzipped {
+        let inflated = tokio::task::spawn_blocking(move || gzip::decompress(&raw, limit))
+            .await
+            .map_err(|e| {
+                error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
+            .map_err(ingest_error)?;
+        Ok(Bytes::from(inflated))
+    } else {
+        Ok(raw)
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Runs CPU-heavy parsing off the async workers when the body is large.
+async fn parse_off_thread<F>(len: usize, f: F) -> Result<(WriteBatch, Vec<LineError>), Response>
+where
+    F: FnOnce() -> Result<(WriteBatch, Vec<LineError>), IngestError> + Send + 'static,
+{
+    let result = if len < 64 * 1024 {
+        f()
+    } else {
+        tokio::task::spawn_blocking(f).await.map_err(|e| {
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?
+    };
+    result.map_err(ingest_error)
+}
+
+async fn write_lp(
+    State(state): State<IngestState>,
+    Query(params): Query<WriteParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let precision = match params.precision.as_deref() {
+        None => Precision::Ns,
+        Some(p) => match p.parse::<Precision>() {
+            Ok(p) => p,
+            Err(e) => return ingest_error(e),
+        },
+    };
+    let body = match read_body(&state, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let text_body = body.clone();
+    let parsed = parse_off_thread(body.len(), move || {
+        let text = utf8(&text_body)?;
+        let mut batch = WriteBatch::with_capacity(text.len() / 200, text.len());
+        let errors = line_protocol::parse(text, precision, now_ns(), &mut batch);
+        Ok((batch, errors))
+    })
+    .await;
+    finish_write(&state, &body, parsed, params.no_sync.unwrap_or(false)).await
+}
+
+async fn write_prom_text(
+    State(state): State<IngestState>,
+    Query(params): Query<WriteParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match read_body(&state, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let default_ms = params.timestamp.unwrap_or(now_ns() / 1_000_000);
+    let text_body = body.clone();
+    let parsed = parse_off_thread(body.len(), move || {
+        let text = utf8(&text_body)?;
+        let mut batch = WriteBatch::with_capacity(text.len() / 64, text.len());
+        let errors = prom_text::parse(text, default_ms, &mut batch);
+        Ok((batch, errors))
+    })
+    .await;
+    finish_write(&state, &body, parsed, params.no_sync.unwrap_or(false)).await
+}
+
+async fn write_remote(
+    State(state): State<IngestState>,
+    Query(params): Query<WriteParams>,
+    body: Body,
+) -> Response {
+    // remote_write bodies are snappy-compressed protobuf, never gzip.
+    let limit = state.max_body_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => return ingest_error(IngestError::TooLarge { limit }),
+    };
+    let raw = body.clone();
+    let parsed = parse_off_thread(body.len(), move || {
+        let req = remote_write::decode(&raw, limit)?;
+        let mut batch = WriteBatch::default();
+        let errors = remote_write::to_batch(&req, &mut batch);
+        Ok((batch, errors))
+    })
+    .await;
+    // Line numbers of remote_write errors are series indices, not text lines.
+    finish_write(
+        &state,
+        &Bytes::new(),
+        parsed,
+        params.no_sync.unwrap_or(false),
+    )
+    .await
+}
+
+/// Writes the good rows and reports the bad ones.
+async fn finish_write(
+    state: &IngestState,
+    body: &Bytes,
+    parsed: Result<(WriteBatch, Vec<LineError>), Response>,
+    no_sync: bool,
+) -> Response {
+    let (batch, parse_errors) = match parsed {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let outcome = match state.db.write(batch, WriteOptions { no_sync }).await {
+        Ok(o) => o,
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let code = if e.is_retryable() {
+                "unavailable"
+            } else {
+                "internal"
+            };
+            return error_response(status, code, e.to_string());
+        }
+    };
+    if parse_errors.is_empty() && outcome.rejected.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let mut rejected: Vec<Rejected> = parse_errors
+        .iter()
+        .map(|e| Rejected {
+            line: e.line,
+            column: e.column,
+            byte_offset: e.byte_offset,
+            error: e.to_string(),
+        })
+        .collect();
+    if !outcome.rejected.is_empty() {
+        let starts = line_starts(body);
+        for r in &outcome.rejected {
+            let byte_offset = starts
+                .get(r.line.saturating_sub(1) as usize)
+                .copied()
+                .unwrap_or(0);
+            rejected.push(Rejected {
+                line: r.line,
+                column: 1,
+                byte_offset,
+                error: format!("line {}: {}", r.line, r.error),
+            });
+        }
+    }
+    rejected.sort_by_key(|r| r.line);
+    let message = format!(
+        "partial write: {} line(s) rejected, {} row(s) accepted",
+        rejected.len(),
+        outcome.rows
+    );
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(ErrorBody {
+            code: "invalid",
+            message,
+            accepted_lines: Some(outcome.rows),
+            rejected,
+        }),
+    )
+        .into_response()
+}
+
+/// Byte offset of the start of each line.
+fn line_starts(body: &[u8]) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(
+            body.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1),
+        )
+        .collect()
+}

@@ -1,0 +1,123 @@
+//! [`QueryService`]: a read-only SQL front over a [`Db`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::config::SessionConfig;
+use datafusion::prelude::{SQLOptions, SessionContext};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use rigwatch_storage::Db;
+
+use crate::error::{Error, Result};
+
+/// Query counters and latencies.
+#[derive(Debug, Clone)]
+pub struct QueryMetrics {
+    pub queries: Counter,
+    pub errors: Counter,
+    pub seconds: Histogram,
+    pub rows_returned: Counter,
+}
+
+impl Default for QueryMetrics {
+    fn default() -> Self {
+        Self {
+            queries: Counter::default(),
+            errors: Counter::default(),
+            seconds: Histogram::new(exponential_buckets(0.0005, 4.0, 12)),
+            rows_returned: Counter::default(),
+        }
+    }
+}
+
+impl QueryMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("rigwatch_query");
+        r.register("sql_queries", "SQL queries received", self.queries.clone());
+        r.register("sql_errors", "SQL queries that failed", self.errors.clone());
+        r.register_with_unit(
+            "sql",
+            "SQL query latency",
+            Unit::Seconds,
+            self.seconds.clone(),
+        );
+        r.register(
+            "rows_returned",
+            "Rows returned by SQL queries",
+            self.rows_returned.clone(),
+        );
+    }
+}
+
+/// Runs read-only SQL against the store.
+#[derive(Debug, Clone)]
+pub struct QueryService {
+    db: Arc<Db>,
+    metrics: QueryMetrics,
+}
+
+impl QueryService {
+    pub fn new(db: Arc<Db>) -> Self {
+        Self {
+            db,
+            metrics: QueryMetrics::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> &QueryMetrics {
+        &self.metrics
+    }
+
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    /// A session whose default schema holds every table of the store.
+    pub fn session_context(&self) -> Result<SessionContext> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("datafusion", "public");
+        let ctx = SessionContext::new_with_config(config);
+        rigwatch_storage::table::register(&self.db, &ctx)?;
+        Ok(ctx)
+    }
+
+    /// Runs one read-only statement and collects its result.
+    pub async fn sql(&self, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let start = Instant::now();
+        self.metrics.queries.inc();
+        let result = self.run(query).await;
+        self.metrics.seconds.observe(start.elapsed().as_secs_f64());
+        match &result {
+            Ok((_, batches)) => {
+                self.metrics
+                    .rows_returned
+                    .inc_by(batches.iter().map(|b| b.num_rows() as u64).sum());
+            }
+            Err(_) => {
+                self.metrics.errors.inc();
+            }
+        }
+        result
+    }
+
+    async fn run(&self, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let query = query.trim();
+        if query.is_empty() {
+            return Err(Error::EmptyQuery);
+        }
+        let ctx = self.session_context()?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx.sql_with_options(query, options).await?;
+        let schema = df.schema().inner().clone();
+        let batches = df.collect().await?;
+        Ok((schema, batches))
+    }
+}

@@ -1,0 +1,297 @@
+//! `rigwatch serve` and `rigwatch demo`: open the store, compose the routers, serve.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use bytesize::ByteSize;
+use clap::Args;
+use prometheus_client::registry::Registry;
+use rigwatch_storage::{Db, DbConfig};
+use tracing::info;
+
+use crate::fleet;
+
+/// Options of the store and the HTTP server.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Directory for the WAL, the catalog and (with the local object store) Parquet files.
+    #[arg(long, env = "RIGWATCH_DATA_DIR", default_value = "rigwatch-data")]
+    pub data_dir: PathBuf,
+
+    /// Address to listen on. Loopback by default; use 0.0.0.0:PORT to accept remote agents.
+    #[arg(long, env = "RIGWATCH_LISTEN", default_value = "127.0.0.1:9800")]
+    pub listen: SocketAddr,
+
+    /// Largest accepted request body, before and after decompression (e.g. 32MiB).
+    #[arg(long, env = "RIGWATCH_MAX_BODY", default_value = "32MiB")]
+    pub max_body: ByteSize,
+
+    /// Memory the write buffer may use before writes get 503 + Retry-After.
+    #[arg(long, env = "RIGWATCH_MEMORY_BUDGET", default_value = "1GiB")]
+    pub memory_budget: ByteSize,
+
+    /// Persist the buffer to Parquet once it holds this much.
+    #[arg(long, env = "RIGWATCH_PERSIST_BYTES", default_value = "256MiB")]
+    pub persist_bytes: ByteSize,
+
+    /// ...or once its oldest write is this old (bounds WAL replay time).
+    #[arg(long, env = "RIGWATCH_PERSIST_AGE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub persist_age: Duration,
+
+    /// Width of a time partition (one Parquet file per table and partition after compaction).
+    #[arg(long, env = "RIGWATCH_PARTITION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub partition: Duration,
+
+    /// How often to compact partitions and apply retention.
+    #[arg(long, env = "RIGWATCH_COMPACTION_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub compaction_interval: Duration,
+
+    /// Compact a partition once it has this many files.
+    #[arg(long, env = "RIGWATCH_COMPACTION_MIN_FILES", default_value_t = 4)]
+    pub compaction_min_files: usize,
+
+    /// Drop data older than this (e.g. 30d); 0 keeps everything.
+    #[arg(long, env = "RIGWATCH_RETENTION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
+    /// Per-table retention overriding --retention, as TABLE=DURATION (repeatable).
+    #[arg(long = "table-retention", env = "RIGWATCH_TABLE_RETENTION", value_delimiter = ',', value_parser = parse_table_retention)]
+    pub table_retention: Vec<(String, Duration)>,
+
+    /// Event tables that keep every row instead of upserting on (series, time).
+    #[arg(
+        long,
+        env = "RIGWATCH_APPEND_ONLY_TABLES",
+        value_delimiter = ',',
+        default_value = "gpu_fault"
+    )]
+    pub append_only_tables: Vec<String>,
+
+    /// Rotate WAL segments at this size.
+    #[arg(long, env = "RIGWATCH_WAL_SEGMENT_SIZE", default_value = "64MiB")]
+    pub wal_segment_size: ByteSize,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. info or rigwatch_storage=debug.
+    #[arg(long, env = "RIGWATCH_LOG", default_value = "info")]
+    pub log: String,
+}
+
+fn parse_table_retention(s: &str) -> Result<(String, Duration), String> {
+    let (table, d) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected TABLE=DURATION, got `{s}`"))?;
+    let d = humantime::parse_duration(d).map_err(|e| format!("bad duration in `{s}`: {e}"))?;
+    Ok((table.to_string(), d))
+}
+
+impl ServeArgs {
+    fn db_config(&self) -> DbConfig {
+        let mut c = DbConfig::new(&self.data_dir);
+        c.partition = self.partition;
+        c.memory_budget = self.memory_budget.as_u64() as usize;
+        c.persist_bytes = self.persist_bytes.as_u64() as usize;
+        c.persist_age = self.persist_age;
+        c.compaction_interval = self.compaction_interval;
+        c.compaction_min_files = self.compaction_min_files;
+        c.retention = (!self.retention.is_zero()).then_some(self.retention);
+        c.table_retention = self.table_retention.iter().cloned().collect();
+        c.append_only_tables = self.append_only_tables.clone();
+        c.wal.segment_max_bytes = self.wal_segment_size.as_u64();
+        c
+    }
+}
+
+/// Options of `rigwatch demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// Simulated GPUs in the demo fleet.
+    #[arg(long, env = "RIGWATCH_DEMO_GPUS", default_value_t = 64)]
+    pub gpus: usize,
+
+    /// Seconds between samples of the simulated fleet.
+    #[arg(long, env = "RIGWATCH_DEMO_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+}
+
+#[derive(Clone)]
+struct AppState {
+    db: Arc<Db>,
+    registry: Arc<Registry>,
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A running server: its address, the store, and a handle to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub db: Arc<Db>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting requests, waits for in-flight ones, syncs the WAL.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        self.db.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// Opens the store and starts serving on `args.listen`.
+pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
+    let db = Db::open(args.db_config())
+        .await
+        .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
+    let mut registry = Registry::default();
+    db.metrics().register(&mut registry);
+    let query = rigwatch_query::QueryService::new(db.clone());
+    query.metrics().register(&mut registry);
+    let state = AppState {
+        db: db.clone(),
+        registry: Arc::new(registry),
+    };
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .merge(rigwatch_ingest::routes::router(
+            rigwatch_ingest::routes::IngestState {
+                db: db.clone(),
+                max_body_bytes: args.max_body.as_u64() as usize,
+            },
+        ))
+        .merge(rigwatch_query::routes::router(query))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(Running {
+        addr,
+        db,
+        stop,
+        task,
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+    init_tracing(&args.log);
+    let running = start(&args).await?;
+    info!(addr = %running.addr, data_dir = %args.data_dir.display(), "rigwatch listening");
+    eprintln!("rigwatch listening on http://{}", running.addr);
+    shutdown_signal().await;
+    info!("shutting down");
+    running.stop().await?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+pub async fn demo(args: DemoArgs) -> anyhow::Result<std::process::ExitCode> {
+    init_tracing(&args.serve.log);
+    let running = start(&args.serve).await?;
+    let base = format!("http://{}", running.addr);
+    println!(
+        "rigwatch demo: server on {base}, {} simulated GPUs every {:?}",
+        args.gpus, args.interval
+    );
+    println!("  health:  {base}/health");
+    println!("  metrics: {base}/metrics");
+    println!(
+        "  SQL:     curl -s {base}/api/v1/sql --data 'SELECT model, avg(utilization) FROM gpu GROUP BY model'"
+    );
+    println!("  CLI:     cargo run --release -- sql --url {base} 'SELECT count(*) FROM gpu'");
+    let db = running.db.clone();
+    let fleet = fleet::Fleet::new(args.gpus, 7);
+    let interval = args.interval;
+    let writer = tokio::spawn(async move { fleet::run_live(&db, fleet, interval).await });
+    shutdown_signal().await;
+    writer.abort();
+    running.stop().await?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let body = serde_json::json!({
+        "status": "pass",
+        "version": env!("CARGO_PKG_VERSION"),
+        "tables": state.db.schemas().names().len(),
+    });
+    axum::Json(body)
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            out,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// `SELECT count(*)` of a table, through the same SQL path users take.
+pub async fn count_rows(db: &Arc<Db>, table: &str) -> anyhow::Result<u64> {
+    use arrow::array::{Array, Int64Array};
+    let service = rigwatch_query::QueryService::new(db.clone());
+    let (_, batches) = service
+        .sql(&format!("SELECT count(*) AS n FROM \"{table}\""))
+        .await?;
+    let n = batches
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(0))
+        })
+        .context("count(*) returned no rows")?;
+    Ok(n as u64)
+}

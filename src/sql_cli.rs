@@ -1,0 +1,79 @@
+//! `rigwatch sql`: send a query to a running server, print the result.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+
+/// Options of `rigwatch sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The SQL query (DataFusion dialect), e.g. 'SELECT count(*) FROM gpu'.
+    pub query: String,
+
+    /// Base URL of the rigwatch server.
+    #[arg(long, env = "RIGWATCH_URL", default_value = "http://127.0.0.1:9800")]
+    pub url: String,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned text table.
+    Table,
+    Csv,
+    Json,
+}
+
+pub async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
+    let format = match args.format {
+        OutputFormat::Table => "arrow",
+        OutputFormat::Csv => "csv",
+        OutputFormat::Json => "json",
+    };
+    let url = format!(
+        "{}/api/v1/sql?format={format}",
+        args.url.trim_end_matches('/')
+    );
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .body(args.query)
+        .send()
+        .await
+        .with_context(|| {
+            format!(
+                "no rigwatch server answered at {} (start one with `rigwatch serve`)",
+                args.url
+            )
+        })?;
+    let status = resp.status();
+    let body = resp.bytes().await.context("reading the response")?;
+    if !status.is_success() {
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("query failed ({status}): {msg}");
+    }
+    match args.format {
+        OutputFormat::Table => {
+            let reader = arrow::ipc::reader::StreamReader::try_new(&body[..], None)
+                .context("decoding the Arrow result")?;
+            let batches = reader.collect::<Result<Vec<_>, _>>()?;
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+            eprintln!("{rows} row(s)");
+        }
+        _ => {
+            use std::io::Write;
+            std::io::stdout().write_all(&body)?;
+            if !body.ends_with(b"\n") {
+                println!();
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

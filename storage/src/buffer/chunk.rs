@@ -1,0 +1,262 @@
+//! A chunk: the buffered rows of one table in one time partition.
+//!
+//! Rows are upserted on arrival: a chunk keeps a map from (series, time) to row, so a repeated
+//! write overwrites the fields it carries and leaves the others as they were. A chunk is thus
+//! always free of duplicates, and persisting it needs only a sort. Append-only (event) chunks
+//! skip the map and keep every row.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, TimestampNanosecondArray};
+use parking_lot::Mutex;
+
+use super::column::{Column, null_array};
+use crate::batch::Row;
+#[cfg(test)]
+use crate::schema::ColumnKind;
+use crate::schema::TableDef;
+
+/// Buffered rows of one table partition.
+#[derive(Debug)]
+pub struct Chunk {
+    append_only: bool,
+    time: Vec<i64>,
+    cols: Vec<Column>,
+    series: HashMap<Box<str>, u32>,
+    series_tags: Vec<Box<[(u32, i32)]>>,
+    rows_by_key: HashMap<(u32, i64), u32>,
+    min_time: i64,
+    max_time: i64,
+    bytes: usize,
+    /// The last Arrow copy handed out, with the column count it was built for.
+    cache: Mutex<Option<RecordBatch>>,
+}
+
+impl Chunk {
+    pub fn new(append_only: bool) -> Self {
+        Self {
+            append_only,
+            time: Vec::new(),
+            cols: Vec::new(),
+            series: HashMap::new(),
+            series_tags: Vec::new(),
+            rows_by_key: HashMap::new(),
+            min_time: i64::MAX,
+            max_time: i64::MIN,
+            bytes: 0,
+            cache: Mutex::new(None),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.time.len()
+    }
+
+    /// Approximate heap bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn time_range(&self) -> (i64, i64) {
+        (self.min_time, self.max_time)
+    }
+
+    /// Upserts (or, for append-only chunks, appends) one validated row. `tag_cols` and
+    /// `field_cols` give the column of each of the row's tags and fields. Returns the bytes
+    /// the chunk grew by.
+    pub fn apply(
+        &mut self,
+        def: &TableDef,
+        row: &Row<'_>,
+        tag_cols: &[u32],
+        field_cols: &[u32],
+        key_buf: &mut String,
+    ) -> usize {
+        let before = self.bytes;
+        *self.cache.get_mut() = None;
+        while self.cols.len() < def.columns.len() {
+            let kind = def.columns[self.cols.len()].kind;
+            let col = Column::new(kind, self.time.len());
+            self.bytes += col.row_width() * self.time.len();
+            self.cols.push(col);
+        }
+
+        key_buf.clear();
+        for (k, v) in row.tags() {
+            key_buf.push_str(k);
+            key_buf.push('\0');
+            key_buf.push_str(v);
+            key_buf.push('\0');
+        }
+        let series = match self.series.get(key_buf.as_str()) {
+            Some(s) => *s,
+            None => self.new_series(row, tag_cols, key_buf),
+        };
+
+        let time = row.time();
+        let existing = if self.append_only {
+            None
+        } else {
+            self.rows_by_key.get(&(series, time)).copied()
+        };
+        let at = match existing {
+            Some(r) => r as usize,
+            None => {
+                let r = self.time.len();
+                self.time.push(time);
+                for c in &mut self.cols {
+                    c.push_null();
+                }
+                for (col, key) in self.series_tags[series as usize].iter() {
+                    self.cols[*col as usize].set_tag_key(r, *key);
+                }
+                if !self.append_only {
+                    self.rows_by_key.insert((series, time), r as u32);
+                    self.bytes += 24;
+                }
+                self.bytes += 8 + self.cols.iter().map(Column::row_width).sum::<usize>();
+                self.min_time = self.min_time.min(time);
+                self.max_time = self.max_time.max(time);
+                r
+            }
+        };
+        for ((_, value), col) in row.fields().zip(field_cols) {
+            self.bytes += self.cols[*col as usize].set(at, value);
+        }
+        self.bytes - before
+    }
+
+    fn new_series(&mut self, row: &Row<'_>, tag_cols: &[u32], key: &str) -> u32 {
+        let id = self.series_tags.len() as u32;
+        let tags: Box<[(u32, i32)]> = row
+            .tags()
+            .zip(tag_cols)
+            .map(|((_, v), col)| (*col, self.cols[*col as usize].intern(v)))
+            .collect();
+        self.bytes += key.len() * 2 + 48 + tags.len() * 8;
+        self.series_tags.push(tags);
+        self.series.insert(key.into(), id);
+        id
+    }
+
+    /// The chunk as one Arrow batch in `def`'s schema (columns the chunk never saw are null).
+    /// Rows are in arrival order, deduplicated unless append-only.
+    pub fn to_record_batch(&self, def: &TableDef) -> RecordBatch {
+        let schema = def.arrow_schema();
+        let mut cache = self.cache.lock();
+        if let Some(b) = cache.as_ref()
+            && b.schema() == schema
+        {
+            return b.clone();
+        }
+        let rows = self.time.len();
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(def.columns.len() + 1);
+        for (i, c) in def.columns.iter().enumerate() {
+            arrays.push(match self.cols.get(i) {
+                Some(col) => col.to_array(),
+                None => null_array(c.kind, rows),
+            });
+        }
+        arrays.push(Arc::new(TimestampNanosecondArray::from(self.time.clone())));
+        let batch = RecordBatch::try_new(schema, arrays).expect("chunk columns match the schema");
+        *cache = Some(batch.clone());
+        batch
+    }
+
+    /// Number of tag columns seen (for tests and stats).
+    pub fn series_count(&self) -> usize {
+        self.series_tags.len()
+    }
+
+    #[cfg(test)]
+    fn kinds(&self) -> Vec<ColumnKind> {
+        self.cols
+            .iter()
+            .map(|c| match c {
+                Column::Tag { .. } => ColumnKind::Tag,
+                Column::F64 { .. } => ColumnKind::Field(crate::FieldType::F64),
+                Column::I64 { .. } => ColumnKind::Field(crate::FieldType::I64),
+                Column::U64 { .. } => ColumnKind::Field(crate::FieldType::U64),
+                Column::Bool { .. } => ColumnKind::Field(crate::FieldType::Bool),
+                Column::Str { .. } => ColumnKind::Field(crate::FieldType::Str),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{FieldValue, WriteBatch};
+    use crate::schema::Schemas;
+    use arrow::util::pretty::pretty_format_batches;
+
+    fn apply_all(chunk: &mut Chunk, s: &Schemas, b: WriteBatch) -> Arc<TableDef> {
+        let (v, rej) = s.validate(b);
+        assert!(rej.is_empty());
+        let mut key = String::new();
+        let (mut t, mut f) = (0usize, 0usize);
+        for (i, row) in v.batch.rows().enumerate() {
+            let (nt, nf) = (row.tag_count(), row.field_count());
+            chunk.apply(
+                &v.defs[i],
+                &row,
+                &v.tag_cols[t..t + nt],
+                &v.field_cols[f..f + nf],
+                &mut key,
+            );
+            t += nt;
+            f += nf;
+        }
+        s.get("gpu").unwrap()
+    }
+
+    #[test]
+    fn upserts_field_by_field() {
+        let s = Schemas::default();
+        let mut c = Chunk::new(false);
+        let mut b = WriteBatch::default();
+        let mut r = b.row("gpu", 10);
+        r.tag("gpu", "0")
+            .field("util", FieldValue::F64(1.0))
+            .field("temp", FieldValue::I64(50));
+        r.finish(1).unwrap();
+        let mut r = b.row("gpu", 10);
+        r.tag("gpu", "0").field("util", FieldValue::F64(2.0));
+        r.finish(2).unwrap();
+        let mut r = b.row("gpu", 10);
+        r.tag("gpu", "1").field("name", FieldValue::Str("a100"));
+        r.finish(3).unwrap();
+        let def = apply_all(&mut c, &s, b);
+        assert_eq!(c.rows(), 2);
+        assert_eq!(c.series_count(), 2);
+        assert_eq!(c.kinds().len(), 4);
+        let out = pretty_format_batches(&[c.to_record_batch(&def)])
+            .unwrap()
+            .to_string();
+        let expected = "\
++-----+------+------+------+-------------------------------+
+| gpu | util | temp | name | time                          |
++-----+------+------+------+-------------------------------+
+| 0   | 2.0  | 50   |      | 1970-01-01T00:00:00.000000010 |
+| 1   |      |      | a100 | 1970-01-01T00:00:00.000000010 |
++-----+------+------+------+-------------------------------+";
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn append_only_keeps_every_row() {
+        let s = Schemas::new(vec!["gpu".into()]);
+        let mut c = Chunk::new(true);
+        let mut b = WriteBatch::default();
+        for _ in 0..3 {
+            let mut r = b.row("gpu", 5);
+            r.tag("gpu", "0").field("xid", FieldValue::I64(79));
+            r.finish(1).unwrap();
+        }
+        apply_all(&mut c, &s, b);
+        assert_eq!(c.rows(), 3);
+        assert_eq!(c.time_range(), (5, 5));
+    }
+}

@@ -1,0 +1,72 @@
+//! Configuration of a [`crate::Db`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::ObjectStore;
+
+use crate::wal::WalOptions;
+
+/// Where persisted Parquet files and catalog versions live.
+#[derive(Debug, Clone, Default)]
+pub enum StoreConfig {
+    /// `<data_dir>/objects` on the local file system.
+    #[default]
+    Local,
+    /// Any object store (S3-compatible, in-memory for tests, ...).
+    Custom(Arc<dyn ObjectStore>),
+}
+
+/// Everything a database needs to open. [`DbConfig::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// WAL (and, for a local store, Parquet files) live here.
+    pub data_dir: PathBuf,
+    pub store: StoreConfig,
+    /// Width of a time partition.
+    pub partition: Duration,
+    /// Above this many buffered bytes, writes get `Backpressure` (HTTP 503).
+    pub memory_budget: usize,
+    /// Persist once the buffer holds this many bytes...
+    pub persist_bytes: usize,
+    /// ...or its oldest unpersisted write is this old.
+    pub persist_age: Duration,
+    /// How often to look for partitions to compact.
+    pub compaction_interval: Duration,
+    /// Compact a partition once it has this many files.
+    pub compaction_min_files: usize,
+    /// Drop data older than this (None: keep forever), unless `table_retention` says otherwise.
+    pub retention: Option<Duration>,
+    pub table_retention: HashMap<String, Duration>,
+    /// Event tables: every row is kept, nothing is deduplicated.
+    pub append_only_tables: Vec<String>,
+    pub wal: WalOptions,
+    /// Run the persist/compaction/retention loop (tests turn it off to drive it by hand).
+    pub background: bool,
+}
+
+impl DbConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            store: StoreConfig::Local,
+            partition: Duration::from_secs(3600),
+            memory_budget: 1 << 30,
+            persist_bytes: 256 << 20,
+            persist_age: Duration::from_secs(300),
+            compaction_interval: Duration::from_secs(60),
+            compaction_min_files: 4,
+            retention: None,
+            table_retention: HashMap::new(),
+            append_only_tables: vec!["gpu_fault".to_string()],
+            wal: WalOptions::default(),
+            background: true,
+        }
+    }
+
+    pub fn retention_for(&self, table: &str) -> Option<Duration> {
+        self.table_retention.get(table).copied().or(self.retention)
+    }
+}

@@ -1,0 +1,457 @@
+//! [`Db`]: the write path, the query snapshot, and the background maintenance that ties the
+//! WAL, the buffer, Parquet files and the catalog together.
+//!
+//! Ordering rules that make an acknowledged write survive a crash:
+//! 1. A write is acknowledged only after its WAL record is fsynced (unless the writer asked
+//!    for `no_sync`), and it is applied to the buffer in WAL order.
+//! 2. A persist rotates the WAL and freezes the buffer in one step on the WAL thread, so the
+//!    frozen data is exactly the content of the WAL segments up to the rotated one.
+//! 3. The catalog version that adds the frozen data's files also records that those segments
+//!    are covered; only after it is saved are the segments deleted. Replay skips covered
+//!    segments, so nothing is applied twice (which matters for append-only tables).
+
+mod maintenance;
+mod wal_thread;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arrow::array::RecordBatch;
+use futures::StreamExt;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, broadcast, oneshot, watch};
+use tracing::{error, info, warn};
+
+pub use maintenance::{CompactStats, PersistStats};
+use wal_thread::WalCmd;
+
+use crate::batch::WriteBatch;
+use crate::buffer::{Buffer, Frozen};
+use crate::catalog::{CATALOG_FORMAT_VERSION, CatalogState, CatalogStore, FileMeta};
+use crate::config::{DbConfig, StoreConfig};
+use crate::error::{Error, Result};
+use crate::metrics::StorageMetrics;
+use crate::schema::{RejectedRow, Schemas, TableDef};
+use crate::wal::{self, SegmentId, WalWriter};
+
+/// Per-request write options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Acknowledge before the WAL is fsynced. Faster; a crash may lose the write.
+    pub no_sync: bool,
+}
+
+/// What happened to a write.
+#[derive(Debug, Default)]
+pub struct WriteOutcome {
+    /// Rows accepted (durable unless `no_sync`).
+    pub rows: usize,
+    /// Field values accepted.
+    pub values: usize,
+    /// Rows rejected by validation, with their source lines.
+    pub rejected: Vec<RejectedRow>,
+}
+
+/// A frozen buffer on its way to Parquet.
+#[derive(Debug)]
+pub(crate) struct FrozenGen {
+    pub frozen: Frozen,
+    /// Every WAL record of this generation is in a segment <= this one.
+    pub wal_through: SegmentId,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub buffer: Buffer,
+    /// Oldest first.
+    pub frozen: Vec<Arc<FrozenGen>>,
+    /// Sorted by id.
+    pub files: Arc<Vec<FileMeta>>,
+    /// Files that failed their check; excluded from queries.
+    pub corrupt: HashSet<u64>,
+}
+
+/// State owned by whoever holds the persist lock (persist, compaction, retention).
+#[derive(Debug)]
+pub(crate) struct CatalogWriter {
+    pub version: u64,
+    pub next_file_id: u64,
+    pub wal_persisted_through: Option<SegmentId>,
+    /// Replaced files, deleted a while later so running queries can finish reading them.
+    pub pending_deletes: Vec<(std::time::Instant, String)>,
+}
+
+/// The data of one table visible to a query, oldest first.
+#[derive(Debug)]
+pub struct TableSnapshot {
+    pub files: Vec<FileMeta>,
+    /// Buffered data as (partition start, batch in the definition's schema).
+    pub buffered: Vec<(i64, RecordBatch)>,
+}
+
+/// The time-series database. Open with [`Db::open`]; share as `Arc<Db>`.
+#[derive(Debug)]
+pub struct Db {
+    config: DbConfig,
+    partition_ns: i64,
+    schemas: Arc<Schemas>,
+    pub(crate) state: RwLock<State>,
+    store: Arc<dyn ObjectStore>,
+    catalog: CatalogStore,
+    wal_dir: PathBuf,
+    wal_tx: OnceLock<std::sync::mpsc::Sender<WalCmd>>,
+    wal_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Active plus frozen buffer bytes.
+    buffer_bytes: AtomicUsize,
+    /// Unix ms of the oldest unpersisted write in the active buffer; 0 if empty.
+    oldest_unpersisted_ms: AtomicI64,
+    persist_lock: tokio::sync::Mutex<CatalogWriter>,
+    metrics: StorageMetrics,
+    subscribers: broadcast::Sender<Arc<WriteBatch>>,
+    wakeup: Arc<Notify>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Db {
+    /// Opens (or creates) a database: loads the catalog, checks its files, removes orphans left
+    /// by a crash, replays the WAL and starts the WAL thread and background maintenance.
+    pub async fn open(config: DbConfig) -> Result<Arc<Db>> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| Error::WalIo {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let store: Arc<dyn ObjectStore> = match &config.store {
+            StoreConfig::Local => {
+                let dir = data_dir.join("objects");
+                std::fs::create_dir_all(&dir)?;
+                Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
+            }
+            StoreConfig::Custom(s) => s.clone(),
+        };
+        let catalog = CatalogStore::new(store.clone());
+        let loaded = catalog.load().await?.unwrap_or(CatalogState {
+            format_version: CATALOG_FORMAT_VERSION,
+            ..Default::default()
+        });
+        let schemas = Arc::new(Schemas::new(config.append_only_tables.clone()));
+        schemas.load(loaded.tables.iter().cloned());
+
+        let corrupt = check_files(&store, &loaded.files).await;
+        remove_orphans(&store, &loaded.files).await;
+
+        let partition_ns = i64::try_from(config.partition.as_nanos())
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| Error::Internal("partition duration must be > 0".into()))?;
+        let wal_dir = data_dir.join("wal");
+        let (buffer, wal_writer) = {
+            let schemas = schemas.clone();
+            let wal_dir = wal_dir.clone();
+            let opts = config.wal.clone();
+            let after = loaded.wal_persisted_through;
+            tokio::task::spawn_blocking(move || {
+                replay(&wal_dir, after, &schemas, partition_ns, opts)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("WAL replay panicked: {e}")))??
+        };
+
+        let metrics = StorageMetrics::default();
+        metrics.files.set(loaded.files.len() as i64);
+        metrics
+            .file_bytes
+            .set(loaded.files.iter().map(|f| f.size as i64).sum());
+        metrics.corrupt_files.set(corrupt.len() as i64);
+        let buffered = buffer.bytes();
+        let oldest = if buffer.is_empty() { 0 } else { now_ms() };
+        let (shutdown_tx, _) = watch::channel(false);
+        let db = Arc::new(Db {
+            partition_ns,
+            schemas,
+            state: RwLock::new(State {
+                buffer,
+                frozen: Vec::new(),
+                files: Arc::new(loaded.files.clone()),
+                corrupt,
+            }),
+            store,
+            catalog,
+            wal_dir,
+            wal_tx: OnceLock::new(),
+            wal_thread: Mutex::new(None),
+            buffer_bytes: AtomicUsize::new(buffered),
+            oldest_unpersisted_ms: AtomicI64::new(oldest),
+            persist_lock: tokio::sync::Mutex::new(CatalogWriter {
+                version: loaded.version,
+                next_file_id: loaded.next_file_id,
+                wal_persisted_through: loaded.wal_persisted_through,
+                pending_deletes: Vec::new(),
+            }),
+            metrics,
+            subscribers: broadcast::channel(1024).0,
+            wakeup: Arc::new(Notify::new()),
+            shutdown_tx,
+            tasks: Mutex::new(Vec::new()),
+            config,
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _ = db.wal_tx.set(tx);
+        let weak = Arc::downgrade(&db);
+        let handle = std::thread::Builder::new()
+            .name("rigwatch-wal".into())
+            .spawn(move || wal_thread::run(weak, wal_writer, rx))?;
+        *db.wal_thread.lock() = Some(handle);
+        if db.config.background {
+            let task = tokio::spawn(maintenance::background(
+                Arc::downgrade(&db),
+                db.wakeup.clone(),
+                db.shutdown_tx.subscribe(),
+            ));
+            db.tasks.lock().push(task);
+        }
+        Ok(db)
+    }
+
+    pub fn config(&self) -> &DbConfig {
+        &self.config
+    }
+
+    pub fn schemas(&self) -> &Schemas {
+        &self.schemas
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &StorageMetrics {
+        &self.metrics
+    }
+
+    pub fn partition_ns(&self) -> i64 {
+        self.partition_ns
+    }
+
+    /// Every accepted write, as it lands (after it is durable and queryable).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<WriteBatch>> {
+        self.subscribers.subscribe()
+    }
+
+    /// Validates, logs and applies a batch. Rows that fail validation are reported in the
+    /// outcome; the rest are written. Fails as a whole only if nothing could be made durable.
+    pub async fn write(&self, batch: WriteBatch, opts: WriteOptions) -> Result<WriteOutcome> {
+        if batch.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        let used = self.buffer_bytes.load(Ordering::Relaxed);
+        if used > self.config.memory_budget {
+            self.metrics.writes_backpressured.inc();
+            self.wakeup.notify_one();
+            return Err(Error::Backpressure {
+                used,
+                budget: self.config.memory_budget,
+            });
+        }
+        let (validated, rejected) = self.schemas.validate(batch);
+        self.metrics.rows_rejected.inc_by(rejected.len() as u64);
+        let outcome = WriteOutcome {
+            rows: validated.batch.len(),
+            values: validated.batch.field_count(),
+            rejected,
+        };
+        if outcome.rows > 0 {
+            let (done, rx) = oneshot::channel();
+            self.send(WalCmd::Write {
+                batch: validated,
+                sync: !opts.no_sync,
+                done,
+            })?;
+            rx.await.map_err(|_| Error::ShuttingDown)??;
+        }
+        Ok(outcome)
+    }
+
+    fn send(&self, cmd: WalCmd) -> Result<()> {
+        self.wal_tx
+            .get()
+            .ok_or(Error::ShuttingDown)?
+            .send(cmd)
+            .map_err(|_| Error::ShuttingDown)
+    }
+
+    /// The definition of `table`, if it exists.
+    pub fn table(&self, table: &str) -> Option<Arc<TableDef>> {
+        self.schemas.get(table)
+    }
+
+    /// Files and buffered data of `def`'s table that may hold times in `[min, max]`.
+    pub fn snapshot(&self, def: &TableDef, min: i64, max: i64) -> TableSnapshot {
+        let st = self.state.read();
+        let overlaps = |lo: i64, hi: i64| lo <= max && hi >= min;
+        let files = st
+            .files
+            .iter()
+            .filter(|f| f.table == def.name && !st.corrupt.contains(&f.id))
+            .filter(|f| overlaps(f.min_time, f.max_time))
+            .cloned()
+            .collect();
+        let mut buffered = Vec::new();
+        for generation in &st.frozen {
+            for (p, chunk) in generation
+                .frozen
+                .tables
+                .get(&def.name)
+                .into_iter()
+                .flatten()
+            {
+                let (lo, hi) = chunk.time_range();
+                if overlaps(lo, hi) {
+                    buffered.push((*p, chunk.to_record_batch(def)));
+                }
+            }
+        }
+        for (p, chunk) in st.buffer.chunks(&def.name, min, max) {
+            let (lo, hi) = chunk.time_range();
+            if overlaps(lo, hi) {
+                buffered.push((p, chunk.to_record_batch(def)));
+            }
+        }
+        TableSnapshot { files, buffered }
+    }
+
+    /// Marks a file as corrupt (logged once), excluding it from queries from now on.
+    pub fn quarantine(&self, file: &FileMeta, reason: &str) {
+        let mut st = self.state.write();
+        if st.corrupt.insert(file.id) {
+            error!(path = %file.path, table = %file.table, %reason, "excluding corrupt Parquet file from queries");
+            self.metrics.corrupt_files.set(st.corrupt.len() as i64);
+        }
+    }
+
+    /// Current catalog files (for tests and tools).
+    pub fn files(&self) -> Arc<Vec<FileMeta>> {
+        self.state.read().files.clone()
+    }
+
+    /// Rows currently buffered (active and frozen).
+    pub fn buffered_rows(&self) -> usize {
+        let st = self.state.read();
+        st.buffer.rows()
+            + st.frozen
+                .iter()
+                .flat_map(|g| g.frozen.tables.values().flatten())
+                .map(|(_, c)| c.rows())
+                .sum::<usize>()
+    }
+
+    /// Stops background work and the WAL thread after a final fsync. Idempotent.
+    pub async fn shutdown(&self) -> Result<()> {
+        let _ = self.shutdown_tx.send(true);
+        let tasks: Vec<_> = self.tasks.lock().drain(..).collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+        let (done, rx) = oneshot::channel();
+        if self.send(WalCmd::Stop { done }).is_ok() {
+            rx.await.map_err(|_| Error::ShuttingDown)??;
+        }
+        let handle = self.wal_thread.lock().take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        info!("storage shut down; WAL synced");
+        Ok(())
+    }
+}
+
+/// Replays the WAL into a fresh buffer, then opens a writer on a new segment.
+fn replay(
+    dir: &std::path::Path,
+    after: Option<SegmentId>,
+    schemas: &Schemas,
+    partition_ns: i64,
+    opts: wal::WalOptions,
+) -> Result<(Buffer, WalWriter)> {
+    let mut buffer = Buffer::new(partition_ns);
+    let mut rejected = 0usize;
+    let stats = wal::replay(dir, after, |_, batch| {
+        let (v, rej) = schemas.validate(batch);
+        rejected += rej.len();
+        buffer.apply(&v);
+    })?;
+    if rejected > 0 {
+        warn!(
+            rejected,
+            "WAL replay rejected rows that no longer fit their table"
+        );
+    }
+    info!(
+        segments = stats.segments,
+        records = stats.records,
+        rows = stats.rows,
+        corrupt_segments = stats.corrupt_segments,
+        "replayed WAL"
+    );
+    let writer = WalWriter::open(dir, opts)?;
+    Ok((buffer, writer))
+}
+
+/// Reads every file's footer; returns the ids of those that fail.
+async fn check_files(store: &Arc<dyn ObjectStore>, files: &[FileMeta]) -> HashSet<u64> {
+    futures::stream::iter(files.iter())
+        .map(|f| async move {
+            match crate::persist::check(store, &f.path).await {
+                Ok(()) => None,
+                Err(e) => {
+                    error!(path = %f.path, table = %f.table, error = %e, "excluding corrupt Parquet file from queries");
+                    Some(f.id)
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await
+}
+
+/// Deletes data files the catalog does not know: leftovers of a persist or compaction that
+/// crashed before (or after) its catalog commit.
+async fn remove_orphans(store: &Arc<dyn ObjectStore>, files: &[FileMeta]) {
+    use object_store::ObjectStoreExt;
+    let known: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let prefix = object_store::path::Path::from("tables");
+    let mut listing = store.list(Some(&prefix));
+    let mut orphans = Vec::new();
+    while let Some(item) = listing.next().await {
+        match item {
+            Ok(meta) if !known.contains(meta.location.as_ref()) => orphans.push(meta.location),
+            Ok(_) => {}
+            Err(error) => {
+                warn!(%error, "cannot list data files; orphans are kept");
+                return;
+            }
+        }
+    }
+    for path in orphans {
+        info!(%path, "removing orphaned data file");
+        if let Err(error) = store.delete(&path).await {
+            warn!(%error, %path, "cannot remove orphaned data file");
+        }
+    }
+}
+
+/// A short pause used by the background loop.
+pub(crate) const TICK: Duration = Duration::from_millis(500);

@@ -1,0 +1,330 @@
+//! Persist, compaction, retention and the background loop that runs them.
+//!
+//! All three change the catalog, so they run one at a time under the persist lock, each
+//! saving a complete new catalog version before changing what queries see.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStoreExt;
+use tokio::sync::{Notify, oneshot, watch};
+use tracing::{info, warn};
+
+use super::wal_thread::WalCmd;
+use super::{CatalogWriter, Db, FrozenGen, TICK, now_ms};
+use crate::catalog::{CATALOG_FORMAT_VERSION, CatalogState, FileMeta};
+use crate::dedup;
+use crate::error::{Error, Result};
+use crate::persist;
+use crate::wal;
+
+/// What a persist did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PersistStats {
+    pub files: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub wal_segments_removed: usize,
+}
+
+/// What a compaction pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CompactStats {
+    pub partitions: usize,
+    pub files_in: usize,
+    pub files_out: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// How long replaced files linger before deletion, so running queries can finish.
+const DELETE_GRACE: Duration = Duration::from_secs(60);
+
+impl Db {
+    /// Writes everything buffered to Parquet, records it in the catalog and truncates the WAL.
+    pub async fn persist(&self) -> Result<PersistStats> {
+        let mut cw = self.persist_lock.lock().await;
+        let (done, rx) = oneshot::channel();
+        self.send(WalCmd::Freeze { done })?;
+        rx.await.map_err(|_| Error::ShuttingDown)??;
+        let gens: Vec<Arc<FrozenGen>> = self.state.read().frozen.clone();
+        let mut total = PersistStats::default();
+        for generation in gens {
+            let s = self.persist_gen(&mut cw, &generation).await?;
+            total.files += s.files;
+            total.rows += s.rows;
+            total.bytes += s.bytes;
+            total.wal_segments_removed += s.wal_segments_removed;
+        }
+        Ok(total)
+    }
+
+    async fn persist_gen(
+        &self,
+        cw: &mut CatalogWriter,
+        generation: &Arc<FrozenGen>,
+    ) -> Result<PersistStats> {
+        let start = Instant::now();
+        let mut stats = PersistStats::default();
+        let mut new_files = Vec::new();
+        for (table, chunks) in &generation.frozen.tables {
+            let def = self.schemas.get(table).ok_or_else(|| {
+                Error::Internal(format!("frozen table `{table}` has no definition"))
+            })?;
+            for (partition, chunk) in chunks {
+                let (min_time, max_time) = chunk.time_range();
+                let (chunk, def2) = (chunk.clone(), def.clone());
+                let sorted = tokio::task::spawn_blocking(move || {
+                    dedup::sort(&def2, &chunk.to_record_batch(&def2))
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("sort panicked: {e}")))??;
+                let id = cw.next_file_id;
+                cw.next_file_id += 1;
+                let rows = sorted.num_rows() as u64;
+                let path = persist::file_path(table, *partition, id);
+                let size = persist::write(&self.store, &path, sorted).await?;
+                stats.files += 1;
+                stats.rows += rows;
+                stats.bytes += size;
+                new_files.push(FileMeta {
+                    id,
+                    table: table.clone(),
+                    partition: *partition,
+                    path: path.to_string(),
+                    size,
+                    rows,
+                    min_time,
+                    max_time,
+                });
+            }
+        }
+        let mut files = (*self.state.read().files).clone();
+        files.extend(new_files);
+        self.commit_catalog(cw, files, Some(generation.wal_through))
+            .await?;
+        {
+            let mut st = self.state.write();
+            st.frozen.retain(|g| !Arc::ptr_eq(g, generation));
+        }
+        self.buffer_bytes
+            .fetch_sub(generation.frozen.bytes, Ordering::Relaxed);
+        self.metrics
+            .buffer_bytes
+            .set(self.buffer_bytes.load(Ordering::Relaxed) as i64);
+        let dir = self.wal_dir.clone();
+        let through = generation.wal_through;
+        stats.wal_segments_removed =
+            tokio::task::spawn_blocking(move || wal::remove_segments_through(&dir, through))
+                .await
+                .map_err(|e| Error::Internal(format!("WAL truncation panicked: {e}")))??;
+        self.metrics.persists.inc();
+        self.metrics.persisted_bytes.inc_by(stats.bytes);
+        self.metrics
+            .persist_seconds
+            .observe(start.elapsed().as_secs_f64());
+        info!(
+            files = stats.files,
+            rows = stats.rows,
+            bytes = stats.bytes,
+            elapsed_ms = start.elapsed().as_millis() as u64,
+            "persisted buffer"
+        );
+        Ok(stats)
+    }
+
+    /// Saves a new catalog version with `files`, then makes it what queries see.
+    async fn commit_catalog(
+        &self,
+        cw: &mut CatalogWriter,
+        files: Vec<FileMeta>,
+        wal_through: Option<wal::SegmentId>,
+    ) -> Result<()> {
+        if wal_through.is_some() {
+            cw.wal_persisted_through = wal_through;
+        }
+        let state = CatalogState {
+            format_version: CATALOG_FORMAT_VERSION,
+            version: cw.version + 1,
+            tables: self.schemas.all().iter().map(|d| (**d).clone()).collect(),
+            files,
+            wal_persisted_through: cw.wal_persisted_through,
+            next_file_id: cw.next_file_id,
+        };
+        self.catalog.save(&state).await?;
+        cw.version = state.version;
+        self.metrics.files.set(state.files.len() as i64);
+        self.metrics
+            .file_bytes
+            .set(state.files.iter().map(|f| f.size as i64).sum());
+        self.state.write().files = Arc::new(state.files);
+        Ok(())
+    }
+
+    /// Merges each partition that has at least `compaction_min_files` files into one file.
+    pub async fn compact(&self) -> Result<CompactStats> {
+        self.compact_with(self.config.compaction_min_files).await
+    }
+
+    /// As [`Db::compact`], with an explicit threshold (2 compacts every multi-file partition).
+    pub async fn compact_with(&self, min_files: usize) -> Result<CompactStats> {
+        let mut cw = self.persist_lock.lock().await;
+        let start = Instant::now();
+        self.delete_pending(&mut cw, DELETE_GRACE).await;
+        let (files, corrupt) = {
+            let st = self.state.read();
+            (st.files.clone(), st.corrupt.clone())
+        };
+        let mut groups: BTreeMap<(&str, i64), Vec<&FileMeta>> = BTreeMap::new();
+        for f in files.iter().filter(|f| !corrupt.contains(&f.id)) {
+            groups.entry((&f.table, f.partition)).or_default().push(f);
+        }
+        let mut stats = CompactStats::default();
+        for ((table, partition), group) in groups {
+            if group.len() < min_files.max(2) {
+                continue;
+            }
+            let Some(def) = self.schemas.get(table) else {
+                continue;
+            };
+            let schema = def.arrow_schema();
+            let mut batches = Vec::new();
+            for f in &group {
+                batches.extend(persist::read(&self.store, &f.path, &schema).await?);
+            }
+            let (def2, schema2) = (def.clone(), schema.clone());
+            let merged =
+                tokio::task::spawn_blocking(move || dedup::merge(&def2, &schema2, &batches))
+                    .await
+                    .map_err(|e| Error::Internal(format!("merge panicked: {e}")))??;
+            let id = cw.next_file_id;
+            cw.next_file_id += 1;
+            let path = persist::file_path(table, partition, id);
+            let rows = merged.num_rows() as u64;
+            let size = persist::write(&self.store, &path, merged).await?;
+            let new = FileMeta {
+                id,
+                table: table.to_string(),
+                partition,
+                path: path.to_string(),
+                size,
+                rows,
+                min_time: group.iter().map(|f| f.min_time).min().unwrap_or(0),
+                max_time: group.iter().map(|f| f.max_time).max().unwrap_or(0),
+            };
+            let replaced: Vec<u64> = group.iter().map(|f| f.id).collect();
+            let mut next: Vec<FileMeta> = (*self.state.read().files)
+                .iter()
+                .filter(|f| !replaced.contains(&f.id))
+                .cloned()
+                .collect();
+            next.push(new);
+            next.sort_by_key(|f| f.id);
+            self.commit_catalog(&mut cw, next, None).await?;
+            let now = Instant::now();
+            cw.pending_deletes
+                .extend(group.iter().map(|f| (now, f.path.clone())));
+            stats.partitions += 1;
+            stats.files_in += group.len();
+            stats.files_out += 1;
+            stats.bytes_in += group.iter().map(|f| f.size).sum::<u64>();
+            stats.bytes_out += size;
+        }
+        if stats.partitions > 0 {
+            self.metrics.compactions.inc_by(stats.partitions as u64);
+            self.metrics
+                .compaction_seconds
+                .observe(start.elapsed().as_secs_f64());
+            info!(
+                partitions = stats.partitions,
+                files_in = stats.files_in,
+                bytes_in = stats.bytes_in,
+                bytes_out = stats.bytes_out,
+                "compacted partitions"
+            );
+        }
+        Ok(stats)
+    }
+
+    /// Drops files whose newest row is older than their table's retention. Returns how many.
+    pub async fn enforce_retention(&self) -> Result<usize> {
+        let mut cw = self.persist_lock.lock().await;
+        let now_ns = now_ms().saturating_mul(1_000_000);
+        let files = self.state.read().files.clone();
+        let (keep, drop): (Vec<FileMeta>, Vec<FileMeta>) =
+            files
+                .iter()
+                .cloned()
+                .partition(|f| match self.config.retention_for(&f.table) {
+                    Some(r) => f.max_time >= now_ns.saturating_sub(r.as_nanos() as i64),
+                    None => true,
+                });
+        if drop.is_empty() {
+            return Ok(0);
+        }
+        self.commit_catalog(&mut cw, keep, None).await?;
+        let now = Instant::now();
+        cw.pending_deletes
+            .extend(drop.iter().map(|f| (now, f.path.clone())));
+        info!(files = drop.len(), "dropped files past retention");
+        Ok(drop.len())
+    }
+
+    async fn delete_pending(&self, cw: &mut CatalogWriter, grace: Duration) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut cw.pending_deletes)
+            .into_iter()
+            .partition(|(t, _)| t.elapsed() >= grace);
+        cw.pending_deletes = later;
+        for (_, path) in due {
+            let p = object_store::path::Path::from(path.as_str());
+            if let Err(error) = self.store.delete(&p).await {
+                warn!(%error, %path, "cannot delete replaced data file");
+            }
+        }
+    }
+
+    fn should_persist(&self) -> bool {
+        let active = self.state.read().buffer.bytes();
+        if active >= self.config.persist_bytes
+            || self.buffer_bytes.load(Ordering::Relaxed) > self.config.memory_budget
+        {
+            return true;
+        }
+        let oldest = self.oldest_unpersisted_ms.load(Ordering::Relaxed);
+        oldest > 0 && now_ms() - oldest >= self.config.persist_age.as_millis() as i64
+    }
+}
+
+/// Persists when the buffer is large or old enough; compacts and applies retention on their
+/// interval. Ends when `shutdown` flips or the database is dropped.
+pub(crate) async fn background(
+    db: Weak<Db>,
+    wakeup: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last_compaction = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = wakeup.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(db) = db.upgrade() else { return };
+        if db.should_persist()
+            && let Err(error) = db.persist().await
+        {
+            warn!(%error, "persist failed; will retry");
+        }
+        if last_compaction.elapsed() >= db.config.compaction_interval {
+            last_compaction = Instant::now();
+            if let Err(error) = db.compact().await {
+                warn!(%error, "compaction failed; will retry");
+            }
+            if let Err(error) = db.enforce_retention().await {
+                warn!(%error, "retention failed; will retry");
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Parquet files on the object store: writing sorted batches, reading them back, checking them.
+//!
+//! Files are zstd-compressed, sorted by (tags, time), with page-level statistics so that
+//! DataFusion can prune row groups and pages by time and tag predicates. The `time` column is
+//! delta-encoded (regular sampling makes it nearly free) and float fields use byte-stream-split,
+//! which lets zstd find the repeated exponent bytes of slowly changing gauges.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, SchemaRef};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
+// ParquetObjectReader is deprecated upstream in favour of hand-written AsyncFileReaders; it
+// still does exactly what we need, so keep it until the replacement settles.
+use parquet::arrow::ArrowWriter;
+#[allow(deprecated)]
+use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::batch::TIME_COLUMN;
+use crate::dedup::align;
+use crate::error::{Error, Result};
+
+/// The object path of a data file.
+pub fn file_path(table: &str, partition: i64, id: u64) -> Path {
+    Path::from_iter([
+        "tables",
+        table,
+        &partition.to_string(),
+        &format!("{id:020}.parquet"),
+    ])
+}
+
+fn writer_properties(schema: &SchemaRef) -> WriterProperties {
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(1 << 20))
+        .set_column_encoding(ColumnPath::from(TIME_COLUMN), Encoding::DELTA_BINARY_PACKED)
+        .set_column_dictionary_enabled(ColumnPath::from(TIME_COLUMN), false)
+        .set_created_by(format!("rigwatch {}", env!("CARGO_PKG_VERSION")));
+    for f in schema.fields() {
+        if f.data_type() == &DataType::Float64 {
+            let col = ColumnPath::from(f.name().as_str());
+            props = props
+                .set_column_dictionary_enabled(col.clone(), false)
+                .set_column_encoding(col, Encoding::BYTE_STREAM_SPLIT);
+        }
+    }
+    props.build()
+}
+
+/// Encodes `batch` as Parquet bytes (CPU-bound: call from a blocking thread).
+pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let schema = batch.schema();
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
+    let mut w = ArrowWriter::try_new(&mut out, schema.clone(), Some(writer_properties(&schema)))?;
+    w.write(batch)?;
+    w.close()?;
+    Ok(out)
+}
+
+/// Writes `batch` to `path`; returns the file size.
+pub async fn write(store: &Arc<dyn ObjectStore>, path: &Path, batch: RecordBatch) -> Result<u64> {
+    let bytes = tokio::task::spawn_blocking(move || encode(&batch))
+        .await
+        .map_err(|e| Error::Internal(format!("parquet encoder panicked: {e}")))??;
+    let size = bytes.len() as u64;
+    store
+        .put(path, PutPayload::from(Bytes::from(bytes)))
+        .await?;
+    Ok(size)
+}
+
+/// Reads a whole file, aligned to `schema`.
+#[allow(deprecated)]
+pub async fn read(
+    store: &Arc<dyn ObjectStore>,
+    path: &str,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let reader = ParquetObjectReader::new(store.clone(), Path::from(path));
+    let stream = ParquetRecordBatchStreamBuilder::new(reader)
+        .await?
+        .build()?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+    batches
+        .iter()
+        .map(|b| align(b, schema).map_err(Error::from))
+        .collect()
+}
+
+/// Reads a file's footer: cheap, and enough to catch truncated or overwritten files.
+#[allow(deprecated)]
+pub async fn check(store: &Arc<dyn ObjectStore>, path: &str) -> Result<()> {
+    let reader = ParquetObjectReader::new(store.clone(), Path::from(path));
+    ParquetRecordBatchStreamBuilder::new(reader).await?;
+    Ok(())
+}
