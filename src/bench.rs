@@ -113,6 +113,10 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         table_retention: Vec::new(),
         append_only_tables: vec!["gpu_fault".into()],
         wal_segment_size: bytesize::ByteSize::mib(64),
+        s3_bucket: None,
+        s3_endpoint: None,
+        s3_region: "us-east-1".into(),
+        s3_allow_http: false,
         log: "warn".into(),
     };
     let running = crate::server::start(&serve).await?;

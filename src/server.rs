@@ -79,6 +79,24 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_WAL_SEGMENT_SIZE", default_value = "64MiB")]
     pub wal_segment_size: ByteSize,
 
+    /// Keep Parquet files and the catalog in this S3-compatible bucket instead of
+    /// <data-dir>/objects (the WAL stays in --data-dir). Credentials come from the usual
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN variables.
+    #[arg(long, env = "RIGWATCH_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// Endpoint of an S3-compatible store (MinIO, Ceph, R2, ...); AWS when unset.
+    #[arg(long, env = "RIGWATCH_S3_ENDPOINT", requires = "s3_bucket")]
+    pub s3_endpoint: Option<String>,
+
+    /// Region of the bucket.
+    #[arg(long, env = "RIGWATCH_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// Allow plain http:// endpoints (for a local MinIO).
+    #[arg(long, env = "RIGWATCH_S3_ALLOW_HTTP")]
+    pub s3_allow_http: bool,
+
     /// Log filter (tracing EnvFilter syntax), e.g. info or rigwatch_storage=debug.
     #[arg(long, env = "RIGWATCH_LOG", default_value = "info")]
     pub log: String,
@@ -93,8 +111,21 @@ fn parse_table_retention(s: &str) -> Result<(String, Duration), String> {
 }
 
 impl ServeArgs {
-    fn db_config(&self) -> DbConfig {
+    fn db_config(&self) -> anyhow::Result<DbConfig> {
         let mut c = DbConfig::new(&self.data_dir);
+        if let Some(bucket) = &self.s3_bucket {
+            let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_region(&self.s3_region)
+                .with_allow_http(self.s3_allow_http);
+            if let Some(endpoint) = &self.s3_endpoint {
+                b = b.with_endpoint(endpoint);
+            }
+            let store = b
+                .build()
+                .with_context(|| format!("cannot configure S3 bucket `{bucket}`"))?;
+            c.store = rigwatch_storage::StoreConfig::Custom(Arc::new(store));
+        }
         c.partition = self.partition;
         c.memory_budget = self.memory_budget.as_u64() as usize;
         c.persist_bytes = self.persist_bytes.as_u64() as usize;
@@ -105,7 +136,7 @@ impl ServeArgs {
         c.table_retention = self.table_retention.iter().cloned().collect();
         c.append_only_tables = self.append_only_tables.clone();
         c.wal.segment_max_bytes = self.wal_segment_size.as_u64();
-        c
+        Ok(c)
     }
 }
 
@@ -159,7 +190,7 @@ impl Running {
 
 /// Opens the store and starts serving on `args.listen`.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
-    let db = Db::open(args.db_config())
+    let db = Db::open(args.db_config()?)
         .await
         .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
     let mut registry = Registry::default();

@@ -20,6 +20,7 @@ pub mod batch;
 pub mod buffer;
 pub mod catalog;
 pub mod config;
+pub mod crash;
 pub mod db;
 pub mod dedup;
 pub mod error;

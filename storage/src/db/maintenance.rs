@@ -101,10 +101,12 @@ impl Db {
                 });
             }
         }
+        crate::crash::point("persist:after_files");
         let mut files = (*self.state.read().files).clone();
         files.extend(new_files);
         self.commit_catalog(cw, files, Some(generation.wal_through))
             .await?;
+        crate::crash::point("persist:after_catalog");
         {
             let mut st = self.state.write();
             st.frozen.retain(|g| !Arc::ptr_eq(g, generation));
@@ -222,7 +224,9 @@ impl Db {
                 .collect();
             next.push(new);
             next.sort_by_key(|f| f.id);
+            crate::crash::point("compact:after_file");
             self.commit_catalog(&mut cw, next, None).await?;
+            crate::crash::point("compact:after_catalog");
             let now = Instant::now();
             cw.pending_deletes
                 .extend(group.iter().map(|f| (now, f.path.clone())));

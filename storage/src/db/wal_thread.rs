@@ -54,6 +54,7 @@ pub(crate) fn run(db: Weak<Db>, mut wal: WalWriter, rx: Receiver<WalCmd>) {
             match cmd {
                 WalCmd::Write { batch, sync, done } => match wal.append(&batch.batch) {
                     Ok(bytes) => {
+                        crate::crash::point("wal:after_append");
                         db.metrics.wal_bytes.inc_by(bytes);
                         need_sync |= sync;
                         pending.push((batch, done));
@@ -105,6 +106,7 @@ fn commit(db: &Db, wal: &mut WalWriter, pending: &mut Pending, need_sync: bool) 
             recover(wal);
             return;
         }
+        crate::crash::point("wal:after_sync");
         db.metrics.wal_syncs.inc();
         db.metrics
             .wal_sync_seconds

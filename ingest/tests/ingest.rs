@@ -1,0 +1,9 @@
+//! Integration tests of the write routes against a real server: one binary, modules under
+//! `tests/ingest/`.
+
+mod ingest {
+    mod body;
+    mod formats;
+    mod line_protocol;
+    mod server;
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the storage crate: one binary, modules under `tests/storage/`.
+
+mod storage {
+    mod differential;
+    mod model;
+    mod upsert;
+    mod util;
+}

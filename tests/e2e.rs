@@ -1,0 +1,12 @@
+//! End-to-end tests against the real `rigwatch` binary: crash safety under `kill -9` and
+//! injected aborts, torn WAL tails, corrupt Parquet files and graceful shutdown.
+//!
+//! Each test starts `rigwatch serve` as a child process on `127.0.0.1:0` with its own temporary
+//! data directory and talks to it over HTTP only, as a user would.
+
+mod e2e {
+    pub mod corruption;
+    pub mod crash;
+    pub mod harness;
+    pub mod shutdown;
+}
