@@ -8,5 +8,6 @@ mod e2e {
     pub mod corruption;
     pub mod crash;
     pub mod harness;
+    pub mod ledger;
     pub mod shutdown;
 }

@@ -117,7 +117,16 @@ impl QueryService {
             .with_allow_statements(false);
         let df = ctx.sql_with_options(query, options).await?;
         let schema = df.schema().inner().clone();
-        let batches = df.collect().await?;
-        Ok((schema, batches))
+        match df.collect().await {
+            Ok(batches) => Ok((schema, batches)),
+            // A data file whose footer is intact but whose pages are corrupt only shows up
+            // when read. Find and exclude such files (each is logged), then answer from the
+            // rest of the data.
+            Err(e) if e.to_string().contains("Parquet") && self.db.scrub(None).await > 0 => {
+                let df = ctx.sql_with_options(query, options).await?;
+                Ok((schema, df.collect().await?))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }

@@ -11,6 +11,8 @@
 //!    segments, so nothing is applied twice (which matters for append-only tables).
 
 mod maintenance;
+#[cfg(test)]
+mod tests;
 mod wal_thread;
 
 use std::collections::HashSet;

@@ -2,8 +2,9 @@
 //!
 //! Files are zstd-compressed, sorted by (tags, time), with page-level statistics so that
 //! DataFusion can prune row groups and pages by time and tag predicates. The `time` column is
-//! delta-encoded (regular sampling makes it nearly free) and float fields use byte-stream-split,
-//! which lets zstd find the repeated exponent bytes of slowly changing gauges.
+//! delta-encoded (regular sampling makes it nearly free); fields keep dictionary encoding and
+//! fall back to byte-stream-split (floats: lets zstd find the repeated exponent bytes of slowly
+//! changing gauges) or delta (integers: counters grow steadily).
 
 use std::sync::Arc;
 
@@ -45,12 +46,16 @@ fn writer_properties(schema: &SchemaRef) -> WriterProperties {
         .set_column_encoding(ColumnPath::from(TIME_COLUMN), Encoding::DELTA_BINARY_PACKED)
         .set_column_dictionary_enabled(ColumnPath::from(TIME_COLUMN), false)
         .set_created_by(format!("rigwatch {}", env!("CARGO_PKG_VERSION")));
+    // Dictionary encoding stays on (gauges often repeat few values); these are the encodings
+    // a column falls back to once its dictionary grows too large.
     for f in schema.fields() {
-        if f.data_type() == &DataType::Float64 {
-            let col = ColumnPath::from(f.name().as_str());
-            props = props
-                .set_column_dictionary_enabled(col.clone(), false)
-                .set_column_encoding(col, Encoding::BYTE_STREAM_SPLIT);
+        let col = ColumnPath::from(f.name().as_str());
+        match f.data_type() {
+            DataType::Float64 => props = props.set_column_encoding(col, Encoding::BYTE_STREAM_SPLIT),
+            DataType::Int64 | DataType::UInt64 => {
+                props = props.set_column_encoding(col, Encoding::DELTA_BINARY_PACKED)
+            }
+            _ => {}
         }
     }
     props.build()

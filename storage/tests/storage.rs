@@ -3,6 +3,7 @@
 mod storage {
     mod differential;
     mod model;
+    mod time_filters;
     mod upsert;
     mod util;
 }

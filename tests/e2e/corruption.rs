@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::harness::{Rng, Server, parquet_files, wal_segments};
+use super::harness::{Rng, Server, parquet_files, temp_dir, wal_segments};
 use super::shutdown::{gpu_rows, stored_seqs, wait_for};
 
 /// No persist (defaults: 256MiB / 5m), so every write stays in the WAL.
@@ -55,7 +55,7 @@ fn newest_segment(dir: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torn_wal_tail_is_skipped_and_earlier_data_kept() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = temp_dir();
     let dir = tmp.path().join("data");
 
     // 1. Garbage after the last record (a torn write of a record that was never acknowledged).
@@ -126,8 +126,9 @@ enum Damage {
     Overwrite,
     /// Cut in half (footer gone).
     Truncate,
-    /// The first page header destroyed, footer intact: only reading the data finds it.
-    PageHeader,
+    /// Every data page (and the page index) destroyed, footer intact: the file passes the
+    /// startup check, and only reading the data finds the damage.
+    Pages,
 }
 
 fn damage(path: &Path, how: Damage) {
@@ -139,7 +140,12 @@ fn damage(path: &Path, how: Damage) {
             bytes.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
         }
         Damage::Truncate => bytes.truncate(len / 2),
-        Damage::PageHeader => bytes[4..len.min(68)].fill(0xFF),
+        Damage::Pages => {
+            // A Parquet file ends with the footer, its length (u32 LE) and "PAR1".
+            let footer_len = u32::from_le_bytes(bytes[len - 8..len - 4].try_into().unwrap());
+            let footer_start = len - 8 - footer_len as usize;
+            bytes[4..footer_start].fill(0xFF);
+        }
     }
     std::fs::write(path, bytes).unwrap();
 }
@@ -151,7 +157,7 @@ async fn corrupt_parquet(how: Damage) {
     let a = 0..50;
     let b = MIN..MIN + 50;
     let c = 2 * MIN..2 * MIN + 50;
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = temp_dir();
     let dir = tmp.path().join("data");
     let args = ["--persist-age", "1s", "--partition", "1m", "--log", "info"];
     let mut server = Server::start(&dir, &args, &[]).await;
@@ -223,6 +229,6 @@ async fn truncated_parquet_file_is_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parquet_file_with_corrupt_page_is_skipped() {
-    corrupt_parquet(Damage::PageHeader).await;
+async fn parquet_file_with_corrupt_pages_is_skipped() {
+    corrupt_parquet(Damage::Pages).await;
 }

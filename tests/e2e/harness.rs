@@ -25,9 +25,6 @@ static STARTS: AtomicUsize = AtomicUsize::new(0);
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
-    pub data_dir: PathBuf,
-    /// Where this process's stderr goes.
-    pub log_path: PathBuf,
     http: Http,
     exit: Option<ExitStatus>,
 }
@@ -37,7 +34,8 @@ pub struct Server {
 pub struct Http {
     pub base: String,
     client: reqwest::Client,
-    log_path: PathBuf,
+    /// Where the server's stderr goes.
+    pub log_path: PathBuf,
 }
 
 impl std::ops::Deref for Server {
@@ -63,6 +61,8 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .args(extra_args)
             .env_remove("RIGWATCH_CRASH_AT")
+            // Plain log lines, so tests can search them and failure messages stay readable.
+            .env("NO_COLOR", "1")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -71,8 +71,6 @@ impl Server {
         let mut server = Server {
             child,
             addr: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: dir.to_path_buf(),
-            log_path: log_path.clone(),
             http: Http {
                 base: String::new(),
                 client: reqwest::Client::builder()
@@ -199,7 +197,7 @@ impl Http {
         Ok(status)
     }
 
-    /// As [`Server::write`], failing the test unless the write is acknowledged (204).
+    /// As [`Http::write`], failing the test unless the write is acknowledged (204).
     pub async fn write_ok(&self, lp: &str) {
         match self.write(lp).await {
             Ok(StatusCode::NO_CONTENT) => {}
@@ -227,7 +225,7 @@ impl Http {
         serde_json::from_str(&body).map_err(|e| format!("bad JSON ({e}): {body}"))
     }
 
-    /// As [`Server::try_sql`], failing the test (with the server log) if the query fails.
+    /// As [`Http::try_sql`], failing the test (with the server log) if the query fails.
     pub async fn sql(&self, q: &str) -> serde_json::Value {
         match self.try_sql(q).await {
             Ok(v) => v,
@@ -340,6 +338,20 @@ impl Rng {
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next_u64() % (hi - lo).max(1)
     }
+}
+
+/// A temporary directory for one test's data and logs; kept (and its path printed) when
+/// `RIGWATCH_E2E_KEEP` is set, for looking at a failure afterwards.
+pub fn temp_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::Builder::new()
+        .prefix("rigwatch-e2e-")
+        .tempdir()
+        .expect("create temp dir");
+    if std::env::var_os("RIGWATCH_E2E_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
+    }
+    dir
 }
 
 /// The test's seed: `RIGWATCH_E2E_SEED` if set, else `default`.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use super::harness::{Server, describe, parquet_files};
+use super::harness::{Server, describe, parquet_files, temp_dir};
 
 const BASE: i64 = 1_700_000_000_000_000_000;
 
@@ -51,7 +51,7 @@ pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_cleanly_and_keeps_every_acknowledged_write() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = temp_dir();
     let dir = tmp.path().join("data");
     let args = ["--persist-age", "1s", "--partition", "1m", "--log", "info"];
     let mut server = Server::start(&dir, &args, &[]).await;

@@ -276,6 +276,26 @@ impl Db {
         Ok(drop.len())
     }
 
+    /// Reads every file (of `table`, or of all tables) in full and excludes those that fail to
+    /// decode. The footer check at open catches truncated or overwritten files; this catches
+    /// corrupt pages behind an intact footer. Returns how many files were newly excluded.
+    pub async fn scrub(&self, table: Option<&str>) -> usize {
+        let files = self.files();
+        let corrupt = self.state.read().corrupt.clone();
+        let mut excluded = 0;
+        for f in files.iter() {
+            if corrupt.contains(&f.id) || table.is_some_and(|t| t != f.table) {
+                continue;
+            }
+            let Some(def) = self.schemas.get(&f.table) else { continue };
+            if let Err(e) = persist::read(&self.store, &f.path, &def.arrow_schema()).await {
+                self.quarantine(f, &e.to_string());
+                excluded += 1;
+            }
+        }
+        excluded
+    }
+
     async fn delete_pending(&self, cw: &mut CatalogWriter, grace: Duration) {
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut cw.pending_deletes)
             .into_iter()

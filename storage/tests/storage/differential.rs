@@ -84,6 +84,10 @@ fn time_filters(rng: &mut StdRng, model: &Model) -> Vec<(String, Pred)> {
             Pred::Time(lo + 1, hi),
         ),
         (
+            format!("time > {} AND time <= {}", ts(aligned_lo), ts(aligned_hi)),
+            Pred::Time(aligned_lo + 1, aligned_hi),
+        ),
+        (
             format!("time BETWEEN {} AND {}", ts(lo), ts(hi)),
             Pred::Time(lo, hi),
         ),

@@ -193,16 +193,21 @@ pub fn generate(seed: u64, batches: usize) -> Vec<Vec<GenRow>> {
                                 .then(|| tag_value(&mut rng, spec.name, name))
                         })
                         .collect();
-                    (tags, rng.random_range(TIME_RANGE))
+                    let time = if rng.random_bool(0.1) {
+                        // On a partition boundary, or a nanosecond either side of one.
+                        rng.random_range(-2..6) * 10 * SEC + rng.random_range(-1..=1)
+                    } else {
+                        rng.random_range(TIME_RANGE)
+                    };
+                    (tags, time)
                 }
             };
-            let mut fields: Vec<(&'static str, Val)> = spec
-                .fields
-                .iter()
-                .filter(|(_, _, late)| !*late || late_ok)
-                .filter(|_| rng.random_bool(0.5))
-                .map(|(name, kind, _)| (*name, value(&mut rng, *kind)))
-                .collect();
+            let mut fields: Vec<(&'static str, Val)> = Vec::new();
+            for (name, kind, late) in spec.fields {
+                if (!*late || late_ok) && rng.random_bool(0.5) {
+                    fields.push((name, value(&mut rng, *kind)));
+                }
+            }
             if fields.is_empty() {
                 let (name, kind, _) = spec.fields[rng.random_range(0..2)];
                 fields.push((name, value(&mut rng, kind)));
