@@ -51,7 +51,9 @@ fn writer_properties(schema: &SchemaRef) -> WriterProperties {
     for f in schema.fields() {
         let col = ColumnPath::from(f.name().as_str());
         match f.data_type() {
-            DataType::Float64 => props = props.set_column_encoding(col, Encoding::BYTE_STREAM_SPLIT),
+            DataType::Float64 => {
+                props = props.set_column_encoding(col, Encoding::BYTE_STREAM_SPLIT)
+            }
             DataType::Int64 | DataType::UInt64 => {
                 props = props.set_column_encoding(col, Encoding::DELTA_BINARY_PACKED)
             }

@@ -192,3 +192,21 @@ async fn over_memory_budget_is_503_with_retry_after() {
 +------+------+"
     );
 }
+
+#[tokio::test]
+#[ignore = "bug: an unsupported Content-Encoding is read as plain text instead of 415 \
+            (routes.rs read_body only looks for gzip)"]
+async fn unsupported_content_encoding_is_415() {
+    let s = Server::start().await;
+    for encoding in ["br", "deflate", "zstd"] {
+        let r = s
+            .post_with(
+                "/api/v2/write",
+                &[("content-encoding", encoding)],
+                "gpu,host=a util=1 1000000000\n",
+            )
+            .await;
+        assert_eq!(r.status, 415, "{encoding}: {}", r.body);
+    }
+    assert!(!s.has_table("gpu"));
+}

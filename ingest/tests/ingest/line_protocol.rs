@@ -205,6 +205,8 @@ async fn v1_route_and_no_sync() {
         .await;
     assert_eq!(r.status, 204, "{}", r.body);
     assert!(r.body.is_empty());
+    let syncs = s.db.metrics().wal_syncs.get();
+    assert!(syncs > 0, "a default write waits for the fsync");
     let r = s
         .post(
             "/api/v2/write?no_sync=true",
@@ -216,6 +218,11 @@ async fn v1_route_and_no_sync() {
         .post("/write?no_sync=true", "node,host=c load=2.5 3000000000\n")
         .await;
     assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(
+        s.db.metrics().wal_syncs.get(),
+        syncs,
+        "no_sync writes skip the fsync"
+    );
     assert_eq!(
         s.query("SELECT host, load, time FROM node ORDER BY host")
             .await,

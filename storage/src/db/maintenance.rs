@@ -287,7 +287,9 @@ impl Db {
             if corrupt.contains(&f.id) || table.is_some_and(|t| t != f.table) {
                 continue;
             }
-            let Some(def) = self.schemas.get(&f.table) else { continue };
+            let Some(def) = self.schemas.get(&f.table) else {
+                continue;
+            };
             if let Err(e) = persist::read(&self.store, &f.path, &def.arrow_schema()).await {
                 self.quarantine(f, &e.to_string());
                 excluded += 1;

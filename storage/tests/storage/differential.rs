@@ -198,7 +198,7 @@ fn aggregate(model: &Model, table: usize, pred: Option<(String, Pred)>) -> Query
 
 /// Every query of the test for the current model; `db` gives the column order of `SELECT *`.
 fn queries(model: &Model, db: &Arc<Db>, seed: u64) -> Vec<Query> {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_0f_f11e75);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_0ff1_1e75);
     let filters = time_filters(&mut rng, model);
     let mut out = Vec::new();
     for (table, spec) in SPECS.iter().enumerate() {

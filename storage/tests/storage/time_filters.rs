@@ -22,15 +22,21 @@ async fn write_times(db: &Arc<Db>, times: &[i64]) {
 }
 
 async fn times(db: &Arc<Db>, filter: &str) -> Vec<i64> {
-    query_rows(db, &format!("SELECT time FROM gpu WHERE {filter} ORDER BY time"))
-        .await
-        .into_iter()
-        .map(|r| match r[..] {
-            [Cell::Time(t)] => t,
-            _ => panic!("unexpected row {r:?}"),
-        })
-        .collect()
+    query_rows(
+        db,
+        &format!("SELECT time FROM gpu WHERE {filter} ORDER BY time"),
+    )
+    .await
+    .into_iter()
+    .map(|r| match r[..] {
+        [Cell::Time(t)] => t,
+        _ => panic!("unexpected row {r:?}"),
+    })
+    .collect()
 }
+
+/// Which of the written times a filter keeps.
+type Keep = Box<dyn Fn(i64) -> bool>;
 
 fn ts(ns: i64) -> String {
     format!("to_timestamp_nanos({ns})")
@@ -73,7 +79,7 @@ async fn partition_boundaries_are_exact() {
         .flat_map(|b| [b - 1, *b, b + 1])
         .collect();
     write_times(&db, &all).await;
-    let cases: Vec<(String, Box<dyn Fn(i64) -> bool>)> = vec![
+    let cases: Vec<(String, Keep)> = vec![
         (
             format!("time >= {} AND time < {}", ts(0), ts(10 * SEC)),
             Box::new(|t| (0..10 * SEC).contains(&t)),
@@ -87,7 +93,10 @@ async fn partition_boundaries_are_exact() {
             format!("time BETWEEN {} AND {}", ts(-1), ts(20 * SEC)),
             Box::new(|t| (-1..=20 * SEC).contains(&t)),
         ),
-        (format!("time = {}", ts(10 * SEC)), Box::new(|t| t == 10 * SEC)),
+        (
+            format!("time = {}", ts(10 * SEC)),
+            Box::new(|t| t == 10 * SEC),
+        ),
     ];
     for stage in ["buffer", "files"] {
         for (filter, keep) in &cases {
