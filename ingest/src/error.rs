@@ -35,8 +35,12 @@ pub enum IngestError {
     TooLarge { limit: usize },
     #[error("request body is not valid UTF-8 at byte {byte_offset}")]
     NotUtf8 { byte_offset: usize },
-    #[error("unknown timestamp precision `{value}` (expected ns, us, ms or s)")]
+    #[error(
+        "unknown timestamp precision `{value}` (expected ns, us, ms or s; v1 also takes n, u, m, h)"
+    )]
     UnknownPrecision { value: String },
+    #[error("unsupported Content-Encoding `{encoding}` (send gzip or an uncompressed body)")]
+    UnsupportedEncoding { encoding: String },
 }
 
 impl IngestError {
@@ -44,6 +48,7 @@ impl IngestError {
     pub fn status_code(&self) -> u16 {
         match self {
             IngestError::TooLarge { .. } => 413,
+            IngestError::UnsupportedEncoding { .. } => 415,
             _ => 400,
         }
     }

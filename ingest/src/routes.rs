@@ -94,10 +94,10 @@ fn error_response(status: StatusCode, code: &'static str, message: String) -> Re
 
 fn ingest_error(e: IngestError) -> Response {
     let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::BAD_REQUEST);
-    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "too large"
-    } else {
-        "invalid"
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported",
+        _ => "invalid",
     };
     error_response(status, code, e.to_string())
 }
@@ -112,10 +112,20 @@ async fn read_body(
     let raw = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ingest_error(IngestError::TooLarge { limit }))?;
-    let gzipped = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let encoding = headers.get(header::CONTENT_ENCODING).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .trim()
+            .to_ascii_lowercase()
+    });
+    let gzipped = match encoding.as_deref() {
+        None | Some("") | Some("identity") => false,
+        Some("gzip") | Some("x-gzip") => true,
+        Some(other) => {
+            return Err(ingest_error(IngestError::UnsupportedEncoding {
+                encoding: other.to_string(),
+            }));
+        }
+    };
     if gzipped {
         let inflated = tokio::task::spawn_blocking(move || gzip::decompress(&raw, limit))
             .await
@@ -175,7 +185,7 @@ async fn write_lp(
         Ok((batch, errors))
     })
     .await;
-    finish_write(&state, &body, parsed, params.no_sync.unwrap_or(false)).await
+    finish_write(&state, Some(&body), parsed, params.no_sync.unwrap_or(false)).await
 }
 
 async fn write_prom_text(
@@ -197,7 +207,7 @@ async fn write_prom_text(
         Ok((batch, errors))
     })
     .await;
-    finish_write(&state, &body, parsed, params.no_sync.unwrap_or(false)).await
+    finish_write(&state, Some(&body), parsed, params.no_sync.unwrap_or(false)).await
 }
 
 async fn write_remote(
@@ -220,19 +230,15 @@ async fn write_remote(
     })
     .await;
     // Line numbers of remote_write errors are series indices, not text lines.
-    finish_write(
-        &state,
-        &Bytes::new(),
-        parsed,
-        params.no_sync.unwrap_or(false),
-    )
-    .await
+    finish_write(&state, None, parsed, params.no_sync.unwrap_or(false)).await
 }
 
-/// Writes the good rows and reports the bad ones.
+/// Writes the good rows and reports the bad ones. `text` is the body for formats whose
+/// line numbers are text lines (for byte offsets); `None` for remote_write, whose "lines" are
+/// series indices.
 async fn finish_write(
     state: &IngestState,
-    body: &Bytes,
+    text: Option<&Bytes>,
     parsed: Result<(WriteBatch, Vec<LineError>), Response>,
     no_sync: bool,
 ) -> Response {
@@ -266,21 +272,23 @@ async fn finish_write(
         })
         .collect();
     if !outcome.rejected.is_empty() {
-        let starts = line_starts(body);
+        let starts = text.map(|b| line_starts(b)).unwrap_or_default();
         for r in &outcome.rejected {
-            let byte_offset = starts
-                .get(r.line.saturating_sub(1) as usize)
-                .copied()
-                .unwrap_or(0);
+            let (column, byte_offset) = match starts.get(r.line.saturating_sub(1) as usize) {
+                Some(offset) => (1, *offset),
+                None => (0, 0),
+            };
             rejected.push(Rejected {
                 line: r.line,
-                column: 1,
+                column,
                 byte_offset,
                 error: format!("line {}: {}", r.line, r.error),
             });
         }
     }
     rejected.sort_by_key(|r| r.line);
+    // A remote_write series rejected by the schema has one entry, not one per sample.
+    rejected.dedup_by_key(|r| r.line);
     let message = format!(
         "partial write: {} line(s) rejected, {} row(s) accepted",
         rejected.len(),

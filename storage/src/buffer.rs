@@ -110,6 +110,7 @@ impl Buffer {
         let lo = partition_of(min, self.partition_ns);
         self.tables
             .get(table)
+            .filter(|_| lo <= max)
             .into_iter()
             .flat_map(move |parts| parts.range(lo..=max).map(|(p, c)| (*p, c)))
     }

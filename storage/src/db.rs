@@ -301,6 +301,12 @@ impl Db {
 
     /// Files and buffered data of `def`'s table that may hold times in `[min, max]`.
     pub fn snapshot(&self, def: &TableDef, min: i64, max: i64) -> TableSnapshot {
+        if min > max {
+            return TableSnapshot {
+                files: Vec::new(),
+                buffered: Vec::new(),
+            };
+        }
         let st = self.state.read();
         let overlaps = |lo: i64, hi: i64| lo <= max && hi >= min;
         let files = st

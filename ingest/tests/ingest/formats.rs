@@ -183,8 +183,6 @@ async fn remote_write_garbage_is_400() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a remote_write series rejected by the schema is reported once per sample, \
-            with column 1 instead of 0 (routes.rs finish_write)"]
 async fn remote_write_type_conflict_is_one_error_per_series() {
     let s = Server::start().await;
     let r = s.post("/api/v2/write", "up,job=x value=1i 1000000\n").await;

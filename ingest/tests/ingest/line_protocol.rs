@@ -164,7 +164,7 @@ async fn precision_scales_timestamps_and_bad_precision_is_rejected() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(
         r.message(),
-        "unknown timestamp precision `fortnight` (expected ns, us, ms or s)"
+        "unknown timestamp precision `fortnight` (expected ns, us, ms or s; v1 also takes n, u, m, h)"
     );
     assert_eq!(
         s.query("SELECT count(*) AS n FROM gpu")

@@ -43,8 +43,6 @@ fn ts(ns: i64) -> String {
 }
 
 #[tokio::test]
-#[ignore = "bug: an empty time range spanning partitions panics in Buffer::chunks \
-            (BTreeMap::range with start > end, storage/src/buffer.rs)"]
 async fn empty_time_range_across_partitions_returns_no_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = open(dir.path()).await;
