@@ -107,9 +107,9 @@ pub struct RowMeta {
     pub time: i64,
     /// The 1-based source line (or sample index) the row came from, for error reports.
     pub line: u32,
-    /// Range into [`WriteBatch::tags`]; tags are sorted by key.
+    /// Range into the batch's tag list; tags are sorted by key.
     pub tags: (u32, u32),
-    /// Range into [`WriteBatch::fields`].
+    /// Range into the batch's field list.
     pub fields: (u32, u32),
 }
 
