@@ -1,5 +1,6 @@
 //! End-to-end tests against the real `rigwatch` binary: crash safety under `kill -9` and
-//! injected aborts, torn WAL tails, corrupt Parquet files and graceful shutdown.
+//! injected aborts, torn WAL tails, corrupt Parquet files, graceful shutdown, and a real
+//! Prometheus remote-writing to rigwatch.
 //!
 //! Each test starts `rigwatch serve` as a child process on `127.0.0.1:0` with its own temporary
 //! data directory and talks to it over HTTP only, as a user would.
@@ -9,5 +10,6 @@ mod e2e {
     pub mod crash;
     pub mod harness;
     pub mod ledger;
+    pub mod prometheus;
     pub mod shutdown;
 }
