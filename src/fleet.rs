@@ -21,7 +21,7 @@ const MODELS: [(&str, u64); 4] = [
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
 /// Number of fields in each `gpu` row.
-pub const FIELDS_PER_ROW: usize = 25;
+pub const FIELDS_PER_ROW: usize = 20;
 
 /// One simulated GPU.
 #[derive(Debug, Clone)]
