@@ -78,6 +78,7 @@ pub fn check_ingest_error(e: &IngestError) {
         | IngestError::NotUtf8 { .. }
         | IngestError::UnknownPrecision { .. } => assert_eq!(e.status_code(), 400),
         IngestError::TooLarge { .. } => assert_eq!(e.status_code(), 413),
+        IngestError::UnsupportedEncoding { .. } => assert_eq!(e.status_code(), 415),
     }
     assert!(!e.to_string().is_empty());
 }
