@@ -289,6 +289,29 @@ impl<'a> ParseError<&'a str> for Located<'a> {
 /// The nom result type of this crate's parsers.
 pub(crate) type PResult<'a, O> = nom::IResult<&'a str, O, Located<'a>>;
 
+/// Runs `parse` on every content line of a text body (skipping blank lines and `#` comments,
+/// tolerating CRLF and leading blanks) and collects each failure as a located [`LineError`].
+/// `parse` gets the line and its 1-based number.
+pub(crate) fn each_line<'a>(
+    body: &'a str,
+    mut parse: impl FnMut(&'a str, u32) -> PResult<'a, ()>,
+) -> Vec<LineError> {
+    let mut errors = Vec::new();
+    for (i, raw) in body.split('\n').enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let line = line.trim_start_matches([' ', '\t']);
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line_no = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        if let Err(e) = parse(line, line_no) {
+            let line_start = offset_in(body, raw);
+            errors.push(into_located(e, line).locate(body, line_no, line_start));
+        }
+    }
+    errors
+}
+
 /// Absolute offset of `part` (a subslice of `body`) in `body`.
 pub(crate) fn offset_in(body: &str, part: &str) -> usize {
     let offset = (part.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);

@@ -28,8 +28,8 @@ use std::str::FromStr;
 use rigwatch_storage::batch::{FieldType, FieldValue, WriteBatch};
 
 use crate::error::{
-    After, Expected, IngestError, LineError, LineErrorKind, Located, PResult, expected, fail,
-    into_located, offset_in,
+    After, Expected, IngestError, LineError, LineErrorKind, Located, PResult, each_line, expected,
+    fail,
 };
 
 /// The unit of the timestamps in a request (the `precision` query parameter).
@@ -139,20 +139,9 @@ pub fn parse(
         a: String::new(),
         b: String::new(),
     };
-    let mut errors = Vec::new();
-    for (i, raw) in body.split('\n').enumerate() {
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        let line = line.trim_start_matches([' ', '\t']);
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line_no = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        if let Err(e) = parse_line(line, line_no, &mut cx, batch) {
-            let line_start = offset_in(body, raw);
-            errors.push(into_located(e, line).locate(body, line_no, line_start));
-        }
-    }
-    errors
+    each_line(body, |line, line_no| {
+        parse_line(line, line_no, &mut cx, batch)
+    })
 }
 
 /// Per-body parser state: settings and two reusable unescape buffers.

@@ -28,8 +28,7 @@ use nom::combinator::{opt, recognize};
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
 
 use crate::error::{
-    After, Expected, LineError, LineErrorKind, Located, PResult, expected, fail, into_located,
-    offset_in,
+    After, Expected, LineError, LineErrorKind, Located, PResult, each_line, expected, fail,
 };
 
 /// The field every sample is stored in.
@@ -61,20 +60,7 @@ pub fn parse(body: &str, default_time_ms: i64, batch: &mut WriteBatch) -> Vec<Li
         scratch: String::new(),
         labels: Vec::new(),
     };
-    let mut errors = Vec::new();
-    for (i, raw) in body.split('\n').enumerate() {
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        let line = line.trim_start_matches([' ', '\t']);
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line_no = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        if let Err(e) = sample(line, line_no, &mut cx, batch) {
-            let line_start = offset_in(body, raw);
-            errors.push(into_located(e, line).locate(body, line_no, line_start));
-        }
-    }
-    errors
+    each_line(body, |line, line_no| sample(line, line_no, &mut cx, batch))
 }
 
 /// A piece of text: a slice of the body, or a range of the scratch buffer (unescaped).
