@@ -127,11 +127,15 @@ mod tests {
     #[test]
     fn encodes_each_format() {
         let (schema, b) = batch();
-        let json = String::from_utf8(encode(Format::Json, &schema, &[b.clone()]).unwrap()).unwrap();
+        let json =
+            String::from_utf8(encode(Format::Json, &schema, std::slice::from_ref(&b)).unwrap())
+                .unwrap();
         assert_eq!(json, r#"[{"model":"h100","n":3},{"model":"a100","n":4}]"#);
-        let csv = String::from_utf8(encode(Format::Csv, &schema, &[b.clone()]).unwrap()).unwrap();
+        let csv =
+            String::from_utf8(encode(Format::Csv, &schema, std::slice::from_ref(&b)).unwrap())
+                .unwrap();
         assert_eq!(csv, "model,n\nh100,3\na100,4\n");
-        let ipc = encode(Format::Arrow, &schema, &[b.clone()]).unwrap();
+        let ipc = encode(Format::Arrow, &schema, std::slice::from_ref(&b)).unwrap();
         let reader = arrow::ipc::reader::StreamReader::try_new(&ipc[..], None).unwrap();
         let back: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
         assert_eq!(back, vec![b]);

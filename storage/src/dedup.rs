@@ -159,6 +159,7 @@ mod tests {
     use crate::schema::Schemas;
     use arrow::util::pretty::pretty_format_batches;
 
+    #[allow(clippy::type_complexity)]
     fn chunk_batch(s: &Schemas, rows: &[(&str, i64, &[(&str, FieldValue<'_>)])]) -> RecordBatch {
         let mut b = WriteBatch::default();
         for (tag, t, fields) in rows {

@@ -358,6 +358,7 @@ mod tests {
     use super::*;
     use crate::batch::FieldValue;
 
+    #[allow(clippy::type_complexity)]
     fn batch(rows: &[(&str, &[(&str, &str)], &[(&str, FieldValue<'_>)])]) -> WriteBatch {
         let mut b = WriteBatch::default();
         for (i, (t, tags, fields)) in rows.iter().enumerate() {
