@@ -193,8 +193,20 @@ impl Db {
             };
             let schema = def.arrow_schema();
             let mut batches = Vec::new();
+            let mut unreadable = false;
             for f in &group {
-                batches.extend(persist::read(&self.store, &f.path, &schema).await?);
+                match persist::read(&self.store, &f.path, &schema).await {
+                    Ok(b) => batches.extend(b),
+                    // A corrupt file is excluded (and logged) rather than failing every
+                    // compaction pass; the partition is compacted next pass without it.
+                    Err(e) => {
+                        self.quarantine(f, &e.to_string());
+                        unreadable = true;
+                    }
+                }
+            }
+            if unreadable {
+                continue;
             }
             let (def2, schema2) = (def.clone(), schema.clone());
             let merged =

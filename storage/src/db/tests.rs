@@ -141,3 +141,24 @@ async fn replay_after_unclean_stop_restores_unpersisted_rows_once() {
     assert_eq!(count(&db).await, 3);
     db.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn compaction_excludes_a_file_corrupted_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(config(dir.path())).await.unwrap();
+    for t in [1, 2, 3] {
+        db.write(rows(&[t]), WriteOptions::default()).await.unwrap();
+        db.persist().await.unwrap();
+    }
+    let files = db.files();
+    assert_eq!(files.len(), 3);
+    std::fs::write(dir.path().join("objects").join(&files[1].path), b"garbage").unwrap();
+    let stats = db.compact_with(2).await.unwrap();
+    assert_eq!(stats.partitions, 0);
+    assert_eq!(db.metrics().corrupt_files.get(), 1);
+    // The next pass compacts the two readable files.
+    let stats = db.compact_with(2).await.unwrap();
+    assert_eq!((stats.files_in, stats.files_out), (2, 1));
+    assert_eq!(count(&db).await, 2);
+    db.shutdown().await.unwrap();
+}
