@@ -16,6 +16,7 @@
 //! and time again is an upsert, field by field. Tables declared append-only (events) keep
 //! every row.
 
+pub mod auth;
 pub mod batch;
 pub mod buffer;
 pub mod catalog;

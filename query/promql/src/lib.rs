@@ -1,0 +1,5 @@
+//! The PromQL-compatible query language: parser (nom), AST and evaluator.
+//!
+//! This crate knows nothing of storage: the evaluator reads series through the
+//! [`Queryable`]-style interface in `eval`, which `rigwatch-query` implements over
+//! DataFusion and the conformance tests implement in memory.
