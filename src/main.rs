@@ -1,6 +1,7 @@
 //! The `rigwatch` command line: parse arguments, call into the library crates.
 
 mod bench;
+mod demo;
 mod fleet;
 mod server;
 mod sql_cli;
@@ -26,7 +27,7 @@ enum Command {
     /// Run the server: write routes, SQL, /health and /metrics, on a local data directory.
     Serve(server::ServeArgs),
     /// Run a server plus a simulated GPU fleet writing to it, and print the URLs to try.
-    Demo(server::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Run a SQL query against a running server and print the result as a table.
     Sql(sql_cli::SqlArgs),
     /// Benchmarks that print numbers (ingest throughput, bytes per value, peak RSS).
@@ -53,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => server::serve(args).await,
-            Command::Demo(args) => server::demo(args).await,
+            Command::Demo(args) => demo::run(args).await,
             Command::Sql(args) => sql_cli::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }

@@ -14,10 +14,9 @@ use axum::routing::get;
 use bytesize::ByteSize;
 use clap::Args;
 use prometheus_client::registry::Registry;
+use rigwatch_storage::auth::AuthStore;
 use rigwatch_storage::{Db, DbConfig};
 use tracing::info;
-
-use crate::fleet;
 
 /// Options of the store and the HTTP server.
 #[derive(Debug, Clone, Args)]
@@ -140,28 +139,13 @@ impl ServeArgs {
     }
 }
 
-/// Options of `rigwatch demo`.
-#[derive(Debug, Clone, Args)]
-pub struct DemoArgs {
-    #[command(flatten)]
-    pub serve: ServeArgs,
-
-    /// Simulated GPUs in the demo fleet.
-    #[arg(long, env = "RIGWATCH_DEMO_GPUS", default_value_t = 64)]
-    pub gpus: usize,
-
-    /// Seconds between samples of the simulated fleet.
-    #[arg(long, env = "RIGWATCH_DEMO_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub interval: Duration,
-}
-
 #[derive(Clone)]
 struct AppState {
     db: Arc<Db>,
     registry: Arc<Registry>,
 }
 
-fn init_tracing(filter: &str) {
+pub fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -174,6 +158,8 @@ fn init_tracing(filter: &str) {
 pub struct Running {
     pub addr: SocketAddr,
     pub db: Arc<Db>,
+    /// Suppliers and tokens (`auth.json` in the data directory).
+    pub auth: Arc<AuthStore>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -193,6 +179,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let db = Db::open(args.db_config()?)
         .await
         .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
+    let auth =
+        Arc::new(AuthStore::open(&args.data_dir).with_context(|| {
+            format!("cannot open the auth file in {}", args.data_dir.display())
+        })?);
     let mut registry = Registry::default();
     db.metrics().register(&mut registry);
     let query = rigwatch_query::QueryService::new(db.clone());
@@ -228,12 +218,13 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         db,
+        auth,
         stop,
         task,
     })
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -255,30 +246,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     eprintln!("rigwatch listening on http://{}", running.addr);
     shutdown_signal().await;
     info!("shutting down");
-    running.stop().await?;
-    Ok(std::process::ExitCode::SUCCESS)
-}
-
-pub async fn demo(args: DemoArgs) -> anyhow::Result<std::process::ExitCode> {
-    init_tracing(&args.serve.log);
-    let running = start(&args.serve).await?;
-    let base = format!("http://{}", running.addr);
-    println!(
-        "rigwatch demo: server on {base}, {} simulated GPUs every {:?}",
-        args.gpus, args.interval
-    );
-    println!("  health:  {base}/health");
-    println!("  metrics: {base}/metrics");
-    println!(
-        "  SQL:     curl -s {base}/api/v1/sql --data 'SELECT model, avg(utilization) FROM gpu GROUP BY model'"
-    );
-    println!("  CLI:     cargo run --release -- sql --url {base} 'SELECT count(*) FROM gpu'");
-    let db = running.db.clone();
-    let fleet = fleet::Fleet::new(args.gpus, 7);
-    let interval = args.interval;
-    let writer = tokio::spawn(async move { fleet::run_live(&db, fleet, interval).await });
-    shutdown_signal().await;
-    writer.abort();
     running.stop().await?;
     Ok(std::process::ExitCode::SUCCESS)
 }
