@@ -3,3 +3,6 @@
 //! This crate knows nothing of storage: the evaluator reads series through the
 //! [`Queryable`]-style interface in `eval`, which `rigwatch-query` implements over
 //! DataFusion and the conformance tests implement in memory.
+
+pub mod ast;
+pub mod signatures;
