@@ -1,2 +1,37 @@
 //! The allocator: live fleet view, placement policies, leases, the earnings ledger and the
 //! trace-driven simulator.
+//!
+//! ```text
+//!  samples / health / heartbeats            jobs (submit, finish, fault)
+//!            │ O(1) per update                     │
+//!            ▼                                     ▼
+//!     ┌─────────────┐   candidates   ┌──────────────────────┐   leases   ┌────────────┐
+//!     │  LiveView   │ ─────────────▶ │ Allocator + Policy   │ ─────────▶ │   Ledger   │
+//!     │ (per GPU)   │ ◀───────────── │ (queue, FGD score…)  │            │ (per-minute│
+//!     └─────────────┘  shares taken  └──────────────────────┘            │  entries)  │
+//!                                                                         └────────────┘
+//! ```
+//!
+//! Everything here is plain data and pure functions: persistence of [`Lease`] and
+//! [`LedgerEntry`] rows is the store's job; [`Allocator::rebuild`] restores the allocator from
+//! lease rows.
+
+pub mod allocator;
+pub mod catalog;
+mod error;
+pub mod frag;
+pub mod ledger;
+pub mod model;
+pub mod policy;
+pub mod rng;
+pub mod view;
+
+pub use allocator::{Allocator, AllocatorConfig, Started};
+pub use error::Error;
+pub use frag::TaskDistribution;
+pub use ledger::{LedgerEntry, RateCard};
+pub use model::{EndReason, GpuDemand, Health, Job, JobId, Lease, LeaseId, Milli, WHOLE_GPU};
+pub use policy::{Placement, Policy, policy_by_name};
+pub use view::{GpuSpec, LiveView, NodeSpec, Sample};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,387 @@
+//! Jobs, the queue and leases.
+//!
+//! # Queue rule
+//!
+//! Jobs wait in one queue ordered by *effective priority* (highest first), FIFO within
+//! equal effective priority. Effective priority is the submitted priority plus one for every
+//! [`AllocatorConfig::aging_ms`] the job has waited, so a low-priority job eventually
+//! outranks any fixed priority. A pass ([`Allocator::schedule`]) tries the jobs in that
+//! order and backfills: a job that does not fit is skipped and smaller jobs behind it may
+//! start — except when the skipped job has waited [`AllocatorConfig::starvation_ms`] or
+//! more: then the pass stops there, so capacity freed by departures accumulates for it
+//! instead of being taken by later jobs. A large job therefore waits at most
+//! `starvation_ms` plus the time for enough of its node's leases to end: it cannot starve.
+//!
+//! # Leases
+//!
+//! A placement creates one [`Lease`] per GPU, with the job's share. Ending a job
+//! (completion, cancel, fault, preemption) closes all its leases and returns their shares
+//! and host resources. Closed leases are handed to the caller (for the ledger and the
+//! store); [`Allocator::rebuild`] restores running jobs from the open lease rows.
+
+use std::collections::HashMap;
+
+use crate::frag::TaskDistribution;
+use crate::model::{EndReason, GpuDemand, Health, Job, JobId, Lease, LeaseId, Milli, WHOLE_GPU};
+use crate::policy::{self, Placement, Policy};
+use crate::view::{GpuIdx, LiveView, NodeIdx};
+use crate::{Error, Result};
+
+/// Tunables of the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocatorConfig {
+    /// Waiting this long raises a job's effective priority by one.
+    pub aging_ms: i64,
+    /// A job that has waited this long blocks backfilling behind it.
+    pub starvation_ms: i64,
+    /// Most queued jobs one pass tries (bounds the cost of a pass on a long queue).
+    pub max_attempts_per_pass: usize,
+}
+
+impl Default for AllocatorConfig {
+    fn default() -> Self {
+        AllocatorConfig {
+            aging_ms: 10 * 60_000,
+            starvation_ms: 60 * 60_000,
+            max_attempts_per_pass: 256,
+        }
+    }
+}
+
+/// A job that just started, with its new leases.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Started {
+    pub job: JobId,
+    pub node: String,
+    pub leases: Vec<Lease>,
+    pub waited_ms: i64,
+}
+
+#[derive(Debug)]
+struct Queued {
+    job: Job,
+    submitted_ms: i64,
+    seq: u64,
+}
+
+#[derive(Debug)]
+struct Running {
+    job: Job,
+    node: NodeIdx,
+    leases: Vec<(LeaseId, GpuIdx)>,
+}
+
+/// The allocator: live view + policy + queue + open leases.
+#[derive(Debug)]
+pub struct Allocator {
+    pub view: LiveView,
+    policy: Box<dyn Policy>,
+    dist: TaskDistribution,
+    config: AllocatorConfig,
+    queue: Vec<Queued>,
+    running: HashMap<JobId, Running>,
+    open: HashMap<LeaseId, Lease>,
+    next_lease: LeaseId,
+    next_seq: u64,
+}
+
+impl Allocator {
+    pub fn new(
+        view: LiveView,
+        policy: Box<dyn Policy>,
+        dist: TaskDistribution,
+        config: AllocatorConfig,
+    ) -> Allocator {
+        Allocator {
+            view,
+            policy,
+            dist,
+            config,
+            queue: Vec::new(),
+            running: HashMap::new(),
+            open: HashMap::new(),
+            next_lease: 1,
+            next_seq: 0,
+        }
+    }
+
+    /// Restores an allocator from persisted lease rows: every open row becomes a lease of a
+    /// running job again. Identical duplicate rows are merged; two different rows with one
+    /// lease id, or rows that would put more than 1000 thousandths on a GPU, are errors
+    /// (never a double lease). Host CPU/memory of restored jobs is not in the rows and is
+    /// not reserved. Queued jobs are not persisted and must be resubmitted.
+    pub fn rebuild(
+        view: LiveView,
+        policy: Box<dyn Policy>,
+        dist: TaskDistribution,
+        config: AllocatorConfig,
+        rows: &[Lease],
+    ) -> Result<Allocator> {
+        let mut a = Allocator::new(view, policy, dist, config);
+        let mut seen: HashMap<LeaseId, &Lease> = HashMap::new();
+        for row in rows {
+            a.next_lease = a.next_lease.max(row.lease_id + 1);
+            match seen.get(&row.lease_id) {
+                Some(prev) if *prev == row => continue,
+                Some(_) => {
+                    return Err(Error::ConflictingLeaseRows {
+                        lease: row.lease_id,
+                    });
+                }
+                None => {
+                    seen.insert(row.lease_id, row);
+                }
+            }
+            if !row.is_open() {
+                continue;
+            }
+            let g = a
+                .view
+                .gpu_index(&row.gpu_uuid)
+                .ok_or_else(|| Error::UnknownGpu {
+                    uuid: row.gpu_uuid.clone(),
+                })?;
+            let gpu = &a.view.gpus[g as usize];
+            if gpu.used_milli + row.share_milli > WHOLE_GPU {
+                return Err(Error::OverAllocatedOnRebuild {
+                    uuid: row.gpu_uuid.clone(),
+                    lease: row.lease_id,
+                    total_milli: gpu.used_milli + row.share_milli,
+                });
+            }
+            let node = gpu.node;
+            a.view.take_share(g, row.lease_id, row.share_milli);
+            let r = a.running.entry(row.job_id).or_insert_with(|| Running {
+                job: Job::new(row.job_id, GpuDemand::None),
+                node,
+                leases: Vec::new(),
+            });
+            r.leases.push((row.lease_id, g));
+            a.open.insert(row.lease_id, row.clone());
+        }
+        for r in a.running.values_mut() {
+            let share = r.leases.first().map_or(0, |&(l, _)| a.open[&l].share_milli);
+            r.job.demand = if share < WHOLE_GPU {
+                GpuDemand::Fraction(share as u16)
+            } else {
+                GpuDemand::Whole(r.leases.len() as u8)
+            };
+        }
+        Ok(a)
+    }
+
+    pub fn policy_name(&self) -> &'static str {
+        self.policy.name()
+    }
+    pub fn distribution(&self) -> &TaskDistribution {
+        &self.dist
+    }
+    pub fn set_distribution(&mut self, dist: TaskDistribution) {
+        self.dist = dist;
+    }
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+    pub fn running_jobs(&self) -> usize {
+        self.running.len()
+    }
+    /// Open leases (persist these rows).
+    pub fn open_leases(&self) -> impl Iterator<Item = &Lease> {
+        self.open.values()
+    }
+
+    fn check_new(&self, job: &Job) -> Result<()> {
+        job.demand.validate(job.id)?;
+        if self.running.contains_key(&job.id) || self.queue.iter().any(|q| q.job.id == job.id) {
+            return Err(Error::DuplicateJob { job: job.id });
+        }
+        Ok(())
+    }
+
+    /// Where `job` would go now, without taking anything (None: does not fit).
+    pub fn plan(
+        &mut self,
+        job: &Job,
+        now_ms: i64,
+        only_node: Option<NodeIdx>,
+    ) -> Option<(Placement, f64)> {
+        policy::choose(
+            &self.view,
+            &self.dist,
+            self.policy.as_mut(),
+            job,
+            now_ms,
+            only_node,
+        )
+    }
+
+    /// Places `job` immediately if it fits (no queueing); `Ok(None)` if it does not.
+    pub fn try_start(&mut self, job: Job, now_ms: i64) -> Result<Option<Started>> {
+        self.check_new(&job)?;
+        Ok(self
+            .plan(&job, now_ms, None)
+            .map(|(p, _)| self.commit(job, p, now_ms, 0)))
+    }
+
+    /// Places `job` on `node` if it fits there (the extender's bind).
+    pub fn try_start_on(
+        &mut self,
+        job: Job,
+        node: NodeIdx,
+        now_ms: i64,
+    ) -> Result<Option<Started>> {
+        self.check_new(&job)?;
+        Ok(self
+            .plan(&job, now_ms, Some(node))
+            .map(|(p, _)| self.commit(job, p, now_ms, 0)))
+    }
+
+    /// Queues `job`; it starts in a later [`Allocator::schedule`] pass.
+    pub fn submit(&mut self, job: Job, now_ms: i64) -> Result<()> {
+        self.check_new(&job)?;
+        self.queue.push(Queued {
+            job,
+            submitted_ms: now_ms,
+            seq: self.next_seq,
+        });
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// Removes a queued job that has not started.
+    pub fn dequeue(&mut self, job: JobId) -> Option<Job> {
+        let i = self.queue.iter().position(|q| q.job.id == job)?;
+        Some(self.queue.remove(i).job)
+    }
+
+    /// One pass over the queue following the queue rule (module docs).
+    pub fn schedule(&mut self, now_ms: i64) -> Vec<Started> {
+        let aging = self.config.aging_ms.max(1);
+        let eff = |q: &Queued| i64::from(q.job.priority) + (now_ms - q.submitted_ms).max(0) / aging;
+        self.queue
+            .sort_by(|a, b| eff(b).cmp(&eff(a)).then(a.seq.cmp(&b.seq)));
+        let mut started = Vec::new();
+        let mut taken = vec![false; self.queue.len()];
+        let mut attempts = 0;
+        for i in 0..self.queue.len() {
+            if attempts >= self.config.max_attempts_per_pass {
+                break;
+            }
+            attempts += 1;
+            let q = &self.queue[i];
+            match policy::choose(
+                &self.view,
+                &self.dist,
+                self.policy.as_mut(),
+                &q.job,
+                now_ms,
+                None,
+            ) {
+                Some((p, _)) => {
+                    let waited = now_ms - q.submitted_ms;
+                    let job = q.job.clone();
+                    started.push(self.commit(job, p, now_ms, waited));
+                    taken[i] = true;
+                }
+                None if now_ms - q.submitted_ms >= self.config.starvation_ms => break,
+                None => {}
+            }
+        }
+        let mut i = 0;
+        self.queue.retain(|_| {
+            i += 1;
+            !taken[i - 1]
+        });
+        started
+    }
+
+    fn commit(&mut self, job: Job, p: Placement, now_ms: i64, waited_ms: i64) -> Started {
+        let node = p.node;
+        self.view.take_host(node, job.cpu_milli, job.memory_mib);
+        let node_name = self.view.nodes[node as usize].name.clone();
+        let supplier = self.view.suppliers[self.view.nodes[node as usize].supplier as usize]
+            .name
+            .clone();
+        let mut leases = Vec::with_capacity(p.gpus.len());
+        let mut ids = Vec::with_capacity(p.gpus.len());
+        for (g, share) in p.gpus {
+            let id = self.next_lease;
+            self.next_lease += 1;
+            self.view.take_share(g, id, share);
+            let gpu = &self.view.gpus[g as usize];
+            let lease = Lease {
+                lease_id: id,
+                job_id: job.id,
+                gpu_uuid: gpu.uuid.clone(),
+                node: node_name.clone(),
+                supplier: supplier.clone(),
+                model: self.view.model_name(gpu.model).to_owned(),
+                share_milli: share,
+                start_ms: now_ms,
+                end_ms: None,
+                end_reason: None,
+            };
+            self.open.insert(id, lease.clone());
+            leases.push(lease);
+            ids.push((id, g));
+        }
+        let id = job.id;
+        self.running.insert(
+            id,
+            Running {
+                job,
+                node,
+                leases: ids,
+            },
+        );
+        Started {
+            job: id,
+            node: node_name,
+            leases,
+            waited_ms,
+        }
+    }
+
+    /// Ends a running job: closes its leases with `reason` and returns them.
+    pub fn finish(&mut self, job: JobId, reason: EndReason, now_ms: i64) -> Result<Vec<Lease>> {
+        let r = self.running.remove(&job).ok_or(Error::UnknownJob { job })?;
+        self.view
+            .return_host(r.node, r.job.cpu_milli, r.job.memory_mib);
+        let mut closed = Vec::with_capacity(r.leases.len());
+        for (id, g) in r.leases {
+            self.view.return_share(g, id);
+            if let Some(mut l) = self.open.remove(&id) {
+                l.end_ms = Some(now_ms.max(l.start_ms));
+                l.end_reason = Some(reason);
+                closed.push(l);
+            }
+        }
+        Ok(closed)
+    }
+
+    /// A GPU failed: marks it unhealthy and ends every job with a lease on it
+    /// (`FaultHardware`). The caller decides whether to resubmit those jobs.
+    pub fn fault_gpu(&mut self, uuid: &str, now_ms: i64) -> Result<Vec<Lease>> {
+        self.view.set_health(uuid, Health::Unhealthy)?;
+        let g = self.view.gpu_index(uuid).ok_or_else(|| Error::UnknownGpu {
+            uuid: uuid.to_owned(),
+        })?;
+        let jobs: Vec<JobId> = self.view.gpus[g as usize]
+            .leases
+            .iter()
+            .map(|&(l, _)| self.open[&l].job_id)
+            .collect();
+        let mut closed = Vec::new();
+        for j in jobs {
+            if self.running.contains_key(&j) {
+                closed.extend(self.finish(j, EndReason::FaultHardware, now_ms)?);
+            }
+        }
+        Ok(closed)
+    }
+
+    /// Total share leased on GPU `uuid` (for checks).
+    pub fn gpu_used_milli(&self, uuid: &str) -> Option<Milli> {
+        self.view.gpu(uuid).map(|g| g.used_milli)
+    }
+}

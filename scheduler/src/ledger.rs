@@ -1,0 +1,405 @@
+//! The earnings ledger: per-lease, per-minute accrual entries and daily supplier
+//! statements, all in integer minor units.
+//!
+//! # Rounding rule
+//!
+//! A lease's exact earnings from its start to time `t` are the rational number
+//! `num(t) / D` with
+//!
+//! ```text
+//! num(t) = Σ over rate segments [a, b) ∩ [start, t)  rate × share_milli × (b − a)   (i128)
+//! D      = 1000 (thousandths) × 3 600 000 (ms per hour)
+//! ```
+//!
+//! where `rate` is the model's price per GPU-hour in minor units in force on the segment.
+//! An entry covering `[t0, t1)` is worth `⌊num(t1)/D⌋ − ⌊num(t0)/D⌋`, so the entries of a
+//! lease telescope to `⌊num(end)/D⌋`: no unit is created or lost across minutes, restarts or
+//! rate changes; at most one unit (the final fraction) is never paid per lease.
+//!
+//! Entries are cut at every UTC minute boundary, at every rate change and at the lease's
+//! start and end, so an entry never spans two days (statements split leases at midnight)
+//! or two rates. An entry's key is `(lease_id, from_ms)`, a pure function of the lease and
+//! the rate card: only closed minutes are accrued for open leases, so accruing again, or
+//! after a restart from persisted rows ([`Ledger::insert_rows`]), produces the same keys and
+//! never counts a minute twice.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog;
+use crate::model::{Lease, LeaseId, Milli};
+use crate::{Error, Result};
+
+/// Milliseconds per minute.
+pub const MINUTE_MS: i64 = 60_000;
+/// Milliseconds per day.
+pub const DAY_MS: i64 = 86_400_000;
+/// The denominator `D` of the rounding rule.
+pub const DENOMINATOR: i128 = 1000 * 3_600_000;
+
+/// Prices per GPU model per GPU-hour, minor units, with effective times.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateCard {
+    /// Price for a model without an entry.
+    pub default_rate: i64,
+    /// Upper-cased model name → (effective_ms, rate), sorted by time.
+    changes: BTreeMap<String, Vec<(i64, i64)>>,
+}
+
+impl RateCard {
+    /// An empty card: every model costs `default_rate`.
+    pub fn flat(default_rate: i64) -> RateCard {
+        RateCard {
+            default_rate,
+            changes: BTreeMap::new(),
+        }
+    }
+
+    /// The catalog's illustrative prices ([`crate::catalog`]), in force since forever.
+    pub fn illustrative() -> RateCard {
+        let mut card = RateCard::flat(catalog::FALLBACK_RATE_PER_GPU_HOUR);
+        for m in catalog::MODELS {
+            card.changes.insert(
+                m.name.to_ascii_uppercase(),
+                vec![(i64::MIN, m.rate_per_gpu_hour)],
+            );
+        }
+        card
+    }
+
+    /// Sets `model`'s price from `effective_ms` on; changes must come in time order per
+    /// model (a change before the model's last change is rejected).
+    pub fn set_rate(&mut self, model: &str, effective_ms: i64, rate: i64) -> Result<()> {
+        let v = self.changes.entry(model.to_ascii_uppercase()).or_default();
+        if let Some(&(last, _)) = v.last()
+            && effective_ms < last
+        {
+            return Err(Error::RetroactiveRateChange {
+                model: model.to_owned(),
+                effective_ms,
+                accrued_ms: last,
+            });
+        }
+        if v.last().is_some_and(|&(t, _)| t == effective_ms) {
+            v.pop();
+        }
+        v.push((effective_ms, rate));
+        Ok(())
+    }
+
+    fn changes_of(&self, model: &str) -> &[(i64, i64)] {
+        self.changes
+            .get(&model.to_ascii_uppercase())
+            .map_or(&[], |v| v.as_slice())
+    }
+
+    /// Price of `model` at `t`.
+    pub fn rate_at(&self, model: &str, t: i64) -> i64 {
+        let ch = self.changes_of(model);
+        let i = ch.partition_point(|&(e, _)| e <= t);
+        if i == 0 {
+            self.default_rate
+        } else {
+            ch[i - 1].1
+        }
+    }
+
+    /// The first rate change of `model` strictly after `t`.
+    fn next_change_after(&self, model: &str, t: i64) -> Option<i64> {
+        let ch = self.changes_of(model);
+        let i = ch.partition_point(|&(e, _)| e <= t);
+        ch.get(i).map(|&(e, _)| e)
+    }
+
+    /// `num(t)` of the rounding rule for `lease` (exact, i128).
+    pub fn numerator(&self, lease: &Lease, t: i64) -> i128 {
+        let end = lease.end_ms.map_or(t, |e| e.min(t));
+        let mut a = lease.start_ms;
+        let mut num = 0i128;
+        while a < end {
+            let b = self
+                .next_change_after(&lease.model, a)
+                .map_or(end, |c| c.min(end));
+            num += i128::from(self.rate_at(&lease.model, a))
+                * i128::from(lease.share_milli)
+                * i128::from(b - a);
+            a = b;
+        }
+        num
+    }
+
+    /// Exact earnings of a closed lease after rounding: `⌊num(end)/D⌋`; equal to the sum of
+    /// its entries.
+    pub fn lease_total(&self, lease: &Lease) -> i64 {
+        let end = lease.end_ms.unwrap_or(lease.start_ms);
+        self.numerator(lease, end).div_euclid(DENOMINATOR) as i64
+    }
+}
+
+/// One accrual row: a lease's earnings over `[from_ms, to_ms)` (within one minute, one day
+/// and one rate). Key: `(lease_id, from_ms)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub lease_id: LeaseId,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub supplier: String,
+    pub gpu_uuid: String,
+    pub model: String,
+    pub share_milli: Milli,
+    pub rate_per_gpu_hour: i64,
+    pub amount_minor: i64,
+}
+
+impl LedgerEntry {
+    /// UTC day number (days since 1970-01-01) the entry belongs to.
+    pub fn day(&self) -> i64 {
+        self.from_ms.div_euclid(DAY_MS)
+    }
+}
+
+/// A supplier's earnings for one UTC day.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyStatement {
+    pub supplier: String,
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub day: i64,
+    pub amount_minor: i64,
+    /// GPU time sold, thousandth-GPU × ms.
+    pub gpu_milli_ms: i128,
+    pub entries: u64,
+    /// The day is over and fully accrued: the amount will not change.
+    pub settled: bool,
+}
+
+/// Entries for `[lease.start, upto)` not before `resume_ms`, appended to `out`.
+/// `upto` is the lease end if it ended by `now_ms`, else `now_ms` floored to the minute.
+pub fn accrue_lease(
+    card: &RateCard,
+    lease: &Lease,
+    now_ms: i64,
+    resume_ms: i64,
+    out: &mut Vec<LedgerEntry>,
+) {
+    let upto = match lease.end_ms {
+        Some(e) if e <= now_ms => e,
+        _ => now_ms.div_euclid(MINUTE_MS) * MINUTE_MS,
+    };
+    let mut a = resume_ms.max(lease.start_ms);
+    if a >= upto {
+        return;
+    }
+    let mut num = card.numerator(lease, a);
+    while a < upto {
+        let next_minute = (a.div_euclid(MINUTE_MS) + 1) * MINUTE_MS;
+        let b = card
+            .next_change_after(&lease.model, a)
+            .map_or(next_minute, |c| c.min(next_minute))
+            .min(upto);
+        let rate = card.rate_at(&lease.model, a);
+        let before = num.div_euclid(DENOMINATOR);
+        num += i128::from(rate) * i128::from(lease.share_milli) * i128::from(b - a);
+        out.push(LedgerEntry {
+            lease_id: lease.lease_id,
+            from_ms: a,
+            to_ms: b,
+            supplier: lease.supplier.clone(),
+            gpu_uuid: lease.gpu_uuid.clone(),
+            model: lease.model.clone(),
+            share_milli: lease.share_milli,
+            rate_per_gpu_hour: rate,
+            amount_minor: (num.div_euclid(DENOMINATOR) - before) as i64,
+        });
+        a = b;
+    }
+}
+
+/// The ledger: a rate card and the entries accrued so far, keyed `(lease_id, from_ms)`.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    card: RateCard,
+    entries: BTreeMap<(LeaseId, i64), LedgerEntry>,
+    accrued_through: HashMap<LeaseId, i64>,
+    /// Latest time accrual has reached; rate changes before it are refused.
+    horizon_ms: i64,
+}
+
+impl Ledger {
+    pub fn new(card: RateCard) -> Ledger {
+        Ledger {
+            card,
+            entries: BTreeMap::new(),
+            accrued_through: HashMap::new(),
+            horizon_ms: i64::MIN,
+        }
+    }
+
+    pub fn card(&self) -> &RateCard {
+        &self.card
+    }
+
+    /// Changes a price from `effective_ms` on; refused if accrual already passed that time.
+    pub fn set_rate(&mut self, model: &str, effective_ms: i64, rate: i64) -> Result<()> {
+        if effective_ms < self.horizon_ms {
+            return Err(Error::RetroactiveRateChange {
+                model: model.to_owned(),
+                effective_ms,
+                accrued_ms: self.horizon_ms,
+            });
+        }
+        self.card.set_rate(model, effective_ms, rate)
+    }
+
+    /// Restores persisted entries (after a restart). Idempotent: a row already present is
+    /// skipped.
+    pub fn insert_rows(&mut self, rows: impl IntoIterator<Item = LedgerEntry>) {
+        for e in rows {
+            let t = self.accrued_through.entry(e.lease_id).or_insert(i64::MIN);
+            *t = (*t).max(e.to_ms);
+            self.horizon_ms = self.horizon_ms.max(e.to_ms);
+            self.entries.entry((e.lease_id, e.from_ms)).or_insert(e);
+        }
+    }
+
+    /// Accrues `lease` through `now_ms` (closed minutes only while it is open); returns the
+    /// new entries (persist them).
+    pub fn accrue(&mut self, lease: &Lease, now_ms: i64) -> Vec<LedgerEntry> {
+        let resume = self
+            .accrued_through
+            .get(&lease.lease_id)
+            .copied()
+            .unwrap_or(i64::MIN);
+        let mut out = Vec::new();
+        accrue_lease(&self.card, lease, now_ms, resume, &mut out);
+        out.retain(|e| !self.entries.contains_key(&(e.lease_id, e.from_ms)));
+        for e in &out {
+            self.accrued_through.insert(e.lease_id, e.to_ms);
+            self.horizon_ms = self.horizon_ms.max(e.to_ms);
+            self.entries.insert((e.lease_id, e.from_ms), e.clone());
+        }
+        out
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &LedgerEntry> {
+        self.entries.values()
+    }
+
+    /// Sum of a supplier's entries.
+    pub fn supplier_total(&self, supplier: &str) -> i64 {
+        self.entries
+            .values()
+            .filter(|e| e.supplier == supplier)
+            .map(|e| e.amount_minor)
+            .sum()
+    }
+
+    /// Daily statements per supplier (sorted by supplier then day). A day is settled when
+    /// `now_ms` is past its end and every lease in it has been accrued past the day
+    /// (`open_through_ms`: the earliest time an open lease is accrued through, if any).
+    pub fn daily_statements(
+        &self,
+        now_ms: i64,
+        open_through_ms: Option<i64>,
+    ) -> Vec<DailyStatement> {
+        let mut by: BTreeMap<(String, i64), DailyStatement> = BTreeMap::new();
+        let accrued = open_through_ms.map_or(now_ms, |t| t.min(now_ms));
+        for e in self.entries.values() {
+            let day = e.day();
+            let s = by
+                .entry((e.supplier.clone(), day))
+                .or_insert_with(|| DailyStatement {
+                    supplier: e.supplier.clone(),
+                    date: civil_date(day),
+                    day,
+                    amount_minor: 0,
+                    gpu_milli_ms: 0,
+                    entries: 0,
+                    settled: (day + 1) * DAY_MS <= accrued,
+                });
+            s.amount_minor += e.amount_minor;
+            s.gpu_milli_ms += i128::from(e.share_milli) * i128::from(e.to_ms - e.from_ms);
+            s.entries += 1;
+        }
+        by.into_values().collect()
+    }
+}
+
+/// `YYYY-MM-DD` of a day number (Howard Hinnant's civil_from_days).
+pub fn civil_date(day: i64) -> String {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(start: i64, end: Option<i64>, share: Milli) -> Lease {
+        Lease {
+            lease_id: 7,
+            job_id: 1,
+            gpu_uuid: "GPU-a".into(),
+            node: "n".into(),
+            supplier: "s".into(),
+            model: "H100".into(),
+            share_milli: share,
+            start_ms: start,
+            end_ms: end,
+            end_reason: None,
+        }
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(20_454), "2026-01-01");
+        assert_eq!(civil_date(-1), "1969-12-31");
+    }
+
+    #[test]
+    fn one_hour_of_a_whole_h100_is_the_rate() {
+        let card = RateCard::illustrative();
+        let l = lease(0, Some(3_600_000), 1000);
+        assert_eq!(card.lease_total(&l), 250);
+        let mut out = Vec::new();
+        accrue_lease(&card, &l, 10_000_000, i64::MIN, &mut out);
+        assert_eq!(out.len(), 60);
+        assert_eq!(out.iter().map(|e| e.amount_minor).sum::<i64>(), 250);
+    }
+
+    #[test]
+    fn open_lease_accrues_closed_minutes_only_and_resumes_without_double_count() {
+        let mut ledger = Ledger::new(RateCard::illustrative());
+        let mut l = lease(30_000, None, 333);
+        let first = ledger.accrue(&l, 150_000);
+        assert_eq!(first.last().unwrap().to_ms, 120_000);
+        assert!(ledger.accrue(&l, 170_000).is_empty());
+        let rows: Vec<LedgerEntry> = ledger.entries().cloned().collect();
+        let mut restarted = Ledger::new(RateCard::illustrative());
+        restarted.insert_rows(rows.clone());
+        restarted.insert_rows(rows);
+        l.end_ms = Some(7_300_000);
+        restarted.accrue(&l, 8_000_000);
+        let total: i64 = restarted.entries().map(|e| e.amount_minor).sum();
+        assert_eq!(total, restarted.card().lease_total(&l));
+    }
+
+    #[test]
+    fn retroactive_rate_change_is_refused() {
+        let mut ledger = Ledger::new(RateCard::illustrative());
+        ledger.accrue(&lease(0, Some(600_000), 1000), 600_000);
+        let err = ledger.set_rate("H100", 300_000, 1).unwrap_err();
+        assert!(matches!(err, Error::RetroactiveRateChange { .. }), "{err}");
+        ledger.set_rate("H100", 600_000, 1).unwrap();
+    }
+}
