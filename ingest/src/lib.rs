@@ -17,6 +17,7 @@
 //! that can is parsed line by line, and each bad line becomes a [`LineError`] while every
 //! good line is kept.
 
+pub mod agent;
 pub mod error;
 pub mod gzip;
 pub mod line_protocol;

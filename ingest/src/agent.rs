@@ -1,0 +1,85 @@
+//! The GPU agent (`rigwatch agent`) and the server routes it talks to.
+//!
+//! ```text
+//!   collector thread (std::thread, never a tokio worker)          async transport task
+//!  ┌──────────────────────────────────────────────────┐        ┌───────────────────────────────┐
+//!  │ Collector: nvml::Nvml | sim::Simulator | dcgm::…  │        │ gzip → POST /api/v1/agent/write│
+//!  │   inventory() once, then every --interval:        │ batch  │   2xx: done                    │
+//!  │   sample(now) + events(now) → line protocol       ├───────►│   down: spool (on disk, bounded│
+//!  │   (gpu, gpu_fault, heartbeat rows)                │        │   oldest dropped, counted) and │
+//!  └──────────────────────────────────────────────────┘        │   drain in order when back     │
+//!                                                               └───────────────────────────────┘
+//!   server: routes::router — register (gpu_inventory), write (stamps supplier from the token,
+//!   worker from ?worker=, rejects rows claiming another supplier)
+//! ```
+//!
+//! Every collector (real NVML, the simulator, a dcgm-exporter scrape) produces the same
+//! [`GpuSample`]s, so everything after collection is one code path. Field names, units and
+//! their DCGM / NVML sources are listed in [`fields`] (and in `agent/README.md`).
+
+pub mod dcgm;
+pub mod fields;
+pub mod nvml;
+pub mod routes;
+pub mod runner;
+pub mod sim;
+pub mod spool;
+pub mod transport;
+
+pub use fields::{GpuEvent, GpuInfo, GpuSample, Metric};
+pub use runner::{AgentConfig, AgentHandle, AgentStats};
+
+/// Why a collector could not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The NVIDIA management library could not be loaded or initialised.
+    #[error(
+        "no NVIDIA driver found: could not load {library} ({reason}). \
+         Install the NVIDIA driver, or run `rigwatch agent --simulate N` to stream N simulated GPUs"
+    )]
+    NvmlUnavailable { library: String, reason: String },
+    /// An NVML call failed for a reason other than "not supported".
+    #[error("NVML {call} failed on GPU {index}: {reason}")]
+    Nvml {
+        call: &'static str,
+        index: u32,
+        reason: String,
+    },
+    /// The dcgm-exporter endpoint could not be scraped.
+    #[error("cannot scrape dcgm-exporter at {url}: {reason}")]
+    Scrape { url: String, reason: String },
+}
+
+/// A source of GPU inventory, samples and events. Runs on the agent's collector thread, so
+/// implementations may block (NVML calls, an HTTP scrape).
+pub trait Collector: Send + 'static {
+    /// The GPUs present, with their stable attributes. Called at start (registration).
+    fn inventory(&mut self) -> Result<Vec<GpuInfo>, CollectError>;
+
+    /// Appends one sample per reachable GPU taken at `now_ns`. Metrics a GPU does not
+    /// support are left unset (omitted), never zero. A GPU that cannot be reached is left
+    /// out.
+    fn sample(&mut self, now_ns: i64, out: &mut Vec<GpuSample>) -> Result<(), CollectError>;
+
+    /// Appends the fault events (XID errors) seen since the last call.
+    fn events(&mut self, now_ns: i64, out: &mut Vec<GpuEvent>);
+}
+
+impl Collector for Box<dyn Collector> {
+    fn inventory(&mut self) -> Result<Vec<GpuInfo>, CollectError> {
+        (**self).inventory()
+    }
+    fn sample(&mut self, now_ns: i64, out: &mut Vec<GpuSample>) -> Result<(), CollectError> {
+        (**self).sample(now_ns, out)
+    }
+    fn events(&mut self, now_ns: i64, out: &mut Vec<GpuEvent>) {
+        (**self).events(now_ns, out)
+    }
+}
+
+/// Wall-clock time in nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

@@ -1,0 +1,541 @@
+//! The server side of the agent: registration, inventory and telemetry writes.
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `POST /api/v1/agent/register` | agent token | JSON [`Registration`]: the worker and its GPUs, stored as `gpu_inventory` rows |
+//! | `GET /api/v1/agent/inventory` | any token | the registered workers and GPUs the token may see |
+//! | `POST /api/v1/agent/write?worker=W` | agent token | line protocol (gzip allowed), `precision=ns` by default |
+//!
+//! The server never trusts the payload for identity: every row gets `supplier` from the
+//! token and `worker` from `?worker=`, which must be registered for that supplier. A row
+//! that names another supplier (or another worker) fails the whole request with 403 and
+//! nothing of it is stored. A request is acknowledged (204) only once the store has made
+//! it durable.
+//!
+//! Registrations are also kept in `<data-dir>/agents.json` (written atomically), so the
+//! `?worker=` check survives restarts without a query.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use parking_lot::Mutex;
+use rigwatch_storage::auth::{AuthStore, Principal, Role, validate_supplier_name};
+use rigwatch_storage::batch::{FieldValue, WriteBatch};
+use rigwatch_storage::{Db, WriteOptions};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use super::fields::GpuInfo;
+use super::transport::Registration;
+use crate::line_protocol::{self, Precision};
+use crate::{gzip, utf8};
+
+/// What the agent routes need.
+#[derive(Debug, Clone)]
+pub struct AgentState {
+    pub db: Arc<Db>,
+    pub auth: Arc<AuthStore>,
+    /// Largest accepted body, before and after decompression.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: AgentState,
+    registry: Registry,
+}
+
+/// The agent routes.
+pub fn router(state: AgentState) -> Router {
+    let registry = Registry::open(state.db.config().data_dir.join("agents.json"));
+    Router::new()
+        .route("/api/v1/agent/register", post(register))
+        .route("/api/v1/agent/inventory", get(inventory))
+        .route("/api/v1/agent/write", post(write))
+        .with_state(Arc::new(Shared { state, registry }))
+}
+
+/// A registered worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub supplier: String,
+    pub worker: String,
+    pub registered_unix_ms: i64,
+    #[serde(default)]
+    pub agent_version: String,
+    pub gpus: Vec<GpuInfo>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RegistryFile {
+    version: u32,
+    /// Keyed by `supplier/worker`.
+    workers: BTreeMap<String, WorkerRecord>,
+}
+
+#[derive(Debug)]
+struct Registry {
+    path: PathBuf,
+    file: Mutex<RegistryFile>,
+}
+
+impl Registry {
+    fn open(path: PathBuf) -> Self {
+        let file = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                warn!(error = %e, path = %path.display(), "agent registry unreadable; agents will register again");
+                RegistryFile::default()
+            }),
+            Err(_) => RegistryFile::default(),
+        };
+        Registry {
+            path,
+            file: Mutex::new(file),
+        }
+    }
+
+    fn key(supplier: &str, worker: &str) -> String {
+        format!("{supplier}/{worker}")
+    }
+
+    fn contains(&self, supplier: &str, worker: &str) -> bool {
+        self.file
+            .lock()
+            .workers
+            .contains_key(&Self::key(supplier, worker))
+    }
+
+    /// Records a worker and writes the file (tmp + fsync + rename).
+    fn put(&self, rec: WorkerRecord) -> std::io::Result<()> {
+        let mut file = self.file.lock();
+        file.version = 1;
+        file.workers
+            .insert(Self::key(&rec.supplier, &rec.worker), rec);
+        let bytes = serde_json::to_vec_pretty(&*file).expect("registry serializes");
+        let tmp = self.path.with_extension("json.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent()
+            && let Ok(d) = File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    fn list(&self, supplier: Option<&str>) -> Vec<WorkerRecord> {
+        self.file
+            .lock()
+            .workers
+            .values()
+            .filter(|w| supplier.is_none_or(|s| w.supplier == s))
+            .cloned()
+            .collect()
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    message: String,
+}
+
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    let mut resp = (
+        status,
+        axum::Json(ErrorBody {
+            code,
+            message: message.into(),
+        }),
+    )
+        .into_response();
+    match status {
+        StatusCode::UNAUTHORIZED => {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rigwatch\""),
+            );
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
+    }
+    resp
+}
+
+/// The principal of the request's bearer token, or the 401 to answer.
+fn authenticate(auth: &AuthStore, headers: &HeaderMap) -> Result<Principal, Response> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <token>` header; create an agent token with `rigwatch supplier add <name>` or `rigwatch supplier token <name>`",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(token) = token else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the Authorization header must be `Bearer <token>`",
+        ));
+    };
+    auth.authenticate(token).ok_or_else(|| {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid token: unknown, revoked, expired, or its supplier is disabled",
+        )
+    })
+}
+
+/// The supplier of an agent token, or the 401/403 to answer.
+fn agent_supplier(auth: &AuthStore, headers: &HeaderMap) -> Result<String, Response> {
+    let p = authenticate(auth, headers)?;
+    match (p.role, p.supplier) {
+        (Role::Agent, Some(s)) => Ok(s),
+        (role, _) => Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token {} has role `{role}`; agent routes need an agent token (`rigwatch supplier token <name> --role agent`)",
+                p.token_id
+            ),
+        )),
+    }
+}
+
+fn now_ns() -> i64 {
+    super::now_ns()
+}
+
+async fn register(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let supplier = match agent_supplier(&shared.state.auth, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let reg: Registration = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("registration is not valid JSON: {e}"),
+            );
+        }
+    };
+    if let Err(e) = validate_supplier_name(&reg.worker) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("worker name: {}", e.to_string().replace("supplier name", "name")),
+        );
+    }
+    let time = now_ns();
+    let mut batch = WriteBatch::with_capacity(reg.gpus.len(), reg.gpus.len() * 256);
+    for (i, g) in reg.gpus.iter().enumerate() {
+        if g.uuid.is_empty() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("gpus[{i}] has an empty uuid"),
+            );
+        }
+        let idx = g.index.to_string();
+        let mut row = batch.row("gpu_inventory", time);
+        row.tag("supplier", &supplier)
+            .tag("worker", &reg.worker)
+            .tag("gpu_uuid", &g.uuid)
+            .tag("gpu_index", &idx)
+            .field("model", FieldValue::Str(&g.model))
+            .field(
+                "memory_total_mib",
+                FieldValue::I64(g.memory_total_mib as i64),
+            )
+            .field("pci_bus_id", FieldValue::Str(&g.pci_bus_id))
+            .field("driver_version", FieldValue::Str(&g.driver_version))
+            .field("cuda_version", FieldValue::Str(&g.cuda_version))
+            .field("agent_version", FieldValue::Str(&reg.agent_version));
+        if let Some(p) = g.power_limit_watts {
+            row.field("power_limit_watts", FieldValue::F64(p));
+        }
+        if let Some(m) = g.mig_enabled {
+            row.field("mig_enabled", FieldValue::Bool(m));
+        }
+        if let Err(e) = row.finish(i as u32 + 1) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("gpus[{i}]: {e}"),
+            );
+        }
+    }
+    if let Err(r) = store(&shared.state.db, batch).await {
+        return r;
+    }
+    let rec = WorkerRecord {
+        supplier: supplier.clone(),
+        worker: reg.worker.clone(),
+        registered_unix_ms: time / 1_000_000,
+        agent_version: reg.agent_version,
+        gpus: reg.gpus,
+    };
+    let gpus = rec.gpus.len();
+    let registry = shared.clone();
+    let saved = tokio::task::spawn_blocking(move || registry.registry.put(rec)).await;
+    match saved {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("cannot save the agent registry: {e}"),
+            );
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+    axum::Json(serde_json::json!({
+        "supplier": supplier,
+        "worker": reg.worker,
+        "gpus": gpus,
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct InventoryParams {
+    supplier: Option<String>,
+}
+
+async fn inventory(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<InventoryParams>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match authenticate(&shared.state.auth, &headers) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let filter = match (p.scope(), params.supplier.as_deref()) {
+        (Some(own), Some(asked)) if own != asked => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("token {} belongs to supplier `{own}`, not `{asked}`", p.token_id),
+            );
+        }
+        (Some(own), _) => Some(own.to_string()),
+        (None, asked) => asked.map(str::to_string),
+    };
+    let workers = shared.registry.list(filter.as_deref());
+    axum::Json(serde_json::json!({ "workers": workers })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct WriteParams {
+    worker: Option<String>,
+    precision: Option<String>,
+}
+
+async fn write(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<WriteParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let supplier = match agent_supplier(&shared.state.auth, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(worker) = params.worker else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "missing `?worker=`: the worker this batch comes from",
+        );
+    };
+    if !shared.registry.contains(&supplier, &worker) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "unregistered",
+            format!(
+                "worker `{worker}` is not registered for supplier `{supplier}`; POST /api/v1/agent/register first"
+            ),
+        );
+    }
+    let precision = match params.precision.as_deref().map(str::parse::<Precision>) {
+        None => Precision::Ns,
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
+    };
+    let body = match read_body(shared.state.max_body_bytes, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let parsed = tokio::task::spawn_blocking(move || stamp(&body, precision, &supplier, &worker))
+        .await;
+    let batch = match parsed {
+        Ok(Ok(b)) => b,
+        Ok(Err(r)) => return r,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
+    match store(&shared.state.db, batch).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Parses the body and rebuilds every row with `supplier` and `worker` stamped. Any bad
+/// line fails the whole request (an agent's batch is all or nothing).
+fn stamp(
+    body: &[u8],
+    precision: Precision,
+    supplier: &str,
+    worker: &str,
+) -> Result<WriteBatch, Response> {
+    let text = utf8(body).map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+    let mut parsed = WriteBatch::with_capacity(text.len() / 300, text.len());
+    let errors = line_protocol::parse(text, precision, now_ns(), &mut parsed);
+    if !errors.is_empty() {
+        let listed: Vec<String> = errors.iter().take(10).map(|e| e.to_string()).collect();
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!(
+                "{} bad line(s), nothing stored: {}",
+                errors.len(),
+                listed.join("; ")
+            ),
+        ));
+    }
+    let mut out = WriteBatch::with_capacity(parsed.len(), text.len() + parsed.len() * 32);
+    for row in parsed.rows() {
+        let line = row.line();
+        let mut b = out.row(row.table(), row.time());
+        for (k, v) in row.tags() {
+            match k {
+                "supplier" if v != supplier => {
+                    drop(b);
+                    return Err(error(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!(
+                            "line {line}: row claims supplier `{v}` but the token belongs to supplier `{supplier}`; nothing of this request was stored"
+                        ),
+                    ));
+                }
+                "worker" if v != worker => {
+                    drop(b);
+                    return Err(error(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!(
+                            "line {line}: row claims worker `{v}` but the request is for worker `{worker}`; nothing of this request was stored"
+                        ),
+                    ));
+                }
+                "supplier" | "worker" => {}
+                _ => {
+                    b.tag(k, v);
+                }
+            }
+        }
+        b.tag("supplier", supplier).tag("worker", worker);
+        for (k, v) in row.fields() {
+            b.field(k, v);
+        }
+        b.finish(line)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", format!("line {line}: {e}")))?;
+    }
+    Ok(out)
+}
+
+/// Writes a batch durably; any rejected row is reported as 400 (the rest is stored).
+async fn store(db: &Db, batch: WriteBatch) -> Result<(), Response> {
+    match db.write(batch, WriteOptions { no_sync: false }).await {
+        Ok(outcome) if outcome.rejected.is_empty() => Ok(()),
+        Ok(outcome) => {
+            let rejected: Vec<String> = outcome
+                .rejected
+                .iter()
+                .take(10)
+                .map(|r| format!("line {}: {}", r.line, r.error))
+                .collect();
+            Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!(
+                    "partial write: {} row(s) rejected, {} accepted: {}",
+                    outcome.rejected.len(),
+                    outcome.rows,
+                    rejected.join("; ")
+                ),
+            ))
+        }
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let code = if e.is_retryable() {
+                "unavailable"
+            } else {
+                "internal"
+            };
+            Err(error(status, code, e.to_string()))
+        }
+    }
+}
+
+async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too large",
+            format!("body over {limit} bytes"),
+        )
+    })?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => Ok(raw),
+        Some("gzip") | Some("x-gzip") => {
+            let inflated = tokio::task::spawn_blocking(move || gzip::decompress(&raw, limit))
+                .await
+                .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+                .map_err(|e| {
+                    let status = StatusCode::from_u16(e.status_code())
+                        .unwrap_or(StatusCode::BAD_REQUEST);
+                    error(status, "invalid", e.to_string())
+                })?;
+            Ok(Bytes::from(inflated))
+        }
+        Some(other) => Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported",
+            format!("Content-Encoding `{other}` is not supported; use gzip or none"),
+        )),
+    }
+}

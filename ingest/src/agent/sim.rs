@@ -1,0 +1,522 @@
+//! A simulated GPU worker with coherent dynamics, for `rigwatch agent --simulate N`, the demo
+//! and tests. It is a [`Collector`] like real NVML, so everything after collection is shared.
+//!
+//! Per step (one `--interval`), for each GPU:
+//! - utilization follows the load: a job generator (idle gaps, jobs of 60–100 % for minutes)
+//!   unless [`Simulator::set_load`] pinned it;
+//! - memory used follows the job's footprint with a first-order lag (τ ≈ 2 s);
+//! - power follows utilization (idle → TDP, capped at the power limit, τ ≈ 1 s) and
+//!   temperature follows power with thermal lag (τ ≈ 25 s) towards
+//!   `ambient + power × R_thermal`; above the model's slowdown temperature the GPU throttles
+//!   (HW slowdown + SW thermal bits, SM clock −25 %);
+//! - energy integrates power; PCIe throughput follows utilization;
+//! - rarely, an XID: application (13, 31, 43), hardware (48, 64, 79, 95) or informational
+//!   (63, 92), with their side effects (ECC counters, retired pages / remapped rows, 79 drops
+//!   the GPU off the bus for a while).
+//!
+//! Everything is drawn from one ChaCha8 stream in a fixed order, so a seed replays exactly.
+//! Tests drive it through [`Simulator::inject_xid`], [`Simulator::disconnect`] and
+//! [`Simulator::set_fault_rate`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::fields::{GpuEvent, GpuInfo, GpuSample, Metric};
+use super::{CollectError, Collector};
+
+/// A GPU model with its real specifications.
+#[derive(Debug, Clone, Copy)]
+pub struct GpuModel {
+    /// Name as NVML reports it.
+    pub name: &'static str,
+    pub memory_mib: u64,
+    /// Default power limit (board TDP), W.
+    pub tdp_watts: f64,
+    pub idle_watts: f64,
+    pub max_sm_clock_mhz: u32,
+    pub mem_clock_mhz: u32,
+    /// Temperature at which the GPU starts to slow down (°C).
+    pub slowdown_c: f64,
+    /// Has HBM (reports memory temperature) and MIG.
+    pub datacenter: bool,
+}
+
+/// The catalog the simulator draws from.
+pub const CATALOG: &[GpuModel] = &[
+    GpuModel {
+        name: "NVIDIA H100 80GB HBM3",
+        memory_mib: 81_559,
+        tdp_watts: 700.0,
+        idle_watts: 70.0,
+        max_sm_clock_mhz: 1980,
+        mem_clock_mhz: 2619,
+        slowdown_c: 87.0,
+        datacenter: true,
+    },
+    GpuModel {
+        name: "NVIDIA A100-SXM4-80GB",
+        memory_mib: 81_920,
+        tdp_watts: 400.0,
+        idle_watts: 55.0,
+        max_sm_clock_mhz: 1410,
+        mem_clock_mhz: 1593,
+        slowdown_c: 90.0,
+        datacenter: true,
+    },
+    GpuModel {
+        name: "NVIDIA A100-SXM4-40GB",
+        memory_mib: 40_960,
+        tdp_watts: 400.0,
+        idle_watts: 50.0,
+        max_sm_clock_mhz: 1410,
+        mem_clock_mhz: 1215,
+        slowdown_c: 90.0,
+        datacenter: true,
+    },
+    GpuModel {
+        name: "NVIDIA L40S",
+        memory_mib: 46_068,
+        tdp_watts: 350.0,
+        idle_watts: 35.0,
+        max_sm_clock_mhz: 2520,
+        mem_clock_mhz: 9001,
+        slowdown_c: 88.0,
+        datacenter: false,
+    },
+    GpuModel {
+        name: "NVIDIA GeForce RTX 4090",
+        memory_mib: 24_564,
+        tdp_watts: 450.0,
+        idle_watts: 25.0,
+        max_sm_clock_mhz: 2520,
+        mem_clock_mhz: 10_501,
+        slowdown_c: 88.0,
+        datacenter: false,
+    },
+    GpuModel {
+        name: "NVIDIA GeForce RTX 3090",
+        memory_mib: 24_576,
+        tdp_watts: 350.0,
+        idle_watts: 30.0,
+        max_sm_clock_mhz: 2100,
+        mem_clock_mhz: 9751,
+        slowdown_c: 93.0,
+        datacenter: false,
+    },
+    GpuModel {
+        name: "Tesla T4",
+        memory_mib: 15_360,
+        tdp_watts: 70.0,
+        idle_watts: 10.0,
+        max_sm_clock_mhz: 1590,
+        mem_clock_mhz: 5001,
+        slowdown_c: 85.0,
+        datacenter: false,
+    },
+    GpuModel {
+        name: "Tesla V100-SXM2-16GB",
+        memory_mib: 16_160,
+        tdp_watts: 300.0,
+        idle_watts: 40.0,
+        max_sm_clock_mhz: 1530,
+        mem_clock_mhz: 877,
+        slowdown_c: 87.0,
+        datacenter: true,
+    },
+];
+
+/// `nvmlClocksEventReasons` bits.
+pub mod throttle {
+    pub const GPU_IDLE: u64 = 0x1;
+    pub const SW_POWER_CAP: u64 = 0x4;
+    pub const HW_SLOWDOWN: u64 = 0x8;
+    pub const SW_THERMAL_SLOWDOWN: u64 = 0x20;
+}
+
+const AMBIENT_C: f64 = 28.0;
+/// Default chance of an XID per GPU per step (about one per GPU per two days at 1 Hz).
+pub const DEFAULT_FAULT_RATE: f64 = 6e-6;
+
+/// Where a GPU's load comes from.
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    /// The built-in job generator: a job (or an idle gap) with its level and steps left.
+    Auto {
+        util: f64,
+        mem_frac: f64,
+        steps_left: u32,
+    },
+    /// Pinned by [`Simulator::set_load`].
+    Pinned { util: f64, mem_mib: f64 },
+}
+
+#[derive(Debug, Clone)]
+struct SimGpu {
+    info: GpuInfo,
+    model: GpuModel,
+    load: Load,
+    util: f64,
+    mem_used: f64,
+    power: f64,
+    temp: f64,
+    energy_mj: f64,
+    pcie_replay: u64,
+    ecc_sbe: u64,
+    ecc_dbe: u64,
+    retired_sbe: u64,
+    retired_dbe: u64,
+    remapped_corr: u64,
+    remapped_unc: u64,
+    /// Steps left off the bus (no samples).
+    disconnected: u32,
+}
+
+#[derive(Debug)]
+struct SimState {
+    gpus: Vec<SimGpu>,
+    rng: ChaCha8Rng,
+    dt_s: f64,
+    fault_rate: f64,
+    pending: Vec<(usize, u32)>,
+    /// Events of the last steps, until `events()` takes them.
+    events: Vec<GpuEvent>,
+}
+
+/// A simulated worker. Cheap to clone: clones share the GPUs, so a test or the allocator can
+/// hold one while the agent's collector thread samples the other.
+#[derive(Debug, Clone)]
+pub struct Simulator {
+    state: Arc<Mutex<SimState>>,
+}
+
+impl Simulator {
+    /// `gpus` GPUs of one model picked by `seed` (servers hold identical GPUs), stepped
+    /// every `interval`.
+    pub fn new(gpus: usize, seed: u64, interval: Duration) -> Self {
+        let model = CATALOG[(seed % CATALOG.len() as u64) as usize];
+        Self::with_models(&vec![model; gpus], seed, interval)
+    }
+
+    /// One GPU per entry of `models`.
+    pub fn with_models(models: &[GpuModel], seed: u64, interval: Duration) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let gpus = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let uuid = format!(
+                    "GPU-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                    rng.random::<u32>(),
+                    rng.random::<u16>(),
+                    rng.random::<u16>(),
+                    rng.random::<u16>(),
+                    rng.random::<u64>() & 0xffff_ffff_ffff
+                );
+                let info = GpuInfo {
+                    index: i as u32,
+                    uuid,
+                    model: m.name.to_string(),
+                    memory_total_mib: m.memory_mib,
+                    pci_bus_id: format!("00000000:{:02X}:00.0", 0x18 + 0x11 * i),
+                    driver_version: "550.54.15".into(),
+                    cuda_version: "12.4".into(),
+                    power_limit_watts: Some(m.tdp_watts),
+                    mig_enabled: m.datacenter.then_some(false),
+                };
+                SimGpu {
+                    info,
+                    model: *m,
+                    load: Load::Auto {
+                        util: 0.0,
+                        mem_frac: 0.0,
+                        steps_left: rng.random_range(0..30),
+                    },
+                    util: 0.0,
+                    mem_used: 0.0,
+                    power: m.idle_watts,
+                    temp: AMBIENT_C + 5.0,
+                    energy_mj: rng.random_range(1e6..1e9_f64).round(),
+                    pcie_replay: 0,
+                    ecc_sbe: 0,
+                    ecc_dbe: 0,
+                    retired_sbe: 0,
+                    retired_dbe: 0,
+                    remapped_corr: 0,
+                    remapped_unc: 0,
+                    disconnected: 0,
+                }
+            })
+            .collect();
+        Simulator {
+            state: Arc::new(Mutex::new(SimState {
+                gpus,
+                rng,
+                dt_s: interval.as_secs_f64().max(1e-3),
+                fault_rate: DEFAULT_FAULT_RATE,
+                pending: Vec::new(),
+                events: Vec::new(),
+            })),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.lock().gpus.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The GPUs' inventory.
+    pub fn infos(&self) -> Vec<GpuInfo> {
+        self.state.lock().gpus.iter().map(|g| g.info.clone()).collect()
+    }
+
+    /// Pins GPU `gpu` to `util` % and `mem_mib` MiB of memory (what a placed job uses).
+    pub fn set_load(&self, gpu: usize, util: f64, mem_mib: u64) {
+        if let Some(g) = self.state.lock().gpus.get_mut(gpu) {
+            g.load = Load::Pinned {
+                util: util.clamp(0.0, 100.0),
+                mem_mib: (mem_mib as f64).min(g.model.memory_mib as f64),
+            };
+        }
+    }
+
+    /// Returns GPU `gpu` to the built-in job generator.
+    pub fn clear_load(&self, gpu: usize) {
+        if let Some(g) = self.state.lock().gpus.get_mut(gpu) {
+            g.load = Load::Auto {
+                util: 0.0,
+                mem_frac: 0.0,
+                steps_left: 0,
+            };
+        }
+    }
+
+    /// Chance of a random XID per GPU per step (0 turns random faults off).
+    pub fn set_fault_rate(&self, rate: f64) {
+        self.state.lock().fault_rate = rate.max(0.0);
+    }
+
+    /// Makes GPU `gpu` report XID `code` (with its side effects) at the next collection.
+    pub fn inject_xid(&self, gpu: usize, code: u32) {
+        self.state.lock().pending.push((gpu, code));
+    }
+
+    /// Takes GPU `gpu` off the bus for `dur` (rounded up to whole steps): it is left out of
+    /// samples.
+    pub fn disconnect(&self, gpu: usize, dur: Duration) {
+        let mut s = self.state.lock();
+        let steps = (dur.as_secs_f64() / s.dt_s).ceil() as u32;
+        if let Some(g) = s.gpus.get_mut(gpu) {
+            g.disconnected = g.disconnected.max(steps);
+        }
+    }
+}
+
+/// Applies an XID's side effects to the GPU's counters.
+fn apply_xid(g: &mut SimGpu, code: u32, rng: &mut ChaCha8Rng) {
+    match code {
+        48 => {
+            g.ecc_dbe += 1;
+            g.retired_dbe += 1;
+            g.remapped_unc += 1;
+        }
+        63 | 64 => {
+            g.retired_sbe += 1;
+            g.remapped_corr += 1;
+        }
+        92 => g.ecc_sbe += rng.random_range(10..200),
+        79 => g.disconnected = g.disconnected.max(rng.random_range(30..120)),
+        95 => g.ecc_dbe += 1,
+        _ => {}
+    }
+}
+
+/// XIDs that happen at random, with weights (application errors are the common ones).
+const RANDOM_XIDS: &[(u32, u32)] = &[
+    (13, 30),
+    (31, 25),
+    (43, 15),
+    (63, 10),
+    (92, 5),
+    (48, 4),
+    (64, 3),
+    (79, 3),
+    (95, 5),
+];
+
+impl SimState {
+    fn step(&mut self, now_ns: i64, out: &mut Vec<GpuSample>) {
+        let events = &mut self.events;
+        let dt = self.dt_s;
+        let a_mem = 1.0 - (-dt / 2.0).exp();
+        let a_power = 1.0 - (-dt / 1.0).exp();
+        let a_temp = 1.0 - (-dt / 25.0).exp();
+        let total_weight: u32 = RANDOM_XIDS.iter().map(|x| x.1).sum();
+        for (gpu, code) in std::mem::take(&mut self.pending) {
+            if let Some(g) = self.gpus.get_mut(gpu) {
+                apply_xid(g, code, &mut self.rng);
+                events.push(GpuEvent {
+                    gpu,
+                    time_ns: now_ns,
+                    xid: code,
+                });
+            }
+        }
+        for (i, g) in self.gpus.iter_mut().enumerate() {
+            let rng = &mut self.rng;
+            // Draw the same numbers every step whatever the state, so one GPU's history does
+            // not shift another's.
+            let r_job: f64 = rng.random();
+            let r_level: f64 = rng.random();
+            let r_len: f64 = rng.random();
+            let r_noise: f64 = rng.random();
+            let r_fault: f64 = rng.random();
+            let r_code: u32 = rng.random_range(0..total_weight);
+            let r_replay: f64 = rng.random();
+
+            let (target_util, target_mem) = match &mut g.load {
+                Load::Pinned { util, mem_mib } => (*util, *mem_mib),
+                Load::Auto {
+                    util,
+                    mem_frac,
+                    steps_left,
+                } => {
+                    if *steps_left == 0 {
+                        // 70 % of the time a job follows, else an idle gap.
+                        if r_job < 0.7 {
+                            *util = 60.0 + 40.0 * r_level;
+                            *mem_frac = 0.2 + 0.75 * r_level;
+                        } else {
+                            *util = 0.0;
+                            *mem_frac = 0.0;
+                        }
+                        // Exponential length, mean 3 minutes of real time.
+                        *steps_left = ((-r_len.max(1e-9).ln()) * 180.0 / dt).ceil() as u32;
+                    }
+                    *steps_left = steps_left.saturating_sub(1);
+                    (*util, *mem_frac * g.model.memory_mib as f64)
+                }
+            };
+            let noise = if target_util > 0.0 {
+                (r_noise - 0.5) * 6.0
+            } else {
+                0.0
+            };
+            g.util = (target_util + noise).clamp(0.0, 100.0).round();
+            g.mem_used += (target_mem - g.mem_used) * a_mem;
+
+            let m = g.model;
+            let limit = g.info.power_limit_watts.unwrap_or(m.tdp_watts);
+            let want = m.idle_watts + (m.tdp_watts - m.idle_watts) * (g.util / 100.0).powf(0.9);
+            let power_capped = want > limit;
+            g.power += (want.min(limit) - g.power) * a_power;
+            // Thermal resistance chosen so that sustained TDP settles 6 °C below slowdown:
+            // a cooling problem (or a power-limit raise) is what makes a GPU throttle.
+            let r_th = (m.slowdown_c - 6.0 - AMBIENT_C) / m.tdp_watts;
+            g.temp += (AMBIENT_C + g.power * r_th - g.temp) * a_temp;
+            g.energy_mj += g.power * dt * 1000.0;
+
+            let thermal = g.temp >= m.slowdown_c;
+            let mut reasons = 0u64;
+            if g.util == 0.0 {
+                reasons |= throttle::GPU_IDLE;
+            }
+            if power_capped {
+                reasons |= throttle::SW_POWER_CAP;
+            }
+            if thermal {
+                reasons |= throttle::HW_SLOWDOWN | throttle::SW_THERMAL_SLOWDOWN;
+            }
+            let mut sm_clock = if g.util > 0.0 {
+                m.max_sm_clock_mhz as f64
+            } else {
+                210.0
+            };
+            if thermal {
+                sm_clock *= 0.75;
+            }
+            if r_replay < 1e-4 {
+                g.pcie_replay += 1;
+            }
+            if r_fault < self.fault_rate {
+                let mut acc = 0;
+                let code = RANDOM_XIDS
+                    .iter()
+                    .find(|(_, w)| {
+                        acc += w;
+                        r_code < acc
+                    })
+                    .map_or(13, |x| x.0);
+                apply_xid(g, code, rng);
+                events.push(GpuEvent {
+                    gpu: i,
+                    time_ns: now_ns,
+                    xid: code,
+                });
+            }
+            if g.disconnected > 0 {
+                g.disconnected -= 1;
+                continue;
+            }
+            let mut s = GpuSample::new(i, now_ns);
+            s.set(Metric::Utilization, g.util);
+            s.set(
+                Metric::MemoryUtilization,
+                (g.util * 0.6 + g.mem_used / m.memory_mib as f64 * 10.0).round(),
+            );
+            s.set(Metric::MemoryUsedMib, g.mem_used.round());
+            s.set(
+                Metric::MemoryFreeMib,
+                (m.memory_mib as f64 - g.mem_used).round(),
+            );
+            s.set(Metric::Temperature, g.temp.round());
+            if m.datacenter {
+                s.set(Metric::MemoryTemperature, (g.temp + 4.0).round());
+            }
+            s.set(Metric::PowerWatts, (g.power * 100.0).round() / 100.0);
+            s.set(Metric::EnergyMj, g.energy_mj.round());
+            s.set(Metric::SmClockMhz, sm_clock.round());
+            s.set(Metric::MemoryClockMhz, m.mem_clock_mhz as f64);
+            s.set(Metric::PcieTxBytesPerS, (g.util * 9.0e7).round());
+            s.set(Metric::PcieRxBytesPerS, (g.util * 6.0e7).round());
+            s.set(Metric::PcieReplayTotal, g.pcie_replay as f64);
+            if m.datacenter {
+                s.set(Metric::EccSbeTotal, g.ecc_sbe as f64);
+                s.set(Metric::EccDbeTotal, g.ecc_dbe as f64);
+                s.set(Metric::RetiredPagesSbe, g.retired_sbe as f64);
+                s.set(Metric::RetiredPagesDbe, g.retired_dbe as f64);
+                s.set(Metric::RemappedRowsCorrectable, g.remapped_corr as f64);
+                s.set(Metric::RemappedRowsUncorrectable, g.remapped_unc as f64);
+                s.set(Metric::RowRemapFailure, 0.0);
+            }
+            s.set(Metric::ThrottleReasons, reasons as f64);
+            s.set(
+                Metric::ComputeProcesses,
+                if g.util > 0.0 { 1.0 } else { 0.0 },
+            );
+            out.push(s);
+        }
+    }
+}
+
+impl Collector for Simulator {
+    fn inventory(&mut self) -> Result<Vec<GpuInfo>, CollectError> {
+        Ok(self.infos())
+    }
+
+    fn sample(&mut self, now_ns: i64, out: &mut Vec<GpuSample>) -> Result<(), CollectError> {
+        self.state.lock().step(now_ns, out);
+        Ok(())
+    }
+
+    fn events(&mut self, _now_ns: i64, out: &mut Vec<GpuEvent>) {
+        let mut s = self.state.lock();
+        out.append(&mut s.events);
+    }
+}

@@ -1,0 +1,204 @@
+//! The agent's HTTP side: registration and gzip-compressed line-protocol writes to
+//! `/api/v1/agent/*`, with each failure classified by whether a retry can help.
+
+use std::io::Write;
+use std::time::Duration;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use rand::Rng;
+use reqwest::StatusCode;
+use serde::Serialize;
+
+use super::fields::GpuInfo;
+
+/// What the agent sends to `POST /api/v1/agent/register`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Registration {
+    pub worker: String,
+    #[serde(default)]
+    pub agent_version: String,
+    pub gpus: Vec<GpuInfo>,
+}
+
+/// Why a request to the server did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The server is unreachable, overloaded or failed: keep the batch and retry later.
+    #[error("server unavailable: {0}")]
+    Retryable(String),
+    /// The server does not know this worker (e.g. its registry was reset): register again.
+    #[error("worker is not registered: {0}")]
+    Unregistered(String),
+    /// The token is missing, invalid, revoked or of the wrong role: retrying cannot help.
+    #[error("the server refused the agent's token: {0}")]
+    Unauthorized(String),
+    /// The server rejected this batch's content for good (bad lines, too large).
+    #[error("the server rejected the batch: {0}")]
+    Rejected(String),
+}
+
+impl SendError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SendError::Retryable(_))
+    }
+}
+
+/// Gzip-compresses a body (fast level: agent CPU matters more than a few bytes).
+pub fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 6 + 64), Compression::fast());
+    enc.write_all(body).expect("writing to a Vec cannot fail");
+    enc.finish().expect("writing to a Vec cannot fail")
+}
+
+/// An HTTP client for one server and token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    auth: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(server: &str, token: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .build()?;
+        Ok(Client {
+            base: server.trim_end_matches('/').to_string(),
+            auth: format!("Bearer {token}"),
+            http,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Registers the worker and its GPUs.
+    pub async fn register(&self, reg: &Registration) -> Result<(), SendError> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/agent/register", self.base))
+            .header("authorization", &self.auth)
+            .json(reg)
+            .send()
+            .await
+            .map_err(|e| SendError::Retryable(describe(&e)))?;
+        classify(resp).await
+    }
+
+    /// Sends one gzip-compressed line-protocol batch for `worker`.
+    pub async fn write(&self, worker: &str, gz_body: Vec<u8>) -> Result<(), SendError> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/agent/write", self.base))
+            .query(&[("worker", worker)])
+            .header("authorization", &self.auth)
+            .header("content-encoding", "gzip")
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(gz_body)
+            .send()
+            .await
+            .map_err(|e| SendError::Retryable(describe(&e)))?;
+        classify(resp).await
+    }
+}
+
+/// The error chain of a transport error (reqwest's top level says little).
+fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+async fn classify(resp: reqwest::Response) -> Result<(), SendError> {
+    let status = resp.status();
+    if status.is_success() {
+        // Drain the body so the connection is reused.
+        let _ = resp.bytes().await;
+        return Ok(());
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let msg = format!("{status}: {}", body.trim());
+    Err(match status {
+        StatusCode::UNAUTHORIZED => SendError::Unauthorized(msg),
+        StatusCode::FORBIDDEN if body.contains("\"unregistered\"") => {
+            SendError::Unregistered(msg)
+        }
+        StatusCode::FORBIDDEN => SendError::Unauthorized(msg),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => SendError::Retryable(msg),
+        s if s.is_server_error() => SendError::Retryable(msg),
+        _ => SendError::Rejected(msg),
+    })
+}
+
+/// Exponential backoff with full jitter: the n-th wait is uniform in
+/// `[base·2^n / 2, base·2^n]`, capped at `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoff {
+            base,
+            max: max.max(base),
+            attempt: 0,
+        }
+    }
+
+    /// The next wait.
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let lo = exp.as_secs_f64() / 2.0;
+        Duration::from_secs_f64(rand::rng().random_range(lo..=exp.as_secs_f64()))
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let d: Vec<_> = (0..8).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100));
+        assert!(d[3] >= Duration::from_millis(400) && d[3] <= Duration::from_millis(800));
+        assert!(d.iter().all(|x| *x <= Duration::from_secs(2)));
+        assert!(d[7] >= Duration::from_secs(1));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn gzip_round_trips_through_the_server_inflater() {
+        let body = "gpu,gpu_uuid=G utilization=1 1\n".repeat(100);
+        let gz = gzip(body.as_bytes());
+        assert!(gz.len() < body.len() / 5);
+        assert_eq!(crate::gzip::decompress(&gz, 1 << 20).unwrap(), body.as_bytes());
+    }
+}
