@@ -5,4 +5,12 @@
 //! DataFusion and the conformance tests implement in memory.
 
 pub mod ast;
+pub mod parser;
 pub mod signatures;
+
+pub use parser::{ParseError, parse};
+pub mod eval;
+pub mod functions;
+pub mod storage;
+pub mod testscript;
+pub mod value;

@@ -1,0 +1,699 @@
+//! The PromQL evaluator: instant and range queries over a [`Queryable`].
+//!
+//! ```text
+//!  Expr ──selections()──▶ [Selection] ──Queryable::select──▶ prefetched series
+//!    │                                                          │
+//!    └──────────── Evaluator::eval(expr, t) per step ◀──────────┘
+//!                        │ (selectors, subqueries, functions, binary ops,
+//!                        ▼  aggregations; delayed __name__ removal)
+//!                 QueryResult { value, warnings, infos }
+//! ```
+//!
+//! Evaluation is step by step: a range query evaluates the expression at every step
+//! and merges the per-step vectors into series keyed by their final labels. Before
+//! evaluating, every selector's exact time span (see [`selections`]) is read once, so
+//! the evaluator never reads outside what [`selections`] reported.
+//!
+//! Semantics follow Prometheus 3: windows are left-open `(t - range, t]`, lookback is
+//! `(t - lookback, t]`, staleness markers end a series, subquery steps are aligned to
+//! absolute multiples of the step, and the metric name is removed only at the end of
+//! evaluation (delayed name removal), so `label_replace` can still read it.
+
+mod aggregate;
+mod binary;
+mod error;
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::Instant;
+
+pub use error::{ErrorKind, EvalError};
+
+use crate::ast::{AtModifier, Expr, Matcher, UnaryOp, ValueType, VectorSelector};
+use crate::storage::Queryable;
+use crate::value::{Labels, QueryResult, Sample, Series, Value, is_stale_nan};
+
+/// Knobs of one evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// How far back an instant vector selector looks for a sample (Prometheus'
+    /// `--query.lookback-delta`, default 5 minutes).
+    pub lookback_ms: i64,
+    /// Most samples a query may hold at once (loaded plus in flight, plus the points
+    /// of a range query's result), like Prometheus' `--query.max-samples`.
+    pub max_samples: usize,
+    /// Fail with [`EvalError::Timeout`] once this instant has passed.
+    pub deadline: Option<Instant>,
+    /// Step of a subquery written without one (`x[1h:]`); Prometheus uses the global
+    /// evaluation interval, 1 minute by default.
+    pub default_subquery_step_ms: i64,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            lookback_ms: 300_000,
+            max_samples: 50_000_000,
+            deadline: None,
+            default_subquery_step_ms: 60_000,
+        }
+    }
+}
+
+/// The span one selector of an expression will read: the adapter prefetches these.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    pub matchers: Vec<Matcher>,
+    /// Inclusive bounds in milliseconds.
+    pub min_t: i64,
+    pub max_t: i64,
+}
+
+/// One selector occurrence with its span, keyed by its address in the tree.
+struct SelNode<'e> {
+    sel: &'e VectorSelector,
+    /// Range selectors never need staleness markers.
+    matrix: bool,
+    min_t: i64,
+    max_t: i64,
+}
+
+fn floor_div(a: i64, b: i64) -> i64 {
+    a.div_euclid(b)
+}
+
+/// Resolves an `@` modifier against the query's start and end.
+fn at_time(at: Option<AtModifier>, start: i64, end: i64) -> Option<i64> {
+    at.map(|a| match a {
+        AtModifier::Timestamp(t) => t,
+        AtModifier::Start => start,
+        AtModifier::End => end,
+    })
+}
+
+/// Inner evaluation times of a subquery evaluated at reference times in
+/// `[ref_lo, ref_hi]`: multiples of `step` in `(ref_lo - range, ref_hi]`.
+fn subquery_steps(ref_lo: i64, ref_hi: i64, range: i64, step: i64) -> (i64, i64) {
+    let first = (floor_div(ref_lo - range, step) + 1) * step;
+    let last = floor_div(ref_hi, step) * step;
+    (first, last)
+}
+
+struct Walk<'o> {
+    start: i64,
+    end: i64,
+    opts: &'o EvalOptions,
+}
+
+impl Walk<'_> {
+    /// Collects every selector under `e` evaluated at times in `[lo, hi]`.
+    fn walk<'e>(&self, e: &'e Expr, lo: i64, hi: i64, out: &mut Vec<SelNode<'e>>) {
+        if lo > hi {
+            return;
+        }
+        match e {
+            Expr::Number(_) | Expr::String(_) => {}
+            Expr::VectorSelector(vs) => {
+                let (a, b) = self.refs(vs.at, vs.offset_ms, lo, hi);
+                out.push(SelNode {
+                    sel: vs,
+                    matrix: false,
+                    min_t: a - self.opts.lookback_ms + 1,
+                    max_t: b,
+                });
+            }
+            Expr::MatrixSelector { selector, range_ms } => {
+                let (a, b) = self.refs(selector.at, selector.offset_ms, lo, hi);
+                out.push(SelNode {
+                    sel: selector,
+                    matrix: true,
+                    min_t: a - range_ms + 1,
+                    max_t: b,
+                });
+            }
+            Expr::Subquery(sq) => {
+                let (a, b) = self.refs(sq.at, sq.offset_ms, lo, hi);
+                let step = sq
+                    .step_ms
+                    .unwrap_or(self.opts.default_subquery_step_ms)
+                    .max(1);
+                let (f, l) = subquery_steps(a, b, sq.range_ms, step);
+                self.walk(&sq.expr, f, l, out);
+            }
+            Expr::Paren(x) | Expr::Unary { expr: x, .. } => self.walk(x, lo, hi, out),
+            Expr::Binary(b) => {
+                self.walk(&b.lhs, lo, hi, out);
+                self.walk(&b.rhs, lo, hi, out);
+            }
+            Expr::Call { args, .. } => {
+                for a in args {
+                    self.walk(a, lo, hi, out);
+                }
+            }
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    self.walk(p, lo, hi, out);
+                }
+                self.walk(&a.expr, lo, hi, out);
+            }
+        }
+    }
+
+    fn refs(&self, at: Option<AtModifier>, offset: i64, lo: i64, hi: i64) -> (i64, i64) {
+        match at_time(at, self.start, self.end) {
+            Some(t) => (t - offset, t - offset),
+            None => (lo - offset, hi - offset),
+        }
+    }
+}
+
+/// For every selector in `expr`, the span of samples evaluating it over
+/// `[start, end]` reads (for an instant query `start == end`). Lookback, ranges,
+/// offsets, `@` and subquery windows are accounted for; the bounds are inclusive.
+pub fn selections(expr: &Expr, start: i64, end: i64, opts: &EvalOptions) -> Vec<Selection> {
+    let mut nodes = Vec::new();
+    Walk { start, end, opts }.walk(expr, start, end, &mut nodes);
+    nodes
+        .into_iter()
+        .map(|n| Selection {
+            matchers: n.sel.matchers.clone(),
+            min_t: n.min_t,
+            max_t: n.max_t,
+        })
+        .collect()
+}
+
+/// Evaluates `expr` at time `t` (ms).
+pub fn instant_query(
+    q: &dyn Queryable,
+    expr: &Expr,
+    t: i64,
+    opts: &EvalOptions,
+) -> Result<QueryResult, EvalError> {
+    let ev = Evaluator::new(q, expr, t, t, 0, opts)?;
+    ev.check_deadline("query evaluation")?;
+    let value = match ev.eval(expr, t)? {
+        Val::Scalar(v) => Value::Scalar { t, v },
+        Val::Str(s) => Value::String { t, s },
+        Val::Vector(v) => {
+            let v = cleanup(v)?;
+            Value::Vector(
+                v.into_iter()
+                    .map(|s| (s.labels, Sample { t, v: s.v }))
+                    .collect(),
+            )
+        }
+        Val::Matrix(m) => {
+            let mut out: Vec<Series> = Vec::with_capacity(m.len());
+            let mut seen = std::collections::HashSet::new();
+            for rs in m {
+                let labels = if rs.drop_name {
+                    rs.labels.without_name()
+                } else {
+                    rs.labels
+                };
+                if !seen.insert(labels.clone()) {
+                    return Err(EvalError::DuplicateLabelset);
+                }
+                out.push(Series {
+                    labels,
+                    samples: rs.samples.into_owned(),
+                });
+            }
+            Value::Matrix(out)
+        }
+    };
+    Ok(ev.finish(value))
+}
+
+/// Evaluates `expr` at every `step` from `start` to `end` (ms, inclusive) and returns
+/// a matrix sorted by labels. The expression must be a scalar or an instant vector.
+pub fn range_query(
+    q: &dyn Queryable,
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    opts: &EvalOptions,
+) -> Result<QueryResult, EvalError> {
+    if step <= 0 {
+        return Err(EvalError::Unsupported(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+        ));
+    }
+    if end < start {
+        return Err(EvalError::Unsupported(
+            "end timestamp must not be before start time".into(),
+        ));
+    }
+    match expr.value_type() {
+        ValueType::Scalar | ValueType::Vector => {}
+        other => {
+            return Err(EvalError::Unsupported(format!(
+                "invalid expression type {:?} for range query, must be Scalar or instant Vector",
+                match other {
+                    ValueType::Matrix => "range vector",
+                    ValueType::String => "string",
+                    _ => "unknown",
+                }
+            )));
+        }
+    }
+    let ev = Evaluator::new(q, expr, start, end, step, opts)?;
+    let mut series: HashMap<Labels, (Vec<Sample>, i64)> = HashMap::new();
+    let mut points = 0usize;
+    let mut t = start;
+    while t <= end {
+        ev.check_deadline("query evaluation")?;
+        ev.in_flight.set(points);
+        match ev.eval(expr, t)? {
+            Val::Scalar(v) => {
+                let e = series.entry(Labels::empty()).or_default();
+                e.0.push(Sample { t, v });
+                points += 1;
+            }
+            Val::Vector(v) => {
+                for s in cleanup(v)? {
+                    let e = series
+                        .entry(s.labels)
+                        .or_insert_with(|| (Vec::new(), i64::MIN));
+                    if e.1 == t {
+                        return Err(EvalError::DuplicateLabelset);
+                    }
+                    e.1 = t;
+                    e.0.push(Sample { t, v: s.v });
+                    points += 1;
+                }
+            }
+            Val::Str(_) | Val::Matrix(_) => {
+                return Err(EvalError::Internal(
+                    "range query step produced a string or range vector".into(),
+                ));
+            }
+        }
+        if points > opts.max_samples {
+            return Err(EvalError::TooManySamples {
+                limit: opts.max_samples,
+            });
+        }
+        t += step;
+    }
+    let mut out: Vec<Series> = series
+        .into_iter()
+        .map(|(labels, (samples, _))| Series { labels, samples })
+        .collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(ev.finish(Value::Matrix(out)))
+}
+
+/// Removes to-be-dropped metric names and rejects duplicate label sets.
+fn cleanup(v: Vec<VSample>) -> Result<Vec<VSample>, EvalError> {
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    let mut out = Vec::with_capacity(v.len());
+    for mut s in v {
+        if s.drop_name {
+            s.labels = s.labels.without_name();
+            s.drop_name = false;
+        }
+        if !seen.insert(s.labels.clone()) {
+            return Err(EvalError::DuplicateLabelset);
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// One element of an instant vector during evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct VSample {
+    pub labels: Labels,
+    pub v: f64,
+    /// The metric name is to be removed at the end of evaluation.
+    pub drop_name: bool,
+}
+
+/// One series of a range vector during evaluation (borrowed from the prefetched data
+/// for range selectors, owned for subqueries).
+#[derive(Debug, Clone)]
+pub(crate) struct RSeries<'a> {
+    pub labels: Labels,
+    pub samples: Cow<'a, [Sample]>,
+    pub drop_name: bool,
+}
+
+/// A value during evaluation.
+#[derive(Debug, Clone)]
+pub(crate) enum Val<'a> {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<VSample>),
+    Matrix(Vec<RSeries<'a>>),
+}
+
+impl Val<'_> {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::Str(_) => "string",
+            Val::Vector(_) => "instant vector",
+            Val::Matrix(_) => "range vector",
+        }
+    }
+}
+
+/// Evaluation state for one query.
+pub(crate) struct Evaluator<'o> {
+    pub opts: &'o EvalOptions,
+    /// Query start and end (for `@ start()`/`@ end()`, `start()`, `end()`).
+    pub start: i64,
+    pub end: i64,
+    /// Query step (0 for instant queries).
+    pub interval: i64,
+    /// Prefetched series per selector node (by address).
+    data: HashMap<usize, Vec<Series>>,
+    warnings: RefCell<Vec<String>>,
+    infos: RefCell<Vec<String>>,
+    /// Samples held by the current step (plus the range result so far).
+    in_flight: Cell<usize>,
+}
+
+impl<'o> Evaluator<'o> {
+    fn new(
+        q: &dyn Queryable,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        interval: i64,
+        opts: &'o EvalOptions,
+    ) -> Result<Self, EvalError> {
+        let mut nodes = Vec::new();
+        Walk { start, end, opts }.walk(expr, start, end, &mut nodes);
+        let mut data = HashMap::with_capacity(nodes.len());
+        let mut loaded = 0usize;
+        for n in nodes {
+            let key = n.sel as *const VectorSelector as usize;
+            let mut series = q.select(&n.sel.matchers, n.min_t, n.max_t)?;
+            if n.matrix {
+                for s in &mut series {
+                    s.samples.retain(|x| !is_stale_nan(x.v));
+                }
+            }
+            loaded += series.iter().map(|s| s.samples.len()).sum::<usize>();
+            if loaded > opts.max_samples {
+                return Err(EvalError::TooManySamples {
+                    limit: opts.max_samples,
+                });
+            }
+            // A selector evaluated under several spans (never in practice: each node
+            // is walked once) keeps the first read.
+            data.entry(key).or_insert(series);
+        }
+        Ok(Self {
+            opts,
+            start,
+            end,
+            interval,
+            data,
+            warnings: RefCell::new(Vec::new()),
+            infos: RefCell::new(Vec::new()),
+            in_flight: Cell::new(0),
+        })
+    }
+
+    fn finish(self, value: Value) -> QueryResult {
+        QueryResult {
+            value,
+            warnings: self.warnings.into_inner(),
+            infos: self.infos.into_inner(),
+        }
+    }
+
+    /// Records a `PromQL warning: ...` annotation (once).
+    pub fn warn(&self, msg: String) {
+        let msg = format!("PromQL warning: {msg}");
+        let mut w = self.warnings.borrow_mut();
+        if !w.contains(&msg) {
+            w.push(msg);
+        }
+    }
+
+    /// Records a `PromQL info: ...` annotation (once).
+    pub fn info(&self, msg: String) {
+        let msg = format!("PromQL info: {msg}");
+        let mut w = self.infos.borrow_mut();
+        if !w.contains(&msg) {
+            w.push(msg);
+        }
+    }
+
+    pub fn check_deadline(&self, stage: &'static str) -> Result<(), EvalError> {
+        if let Some(d) = self.opts.deadline
+            && Instant::now() >= d
+        {
+            return Err(EvalError::Timeout { stage });
+        }
+        Ok(())
+    }
+
+    /// Counts `n` more samples in flight, failing over the limit.
+    pub fn add_samples(&self, n: usize) -> Result<(), EvalError> {
+        let c = self.in_flight.get() + n;
+        self.in_flight.set(c);
+        if c > self.opts.max_samples {
+            return Err(EvalError::TooManySamples {
+                limit: self.opts.max_samples,
+            });
+        }
+        Ok(())
+    }
+
+    fn series_for(&self, vs: &VectorSelector) -> &[Series] {
+        self.data
+            .get(&(vs as *const VectorSelector as usize))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The reference time of a selector or subquery evaluated at `t`.
+    pub fn ref_time(&self, at: Option<AtModifier>, offset: i64, t: i64) -> i64 {
+        at_time(at, self.start, self.end).unwrap_or(t) - offset
+    }
+
+    /// Evaluates `e` at time `t`.
+    pub fn eval<'s>(&'s self, e: &Expr, t: i64) -> Result<Val<'s>, EvalError> {
+        match e {
+            Expr::Number(v) => Ok(Val::Scalar(*v)),
+            Expr::String(s) => Ok(Val::Str(s.clone())),
+            Expr::Paren(x) => self.eval(x, t),
+            Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(vs, t, false)?)),
+            Expr::MatrixSelector { selector, range_ms } => Ok(Val::Matrix(
+                self.eval_matrix_selector(selector, *range_ms, t)?,
+            )),
+            Expr::Subquery(sq) => Ok(Val::Matrix(self.eval_subquery(sq, t)?)),
+            Expr::Unary { op, expr } => {
+                let v = self.eval(expr, t)?;
+                match (op, v) {
+                    (UnaryOp::Pos, v) => Ok(v),
+                    (UnaryOp::Neg, Val::Scalar(x)) => Ok(Val::Scalar(-x)),
+                    (UnaryOp::Neg, Val::Vector(mut v)) => {
+                        for s in &mut v {
+                            s.v = -s.v;
+                            s.drop_name = true;
+                        }
+                        Ok(Val::Vector(v))
+                    }
+                    (UnaryOp::Neg, other) => Err(EvalError::Unsupported(format!(
+                        "unary expression only allowed on expressions of type scalar or instant vector, got {}",
+                        other.type_name()
+                    ))),
+                }
+            }
+            Expr::Binary(b) => self.eval_binary(b, t),
+            Expr::Aggregate(a) => self.eval_aggregate(a, t),
+            Expr::Call { func, args } => crate::functions::call(self, func, args, e, t),
+        }
+    }
+
+    /// Evaluates `e` and requires an instant vector.
+    pub fn eval_vector(&self, e: &Expr, t: i64) -> Result<Vec<VSample>, EvalError> {
+        match self.eval(e, t)? {
+            Val::Vector(v) => Ok(v),
+            other => Err(EvalError::Unsupported(format!(
+                "expected an instant vector, got {} in {e}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Evaluates `e` and requires a scalar.
+    pub fn eval_scalar(&self, e: &Expr, t: i64) -> Result<f64, EvalError> {
+        match self.eval(e, t)? {
+            Val::Scalar(v) => Ok(v),
+            other => Err(EvalError::Unsupported(format!(
+                "expected a scalar, got {} in {e}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Evaluates `e` and requires a string.
+    pub fn eval_string(&self, e: &Expr, t: i64) -> Result<String, EvalError> {
+        match self.eval(e, t)? {
+            Val::Str(s) => Ok(s),
+            other => Err(EvalError::Unsupported(format!(
+                "expected a string, got {} in {e}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Evaluates `e` and requires a range vector.
+    pub fn eval_matrix<'s>(&'s self, e: &Expr, t: i64) -> Result<Vec<RSeries<'s>>, EvalError> {
+        match self.eval(e, t)? {
+            Val::Matrix(m) => Ok(m),
+            other => Err(EvalError::Unsupported(format!(
+                "expected a range vector, got {} in {e}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// The latest sample of each selected series in `(ref - lookback, ref]`, unless
+    /// it is a staleness marker. With `keep_ts`, values are the sample timestamps in
+    /// seconds (for `timestamp()`).
+    pub fn eval_vector_selector(
+        &self,
+        vs: &VectorSelector,
+        t: i64,
+        keep_ts: bool,
+    ) -> Result<Vec<VSample>, EvalError> {
+        let r = self.ref_time(vs.at, vs.offset_ms, t);
+        let series = self.series_for(vs);
+        let mut out = Vec::with_capacity(series.len());
+        for s in series {
+            let idx = s.samples.partition_point(|x| x.t <= r);
+            if idx == 0 {
+                continue;
+            }
+            let x = s.samples[idx - 1];
+            if x.t <= r - self.opts.lookback_ms || is_stale_nan(x.v) {
+                continue;
+            }
+            out.push(VSample {
+                labels: s.labels.clone(),
+                v: if keep_ts { x.t as f64 / 1000.0 } else { x.v },
+                drop_name: false,
+            });
+        }
+        self.add_samples(out.len())?;
+        Ok(out)
+    }
+
+    fn eval_matrix_selector<'s>(
+        &'s self,
+        vs: &VectorSelector,
+        range: i64,
+        t: i64,
+    ) -> Result<Vec<RSeries<'s>>, EvalError> {
+        let r = self.ref_time(vs.at, vs.offset_ms, t);
+        let series = self.series_for(vs);
+        let mut out = Vec::with_capacity(series.len());
+        let mut n = 0;
+        for s in series {
+            let lo = s.samples.partition_point(|x| x.t <= r - range);
+            let hi = s.samples.partition_point(|x| x.t <= r);
+            if lo >= hi {
+                continue;
+            }
+            n += hi - lo;
+            out.push(RSeries {
+                labels: s.labels.clone(),
+                samples: Cow::Borrowed(&s.samples[lo..hi]),
+                drop_name: false,
+            });
+        }
+        self.add_samples(n)?;
+        Ok(out)
+    }
+
+    fn eval_subquery<'s>(
+        &'s self,
+        sq: &crate::ast::Subquery,
+        t: i64,
+    ) -> Result<Vec<RSeries<'s>>, EvalError> {
+        let r = self.ref_time(sq.at, sq.offset_ms, t);
+        let step = sq
+            .step_ms
+            .unwrap_or(self.opts.default_subquery_step_ms)
+            .max(1);
+        let (first, last) = subquery_steps(r, r, sq.range_ms, step);
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut out: Vec<RSeries<'s>> = Vec::new();
+        let mut ti = first;
+        let before = self.in_flight.get();
+        while ti <= last {
+            self.check_deadline("subquery evaluation")?;
+            match self.eval(&sq.expr, ti)? {
+                Val::Scalar(v) => {
+                    let i = *index.entry(Labels::empty()).or_insert_with(|| {
+                        out.push(RSeries {
+                            labels: Labels::empty(),
+                            samples: Cow::Owned(Vec::new()),
+                            drop_name: false,
+                        });
+                        out.len() - 1
+                    });
+                    out[i].samples.to_mut().push(Sample { t: ti, v });
+                }
+                Val::Vector(v) => {
+                    for s in v {
+                        let i = match index.get(&s.labels) {
+                            Some(&i) => i,
+                            None => {
+                                out.push(RSeries {
+                                    labels: s.labels.clone(),
+                                    samples: Cow::Owned(Vec::new()),
+                                    drop_name: false,
+                                });
+                                index.insert(s.labels, out.len() - 1);
+                                out.len() - 1
+                            }
+                        };
+                        out[i].drop_name |= s.drop_name;
+                        out[i].samples.to_mut().push(Sample { t: ti, v: s.v });
+                    }
+                }
+                other => {
+                    return Err(EvalError::Unsupported(format!(
+                        "subquery is only allowed on instant vector, got {} in {}",
+                        other.type_name(),
+                        sq.expr
+                    )));
+                }
+            }
+            ti += step;
+        }
+        let n: usize = out.iter().map(|s| s.samples.len()).sum();
+        self.in_flight.set(before);
+        self.add_samples(n)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subquery_steps_are_absolute_multiples() {
+        assert_eq!(
+            subquery_steps(65_000, 65_000, 30_000, 10_000),
+            (40_000, 60_000)
+        );
+        assert_eq!(
+            subquery_steps(60_000, 60_000, 30_000, 10_000),
+            (40_000, 60_000)
+        );
+        assert_eq!(subquery_steps(-7, -7, 0, 5), (-5, -10));
+    }
+}
