@@ -1,1 +1,62 @@
-fn main() {}
+//! The simulator without the rest of rigwatch (builds in seconds, also in release):
+//!
+//! ```text
+//! cargo run -p rigwatch-scheduler --release --no-default-features --example sim -- \
+//!     --mode packing --policy all [--nodes F] [--pods F] [--runtimes F] [--seed N]
+//!     [--load 0.9] [--node-stride N] [--bench-latency GPUS] [--json FILE]
+//! ```
+
+use std::process::ExitCode;
+
+use rigwatch_scheduler::sim::{self, Mode, SimOptions};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut o = SimOptions::default();
+    let mut json = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut val = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--mode" => {
+                o.mode = match val()?.as_str() {
+                    "packing" => Mode::Packing,
+                    "time" => Mode::Time,
+                    m => return Err(format!("--mode {m:?}: expected packing or time")),
+                }
+            }
+            "--policy" => o.policies = val()?.split(',').map(str::to_owned).collect(),
+            "--nodes" => o.nodes = val()?.into(),
+            "--pods" => o.pods = val()?.into(),
+            "--runtimes" => o.runtimes = val()?.into(),
+            "--seed" => o.seed = val()?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--load" => o.load = val()?.parse().map_err(|e| format!("--load: {e}"))?,
+            "--node-stride" => {
+                o.node_stride = val()?.parse().map_err(|e| format!("--node-stride: {e}"))?
+            }
+            "--bench-latency" => {
+                o.latency_gpus = val()?
+                    .parse()
+                    .map_err(|e| format!("--bench-latency: {e}"))?
+            }
+            "--json" => json = Some(val()?),
+            f => return Err(format!("unknown flag {f:?}")),
+        }
+    }
+    let report = sim::run(&o).map_err(|e| e.to_string())?;
+    print!("{}", report.render_table());
+    if let Some(path) = json {
+        let s = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(&path, s).map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(())
+}

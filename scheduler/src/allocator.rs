@@ -19,7 +19,7 @@
 //! and host resources. Closed leases are handed to the caller (for the ledger and the
 //! store); [`Allocator::rebuild`] restores running jobs from the open lease rows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::frag::TaskDistribution;
 use crate::model::{EndReason, GpuDemand, Health, Job, JobId, Lease, LeaseId, Milli, WHOLE_GPU};
@@ -55,6 +55,19 @@ pub struct Started {
     pub node: String,
     pub leases: Vec<Lease>,
     pub waited_ms: i64,
+}
+
+type ShapeKey = (GpuDemand, u32, u64, u32, Option<i64>, Vec<String>);
+
+fn shape_key(j: &Job) -> ShapeKey {
+    (
+        j.demand,
+        j.cpu_milli,
+        j.memory_mib,
+        j.min_gpu_memory_mib,
+        j.price_cap_per_gpu_hour,
+        j.models.clone(),
+    )
 }
 
 #[derive(Debug)]
@@ -236,9 +249,37 @@ impl Allocator {
             .map(|(p, _)| self.commit(job, p, now_ms, 0)))
     }
 
-    /// Queues `job`; it starts in a later [`Allocator::schedule`] pass.
+    /// Whether `job` would fit some node if the fleet were empty and healthy (model,
+    /// memory, price cap, GPU count and host capacity).
+    pub fn could_ever_fit(&self, job: &Job) -> bool {
+        let models = self.view.model_set(&job.models);
+        let v = &self.view;
+        v.nodes.iter().any(|n| {
+            let host = (n.cpu_total_milli == 0 || job.cpu_milli <= n.cpu_total_milli)
+                && (n.memory_total_mib == 0 || job.memory_mib <= n.memory_total_mib);
+            let ok = n
+                .gpus
+                .iter()
+                .filter(|&&g| {
+                    let gpu = &v.gpus[g as usize];
+                    models.contains(gpu.model)
+                        && gpu.memory_total_mib >= job.min_gpu_memory_mib
+                        && job
+                            .price_cap_per_gpu_hour
+                            .is_none_or(|c| v.models[usize::from(gpu.model)].rate_per_gpu_hour <= c)
+                })
+                .count();
+            host && ok >= job.demand.gpu_count()
+        })
+    }
+
+    /// Queues `job`; it starts in a later [`Allocator::schedule`] pass. A job that could not
+    /// fit even an empty fleet is refused ([`Error::Unplaceable`]) instead of queueing forever.
     pub fn submit(&mut self, job: Job, now_ms: i64) -> Result<()> {
         self.check_new(&job)?;
+        if !self.could_ever_fit(&job) {
+            return Err(Error::Unplaceable { job: job.id });
+        }
         self.queue.push(Queued {
             job,
             submitted_ms: now_ms,
@@ -263,12 +304,23 @@ impl Allocator {
         let mut started = Vec::new();
         let mut taken = vec![false; self.queue.len()];
         let mut attempts = 0;
+        // Placements only take capacity, so a shape that failed once fails for the rest of
+        // the pass: remember failed shapes and skip their twins.
+        let mut failed: HashSet<ShapeKey> = HashSet::new();
         for i in 0..self.queue.len() {
             if attempts >= self.config.max_attempts_per_pass {
                 break;
             }
-            attempts += 1;
             let q = &self.queue[i];
+            let key = shape_key(&q.job);
+            let starved = now_ms - q.submitted_ms >= self.config.starvation_ms;
+            if failed.contains(&key) {
+                if starved {
+                    break;
+                }
+                continue;
+            }
+            attempts += 1;
             match policy::choose(
                 &self.view,
                 &self.dist,
@@ -283,8 +335,10 @@ impl Allocator {
                     started.push(self.commit(job, p, now_ms, waited));
                     taken[i] = true;
                 }
-                None if now_ms - q.submitted_ms >= self.config.starvation_ms => break,
-                None => {}
+                None if starved => break,
+                None => {
+                    failed.insert(key);
+                }
             }
         }
         let mut i = 0;

@@ -19,6 +19,8 @@ pub enum Error {
     InvalidDemand { job: u64, reason: &'static str },
     #[error("more than {max} distinct GPU models; model {model:?} cannot be interned")]
     TooManyModels { model: String, max: usize },
+    #[error("job {job} can never be placed: no node has enough acceptable GPUs and host capacity")]
+    Unplaceable { job: u64 },
     #[error("unknown placement policy {name:?}; expected one of {expected}")]
     UnknownPolicy {
         name: String,

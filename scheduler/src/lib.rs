@@ -24,6 +24,7 @@ pub mod ledger;
 pub mod model;
 pub mod policy;
 pub mod rng;
+pub mod sim;
 pub mod view;
 
 pub use allocator::{Allocator, AllocatorConfig, Started};

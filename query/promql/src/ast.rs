@@ -512,7 +512,11 @@ pub fn write_quoted(f: &mut impl fmt::Write, s: &str) -> fmt::Result {
 }
 
 fn write_label_name(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
-    if is_plain_label_name(name) {
+    // `inf`/`nan` lex as numbers in grouping lists, so they are quoted too.
+    if is_plain_label_name(name)
+        && !name.eq_ignore_ascii_case("inf")
+        && !name.eq_ignore_ascii_case("nan")
+    {
         f.write_str(name)
     } else {
         write_quoted(f, name)
@@ -570,40 +574,41 @@ fn write_modifiers(
 
 impl VectorSelector {
     /// Writes the selector without its offset and `@` modifiers.
+    ///
+    /// The name goes before the braces when it is a plain identifier and its
+    /// `__name__` matcher comes first (where the parser puts it); otherwise it is
+    /// written as a bare quoted string at its matcher's position, which the parser
+    /// reads back the same way.
     fn fmt_base(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let plain_name = self.name.as_deref().filter(|n| is_plain_metric_name(n));
-        let mut skipped_name = false;
-        let mut rest: Vec<&Matcher> = Vec::with_capacity(self.matchers.len());
-        for m in &self.matchers {
-            if !skipped_name
-                && m.name == "__name__"
+        let is_name_matcher = |m: &Matcher| {
+            m.name == "__name__"
                 && m.op == MatchOp::Equal
                 && self.name.as_deref() == Some(m.value.as_str())
-            {
-                skipped_name = true;
-                continue;
+        };
+        let name_index = self.matchers.iter().position(is_name_matcher);
+        let outside = match (&self.name, name_index) {
+            (Some(n), Some(0)) if is_plain_metric_name(n) => {
+                self.matchers[1..].iter().all(|m| m.name != "__name__")
             }
-            rest.push(m);
-        }
-        if let Some(name) = plain_name {
-            f.write_str(name)?;
-            if rest.is_empty() {
+            _ => false,
+        };
+        let mut rest = self.matchers.iter().enumerate();
+        if outside {
+            f.write_str(self.name.as_deref().unwrap_or_default())?;
+            rest.next();
+            if self.matchers.len() == 1 {
                 return Ok(());
             }
         }
         f.write_str("{")?;
-        let mut first = true;
-        if plain_name.is_none()
-            && let Some(name) = &self.name
-        {
-            write_quoted(f, name)?;
-            first = false;
-        }
-        for m in rest {
-            if !first {
+        for (n, (i, m)) in rest.enumerate() {
+            if n > 0 {
                 f.write_str(", ")?;
             }
-            first = false;
+            if Some(i) == name_index {
+                write_quoted(f, &m.value)?;
+                continue;
+            }
             write_label_name(f, &m.name)?;
             f.write_str(m.op.as_str())?;
             write_quoted(f, &m.value)?;
@@ -694,7 +699,8 @@ impl fmt::Display for Expr {
                 match expr.as_ref() {
                     // `^` binds tighter than unary minus, everything else looser.
                     Expr::Binary(b) if b.op != BinOp::Pow => write!(f, "({expr})"),
-                    Expr::Unary { .. } => write!(f, "({expr})"),
+                    // `- -x`: the space keeps the two operators apart.
+                    Expr::Unary { .. } => write!(f, " {expr}"),
                     e => write!(f, "{e}"),
                 }
             }
