@@ -472,7 +472,7 @@ pub fn is_plain_label_name(s: &str) -> bool {
 
 /// Words that the lexer reads as keywords outside braces (case-insensitive).
 pub fn is_reserved_word(s: &str) -> bool {
-    const WORDS: [&str; 17] = [
+    const WORDS: [&str; 25] = [
         "and",
         "or",
         "unless",
@@ -487,9 +487,17 @@ pub fn is_reserved_word(s: &str) -> bool {
         "offset",
         "start",
         "end",
+        "step",
+        "range",
+        "min_of",
+        "max_of",
+        "anchored",
+        "smoothed",
+        "fill",
+        "fill_left",
+        "fill_right",
         "inf",
         "nan",
-        "step",
     ];
     WORDS.iter().any(|w| w.eq_ignore_ascii_case(s)) || AggOp::from_keyword(s).is_some()
 }
@@ -648,8 +656,9 @@ fn needs_parens(parent: BinOp, child: &Expr, is_lhs: bool) -> bool {
             let (p, c) = (parent.precedence(), b.op.precedence());
             c < p || (c == p && (is_lhs == parent.is_right_assoc()))
         }
-        // `-a ^ b` reads as `-(a ^ b)`.
+        // `-a ^ b` reads as `-(a ^ b)`; a negative literal prints with its sign.
         Expr::Unary { .. } => parent == BinOp::Pow && is_lhs,
+        Expr::Number(v) if v.is_sign_negative() && !v.is_nan() => parent == BinOp::Pow && is_lhs,
         _ => false,
     }
 }
@@ -701,6 +710,9 @@ impl fmt::Display for Expr {
                     Expr::Binary(b) if b.op != BinOp::Pow => write!(f, "({expr})"),
                     // `- -x`: the space keeps the two operators apart.
                     Expr::Unary { .. } => write!(f, " {expr}"),
+                    Expr::Number(v) if v.is_sign_negative() && !v.is_nan() => {
+                        write!(f, " {expr}")
+                    }
                     e => write!(f, "{e}"),
                 }
             }

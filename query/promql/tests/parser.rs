@@ -195,6 +195,23 @@ fn every_conformance_eval_expression_parses_and_round_trips() {
         "conformance: {parsed} of {} eval expressions parse; rejected on purpose: {rejected:#?}",
         cases.len()
     );
+    // Throughput, for the record (debug builds are several times slower).
+    let exprs: Vec<&str> = cases.iter().map(|c| c.expr.as_str()).collect();
+    let bytes: usize = exprs.iter().map(|e| e.len()).sum();
+    let rounds = 20;
+    let started = std::time::Instant::now();
+    for _ in 0..rounds {
+        for e in &exprs {
+            let _ = std::hint::black_box(parse(e));
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "throughput: {} parses of {} expressions ({bytes} bytes) in {elapsed:?}: {:.1} us/expression",
+        rounds * exprs.len(),
+        exprs.len(),
+        elapsed.as_secs_f64() * 1e6 / (rounds * exprs.len()) as f64
+    );
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
@@ -873,6 +890,21 @@ fn display_adds_parentheses_for_hand_built_trees() {
         expr: Box::new(num(2.0)),
     };
     assert_eq!(b(BinOp::Pow, neg, num(2.0)).to_string(), "(-2) ^ 2");
+    // A negative literal (the parser never builds one, an evaluator might) keeps
+    // its meaning too.
+    assert_eq!(b(BinOp::Pow, num(-2.0), num(2.0)).to_string(), "(-2) ^ 2");
+    let neg_neg = Expr::Unary {
+        op: UnaryOp::Neg,
+        expr: Box::new(num(-1.0)),
+    };
+    assert_eq!(neg_neg.to_string(), "- -1");
+    // Metric names that are keywords are written quoted.
+    for kw in ["offset", "bool", "sum", "range", "anchored", "inf"] {
+        let e = p(&format!("{{\"{kw}\"}}"));
+        let printed = e.to_string();
+        assert_eq!(printed, format!("{{\"{kw}\"}}"));
+        assert_eq!(p(&printed), e);
+    }
 }
 
 // ---- robustness --------------------------------------------------------------
