@@ -23,6 +23,8 @@ use crate::server::ServeArgs;
 pub enum BenchCommand {
     /// Ingest throughput (parser alone and end to end over HTTP), storage size, peak RSS.
     Ingest(IngestArgs),
+    /// Simulated GPUs streaming through real agents over HTTP: does one server keep up?
+    Agents(crate::demo::AgentBenchArgs),
 }
 
 /// Options of `rigwatch bench ingest`.
@@ -52,6 +54,7 @@ pub struct IngestArgs {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Ingest(args) => ingest(args).await,
+        BenchCommand::Agents(args) => crate::demo::bench_agents(args).await,
     }
 }
 
@@ -93,7 +96,8 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     }
     let parse_secs = t.elapsed().as_secs_f64();
 
-    // 2. End to end over HTTP, fsync on.
+    // 2. End to end over HTTP, fsync on, authenticated like any writer.
+    const BENCH_TOKEN: &str = "bench-admin-token-not-a-secret";
     let tmp = tempfile::tempdir()?;
     let data_dir = args
         .data_dir
@@ -118,6 +122,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         s3_region: "us-east-1".into(),
         s3_allow_http: false,
         log: "warn".into(),
+        admin_token: Some(BENCH_TOKEN.into()),
     };
     let running = crate::server::start(&serve).await?;
     let url = format!("http://{}/api/v2/write?precision=ns", running.addr);
@@ -136,7 +141,12 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
             let url = url.clone();
             let bodies = bodies.clone();
             async move {
-                let resp = client.post(&url).body(bodies[i].clone()).send().await?;
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(BENCH_TOKEN)
+                    .body(bodies[i].clone())
+                    .send()
+                    .await?;
                 anyhow::Ok(resp.status())
             }
         })

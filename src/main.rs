@@ -1,8 +1,10 @@
 //! The `rigwatch` command line: parse arguments, call into the library crates.
 
+mod access;
 mod bench;
 mod demo;
 mod fleet;
+mod query_cli;
 mod server;
 mod sql_cli;
 
@@ -30,6 +32,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a SQL query against a running server and print the result as a table.
     Sql(sql_cli::SqlArgs),
+    /// Run a query-language (PromQL) expression against a running server.
+    Query(query_cli::QueryArgs),
     /// Benchmarks that print numbers (ingest throughput, bytes per value, peak RSS).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -56,6 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Serve(args) => server::serve(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Sql(args) => sql_cli::run(args).await,
+            Command::Query(args) => query_cli::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     })

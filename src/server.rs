@@ -14,9 +14,11 @@ use axum::routing::get;
 use bytesize::ByteSize;
 use clap::Args;
 use prometheus_client::registry::Registry;
-use rigwatch_storage::auth::AuthStore;
+use rigwatch_storage::auth::{AuthStore, Role};
 use rigwatch_storage::{Db, DbConfig};
 use tracing::info;
+
+use crate::access;
 
 /// Options of the store and the HTTP server.
 #[derive(Debug, Clone, Args)]
@@ -96,6 +98,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_S3_ALLOW_HTTP")]
     pub s3_allow_http: bool,
 
+    /// An operator token with the admin role, kept only in memory (its hash). When unset and
+    /// the data directory has no admin token yet, the server creates one at first start and
+    /// prints it once.
+    #[arg(long, env = "RIGWATCH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Log filter (tracing EnvFilter syntax), e.g. info or rigwatch_storage=debug.
     #[arg(long, env = "RIGWATCH_LOG", default_value = "info")]
     pub log: String,
@@ -141,7 +149,6 @@ impl ServeArgs {
 
 #[derive(Clone)]
 struct AppState {
-    db: Arc<Db>,
     registry: Arc<Registry>,
 }
 
@@ -183,12 +190,27 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         Arc::new(AuthStore::open(&args.data_dir).with_context(|| {
             format!("cannot open the auth file in {}", args.data_dir.display())
         })?);
+    if let Some(t) = &args.admin_token
+        && t.len() < 16
+    {
+        anyhow::bail!("--admin-token must be at least 16 characters");
+    }
+    if args.admin_token.is_none() && !auth.has_admin() {
+        let t = auth
+            .issue(Role::Admin, None, None, "bootstrap")
+            .context("cannot create the first admin token")?;
+        eprintln!(
+            "rigwatch: created the first admin token (shown once, stored hashed in {}):\n  {}",
+            auth.path().display(),
+            t.token
+        );
+    }
+    let gate = access::Gate::new(auth.clone(), args.admin_token.as_deref());
     let mut registry = Registry::default();
     db.metrics().register(&mut registry);
     let query = rigwatch_query::QueryService::new(db.clone());
     query.metrics().register(&mut registry);
     let state = AppState {
-        db: db.clone(),
         registry: Arc::new(registry),
     };
     let app = Router::new()
@@ -202,6 +224,17 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             },
         ))
         .merge(rigwatch_query::routes::router(query))
+        .merge(rigwatch_ingest::agent::routes::router(
+            rigwatch_ingest::agent::routes::AgentState {
+                db: db.clone(),
+                auth: auth.clone(),
+                max_body_bytes: args.max_body.as_u64() as usize,
+            },
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            access::authorize,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -250,11 +283,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-async fn health(State(state): State<AppState>) -> impl IntoResponse {
+async fn health() -> impl IntoResponse {
     let body = serde_json::json!({
         "status": "pass",
         "version": env!("CARGO_PKG_VERSION"),
-        "tables": state.db.schemas().names().len(),
     });
     axum::Json(body)
 }

@@ -15,6 +15,10 @@ pub struct SqlArgs {
     #[arg(long, env = "RIGWATCH_URL", default_value = "http://127.0.0.1:9800")]
     pub url: String,
 
+    /// Access token (admin, analyst or supplier; a supplier sees only its own rows).
+    #[arg(long, env = "RIGWATCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
@@ -38,17 +42,16 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
         "{}/api/v1/sql?format={format}",
         args.url.trim_end_matches('/')
     );
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .body(args.query)
-        .send()
-        .await
-        .with_context(|| {
-            format!(
-                "no rigwatch server answered at {} (start one with `rigwatch serve`)",
-                args.url
-            )
-        })?;
+    let mut req = reqwest::Client::new().post(&url).body(args.query);
+    if let Some(t) = &args.token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.with_context(|| {
+        format!(
+            "no rigwatch server answered at {} (start one with `rigwatch serve`)",
+            args.url
+        )
+    })?;
     let status = resp.status();
     let body = resp.bytes().await.context("reading the response")?;
     if !status.is_success() {

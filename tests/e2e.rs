@@ -12,4 +12,5 @@ mod e2e {
     pub mod ledger;
     pub mod prometheus;
     pub mod shutdown;
+    pub mod tenancy;
 }

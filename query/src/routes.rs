@@ -6,10 +6,11 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use rigwatch_storage::auth::Principal;
 use serde::Deserialize;
 
 use crate::error::Error;
@@ -50,6 +51,7 @@ fn error(e: Error) -> Response {
 
 async fn sql(
     State(service): State<QueryService>,
+    principal: Option<Extension<Principal>>,
     Query(params): Query<SqlParams>,
     headers: HeaderMap,
     body: Bytes,
@@ -92,7 +94,15 @@ async fn sql(
             }
         }
     };
-    let (schema, batches) = match service.sql(&text).await {
+    // Fail closed: the server's access layer puts the caller here; without it, nothing.
+    let Some(Extension(principal)) = principal else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({ "error": "not authenticated" })),
+        )
+            .into_response();
+    };
+    let (schema, batches) = match service.sql_scoped(&text, principal.scope()).await {
         Ok(r) => r,
         Err(e) => return error(e),
     };

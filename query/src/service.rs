@@ -78,19 +78,34 @@ impl QueryService {
 
     /// A session whose default schema holds every table of the store.
     pub fn session_context(&self) -> Result<SessionContext> {
+        self.scoped_context(None)
+    }
+
+    /// A session confined to one supplier's rows when `scope` names one (see
+    /// [`rigwatch_storage::table::register_scoped`]).
+    pub fn scoped_context(&self, scope: Option<&str>) -> Result<SessionContext> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("datafusion", "public");
         let ctx = SessionContext::new_with_config(config);
-        rigwatch_storage::table::register(&self.db, &ctx)?;
+        rigwatch_storage::table::register_scoped(&self.db, &ctx, scope)?;
         Ok(ctx)
     }
 
-    /// Runs one read-only statement and collects its result.
+    /// Runs one read-only statement over every supplier's rows and collects its result.
     pub async fn sql(&self, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        self.sql_scoped(query, None).await
+    }
+
+    /// Runs one read-only statement that sees only `scope`'s rows when it names a supplier.
+    pub async fn sql_scoped(
+        &self,
+        query: &str,
+        scope: Option<&str>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let start = Instant::now();
         self.metrics.queries.inc();
-        let result = self.run(query).await;
+        let result = self.run(query, scope).await;
         self.metrics.seconds.observe(start.elapsed().as_secs_f64());
         match &result {
             Ok((_, batches)) => {
@@ -105,12 +120,12 @@ impl QueryService {
         result
     }
 
-    async fn run(&self, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    async fn run(&self, query: &str, scope: Option<&str>) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let query = query.trim();
         if query.is_empty() {
             return Err(Error::EmptyQuery);
         }
-        let ctx = self.session_context()?;
+        let ctx = self.scoped_context(scope)?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)

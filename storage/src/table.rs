@@ -47,42 +47,159 @@ pub const OBJECT_STORE_URL: &str = "rigwatch://store";
 
 /// Registers the object store and every table of `db` as the default schema of `ctx`.
 pub fn register(db: &Arc<Db>, ctx: &SessionContext) -> DFResult<()> {
+    register_scoped(db, ctx, None)
+}
+
+/// The tag column that names a row's supplier; the tenancy boundary.
+pub const SUPPLIER_TAG: &str = "supplier";
+
+/// Like [`register`], but when `scope` names a supplier every table is confined to that
+/// supplier's rows: a table without a `supplier` tag is invisible, and every scan of the
+/// others is filtered on `supplier = scope` below whatever the query says. This is where
+/// tenancy is enforced, for SQL and the query language alike.
+pub fn register_scoped(db: &Arc<Db>, ctx: &SessionContext, scope: Option<&str>) -> DFResult<()> {
     let url = ObjectStoreUrl::parse(OBJECT_STORE_URL)?;
     ctx.register_object_store(url.as_ref(), db.store().clone());
     let catalog = ctx
         .catalog("datafusion")
         .ok_or_else(|| DataFusionError::Internal("default catalog missing".into()))?;
-    catalog.register_schema("public", Arc::new(DbSchema { db: db.clone() }))?;
+    catalog.register_schema(
+        "public",
+        Arc::new(DbSchema {
+            db: db.clone(),
+            scope: scope.map(str::to_string),
+        }),
+    )?;
     Ok(())
 }
 
-/// All tables of a [`Db`].
+/// All tables of a [`Db`], optionally confined to one supplier.
 #[derive(Debug)]
 pub struct DbSchema {
     db: Arc<Db>,
+    scope: Option<String>,
 }
 
 impl DbSchema {
     pub fn new(db: Arc<Db>) -> Self {
-        Self { db }
+        Self { db, scope: None }
+    }
+
+    fn visible(&self, def: &TableDef) -> bool {
+        self.scope.is_none()
+            || def
+                .column_index(SUPPLIER_TAG)
+                .is_some_and(|i| def.columns[i].kind == crate::schema::ColumnKind::Tag)
     }
 }
 
 #[async_trait]
 impl SchemaProvider for DbSchema {
     fn table_names(&self) -> Vec<String> {
-        self.db.schemas().names()
+        let mut names = self.db.schemas().names();
+        names.retain(|n| self.db.table(n).is_some_and(|d| self.visible(&d)));
+        names
     }
 
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
-        Ok(self
-            .db
-            .table(name)
-            .map(|def| Arc::new(DbTable::new(self.db.clone(), def)) as Arc<dyn TableProvider>))
+        let Some(def) = self.db.table(name).filter(|d| self.visible(d)) else {
+            return Ok(None);
+        };
+        let table = DbTable::new(self.db.clone(), def);
+        Ok(Some(match &self.scope {
+            None => Arc::new(table),
+            Some(s) => Arc::new(ScopedTable {
+                inner: table,
+                supplier: s.clone(),
+            }),
+        }))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.db.table(name).is_some()
+        self.db.table(name).is_some_and(|d| self.visible(&d))
+    }
+}
+
+/// A table confined to one supplier's rows.
+#[derive(Debug)]
+pub struct ScopedTable {
+    inner: DbTable,
+    supplier: String,
+}
+
+impl ScopedTable {
+    fn predicate(&self) -> Expr {
+        Expr::Column(datafusion::common::Column::from_name(SUPPLIER_TAG)).eq(Expr::Literal(
+            ScalarValue::Dictionary(
+                Box::new(arrow::datatypes::DataType::Int32),
+                Box::new(ScalarValue::Utf8(Some(self.supplier.clone()))),
+            ),
+            None,
+        ))
+    }
+}
+
+#[async_trait]
+impl TableProvider for ScopedTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        use datafusion::physical_plan::filter::FilterExec;
+        use datafusion::physical_plan::projection::ProjectionExec;
+
+        let schema = self.inner.schema();
+        let sup = schema.index_of(SUPPLIER_TAG)?;
+        // Scan with the supplier column included, filter, then project to what was asked.
+        let wanted: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..schema.fields().len()).collect());
+        let mut scan_cols = wanted.clone();
+        if !scan_cols.contains(&sup) {
+            scan_cols.push(sup);
+        }
+        let mut pushed = filters.to_vec();
+        pushed.push(self.predicate());
+        let plan = self
+            .inner
+            .scan(state, Some(&scan_cols), &pushed, None)
+            .await?;
+        let scanned = plan.schema();
+        let df_schema = DFSchema::try_from(scanned.clone())?;
+        let predicate = state.create_physical_expr(self.predicate(), &df_schema)?;
+        let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(predicate, plan)?);
+        let exprs: Vec<(Arc<dyn datafusion::physical_plan::PhysicalExpr>, String)> = wanted
+            .iter()
+            .map(|&i| {
+                let pos = scan_cols.iter().position(|&c| c == i).expect("scanned");
+                let name = scanned.field(pos).name().clone();
+                (
+                    Arc::new(datafusion::physical_plan::expressions::Column::new(
+                        &name, pos,
+                    )) as Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+                    name,
+                )
+            })
+            .collect();
+        Ok(Arc::new(ProjectionExec::try_new(exprs, filtered)?))
     }
 }
 

@@ -29,6 +29,18 @@ pub struct Server {
     exit: Option<ExitStatus>,
 }
 
+/// The operator token every test server is started with (`--admin-token`).
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789abcdef";
+
+fn admin_headers() -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {ADMIN_TOKEN}").parse().expect("header"),
+    );
+    h
+}
+
 /// The HTTP side of a server; cheap to clone into writer tasks.
 #[derive(Debug, Clone)]
 pub struct Http {
@@ -63,6 +75,7 @@ impl Server {
             .env_remove("RIGWATCH_CRASH_AT")
             // Plain log lines, so tests can search them and failure messages stay readable.
             .env("NO_COLOR", "1")
+            .env("RIGWATCH_ADMIN_TOKEN", ADMIN_TOKEN)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -74,6 +87,7 @@ impl Server {
             http: Http {
                 base: String::new(),
                 client: reqwest::Client::builder()
+                    .default_headers(admin_headers())
                     .no_proxy()
                     .timeout(REQUEST_TIMEOUT)
                     .connect_timeout(Duration::from_secs(5))

@@ -48,8 +48,9 @@ async fn real_prometheus_remote_writes_into_rigwatch() {
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\nremote_write:\n  - url: {}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n",
-            server.base
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\nremote_write:\n  - url: {}/api/v1/write\n    authorization:\n      credentials: {}\n    queue_config:\n      batch_send_deadline: 1s\n",
+            server.base,
+            super::harness::ADMIN_TOKEN
         ),
     )
     .unwrap();

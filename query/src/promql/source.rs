@@ -1,0 +1,358 @@
+//! Reading PromQL selectors out of the store through DataFusion.
+//!
+//! Name mapping (DESIGN.md): metric `<table>_<field>` reads field `<field>` of `<table>`; a
+//! table written in Prometheus form (field `value`) reads back as `<table>`. Tags become
+//! labels. Each selector the evaluator will read ([`rigwatch_promql::eval::selections`]) is
+//! planned on DataFusion with its time span and its equality matchers pushed into the scan,
+//! so a query over one GPU reads one GPU's data; regex matchers are applied to the label sets
+//! afterwards, once per series. The scan runs in the caller's (possibly supplier-scoped)
+//! session, so tenancy holds here too.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, TimestampNanosecondType};
+use arrow::row::{RowConverter, SortField};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::logical_expr::{Expr, lit};
+use datafusion::prelude::SessionContext;
+use rigwatch_promql::ast::{MatchOp, Matcher};
+use rigwatch_promql::eval::{EvalError, Selection};
+use rigwatch_promql::storage::Queryable;
+use rigwatch_promql::value::{Labels, METRIC_NAME, Sample, Series};
+use rigwatch_storage::FieldType;
+use rigwatch_storage::schema::{ColumnKind, TableDef};
+
+/// One metric name and where it lives.
+#[derive(Debug, Clone)]
+pub struct MetricRef {
+    pub name: String,
+    pub table: Arc<TableDef>,
+    pub field: String,
+}
+
+/// Whether a field type can be read as a float sample.
+fn numeric(t: FieldType) -> bool {
+    !matches!(t, FieldType::String)
+}
+
+/// The metric name a field reads back as.
+pub fn metric_name(table: &str, field: &str) -> String {
+    if field == "value" {
+        table.to_string()
+    } else {
+        format!("{table}_{field}")
+    }
+}
+
+/// Every metric visible in `ctx` (its default schema is the store, possibly scoped).
+pub fn metrics(ctx: &SessionContext, db: &rigwatch_storage::Db) -> Vec<MetricRef> {
+    let Some(schema) = ctx
+        .catalog("datafusion")
+        .and_then(|c| c.schema("public"))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for name in schema.table_names() {
+        let Some(def) = db.table(&name) else { continue };
+        for c in &def.columns {
+            if let ColumnKind::Field(t) = c.kind
+                && numeric(t)
+            {
+                out.push(MetricRef {
+                    name: metric_name(&name, &c.name),
+                    table: def.clone(),
+                    field: c.name.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn tag_names(def: &TableDef) -> Vec<String> {
+    def.columns
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Tag)
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+fn ts(ns: i64) -> Expr {
+    lit(ScalarValue::TimestampNanosecond(Some(ns), None))
+}
+
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::from_name(name))
+}
+
+fn ms_to_ns(ms: i64) -> i64 {
+    ms.saturating_mul(1_000_000)
+}
+
+/// Data fetched for one query: the series of each selection.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    sets: Vec<(Selection, Vec<Series>)>,
+    pub samples: usize,
+}
+
+impl Queryable for Fetched {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<Series>, EvalError> {
+        let Some((_, series)) = self.sets.iter().find(|(s, _)| {
+            s.matchers.as_slice() == matchers && s.min_t <= min_t && s.max_t >= max_t
+        }) else {
+            return Err(EvalError::Internal(format!(
+                "selector {matchers:?} over [{min_t}, {max_t}] was not prefetched"
+            )));
+        };
+        Ok(series
+            .iter()
+            .filter_map(|s| {
+                let lo = s.samples.partition_point(|x| x.t < min_t);
+                let hi = s.samples.partition_point(|x| x.t <= max_t);
+                (lo < hi).then(|| Series {
+                    labels: s.labels.clone(),
+                    samples: s.samples[lo..hi].to_vec(),
+                })
+            })
+            .collect())
+    }
+}
+
+impl Fetched {
+    /// Every fetched series once (by label set), for the metadata endpoints.
+    pub fn into_series(self) -> Vec<Series> {
+        let mut all: Vec<Series> = self.sets.into_iter().flat_map(|(_, s)| s).collect();
+        all.sort_by(|a, b| a.labels.cmp(&b.labels));
+        all.dedup_by(|a, b| a.labels == b.labels);
+        all
+    }
+}
+
+/// Why fetching failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("{0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error(
+        "query processing would load too many samples into memory in query execution (limit {limit})"
+    )]
+    TooManySamples { limit: usize },
+}
+
+/// Fetches every selection (the same selection twice is read once).
+pub async fn fetch(
+    ctx: &SessionContext,
+    db: &rigwatch_storage::Db,
+    selections: Vec<Selection>,
+    max_samples: usize,
+) -> Result<Fetched, FetchError> {
+    let catalog = metrics(ctx, db);
+    let mut out = Fetched::default();
+    for sel in selections {
+        if out
+            .sets
+            .iter()
+            .any(|(s, _)| s.matchers == sel.matchers && s.min_t <= sel.min_t && s.max_t >= sel.max_t)
+        {
+            continue;
+        }
+        let series = fetch_one(ctx, &catalog, &sel, max_samples, &mut out.samples).await?;
+        out.sets.push((sel, series));
+    }
+    Ok(out)
+}
+
+/// The metrics a selector's `__name__` matchers allow, grouped by table.
+fn candidates<'a>(
+    catalog: &'a [MetricRef],
+    matchers: &[Matcher],
+) -> Vec<(Arc<TableDef>, Vec<&'a MetricRef>)> {
+    let mut by_table: Vec<(Arc<TableDef>, Vec<&MetricRef>)> = Vec::new();
+    for m in catalog {
+        let ok = matchers
+            .iter()
+            .filter(|x| x.name == METRIC_NAME)
+            .all(|x| x.matches(&m.name));
+        if !ok {
+            continue;
+        }
+        match by_table.iter_mut().find(|(t, _)| t.name == m.table.name) {
+            Some((_, v)) => v.push(m),
+            None => by_table.push((m.table.clone(), vec![m])),
+        }
+    }
+    by_table
+}
+
+async fn fetch_one(
+    ctx: &SessionContext,
+    catalog: &[MetricRef],
+    sel: &Selection,
+    max_samples: usize,
+    total: &mut usize,
+) -> Result<Vec<Series>, FetchError> {
+    let mut result = Vec::new();
+    'tables: for (def, metrics) in candidates(catalog, &sel.matchers) {
+        let tags = tag_names(&def);
+        let mut filter = column("time")
+            .gt_eq(ts(ms_to_ns(sel.min_t)))
+            .and(column("time").lt_eq(ts(ms_to_ns(sel.max_t))));
+        for m in sel.matchers.iter().filter(|m| m.name != METRIC_NAME) {
+            if !tags.contains(&m.name) {
+                // The label does not exist in this table: it reads as "".
+                if !m.matches("") {
+                    continue 'tables;
+                }
+                continue;
+            }
+            match m.op {
+                MatchOp::Equal if m.value.is_empty() => {
+                    filter = filter.and(column(&m.name).is_null());
+                }
+                MatchOp::Equal => {
+                    filter = filter.and(column(&m.name).eq(lit(m.value.as_str())));
+                }
+                MatchOp::NotEqual if !m.value.is_empty() => {
+                    filter = filter.and(
+                        column(&m.name)
+                            .is_null()
+                            .or(column(&m.name).not_eq(lit(m.value.as_str()))),
+                    );
+                }
+                // Regex matchers run on the label sets below.
+                _ => {}
+            }
+        }
+        let mut cols: Vec<&str> = tags.iter().map(String::as_str).collect();
+        cols.extend(metrics.iter().map(|m| m.field.as_str()));
+        cols.push("time");
+        let df = ctx
+            .table(datafusion::common::TableReference::bare(def.name.as_str()))
+            .await?
+            .filter(filter)?
+            .select_columns(&cols)?;
+        let batches = df.collect().await?;
+        let mut acc = SeriesAccumulator::new(tags.len(), metrics.len())?;
+        for b in &batches {
+            acc.push(b)?;
+            if *total + acc.samples > max_samples {
+                return Err(FetchError::TooManySamples { limit: max_samples });
+            }
+        }
+        *total += acc.samples;
+        for (tag_values, per_metric) in acc.finish() {
+            for (i, mut samples) in per_metric.into_iter().enumerate() {
+                if samples.is_empty() {
+                    continue;
+                }
+                let labels = Labels::from_pairs(
+                    tags.iter()
+                        .zip(&tag_values)
+                        .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+                        .chain(std::iter::once((
+                            METRIC_NAME.to_string(),
+                            metrics[i].name.clone(),
+                        ))),
+                );
+                if !sel
+                    .matchers
+                    .iter()
+                    .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+                {
+                    continue;
+                }
+                samples.sort_unstable_by_key(|s| s.t);
+                result.push(Series { labels, samples });
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// Groups rows into series by their tag values without allocating per row: tag values are
+/// encoded with Arrow's row format and looked up by their bytes.
+struct SeriesAccumulator {
+    converter: RowConverter,
+    ntags: usize,
+    nmetrics: usize,
+    index: HashMap<Box<[u8]>, usize>,
+    series: Vec<(Vec<Option<String>>, Vec<Vec<Sample>>)>,
+    samples: usize,
+}
+
+impl SeriesAccumulator {
+    fn new(ntags: usize, nmetrics: usize) -> Result<Self, FetchError> {
+        let fields = (0..ntags).map(|_| SortField::new(DataType::Utf8)).collect();
+        Ok(Self {
+            converter: RowConverter::new(fields)?,
+            ntags,
+            nmetrics,
+            index: HashMap::new(),
+            series: Vec::new(),
+            samples: 0,
+        })
+    }
+
+    fn push(&mut self, batch: &RecordBatch) -> Result<(), FetchError> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let tags: Vec<ArrayRef> = (0..self.ntags)
+            .map(|i| cast(batch.column(i), &DataType::Utf8))
+            .collect::<Result<_, _>>()?;
+        let values: Vec<ArrayRef> = (0..self.nmetrics)
+            .map(|i| cast(batch.column(self.ntags + i), &DataType::Float64))
+            .collect::<Result<_, _>>()?;
+        let time = batch.column(self.ntags + self.nmetrics);
+        let time = time.as_primitive::<TimestampNanosecondType>();
+        let rows = self.converter.convert_columns(&tags)?;
+        for r in 0..n {
+            let key = rows.row(r);
+            let id = match self.index.get(key.as_ref()) {
+                Some(&id) => id,
+                None => {
+                    let id = self.series.len();
+                    let tag_values = tags
+                        .iter()
+                        .map(|a| {
+                            let s = a.as_string::<i32>();
+                            (s.is_valid(r) && !s.value(r).is_empty())
+                                .then(|| s.value(r).to_string())
+                        })
+                        .collect();
+                    self.series
+                        .push((tag_values, vec![Vec::new(); self.nmetrics]));
+                    self.index.insert(key.as_ref().into(), id);
+                    id
+                }
+            };
+            let t = time.value(r).div_euclid(1_000_000);
+            let per_metric = &mut self.series[id].1;
+            for (m, col) in values.iter().enumerate() {
+                let col = col.as_primitive::<Float64Type>();
+                if col.is_valid(r) {
+                    per_metric[m].push(Sample { t, v: col.value(r) });
+                    self.samples += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Vec<(Vec<Option<String>>, Vec<Vec<Sample>>)> {
+        self.series
+    }
+}
