@@ -478,6 +478,9 @@ fn ranges_and_subqueries() {
     assert_err("foo[5m:1m:1m]", 9, "expected \"]\"");
     assert_err("foo[5m + step()]", 7, "duration expressions");
     assert_err("foo[1m5h]", 4, "not a valid duration");
+    assert_err("foo[9.5e10]", 4, "duration out of range");
+    assert_err("foo offset 9.5e10", 11, "duration out of range");
+    assert_err("foo[300y]", 4, "duration out of range");
 }
 
 // ---- operators and precedence ------------------------------------------------

@@ -567,9 +567,15 @@ impl<'a> Parser<'a> {
             let ts_at = self.peek().start;
             let ts = self.parse_signed_seconds("@", "timestamp")?;
             if !ts.is_finite() || ts.abs() >= i64::MAX as f64 / 1000.0 {
+                let shown = match ts {
+                    t if t.is_nan() => "NaN".to_owned(),
+                    t if t == f64::INFINITY => "+Inf".to_owned(),
+                    t if t == f64::NEG_INFINITY => "-Inf".to_owned(),
+                    t => t.to_string(),
+                };
                 return Err(self.err(
                     ts_at,
-                    format!("timestamp out of bounds for @ modifier: {ts}"),
+                    format!("timestamp out of bounds for @ modifier: {shown}"),
                 ));
             }
             AtModifier::Timestamp((ts * 1000.0).round() as i64)
@@ -966,8 +972,9 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Seconds (from a number literal) to milliseconds, `None` if out of range.
+/// Seconds (from a number literal) to milliseconds, `None` if out of range (beyond
+/// what Prometheus' nanosecond durations hold).
 fn secs_to_ms(secs: f64) -> Option<i64> {
     let ms = (secs * 1000.0).round();
-    (ms.is_finite() && ms.abs() < i64::MAX as f64).then_some(ms as i64)
+    (ms.is_finite() && ms.abs() <= super::lexer::MAX_DURATION_MS as f64).then_some(ms as i64)
 }

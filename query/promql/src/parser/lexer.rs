@@ -374,6 +374,12 @@ impl<'a> Lexer<'a> {
         }
         let value = parse_number(text)
             .ok_or_else(|| self.err(start, format!("bad number syntax: {text:?}")))?;
+        if value.is_infinite() {
+            return Err(self.err(
+                start,
+                format!("error parsing number {text:?}: value out of range"),
+            ));
+        }
         self.push(Tok::Number(value), start, start + len);
         Ok(())
     }
@@ -560,6 +566,10 @@ fn parse_number(text: &str) -> Option<f64> {
     clean.parse::<f64>().ok()
 }
 
+/// The longest duration Prometheus can represent (`time.Duration` is int64
+/// nanoseconds), in milliseconds.
+pub(crate) const MAX_DURATION_MS: i64 = i64::MAX / 1_000_000;
+
 /// Parses `1h30m`-style durations: units `y w d h m s ms` in that order, each at
 /// most once. Returns milliseconds.
 pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
@@ -601,6 +611,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
             .ok_or_else(|| "duration out of range".to_owned())?;
         rest = &rest[unit_len..];
     }
+    if total > MAX_DURATION_MS {
+        return Err("duration out of range".to_owned());
+    }
     Ok(total)
 }
 
@@ -634,6 +647,7 @@ mod tests {
         assert!(lex_fails("1__0"));
         assert!(lex_fails("1.2.3"));
         assert!(lex_fails("12abc"));
+        assert!(lex_fails(&"9".repeat(400)), "overflows f64");
     }
 
     #[test]
@@ -647,6 +661,8 @@ mod tests {
         assert!(lex_fails("1m1h"), "units must descend");
         assert!(lex_fails("1m1m"), "each unit once");
         assert!(lex_fails("1.5m"));
+        assert_eq!(toks("292y")[0], Tok::Duration(292 * 31_536_000_000));
+        assert!(lex_fails("293y"), "beyond int64 nanoseconds");
     }
 
     #[test]
