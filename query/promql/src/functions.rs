@@ -318,10 +318,10 @@ fn absent(empty: bool, a: &Expr) -> Vec<VSample> {
     if let Some(ms) = matchers {
         let mut dup: Vec<&str> = Vec::new();
         for m in ms {
-            if m.name == METRIC_NAME || m.op != crate::ast::MatchOp::Equal {
+            if m.name == METRIC_NAME {
                 continue;
             }
-            if pairs.iter().any(|(k, _)| *k == m.name) {
+            if m.op != crate::ast::MatchOp::Equal || pairs.iter().any(|(k, _)| *k == m.name) {
                 dup.push(&m.name);
                 continue;
             }

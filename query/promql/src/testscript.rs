@@ -630,7 +630,10 @@ fn expand_item(tok: &str, out: &mut Vec<SeqValue>, line: usize) -> Result<(), Sc
         }
         return Ok(());
     }
-    if let Some(v) = parse_number(tok) {
+    let is_repetition = tok.rsplit_once('x').is_some_and(|(h, n)| {
+        !h.is_empty() && !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit())
+    });
+    if !is_repetition && let Some(v) = parse_number(tok) {
         out.push(SeqValue::Float(v));
         return Ok(());
     }

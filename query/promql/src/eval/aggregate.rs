@@ -166,15 +166,9 @@ impl Evaluator<'_> {
                     }
                 }
                 AggOp::Stddev | AggOp::Stdvar => {
-                    if first {
-                        g.mean = s.v;
-                        g.value = 0.0;
-                        g.kahan = 0.0;
-                    } else {
-                        let delta = s.v - (g.mean + g.kahan);
-                        (g.mean, g.kahan) = kahan_inc(delta / g.count, g.mean, g.kahan);
-                        g.value += delta * (s.v - (g.mean + g.kahan));
-                    }
+                    let delta = s.v - (g.mean + g.kahan);
+                    (g.mean, g.kahan) = kahan_inc(delta / g.count, g.mean, g.kahan);
+                    g.value += delta * (s.v - (g.mean + g.kahan));
                 }
                 AggOp::Quantile => g.values.push(s.v),
                 AggOp::Topk | AggOp::Bottomk => {

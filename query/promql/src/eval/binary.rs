@@ -188,6 +188,9 @@ fn vector_vector(
             continue;
         };
         let rs = &one[ri];
+        if m.card == Cardinality::OneToOne && matched.insert(sig, HashSet::new()).is_some() {
+            return Err(EvalError::MultipleMatches);
+        }
         let (fl, fr) = if swapped { (rs.v, ls.v) } else { (ls.v, rs.v) };
         let (mut val, keep) = scalar_binop(op, fl, fr);
         if return_bool {
@@ -196,20 +199,13 @@ fn vector_vector(
             continue;
         }
         let metric = result_metric(&ls.labels, &rs.labels, m);
-        match m.card {
-            Cardinality::OneToOne => {
-                if matched.insert(sig, HashSet::new()).is_some() {
-                    return Err(EvalError::MultipleMatches);
-                }
-            }
-            _ => {
-                let set = matched.entry(sig).or_default();
-                if !set.insert(metric.hash_all()) {
-                    return Err(EvalError::InvalidArgument(
-                        "multiple matches for labels: grouping labels must ensure unique matches"
-                            .into(),
-                    ));
-                }
+        if m.card != Cardinality::OneToOne {
+            let set = matched.entry(sig).or_default();
+            if !set.insert(metric.hash_all()) {
+                return Err(EvalError::InvalidArgument(
+                    "multiple matches for labels: grouping labels must ensure unique matches"
+                        .into(),
+                ));
             }
         }
         out.push(VSample {

@@ -97,6 +97,7 @@ pub(crate) fn call_range(
                 let mut vals: Vec<f64> = xs.iter().map(|x| x.v).collect();
                 Some(quantile(q, &mut vals))
             }
+            "mad_over_time" if xs.iter().any(|x| x.v.is_nan()) => Some(f64::NAN),
             "mad_over_time" => {
                 let mut vals: Vec<f64> = xs.iter().map(|x| x.v).collect();
                 let med = quantile(0.5, &mut vals);
@@ -253,11 +254,14 @@ fn sum(xs: &[Sample]) -> f64 {
     if s.is_infinite() { s } else { s + c }
 }
 
+/// Mean with Kahan summation, switching to an incremental mean once the sum would
+/// overflow (as Prometheus' `avg_over_time` and `avg`).
 fn avg(xs: &[Sample]) -> f64 {
-    let (mut sum, mut mean, mut c) = (0.0, 0.0, 0.0);
+    let (mut sum, mut mean, mut c) = (xs[0].v, 0.0, 0.0);
+    let mut count = 1.0;
     let mut incremental = false;
-    for (i, x) in xs.iter().enumerate() {
-        let count = (i + 1) as f64;
+    for (i, x) in xs.iter().enumerate().skip(1) {
+        count = (i + 1) as f64;
         if !incremental {
             let (ns, nc) = kahan_inc(x.v, sum, c);
             if !ns.is_infinite() {
@@ -269,14 +273,21 @@ fn avg(xs: &[Sample]) -> f64 {
             mean = sum / (count - 1.0);
             c /= count - 1.0;
         }
-        let q = (count - 1.0) / count;
-        (mean, c) = kahan_inc(x.v / count, q * mean, q * c);
+        if mean.is_infinite() {
+            if x.v.is_infinite() && (mean > 0.0) == (x.v > 0.0) {
+                continue;
+            }
+            if !x.v.is_infinite() && !x.v.is_nan() {
+                continue;
+            }
+        }
+        let cur = mean + c;
+        (mean, c) = kahan_inc(x.v / count - cur / count, mean, c);
     }
     if incremental {
         mean + c
     } else {
-        let n = xs.len() as f64;
-        sum / n + c / n
+        sum / count + c / count
     }
 }
 
