@@ -25,7 +25,8 @@ mod error;
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::time::Instant;
 
 pub use error::{ErrorKind, EvalError};
@@ -376,6 +377,10 @@ pub(crate) struct Evaluator<'o> {
     infos: RefCell<Vec<String>>,
     /// Samples held by the current step (plus the range result so far).
     in_flight: Cell<usize>,
+    /// Inner results of subqueries by node address and inner step time. Successive
+    /// outer steps of a range query share most inner steps; entries older than the
+    /// current window are evicted.
+    subquery_memo: RefCell<HashMap<usize, BTreeMap<i64, Rc<Val<'static>>>>>,
 }
 
 impl<'o> Evaluator<'o> {
@@ -418,6 +423,7 @@ impl<'o> Evaluator<'o> {
             warnings: RefCell::new(Vec::new()),
             infos: RefCell::new(Vec::new()),
             in_flight: Cell::new(0),
+            subquery_memo: RefCell::new(HashMap::new()),
         })
     }
 
@@ -631,10 +637,42 @@ impl<'o> Evaluator<'o> {
         let mut out: Vec<RSeries<'s>> = Vec::new();
         let mut ti = first;
         let before = self.in_flight.get();
+        let key = sq as *const crate::ast::Subquery as usize;
+        if let Some(m) = self.subquery_memo.borrow_mut().get_mut(&key) {
+            *m = m.split_off(&first);
+        }
         while ti <= last {
             self.check_deadline("subquery evaluation")?;
-            match self.eval(&sq.expr, ti)? {
+            let memo = self
+                .subquery_memo
+                .borrow()
+                .get(&key)
+                .and_then(|m| m.get(&ti).cloned());
+            let val = match memo {
+                Some(v) => v,
+                None => {
+                    let v = Rc::new(match self.eval(&sq.expr, ti)? {
+                        Val::Scalar(x) => Val::Scalar(x),
+                        Val::Vector(v) => Val::Vector(v),
+                        other => {
+                            return Err(EvalError::Unsupported(format!(
+                                "subquery is only allowed on instant vector, got {} in {}",
+                                other.type_name(),
+                                sq.expr
+                            )));
+                        }
+                    });
+                    self.subquery_memo
+                        .borrow_mut()
+                        .entry(key)
+                        .or_default()
+                        .insert(ti, Rc::clone(&v));
+                    v
+                }
+            };
+            match &*val {
                 Val::Scalar(v) => {
+                    let v = *v;
                     let i = *index.entry(Labels::empty()).or_insert_with(|| {
                         out.push(RSeries {
                             labels: Labels::empty(),
@@ -655,7 +693,7 @@ impl<'o> Evaluator<'o> {
                                     samples: Cow::Owned(Vec::new()),
                                     drop_name: false,
                                 });
-                                index.insert(s.labels, out.len() - 1);
+                                index.insert(s.labels.clone(), out.len() - 1);
                                 out.len() - 1
                             }
                         };
@@ -663,12 +701,10 @@ impl<'o> Evaluator<'o> {
                         out[i].samples.to_mut().push(Sample { t: ti, v: s.v });
                     }
                 }
-                other => {
-                    return Err(EvalError::Unsupported(format!(
-                        "subquery is only allowed on instant vector, got {} in {}",
-                        other.type_name(),
-                        sq.expr
-                    )));
+                _ => {
+                    return Err(EvalError::Internal(
+                        "memoised subquery step is neither scalar nor vector".into(),
+                    ));
                 }
             }
             ti += step;
