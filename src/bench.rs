@@ -123,6 +123,9 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         s3_allow_http: false,
         log: "warn".into(),
         admin_token: Some(BENCH_TOKEN.into()),
+        lookback_delta: Duration::from_secs(300),
+        query_timeout: Duration::from_secs(120),
+        query_max_samples: 50_000_000,
     };
     let running = crate::server::start(&serve).await?;
     let url = format!("http://{}/api/v2/write?precision=ns", running.addr);

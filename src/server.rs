@@ -98,6 +98,18 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_S3_ALLOW_HTTP")]
     pub s3_allow_http: bool,
 
+    /// How far back an instant query-language selector looks for a sample.
+    #[arg(long, env = "RIGWATCH_LOOKBACK_DELTA", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub lookback_delta: Duration,
+
+    /// Longest a query-language query may run (the `timeout` parameter may shorten it).
+    #[arg(long, env = "RIGWATCH_QUERY_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub query_timeout: Duration,
+
+    /// Most samples one query-language query may hold in memory.
+    #[arg(long, env = "RIGWATCH_QUERY_MAX_SAMPLES", default_value_t = 50_000_000)]
+    pub query_max_samples: usize,
+
     /// An operator token with the admin role, kept only in memory (its hash). When unset and
     /// the data directory has no admin token yet, the server creates one at first start and
     /// prints it once.
@@ -223,7 +235,16 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                 max_body_bytes: args.max_body.as_u64() as usize,
             },
         ))
-        .merge(rigwatch_query::routes::router(query))
+        .merge(rigwatch_query::routes::router(query.clone()))
+        .merge(rigwatch_query::promql::router(
+            query,
+            rigwatch_query::promql::PromOptions {
+                lookback: args.lookback_delta,
+                max_samples: args.query_max_samples,
+                timeout: args.query_timeout,
+                ..Default::default()
+            },
+        ))
         .merge(rigwatch_ingest::agent::routes::router(
             rigwatch_ingest::agent::routes::AgentState {
                 db: db.clone(),

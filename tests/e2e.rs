@@ -11,6 +11,7 @@ mod e2e {
     pub mod harness;
     pub mod ledger;
     pub mod prometheus;
+    pub mod promql;
     pub mod shutdown;
     pub mod tenancy;
 }

@@ -9,7 +9,7 @@
 
 pub mod error;
 pub mod format;
-// pub mod promql; (enabled once the evaluator lands)
+pub mod promql;
 pub mod routes;
 mod service;
 

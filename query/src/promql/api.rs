@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rigwatch_promql::ast::Expr;
-use rigwatch_promql::eval::{self, EvalError, EvalOptions, ErrorKind};
+use rigwatch_promql::eval::{self, ErrorKind, EvalError, EvalOptions};
 use rigwatch_promql::value::{QueryResult, Sample, Series, Value, is_stale_nan};
 use rigwatch_storage::auth::Principal;
 
@@ -262,7 +262,9 @@ fn required<'a>(p: &'a Params, key: &str) -> Result<&'a str, ApiError> {
 fn time_param(p: &Params, key: &str, default: i64) -> Result<i64, ApiError> {
     match p.get(key) {
         None => Ok(default),
-        Some(s) => parse_time(s).map_err(|e| ApiError::bad_data(format!("invalid parameter {key:?}: {e}"))),
+        Some(s) => {
+            parse_time(s).map_err(|e| ApiError::bad_data(format!("invalid parameter {key:?}: {e}")))
+        }
     }
 }
 
@@ -283,8 +285,9 @@ impl ApiState {
     fn eval_options(&self, p: &Params) -> Result<(EvalOptions, Duration), ApiError> {
         let timeout = match p.get("timeout") {
             Some(s) => {
-                let ms = parse_duration(s)
-                    .map_err(|e| ApiError::bad_data(format!("invalid parameter \"timeout\": {e}")))?;
+                let ms = parse_duration(s).map_err(|e| {
+                    ApiError::bad_data(format!("invalid parameter \"timeout\": {e}"))
+                })?;
                 Duration::from_millis(ms.max(1) as u64).min(self.opts.timeout)
             }
             None => self.opts.timeout,
@@ -462,7 +465,11 @@ async fn series(
     let found = matching_series(&state, &who, &p, true).await?;
     let mut sets: BTreeSet<_> = found.into_iter().map(|s| s.labels).collect();
     let mut out = String::from("{\"status\":\"success\",\"data\":[");
-    for (i, l) in std::mem::take(&mut sets).into_iter().take(limit).enumerate() {
+    for (i, l) in std::mem::take(&mut sets)
+        .into_iter()
+        .take(limit)
+        .enumerate()
+    {
         if i > 0 {
             out.push(',');
         }
@@ -722,8 +729,14 @@ mod tests {
     #[test]
     fn times_and_durations_parse_like_prometheus() {
         assert_eq!(parse_time("1435781451.781").unwrap(), 1_435_781_451_781);
-        assert_eq!(parse_time("2015-07-01T20:10:51.781Z").unwrap(), 1_435_781_451_781);
-        assert_eq!(parse_time("2015-07-01T22:10:51.781+02:00").unwrap(), 1_435_781_451_781);
+        assert_eq!(
+            parse_time("2015-07-01T20:10:51.781Z").unwrap(),
+            1_435_781_451_781
+        );
+        assert_eq!(
+            parse_time("2015-07-01T22:10:51.781+02:00").unwrap(),
+            1_435_781_451_781
+        );
         assert!(parse_time("yesterday").is_err());
         assert_eq!(parse_duration("15").unwrap(), 15_000);
         assert_eq!(parse_duration("0.5").unwrap(), 500);
@@ -736,7 +749,15 @@ mod tests {
     #[test]
     fn values_and_times_are_written_like_prometheus() {
         let mut s = String::new();
-        for v in [1.0, 0.1, -2.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e21] {
+        for v in [
+            1.0,
+            0.1,
+            -2.5,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e21,
+        ] {
             format_value(&mut s, v);
             s.push(' ');
         }

@@ -35,7 +35,7 @@ pub struct MetricRef {
 
 /// Whether a field type can be read as a float sample.
 fn numeric(t: FieldType) -> bool {
-    !matches!(t, FieldType::String)
+    !matches!(t, FieldType::Str)
 }
 
 /// The metric name a field reads back as.
@@ -49,10 +49,7 @@ pub fn metric_name(table: &str, field: &str) -> String {
 
 /// Every metric visible in `ctx` (its default schema is the store, possibly scoped).
 pub fn metrics(ctx: &SessionContext, db: &rigwatch_storage::Db) -> Vec<MetricRef> {
-    let Some(schema) = ctx
-        .catalog("datafusion")
-        .and_then(|c| c.schema("public"))
-    else {
+    let Some(schema) = ctx.catalog("datafusion").and_then(|c| c.schema("public")) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -161,11 +158,9 @@ pub async fn fetch(
     let catalog = metrics(ctx, db);
     let mut out = Fetched::default();
     for sel in selections {
-        if out
-            .sets
-            .iter()
-            .any(|(s, _)| s.matchers == sel.matchers && s.min_t <= sel.min_t && s.max_t >= sel.max_t)
-        {
+        if out.sets.iter().any(|(s, _)| {
+            s.matchers == sel.matchers && s.min_t <= sel.min_t && s.max_t >= sel.max_t
+        }) {
             continue;
         }
         let series = fetch_one(ctx, &catalog, &sel, max_samples, &mut out.samples).await?;

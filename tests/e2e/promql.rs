@@ -1,0 +1,283 @@
+//! The Prometheus HTTP API against the real binary: instant and range queries over GPU data
+//! written as line protocol, metadata endpoints, errors, limits, and the real `promtool`
+//! (Debian package `prometheus`) as a client.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::harness::{ADMIN_TOKEN, Server, temp_dir};
+
+/// 2023-11-14T22:13:20Z, a round minute.
+const T0: i64 = 1_700_000_000;
+
+/// Four GPUs (two suppliers, two models), one sample every 10 s for 10 minutes:
+/// utilization = gpu index × 10 + minute, energy counts up 100 J per sample.
+fn data() -> String {
+    let mut out = String::new();
+    for step in 0..60i64 {
+        let t = (T0 + step * 10) * 1_000_000_000;
+        for g in 0..4i64 {
+            let supplier = if g < 2 { "acme" } else { "bolt" };
+            let model = if g % 2 == 0 { "H100" } else { "A100" };
+            out.push_str(&format!(
+                "gpu,supplier={supplier},worker=w{g},gpu_uuid=GPU-{g},gpu_index={g},model={model} utilization={}.0,energy={}i {t}\n",
+                g * 10 + step / 6,
+                step * 100,
+            ));
+        }
+    }
+    out
+}
+
+async fn api(server: &Server, path: &str, params: &[(&str, &str)]) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .form(params)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, v)
+}
+
+fn values(v: &Value) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = v["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no result: {v}"))
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["gpu_uuid"].as_str().unwrap_or("").to_string()
+                    + r["metric"]["model"].as_str().unwrap_or(""),
+                r["value"][1].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_api_answers_like_prometheus() {
+    let dir = temp_dir();
+    let server = Server::start(&dir.path().join("data"), &[], &[]).await;
+    server.write_ok(&data()).await;
+    let at = (T0 + 595).to_string();
+
+    // Instant selector: the latest sample within the lookback, per series.
+    let (s, v) = api(
+        &server,
+        "/api/v1/query",
+        &[("query", "gpu_utilization{model=\"H100\"}"), ("time", &at)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["resultType"], "vector");
+    assert_eq!(
+        values(&v),
+        [
+            ("GPU-0H100".to_string(), 9.0),
+            ("GPU-2H100".to_string(), 29.0)
+        ]
+    );
+    let first = &v["data"]["result"][0]["metric"];
+    assert_eq!(first["__name__"], "gpu_utilization");
+    assert_eq!(first["supplier"], "acme");
+
+    // Aggregation, regex matcher, arithmetic.
+    let (_, v) = api(
+        &server,
+        "/api/v1/query",
+        &[
+            (
+                "query",
+                "sum by (model) (gpu_utilization{gpu_uuid=~\"GPU-[01]\"}) * 2",
+            ),
+            ("time", &at),
+        ],
+    )
+    .await;
+    assert_eq!(
+        values(&v),
+        [("A100".to_string(), 38.0), ("H100".to_string(), 18.0)]
+    );
+
+    // A counter: rate over 5 minutes is 100 J per 10 s = 10 J/s.
+    let (_, v) = api(
+        &server,
+        "/api/v1/query",
+        &[
+            ("query", "rate(gpu_energy{gpu_uuid=\"GPU-3\"}[5m])"),
+            ("time", &at),
+        ],
+    )
+    .await;
+    let r = values(&v);
+    assert_eq!(r.len(), 1, "{v}");
+    assert!((r[0].1 - 10.0).abs() < 1e-9, "{v}");
+
+    // Range query: one point per step, values as strings, times as seconds.
+    let (s, v) = api(
+        &server,
+        "/api/v1/query_range",
+        &[
+            ("query", "max(gpu_utilization)"),
+            ("start", &T0.to_string()),
+            ("end", &(T0 + 540).to_string()),
+            ("step", "60"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["resultType"], "matrix");
+    let points = v["data"]["result"][0]["values"].as_array().unwrap();
+    assert_eq!(points.len(), 10);
+    assert_eq!(points[0][0], T0);
+    assert_eq!(points[3][1], "33");
+
+    // Grafana's data-source health check.
+    let (s, v) = api(&server, "/api/v1/query", &[("query", "1+1"), ("time", &at)]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["data"]["resultType"], "scalar");
+    assert_eq!(v["data"]["result"][1], "2");
+
+    // Metadata endpoints.
+    let (_, v) = api(&server, "/api/v1/labels", &[]).await;
+    let labels: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for l in ["__name__", "gpu_uuid", "model", "supplier"] {
+        assert!(labels.contains(&l), "{l} missing from {labels:?}");
+    }
+    let v: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/label/__name__/values", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["data"],
+        serde_json::json!(["gpu_energy", "gpu_utilization"])
+    );
+    let (_, v) = api(
+        &server,
+        "/api/v1/series",
+        &[("match[]", "gpu_energy{supplier=\"bolt\"}")],
+    )
+    .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
+
+    // Errors: where and what.
+    let (s, v) = api(
+        &server,
+        "/api/v1/query",
+        &[("query", "sum(gpu_utilization")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["errorType"], "bad_data");
+    assert!(v["error"].as_str().unwrap().contains("byte"), "{v}");
+    let (s, v) = api(
+        &server,
+        "/api/v1/query_range",
+        &[
+            ("query", "gpu_utilization"),
+            ("start", "0"),
+            ("end", "100000000"),
+            ("step", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("11000"), "{v}");
+    let (s, v) = api(&server, "/api/v1/query", &[("time", &at)]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // The server keeps serving.
+    let (s, _) = api(&server, "/api/v1/query", &[("query", "up or vector(1)")]).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_queries_rigwatch() {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool (Debian package prometheus) is required in CI"
+        );
+        eprintln!("skipping: promtool not installed");
+        return;
+    }
+    let dir = temp_dir();
+    let server = Server::start(&dir.path().join("data"), &[], &[]).await;
+    server.write_ok(&data()).await;
+    // promtool has no auth flags; Go's HTTP client sends URL credentials as Basic auth,
+    // whose password rigwatch reads as the token.
+    let url = server
+        .base
+        .replace("http://", &format!("http://promtool:{ADMIN_TOKEN}@"));
+    let run = |args: &[&str]| {
+        let out = Command::new("promtool")
+            .arg("query")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "promtool {args:?} failed: {}{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let at = (T0 + 595).to_string();
+    let out = run(&[
+        "instant",
+        "--time",
+        &at,
+        &url,
+        "max by (supplier) (gpu_utilization)",
+    ]);
+    assert!(out.contains("{supplier=\"acme\"} => 19"), "{out}");
+    assert!(out.contains("{supplier=\"bolt\"} => 39"), "{out}");
+
+    let out = run(&[
+        "range",
+        "--start",
+        &T0.to_string(),
+        "--end",
+        &(T0 + 120).to_string(),
+        "--step",
+        "1m",
+        &url,
+        "gpu_utilization{gpu_uuid=\"GPU-1\"}",
+    ]);
+    assert!(out.contains("10 @[1700000000]"), "{out}");
+    assert!(out.contains("12 @[1700000120]"), "{out}");
+
+    // Without --start/--end promtool asks for the last few minutes only, as with Prometheus.
+    let (start, end) = (T0.to_string(), (T0 + 600).to_string());
+    let window = ["--start", start.as_str(), "--end", end.as_str()];
+    let out = run(&[
+        &["series", "--match", "gpu_energy{model=\"A100\"}"],
+        &window[..],
+        &[&url],
+    ]
+    .concat());
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("gpu_uuid=\"GPU-3\""), "{out}");
+
+    let out = run(&[&["labels"], &window[..], &[&url, "model"]].concat());
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["A100", "H100"]);
+}
