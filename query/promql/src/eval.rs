@@ -717,19 +717,4 @@ impl<'o> Evaluator<'o> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subquery_steps_are_absolute_multiples() {
-        assert_eq!(
-            subquery_steps(65_000, 65_000, 30_000, 10_000),
-            (40_000, 60_000)
-        );
-        assert_eq!(
-            subquery_steps(60_000, 60_000, 30_000, 10_000),
-            (40_000, 60_000)
-        );
-        assert_eq!(subquery_steps(-7, -7, 0, 5), (-5, -10));
-    }
-}
+mod tests;

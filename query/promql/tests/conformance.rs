@@ -352,9 +352,9 @@ impl Runner {
 
     fn evaluate(&self, cmd: &EvalCmd, expr: &rigwatch_promql::ast::Expr) -> Outcome {
         let res = match cmd.kind {
-            EvalKind::Instant { t } => instant_query(&self.store, &expr, t, &self.opts),
+            EvalKind::Instant { t } => instant_query(&self.store, expr, t, &self.opts),
             EvalKind::Range { start, end, step } => {
-                range_query(&self.store, &expr, start, end, step, &self.opts)
+                range_query(&self.store, expr, start, end, step, &self.opts)
             }
         };
         match (&cmd.fail, res) {

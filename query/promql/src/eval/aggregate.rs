@@ -39,7 +39,7 @@ impl Evaluator<'_> {
                 if p.is_nan() {
                     return Err(EvalError::InvalidArgument("Parameter value is NaN".into()));
                 }
-                if p >= 9.223_372_036_854_776e18 || p < -9.223_372_036_854_776e18 {
+                if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&p) {
                     return Err(EvalError::InvalidArgument(format!(
                         "Scalar value {p} overflows int64"
                     )));
