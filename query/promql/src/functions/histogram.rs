@@ -123,66 +123,74 @@ fn bucket_quantile(q: f64, mut buckets: Vec<Bucket>) -> (f64, bool) {
     (start + (end - start) * (rank / count), forced)
 }
 
-/// The fraction of observations between `lower` and `upper` (Prometheus'
-/// `BucketFraction`, interpolating linearly inside a bucket).
+/// The fraction of observations between `lower` and `upper`, interpolating linearly
+/// inside a bucket (the classic-bucket form of Prometheus' `histogramFraction`; the
+/// lowest bucket starts at 0 when its upper bound is positive, as in
+/// `histogram_quantile`).
 fn bucket_fraction(lower: f64, upper: f64, mut buckets: Vec<Bucket>) -> f64 {
     buckets.sort_by(|a, b| {
         a.upper
             .partial_cmp(&b.upper)
             .unwrap_or(std::cmp::Ordering::Equal)
     });
-    if buckets.len() < 2 || lower.is_nan() || upper.is_nan() {
-        return f64::NAN;
-    }
     if buckets.last().is_none_or(|b| b.upper != f64::INFINITY) {
         return f64::NAN;
     }
     prepare(&mut buckets);
     let total = buckets[buckets.len() - 1].count;
-    if total == 0.0 {
+    if total == 0.0 || lower.is_nan() || upper.is_nan() {
         return f64::NAN;
     }
     if lower >= upper {
         return 0.0;
     }
-    // Cumulative count at x, interpolating linearly within a bucket.
-    let rank_at = |x: f64| -> f64 {
-        let mut prev_upper = 0.0_f64;
-        let mut prev_count = 0.0;
-        for (i, b) in buckets.iter().enumerate() {
-            if x <= b.upper {
-                if i == 0 && b.upper <= 0.0 {
-                    return if x < b.upper { 0.0 } else { b.count };
-                }
-                let lo = if i == 0 {
-                    0.0f64.min(b.upper)
-                } else {
-                    prev_upper
-                };
-                if b.upper.is_infinite() {
-                    return prev_count;
-                }
-                if x <= lo {
-                    return prev_count;
-                }
-                return prev_count + (b.count - prev_count) * (x - lo) / (b.upper - lo);
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    for (i, b) in buckets.iter().enumerate() {
+        let lo = match i {
+            0 if b.upper > 0.0 => 0.0,
+            0 => f64::NEG_INFINITY,
+            _ => buckets[i - 1].upper,
+        };
+        let in_bucket = b.count - rank;
+        let interpolate = |v: f64| {
+            if b.upper.is_infinite() || lo.is_infinite() {
+                rank
+            } else {
+                rank + in_bucket * (v - lo) / (b.upper - lo)
             }
-            prev_upper = b.upper;
-            prev_count = b.count;
+        };
+        if !lower_set && lo >= lower {
+            lower_rank = rank;
+            lower_set = true;
         }
-        total
-    };
-    let lo = if lower == f64::NEG_INFINITY {
-        0.0
-    } else {
-        rank_at(lower)
-    };
-    let hi = if upper == f64::INFINITY {
-        total
-    } else {
-        rank_at(upper)
-    };
-    (hi - lo) / total
+        if !upper_set && lo >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lo < lower && b.upper > lower {
+            lower_rank = interpolate(lower);
+            lower_set = true;
+        }
+        if !upper_set && lo < upper && b.upper > upper {
+            upper_rank = interpolate(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = b.count;
+    }
+    if !lower_set || lower_rank > total {
+        lower_rank = total;
+    }
+    if !upper_set || upper_rank > total {
+        upper_rank = total;
+    }
+    (upper_rank - lower_rank) / total
 }
 
 /// Groups classic bucket series by their labels without `le`.
@@ -339,6 +347,16 @@ mod tests {
         let (v, forced) = bucket_quantile(0.5, bs);
         assert!(forced);
         assert!((v - 0.5).abs() < 1e-12, "{v}");
+    }
+
+    #[test]
+    fn fraction_inverts_quantile() {
+        let bs = b(&[(0.1, 50.0), (0.5, 100.0), (f64::INFINITY, 100.0)]);
+        let f = bucket_fraction(f64::NEG_INFINITY, 0.3, bs.clone());
+        assert!((f - 0.75).abs() < 1e-12, "{f}");
+        let f = bucket_fraction(0.1, f64::INFINITY, bs.clone());
+        assert!((f - 0.5).abs() < 1e-12, "{f}");
+        assert_eq!(bucket_fraction(0.3, 0.1, bs), 0.0);
     }
 
     #[test]
