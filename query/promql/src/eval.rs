@@ -41,8 +41,11 @@ pub struct EvalOptions {
     /// How far back an instant vector selector looks for a sample (Prometheus'
     /// `--query.lookback-delta`, default 5 minutes).
     pub lookback_ms: i64,
-    /// Most samples a query may hold at once (loaded plus in flight, plus the points
-    /// of a range query's result), like Prometheus' `--query.max-samples`.
+    /// Most samples a query may hold, like Prometheus' `--query.max-samples`: the
+    /// samples read from storage for all selectors (they are held for the whole
+    /// evaluation), and separately those in flight in one step plus the points of a
+    /// range query's result so far. Exceeding it fails with
+    /// [`EvalError::TooManySamples`].
     pub max_samples: usize,
     /// Fail with [`EvalError::Timeout`] once this instant has passed.
     pub deadline: Option<Instant>,

@@ -1,6 +1,17 @@
 //! Function evaluation: every PromQL function of Prometheus 3 that works on floats,
-//! plus rigwatch's range functions (`increase_exact`, `max_gap_over_time`,
-//! `uptime_ratio`, see [`range`]).
+//! plus rigwatch's range functions:
+//!
+//! * `increase_exact(v[r])`: last minus first sample in the window, adding the value
+//!   before each counter reset; no extrapolation; needs two samples.
+//! * `max_gap_over_time(v[r])`: the longest stretch in seconds without a sample,
+//!   counting window start → first sample and last sample → window end.
+//! * `uptime_ratio(v[r])`: the fraction of the window `(t - r, t]` in which an instant
+//!   selector would have seen the series: each sample counts as up until the next
+//!   sample, for at most the lookback delta, and not past the window end; time
+//!   before the first sample in the window counts as down.
+//!
+//! Not implemented: `info()` (experimental; an error says so) and everything that
+//! needs native histograms.
 //!
 //! Functions that change a series' meaning mark the metric name for removal (it is
 //! dropped at the end of evaluation, so `label_replace` can still read it);

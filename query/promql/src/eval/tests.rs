@@ -190,3 +190,43 @@ fn range_query_with_subquery_matches_instant_queries() {
         assert_eq!(smp.v.to_bits(), want.to_bits(), "at {}", smp.t);
     }
 }
+
+/// Throughput probe (not a pass/fail test; timing never decides):
+/// `cargo test -p rigwatch-promql --lib -- --ignored --nocapture throughput`.
+#[test]
+#[ignore]
+fn throughput() {
+    let mut s = MemStore::new();
+    let (series, step, points) = (1000, 15_000, 1440); // 6h at 15s
+    for i in 0..series {
+        let l = Labels::from_pairs([
+            ("__name__".to_string(), "m_total".to_string()),
+            ("job".to_string(), format!("job{}", i % 10)),
+            ("instance".to_string(), format!("i{i}")),
+        ]);
+        for p in 0..points {
+            s.add_sample(&l, p * step, (p * (i + 1)) as f64);
+        }
+    }
+    let total = s.sample_count();
+    let o = EvalOptions::default();
+    let end = (points - 1) * step;
+    for (q, st) in [
+        ("sum by (job) (rate(m_total[5m]))", 60_000),
+        ("m_total", 60_000),
+        ("max_over_time(rate(m_total[5m])[30m:1m])", 300_000),
+    ] {
+        let e = parse(q).unwrap();
+        let t0 = Instant::now();
+        let r = range_query(&s, &e, 0, end, st, &o).unwrap();
+        let dt = t0.elapsed();
+        let Value::Matrix(m) = r.value else { panic!() };
+        let out: usize = m.iter().map(|x| x.samples.len()).sum();
+        println!(
+            "{q}: {} steps, {total} samples stored, {out} output points, {:.1} ms, {:.2} M stored samples/s",
+            end / st + 1,
+            dt.as_secs_f64() * 1000.0,
+            total as f64 / dt.as_secs_f64() / 1e6
+        );
+    }
+}
