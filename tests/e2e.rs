@@ -12,6 +12,7 @@ mod e2e {
     pub mod ledger;
     pub mod prometheus;
     pub mod promql;
+    pub mod promql_diff;
     pub mod shutdown;
     pub mod tenancy;
 }

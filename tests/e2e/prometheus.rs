@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::harness::{Server, temp_dir};
 
 /// Kills Prometheus when the test ends, however it ends.
-struct Prometheus(Child);
+pub struct Prometheus(pub Child);
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
@@ -17,7 +17,7 @@ impl Drop for Prometheus {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
