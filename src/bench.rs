@@ -25,6 +25,8 @@ pub enum BenchCommand {
     Ingest(IngestArgs),
     /// Simulated GPUs streaming through real agents over HTTP: does one server keep up?
     Agents(crate::demo::AgentBenchArgs),
+    /// One dataset and one PromQL list against rigwatch, Prometheus and VictoriaMetrics.
+    Compare(crate::bench_compare::CompareArgs),
 }
 
 /// Options of `rigwatch bench ingest`.
@@ -55,6 +57,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Agents(args) => crate::demo::bench_agents(args).await,
+        BenchCommand::Compare(args) => crate::bench_compare::run(args).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod access;
 mod bench;
+mod bench_compare;
 mod demo;
 mod fleet;
 mod query_cli;

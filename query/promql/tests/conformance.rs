@@ -14,16 +14,19 @@
 //!   experimental Prometheus features rigwatch does not implement, and honestly
 //!   labelled known failures.
 //!
-//! Deviations from `promqltest`, all in the direction of checking less:
-//! * warn/info annotations carry no position in rigwatch (the AST has no spans), so
-//!   a trailing ` (line:col)` is removed from expected messages and regexes before
-//!   matching;
-//! * the extra step-invariance re-run of instant queries with `@` appended and the
-//!   "same result as a one-step range query" re-run are not done.
+//! Like `promqltest`, every passing instant query is run twice more and must give
+//! the same result: as a one-step range query, and (unless it already uses `@` or
+//! calls a function whose value depends on the evaluation time) with `@ <t>` added
+//! to every selector and subquery.
+//!
+//! Deviation from `promqltest`: warn/info annotations carry no position in rigwatch
+//! (the AST has no spans), so a trailing ` (line:col)` is removed from expected
+//! messages and regexes before matching.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rigwatch_promql::ast::{AtModifier, Expr};
 use rigwatch_promql::eval::{EvalOptions, instant_query, range_query, selections};
 use rigwatch_promql::parser::parse;
 use rigwatch_promql::storage::MemStore;
@@ -357,6 +360,11 @@ impl Runner {
                 range_query(&self.store, expr, start, end, step, &self.opts)
             }
         };
+        if let (EvalKind::Instant { t }, None, Ok(r)) = (&cmd.kind, &cmd.fail, &res) {
+            if let Err(e) = self.check_variants(cmd, expr, *t, r) {
+                return Outcome::Fail(e);
+            }
+        }
         match (&cmd.fail, res) {
             (Some(m), Err(e)) => {
                 let msg = e.to_string();
@@ -373,6 +381,128 @@ impl Runner {
                 Err(e) => Outcome::Fail(e),
             },
         }
+    }
+}
+
+/// Functions whose result depends on the evaluation time even with step-invariant
+/// arguments (Prometheus' `AtModifierUnsafeFunctions`).
+const AT_UNSAFE_FUNCTIONS: &[&str] = &[
+    "days_in_month",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "hour",
+    "minute",
+    "month",
+    "year",
+    "predict_linear",
+    "time",
+];
+
+/// Adds `@ t` to every selector and subquery outside subqueries (as promqltest
+/// does); returns false when the expression
+/// already had one or calls an [`AT_UNSAFE_FUNCTIONS`] function.
+fn add_at(e: &mut Expr, t: i64) -> bool {
+    match e {
+        Expr::Number(_) | Expr::String(_) => true,
+        Expr::VectorSelector(vs) | Expr::MatrixSelector { selector: vs, .. } => {
+            if vs.at.is_some() {
+                return false;
+            }
+            vs.at = Some(AtModifier::Timestamp(t));
+            true
+        }
+        Expr::Subquery(sq) => {
+            if sq.at.is_some() {
+                return false;
+            }
+            // Selectors inside keep their times: they are relative to the
+            // subquery's (now fixed) evaluation steps.
+            sq.at = Some(AtModifier::Timestamp(t));
+            true
+        }
+        Expr::Paren(x) | Expr::Unary { expr: x, .. } => add_at(x, t),
+        Expr::Binary(b) => add_at(&mut b.lhs, t) & add_at(&mut b.rhs, t),
+        Expr::Call { func, args } => {
+            if AT_UNSAFE_FUNCTIONS.contains(&func.as_str()) {
+                return false;
+            }
+            args.iter_mut().fold(true, |ok, a| add_at(a, t) & ok)
+        }
+        Expr::Aggregate(a) => {
+            let p = a.param.as_mut().is_none_or(|p| add_at(p, t));
+            add_at(&mut a.expr, t) & p
+        }
+    }
+}
+
+/// A result as comparable (labels, value) pairs, sorted by labels.
+fn flatten(v: &Value) -> Option<Vec<(Labels, f64)>> {
+    let mut out: Vec<(Labels, f64)> = match v {
+        Value::Scalar { v, .. } => vec![(Labels::empty(), *v)],
+        Value::Vector(v) => v.iter().map(|(l, s)| (l.clone(), s.v)).collect(),
+        Value::Matrix(m) => {
+            let mut o = Vec::new();
+            for s in m {
+                if s.samples.len() != 1 {
+                    return None;
+                }
+                o.push((s.labels.clone(), s.samples[0].v));
+            }
+            o
+        }
+        Value::String { .. } => return None,
+    };
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(out)
+}
+
+fn same(a: &[(Labels, f64)], b: &[(Labels, f64)]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.0 == y.0 && almost_equal(x.1, y.1))
+}
+
+impl Runner {
+    /// The one-step range query and `@` re-runs of a successful instant query.
+    fn check_variants(
+        &self,
+        cmd: &EvalCmd,
+        expr: &Expr,
+        t: i64,
+        res: &QueryResult,
+    ) -> Result<(), String> {
+        let Some(base) = flatten(&res.value) else {
+            return Ok(());
+        };
+        // step() and range() describe the query's shape, which differs by design.
+        let shape_dependent = cmd.query.contains("step()") || cmd.query.contains("range()");
+        if !matches!(res.value, Value::Matrix(_)) && !shape_dependent {
+            let r = range_query(&self.store, expr, t, t, 1000, &self.opts)
+                .map_err(|e| format!("as a one-step range query: error {e}"))?;
+            let got = flatten(&r.value).unwrap_or_default();
+            if !same(&base, &got) {
+                return Err(format!(
+                    "as a one-step range query: got {got:?}, instant gave {base:?}"
+                ));
+            }
+        }
+        if cmd.query.contains('@') {
+            return Ok(());
+        }
+        let mut at = expr.clone();
+        if add_at(&mut at, t) {
+            let r = instant_query(&self.store, &at, t, &self.opts)
+                .map_err(|e| format!("with @ {t}ms added ({at}): error {e}"))?;
+            let got = flatten(&r.value).unwrap_or_default();
+            if !same(&base, &got) {
+                return Err(format!(
+                    "with @ added ({at}): got {got:?}, without gave {base:?}"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
