@@ -360,10 +360,10 @@ impl Runner {
                 range_query(&self.store, expr, start, end, step, &self.opts)
             }
         };
-        if let (EvalKind::Instant { t }, None, Ok(r)) = (&cmd.kind, &cmd.fail, &res) {
-            if let Err(e) = self.check_variants(cmd, expr, *t, r) {
-                return Outcome::Fail(e);
-            }
+        if let (EvalKind::Instant { t }, None, Ok(r)) = (&cmd.kind, &cmd.fail, &res)
+            && let Err(e) = self.check_variants(cmd, expr, *t, r)
+        {
+            return Outcome::Fail(e);
         }
         match (&cmd.fail, res) {
             (Some(m), Err(e)) => {
