@@ -7,3 +7,11 @@ mod ingest {
     mod line_protocol;
     mod server;
 }
+
+mod agent {
+    mod dcgm;
+    mod register;
+    mod spool;
+    mod support;
+    mod tenancy;
+}

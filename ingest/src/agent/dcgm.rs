@@ -169,6 +169,9 @@ impl DcgmScraper {
             match row.table() {
                 "DCGM_FI_DEV_FB_USED" if !blank => s.fb_used = Some(value),
                 "DCGM_FI_DEV_FB_FREE" if !blank => s.fb_free = Some(value),
+                _ => {}
+            }
+            match row.table() {
                 "DCGM_FI_DEV_FB_RESERVED" if !blank => s.fb_reserved = Some(value),
                 "DCGM_FI_DEV_FB_TOTAL" if !blank => s.info.memory_total_mib = value as u64,
                 "DCGM_FI_DEV_POWER_MGMT_LIMIT" | "DCGM_FI_DEV_ENFORCED_POWER_LIMIT" if !blank => {
@@ -273,7 +276,7 @@ mod tests {
         for v in [
             2_147_483_632.0,
             2_147_483_634.0,
-            9.223372036854775794e18,
+            9.223_372_036_854_776e18,
             9.223372036854776e18,
             140_737_488_355_328.0,
             140_737_488_355_330.0,

@@ -82,7 +82,11 @@ impl NvmlCollector {
                 }
             }
         }
-        info!(gpus = count, xid_events = events.is_some(), "NVML initialised");
+        info!(
+            gpus = count,
+            xid_events = events.is_some(),
+            "NVML initialised"
+        );
         Ok(NvmlCollector {
             nvml,
             count,
@@ -256,7 +260,11 @@ impl Collector for NvmlCollector {
                     FieldId(NVML_FI_DEV_REMAPPED_FAILURE),
                 ]) {
                     for (k, v) in values.iter().enumerate().take(3) {
-                        slow[2 + k] = v.as_ref().ok().and_then(|fv| fv.value.as_ref().ok()).map(sample_value);
+                        slow[2 + k] = v
+                            .as_ref()
+                            .ok()
+                            .and_then(|fv| fv.value.as_ref().ok())
+                            .map(sample_value);
                     }
                 }
                 self.slow[gpu] = slow;

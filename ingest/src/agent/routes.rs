@@ -178,10 +178,17 @@ fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> 
     resp
 }
 
+/// An error answer on its way out of a helper (boxed: a `Response` is large).
+type Reject = Box<Response>;
+
+fn reject(status: StatusCode, code: &'static str, message: impl Into<String>) -> Reject {
+    Box::new(error(status, code, message))
+}
+
 /// The principal of the request's bearer token, or the 401 to answer.
-fn authenticate(auth: &AuthStore, headers: &HeaderMap) -> Result<Principal, Response> {
+fn authenticate(auth: &AuthStore, headers: &HeaderMap) -> Result<Principal, Reject> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(error(
+        return Err(reject(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing `Authorization: Bearer <token>` header; create an agent token with `rigwatch supplier add <name>` or `rigwatch supplier token <name>`",
@@ -190,17 +197,20 @@ fn authenticate(auth: &AuthStore, headers: &HeaderMap) -> Result<Principal, Resp
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let Some(token) = token else {
-        return Err(error(
+        return Err(reject(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the Authorization header must be `Bearer <token>`",
         ));
     };
     auth.authenticate(token).ok_or_else(|| {
-        error(
+        reject(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "invalid token: unknown, revoked, expired, or its supplier is disabled",
@@ -209,11 +219,11 @@ fn authenticate(auth: &AuthStore, headers: &HeaderMap) -> Result<Principal, Resp
 }
 
 /// The supplier of an agent token, or the 401/403 to answer.
-fn agent_supplier(auth: &AuthStore, headers: &HeaderMap) -> Result<String, Response> {
+fn agent_supplier(auth: &AuthStore, headers: &HeaderMap) -> Result<String, Reject> {
     let p = authenticate(auth, headers)?;
     match (p.role, p.supplier) {
         (Role::Agent, Some(s)) => Ok(s),
-        (role, _) => Err(error(
+        (role, _) => Err(reject(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
@@ -228,14 +238,10 @@ fn now_ns() -> i64 {
     super::now_ns()
 }
 
-async fn register(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn register(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let supplier = match agent_supplier(&shared.state.auth, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let reg: Registration = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -251,7 +257,10 @@ async fn register(
         return error(
             StatusCode::BAD_REQUEST,
             "invalid",
-            format!("worker name: {}", e.to_string().replace("supplier name", "name")),
+            format!(
+                "worker name: {}",
+                e.to_string().replace("supplier name", "name")
+            ),
         );
     }
     let time = now_ns();
@@ -294,7 +303,7 @@ async fn register(
         }
     }
     if let Err(r) = store(&shared.state.db, batch).await {
-        return r;
+        return *r;
     }
     let rec = WorkerRecord {
         supplier: supplier.clone(),
@@ -337,14 +346,17 @@ async fn inventory(
 ) -> Response {
     let p = match authenticate(&shared.state.auth, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let filter = match (p.scope(), params.supplier.as_deref()) {
         (Some(own), Some(asked)) if own != asked => {
             return error(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("token {} belongs to supplier `{own}`, not `{asked}`", p.token_id),
+                format!(
+                    "token {} belongs to supplier `{own}`, not `{asked}`",
+                    p.token_id
+                ),
             );
         }
         (Some(own), _) => Some(own.to_string()),
@@ -368,7 +380,7 @@ async fn write(
 ) -> Response {
     let supplier = match agent_supplier(&shared.state.auth, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(worker) = params.worker else {
         return error(
@@ -393,18 +405,18 @@ async fn write(
     };
     let body = match read_body(shared.state.max_body_bytes, &headers, body).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
-    let parsed = tokio::task::spawn_blocking(move || stamp(&body, precision, &supplier, &worker))
-        .await;
+    let parsed =
+        tokio::task::spawn_blocking(move || stamp(&body, precision, &supplier, &worker)).await;
     let batch = match parsed {
         Ok(Ok(b)) => b,
-        Ok(Err(r)) => return r,
+        Ok(Err(r)) => return *r,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     };
     match store(&shared.state.db, batch).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -415,13 +427,13 @@ fn stamp(
     precision: Precision,
     supplier: &str,
     worker: &str,
-) -> Result<WriteBatch, Response> {
-    let text = utf8(body).map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+) -> Result<WriteBatch, Reject> {
+    let text = utf8(body).map_err(|e| reject(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
     let mut parsed = WriteBatch::with_capacity(text.len() / 300, text.len());
     let errors = line_protocol::parse(text, precision, now_ns(), &mut parsed);
     if !errors.is_empty() {
         let listed: Vec<String> = errors.iter().take(10).map(|e| e.to_string()).collect();
-        return Err(error(
+        return Err(reject(
             StatusCode::BAD_REQUEST,
             "invalid",
             format!(
@@ -439,7 +451,7 @@ fn stamp(
             match k {
                 "supplier" if v != supplier => {
                     drop(b);
-                    return Err(error(
+                    return Err(reject(
                         StatusCode::FORBIDDEN,
                         "forbidden",
                         format!(
@@ -449,7 +461,7 @@ fn stamp(
                 }
                 "worker" if v != worker => {
                     drop(b);
-                    return Err(error(
+                    return Err(reject(
                         StatusCode::FORBIDDEN,
                         "forbidden",
                         format!(
@@ -467,14 +479,19 @@ fn stamp(
         for (k, v) in row.fields() {
             b.field(k, v);
         }
-        b.finish(line)
-            .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", format!("line {line}: {e}")))?;
+        b.finish(line).map_err(|e| {
+            reject(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("line {line}: {e}"),
+            )
+        })?;
     }
     Ok(out)
 }
 
 /// Writes a batch durably; any rejected row is reported as 400 (the rest is stored).
-async fn store(db: &Db, batch: WriteBatch) -> Result<(), Response> {
+async fn store(db: &Db, batch: WriteBatch) -> Result<(), Reject> {
     match db.write(batch, WriteOptions { no_sync: false }).await {
         Ok(outcome) if outcome.rejected.is_empty() => Ok(()),
         Ok(outcome) => {
@@ -484,7 +501,7 @@ async fn store(db: &Db, batch: WriteBatch) -> Result<(), Response> {
                 .take(10)
                 .map(|r| format!("line {}: {}", r.line, r.error))
                 .collect();
-            Err(error(
+            Err(reject(
                 StatusCode::BAD_REQUEST,
                 "invalid",
                 format!(
@@ -503,36 +520,38 @@ async fn store(db: &Db, batch: WriteBatch) -> Result<(), Response> {
             } else {
                 "internal"
             };
-            Err(error(status, code, e.to_string()))
+            Err(reject(status, code, e.to_string()))
         }
     }
 }
 
-async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Bytes, Reject> {
     let raw = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        error(
+        reject(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too large",
             format!("body over {limit} bytes"),
         )
     })?;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase());
+    let encoding = headers.get(header::CONTENT_ENCODING).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .trim()
+            .to_ascii_lowercase()
+    });
     match encoding.as_deref() {
         None | Some("") | Some("identity") => Ok(raw),
         Some("gzip") | Some("x-gzip") => {
             let inflated = tokio::task::spawn_blocking(move || gzip::decompress(&raw, limit))
                 .await
-                .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+                .map_err(|e| reject(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
                 .map_err(|e| {
-                    let status = StatusCode::from_u16(e.status_code())
-                        .unwrap_or(StatusCode::BAD_REQUEST);
-                    error(status, "invalid", e.to_string())
+                    let status =
+                        StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::BAD_REQUEST);
+                    reject(status, "invalid", e.to_string())
                 })?;
             Ok(Bytes::from(inflated))
         }
-        Some(other) => Err(error(
+        Some(other) => Err(reject(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported",
             format!("Content-Encoding `{other}` is not supported; use gzip or none"),

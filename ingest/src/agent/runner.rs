@@ -96,7 +96,7 @@ struct Batch {
 /// A running agent.
 #[derive(Debug)]
 pub struct AgentHandle {
-    stop: watch::Sender<bool>,
+    stop: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<Result<(), AgentError>>,
     pub stats: Arc<AgentStats>,
 }
@@ -129,13 +129,25 @@ impl AgentHandle {
             stats.clone(),
             stop_rx,
         ));
-        Ok(AgentHandle { stop, task, stats })
+        Ok(AgentHandle {
+            stop: Arc::new(stop),
+            task,
+            stats,
+        })
     }
 
     /// Stops sampling, spools what was not sent, and returns how the agent ended.
     pub async fn stop(self) -> Result<(), AgentError> {
         let _ = self.stop.send(true);
         self.wait().await
+    }
+
+    /// A function that asks the agent to stop (for a signal handler).
+    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+        let stop = self.stop.clone();
+        move || {
+            let _ = stop.send(true);
+        }
     }
 
     /// Waits until the agent ends by itself (a fatal error, or the collector failing).

@@ -273,7 +273,12 @@ impl Simulator {
 
     /// The GPUs' inventory.
     pub fn infos(&self) -> Vec<GpuInfo> {
-        self.state.lock().gpus.iter().map(|g| g.info.clone()).collect()
+        self.state
+            .lock()
+            .gpus
+            .iter()
+            .map(|g| g.info.clone())
+            .collect()
     }
 
     /// Pins GPU `gpu` to `util` % and `mem_mib` MiB of memory (what a placed job uses).
@@ -518,5 +523,95 @@ impl Collector for Simulator {
     fn events(&mut self, _now_ns: i64, out: &mut Vec<GpuEvent>) {
         let mut s = self.state.lock();
         out.append(&mut s.events);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(sim: &mut Simulator, steps: usize) -> (Vec<GpuSample>, Vec<GpuEvent>) {
+        let mut samples = Vec::new();
+        let mut events = Vec::new();
+        for t in 0..steps {
+            sim.sample(t as i64, &mut samples).unwrap();
+            sim.events(t as i64, &mut events);
+        }
+        (samples, events)
+    }
+
+    #[test]
+    fn same_seed_same_history_other_seed_other_history() {
+        let dt = Duration::from_secs(1);
+        let mut a = Simulator::new(8, 42, dt);
+        let mut b = Simulator::new(8, 42, dt);
+        let mut c = Simulator::new(8, 43, dt);
+        a.set_fault_rate(0.01);
+        b.set_fault_rate(0.01);
+        assert_eq!(a.infos(), b.infos());
+        assert_ne!(a.infos()[0].uuid, c.infos()[0].uuid);
+        let (sa, ea) = run(&mut a, 300);
+        let (sb, eb) = run(&mut b, 300);
+        let (sc, _) = run(&mut c, 300);
+        assert_eq!(sa, sb);
+        assert_eq!(ea, eb);
+        assert!(
+            !ea.is_empty(),
+            "a 1% fault rate over 2,400 GPU-steps yields faults"
+        );
+        assert_ne!(sa, sc);
+    }
+
+    #[test]
+    fn power_and_temperature_follow_load_with_thermal_lag() {
+        let dt = Duration::from_secs(1);
+        let mut sim = Simulator::with_models(&[CATALOG[0]], 1, dt);
+        sim.set_fault_rate(0.0);
+        sim.set_load(0, 0.0, 0);
+        let (idle, _) = run(&mut sim, 120);
+        let idle = idle.last().unwrap().clone();
+        assert_eq!(idle.get(Metric::Utilization), Some(0.0));
+        sim.set_load(0, 100.0, 60_000);
+        let (busy, _) = run(&mut sim, 200);
+        let t = |s: &GpuSample| s.get(Metric::Temperature).unwrap();
+        let p = |s: &GpuSample| s.get(Metric::PowerWatts).unwrap();
+        // Power reacts within seconds, temperature takes tens of seconds.
+        assert!(p(&busy[4]) > 600.0, "power {}", p(&busy[4]));
+        assert!(t(&busy[4]) < t(&busy[60]) && t(&busy[60]) < t(&busy[199]) + 0.5);
+        assert!(t(&busy[199]) > t(&idle) + 30.0);
+        assert!(
+            t(&busy[199]) < CATALOG[0].slowdown_c,
+            "no throttling at rated power"
+        );
+        let used = busy[199].get(Metric::MemoryUsedMib).unwrap();
+        assert!(
+            (used - 60_000.0).abs() < 100.0,
+            "memory follows the job: {used}"
+        );
+        // Energy only grows.
+        assert!(busy.windows(2).all(|w| {
+            w[1].get(Metric::EnergyMj).unwrap() > w[0].get(Metric::EnergyMj).unwrap()
+        }));
+    }
+
+    #[test]
+    fn injected_faults_and_disconnects() {
+        let dt = Duration::from_secs(1);
+        let mut sim = Simulator::new(4, 7, dt);
+        sim.set_fault_rate(0.0);
+        sim.inject_xid(2, 48);
+        sim.disconnect(1, Duration::from_secs(3));
+        let (samples, events) = run(&mut sim, 5);
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].gpu, events[0].xid), (2, 48));
+        // GPU 1 is missing for 3 steps, then back.
+        let of = |g: usize| samples.iter().filter(|s| s.gpu == g).count();
+        assert_eq!(of(0), 5);
+        assert_eq!(of(1), 2);
+        // A double-bit ECC error shows in the counters.
+        let last2 = samples.iter().rfind(|s| s.gpu == 2).unwrap();
+        if CATALOG[(7 % CATALOG.len() as u64) as usize].datacenter {
+            assert_eq!(last2.get(Metric::EccDbeTotal), Some(1.0));
+        }
     }
 }

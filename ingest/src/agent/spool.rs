@@ -55,6 +55,8 @@ pub struct Spool {
 }
 
 const SUFFIX: &str = ".lp.gz";
+/// Where the count of dropped batches is kept.
+const DROPPED_FILE: &str = "dropped_batches";
 
 impl Spool {
     /// Opens (creating) `dir`, bounded to `max_bytes` of batches.
@@ -69,13 +71,22 @@ impl Spool {
                 let _ = fs::remove_file(entry.path());
                 continue;
             }
-            let Some(seq) = name.strip_suffix(SUFFIX).and_then(|s| s.parse::<u64>().ok()) else {
+            let Some(seq) = name
+                .strip_suffix(SUFFIX)
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
                 continue;
             };
             let len = entry.metadata().map_err(io(&entry.path()))?.len();
             files.push((seq, len));
         }
         files.sort_unstable();
+        // Drops are reported for the life of the spool, across agent restarts.
+        let dropped = fs::read_to_string(dir.join(DROPPED_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        stats.dropped_batches.fetch_max(dropped, Ordering::Relaxed);
         let total = files.iter().map(|f| f.1).sum();
         let next_seq = files.last().map_or(0, |f| f.0 + 1);
         let spool = Spool {
@@ -121,12 +132,19 @@ impl Spool {
         &self.stats
     }
 
+    fn count_drops(&self, n: u64) -> u64 {
+        let all = self.stats.dropped_batches.fetch_add(n, Ordering::Relaxed) + n;
+        // Best effort: losing this file only resets the reported count.
+        let _ = fs::write(self.dir.join(DROPPED_FILE), format!("{all}\n"));
+        all
+    }
+
     /// Appends a batch; drops the oldest batches if the bound is passed. Returns how many
     /// were dropped. A batch larger than the whole bound is itself dropped (and counted).
     pub fn push(&mut self, body: &[u8]) -> Result<u64, SpoolError> {
         let len = body.len() as u64;
         if len > self.max_bytes {
-            self.stats.dropped_batches.fetch_add(1, Ordering::Relaxed);
+            self.count_drops(1);
             warn!(
                 bytes = len,
                 max = self.max_bytes,
@@ -149,11 +167,7 @@ impl Spool {
             dropped += 1;
         }
         if dropped > 0 {
-            let all = self
-                .stats
-                .dropped_batches
-                .fetch_add(dropped, Ordering::Relaxed)
-                + dropped;
+            let all = self.count_drops(dropped);
             warn!(
                 dropped,
                 dropped_total = all,
@@ -244,6 +258,12 @@ mod tests {
         assert_eq!(stats.dropped_batches.load(Ordering::Relaxed), 3);
         assert_eq!(s.len(), 2);
         assert_eq!(s.peek().unwrap().unwrap().1, vec![3u8; 10]);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+        assert_eq!(s.len(), 2);
+        // The count survives a restart.
+        drop(s);
+        let fresh = Arc::new(SpoolStats::default());
+        let s = Spool::open(dir.path(), 25, fresh.clone()).unwrap();
+        assert_eq!(fresh.dropped_batches.load(Ordering::Relaxed), 3);
+        assert_eq!(s.len(), 2);
     }
 }

@@ -130,9 +130,7 @@ async fn classify(resp: reqwest::Response) -> Result<(), SendError> {
     let msg = format!("{status}: {}", body.trim());
     Err(match status {
         StatusCode::UNAUTHORIZED => SendError::Unauthorized(msg),
-        StatusCode::FORBIDDEN if body.contains("\"unregistered\"") => {
-            SendError::Unregistered(msg)
-        }
+        StatusCode::FORBIDDEN if body.contains("\"unregistered\"") => SendError::Unregistered(msg),
         StatusCode::FORBIDDEN => SendError::Unauthorized(msg),
         StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => SendError::Retryable(msg),
         s if s.is_server_error() => SendError::Retryable(msg),
@@ -199,6 +197,9 @@ mod tests {
         let body = "gpu,gpu_uuid=G utilization=1 1\n".repeat(100);
         let gz = gzip(body.as_bytes());
         assert!(gz.len() < body.len() / 5);
-        assert_eq!(crate::gzip::decompress(&gz, 1 << 20).unwrap(), body.as_bytes());
+        assert_eq!(
+            crate::gzip::decompress(&gz, 1 << 20).unwrap(),
+            body.as_bytes()
+        );
     }
 }

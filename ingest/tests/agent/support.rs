@@ -1,0 +1,136 @@
+//! A server with the agent routes on a random local port over a fresh database and auth
+//! store, and ways to read back what it stored.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::prelude::SessionContext;
+use rigwatch_ingest::agent::routes::{AgentState, router};
+use rigwatch_storage::auth::{AuthStore, Role};
+use rigwatch_storage::{Db, DbConfig};
+use tokio::task::JoinHandle;
+
+pub struct AgentServer {
+    pub db: Arc<Db>,
+    pub auth: Arc<AuthStore>,
+    pub base: String,
+    pub client: reqwest::Client,
+    task: JoinHandle<()>,
+    pub dir: tempfile::TempDir,
+}
+
+impl AgentServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, "127.0.0.1:0").await
+    }
+
+    /// Starts on `dir` (reusing what an earlier server left there) at `addr`.
+    pub async fn start_in(dir: tempfile::TempDir, addr: &str) -> Self {
+        let mut config = DbConfig::new(dir.path());
+        config.background = false;
+        let db = Db::open(config).await.expect("open database");
+        let auth = Arc::new(AuthStore::open(dir.path()).expect("open auth store"));
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let app = router(AgentState {
+            db: db.clone(),
+            auth: auth.clone(),
+            max_body_bytes: 1 << 20,
+        });
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        AgentServer {
+            db,
+            auth,
+            base,
+            client: reqwest::Client::new(),
+            task,
+            dir,
+        }
+    }
+
+    /// Adds `supplier` and returns its agent token.
+    pub fn supplier(&self, supplier: &str) -> String {
+        self.auth
+            .add_supplier(supplier)
+            .expect("add supplier")
+            .token
+    }
+
+    /// A token of `role` for `supplier`.
+    pub fn token(&self, role: Role, supplier: Option<&str>) -> String {
+        self.auth
+            .issue(role, supplier, None, "test")
+            .expect("issue")
+            .token
+    }
+
+    /// Runs `sql` over what the server stored; every value rendered as a string.
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let ctx = SessionContext::new();
+        rigwatch_storage::table::register(&self.db, &ctx).expect("register");
+        let batches = ctx
+            .sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("planning `{sql}`: {e}"))
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("running `{sql}`: {e}"));
+        let mut out = Vec::new();
+        for b in &batches {
+            for r in 0..b.num_rows() {
+                out.push(
+                    b.columns()
+                        .iter()
+                        .map(|c| array_value_to_string(c, r).expect("display"))
+                        .collect(),
+                );
+            }
+        }
+        out
+    }
+
+    /// The single value of a one-row, one-column query.
+    pub async fn scalar(&self, sql: &str) -> String {
+        let rows = self.rows(sql).await;
+        assert_eq!(rows.len(), 1, "`{sql}` returned {rows:?}");
+        rows[0][0].clone()
+    }
+
+    /// `count(*)` of a table, 0 if it does not exist.
+    pub async fn count(&self, table: &str) -> u64 {
+        if self.db.table(table).is_none() {
+            return 0;
+        }
+        self.scalar(&format!("SELECT count(*) FROM \"{table}\""))
+            .await
+            .parse()
+            .expect("count")
+    }
+
+    /// Waits up to `timeout` for `check` to hold over `count(table)`.
+    pub async fn wait_count(
+        &self,
+        table: &str,
+        timeout: Duration,
+        check: impl Fn(u64) -> bool,
+    ) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.count(table).await;
+            if check(n) || Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for AgentServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
