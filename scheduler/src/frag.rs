@@ -17,6 +17,7 @@
 //! is neither free nor fragmented.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::model::{GpuDemand, Job, Milli};
 use crate::view::{LiveView, ModelId, ModelSet, NodeIdx};
@@ -33,9 +34,22 @@ pub struct Shape {
 }
 
 /// The workload's task-shape distribution that fragmentation is measured against.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct TaskDistribution {
     shapes: Vec<Shape>,
+    /// Unique per distribution value, so caches keyed on it never mix two distributions.
+    generation: u64,
+}
+
+impl PartialEq for TaskDistribution {
+    fn eq(&self, other: &Self) -> bool {
+        self.shapes == other.shapes
+    }
+}
+
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Default number of most popular shapes kept by [`TaskDistribution::from_jobs`].
@@ -84,7 +98,10 @@ impl TaskDistribution {
                 weight: counts[&k] as f64 / total as f64,
             })
             .collect();
-        TaskDistribution { shapes }
+        TaskDistribution {
+            shapes,
+            generation: next_generation(),
+        }
     }
 
     /// A neutral distribution for a fleet that has seen no jobs yet: ¼, ½, 1, 2, 4 and 8
@@ -110,6 +127,7 @@ impl TaskDistribution {
                     weight: w,
                 })
                 .collect(),
+            generation: next_generation(),
         }
     }
 
@@ -118,8 +136,16 @@ impl TaskDistribution {
     }
 }
 
-/// A node's GPUs as fragmentation sees them, copied into reusable buffers so a candidate
-/// placement can be applied hypothetically without touching the view.
+/// Per-shape summary of one node: how many GPUs could take the shape's per-GPU share,
+/// how much free share could not, and whether the host has room.
+#[derive(Clone, Copy, Debug, Default)]
+struct ShapeStat {
+    usable: u32,
+    unusable_free: Milli,
+}
+
+/// A node's GPUs as fragmentation sees them, with a per-shape summary so that the effect
+/// of a candidate placement costs `O(shapes × GPUs in the placement)`.
 #[derive(Debug, Default)]
 pub struct NodeFrag {
     pub(crate) frees: Vec<Milli>,
@@ -127,23 +153,53 @@ pub struct NodeFrag {
     pub(crate) placeable: Vec<bool>,
     cpu_free: u32,
     memory_free: u64,
+    total_free: Milli,
+    stats: Vec<ShapeStat>,
+    version: u64,
+    generation: u64,
+    loaded: bool,
     /// `F_n` of the node as it is.
     pub before: f64,
 }
 
 impl NodeFrag {
+    /// Whether the cached state still describes node `n` (same version, distribution and
+    /// placeability of every GPU at `now_ms`).
+    pub fn is_current(
+        &self,
+        view: &LiveView,
+        dist: &TaskDistribution,
+        n: NodeIdx,
+        now_ms: i64,
+    ) -> bool {
+        let node = &view.nodes[n as usize];
+        self.loaded
+            && self.version == node.version
+            && self.generation == dist.generation
+            && self.placeable.len() == node.gpus.len()
+            && node
+                .gpus
+                .iter()
+                .zip(&self.placeable)
+                .all(|(&g, &p)| view.effective_health(g, now_ms).placeable() == p)
+    }
+
     /// Loads node `n` from the view (reusing the buffers) and computes its `F_n`.
     pub fn load(&mut self, view: &LiveView, dist: &TaskDistribution, n: NodeIdx, now_ms: i64) {
         let node = &view.nodes[n as usize];
         self.frees.clear();
         self.models.clear();
         self.placeable.clear();
+        self.total_free = 0;
         for &g in &node.gpus {
             let gpu = &view.gpus[g as usize];
+            let p = view.effective_health(g, now_ms).placeable();
             self.frees.push(gpu.free_milli());
             self.models.push(gpu.model);
-            self.placeable
-                .push(view.effective_health(g, now_ms).placeable());
+            self.placeable.push(p);
+            if p {
+                self.total_free += gpu.free_milli();
+            }
         }
         self.cpu_free = if node.cpu_total_milli == 0 {
             u32::MAX
@@ -155,68 +211,95 @@ impl NodeFrag {
         } else {
             node.memory_total_mib.saturating_sub(node.memory_used_mib)
         };
-        self.before = self.score(dist);
+        self.stats.clear();
+        for s in &dist.shapes {
+            let need = s.demand.per_gpu_milli();
+            let mut st = ShapeStat::default();
+            for i in 0..self.frees.len() {
+                if !self.placeable[i] {
+                    continue;
+                }
+                if s.models.contains(self.models[i]) && self.frees[i] >= need {
+                    st.usable += 1;
+                } else {
+                    st.unusable_free += self.frees[i];
+                }
+            }
+            self.stats.push(st);
+        }
+        self.version = node.version;
+        self.generation = dist.generation;
+        self.loaded = true;
+        self.before = self.score(
+            dist,
+            self.cpu_free,
+            self.memory_free,
+            self.total_free,
+            |_, st| (st.usable, st.unusable_free),
+        );
     }
 
-    /// `F_n` of the loaded state.
-    pub fn score(&self, dist: &TaskDistribution) -> f64 {
+    fn score(
+        &self,
+        dist: &TaskDistribution,
+        cpu_free: u32,
+        memory_free: u64,
+        total_free: Milli,
+        stat: impl Fn(&Shape, &ShapeStat) -> (u32, Milli),
+    ) -> f64 {
         dist.shapes
             .iter()
-            .map(|s| s.weight * f64::from(self.shape_frag(s)))
+            .zip(&self.stats)
+            .map(|(s, st)| {
+                let (usable, unusable_free) = stat(s, st);
+                let can_host = cpu_free >= s.cpu_milli
+                    && memory_free >= s.memory_mib
+                    && match s.demand {
+                        GpuDemand::None => true,
+                        GpuDemand::Fraction(_) => usable > 0,
+                        GpuDemand::Whole(k) => usable >= u32::from(k),
+                    };
+                s.weight * f64::from(if can_host { unusable_free } else { total_free })
+            })
             .sum()
     }
 
-    /// `F_n(m)` in thousandths.
-    fn shape_frag(&self, s: &Shape) -> Milli {
-        let need = s.demand.per_gpu_milli();
-        let host_ok = self.cpu_free >= s.cpu_milli && self.memory_free >= s.memory_mib;
-        let mut total_free = 0;
-        let mut unusable_free = 0;
-        let mut usable = 0u32;
-        for i in 0..self.frees.len() {
-            if !self.placeable[i] {
-                continue;
-            }
-            let f = self.frees[i];
-            total_free += f;
-            if s.models.contains(self.models[i]) && f >= need {
-                usable += 1;
-            } else {
-                unusable_free += f;
-            }
-        }
-        let can_host = host_ok
-            && match s.demand {
-                GpuDemand::None => true,
-                GpuDemand::Fraction(_) => usable > 0,
-                GpuDemand::Whole(k) => usable >= u32::from(k),
-            };
-        if can_host { unusable_free } else { total_free }
-    }
-
-    /// `F_n` after taking `share` on the GPUs at `positions` (indices into the node's GPU
-    /// list) and `cpu_milli`/`memory_mib` of host resources; the buffers are restored.
+    /// `F_n` after taking `share` on the (placeable) GPUs at `positions` (indices into the
+    /// node's GPU list) and `cpu_milli`/`memory_mib` of host resources.
     pub fn after(
-        &mut self,
+        &self,
         dist: &TaskDistribution,
         positions: &[usize],
         share: Milli,
         cpu_milli: u32,
         memory_mib: u64,
     ) -> f64 {
-        for &p in positions {
-            self.frees[p] -= share;
-        }
-        let (cpu, mem) = (self.cpu_free, self.memory_free);
-        self.cpu_free = cpu.saturating_sub(cpu_milli);
-        self.memory_free = mem.saturating_sub(memory_mib);
-        let after = self.score(dist);
-        self.cpu_free = cpu;
-        self.memory_free = mem;
-        for &p in positions {
-            self.frees[p] += share;
-        }
-        after
+        let total = self.total_free - share * positions.len() as Milli;
+        self.score(
+            dist,
+            self.cpu_free.saturating_sub(cpu_milli),
+            self.memory_free.saturating_sub(memory_mib),
+            total,
+            |s, st| {
+                let need = s.demand.per_gpu_milli();
+                let (mut usable, mut unusable) = (st.usable, st.unusable_free);
+                for &p in positions {
+                    let (f, f2) = (self.frees[p], self.frees[p] - share);
+                    let model_ok = s.models.contains(self.models[p]);
+                    if model_ok && f >= need {
+                        usable -= 1;
+                    } else {
+                        unusable -= f;
+                    }
+                    if model_ok && f2 >= need {
+                        usable += 1;
+                    } else {
+                        unusable += f2;
+                    }
+                }
+                (usable, unusable)
+            },
+        )
     }
 }
 

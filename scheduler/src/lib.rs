@@ -19,6 +19,8 @@
 pub mod allocator;
 pub mod catalog;
 mod error;
+#[cfg(feature = "extender")]
+pub mod extender;
 pub mod frag;
 pub mod ledger;
 pub mod model;

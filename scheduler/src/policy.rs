@@ -148,6 +148,14 @@ pub fn choose(
         if !node.host_fits(job.cpu_milli, job.memory_mib) {
             continue;
         }
+        let quick_reject = match job.demand {
+            GpuDemand::None => false,
+            GpuDemand::Fraction(_) => node.max_free_milli < need,
+            GpuDemand::Whole(k) => node.idle_gpus < u32::from(k),
+        };
+        if quick_reject {
+            continue;
+        }
         let mut started = false;
         let mut consider = |policy: &mut dyn Policy, gpus: &[GpuIdx], positions: &[usize]| {
             if !started {
@@ -325,21 +333,45 @@ impl Policy for Random {
 
 /// Fragmentation gradient descent: the candidate whose node's expected fragmentation grows
 /// least (see [`crate::frag`]).
+///
+/// Per-node fragmentation state is cached across decisions and reloaded only when the
+/// node's version, the distribution or a GPU's placeability changed; within a node,
+/// candidates on GPUs with the same free share and model share one computation.
 #[derive(Debug, Default)]
 pub struct Fgd {
-    nf: NodeFrag,
+    nodes: Vec<NodeFrag>,
+    cur: usize,
+    memo: Vec<(Milli, u16, f64)>,
 }
 
 impl Fgd {
     /// Increase of the node's fragmentation, thousandths of a GPU.
     fn delta(&mut self, d: &Decision<'_>, c: &Candidate<'_>) -> f64 {
-        self.nf.after(
-            d.dist,
-            c.positions,
-            c.share,
-            d.job.cpu_milli,
-            d.job.memory_mib,
-        ) - self.nf.before
+        let nf = &self.nodes[self.cur];
+        let (cpu, mem) = (d.job.cpu_milli, d.job.memory_mib);
+        if let [p] = c.positions {
+            let key = (nf.frees[*p], nf.models[*p]);
+            if let Some(&(_, _, v)) = self.memo.iter().find(|m| (m.0, m.1) == key) {
+                return v;
+            }
+            let v = nf.after(d.dist, c.positions, c.share, cpu, mem) - nf.before;
+            self.memo.push((key.0, key.1, v));
+            return v;
+        }
+        nf.after(d.dist, c.positions, c.share, cpu, mem) - nf.before
+    }
+
+    fn enter_node(&mut self, d: &Decision<'_>, node: NodeIdx) {
+        let n = node as usize;
+        if self.nodes.len() < d.view.nodes.len() {
+            self.nodes
+                .resize_with(d.view.nodes.len(), NodeFrag::default);
+        }
+        self.cur = n;
+        self.memo.clear();
+        if !self.nodes[n].is_current(d.view, d.dist, node, d.now_ms) {
+            self.nodes[n].load(d.view, d.dist, node, d.now_ms);
+        }
     }
 }
 
@@ -348,7 +380,7 @@ impl Policy for Fgd {
         "fgd"
     }
     fn begin_node(&mut self, d: &Decision<'_>, node: NodeIdx) {
-        self.nf.load(d.view, d.dist, node, d.now_ms);
+        self.enter_node(d, node);
     }
     fn score(&mut self, d: &Decision<'_>, c: &Candidate<'_>) -> f64 {
         self.delta(d, c)
@@ -410,7 +442,7 @@ impl Policy for Rigwatch {
         };
     }
     fn begin_node(&mut self, d: &Decision<'_>, node: NodeIdx) {
-        self.fgd.begin_node(d, node);
+        self.fgd.enter_node(d, node);
     }
     fn score(&mut self, d: &Decision<'_>, c: &Candidate<'_>) -> f64 {
         let w = self.weights;

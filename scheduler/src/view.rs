@@ -110,6 +110,13 @@ pub struct NodeState {
     pub cpu_used_milli: u32,
     pub memory_total_mib: u64,
     pub memory_used_mib: u64,
+    /// GPUs with no lease (any health): a quick pre-check for whole-GPU jobs.
+    pub idle_gpus: u32,
+    /// Largest free share of any GPU on the node (any health): a pre-check for fractions.
+    pub max_free_milli: Milli,
+    /// Bumped on every change that can alter the node's fragmentation (shares, host
+    /// resources, health), so policies can cache per-node work.
+    pub version: u64,
 }
 
 impl NodeState {
@@ -282,6 +289,7 @@ impl LiveView {
             let node = &mut self.nodes[n as usize];
             node.cpu_total_milli = spec.cpu_milli;
             node.memory_total_mib = spec.memory_mib;
+            node.version += 1;
             return n;
         }
         let id = self.nodes.len() as NodeIdx;
@@ -293,6 +301,9 @@ impl LiveView {
             cpu_used_milli: 0,
             memory_total_mib: spec.memory_mib,
             memory_used_mib: 0,
+            idle_gpus: 0,
+            max_free_milli: 0,
+            version: 0,
         });
         self.node_by_name.insert(spec.name, id);
         id
@@ -332,7 +343,11 @@ impl LiveView {
             used_milli: 0,
             leases: Vec::new(),
         });
-        self.nodes[node as usize].gpus.push(id);
+        let n = &mut self.nodes[node as usize];
+        n.gpus.push(id);
+        n.idle_gpus += 1;
+        n.max_free_milli = WHOLE_GPU;
+        n.version += 1;
         self.suppliers[supplier as usize].offered_gpus += 1;
         self.total_capacity_milli += u64::from(WHOLE_GPU);
         self.gpu_by_uuid.insert(spec.uuid, id);
@@ -359,7 +374,12 @@ impl LiveView {
     }
 
     pub fn set_health(&mut self, uuid: &str, health: Health) -> Result<()> {
-        self.gpu_mut(uuid)?.health = health;
+        let g = self.gpu_mut(uuid)?;
+        if g.health != health {
+            g.health = health;
+            let n = g.node as usize;
+            self.nodes[n].version += 1;
+        }
         Ok(())
     }
 
@@ -394,11 +414,30 @@ impl LiveView {
     pub(crate) fn take_share(&mut self, g: GpuIdx, lease: LeaseId, share: Milli) {
         let gpu = &mut self.gpus[g as usize];
         debug_assert!(gpu.used_milli + share <= WHOLE_GPU);
+        let was_idle = gpu.used_milli == 0;
         gpu.used_milli += share;
         gpu.leases.push((lease, share));
+        let node = gpu.node;
         let rate = self.models[usize::from(gpu.model)].rate_per_gpu_hour;
         self.suppliers[gpu.supplier as usize].active_rate_milli += rate * i64::from(share);
         self.total_used_milli += u64::from(share);
+        if was_idle {
+            self.nodes[node as usize].idle_gpus -= 1;
+        }
+        self.refresh_node(node);
+    }
+
+    fn refresh_node(&mut self, n: NodeIdx) {
+        let node = &self.nodes[n as usize];
+        let max = node
+            .gpus
+            .iter()
+            .map(|&g| self.gpus[g as usize].free_milli())
+            .max()
+            .unwrap_or(0);
+        let node = &mut self.nodes[n as usize];
+        node.max_free_milli = max;
+        node.version += 1;
     }
 
     pub(crate) fn return_share(&mut self, g: GpuIdx, lease: LeaseId) -> Option<Milli> {
@@ -409,6 +448,11 @@ impl LiveView {
         let rate = self.models[usize::from(gpu.model)].rate_per_gpu_hour;
         self.suppliers[gpu.supplier as usize].active_rate_milli -= rate * i64::from(share);
         self.total_used_milli -= u64::from(share);
+        let node = gpu.node;
+        if gpu.used_milli == 0 {
+            self.nodes[node as usize].idle_gpus += 1;
+        }
+        self.refresh_node(node);
         Some(share)
     }
 
@@ -416,11 +460,13 @@ impl LiveView {
         let node = &mut self.nodes[n as usize];
         node.cpu_used_milli += cpu_milli;
         node.memory_used_mib += memory_mib;
+        node.version += 1;
     }
 
     pub(crate) fn return_host(&mut self, n: NodeIdx, cpu_milli: u32, memory_mib: u64) {
         let node = &mut self.nodes[n as usize];
         node.cpu_used_milli = node.cpu_used_milli.saturating_sub(cpu_milli);
         node.memory_used_mib = node.memory_used_mib.saturating_sub(memory_mib);
+        node.version += 1;
     }
 }
