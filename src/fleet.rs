@@ -1,16 +1,13 @@
 //! A deterministic simulated GPU fleet: wide `gpu` rows as line protocol.
 //!
-//! Used by `rigwatch demo` (live, written straight into the store) and by the ingest benchmark
-//! (rendered ahead of time, sent over HTTP). Values drift smoothly per GPU so that compression
+//! Used by the ingest benchmark (rendered ahead of time, sent over HTTP); `rigwatch demo` runs
+//! real agents over the simulator in `rigwatch_ingest::agent::sim` instead. Values drift smoothly per GPU so that compression
 //! sees realistic gauges, not noise.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[cfg(test)]
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
-use rigwatch_storage::{Db, WriteOptions};
-use tracing::warn;
 
 const MODELS: [(&str, u64); 4] = [
     ("NVIDIA H100 80GB HBM3", 81_559),
@@ -171,7 +168,8 @@ ecc_sbe_total={}i,ecc_dbe_total={}i,xid_last={}i,throttle_reasons={}i,healthy={}
             .collect()
     }
 
-    /// One tick as a batch, for writing in-process.
+    /// One tick as a batch (the unit test checks it against the line-protocol form).
+    #[cfg(test)]
     pub fn batch(&mut self, tick: u64, ts: i64) -> WriteBatch {
         let mut b = WriteBatch::with_capacity(self.gpus.len(), self.gpus.len() * 400);
         self.step(tick, |g, s| {
@@ -232,26 +230,6 @@ struct Sample {
     xid: i64,
     throttle: i64,
     healthy: bool,
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
-/// Writes one sample of every GPU each `interval`, forever.
-pub async fn run_live(db: &Arc<Db>, mut fleet: Fleet, interval: Duration) {
-    let mut tick = 0u64;
-    let mut timer = tokio::time::interval(interval);
-    loop {
-        timer.tick().await;
-        let batch = fleet.batch(tick, now_ns());
-        if let Err(error) = db.write(batch, WriteOptions::default()).await {
-            warn!(%error, "demo fleet write failed");
-        }
-        tick += 1;
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The `rigwatch` command line: parse arguments, call into the library crates.
 
 mod access;
+mod agent_cli;
 mod bench;
 mod bench_compare;
 mod demo;
@@ -8,6 +9,7 @@ mod fleet;
 mod query_cli;
 mod server;
 mod sql_cli;
+mod supplier_cli;
 
 use std::process::ExitCode;
 
@@ -35,6 +37,10 @@ enum Command {
     Sql(sql_cli::SqlArgs),
     /// Run a query-language (PromQL) expression against a running server.
     Query(query_cli::QueryArgs),
+    /// Stream this machine's GPUs to a server (NVML, a dcgm-exporter scrape, or --simulate N).
+    Agent(agent_cli::AgentArgs),
+    /// Manage suppliers and their tokens in the data directory's auth file.
+    Supplier(supplier_cli::SupplierArgs),
     /// Benchmarks that print numbers (ingest throughput, bytes per value, peak RSS).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -63,6 +69,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Sql(args) => sql_cli::run(args).await,
             Command::Query(args) => query_cli::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Agent(args) => agent_cli::run(args).await,
+            Command::Supplier(args) => supplier_cli::run(args),
         }
     })
 }
