@@ -27,6 +27,8 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 pub use error::{ErrorKind, EvalError};
@@ -49,6 +51,9 @@ pub struct EvalOptions {
     pub max_samples: usize,
     /// Fail with [`EvalError::Timeout`] once this instant has passed.
     pub deadline: Option<Instant>,
+    /// Set to `true` (from any thread) to stop the evaluation with
+    /// [`EvalError::Canceled`], e.g. when the HTTP client went away.
+    pub cancel: Option<Arc<AtomicBool>>,
     /// Step of a subquery written without one (`x[1h:]`); Prometheus uses the global
     /// evaluation interval, 1 minute by default.
     pub default_subquery_step_ms: i64,
@@ -60,6 +65,7 @@ impl Default for EvalOptions {
             lookback_ms: 300_000,
             max_samples: 50_000_000,
             deadline: None,
+            cancel: None,
             default_subquery_step_ms: 60_000,
         }
     }
@@ -456,7 +462,13 @@ impl<'o> Evaluator<'o> {
         }
     }
 
+    /// Fails when the deadline has passed or the query was cancelled.
     pub fn check_deadline(&self, stage: &'static str) -> Result<(), EvalError> {
+        if let Some(c) = &self.opts.cancel
+            && c.load(Ordering::Relaxed)
+        {
+            return Err(EvalError::Canceled { stage });
+        }
         if let Some(d) = self.opts.deadline
             && Instant::now() >= d
         {

@@ -28,6 +28,23 @@ impl ErrorKind {
             ErrorKind::Internal => "internal",
         }
     }
+
+    /// The HTTP status Prometheus' API answers with for this kind.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::BadData => 400,
+            ErrorKind::Execution => 422,
+            ErrorKind::Timeout => 503,
+            ErrorKind::Canceled => 499,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    /// Whether running the same query again may succeed (only a timeout can: the
+    /// other kinds are about the query, the data or a bug).
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorKind::Timeout)
+    }
 }
 
 /// Why an evaluation failed. Messages follow Prometheus' wording where one exists.

@@ -164,10 +164,23 @@ fn limits_and_errors_have_api_kinds() {
     assert!(err.to_string().contains("too many samples"), "{err}");
     o.max_samples = 100;
     o.deadline = Some(Instant::now() - Duration::from_millis(1));
+    let timeout = instant_query(&s, &e, M, &o).unwrap_err();
+    assert_eq!(timeout.kind(), ErrorKind::Timeout);
+    assert!(timeout.kind().retryable() && timeout.kind().http_status() == 503);
+    o.deadline = None;
+    o.cancel = Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+        true,
+    )));
     assert_eq!(
-        instant_query(&s, &e, M, &o).unwrap_err().kind(),
-        ErrorKind::Timeout
+        range_query(&s, &e.clone(), 0, M, M, &o).unwrap_err().kind(),
+        ErrorKind::BadData
     );
+    let sel = parse("x").unwrap();
+    assert_eq!(
+        range_query(&s, &sel, 0, M, M, &o).unwrap_err().kind(),
+        ErrorKind::Canceled
+    );
+    o.cancel = None;
     let dup = instant(&s, "abs({a=\"1\"})", M).unwrap_err();
     assert_eq!(dup, EvalError::DuplicateLabelset);
     let range = range_query(&s, &e, 0, M, M, &EvalOptions::default()).unwrap_err();
