@@ -22,6 +22,7 @@ mod error;
 #[cfg(feature = "extender")]
 pub mod extender;
 pub mod frag;
+pub mod health;
 pub mod ledger;
 pub mod model;
 pub mod policy;
