@@ -100,3 +100,34 @@ impl Queryable for MemStore {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_stay_sorted_and_bounds_are_inclusive() {
+        let mut s = MemStore::new();
+        let a = Labels::from_pairs([("__name__", "a"), ("x", "1")]);
+        let b = Labels::from_pairs([("__name__", "b")]);
+        for t in [30, 10, 20, 10] {
+            s.add_sample(&a, t, t as f64);
+        }
+        s.add_sample(&a, 20, -1.0); // last write wins
+        s.add_sample(&b, 5, 1.0);
+        assert_eq!((s.series_count(), s.sample_count()), (2, 4));
+        let got = s.select(&[Matcher::equal("x", "1")], 10, 20).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].samples,
+            vec![Sample { t: 10, v: 10.0 }, Sample { t: 20, v: -1.0 }]
+        );
+        // A matcher on a missing label compares with "".
+        let absent = Matcher::new("x", crate::ast::MatchOp::Equal, "").unwrap();
+        let got = s.select(&[absent], 0, 100).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].labels, b);
+        // Series without samples in the span are left out.
+        assert!(s.select(&[], 31, 100).unwrap().is_empty());
+    }
+}

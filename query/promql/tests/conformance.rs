@@ -43,11 +43,19 @@ struct Exclusion {
     reason: &'static str,
 }
 
+/// Builds an [`EXCLUDED`] entry. Unused while every non-native-histogram eval
+/// passes; kept so that an entry is one line.
+#[allow(dead_code)]
 const fn ex(file: &'static str, line: usize, reason: &'static str) -> Exclusion {
     Exclusion { file, line, reason }
 }
 
-/// Evals that do not pass, one entry each.
+/// Evals that do not pass, one entry each: `ex("file.test", line, "reason")`, with
+/// reasons "experimental: ..." or "known failure: <why>". Currently none: every eval
+/// that does not touch native histograms passes (including Prometheus' experimental
+/// functions that rigwatch implements: `double_exponential_smoothing`, `sort_by_label`,
+/// `limitk`, `limit_ratio`, `mad_over_time`, `first_over_time`, `ts_of_*_over_time`,
+/// `step()`, `range()`, `min_of`, `max_of`, `histogram_quantiles`).
 const EXCLUDED: &[Exclusion] = &[];
 
 /// Functions that only work on native histograms.
@@ -641,6 +649,3 @@ fn prometheus_conformance() {
         failures.join("\n")
     );
 }
-
-#[allow(dead_code)]
-const _EX: fn(&'static str, usize, &'static str) -> Exclusion = ex;
