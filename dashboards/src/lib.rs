@@ -1,0 +1,25 @@
+//! rigwatch's supplier portal: what GPU suppliers (and analysts) see in a browser.
+//!
+//! ```text
+//!  browser ──cookie──▶ access layer (src/access.rs: route table, token or session,
+//!     │                  CSRF + Origin on writes) ──▶ portal routes (this crate)
+//!     │                                                 ├─ /portal, /portal/login, assets
+//!     │                                                 ├─ /portal/api/{me,agent-token,dashboards}
+//!     │                                                 └─ /portal/events (SSE, scoped SQL)
+//!     └──cookie──▶ /api/v1/query_range, /api/v1/sql  (the same scoped query path as tokens)
+//! ```
+//!
+//! Sessions ([`session::Sessions`]) live here; the binary's access layer reads them. Charts
+//! are drawn in the browser with uPlot from the Prometheus API; prebuilt dashboards are
+//! `dashboards/*.json` files ([`catalog`]), exportable as Grafana JSON.
+
+pub mod assets;
+pub mod catalog;
+pub mod error;
+pub mod live;
+pub mod routes;
+pub mod session;
+
+pub use error::{Error, Result};
+pub use routes::{PortalState, router};
+pub use session::{Credential, Sessions};

@@ -1,0 +1,229 @@
+//! Browser sessions: a random id in an HttpOnly cookie, only its SHA-256 kept server-side.
+//!
+//! A session is created by `POST /portal/login` after the bearer token it was sent with has
+//! been verified; the cookie then stands for that token's [`Principal`] until it expires or
+//! the user signs out. Requests that change state and are authenticated by the cookie must
+//! also carry the session's CSRF token in [`CSRF_HEADER`] (the page reads it from
+//! `/portal/api/me`; another site cannot).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rand::RngCore as _;
+use rigwatch_storage::auth::Principal;
+use sha2::{Digest, Sha256};
+
+/// The cookie that carries the session id.
+pub const COOKIE: &str = "rw_session";
+/// The header that must echo the session's CSRF token on state-changing requests.
+pub const CSRF_HEADER: &str = "x-rigwatch-csrf";
+/// How long a session lives after sign-in.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Most sessions held at once; the oldest is dropped beyond this.
+const MAX_SESSIONS: usize = 10_000;
+
+/// How the access layer authenticated a request (put into its extensions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// `Authorization: Bearer` or `Basic`.
+    Token,
+    /// The session cookie.
+    Session,
+}
+
+/// One signed-in browser.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub principal: Principal,
+    /// Echoed by the page in [`CSRF_HEADER`].
+    pub csrf: String,
+    pub expires: Instant,
+}
+
+/// A new session's secrets, returned once.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// The cookie value (256 random bits, hex).
+    pub id: String,
+    pub csrf: String,
+    pub ttl: Duration,
+}
+
+/// Why a session cookie was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionError {
+    Unknown,
+    Expired,
+}
+
+/// The server-side session map, keyed by SHA-256 of the cookie value.
+#[derive(Debug)]
+pub struct Sessions {
+    map: Mutex<HashMap<[u8; 32], Session>>,
+    ttl: Duration,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::new(DEFAULT_TTL)
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+fn key(id: &str) -> [u8; 32] {
+    Sha256::digest(id.as_bytes()).into()
+}
+
+/// Equal without an early exit (for secrets).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Sessions {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            ttl,
+        }
+    }
+
+    /// Starts a session for `principal`.
+    pub fn create(&self, principal: Principal) -> NewSession {
+        let id = random_hex(32);
+        let csrf = random_hex(32);
+        let now = Instant::now();
+        let mut map = self.map.lock();
+        map.retain(|_, s| s.expires > now);
+        if map.len() >= MAX_SESSIONS
+            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k)
+        {
+            map.remove(&oldest);
+        }
+        map.insert(
+            key(&id),
+            Session {
+                principal,
+                csrf: csrf.clone(),
+                expires: now + self.ttl,
+            },
+        );
+        NewSession {
+            id,
+            csrf,
+            ttl: self.ttl,
+        }
+    }
+
+    /// The live session whose cookie value is `id`.
+    pub fn get(&self, id: &str) -> Result<Session, SessionError> {
+        let k = key(id);
+        let mut map = self.map.lock();
+        match map.get(&k) {
+            None => Err(SessionError::Unknown),
+            Some(s) if s.expires <= Instant::now() => {
+                map.remove(&k);
+                Err(SessionError::Expired)
+            }
+            Some(s) => Ok(s.clone()),
+        }
+    }
+
+    /// Ends the session `id`; true if there was one.
+    pub fn remove(&self, id: &str) -> bool {
+        self.map.lock().remove(&key(id)).is_some()
+    }
+
+    /// Number of sessions held (expired ones included until swept).
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The session id in a `Cookie` header value, if any.
+pub fn cookie_value(cookie_header: &str) -> Option<&str> {
+    cookie_header.split(';').find_map(|part| {
+        let (name, value) = part.trim().split_once('=')?;
+        (name == COOKIE && !value.is_empty()).then_some(value)
+    })
+}
+
+/// `Set-Cookie` for a new session.
+pub fn set_cookie(s: &NewSession) -> String {
+    format!(
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        s.id,
+        s.ttl.as_secs()
+    )
+}
+
+/// `Set-Cookie` that deletes the session cookie.
+pub fn clear_cookie() -> String {
+    format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rigwatch_storage::auth::Role;
+
+    fn supplier() -> Principal {
+        Principal {
+            role: Role::Supplier,
+            supplier: Some("acme".into()),
+            token_id: "t1".into(),
+        }
+    }
+
+    #[test]
+    fn sessions_are_found_by_id_only_and_expire() {
+        let s = Sessions::new(Duration::from_millis(50));
+        let n = s.create(supplier());
+        assert_eq!(n.id.len(), 64);
+        assert_ne!(n.id, n.csrf);
+        assert_eq!(
+            s.get(&n.id).unwrap().principal.supplier.as_deref(),
+            Some("acme")
+        );
+        assert_eq!(s.get("nope").unwrap_err(), SessionError::Unknown);
+        // The map holds hashes, not ids.
+        assert!(!s.map.lock().keys().any(|k| hex::encode(k) == n.id));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(s.get(&n.id).unwrap_err(), SessionError::Expired);
+        assert_eq!(s.get(&n.id).unwrap_err(), SessionError::Unknown);
+    }
+
+    #[test]
+    fn ids_are_distinct_and_removal_ends_the_session() {
+        let s = Sessions::default();
+        let a = s.create(supplier());
+        let b = s.create(supplier());
+        assert_ne!(a.id, b.id);
+        assert!(s.remove(&a.id));
+        assert!(s.get(&a.id).is_err());
+        assert!(s.get(&b.id).is_ok());
+    }
+
+    #[test]
+    fn cookie_header_parsing() {
+        assert_eq!(cookie_value("a=1; rw_session=abc; b=2"), Some("abc"));
+        assert_eq!(cookie_value("rw_session="), None);
+        assert_eq!(cookie_value("xrw_session=abc"), None);
+        let n = NewSession {
+            id: "x".into(),
+            csrf: "y".into(),
+            ttl: Duration::from_secs(60),
+        };
+        let c = set_cookie(&n);
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Path=/"));
+    }
+}

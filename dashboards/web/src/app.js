@@ -1,0 +1,479 @@
+// The rigwatch portal: a small single-page app. Every data request goes through the same
+// HTTP APIs as tokens do (/api/v1/sql, /api/v1/query_range), authenticated by the session
+// cookie, so the supplier scope is enforced by the server, not here.
+import uPlot from 'uplot';
+
+const state = {
+  me: null,
+  gpus: new Map(), // gpu_uuid -> latest row from /portal/events
+  serverSkewNs: 0,
+  faults: new Map(), // gpu_uuid -> {n, last_ns, code, severity}
+  tables: new Set(),
+  listeners: new Set(),
+  charts: [],
+};
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+const sqlStr = (s) => "'" + String(s).replace(/'/g, "''") + "'";
+const fmt = (v, d = 1) => (v === null || v === undefined || Number.isNaN(v) ? '–' : Number(v).toFixed(d));
+const money = (minor) => (minor === null || minor === undefined ? '–' : (Number(minor) / 100).toFixed(2));
+const ago = (ns) => {
+  if (!ns) return '–';
+  const s = Math.max(0, (Date.now() * 1e6 - ns) / 1e9);
+  return s < 90 ? `${s.toFixed(0)} s ago` : s < 5400 ? `${(s / 60).toFixed(0)} min ago` : `${(s / 3600).toFixed(1)} h ago`;
+};
+
+// ---- HTTP -------------------------------------------------------------------------------
+
+async function api(path, opts = {}) {
+  const headers = Object.assign({}, opts.headers || {});
+  if (opts.method && opts.method !== 'GET' && state.me && state.me.csrf) headers['X-Rigwatch-CSRF'] = state.me.csrf;
+  const r = await fetch(path, Object.assign({ credentials: 'same-origin' }, opts, { headers }));
+  if (r.status === 401) {
+    location.href = '/portal/login';
+    throw new Error('signed out');
+  }
+  const text = await r.text();
+  let body;
+  try { body = JSON.parse(text); } catch (_) { body = text; }
+  if (!r.ok) throw new Error((body && body.error) || `${r.status} ${text}`);
+  return body;
+}
+
+const sql = (q) => api('/api/v1/sql?q=' + encodeURIComponent(q));
+
+async function promRange(expr, start, end, step) {
+  const p = new URLSearchParams({ query: expr, start: String(start), end: String(end), step: String(step) });
+  const b = await api('/api/v1/query_range?' + p);
+  return b.data.result;
+}
+
+async function refreshTables() {
+  try {
+    const rows = await sql('SELECT table_name FROM information_schema.tables WHERE table_schema = \'public\'');
+    state.tables = new Set(rows.map((r) => r.table_name));
+  } catch (_) { state.tables = new Set(); }
+}
+
+// ---- live values ----------------------------------------------------------------------
+
+function connectEvents() {
+  const es = new EventSource('/portal/events');
+  const dot = $('#live');
+  es.addEventListener('gpus', (ev) => {
+    const body = JSON.parse(ev.data);
+    state.serverSkewNs = body.server_time_ns - Date.now() * 1e6;
+    const changed = [];
+    for (const g of body.gpus) {
+      const old = state.gpus.get(g.gpu_uuid);
+      if (!old || old.time_ns <= g.time_ns) {
+        state.gpus.set(g.gpu_uuid, g);
+        changed.push(g.gpu_uuid);
+      }
+    }
+    dot.classList.add('on');
+    dot.dataset.updates = String(Number(dot.dataset.updates || 0) + 1);
+    for (const f of state.listeners) f(changed);
+  });
+  es.onerror = () => dot.classList.remove('on');
+}
+
+async function refreshFaults() {
+  if (!state.tables.has('gpu_fault')) return;
+  try {
+    const rows = await sql(`SELECT gpu_uuid, count(*) AS n, CAST(max(time) AS BIGINT) AS last_ns,
+      last_value(code ORDER BY time) AS code, last_value(severity ORDER BY time) AS severity
+      FROM gpu_fault WHERE time > now() - INTERVAL '24 hours' GROUP BY gpu_uuid`);
+    state.faults = new Map(rows.map((r) => [r.gpu_uuid, r]));
+  } catch (_) { /* table may lack columns: health shows unknown */ }
+}
+
+function health(g) {
+  const nowNs = Date.now() * 1e6 + state.serverSkewNs;
+  if (g && nowNs - g.time_ns > 120e9) return ['offline', 'health-off', 'no sample for ' + ago(g.time_ns - state.serverSkewNs)];
+  const f = state.faults.get(g.gpu_uuid);
+  if (!f) return ['healthy', 'health-ok', 'no faults in 24 h'];
+  if (f.severity === 'hardware') return ['fault', 'health-bad', `XID ${f.code} (${f.severity}) ${ago(f.last_ns)}`];
+  return ['warning', 'health-warn', `XID ${f.code} (${f.severity || 'unknown'}) ${ago(f.last_ns)}`];
+}
+
+// ---- pages ------------------------------------------------------------------------------
+
+function clearPage() {
+  state.listeners.clear();
+  for (const c of state.charts) c.destroy();
+  state.charts = [];
+  if (state.timer) clearInterval(state.timer);
+  state.timer = null;
+  return $('#page');
+}
+
+const isOperator = () => state.me && (state.me.role === 'admin' || state.me.role === 'analyst');
+
+async function overview() {
+  const page = clearPage();
+  page.innerHTML = `
+    <section class="card totals" id="totals"></section>
+    <section class="card">
+      <div class="filters">
+        <select id="f-model"><option value="">all models</option></select>
+        <select id="f-supplier" ${isOperator() ? '' : 'hidden'}><option value="">all suppliers</option></select>
+        <input id="f-text" placeholder="filter: uuid, worker, model…" size="30">
+      </div>
+      <table id="fleet"><thead><tr>
+        <th>GPU</th><th>model</th>${isOperator() ? '<th>supplier</th>' : ''}<th>worker</th><th>health</th>
+        <th class="num">util %</th><th class="num">temp °C</th><th class="num">power W</th><th class="num">memory MiB</th>
+        <th>current job</th><th class="num">earned today</th><th>last sample</th>
+      </tr></thead><tbody></tbody></table>
+      <p class="muted" id="fleet-empty"></p>
+    </section>`;
+  const jobs = new Map();
+  const earned = new Map();
+  const loadExtras = async () => {
+    await refreshFaults();
+    if (state.tables.has('lease')) {
+      try {
+        const rows = await sql('SELECT * FROM lease ORDER BY time DESC LIMIT 5000');
+        jobs.clear();
+        for (const r of rows) if (!jobs.has(r.gpu_uuid) && !r.end_ms && !r.ended) jobs.set(r.gpu_uuid, r.lease_id || r.job_id || r.job || 'running');
+      } catch (_) { /* unknown lease schema */ }
+    }
+    if (state.tables.has('earnings')) {
+      try {
+        const rows = await sql(`SELECT gpu_uuid, sum(amount_minor) AS minor FROM earnings
+          WHERE time >= date_trunc('day', now()) GROUP BY gpu_uuid`);
+        earned.clear();
+        for (const r of rows) earned.set(r.gpu_uuid, r.minor);
+      } catch (_) { /* unknown earnings schema */ }
+    }
+  };
+  const render = (changed = []) => {
+    const fm = $('#f-model').value, fs = $('#f-supplier').value, ft = $('#f-text').value.toLowerCase();
+    const all = [...state.gpus.values()];
+    const models = [...new Set(all.map((g) => g.model).filter(Boolean))].sort();
+    const suppliers = [...new Set(all.map((g) => g.supplier).filter(Boolean))].sort();
+    for (const [sel, vals] of [[$('#f-model'), models], [$('#f-supplier'), suppliers]]) {
+      const have = new Set([...sel.options].map((o) => o.value));
+      for (const v of vals) if (!have.has(v)) sel.add(new Option(v, v));
+    }
+    const shown = all.filter((g) => (!fm || g.model === fm) && (!fs || g.supplier === fs)
+      && (!ft || [g.gpu_uuid, g.worker, g.model, g.supplier].some((x) => String(x || '').toLowerCase().includes(ft))));
+    const tbody = $('#fleet tbody');
+    const changedSet = new Set(changed);
+    tbody.innerHTML = shown.map((g) => {
+      const [h, cls, why] = health(g);
+      const mem = g.memory_used_mib !== undefined ? `${fmt(g.memory_used_mib, 0)}${g.memory_total_mib ? ' / ' + fmt(g.memory_total_mib, 0) : ''}` : '–';
+      return `<tr data-gpu="${esc(g.gpu_uuid)}" class="${changedSet.has(g.gpu_uuid) ? 'flash' : ''}">
+        <td><a href="#/gpu/${encodeURIComponent(g.gpu_uuid)}">${esc(g.gpu_uuid)}</a></td><td>${esc(g.model)}</td>
+        ${isOperator() ? `<td>${esc(g.supplier)}</td>` : ''}<td>${esc(g.worker)}</td>
+        <td class="${cls}" title="${esc(why)}">${h}</td>
+        <td class="num util">${fmt(g.utilization)}</td><td class="num">${fmt(g.temperature)}</td>
+        <td class="num">${fmt(g.power_watts)}</td><td class="num">${mem}</td>
+        <td>${esc(jobs.get(g.gpu_uuid) || (state.tables.has('lease') ? 'idle' : '–'))}</td>
+        <td class="num">${earned.has(g.gpu_uuid) ? money(earned.get(g.gpu_uuid)) : '–'}</td>
+        <td class="muted">${ago(g.time_ns - state.serverSkewNs)}</td></tr>`;
+    }).join('');
+    $('#fleet-empty').textContent = all.length ? '' : 'No GPUs have reported in the last 24 hours. Add one under “Add a GPU”.';
+    const util = shown.map((g) => g.utilization).filter((v) => v !== undefined && v !== null);
+    const power = shown.reduce((a, g) => a + (g.power_watts || 0), 0);
+    const bad = shown.filter((g) => health(g)[0] !== 'healthy').length;
+    const today = [...earned.values()].reduce((a, v) => a + Number(v), 0);
+    $('#totals').innerHTML = `
+      <div><b id="total-gpus">${shown.length}</b>GPUs${shown.length !== all.length ? ` (of ${all.length})` : ''}</div>
+      <div><b>${util.length ? fmt(util.reduce((a, b) => a + b, 0) / util.length) : '–'} %</b>average utilization</div>
+      <div><b>${fmt(power / 1000, 2)} kW</b>power</div>
+      <div><b>${bad}</b>need attention</div>
+      <div><b>${state.tables.has('earnings') ? money(today) : '–'}</b>earned today${state.tables.has('earnings') ? '' : ' (no earnings yet)'}</div>`;
+  };
+  for (const id of ['#f-model', '#f-supplier', '#f-text']) $(id).addEventListener('input', () => render());
+  state.listeners.add(render);
+  render();
+  await loadExtras();
+  render();
+  state.timer = setInterval(async () => { await loadExtras(); render(); }, 3000);
+}
+
+// Draws fault times as red vertical lines on a chart.
+function faultMarkers(getFaults) {
+  return {
+    hooks: {
+      draw: [(u) => {
+        const ctx = u.ctx;
+        ctx.save();
+        ctx.strokeStyle = '#f85149';
+        ctx.lineWidth = 2;
+        for (const t of getFaults()) {
+          const x = u.valToPos(t, 'x', true);
+          if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+          ctx.beginPath();
+          ctx.moveTo(x, u.bbox.top);
+          ctx.lineTo(x, u.bbox.top + u.bbox.height);
+          ctx.stroke();
+        }
+        ctx.restore();
+      }],
+    },
+  };
+}
+
+async function gpuDetail(uuid) {
+  const page = clearPage();
+  const ranges = [['15m', 900], ['1h', 3600], ['6h', 21600], ['24h', 86400], ['7d', 604800]];
+  page.innerHTML = `
+    <section class="card"><h2 id="gpu-title">${esc(uuid)}</h2><div id="gpu-now" class="totals"></div></section>
+    <section class="card"><div class="ranges">${ranges.map(([n, s]) => `<button class="secondary" data-range="${s}">${n}</button>`).join('')}
+      <span class="muted">drag on a chart to zoom, double-click to reset</span></div></section>
+    <section class="charts" id="charts"></section>
+    <section class="card"><h3>Faults</h3><div id="gpu-faults" class="muted">loading…</div></section>
+    <section class="card"><h3>Leases</h3><div id="gpu-leases" class="muted"></div></section>`;
+  let faultTimes = [];
+  const dash = await api('/portal/api/dashboards/gpu');
+  const showNow = () => {
+    const g = state.gpus.get(uuid);
+    if (!g) { $('#gpu-now').innerHTML = '<span class="muted">no sample in the last 24 hours</span>'; return; }
+    const [h, cls] = health(g);
+    $('#gpu-now').innerHTML = `<div><b class="${cls}">${h}</b>health</div><div><b id="now-util">${fmt(g.utilization)} %</b>utilization</div>
+      <div><b>${fmt(g.temperature)} °C</b>temperature</div><div><b>${fmt(g.power_watts)} W</b>power</div>
+      <div><b>${esc(g.model)}</b>${esc(g.worker || '')}</div>`;
+  };
+  state.listeners.add(showNow);
+  showNow();
+  const loadFaults = async () => {
+    if (!state.tables.has('gpu_fault')) { $('#gpu-faults').textContent = 'No faults recorded.'; return; }
+    const rows = await sql(`SELECT CAST(time AS BIGINT) AS t, * FROM gpu_fault WHERE gpu_uuid = ${sqlStr(uuid)} ORDER BY time DESC LIMIT 200`);
+    faultTimes = rows.map((r) => r.t / 1e9);
+    $('#gpu-faults').innerHTML = rows.length ? faultTable(rows) : 'No faults recorded.';
+    for (const c of state.charts) c.redraw(false);
+  };
+  const loadLeases = async () => {
+    if (!state.tables.has('lease')) { $('#gpu-leases').textContent = 'No leases yet (the allocator records them in table lease).'; return; }
+    const rows = await sql(`SELECT * FROM lease WHERE gpu_uuid = ${sqlStr(uuid)} ORDER BY time DESC LIMIT 100`);
+    $('#gpu-leases').innerHTML = rows.length ? genericTable(rows) : 'No leases on this GPU.';
+  };
+  const draw = async (seconds) => {
+    for (const b of page.querySelectorAll('[data-range]')) b.classList.toggle('active', Number(b.dataset.range) === seconds);
+    for (const c of state.charts) c.destroy();
+    state.charts = [];
+    const end = Math.floor(Date.now() / 1000), start = end - seconds;
+    const step = Math.max(10, Math.ceil(seconds / 720));
+    const box = $('#charts');
+    box.innerHTML = '';
+    await Promise.all(dash.panels.map(async (p, i) => {
+      const div = document.createElement('div');
+      div.className = 'card chart';
+      div.id = 'chart-' + i;
+      div.innerHTML = `<h3>${esc(p.title)}</h3>`;
+      box.appendChild(div);
+      try {
+        const result = await promRange(p.expr.replaceAll('$gpu', uuid.replace(/["\\]/g, '\\$&')), start, end, step);
+        const xs = [];
+        for (let t = start - (start % step); t <= end; t += step) xs.push(t);
+        const index = new Map(xs.map((t, j) => [t, j]));
+        const series = result.map((s) => {
+          const ys = new Array(xs.length).fill(null);
+          for (const [t, v] of s.values) { const j = index.get(Math.round(t)); if (j !== undefined) ys[j] = Number(v); }
+          return ys;
+        });
+        if (!series.length) { div.insertAdjacentHTML('beforeend', '<p class="muted">no data in this range</p>'); return; }
+        const u = new uPlot({
+          width: Math.max(400, div.clientWidth - 28), height: 220,
+          cursor: { drag: { x: true, y: false } },
+          series: [{}, ...series.map(() => ({ label: p.legend || p.title, stroke: '#58a6ff', width: 1.5 }))],
+          axes: [{ stroke: '#8a96a3' }, { stroke: '#8a96a3', label: p.unit }],
+          plugins: [faultMarkers(() => faultTimes)],
+        }, [xs, ...series], div);
+        state.charts.push(u);
+      } catch (e) {
+        div.insertAdjacentHTML('beforeend', `<p class="error">${esc(e.message)}</p>`);
+      }
+    }));
+  };
+  page.querySelectorAll('[data-range]').forEach((b) => b.addEventListener('click', () => draw(Number(b.dataset.range))));
+  await Promise.all([draw(3600), loadFaults().catch((e) => { $('#gpu-faults').textContent = e.message; }), loadLeases().catch(() => {})]);
+  state.timer = setInterval(() => loadFaults().catch(() => {}), 3000);
+  document.body.dataset.gpuReady = uuid;
+}
+
+// Recommended actions for the common XID codes (NVIDIA's XID catalogue).
+const XID_ACTIONS = {
+  13: 'Graphics engine exception: usually the application; check the job, then the driver.',
+  31: 'GPU memory page fault: usually the application (illegal address); rerun, then check the driver.',
+  43: 'GPU stopped processing: the application was killed; no action unless it repeats.',
+  45: 'Preemptive cleanup after a failure: look at the XID before it.',
+  48: 'Double-bit ECC error: drain the GPU, reset it; if it repeats, RMA.',
+  63: 'ECC page retirement / row remap recorded: reset at the next idle window.',
+  64: 'ECC page retirement failed: drain and reset; RMA if it repeats.',
+  74: 'NVLink error: check cables/bridges, reset the GPU.',
+  79: 'GPU has fallen off the bus: drain, check power and seating, reboot the host.',
+  92: 'High single-bit ECC rate: watch it; plan a reset.',
+  94: 'Contained ECC error: reset the GPU when the job ends.',
+  95: 'Uncontained ECC error: drain and reset the GPU now.',
+  119: 'GSP timeout: reset the GPU; update the driver if it repeats.',
+  120: 'GSP error: reset the GPU; update the driver if it repeats.',
+};
+const action = (code, severity) => XID_ACTIONS[code] || (severity === 'hardware' ? 'Hardware fault: drain the GPU and reset it.' : 'Check the driver log (dmesg) around this time.');
+
+function faultTable(rows) {
+  return `<table class="faults"><thead><tr><th>time</th><th>GPU</th><th>kind</th><th class="num">code</th><th>severity</th><th>recommended action</th></tr></thead><tbody>${
+    rows.map((r) => `<tr><td>${new Date(r.t / 1e6).toISOString().replace('T', ' ').slice(0, 19)}</td><td>${esc(r.gpu_uuid)}</td>
+      <td>${esc(r.kind)}</td><td class="num">${esc(r.code)}</td><td>${esc(r.severity)}</td><td>${esc(action(r.code, r.severity))}</td></tr>`).join('')}</tbody></table>`;
+}
+
+function genericTable(rows) {
+  if (!rows.length) return '<p class="muted">no rows</p>';
+  const cols = Object.keys(rows[0]);
+  return `<table><thead><tr>${cols.map((c) => `<th>${esc(c)}</th>`).join('')}</tr></thead><tbody>${
+    rows.map((r) => `<tr>${cols.map((c) => `<td>${esc(typeof r[c] === 'object' ? JSON.stringify(r[c]) : r[c])}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
+}
+
+async function healthPage() {
+  const page = clearPage();
+  page.innerHTML = '<section class="card"><h2>Health</h2><div id="rel"></div></section><section class="card"><h3>Fault history</h3><div id="faults" class="muted">loading…</div></section>';
+  const load = async () => {
+    if (!state.tables.has('gpu_fault')) { $('#faults').textContent = 'No faults recorded. The agent writes XID events to table gpu_fault as they happen.'; return; }
+    const rows = await sql('SELECT CAST(time AS BIGINT) AS t, * FROM gpu_fault ORDER BY time DESC LIMIT 500');
+    $('#faults').innerHTML = rows.length ? faultTable(rows) : 'No faults recorded.';
+  };
+  if (state.tables.has('gpu_health')) {
+    try { $('#rel').innerHTML = genericTable(await sql('SELECT * FROM gpu_health ORDER BY time DESC LIMIT 200')); } catch (e) { $('#rel').textContent = e.message; }
+  } else {
+    $('#rel').innerHTML = '<p class="muted">Reliability scores are not available yet (the health detector writes table gpu_health).</p>';
+  }
+  await load().catch((e) => { $('#faults').textContent = e.message; });
+  state.timer = setInterval(() => load().catch(() => {}), 3000);
+}
+
+async function earningsPage() {
+  const page = clearPage();
+  if (!state.tables.has('earnings')) {
+    page.innerHTML = `<section class="card"><h2>Earnings</h2><p id="no-earnings">No earnings yet. Earnings appear once the allocator places jobs on
+      your GPUs: every running lease accrues per minute into table <code>earnings</code> (integer minor units, from the rate card).</p></section>`;
+    return;
+  }
+  const csv = (q) => '/api/v1/sql?format=csv&q=' + encodeURIComponent(q);
+  const qDay = "SELECT date_trunc('day', time) AS day, sum(amount_minor) AS amount_minor, count(*) AS entries FROM earnings GROUP BY 1 ORDER BY 1 DESC";
+  const qGpu = 'SELECT gpu_uuid, sum(amount_minor) AS amount_minor FROM earnings GROUP BY gpu_uuid ORDER BY 2 DESC';
+  const qJob = 'SELECT lease_id, gpu_uuid, sum(amount_minor) AS amount_minor, min(time) AS first, max(time) AS last FROM earnings GROUP BY lease_id, gpu_uuid ORDER BY last DESC LIMIT 500';
+  page.innerHTML = `<section class="card"><h2>Earnings</h2><div id="ticker" class="totals"></div></section>
+    <section class="card"><h3>Per day <a href="${csv(qDay)}" download="earnings-per-day.csv">CSV</a></h3><div id="e-day"></div></section>
+    <section class="card"><h3>Per GPU <a href="${csv(qGpu)}" download="earnings-per-gpu.csv">CSV</a></h3><div id="e-gpu"></div></section>
+    <section class="card"><h3>Per job <a href="${csv(qJob)}" download="earnings-per-job.csv">CSV</a></h3><div id="e-job"></div></section>
+    <section class="card"><h3>Reconciliation (accrued vs settled)</h3><div id="e-rec"></div></section>`;
+  const show = async (id, q, money_cols) => {
+    try {
+      const rows = await sql(q);
+      for (const r of rows) for (const c of money_cols) if (c in r) r[c] = money(r[c]);
+      $(id).innerHTML = genericTable(rows);
+    } catch (e) { $(id).innerHTML = `<p class="error">${esc(e.message)}</p>`; }
+  };
+  const load = async () => {
+    try {
+      const [t] = await sql("SELECT sum(amount_minor) AS total, sum(CASE WHEN time >= date_trunc('day', now()) THEN amount_minor ELSE 0 END) AS today FROM earnings");
+      $('#ticker').innerHTML = `<div><b>${money(t.today)}</b>today</div><div><b>${money(t.total)}</b>all time</div>`;
+    } catch (e) { $('#ticker').textContent = e.message; }
+    await Promise.all([show('#e-day', qDay, ['amount_minor']), show('#e-gpu', qGpu, ['amount_minor']), show('#e-job', qJob, ['amount_minor']),
+      show('#e-rec', "SELECT date_trunc('day', time) AS day, sum(amount_minor) AS accrued, sum(CASE WHEN settled THEN amount_minor ELSE 0 END) AS settled FROM earnings GROUP BY 1 ORDER BY 1 DESC", ['accrued', 'settled'])]);
+  };
+  await load();
+  state.timer = setInterval(load, 5000);
+}
+
+async function onboardPage() {
+  const page = clearPage();
+  page.innerHTML = `<section class="card"><h2>Add a GPU</h2>
+    <p>Issue an agent token, then run this on the machine with the GPU (it uses NVML when the driver is there):</p>
+    <button id="issue">Issue agent token</button><pre id="command" hidden></pre>
+    <div id="waiting" class="waiting" hidden>Waiting for your GPU… the first sample turns this green.</div>
+    <p class="error" id="issue-error"></p></section>`;
+  $('#issue').addEventListener('click', async () => {
+    $('#issue-error').textContent = '';
+    try {
+      const before = new Set(state.gpus.keys());
+      const r = await api('/portal/api/agent-token', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' });
+      $('#command').hidden = false;
+      $('#command').textContent = r.command;
+      const w = $('#waiting');
+      w.hidden = false;
+      const check = (changed) => {
+        const fresh = changed.filter((u) => !before.has(u));
+        if (fresh.length) {
+          w.classList.add('ready');
+          w.textContent = `Connected: ${fresh.join(', ')} sent its first sample.`;
+          state.listeners.delete(check);
+        }
+      };
+      state.listeners.add(check);
+    } catch (e) { $('#issue-error').textContent = e.message; }
+  });
+}
+
+async function consolePage() {
+  const page = clearPage();
+  page.innerHTML = `<section class="card"><h2>Query console</h2>
+    <select id="lang"><option value="promql">PromQL</option><option value="sql">SQL</option></select>
+    <select id="crange"><option value="3600">last 1 h</option><option value="21600">last 6 h</option><option value="86400">last 24 h</option></select>
+    <textarea id="q">avg by (model) (gpu_utilization)</textarea><button id="run">Run</button></section>
+    <section class="card" id="out"></section>`;
+  $('#lang').addEventListener('change', () => {
+    $('#q').value = $('#lang').value === 'sql' ? 'SELECT model, count(DISTINCT gpu_uuid) AS gpus, avg(utilization) AS util FROM gpu GROUP BY model' : 'avg by (model) (gpu_utilization)';
+  });
+  $('#run').addEventListener('click', async () => {
+    for (const c of state.charts) c.destroy();
+    state.charts = [];
+    const out = $('#out');
+    out.innerHTML = '<p class="muted">running…</p>';
+    try {
+      if ($('#lang').value === 'sql') { out.innerHTML = genericTable(await sql($('#q').value)); return; }
+      const secs = Number($('#crange').value), end = Math.floor(Date.now() / 1000), start = end - secs, step = Math.max(10, Math.ceil(secs / 720));
+      const result = await promRange($('#q').value, start, end, step);
+      out.innerHTML = '';
+      if (!result.length) { out.innerHTML = '<p class="muted">empty result</p>'; return; }
+      const xs = [];
+      for (let t = start - (start % step); t <= end; t += step) xs.push(t);
+      const index = new Map(xs.map((t, j) => [t, j]));
+      const palette = ['#58a6ff', '#3fb950', '#d29922', '#f85149', '#bc8cff', '#39c5cf'];
+      const ys = result.slice(0, 30).map((s) => { const a = new Array(xs.length).fill(null); for (const [t, v] of s.values) { const j = index.get(Math.round(t)); if (j !== undefined) a[j] = Number(v); } return a; });
+      const label = (m) => Object.entries(m).map(([k, v]) => `${k}=${v}`).join(',') || 'value';
+      state.charts.push(new uPlot({ width: out.clientWidth - 28, height: 320, series: [{}, ...result.slice(0, 30).map((s, i) => ({ label: label(s.metric), stroke: palette[i % palette.length] }))], axes: [{ stroke: '#8a96a3' }, { stroke: '#8a96a3' }] }, [xs, ...ys], out));
+      out.insertAdjacentHTML('beforeend', genericTable(result.map((s) => Object.assign({}, s.metric, { last: s.values.length ? s.values[s.values.length - 1][1] : null }))));
+    } catch (e) { out.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
+  });
+}
+
+// ---- routing ----------------------------------------------------------------------------
+
+async function route() {
+  const h = location.hash.replace(/^#/, '') || '/';
+  const name = h.startsWith('/gpu/') ? 'overview' : h.slice(1) || 'overview';
+  for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.page === name);
+  document.body.dataset.page = h;
+  delete document.body.dataset.gpuReady;
+  try {
+    if (h.startsWith('/gpu/')) await gpuDetail(decodeURIComponent(h.slice(5)));
+    else if (h === '/earnings') await earningsPage();
+    else if (h === '/health') await healthPage();
+    else if (h === '/onboard') await onboardPage();
+    else if (h === '/console' && isOperator()) await consolePage();
+    else await overview();
+  } catch (e) {
+    $('#page').innerHTML = `<p class="error">${esc(e.message)}</p>`;
+  }
+}
+
+async function main() {
+  state.me = await api('/portal/api/me');
+  $('#who').textContent = state.me.supplier ? `${state.me.supplier} (${state.me.role})` : state.me.role;
+  $('#nav-console').hidden = !isOperator();
+  $('#sign-out').addEventListener('click', async () => {
+    await api('/portal/logout', { method: 'POST' }).catch(() => {});
+    location.href = '/portal/login';
+  });
+  await refreshTables();
+  setInterval(refreshTables, 10000);
+  connectEvents();
+  window.addEventListener('hashchange', route);
+  await route();
+}
+
+main();
