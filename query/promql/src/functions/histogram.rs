@@ -210,7 +210,8 @@ fn group_buckets(ev: &Evaluator<'_>, v: Vec<VSample>) -> Vec<(Labels, Vec<Bucket
                 continue;
             }
         };
-        let key = s.labels.hash_without(&le, false);
+        // Like Prometheus, the metric name is not part of the group: it is dropped.
+        let key = s.labels.hash_without(&le, true);
         let gi = *index.entry(key).or_insert_with(|| {
             groups.push((s.labels.without(&["le"]), Vec::new()));
             groups.len() - 1
