@@ -180,6 +180,7 @@ fn vector_vector(
         one_sigs.insert(sig, i);
     }
     let cmp = is_comparison(op);
+    let names: Vec<&str> = m.labels.iter().map(String::as_str).collect();
     let mut matched: HashMap<u64, HashSet<u64>> = HashMap::new();
     let mut out = Vec::with_capacity(many.len());
     for ls in many {
@@ -198,7 +199,7 @@ fn vector_vector(
         } else if !keep {
             continue;
         }
-        let metric = result_metric(&ls.labels, &rs.labels, m);
+        let metric = result_metric(&ls.labels, &rs.labels, m, &names);
         if m.card != Cardinality::OneToOne {
             let set = matched.entry(sig).or_default();
             if !set.insert(metric.hash_all()) {
@@ -217,14 +218,16 @@ fn vector_vector(
     Ok(out)
 }
 
-fn result_metric(l: &Labels, r: &Labels, m: &VectorMatching) -> Labels {
+/// The labels of a vector-vector result: the "many" side's, reduced to the
+/// matching labels for one-to-one `on`, without them for one-to-one `ignoring`,
+/// plus `group_x` labels copied from the "one" side.
+fn result_metric(l: &Labels, r: &Labels, m: &VectorMatching, names: &[&str]) -> Labels {
     let mut out = l.clone();
     if m.card == Cardinality::OneToOne {
-        let names: Vec<&str> = m.labels.iter().map(String::as_str).collect();
         out = if m.on {
-            out.keep(&names)
+            out.keep(names)
         } else {
-            out.without(&names)
+            out.without(names)
         };
     }
     for name in &m.include {
