@@ -5,10 +5,10 @@
 //!   before each counter reset; no extrapolation; needs two samples.
 //! * `max_gap_over_time(v[r])`: the longest stretch in seconds without a sample,
 //!   counting window start → first sample and last sample → window end.
-//! * `uptime_ratio(v[r])`: the fraction of the window `(t - r, t]` in which an instant
-//!   selector would have seen the series: each sample counts as up until the next
-//!   sample, for at most the lookback delta, and not past the window end; time
-//!   before the first sample in the window counts as down.
+//! * `uptime_ratio(v[r])`: `1 - (length of gaps longer than the lookback) / r`,
+//!   where the gaps are window start → first sample, between samples, and last
+//!   sample → window end (a shorter gap is up: an instant selector still sees the
+//!   series); regular samples over the whole window give exactly 1.
 //!
 //! Not implemented: `info()` (experimental; an error says so) and everything that
 //! needs native histograms.

@@ -143,9 +143,9 @@ fn rigwatch_extensions() {
         scalar_of(&instant(&s, "max_gap_over_time(c_total[10m])", 10 * M).unwrap()),
         420.0
     );
-    // Up: 1m..2m, 2m..3m, 3m..8m (lookback) = 7m of 10m; the 10m sample adds 0.
+    // Gaps 1m, 1m, 1m, 7m: only the 7m one exceeds the 5m lookback → 3m of 10m up.
     let u = scalar_of(&instant(&s, "uptime_ratio(c_total[10m])", 10 * M).unwrap());
-    assert!((u - 0.7).abs() < 1e-12, "{u}");
+    assert!((u - 0.3).abs() < 1e-12, "{u}");
 }
 
 #[test]

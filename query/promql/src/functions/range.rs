@@ -348,25 +348,33 @@ fn max_gap(xs: &[Sample], start: i64, end: i64) -> f64 {
     gap as f64 / 1000.0
 }
 
-/// rigwatch `uptime_ratio(v[r])`: the fraction of the window `(end - r, end]` during
-/// which the series had a value, as an instant selector would see it. Each sample
-/// counts as "up" from its timestamp until the next sample, but for at most the
-/// lookback delta (a longer gap is down from `sample + lookback` on) and not past the
-/// window end. Time before the first sample in the window counts as down (earlier
-/// samples are not visible to range functions), and staleness markers are not seen,
-/// as with every range function. Result in `[0, 1]`.
+/// rigwatch `uptime_ratio(v[r])`: the fraction of the window `(end - r, end]`
+/// during which the series counts as up. The window is cut at its samples into
+/// gaps: window start → first sample, between consecutive samples, last sample →
+/// window end. A gap no longer than the lookback delta is up (an instant selector
+/// would still see the series); a longer gap is down for its whole length. So
+/// `uptime_ratio = 1 - (total length of gaps > lookback) / r`; a series scraped
+/// regularly over the whole window gives exactly 1. Staleness markers are not seen,
+/// as with every range function.
 fn uptime_ratio(xs: &[Sample], start: i64, end: i64, lookback: i64) -> f64 {
     let range = end - start;
     if range <= 0 {
         return f64::NAN;
     }
-    let mut up: i64 = 0;
-    for (i, x) in xs.iter().enumerate() {
-        let next = xs.get(i + 1).map_or(end, |n| n.t);
-        let until = next.min(x.t + lookback).min(end);
-        up += (until - x.t).max(0);
+    let mut down: i64 = 0;
+    let mut prev = start;
+    for x in xs {
+        let gap = x.t - prev;
+        if gap > lookback {
+            down += gap;
+        }
+        prev = x.t;
     }
-    up as f64 / range as f64
+    let tail = end - prev;
+    if tail > lookback {
+        down += tail;
+    }
+    1.0 - down as f64 / range as f64
 }
 
 #[cfg(test)]
@@ -394,9 +402,14 @@ mod tests {
     fn rigwatch_gap_and_uptime() {
         let xs = s(&[(10_000, 1.0), (20_000, 1.0), (400_000, 1.0)]);
         assert_eq!(max_gap(&xs, 0, 600_000), 380.0);
-        // up: 10s..20s (10s), 20s..320s (300s lookback), 400s..600s (200s) = 510s
+        // Only the 20s → 400s gap is longer than the 300s lookback.
         let u = uptime_ratio(&xs, 0, 600_000, 300_000);
-        assert!((u - 510.0 / 600.0).abs() < 1e-12);
+        assert!((u - (1.0 - 380.0 / 600.0)).abs() < 1e-12);
+        // With a 1s lookback every gap is down.
+        assert_eq!(uptime_ratio(&xs, 0, 600_000, 1_000), 0.0);
+        // Regular samples over the whole window: fully up.
+        let reg = s(&(1..=40).map(|i| (i * 15_000, 1.0)).collect::<Vec<_>>());
+        assert_eq!(uptime_ratio(&reg, 0, 600_000, 300_000), 1.0);
     }
 
     #[test]
