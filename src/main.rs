@@ -8,6 +8,7 @@ mod demo;
 mod fleet;
 mod query_cli;
 mod server;
+mod sim_cli;
 mod sql_cli;
 mod supplier_cli;
 
@@ -44,6 +45,8 @@ enum Command {
     /// Benchmarks that print numbers (ingest throughput, bytes per value, peak RSS).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Replay the openb trace through the placement policies and compare them.
+    Sim(sim_cli::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Agent(args) => agent_cli::run(args).await,
             Command::Supplier(args) => supplier_cli::run(args),
+            Command::Sim(args) => sim_cli::run(args),
         }
     })
 }

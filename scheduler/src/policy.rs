@@ -408,8 +408,14 @@ impl Default for RigwatchWeights {
             degraded: 0.5,
             thermal_knee_c: 15.0,
             thermal: 0.5,
-            fairness: 0.02,
-            packing: 0.05,
+            fairness: std::env::var("RW_FAIR")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.02),
+            packing: std::env::var("RW_PACK")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.05),
         }
     }
 }

@@ -218,9 +218,24 @@ impl SimReport {
                     format!("{:.2}%", t.utilization * 100.0),
                 );
                 put(
-                    "bound (demand/cap×horizon)".into(),
+                    "bound (in-window demand)".into(),
                     i,
                     format!("{:.2}%", t.bound * 100.0),
+                );
+                put(
+                    "offered load (all demand)".into(),
+                    i,
+                    format!("{:.2}%", t.offered_load * 100.0),
+                );
+                put(
+                    "horizon (h)".into(),
+                    i,
+                    format!("{:.1}", t.horizon_s / 3600.0),
+                );
+                put(
+                    "jobs (pod list × repeats)".into(),
+                    i,
+                    format!("{} × {}", self.pods, t.repeats),
                 );
                 put(
                     "queue delay mean (s)".into(),
