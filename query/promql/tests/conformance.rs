@@ -576,6 +576,22 @@ fn run_file(path: &Path, failures: &mut Vec<String>, stale: &mut Vec<String>) ->
     st
 }
 
+/// rigwatch's own functions, in the same script format
+/// (`tests/testdata/rigwatch_extensions.test`); every eval must pass.
+#[test]
+fn rigwatch_extensions_script() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/testdata/rigwatch_extensions.test"
+    ));
+    let (mut failures, mut stale) = (Vec::new(), Vec::new());
+    let st = run_file(path, &mut failures, &mut stale);
+    println!("rigwatch_extensions.test: {}/{}", st.passed, st.total);
+    assert!(st.total >= 9, "script has {} evals", st.total);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(st.passed, st.total);
+}
+
 #[test]
 fn prometheus_conformance() {
     let Some(dir) = testdata_dir() else {
