@@ -407,6 +407,13 @@ impl<'o> Evaluator<'o> {
         let mut data = HashMap::with_capacity(nodes.len());
         let mut loaded = 0usize;
         for n in nodes {
+            if let Some(d) = opts.deadline
+                && Instant::now() >= d
+            {
+                return Err(EvalError::Timeout {
+                    stage: "reading series",
+                });
+            }
             let key = n.sel as *const VectorSelector as usize;
             let mut series = q.select(&n.sel.matchers, n.min_t, n.max_t)?;
             if n.matrix {
@@ -532,7 +539,7 @@ impl<'o> Evaluator<'o> {
             }
             Expr::Binary(b) => self.eval_binary(b, t),
             Expr::Aggregate(a) => self.eval_aggregate(a, t),
-            Expr::Call { func, args } => crate::functions::call(self, func, args, e, t),
+            Expr::Call { func, args } => crate::functions::call(self, func, args, t),
         }
     }
 

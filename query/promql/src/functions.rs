@@ -126,12 +126,11 @@ fn valid_label_name(s: &str) -> bool {
     !s.is_empty()
 }
 
-/// Evaluates a call of `func` at `t`. `call` is the whole call expression.
+/// Evaluates a call of `func` with `args` at `t`.
 pub(crate) fn call<'s>(
     ev: &'s Evaluator<'_>,
     func: &str,
     args: &[Expr],
-    _call: &Expr,
     t: i64,
 ) -> Result<Val<'s>, EvalError> {
     let secs = |ms: i64| ms as f64 / 1000.0;
