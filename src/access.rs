@@ -135,6 +135,29 @@ pub const ROUTES: &[Route] = &[
         methods: GET,
         access: Access::Roles(READERS),
     },
+    // The allocator's jobs API (src/alloc.rs): operators submit and end jobs; analysts
+    // read. Suppliers see their leases and earnings through the `lease` and `earnings`
+    // tables, scoped like every other table.
+    Route {
+        path: "/api/v1/jobs",
+        methods: GET,
+        access: Access::Roles(OPERATORS),
+    },
+    Route {
+        path: "/api/v1/jobs",
+        methods: POST,
+        access: Access::Roles(ADMIN),
+    },
+    Route {
+        path: "/api/v1/jobs/*",
+        methods: GET,
+        access: Access::Roles(OPERATORS),
+    },
+    Route {
+        path: "/api/v1/jobs/*",
+        methods: &["POST", "DELETE"],
+        access: Access::Roles(ADMIN),
+    },
 ];
 
 /// The route `path` belongs to, if any.

@@ -129,6 +129,8 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         lookback_delta: Duration::from_secs(300),
         query_timeout: Duration::from_secs(120),
         query_max_samples: 50_000_000,
+        policy: "rigwatch".into(),
+        alloc_tick: Duration::from_secs(1),
     };
     let running = crate::server::start(&serve).await?;
     let url = format!("http://{}/api/v2/write?precision=ns", running.addr);

@@ -210,6 +210,8 @@ pub async fn bench_agents(args: AgentBenchArgs) -> anyhow::Result<ExitCode> {
         lookback_delta: Duration::from_secs(300),
         query_timeout: Duration::from_secs(120),
         query_max_samples: 50_000_000,
+        policy: "rigwatch".into(),
+        alloc_tick: Duration::from_secs(1),
     };
     init_tracing(&serve.log);
     let running = start(&serve).await?;

@@ -1,6 +1,7 @@
 //! The `rigwatch` command line: parse arguments, call into the library crates.
 
 mod access;
+mod alloc;
 mod agent_cli;
 mod bench;
 mod bench_compare;

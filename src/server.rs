@@ -110,6 +110,15 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_QUERY_MAX_SAMPLES", default_value_t = 50_000_000)]
     pub query_max_samples: usize,
 
+    /// The allocator's placement policy: rigwatch (default: fragmentation, health, thermal
+    /// headroom and supplier fairness), fgd, best-fit, spread, first-fit or random.
+    #[arg(long, env = "RIGWATCH_POLICY", default_value = "rigwatch")]
+    pub policy: String,
+
+    /// How often the allocator places queued jobs and accrues earnings.
+    #[arg(long, env = "RIGWATCH_ALLOC_TICK", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub alloc_tick: Duration,
+
     /// An operator token with the admin role, kept only in memory (its hash). When unset and
     /// the data directory has no admin token yet, the server creates one at first start and
     /// prints it once.
@@ -179,6 +188,8 @@ pub struct Running {
     pub db: Arc<Db>,
     /// Suppliers and tokens (`auth.json` in the data directory).
     pub auth: Arc<AuthStore>,
+    /// The allocator: live view, jobs, leases, earnings.
+    pub alloc: crate::alloc::AllocService,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -217,6 +228,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             t.token
         );
     }
+    let alloc = crate::alloc::AllocService::start(db.clone(), &args.policy, args.alloc_tick)
+        .await
+        .context("cannot start the allocator")?;
     let gate = access::Gate::new(auth.clone(), args.admin_token.as_deref());
     let mut registry = Registry::default();
     db.metrics().register(&mut registry);
@@ -236,6 +250,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             },
         ))
         .merge(rigwatch_query::routes::router(query.clone()))
+        .merge(alloc.router())
         .merge(rigwatch_query::promql::router(
             query,
             rigwatch_query::promql::PromOptions {
@@ -273,6 +288,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         addr,
         db,
         auth,
+        alloc,
         stop,
         task,
     })

@@ -1,0 +1,697 @@
+//! The live allocator service: the scheduler crate's allocator and ledger, fed by the write
+//! path, persisted as rows, served over HTTP.
+//!
+//! ```text
+//!  Db::subscribe ──gpu rows──► LiveView (last values, heartbeats)      POST /api/v1/jobs
+//!                                   │                                        │
+//!                       every tick: schedule ──► leases ──► rows `lease` ◄───┘
+//!                                   │
+//!                       every tick: accrue open leases ──► rows `earnings` (per minute)
+//! ```
+//!
+//! Rows are keyed so that writing them again changes nothing: a lease is one row of table
+//! `lease` (tags `lease_id`, ...; time = its start), whose `end_ms`/`end_reason` fields are
+//! filled in when it ends (the store's last write wins per field); an earnings entry is one
+//! row of `earnings` keyed by lease and minute. After a restart the allocator is rebuilt from
+//! the open `lease` rows and the ledger from `earnings`, so nothing is leased twice and no
+//! minute is paid twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use parking_lot::Mutex;
+use rigwatch_query::QueryService;
+use rigwatch_scheduler::{
+    Allocator, AllocatorConfig, EndReason, GpuDemand, GpuSpec, Health, Job, Lease, LedgerEntry,
+    LiveView, NodeSpec, RateCard, Sample, TaskDistribution, ledger::Ledger, policy_by_name,
+};
+use rigwatch_storage::batch::{FieldValue, WriteBatch};
+use rigwatch_storage::{Db, WriteOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::{info, warn};
+
+const MINUTE_MS: i64 = 60_000;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRecord {
+    pub job: Job,
+    /// queued, running, completed, cancelled, failed
+    pub state: String,
+    pub submitted_ms: i64,
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    pub end_reason: Option<EndReason>,
+    pub leases: Vec<u64>,
+}
+
+struct Inner {
+    alloc: Allocator,
+    ledger: Ledger,
+    jobs: BTreeMap<u64, JobRecord>,
+    next_job: u64,
+    recent_shapes: Vec<Job>,
+}
+
+/// The allocator service; cheap to clone.
+#[derive(Clone)]
+pub struct AllocService {
+    state: Arc<Mutex<Inner>>,
+    db: Arc<Db>,
+}
+
+/// What `POST /api/v1/jobs` accepts.
+#[derive(Debug, Deserialize)]
+pub struct JobRequest {
+    /// Whole GPUs, 1 to 8.
+    #[serde(default)]
+    pub gpus: Option<u8>,
+    /// A fraction of one GPU in thousandths, 1 to 999 (instead of `gpus`).
+    #[serde(default)]
+    pub gpu_milli: Option<u16>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub min_gpu_memory_mib: u32,
+    #[serde(default)]
+    pub priority: i32,
+    /// Expected run time, seconds (0 = unknown).
+    #[serde(default)]
+    pub expected_duration_s: u64,
+    /// Highest acceptable price per GPU-hour, minor units.
+    #[serde(default)]
+    pub price_cap_per_gpu_hour: Option<i64>,
+}
+
+impl JobRequest {
+    fn demand(&self) -> Result<GpuDemand, String> {
+        match (self.gpus, self.gpu_milli) {
+            (Some(n), None) if (1..=8).contains(&n) => Ok(GpuDemand::Whole(n)),
+            (None, Some(m)) if (1..=999).contains(&m) => Ok(GpuDemand::Fraction(m)),
+            (Some(n), None) => Err(format!("`gpus` must be 1 to 8, got {n}")),
+            (None, Some(m)) => Err(format!(
+                "`gpu_milli` must be 1 to 999 thousandths of a GPU, got {m}"
+            )),
+            (Some(_), Some(_)) => Err("give `gpus` or `gpu_milli`, not both".into()),
+            (None, None) => Err("give `gpus` (1-8 whole GPUs) or `gpu_milli` (1-999)".into()),
+        }
+    }
+}
+
+fn reason_str(r: EndReason) -> &'static str {
+    match r {
+        EndReason::Completed => "completed",
+        EndReason::Cancelled => "cancelled",
+        EndReason::FaultHardware => "fault_hardware",
+        EndReason::FaultApplication => "fault_application",
+        EndReason::Preempted => "preempted",
+        EndReason::Lost => "lost",
+    }
+}
+
+fn reason_from(s: &str) -> Option<EndReason> {
+    Some(match s {
+        "completed" => EndReason::Completed,
+        "cancelled" => EndReason::Cancelled,
+        "fault_hardware" => EndReason::FaultHardware,
+        "fault_application" => EndReason::FaultApplication,
+        "preempted" => EndReason::Preempted,
+        "lost" => EndReason::Lost,
+        _ => return None,
+    })
+}
+
+fn lease_row(b: &mut WriteBatch, l: &Lease) {
+    let mut row = b.row("lease", l.start_ms * 1_000_000);
+    row.tag("lease_id", &l.lease_id.to_string())
+        .tag("job_id", &l.job_id.to_string())
+        .tag("gpu_uuid", &l.gpu_uuid)
+        .tag("worker", &l.node)
+        .tag("supplier", &l.supplier)
+        .tag("model", &l.model)
+        .field("share_milli", FieldValue::I64(i64::from(l.share_milli)))
+        .field("start_ms", FieldValue::I64(l.start_ms));
+    if let Some(e) = l.end_ms {
+        row.field("end_ms", FieldValue::I64(e));
+    }
+    if let Some(r) = l.end_reason {
+        row.field("end_reason", FieldValue::Str(reason_str(r)));
+    }
+    let _ = row.finish(0);
+}
+
+fn earnings_row(b: &mut WriteBatch, e: &LedgerEntry) {
+    let mut row = b.row("earnings", e.from_ms * 1_000_000);
+    row.tag("lease_id", &e.lease_id.to_string())
+        .tag("gpu_uuid", &e.gpu_uuid)
+        .tag("supplier", &e.supplier)
+        .tag("model", &e.model)
+        .field("amount_minor", FieldValue::I64(e.amount_minor))
+        .field("to_ms", FieldValue::I64(e.to_ms))
+        .field("share_milli", FieldValue::I64(i64::from(e.share_milli)))
+        .field("rate_per_gpu_hour", FieldValue::I64(e.rate_per_gpu_hour));
+    let _ = row.finish(0);
+}
+
+/// Rows of a SQL query as JSON objects; a missing table reads as no rows.
+async fn rows(q: &QueryService, sql: &str) -> anyhow::Result<Vec<Value>> {
+    let (_, batches) = match q.sql(sql).await {
+        Ok(r) => r,
+        Err(e) if e.to_string().contains("not found") => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("running `{sql}`")),
+    };
+    let mut w = arrow::json::ArrayWriter::new(Vec::new());
+    for b in &batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    let bytes = w.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+fn s(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap_or_default().to_string()
+}
+
+fn node_name(supplier: &str, worker: &str) -> String {
+    format!("{supplier}/{worker}")
+}
+
+impl AllocService {
+    /// Rebuilds the allocator and ledger from the store and starts feeding and ticking.
+    pub async fn start(db: Arc<Db>, policy: &str, tick: Duration) -> anyhow::Result<Self> {
+        let q = QueryService::new(db.clone());
+        let mut view = LiveView::new();
+        // GPUs seen in the last hour, so open leases find their GPUs again.
+        let recent = rows(
+            &q,
+            "SELECT supplier, worker, gpu_uuid, model, max(memory_total_mib) AS mem \
+             FROM gpu WHERE time > now() - interval '1 hour' GROUP BY 1, 2, 3, 4",
+        )
+        .await
+        .unwrap_or_default();
+        let now = now_ms();
+        for r in &recent {
+            register(
+                &mut view,
+                &s(r, "supplier"),
+                &s(r, "worker"),
+                &s(r, "gpu_uuid"),
+                &s(r, "model"),
+                r["mem"].as_i64().unwrap_or(0) as u32,
+                now,
+            );
+        }
+        let lease_rows = rows(
+            &q,
+            "SELECT lease_id, job_id, gpu_uuid, worker, supplier, model, share_milli, start_ms, end_ms, end_reason FROM lease",
+        )
+        .await?;
+        let mut leases = Vec::new();
+        for r in &lease_rows {
+            let lease = Lease {
+                lease_id: s(r, "lease_id").parse().unwrap_or(0),
+                job_id: s(r, "job_id").parse().unwrap_or(0),
+                gpu_uuid: s(r, "gpu_uuid"),
+                node: s(r, "worker"),
+                supplier: s(r, "supplier"),
+                model: s(r, "model"),
+                share_milli: r["share_milli"].as_i64().unwrap_or(0) as u32,
+                start_ms: r["start_ms"].as_i64().unwrap_or(0),
+                end_ms: r["end_ms"].as_i64(),
+                end_reason: r["end_reason"].as_str().and_then(reason_from),
+            };
+            if view.gpu(&lease.gpu_uuid).is_none() {
+                let (sup, worker) = lease
+                    .node
+                    .split_once('/')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .unwrap_or((lease.supplier.clone(), lease.node.clone()));
+                register(
+                    &mut view,
+                    &sup,
+                    &worker,
+                    &lease.gpu_uuid,
+                    &lease.model,
+                    0,
+                    now,
+                );
+            }
+            leases.push(lease);
+        }
+        let dist = TaskDistribution::from_jobs(&view, std::iter::empty(), 32);
+        let policy_box = policy_by_name(policy, 7).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let open: Vec<Lease> = leases.iter().filter(|l| l.is_open()).cloned().collect();
+        let alloc =
+            Allocator::rebuild(view, policy_box, dist, AllocatorConfig::default(), &open)
+                .map_err(|e| anyhow::anyhow!("rebuilding the allocator from lease rows: {e}"))?;
+        let mut ledger = Ledger::new(RateCard::illustrative());
+        let entries = rows(
+            &q,
+            "SELECT lease_id, gpu_uuid, supplier, model, amount_minor, to_ms, share_milli, rate_per_gpu_hour, \
+             CAST(time AS BIGINT) / 1000000 AS from_ms FROM earnings",
+        )
+        .await?;
+        let n_entries = entries.len();
+        ledger.insert_rows(entries.iter().map(|r| LedgerEntry {
+            lease_id: s(r, "lease_id").parse().unwrap_or(0),
+            from_ms: r["from_ms"].as_i64().unwrap_or(0),
+            to_ms: r["to_ms"].as_i64().unwrap_or(0),
+            supplier: s(r, "supplier"),
+            gpu_uuid: s(r, "gpu_uuid"),
+            model: s(r, "model"),
+            share_milli: r["share_milli"].as_i64().unwrap_or(0) as u32,
+            rate_per_gpu_hour: r["rate_per_gpu_hour"].as_i64().unwrap_or(0),
+            amount_minor: r["amount_minor"].as_i64().unwrap_or(0),
+        }));
+        // Closed leases still owe the minutes between their last accrual and their end.
+        let mut pending = WriteBatch::default();
+        for l in leases.iter().filter(|l| !l.is_open()) {
+            for e in ledger.accrue(l, now) {
+                earnings_row(&mut pending, &e);
+            }
+        }
+        let mut jobs = BTreeMap::new();
+        let mut next_job = 1;
+        for l in &leases {
+            next_job = next_job.max(l.job_id + 1);
+            let rec = jobs.entry(l.job_id).or_insert_with(|| JobRecord {
+                job: Job {
+                    id: l.job_id,
+                    demand: GpuDemand::Whole(1),
+                    models: Vec::new(),
+                    min_gpu_memory_mib: 0,
+                    cpu_milli: 0,
+                    memory_mib: 0,
+                    priority: 0,
+                    expected_duration_ms: 0,
+                    price_cap_per_gpu_hour: None,
+                },
+                state: "running".into(),
+                submitted_ms: l.start_ms,
+                started_ms: Some(l.start_ms),
+                ended_ms: None,
+                end_reason: None,
+                leases: Vec::new(),
+            });
+            rec.leases.push(l.lease_id);
+            if let (Some(e), Some(r)) = (l.end_ms, l.end_reason) {
+                rec.state = job_state(r).into();
+                rec.ended_ms = Some(e);
+                rec.end_reason = Some(r);
+            }
+        }
+        info!(
+            leases = leases.len(),
+            open = open.len(),
+            earnings_rows = n_entries,
+            gpus = recent.len(),
+            "allocator rebuilt from storage"
+        );
+        let svc = AllocService {
+            state: Arc::new(Mutex::new(Inner {
+                alloc,
+                ledger,
+                jobs,
+                next_job,
+                recent_shapes: Vec::new(),
+            })),
+            db: db.clone(),
+        };
+        if !pending.is_empty() {
+            svc.persist(pending).await;
+        }
+        svc.spawn_feeder();
+        svc.spawn_ticker(tick);
+        Ok(svc)
+    }
+
+    async fn persist(&self, batch: WriteBatch) {
+        if let Err(e) = self.db.write(batch, WriteOptions::default()).await {
+            warn!(error = %e, "allocator rows not written; they are rewritten on the next tick");
+        }
+    }
+
+    /// Every `gpu` row updates the live view: registration on first sight, last values,
+    /// heartbeat.
+    fn spawn_feeder(&self) {
+        let mut rx = self.db.subscribe();
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = match rx.recv().await {
+                    Ok(b) => b,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(skipped = n, "live view lagged behind the write path");
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                let mut st = state.lock();
+                for row in batch.rows().filter(|r| r.table() == "gpu") {
+                    let (mut sup, mut worker, mut uuid, mut model) = ("", "", "", "");
+                    for (k, v) in row.tags() {
+                        match k {
+                            "supplier" => sup = v,
+                            "worker" => worker = v,
+                            "gpu_uuid" => uuid = v,
+                            "model" => model = v,
+                            _ => {}
+                        }
+                    }
+                    if uuid.is_empty() {
+                        continue;
+                    }
+                    let t = row.time().div_euclid(1_000_000);
+                    let mut sample = Sample {
+                        ts_ms: t,
+                        utilization_pct: f32::NAN,
+                        temperature_c: f32::NAN,
+                        memory_free_mib: u32::MAX,
+                    };
+                    let mut mem_total = 0u32;
+                    for (k, v) in row.fields() {
+                        let x = match v {
+                            FieldValue::F64(x) => x,
+                            FieldValue::I64(x) => x as f64,
+                            FieldValue::U64(x) => x as f64,
+                            _ => continue,
+                        };
+                        match k {
+                            "utilization" => sample.utilization_pct = x as f32,
+                            "temperature" => sample.temperature_c = x as f32,
+                            "memory_free_mib" => sample.memory_free_mib = x as u32,
+                            "memory_total_mib" => mem_total = x as u32,
+                            _ => {}
+                        }
+                    }
+                    if st.alloc.view.gpu(uuid).is_none() {
+                        register(&mut st.alloc.view, sup, worker, uuid, model, mem_total, t);
+                    }
+                    let _ = st.alloc.view.observe_sample(uuid, &sample);
+                    let _ = st.alloc.view.heartbeat(uuid, t);
+                }
+            }
+        });
+    }
+
+    /// Each tick: place queued jobs, accrue open leases, persist what changed.
+    fn spawn_ticker(&self, tick: Duration) {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(tick);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let batch = svc.tick(now_ms());
+                if !batch.is_empty() {
+                    svc.persist(batch).await;
+                }
+            }
+        });
+    }
+
+    /// One scheduling and accrual pass at `now`; the rows to persist.
+    pub fn tick(&self, now: i64) -> WriteBatch {
+        let mut b = WriteBatch::default();
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        for started in st.alloc.schedule(now) {
+            if let Some(rec) = st.jobs.get_mut(&started.job) {
+                rec.state = "running".into();
+                rec.started_ms = Some(now);
+                rec.leases = started.leases.iter().map(|l| l.lease_id).collect();
+            }
+            for l in &started.leases {
+                lease_row(&mut b, l);
+            }
+        }
+        let open: Vec<Lease> = st.alloc.open_leases().cloned().collect();
+        for l in &open {
+            for e in st.ledger.accrue(l, now) {
+                st.alloc.view.credit_supplier(&e.supplier, e.amount_minor);
+                earnings_row(&mut b, &e);
+            }
+        }
+        b
+    }
+
+    /// Queues a job.
+    pub fn submit(&self, req: &JobRequest) -> Result<JobRecord, String> {
+        let demand = req.demand()?;
+        let now = now_ms();
+        let mut st = self.state.lock();
+        let id = st.next_job;
+        let job = Job {
+            id,
+            demand,
+            models: req.models.clone(),
+            min_gpu_memory_mib: req.min_gpu_memory_mib,
+            cpu_milli: 0,
+            memory_mib: 0,
+            priority: req.priority,
+            expected_duration_ms: req.expected_duration_s.saturating_mul(1000),
+            price_cap_per_gpu_hour: req.price_cap_per_gpu_hour,
+        };
+        st.alloc
+            .submit(job.clone(), now)
+            .map_err(|e| e.to_string())?;
+        st.next_job += 1;
+        st.recent_shapes.push(job.clone());
+        if st.recent_shapes.len() > 512 {
+            st.recent_shapes.drain(..256);
+        }
+        let dist = TaskDistribution::from_jobs(&st.alloc.view, st.recent_shapes.iter(), 32);
+        st.alloc.set_distribution(dist);
+        let rec = JobRecord {
+            job,
+            state: "queued".into(),
+            submitted_ms: now,
+            started_ms: None,
+            ended_ms: None,
+            end_reason: None,
+            leases: Vec::new(),
+        };
+        st.jobs.insert(id, rec.clone());
+        Ok(rec)
+    }
+
+    /// Ends a job (queued or running) with `reason`; the rows to persist.
+    pub fn end(&self, id: u64, reason: EndReason) -> Result<(JobRecord, WriteBatch), String> {
+        let now = now_ms();
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let Some(rec) = st.jobs.get(&id).cloned() else {
+            return Err(format!("no job {id}"));
+        };
+        let mut b = WriteBatch::default();
+        match rec.state.as_str() {
+            "queued" => {
+                st.alloc.dequeue(id);
+            }
+            "running" => {
+                let closed = st
+                    .alloc
+                    .finish(id, reason, now)
+                    .map_err(|e| e.to_string())?;
+                for l in &closed {
+                    lease_row(&mut b, l);
+                    for e in st.ledger.accrue(l, now) {
+                        st.alloc.view.credit_supplier(&e.supplier, e.amount_minor);
+                        earnings_row(&mut b, &e);
+                    }
+                }
+            }
+            other => return Err(format!("job {id} is already {other}")),
+        }
+        let rec = st.jobs.get_mut(&id).expect("present");
+        rec.state = job_state(reason).into();
+        rec.ended_ms = Some(now);
+        rec.end_reason = Some(reason);
+        Ok((rec.clone(), b))
+    }
+
+    /// A GPU failed in hardware: no new work, its leases end with that reason.
+    pub async fn fault_gpu(&self, uuid: &str) {
+        let now = now_ms();
+        let b = {
+            let mut st = self.state.lock();
+            let st = &mut *st;
+            let mut b = WriteBatch::default();
+            if let Ok(closed) = st.alloc.fault_gpu(uuid, now) {
+                for l in &closed {
+                    lease_row(&mut b, l);
+                    for e in st.ledger.accrue(l, now) {
+                        earnings_row(&mut b, &e);
+                    }
+                    if let Some(rec) = st.jobs.get_mut(&l.job_id) {
+                        rec.state = "failed".into();
+                        rec.ended_ms = Some(now);
+                        rec.end_reason = Some(EndReason::FaultHardware);
+                    }
+                }
+            }
+            b
+        };
+        if !b.is_empty() {
+            self.persist(b).await;
+        }
+    }
+
+    /// Sets a GPU's health (from fault detection).
+    pub fn set_health(&self, uuid: &str, health: Health) {
+        let _ = self.state.lock().alloc.view.set_health(uuid, health);
+    }
+
+    pub fn jobs(&self) -> Vec<JobRecord> {
+        self.state.lock().jobs.values().cloned().collect()
+    }
+
+    pub fn job(&self, id: u64) -> Option<JobRecord> {
+        self.state.lock().jobs.get(&id).cloned()
+    }
+
+    /// Open leases (the running jobs' GPUs).
+    pub fn open_leases(&self) -> Vec<Lease> {
+        self.state.lock().alloc.open_leases().cloned().collect()
+    }
+
+    /// Number of GPUs in the live view.
+    pub fn gpu_count(&self) -> usize {
+        self.state.lock().alloc.view.gpus().len()
+    }
+
+    /// The jobs routes.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/v1/jobs", get(list_jobs).post(submit_job))
+            .route("/api/v1/jobs/{id}", get(get_job).delete(cancel_job))
+            .route("/api/v1/jobs/{id}/complete", post(complete_job))
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+            .with_state(self.clone())
+    }
+}
+
+fn job_state(r: EndReason) -> &'static str {
+    match r {
+        EndReason::Completed => "completed",
+        EndReason::Cancelled => "cancelled",
+        _ => "failed",
+    }
+}
+
+fn register(
+    view: &mut LiveView,
+    supplier: &str,
+    worker: &str,
+    uuid: &str,
+    model: &str,
+    mem_mib: u32,
+    now: i64,
+) {
+    let node = node_name(supplier, worker);
+    if view.node_index(&node).is_none() {
+        view.add_node(NodeSpec {
+            name: node.clone(),
+            supplier: supplier.to_string(),
+            cpu_milli: 0,
+            memory_mib: 0,
+        });
+    }
+    if let Err(e) = view.add_gpu(
+        GpuSpec {
+            uuid: uuid.to_string(),
+            node,
+            model: if model.is_empty() {
+                "unknown".into()
+            } else {
+                model.to_string()
+            },
+            memory_total_mib: mem_mib,
+        },
+        now,
+    ) {
+        warn!(gpu = uuid, error = %e, "GPU not added to the live view");
+    }
+}
+
+fn err(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"status": "error", "error": msg.into()})),
+    )
+        .into_response()
+}
+
+async fn list_jobs(State(svc): State<AllocService>) -> Response {
+    Json(serde_json::json!({"status": "success", "data": svc.jobs()})).into_response()
+}
+
+async fn get_job(State(svc): State<AllocService>, Path(id): Path<u64>) -> Response {
+    match svc.job(id) {
+        Some(j) => Json(serde_json::json!({"status": "success", "data": j})).into_response(),
+        None => err(StatusCode::NOT_FOUND, format!("no job {id}")),
+    }
+}
+
+async fn submit_job(State(svc): State<AllocService>, body: axum::body::Bytes) -> Response {
+    let req: JobRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("bad job JSON: {e}")),
+    };
+    match svc.submit(&req) {
+        Ok(rec) => {
+            // Place at once rather than waiting for the next tick.
+            let b = svc.tick(now_ms());
+            if !b.is_empty() {
+                svc.persist(b).await;
+            }
+            let rec = svc.job(rec.job.id).unwrap_or(rec);
+            (
+                StatusCode::CREATED,
+                Json(serde_json::json!({"status": "success", "data": rec})),
+            )
+                .into_response()
+        }
+        Err(e) => err(StatusCode::UNPROCESSABLE_ENTITY, e),
+    }
+}
+
+async fn end_job(svc: AllocService, id: u64, reason: EndReason) -> Response {
+    match svc.end(id, reason) {
+        Ok((rec, b)) => {
+            if !b.is_empty() {
+                svc.persist(b).await;
+            }
+            Json(serde_json::json!({"status": "success", "data": rec})).into_response()
+        }
+        Err(e) if e.starts_with("no job") => err(StatusCode::NOT_FOUND, e),
+        Err(e) => err(StatusCode::CONFLICT, e),
+    }
+}
+
+async fn cancel_job(State(svc): State<AllocService>, Path(id): Path<u64>) -> Response {
+    end_job(svc, id, EndReason::Cancelled).await
+}
+
+async fn complete_job(State(svc): State<AllocService>, Path(id): Path<u64>) -> Response {
+    end_job(svc, id, EndReason::Completed).await
+}

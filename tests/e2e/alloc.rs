@@ -1,0 +1,206 @@
+//! The allocator in the real server: GPUs appear from telemetry, jobs are placed, leases and
+//! earnings are rows, money reconciles to the unit, and a restart (kill -9) neither doubles
+//! a lease nor pays a minute twice.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::harness::{ADMIN_TOKEN, Server, temp_dir};
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+/// Fresh samples (so the GPUs count as online) for 4 H100s of two suppliers.
+fn telemetry() -> String {
+    let t = now_ns();
+    (0..4)
+        .map(|g| {
+            format!(
+                "gpu,supplier={},worker=w{},gpu_uuid=GPU-{g},gpu_index=0,model=H100 utilization=0.0,temperature=40.0,memory_total_mib=81559i,memory_free_mib=81000i {t}\n",
+                if g < 2 { "acme" } else { "bolt" },
+                g / 2
+            )
+        })
+        .collect()
+}
+
+async fn call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let client = reqwest::Client::new();
+    let url = format!("{}{path}", server.base);
+    let mut req = match method {
+        "GET" => client.get(url),
+        "DELETE" => client.delete(url),
+        _ => client.post(url),
+    }
+    .bearer_auth(ADMIN_TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let args = ["--alloc-tick", "200ms"];
+    let mut server = Server::start(&data, &args, &[]).await;
+    server.write_ok(&telemetry()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Bad requests say what is wrong.
+    let (s, v) = call(&server, "POST", "/api/v1/jobs", Some(json!({"gpus": 9}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("1 to 8"), "{v}");
+
+    // A two-GPU job and a half-GPU job.
+    let (s, v) = call(
+        &server,
+        "POST",
+        "/api/v1/jobs",
+        Some(json!({"gpus": 2, "models": ["H100"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["data"]["state"], "running", "{v}");
+    let whole = v["data"]["job"]["id"].as_u64().unwrap();
+    let (s, v) = call(
+        &server,
+        "POST",
+        "/api/v1/jobs",
+        Some(json!({"gpu_milli": 500})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["data"]["state"], "running", "{v}");
+    let half = v["data"]["job"]["id"].as_u64().unwrap();
+    // A job for a model nobody has is refused, not queued forever.
+    let (s, v) = call(
+        &server,
+        "POST",
+        "/api/v1/jobs",
+        Some(json!({"gpus": 1, "models": ["B200"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+    let leases = server
+        .rows("SELECT lease_id, job_id, gpu_uuid, share_milli FROM lease ORDER BY lease_id")
+        .await;
+    assert_eq!(leases.len(), 3, "{leases:?}");
+    let shares: i64 = leases
+        .iter()
+        .map(|l| l["share_milli"].as_i64().unwrap())
+        .sum();
+    assert_eq!(shares, 2500);
+    // A multi-GPU job sits on one worker.
+    let whole_gpus: Vec<&str> = leases
+        .iter()
+        .filter(|l| l["job_id"] == whole.to_string())
+        .map(|l| l["gpu_uuid"].as_str().unwrap())
+        .collect();
+    assert_eq!(whole_gpus.len(), 2);
+
+    // Let the whole job run a little, then complete it: its earnings are final.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (s, v) = call(
+        &server,
+        "POST",
+        &format!("/api/v1/jobs/{whole}/complete"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["state"], "completed");
+    let (s, _) = call(
+        &server,
+        "POST",
+        &format!("/api/v1/jobs/{whole}/complete"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "a job ends once");
+
+    // Money: per lease, the entries sum to floor(rate × share × duration), to the unit.
+    let check = |rows: &[Value]| {
+        let mut checked = 0;
+        for l in rows {
+            let (Some(start), Some(end)) = (l["start_ms"].as_i64(), l["end_ms"].as_i64()) else {
+                continue;
+            };
+            let rate = l["rate"].as_i64().unwrap();
+            let share = l["share_milli"].as_i64().unwrap();
+            let expected = (rate as i128 * share as i128 * (end - start) as i128)
+                .div_euclid(1000 * 3_600_000) as i64;
+            assert_eq!(l["paid"].as_i64().unwrap(), expected, "{l}");
+            checked += 1;
+        }
+        checked
+    };
+    let money_sql = "SELECT l.lease_id, l.start_ms, l.end_ms, l.share_milli, \
+         max(e.rate_per_gpu_hour) AS rate, sum(e.amount_minor) AS paid, count(*) AS entries \
+         FROM lease l JOIN earnings e ON l.lease_id = e.lease_id \
+         GROUP BY l.lease_id, l.start_ms, l.end_ms, l.share_milli";
+    let before = server.rows(money_sql).await;
+    assert_eq!(
+        check(&before),
+        2,
+        "both leases of the completed job: {before:?}"
+    );
+    let earnings_rows = server.count("earnings").await;
+
+    // kill -9 and restart: the half job's lease is still open, nothing doubles.
+    server.kill9();
+    let server = Server::start(&data, &args, &[]).await;
+    server.write_ok(&telemetry()).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, v) = call(&server, "GET", &format!("/api/v1/jobs/{half}"), None).await;
+    assert_eq!(v["data"]["state"], "running", "{v}");
+    let open = server
+        .rows("SELECT count(*) AS n FROM lease WHERE end_ms IS NULL")
+        .await;
+    assert_eq!(open[0]["n"], 1);
+    assert_eq!(server.count("lease").await, 3, "no lease twice");
+    let after = server.rows(money_sql).await;
+    assert_eq!(check(&after), 2);
+    assert!(server.count("earnings").await >= earnings_rows);
+    // A new job cannot take the half GPU's remaining capacity twice over: 3.5 GPUs free.
+    for _ in 0..3 {
+        let (s, v) = call(&server, "POST", "/api/v1/jobs", Some(json!({"gpus": 1}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["data"]["state"], "running", "{v}");
+    }
+    let (_, v) = call(&server, "POST", "/api/v1/jobs", Some(json!({"gpus": 1}))).await;
+    assert_eq!(v["data"]["state"], "queued", "no whole GPU left: {v}");
+    let used = server
+        .rows("SELECT gpu_uuid, sum(share_milli) AS used FROM lease WHERE end_ms IS NULL GROUP BY gpu_uuid")
+        .await;
+    for g in &used {
+        assert!(
+            g["used"].as_i64().unwrap() <= 1000,
+            "over-allocated: {used:?}"
+        );
+    }
+    // Cancel the queued job.
+    let queued = v["data"]["job"]["id"].as_u64().unwrap();
+    let (s, v) = call(&server, "DELETE", &format!("/api/v1/jobs/{queued}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["state"], "cancelled");
+}
