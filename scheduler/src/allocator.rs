@@ -302,50 +302,47 @@ impl Allocator {
         self.queue
             .sort_by(|a, b| eff(b).cmp(&eff(a)).then(a.seq.cmp(&b.seq)));
         let mut started = Vec::new();
-        let mut taken = vec![false; self.queue.len()];
         let mut attempts = 0;
         // Placements only take capacity, so a shape that failed once fails for the rest of
         // the pass: remember failed shapes and skip their twins.
         let mut failed: HashSet<ShapeKey> = HashSet::new();
-        for i in 0..self.queue.len() {
-            if attempts >= self.config.max_attempts_per_pass {
-                break;
+        let queue = std::mem::take(&mut self.queue);
+        let mut rest = Vec::with_capacity(queue.len());
+        let mut stop = false;
+        for q in queue {
+            if stop || attempts >= self.config.max_attempts_per_pass {
+                rest.push(q);
+                continue;
             }
-            let q = &self.queue[i];
             let key = shape_key(&q.job);
             let starved = now_ms - q.submitted_ms >= self.config.starvation_ms;
             if failed.contains(&key) {
-                if starved {
-                    break;
-                }
+                stop = starved;
+                rest.push(q);
                 continue;
             }
             attempts += 1;
-            match policy::choose(
+            let plan = policy::choose(
                 &self.view,
                 &self.dist,
                 self.policy.as_mut(),
                 &q.job,
                 now_ms,
                 None,
-            ) {
+            );
+            match plan {
                 Some((p, _)) => {
                     let waited = now_ms - q.submitted_ms;
-                    let job = q.job.clone();
-                    started.push(self.commit(job, p, now_ms, waited));
-                    taken[i] = true;
+                    started.push(self.commit(q.job, p, now_ms, waited));
                 }
-                None if starved => break,
                 None => {
+                    stop = starved;
                     failed.insert(key);
+                    rest.push(q);
                 }
             }
         }
-        let mut i = 0;
-        self.queue.retain(|_| {
-            i += 1;
-            !taken[i - 1]
-        });
+        self.queue = rest;
         started
     }
 
