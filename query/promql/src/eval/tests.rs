@@ -181,6 +181,12 @@ fn limits_and_errors_have_api_kinds() {
         ErrorKind::Canceled
     );
     o.cancel = None;
+    let info = instant(&s, "info(x)", M).unwrap_err();
+    assert_eq!(info.kind(), ErrorKind::BadData);
+    assert!(
+        info.to_string().contains("info() is not supported"),
+        "{info}"
+    );
     let dup = instant(&s, "abs({a=\"1\"})", M).unwrap_err();
     assert_eq!(dup, EvalError::DuplicateLabelset);
     let range = range_query(&s, &e, 0, M, M, &EvalOptions::default()).unwrap_err();

@@ -6,13 +6,52 @@ use crate::ast::Expr;
 use crate::eval::{EvalError, Evaluator, VSample};
 use crate::value::Sample;
 
-/// Dispatches a range-vector function; unknown names are an error.
+/// The range-vector functions [`call_range`] evaluates.
+const RANGE_FUNCTIONS: &[&str] = &[
+    "rate",
+    "increase",
+    "delta",
+    "irate",
+    "idelta",
+    "deriv",
+    "predict_linear",
+    "resets",
+    "changes",
+    "avg_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "min_over_time",
+    "max_over_time",
+    "last_over_time",
+    "first_over_time",
+    "present_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "quantile_over_time",
+    "mad_over_time",
+    "ts_of_first_over_time",
+    "ts_of_last_over_time",
+    "ts_of_min_over_time",
+    "ts_of_max_over_time",
+    "double_exponential_smoothing",
+    "increase_exact",
+    "max_gap_over_time",
+    "uptime_ratio",
+];
+
+/// Dispatches a range-vector function; other names are an error (`info()` and the
+/// native-histogram functions are not implemented).
 pub(crate) fn call_range(
     ev: &Evaluator<'_>,
     func: &str,
     args: &[Expr],
     t: i64,
 ) -> Result<Vec<VSample>, EvalError> {
+    if !RANGE_FUNCTIONS.contains(&func) {
+        return Err(EvalError::Unsupported(format!(
+            "function {func}() is not supported by rigwatch"
+        )));
+    }
     // Scalar parameters, evaluated before the range argument.
     let mut q = 0.0;
     let mut pl_dur = 0.0;
@@ -122,8 +161,8 @@ pub(crate) fn call_range(
             "max_gap_over_time" => Some(max_gap(xs, start, end)),
             "uptime_ratio" => Some(uptime_ratio(xs, start, end, ev.opts.lookback_ms)),
             other => {
-                return Err(EvalError::Unsupported(format!(
-                    "function {other}() is not supported"
+                return Err(EvalError::Internal(format!(
+                    "range function {other}() listed but not dispatched"
                 )));
             }
         };
