@@ -7,6 +7,12 @@
 //! puts the [`Principal`] into the request's extensions. Handlers read it from there to
 //! scope what they return; the supplier scope itself is enforced below the query
 //! languages, in the table providers.
+//!
+//! Browsers of the portal authenticate with a session cookie instead (see
+//! [`rigwatch_dashboards::session`]): `POST /portal/login` with a bearer token starts one.
+//! A request that changes state and is authenticated by the cookie must carry the session's
+//! CSRF token in `X-Rigwatch-CSRF` and, when it sends `Origin`, come from this server's own
+//! origin; otherwise it is refused before any handler runs.
 
 use std::sync::Arc;
 
@@ -15,6 +21,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use rigwatch_dashboards::session::{self, Credential, SessionError, Sessions};
 use rigwatch_storage::auth::{AuthStore, Principal, Role};
 use sha2::{Digest, Sha256};
 
@@ -32,6 +39,7 @@ const ADMIN: &[Role] = &[Role::Admin];
 const OPERATORS: &[Role] = &[Role::Admin, Role::Analyst];
 const AGENT: &[Role] = &[Role::Agent];
 const AGENT_OR_READERS: &[Role] = &[Role::Agent, Role::Admin, Role::Analyst, Role::Supplier];
+const ISSUERS: &[Role] = &[Role::Admin, Role::Supplier];
 
 /// A route: its path (a trailing `*` matches any rest), its methods, and who may call it.
 #[derive(Debug, Clone, Copy)]
@@ -135,6 +143,59 @@ pub const ROUTES: &[Route] = &[
         methods: GET,
         access: Access::Roles(READERS),
     },
+    // The supplier portal (rigwatch-dashboards). The page shell, the sign-in page and the
+    // static assets carry no data; everything else needs a token or a session.
+    Route {
+        path: "/portal",
+        methods: GET,
+        access: Access::Roles(READERS),
+    },
+    Route {
+        path: "/portal/login",
+        methods: GET,
+        access: Access::Public,
+    },
+    // Signing in: the bearer token is verified here like on any route; agents get 403.
+    Route {
+        path: "/portal/login",
+        methods: POST,
+        access: Access::Roles(READERS),
+    },
+    Route {
+        path: "/portal/logout",
+        methods: POST,
+        access: Access::Roles(READERS),
+    },
+    Route {
+        path: "/portal/assets/*",
+        methods: GET,
+        access: Access::Public,
+    },
+    Route {
+        path: "/portal/api/me",
+        methods: GET,
+        access: Access::Roles(READERS),
+    },
+    Route {
+        path: "/portal/api/agent-token",
+        methods: POST,
+        access: Access::Roles(ISSUERS),
+    },
+    Route {
+        path: "/portal/api/dashboards",
+        methods: GET,
+        access: Access::Roles(READERS),
+    },
+    Route {
+        path: "/portal/api/dashboards/*",
+        methods: GET,
+        access: Access::Roles(READERS),
+    },
+    Route {
+        path: "/portal/events",
+        methods: GET,
+        access: Access::Roles(READERS),
+    },
     // The allocator's jobs API (src/alloc.rs): operators submit and end jobs; analysts
     // read. Suppliers see their leases and earnings through the `lease` and `earnings`
     // tables, scoped like every other table.
@@ -160,12 +221,43 @@ pub const ROUTES: &[Route] = &[
     },
 ];
 
-/// The route `path` belongs to, if any.
-pub fn route(path: &str) -> Option<&'static Route> {
-    ROUTES.iter().find(|r| match r.path.strip_suffix('*') {
+/// Routes anyone may call: liveness, and the portal's sign-in page and static assets.
+#[cfg(test)]
+pub const PUBLIC: &[&str] = &["/health", "/portal/login", "/portal/assets/*"];
+
+fn path_matches(r: &Route, path: &str) -> bool {
+    match r.path.strip_suffix('*') {
         Some(prefix) => path.starts_with(prefix) && path.len() > prefix.len(),
         None => r.path == path,
-    })
+    }
+}
+
+fn method_matches(r: &Route, method: &Method) -> bool {
+    r.methods.iter().any(|m| method.as_str() == *m)
+        || (*method == Method::HEAD && r.methods.contains(&"GET"))
+}
+
+/// The route `path` belongs to, if any (the first entry for it).
+#[cfg(test)]
+pub fn route(path: &str) -> Option<&'static Route> {
+    ROUTES.iter().find(|r| path_matches(r, path))
+}
+
+/// The entry for `path` and `method`; `Err` with every method the path accepts when the
+/// path is known but the method is not; `Ok(None)` for an unknown path.
+pub fn route_for(path: &str, method: &Method) -> Result<Option<&'static Route>, Vec<&'static str>> {
+    let mut allowed = Vec::new();
+    for r in ROUTES.iter().filter(|r| path_matches(r, path)) {
+        if method_matches(r, method) {
+            return Ok(Some(r));
+        }
+        allowed.extend_from_slice(r.methods);
+    }
+    if allowed.is_empty() {
+        Ok(None)
+    } else {
+        Err(allowed)
+    }
 }
 
 /// The token verifier shared by the middleware and the handlers.
@@ -174,6 +266,8 @@ pub struct Gate {
     pub auth: Arc<AuthStore>,
     /// SHA-256 of the operator's `--admin-token`, kept only in memory.
     admin_sha256: Option<[u8; 32]>,
+    /// The portal's browser sessions.
+    sessions: Arc<Sessions>,
 }
 
 impl Gate {
@@ -181,7 +275,49 @@ impl Gate {
         Self {
             auth,
             admin_sha256: admin_token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            sessions: Arc::new(Sessions::default()),
         }
+    }
+
+    /// The same gate with `sessions` as its session store (tests use short lifetimes).
+    #[cfg(test)]
+    pub fn with_sessions(mut self, sessions: Arc<Sessions>) -> Self {
+        self.sessions = sessions;
+        self
+    }
+
+    /// The session store the portal's sign-in writes to.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
+    /// The principal of a session cookie, if the session is live and the token it was
+    /// started with is still usable (a revoked token ends its sessions).
+    fn session(&self, id: &str) -> Result<session::Session, &'static str> {
+        let s = self.sessions.get(id).map_err(|e| match e {
+            SessionError::Expired => "the portal session has expired: sign in again at /portal/login",
+            SessionError::Unknown => {
+                "the portal session is unknown (signed out, or the server restarted): sign in again at /portal/login"
+            }
+        })?;
+        if s.principal.token_id != "admin-token" {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let usable = self.auth.tokens().iter().any(|t| {
+                t.id == s.principal.token_id
+                    && !t.revoked
+                    && t.expires_unix_s.is_none_or(|e| now < e)
+            });
+            if !usable {
+                self.sessions.remove(id);
+                return Err(
+                    "the token this session was started with has been revoked or has expired",
+                );
+            }
+        }
+        Ok(s)
     }
 
     /// Verifies a presented token.
@@ -237,49 +373,145 @@ fn deny(status: StatusCode, message: String) -> Response {
     resp
 }
 
-/// The middleware: route lookup, token check, role check, principal into extensions.
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(session::cookie_value)
+}
+
+/// Why a cookie-authenticated request that changes state is refused, if it is: it must
+/// echo the session's CSRF token and, when it names an origin, come from this server.
+pub fn csrf_refusal(headers: &HeaderMap, csrf: &str) -> Option<String> {
+    let sent = headers
+        .get(session::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if sent.is_empty() {
+        return Some(format!(
+            "a request signed in by the portal session must carry the `{}` header (the page's CSRF token)",
+            session::CSRF_HEADER
+        ));
+    }
+    if !session::constant_time_eq(sent.as_bytes(), csrf.as_bytes()) {
+        return Some(format!(
+            "the `{}` header does not match this session's CSRF token",
+            session::CSRF_HEADER
+        ));
+    }
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+    {
+        return Some("cross-site requests may not use the portal session".into());
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let same = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| !host.is_empty() && o == host);
+        if !same {
+            return Some(format!(
+                "origin `{origin}` is not this server (`{host}`): cross-origin requests may not use the portal session"
+            ));
+        }
+    }
+    None
+}
+
+/// A browser opening the portal without a usable session goes to the sign-in page.
+fn to_sign_in(req: &Request) -> Option<Response> {
+    let wants_html = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    (req.uri().path() == "/portal" && req.method() == Method::GET && wants_html).then(|| {
+        (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, "/portal/login".to_string()),
+                (header::SET_COOKIE, session::clear_cookie()),
+            ],
+        )
+            .into_response()
+    })
+}
+
+/// The middleware: route lookup, token or session check (CSRF for session writes), role
+/// check, principal into extensions.
 pub async fn authorize(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    let Some(route) = route(&path) else {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({
-                "status": "error", "errorType": "not_found",
-                "error": format!("no route {path}"),
-            })),
-        )
-            .into_response();
-    };
     let method = req.method().clone();
-    let method_ok = route.methods.iter().any(|m| method.as_str() == *m)
-        || (method == Method::HEAD && route.methods.contains(&"GET"));
-    if !method_ok {
-        return (
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, route.methods.join(", "))],
-            axum::Json(serde_json::json!({
-                "status": "error", "errorType": "bad_data",
-                "error": format!("{path} accepts {}, not {method}", route.methods.join(" and ")),
-            })),
-        )
-            .into_response();
-    }
+    let route = match route_for(&path, &method) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(serde_json::json!({
+                    "status": "error", "errorType": "not_found",
+                    "error": format!("no route {path}"),
+                })),
+            )
+                .into_response();
+        }
+        Err(allowed) => {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, allowed.join(", "))],
+                axum::Json(serde_json::json!({
+                    "status": "error", "errorType": "bad_data",
+                    "error": format!("{path} accepts {}, not {method}", allowed.join(" and ")),
+                })),
+            )
+                .into_response();
+        }
+    };
     let roles = match route.access {
         Access::Public => return next.run(req).await,
         Access::Roles(roles) => roles,
     };
-    let Some(token) = presented_token(req.headers()) else {
+    let (principal, credential) = if let Some(token) = presented_token(req.headers()) {
+        let Some(principal) = gate.verify(&token) else {
+            return deny(
+                StatusCode::UNAUTHORIZED,
+                "the token is unknown, revoked or expired".into(),
+            );
+        };
+        (principal, Credential::Token)
+    } else if let Some(id) = session_cookie(req.headers()) {
+        let s = match gate.session(id) {
+            Ok(s) => s,
+            Err(why) => {
+                if let Some(r) = to_sign_in(&req) {
+                    return r;
+                }
+                return deny(StatusCode::UNAUTHORIZED, why.into());
+            }
+        };
+        if method != Method::GET
+            && method != Method::HEAD
+            && let Some(why) = csrf_refusal(req.headers(), &s.csrf)
+        {
+            return deny(StatusCode::FORBIDDEN, why);
+        }
+        (s.principal, Credential::Session)
+    } else {
+        if let Some(r) = to_sign_in(&req) {
+            return r;
+        }
         return deny(
             StatusCode::UNAUTHORIZED,
             format!(
-                "{path} needs a token: send `Authorization: Bearer <token>` (create one with `rigwatch supplier add` or start the server with --admin-token)"
+                "{path} needs a token: send `Authorization: Bearer <token>` (create one with `rigwatch supplier add` or start the server with --admin-token), or sign in at /portal/login"
             ),
-        );
-    };
-    let Some(principal) = gate.verify(&token) else {
-        return deny(
-            StatusCode::UNAUTHORIZED,
-            "the token is unknown, revoked or expired".into(),
         );
     };
     if !roles.contains(&principal.role) {
@@ -294,6 +526,7 @@ pub async fn authorize(State(gate): State<Gate>, mut req: Request, next: Next) -
         );
     }
     req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(credential);
     next.run(req).await
 }
 
@@ -304,7 +537,7 @@ mod tests {
     #[test]
     fn every_route_but_health_needs_a_role() {
         for r in ROUTES {
-            if r.path == "/health" {
+            if PUBLIC.contains(&r.path) && r.methods == GET {
                 assert_eq!(r.access, Access::Public);
             } else {
                 assert!(
@@ -326,6 +559,111 @@ mod tests {
         assert!(route("/api/v1/label/").is_none());
         assert!(route("/api/v1/sqlx").is_none());
         assert!(route("/admin").is_none());
+        assert_eq!(
+            route_for("/portal/login", &Method::POST)
+                .unwrap()
+                .unwrap()
+                .access,
+            Access::Roles(READERS)
+        );
+        assert_eq!(
+            route_for("/portal/login", &Method::GET)
+                .unwrap()
+                .unwrap()
+                .access,
+            Access::Public
+        );
+        assert_eq!(
+            route_for("/portal/login", &Method::DELETE).unwrap_err(),
+            vec!["GET", "POST"]
+        );
+        assert!(matches!(route_for("/nope", &Method::GET), Ok(None)));
+    }
+
+    /// The middleware in front of a stub handler, on a loopback port.
+    async fn serve_gate(gate: Gate) -> String {
+        let app = axum::Router::new()
+            .route(
+                "/portal/api/me",
+                axum::routing::get(|p: axum::Extension<Principal>| async move {
+                    p.0.supplier.unwrap_or_default()
+                }),
+            )
+            .route("/portal/logout", axum::routing::post(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(gate, authorize));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn sessions_expire_and_bad_cookies_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Arc::new(AuthStore::open(dir.path()).unwrap());
+        auth.add_supplier("acme").unwrap();
+        let issued = auth.issue(Role::Supplier, Some("acme"), None, "t").unwrap();
+        let sessions = Arc::new(Sessions::new(std::time::Duration::from_millis(300)));
+        let gate = Gate::new(auth.clone(), None).with_sessions(sessions.clone());
+        let base = serve_gate(gate).await;
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let me = |cookie: String| {
+            client
+                .get(format!("{base}/portal/api/me"))
+                .header("cookie", cookie)
+                .send()
+        };
+        let principal = auth.authenticate(&issued.token).unwrap();
+        let s = sessions.create(principal.clone());
+        let r = me(format!("rw_session={}", s.id)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.text().await.unwrap(), "acme");
+
+        let r = me("rw_session=forged".into()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.text().await.unwrap().contains("unknown"));
+
+        tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+        let r = me(format!("rw_session={}", s.id)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.text().await.unwrap().contains("expired"));
+
+        // Revoking the token ends the sessions started with it.
+        let s = sessions.create(principal);
+        assert_eq!(
+            me(format!("rw_session={}", s.id)).await.unwrap().status(),
+            200
+        );
+        auth.revoke(&issued.id).unwrap();
+        let r = me(format!("rw_session={}", s.id)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.text().await.unwrap().contains("revoked"));
+    }
+
+    #[test]
+    fn session_writes_need_the_csrf_token_and_the_same_origin() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "127.0.0.1:9800".parse().unwrap());
+        assert!(
+            csrf_refusal(&h, "secret")
+                .unwrap()
+                .contains("x-rigwatch-csrf")
+        );
+        h.insert(session::CSRF_HEADER, "wrong".parse().unwrap());
+        assert!(
+            csrf_refusal(&h, "secret")
+                .unwrap()
+                .contains("does not match")
+        );
+        h.insert(session::CSRF_HEADER, "secret".parse().unwrap());
+        assert_eq!(csrf_refusal(&h, "secret"), None);
+        h.insert(header::ORIGIN, "http://127.0.0.1:9800".parse().unwrap());
+        assert_eq!(csrf_refusal(&h, "secret"), None);
+        h.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        assert!(csrf_refusal(&h, "secret").unwrap().contains("evil.example"));
+        h.remove(header::ORIGIN);
+        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(csrf_refusal(&h, "secret").is_some());
     }
 
     #[test]

@@ -267,6 +267,13 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                 max_body_bytes: args.max_body.as_u64() as usize,
             },
         ))
+        .merge(rigwatch_dashboards::router(
+            rigwatch_dashboards::PortalState {
+                sessions: gate.sessions().clone(),
+                auth: auth.clone(),
+                query: rigwatch_query::QueryService::new(db.clone()),
+            },
+        ))
         .layer(axum::middleware::from_fn_with_state(
             gate,
             access::authorize,

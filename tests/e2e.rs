@@ -12,6 +12,7 @@ mod e2e {
     pub mod crash;
     pub mod harness;
     pub mod ledger;
+    pub mod portal;
     pub mod prometheus;
     pub mod promql;
     pub mod promql_diff;

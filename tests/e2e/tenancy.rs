@@ -49,6 +49,8 @@ fn request(
 ) -> reqwest::RequestBuilder {
     let path = match route.path {
         "/api/v1/label/*" => "/api/v1/label/supplier/values".to_string(),
+        "/portal/assets/*" => "/portal/assets/app.js".to_string(),
+        "/portal/api/dashboards/*" => "/portal/api/dashboards/fleet/grafana".to_string(),
         p => p.to_string(),
     };
     let url = format!("{base}{path}");
@@ -62,6 +64,8 @@ fn request(
             ("step", "10"),
         ],
         "/api/v1/series" => vec![("match[]", "{__name__=~\".+\"}")],
+        // One snapshot and the end of the stream, instead of a stream that never ends.
+        "/portal/events" => vec![("once", "1")],
         _ => vec![],
     };
     match method {

@@ -1,0 +1,188 @@
+// Drives the real portal in headless Chromium (playwright-core over the DevTools protocol)
+// against a running `rigwatch serve`. Started by tests/e2e/portal.rs, which wrote two
+// suppliers' data first and checks what this script reports.
+//
+// Environment: RW_BASE (http://127.0.0.1:PORT), RW_TOKEN (supplier A's token), RW_ADMIN
+// (token used to write samples during the test), RW_SUPPLIER, RW_OUT (screenshot dir),
+// RW_GPUS (comma-separated GPU uuids A must see, exactly), RW_CHROMIUM (browser binary),
+// RW_PERF=1 (measure only: no onboarding / fault steps).
+// Prints one JSON line `RESULT {...}` at the end; any failed expectation exits 1 with why.
+import { chromium } from 'playwright-core';
+
+const env = (k, d) => {
+  const v = process.env[k] ?? d;
+  if (v === undefined) throw new Error(`${k} is not set`);
+  return v;
+};
+const BASE = env('RW_BASE');
+const TOKEN = env('RW_TOKEN');
+const ADMIN = env('RW_ADMIN');
+const SUPPLIER = env('RW_SUPPLIER');
+const OUT = env('RW_OUT');
+const EXPECT = env('RW_GPUS').split(',').filter(Boolean).sort();
+const PERF = process.env.RW_PERF === '1';
+const result = { steps: {}, bytes: {}, screenshots: [] };
+
+function fail(msg) {
+  console.error('FAIL: ' + msg);
+  process.exit(1);
+}
+
+async function write(lp) {
+  const r = await fetch(`${BASE}/api/v2/write?precision=ns`, { method: 'POST', headers: { Authorization: `Bearer ${ADMIN}` }, body: lp });
+  if (r.status !== 204) fail(`write refused: ${r.status} ${await r.text()}`);
+}
+
+const nowNs = () => BigInt(Date.now()) * 1000000n;
+
+async function shot(page, name) {
+  const path = `${OUT}/${name}.png`;
+  await page.screenshot({ path, fullPage: true });
+  result.screenshots.push(path);
+}
+
+async function timed(name, f) {
+  const t0 = performance.now();
+  const v = await f();
+  result.steps[name] = Math.round(performance.now() - t0);
+  return v;
+}
+
+const browser = await chromium.launch({
+  executablePath: env('RW_CHROMIUM', '/usr/bin/chromium'),
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+});
+try {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(60000);
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  // Bytes the browser received, per page step.
+  let bytes = 0;
+  page.on('requestfinished', async (req) => {
+    try { const s = await req.sizes(); bytes += s.responseBodySize + s.responseHeadersSize; } catch (_) { /* gone */ }
+  });
+
+  // 1. Unauthenticated: /portal sends the browser to the sign-in page.
+  await page.goto(`${BASE}/portal`);
+  if (!page.url().endsWith('/portal/login')) fail(`expected the sign-in page, got ${page.url()}`);
+  await shot(page, '01-sign-in');
+
+  // 2. Sign in as supplier A: the overview lists exactly A's GPUs.
+  bytes = 0;
+  const rows = await timed('sign_in_to_usable_overview_ms', async () => {
+    await page.fill('#token', TOKEN);
+    await page.click('#sign-in');
+    await page.waitForURL(`${BASE}/portal`);
+    await page.waitForFunction((n) => document.querySelectorAll('#fleet tbody tr').length >= n, EXPECT.length);
+    return page.$$eval('#fleet tbody tr', (trs) => trs.map((tr) => tr.dataset.gpu));
+  });
+  result.bytes.overview = bytes;
+  const seen = [...rows].sort();
+  result.overview_gpus = seen;
+  if (JSON.stringify(seen) !== JSON.stringify(EXPECT)) fail(`overview shows ${seen} but ${SUPPLIER} has ${EXPECT}`);
+  const who = await page.textContent('#who');
+  if (!who.includes(SUPPLIER)) fail(`header shows ${who}`);
+  // The session cookie reaches the query APIs, scoped like a token.
+  const suppliers = await page.evaluate(async () => (await (await fetch('/api/v1/sql?q=' + encodeURIComponent('SELECT DISTINCT supplier FROM gpu'))).json()).map((r) => r.supplier));
+  result.sql_suppliers = suppliers;
+  if (JSON.stringify(suppliers) !== JSON.stringify([SUPPLIER])) fail(`SQL through the session saw suppliers ${suppliers}`);
+  const cookies = await context.cookies();
+  const c = cookies.find((x) => x.name === 'rw_session');
+  if (!c || !c.httpOnly || c.sameSite !== 'Strict') fail(`session cookie is not HttpOnly/SameSite=Strict: ${JSON.stringify(c)}`);
+  if (await page.evaluate(() => document.cookie.includes('rw_session'))) fail('the session cookie is readable from JavaScript');
+  await shot(page, '02-overview');
+
+  // 3. Live update without reload: a new sample shows up in the table.
+  const target = EXPECT[0];
+  const value = (PERF ? 42.25 : 77.5).toFixed(1);
+  const marker = await page.evaluate(() => { window.__noReload = Math.random(); return window.__noReload; });
+  const t0 = performance.now();
+  await write(`gpu,supplier=${SUPPLIER},worker=w-live,gpu_uuid=${target},model=H100 utilization=${value} ${nowNs()}\n`);
+  const tWritten = performance.now();
+  await page.waitForFunction(([u, v]) => {
+    const td = document.querySelector(`#fleet tbody tr[data-gpu="${u}"] td.util`);
+    return td && td.textContent.trim() === v;
+  }, [target, value]);
+  result.steps.live_update_ms = Math.round(performance.now() - t0);
+  result.steps.live_update_after_ack_ms = Math.round(performance.now() - tWritten);
+  if (await page.evaluate(() => window.__noReload) !== marker) fail('the page reloaded to show the update');
+
+  // 4. A GPU's charts.
+  bytes = 0;
+  await timed('gpu_chart_ms', async () => {
+    await page.click(`#fleet tbody tr[data-gpu="${target}"] a`);
+    await page.waitForSelector(`body[data-gpu-ready="${target}"]`);
+    await page.waitForSelector('#chart-0 canvas');
+  });
+  result.bytes.gpu_chart = bytes;
+  const charts = await page.$$eval('.chart canvas', (c) => c.length);
+  if (charts < 4) fail(`only ${charts} charts drawn`);
+  // Hover shows the value under the cursor.
+  const box = await page.locator('#chart-0 .u-over').boundingBox();
+  await page.mouse.move(box.x + box.width - 3, box.y + box.height / 2);
+  const hover = await page.locator('#chart-0 .u-legend .u-series:nth-child(2) .u-value').textContent();
+  result.hover_value = hover;
+  if (!hover || hover.trim() === '--' || hover.trim() === '') fail(`hovering shows no value (${hover})`);
+  // Zoom by dragging: the x scale narrows.
+  const before = await page.evaluate(() => document.querySelectorAll('.chart').length);
+  await page.mouse.move(box.x + box.width * 0.5, box.y + 20);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.9, box.y + 20, { steps: 5 });
+  await page.mouse.up();
+  result.charts = before;
+  await shot(page, '03-gpu-detail');
+
+  if (!PERF) {
+    // 5. An injected fault appears on the GPU page, with its recommended action.
+    const tf = performance.now();
+    await write(`gpu_fault,supplier=${SUPPLIER},worker=w-live,gpu_uuid=${target},model=H100,kind=xid code=79i,severity="hardware" ${nowNs()}\n`);
+    await page.waitForFunction(() => [...document.querySelectorAll('#gpu-faults td')].some((td) => td.textContent.includes('fallen off the bus')));
+    result.steps.fault_visible_ms = Math.round(performance.now() - tf);
+    await shot(page, '04-gpu-fault');
+
+    // 6. Health page: fault history.
+    await page.goto(`${BASE}/portal#/health`);
+    await page.waitForSelector('#faults table');
+    const faultText = await page.textContent('#faults');
+    if (!faultText.includes(target) || !faultText.includes('79')) fail(`health page lacks the fault: ${faultText}`);
+    await shot(page, '05-health');
+
+    // 7. Earnings: no tables yet, says so and what creates them.
+    await page.goto(`${BASE}/portal#/earnings`);
+    await page.waitForSelector('#no-earnings');
+    await shot(page, '06-earnings');
+
+    // 8. Onboarding: a fresh agent token, then "waiting" turns green on the first sample.
+    await page.goto(`${BASE}/portal#/onboard`);
+    await page.click('#issue');
+    await page.waitForSelector('#command:not([hidden])');
+    const command = await page.textContent('#command');
+    result.command = command.replace(/rw_\S+/, 'rw_<token>');
+    const m = command.match(/^rigwatch agent --server (\S+) --token (rw_\S+)$/);
+    if (!m || m[1] !== BASE) fail(`unexpected onboarding command: ${command}`);
+    // The issued token really is an agent token of this supplier: it can register/write.
+    const inv = await fetch(`${BASE}/api/v1/agent/inventory`, { headers: { Authorization: `Bearer ${m[2]}` } });
+    if (inv.status !== 200) fail(`the issued agent token is refused: ${inv.status}`);
+    const signin = await fetch(`${BASE}/portal/login`, { method: 'POST', headers: { Authorization: `Bearer ${m[2]}` } });
+    if (signin.status !== 403) fail(`an agent token signed in to the portal: ${signin.status}`);
+    await shot(page, '07-onboard-waiting');
+    await write(`gpu,supplier=${SUPPLIER},worker=new-rig,gpu_uuid=GPU-new-0001,model=L4 utilization=1.0 ${nowNs()}\n`);
+    await page.waitForSelector('#waiting.ready');
+    await shot(page, '08-onboard-connected');
+
+    // 9. Sign out: the session is gone server-side too.
+    await page.click('#sign-out');
+    await page.waitForURL(`${BASE}/portal/login`);
+    const after = await page.evaluate(async () => (await fetch('/portal/api/me')).status);
+    if (after !== 401) fail(`after sign-out /portal/api/me answered ${after}`);
+    // The old cookie value no longer opens anything: the server forgot the session.
+    const replay = await fetch(`${BASE}/portal/api/me`, { headers: { Cookie: `rw_session=${c.value}` } });
+    if (replay.status !== 401) fail(`the signed-out session still works: ${replay.status}`);
+  }
+  if (errors.length) fail('page errors: ' + errors.join('; '));
+  console.log('RESULT ' + JSON.stringify(result));
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,497 @@
+//! The supplier portal against the real binary: sessions, CSRF, body limits and tenancy over
+//! HTTP, then a real headless Chromium (driven by `dashboards/web/e2e/portal.mjs` with
+//! playwright-core over the DevTools protocol) signing in, watching a live update, opening a
+//! GPU's charts and seeing an injected fault.
+//!
+//! Needs `chromium` (Debian package) and `npm ci` in `dashboards/web` (both done by
+//! `.ci/run`). Screenshots go to `$CARGO_TARGET_TMPDIR/portal/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use rigwatch_storage::auth::{AuthStore, Role};
+
+use super::harness::{ADMIN_TOKEN, Server, temp_dir};
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+/// `gpus` GPUs of `supplier` with `minutes` of 10 s samples ending now.
+fn fleet_lp(supplier: &str, prefix: &str, gpus: usize, samples: usize) -> String {
+    let end = now_ns();
+    let mut out = String::new();
+    for i in 0..gpus {
+        for s in 0..samples {
+            let t = end - (samples - 1 - s) as i64 * 10_000_000_000;
+            let util = ((i * 7 + s * 3) % 100) as f64;
+            out.push_str(&format!(
+                "gpu,supplier={supplier},worker={prefix}-w{},gpu_uuid={prefix}-{i:04},gpu_index={},model=H100 \
+utilization={util},temperature={},power_watts={},memory_used_mib={}i,memory_total_mib=81559i,sm_clock_mhz={}i,memory_clock_mhz=2619i {t}\n",
+                i / 8,
+                i % 8,
+                40.0 + util / 3.0,
+                90.0 + util * 6.0,
+                (util * 800.0) as i64,
+                1200 + (util as i64) * 7,
+            ));
+        }
+    }
+    out
+}
+
+struct Tenants {
+    a: String,
+    b: String,
+    agent_a: String,
+    analyst: String,
+}
+
+fn tenants(data: &Path) -> Tenants {
+    let auth = AuthStore::open(data).unwrap();
+    auth.add_supplier("supplier-a").unwrap();
+    auth.add_supplier("supplier-b").unwrap();
+    let tok = |role, s: Option<&str>| auth.issue(role, s, None, "e2e").unwrap().token;
+    Tenants {
+        a: tok(Role::Supplier, Some("supplier-a")),
+        b: tok(Role::Supplier, Some("supplier-b")),
+        agent_a: tok(Role::Agent, Some("supplier-a")),
+        analyst: tok(Role::Analyst, None),
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in with `token`; the session cookie value and the CSRF token.
+async fn sign_in(base: &str, token: &str) -> (String, String) {
+    let resp = client()
+        .post(format!("{base}/portal/login"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie} lacks {attr}");
+    }
+    let id = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("rw_session=")
+        .unwrap()
+        .to_string();
+    assert!(id.len() >= 32, "session id too short: {id}");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    (id, body["csrf"].as_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_csrf_limits_and_scope() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[], &[]).await;
+    let t = tenants(&data);
+    server
+        .write_ok(&fleet_lp("supplier-a", "GPU-aaaa", 3, 3))
+        .await;
+    server
+        .write_ok(&fleet_lp("supplier-b", "GPU-bbbb", 2, 3))
+        .await;
+    let base = &server.base;
+    let c = client();
+
+    // A browser without a session is sent to the sign-in page; scripts get 401.
+    let r = c
+        .get(format!("{base}/portal"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/portal/login");
+    let r = c.get(format!("{base}/portal")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c.get(format!("{base}/portal/login")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("login.js"));
+
+    // Agents cannot sign in; bad tokens cannot either.
+    let r = c
+        .post(format!("{base}/portal/login"))
+        .bearer_auth(&t.agent_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = c
+        .post(format!("{base}/portal/login"))
+        .bearer_auth("rw_0000000000_00000000000000000000000000000000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let (sid, csrf) = sign_in(base, &t.a).await;
+    let cookie = format!("rw_session={sid}");
+    let me: serde_json::Value = c
+        .get(format!("{base}/portal/api/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["supplier"], "supplier-a");
+    assert_eq!(me["csrf"], csrf.as_str());
+
+    // A forged or stale cookie: 401 that says so.
+    let r = c
+        .get(format!("{base}/portal/api/me"))
+        .header("cookie", format!("rw_session={}", "0".repeat(64)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains("session is unknown"));
+
+    // CSRF: a cookie-authenticated write needs the header, the right value, our origin.
+    let post = |hdrs: Vec<(&'static str, String)>, body: String| {
+        let mut req = c
+            .post(format!("{base}/portal/api/agent-token"))
+            .header("cookie", &cookie)
+            .body(body);
+        for (k, v) in hdrs {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    for (hdrs, why) in [
+        (vec![], "must carry"),
+        (vec![("x-rigwatch-csrf", "f".repeat(64))], "does not match"),
+        (
+            vec![
+                ("x-rigwatch-csrf", csrf.clone()),
+                ("origin", "http://evil.example".into()),
+            ],
+            "evil.example",
+        ),
+    ] {
+        let r = post(hdrs, String::new()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let body = r.text().await.unwrap();
+        assert!(body.contains(why), "{body}");
+    }
+    let r = post(
+        vec![
+            ("x-rigwatch-csrf", csrf.clone()),
+            ("origin", base.to_string()),
+        ],
+        String::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let issued: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(issued["supplier"], "supplier-a");
+    let cmd = issued["command"].as_str().unwrap();
+    assert!(
+        cmd.starts_with(&format!("rigwatch agent --server {base} --token rw_")),
+        "{cmd}"
+    );
+    // A supplier cannot issue agent tokens for another supplier.
+    let r = post(
+        vec![("x-rigwatch-csrf", csrf.clone())],
+        r#"{"supplier":"supplier-b"}"#.into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Oversized and malformed bodies.
+    let r = post(
+        vec![("x-rigwatch-csrf", csrf.clone())],
+        "x".repeat(64 * 1024),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let r = post(vec![("x-rigwatch-csrf", csrf.clone())], "{nope".into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("line 1"));
+    // An oversized token header is refused before it reaches the token store.
+    let r = c
+        .post(format!("{base}/portal/login"))
+        .bearer_auth("x".repeat(100_000))
+        .send()
+        .await;
+    assert!(
+        r.map(|r| r.status().is_client_error()).unwrap_or(true),
+        "a 100 kB token was not refused"
+    );
+
+    // The session sees A's rows only, in SQL, PromQL and the event stream.
+    let get = |path: String| {
+        c.get(format!("{base}{path}"))
+            .header("cookie", &cookie)
+            .send()
+    };
+    let sql = get("/api/v1/sql?q=SELECT%20DISTINCT%20supplier%20FROM%20gpu".into())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(sql.trim(), r#"[{"supplier":"supplier-a"}]"#);
+    let prom = get("/api/v1/query?query=count%20by%20(supplier)%20(gpu_utilization)".into())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        prom.contains("supplier-a") && !prom.contains("supplier-b"),
+        "{prom}"
+    );
+    let events = get("/portal/events?once=1".into())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let data = events
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or_else(|| panic!("no event: {events}"));
+    let v: serde_json::Value = serde_json::from_str(data).unwrap();
+    let gpus: Vec<&str> = v["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["gpu_uuid"].as_str().unwrap())
+        .collect();
+    assert_eq!(gpus, ["GPU-aaaa-0000", "GPU-aaaa-0001", "GPU-aaaa-0002"]);
+    assert!(!events.contains("bbbb") && !events.contains("supplier-b"));
+    // B's own session sees B's GPUs.
+    let (sid_b, _) = sign_in(base, &t.b).await;
+    let events_b = c
+        .get(format!("{base}/portal/events?once=1"))
+        .header("cookie", format!("rw_session={sid_b}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events_b.contains("GPU-bbbb-0001") && !events_b.contains("aaaa"));
+
+    // Dashboards as data, exported for Grafana.
+    let g: serde_json::Value = get("/portal/api/dashboards/gpu/grafana".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        g["panels"][0]["targets"][0]["expr"],
+        "gpu_utilization{gpu_uuid=\"$gpu\"}"
+    );
+    let r = get("/portal/api/dashboards/nope".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // The exported expressions run against rigwatch's Prometheus API as they are.
+    let fleet: serde_json::Value = get("/portal/api/dashboards/fleet/grafana".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for p in fleet["panels"].as_array().unwrap() {
+        let expr = p["targets"][0]["expr"].as_str().unwrap();
+        let r = c
+            .get(format!("{base}/api/v1/query"))
+            .bearer_auth(&t.analyst)
+            .query(&[("query", expr)])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{expr}: {body}");
+        assert!(
+            body.contains("\"result\":[{"),
+            "{expr} returned nothing: {body}"
+        );
+    }
+
+    // Sign-out: the server forgets the session; CSRF applies to it too.
+    let r = c
+        .post(format!("{base}/portal/logout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = c
+        .post(format!("{base}/portal/logout"))
+        .header("cookie", &cookie)
+        .header("x-rigwatch-csrf", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let r = get("/portal/api/me".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/web")
+}
+
+/// Runs the browser script; its `RESULT` JSON.
+async fn browse(
+    server: &Server,
+    token: &str,
+    gpus: &[String],
+    out: &Path,
+    perf: bool,
+) -> serde_json::Value {
+    let chromium = std::env::var("RW_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "the portal test needs Chromium at {chromium}: `apt-get install -y chromium` (or set RW_CHROMIUM)"
+    );
+    assert!(
+        web_dir().join("node_modules/playwright-core").exists(),
+        "the portal test needs playwright-core: run `npm ci` in {}",
+        web_dir().display()
+    );
+    std::fs::create_dir_all(out).unwrap();
+    let child = tokio::process::Command::new("node")
+        .arg("e2e/portal.mjs")
+        .current_dir(web_dir())
+        .env("RW_BASE", &server.base)
+        .env("RW_TOKEN", token)
+        .env("RW_ADMIN", ADMIN_TOKEN)
+        .env("RW_SUPPLIER", "supplier-a")
+        .env("RW_OUT", out)
+        .env("RW_GPUS", gpus.join(","))
+        .env("RW_CHROMIUM", &chromium)
+        .env("RW_PERF", if perf { "1" } else { "0" })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node (Node 20 is needed for the portal test)");
+    let output = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+        .await
+        .expect("the browser script did not finish in 300 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser script failed ({}):\n{stdout}\n{stderr}\n{}",
+        output.status,
+        server.log_tail(30)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line:\n{stdout}\n{stderr}"));
+    serde_json::from_str(line).unwrap()
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supplier_uses_the_portal_in_a_real_browser() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[], &[]).await;
+    let t = tenants(&data);
+    server
+        .write_ok(&fleet_lp("supplier-a", "GPU-aaaa", 4, 60))
+        .await;
+    server
+        .write_ok(&fleet_lp("supplier-b", "GPU-bbbb", 3, 60))
+        .await;
+    let gpus: Vec<String> = (0..4).map(|i| format!("GPU-aaaa-{i:04}")).collect();
+    let out = out_dir("portal");
+    let result = browse(&server, &t.a, &gpus, &out, false).await;
+    eprintln!("portal browser result: {result}");
+    assert_eq!(result["overview_gpus"], serde_json::json!(gpus));
+    assert_eq!(result["sql_suppliers"], serde_json::json!(["supplier-a"]));
+    for s in result["screenshots"].as_array().unwrap() {
+        let p = Path::new(s.as_str().unwrap());
+        let bytes = std::fs::read(p).unwrap();
+        assert!(
+            bytes.starts_with(b"\x89PNG") && bytes.len() > 5_000,
+            "{} is not a real screenshot",
+            p.display()
+        );
+    }
+    // The fault row landed where the browser saw it.
+    assert_eq!(server.count("gpu_fault").await, 1);
+}
+
+/// 64 GPUs of one supplier with a day of 10 s samples (552,960 rows): time to a usable
+/// overview, to a GPU's charts, payload sizes and live update delay in the real browser.
+/// Slow in a debug build: `cargo test --test e2e portal_performance -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run explicitly"]
+async fn portal_performance_64_gpus() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[], &[]).await;
+    let t = tenants(&data);
+    let samples: usize = std::env::var("RW_PERF_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8640);
+    let started = std::time::Instant::now();
+    for chunk in 0..64 / 4 {
+        let lp = fleet_lp("supplier-a", &format!("GPU-a{chunk:02}"), 4, samples);
+        server.write_ok(&lp).await;
+    }
+    server
+        .write_ok(&fleet_lp("supplier-b", "GPU-bbbb", 4, 60))
+        .await;
+    eprintln!("wrote {} rows in {:?}", 64 * samples, started.elapsed());
+    let gpus: Vec<String> = (0..16)
+        .flat_map(|c| (0..4).map(move |i| format!("GPU-a{c:02}-{i:04}")))
+        .collect();
+    let mut sorted = gpus.clone();
+    sorted.sort();
+    let result = browse(&server, &t.a, &sorted, &out_dir("portal-perf"), true).await;
+    println!("PORTAL_PERF {result}");
+}
