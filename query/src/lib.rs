@@ -11,6 +11,7 @@ pub mod error;
 pub mod format;
 pub mod promql;
 pub mod routes;
+pub mod rules;
 mod service;
 
 pub use error::{Error, Result};

@@ -1,0 +1,193 @@
+//! Alerting rules: Prometheus rule files evaluated on a schedule against the store.
+//!
+//! ```text
+//!  rule file ──parse_rule_file──▶ RuleGroup ──▶ RuleSet (per group: interval, RuleState per rule)
+//!                                                   │ eval_due(now): fetch selectors via DataFusion,
+//!                                                   ▼ evaluate PromQL, update alert states
+//!                                 Notification (firing / resolved) + ALERTS{alertstate} rows
+//! ```
+//!
+//! A rule whose query fails is logged, counted in `rigwatch_rule_evaluation_failures_total`
+//! and recorded in its [`RuleHealth`]; the other rules of the group still run. Alert state is
+//! kept in memory: after a restart alerts start over as pending (Prometheus does the same
+//! unless it restores from `ALERTS_FOR_STATE`). Sending is the caller's job
+//! ([`payload::message`] builds Alertmanager's webhook body).
+
+mod alerts;
+mod file;
+pub mod payload;
+mod template;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use alerts::{Alert, AlertState, EvalOutput, Notification, RuleHealth, RuleState};
+pub use file::{
+    AlertRule, DEFAULT_INTERVAL, DEFAULT_RULES, RuleFileError, RuleFileErrors, RuleGroup,
+    parse_rule_file,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use rigwatch_promql::eval::{self, EvalOptions};
+use rigwatch_promql::value::Labels;
+use rigwatch_storage::batch::{FieldValue, WriteBatch};
+pub use template::Template;
+use tracing::warn;
+
+use crate::QueryService;
+use crate::promql::source;
+
+/// The table alert state is written to (reads back in PromQL as `ALERTS`).
+pub const ALERTS_TABLE: &str = "ALERTS";
+
+/// Counters of the rule evaluator.
+#[derive(Debug, Clone, Default)]
+pub struct RuleMetrics {
+    pub evaluations: Counter,
+    pub evaluation_failures: Counter,
+    pub notifications: Counter,
+}
+
+impl RuleMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "rigwatch_rule_evaluations",
+            "Alerting rule evaluations",
+            self.evaluations.clone(),
+        );
+        registry.register(
+            "rigwatch_rule_evaluation_failures",
+            "Alerting rule evaluations that failed (query or type error)",
+            self.evaluation_failures.clone(),
+        );
+        registry.register(
+            "rigwatch_rule_notifications",
+            "Firing and resolved notifications produced by alerting rules",
+            self.notifications.clone(),
+        );
+    }
+}
+
+/// A group being evaluated.
+#[derive(Debug)]
+pub struct GroupState {
+    pub name: String,
+    pub interval: Duration,
+    pub rules: Vec<RuleState>,
+    /// Next evaluation time (ms); 0 = at once.
+    pub next_ms: i64,
+}
+
+/// Every group of a rule file with its alert state.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub groups: Vec<GroupState>,
+    pub metrics: RuleMetrics,
+    /// Lookback and sample limit for rule queries.
+    pub opts: EvalOptions,
+}
+
+impl RuleSet {
+    pub fn new(groups: Vec<RuleGroup>) -> Self {
+        Self {
+            groups: groups
+                .into_iter()
+                .map(|g| GroupState {
+                    name: g.name,
+                    interval: g.interval,
+                    rules: g.rules.into_iter().map(RuleState::new).collect(),
+                    next_ms: 0,
+                })
+                .collect(),
+            metrics: RuleMetrics::default(),
+            opts: EvalOptions::default(),
+        }
+    }
+
+    /// When the next group is due (ms).
+    pub fn next_due_ms(&self) -> Option<i64> {
+        self.groups.iter().map(|g| g.next_ms).min()
+    }
+
+    /// Evaluates every group due at `now_ms` against the store.
+    pub async fn eval_due(&mut self, service: &QueryService, now_ms: i64) -> EvalOutput {
+        let mut out = EvalOutput::default();
+        for gi in 0..self.groups.len() {
+            if self.groups[gi].next_ms > now_ms {
+                continue;
+            }
+            let interval_ms = self.groups[gi].interval.as_millis() as i64;
+            // Evaluate at aligned times, like Prometheus' group offsets (here: no offset).
+            let t = now_ms - now_ms.rem_euclid(interval_ms.max(1));
+            self.groups[gi].next_ms = t + interval_ms;
+            for ri in 0..self.groups[gi].rules.len() {
+                let before = out.notifications.len();
+                let res = self.eval_rule(service, gi, ri, t, &mut out).await;
+                self.metrics.evaluations.inc();
+                let n = (out.notifications.len() - before) as u64;
+                self.metrics.notifications.inc_by(n);
+                if let Err(error) = res {
+                    self.metrics.evaluation_failures.inc();
+                    let g = &self.groups[gi];
+                    warn!(group = %g.name, rule = %g.rules[ri].rule.name, %error, "alerting rule evaluation failed");
+                }
+            }
+        }
+        out
+    }
+
+    async fn eval_rule(
+        &mut self,
+        service: &QueryService,
+        gi: usize,
+        ri: usize,
+        t: i64,
+        out: &mut EvalOutput,
+    ) -> Result<(), String> {
+        let opts = EvalOptions {
+            deadline: Some(std::time::Instant::now() + Duration::from_secs(30)),
+            ..self.opts.clone()
+        };
+        let state = &mut self.groups[gi].rules[ri];
+        let selections = eval::selections(&state.rule.expr, t, t, &opts);
+        let fetched = async {
+            let ctx = service.session_context().map_err(|e| e.to_string())?;
+            source::fetch(&ctx, service.db(), selections, opts.max_samples)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        match fetched {
+            Ok(f) => state.eval(&f, t, &opts, out),
+            Err(e) => {
+                state.health.last_error = Some(e.clone());
+                state.health.failures += 1;
+                for a in state.alerts.values() {
+                    out.alerts_series
+                        .push(a.labels.with("alertstate", a.state.as_str()));
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// `ALERTS` rows for one evaluation: one per pending or firing alert, value 1, at `t_ms`.
+pub fn alerts_batch(series: &[Labels], t_ms: i64) -> WriteBatch {
+    let mut b = WriteBatch::default();
+    for labels in series {
+        let mut row = b.row(ALERTS_TABLE, t_ms.saturating_mul(1_000_000));
+        for (k, v) in labels.iter() {
+            if !v.is_empty() {
+                row.tag(k, v);
+            }
+        }
+        row.field("value", FieldValue::F64(1.0));
+        // Labels are unique keys, so the row is valid.
+        let _ = row.finish(0);
+    }
+    b
+}
+
+/// Shared handle type used by the server.
+pub type SharedRuleSet = Arc<tokio::sync::Mutex<RuleSet>>;
