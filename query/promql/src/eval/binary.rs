@@ -28,13 +28,6 @@ pub(crate) fn scalar_binop(op: BinOp, l: f64, r: f64) -> (f64, bool) {
     }
 }
 
-fn is_comparison(op: BinOp) -> bool {
-    matches!(
-        op,
-        BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le
-    )
-}
-
 /// Matching signature of a sample's labels.
 fn signature(m: &VectorMatching, l: &Labels) -> u64 {
     if m.on {
@@ -63,7 +56,7 @@ impl Evaluator<'_> {
         match (lhs, rhs) {
             (Val::Scalar(l), Val::Scalar(r)) => {
                 let (v, keep) = scalar_binop(b.op, l, r);
-                if is_comparison(b.op) {
+                if b.op.is_comparison() {
                     Ok(Val::Scalar(if keep { 1.0 } else { 0.0 }))
                 } else {
                     Ok(Val::Scalar(v))
@@ -101,7 +94,7 @@ impl Evaluator<'_> {
     }
 
     fn vector_scalar(&self, b: &BinaryExpr, v: Vec<VSample>, s: f64, swap: bool) -> Vec<VSample> {
-        let cmp = is_comparison(b.op);
+        let cmp = b.op.is_comparison();
         let mut out = Vec::with_capacity(v.len());
         for mut x in v {
             let (l, r) = if swap { (s, x.v) } else { (x.v, s) };
@@ -179,7 +172,7 @@ fn vector_vector(
         }
         one_sigs.insert(sig, i);
     }
-    let cmp = is_comparison(op);
+    let cmp = op.is_comparison();
     let names: Vec<&str> = m.labels.iter().map(String::as_str).collect();
     let mut matched: HashMap<u64, HashSet<u64>> = HashMap::new();
     let mut out = Vec::with_capacity(many.len());
