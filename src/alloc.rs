@@ -197,7 +197,12 @@ fn node_name(supplier: &str, worker: &str) -> String {
 
 impl AllocService {
     /// Rebuilds the allocator and ledger from the store and starts feeding and ticking.
-    pub async fn start(db: Arc<Db>, policy: &str, tick: Duration) -> anyhow::Result<Self> {
+    pub async fn start(
+        db: Arc<Db>,
+        policy: &str,
+        tick: Duration,
+        rates: &[(String, i64)],
+    ) -> anyhow::Result<Self> {
         let q = QueryService::new(db.clone());
         let mut view = LiveView::new();
         // GPUs seen in the last hour, so open leases find their GPUs again.
@@ -263,7 +268,12 @@ impl AllocService {
         let alloc =
             Allocator::rebuild(view, policy_box, dist, AllocatorConfig::default(), &open)
                 .map_err(|e| anyhow::anyhow!("rebuilding the allocator from lease rows: {e}"))?;
-        let mut ledger = Ledger::new(RateCard::illustrative());
+        let mut card = RateCard::illustrative();
+        for (model, rate) in rates {
+            card.set_rate(model, now, *rate)
+                .map_err(|e| anyhow::anyhow!("rate for {model}: {e}"))?;
+        }
+        let mut ledger = Ledger::new(card);
         let entries = rows(
             &q,
             "SELECT lease_id, gpu_uuid, supplier, model, amount_minor, to_ms, share_milli, rate_per_gpu_hour, \

@@ -131,6 +131,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         query_max_samples: 50_000_000,
         policy: "rigwatch".into(),
         alloc_tick: Duration::from_secs(1),
+        rates: Vec::new(),
     };
     let running = crate::server::start(&serve).await?;
     let url = format!("http://{}/api/v2/write?precision=ns", running.addr);

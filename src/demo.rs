@@ -212,6 +212,7 @@ pub async fn bench_agents(args: AgentBenchArgs) -> anyhow::Result<ExitCode> {
         query_max_samples: 50_000_000,
         policy: "rigwatch".into(),
         alloc_tick: Duration::from_secs(1),
+        rates: Vec::new(),
     };
     init_tracing(&serve.log);
     let running = start(&serve).await?;

@@ -115,6 +115,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_POLICY", default_value = "rigwatch")]
     pub policy: String,
 
+    /// Price of a GPU model per GPU-hour in integer minor units (e.g. cents), as MODEL=AMOUNT
+    /// (repeatable, or comma-separated). Applies from the server's start; earlier minutes keep
+    /// the price they were accrued at. Models not named use the built-in illustrative card.
+    #[arg(long = "rate", env = "RIGWATCH_RATES", value_delimiter = ',', value_parser = parse_rate)]
+    pub rates: Vec<(String, i64)>,
+
     /// How often the allocator places queued jobs and accrues earnings.
     #[arg(long, env = "RIGWATCH_ALLOC_TICK", default_value = "1s", value_parser = humantime::parse_duration)]
     pub alloc_tick: Duration,
@@ -128,6 +134,20 @@ pub struct ServeArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. info or rigwatch_storage=debug.
     #[arg(long, env = "RIGWATCH_LOG", default_value = "info")]
     pub log: String,
+}
+
+fn parse_rate(s: &str) -> Result<(String, i64), String> {
+    let (model, amount) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected MODEL=AMOUNT (minor units per GPU-hour), got `{s}`"))?;
+    let amount: i64 = amount
+        .trim()
+        .parse()
+        .map_err(|_| format!("the amount in `{s}` must be a whole number of minor units"))?;
+    if amount < 0 {
+        return Err(format!("the amount in `{s}` must not be negative"));
+    }
+    Ok((model.trim().to_string(), amount))
 }
 
 fn parse_table_retention(s: &str) -> Result<(String, Duration), String> {
@@ -228,9 +248,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             t.token
         );
     }
-    let alloc = crate::alloc::AllocService::start(db.clone(), &args.policy, args.alloc_tick)
-        .await
-        .context("cannot start the allocator")?;
+    let alloc =
+        crate::alloc::AllocService::start(db.clone(), &args.policy, args.alloc_tick, &args.rates)
+            .await
+            .context("cannot start the allocator")?;
     let gate = access::Gate::new(auth.clone(), args.admin_token.as_deref());
     let mut registry = Registry::default();
     db.metrics().register(&mut registry);

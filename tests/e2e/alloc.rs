@@ -2,6 +2,7 @@
 //! earnings are rows, money reconciles to the unit, and a restart (kill -9) neither doubles
 //! a lease nor pays a minute twice.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
@@ -60,7 +61,8 @@ async fn call(
 async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     let dir = temp_dir();
     let data = dir.path().join("data");
-    let args = ["--alloc-tick", "200ms"];
+    // 1,000 minor units per GPU-second, so a few seconds of leases are real money.
+    let args = ["--alloc-tick", "200ms", "--rate", "H100=3600000"];
     let mut server = Server::start(&data, &args, &[]).await;
     server.write_ok(&telemetry()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -164,7 +166,62 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
         2,
         "both leases of the completed job: {before:?}"
     );
+    assert!(
+        before
+            .iter()
+            .all(|l| l["end_ms"].is_null() || l["paid"].as_i64().unwrap() > 1000),
+        "the completed leases earned real money: {before:?}"
+    );
     let earnings_rows = server.count("earnings").await;
+
+    // The same money through the query language: the exact cumulative counter per GPU.
+    let mut agreed = false;
+    for _ in 0..3 {
+        let sql: BTreeMap<String, i64> = server
+            .rows("SELECT supplier, sum(amount_minor) AS paid FROM earnings GROUP BY supplier")
+            .await
+            .iter()
+            .map(|r| {
+                (
+                    r["supplier"].as_str().unwrap().to_string(),
+                    r["paid"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let (s, v) = call(
+            &server,
+            "POST",
+            &format!(
+                "/api/v1/query?query={}",
+                "sum%20by%20(supplier)%20(last_over_time(rigwatch_earnings_total%5B1h%5D))"
+            ),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let promql: BTreeMap<String, i64> = v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["metric"]["supplier"].as_str().unwrap().to_string(),
+                    r["value"][1].as_str().unwrap().parse::<f64>().unwrap() as i64,
+                )
+            })
+            .collect();
+        assert!(!sql.is_empty());
+        if sql == promql {
+            agreed = true;
+            break;
+        }
+        // A minute may have been accrued between the two reads.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        agreed,
+        "rigwatch_earnings_total disagrees with the earnings rows"
+    );
 
     // kill -9 and restart: the half job's lease is still open, nothing doubles.
     server.kill9();

@@ -567,7 +567,11 @@ async fn metadata(
             m.name.clone(),
             serde_json::json!([{
                 "type": kind,
-                "help": format!("field `{}` of table `{}`", m.field, m.table.name),
+                "help": if m.field.is_empty() {
+                    "exact cumulative earnings in minor units, from the ledger".to_string()
+                } else {
+                    format!("field `{}` of table `{}`", m.field, m.table.name)
+                },
                 "unit": "",
             }]),
         );

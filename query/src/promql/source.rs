@@ -55,6 +55,14 @@ pub fn metrics(ctx: &SessionContext, db: &rigwatch_storage::Db) -> Vec<MetricRef
     let mut out = Vec::new();
     for name in schema.table_names() {
         let Some(def) = db.table(&name) else { continue };
+        if name == "earnings" {
+            // Listed so `earnings` rows are reachable; the derived counter is added below.
+            out.push(MetricRef {
+                name: EARNINGS_METRIC.to_string(),
+                table: def.clone(),
+                field: String::new(),
+            });
+        }
         for c in &def.columns {
             if let ColumnKind::Field(t) = c.kind
                 && numeric(t)
@@ -175,7 +183,7 @@ fn candidates<'a>(
     matchers: &[Matcher],
 ) -> Vec<(Arc<TableDef>, Vec<&'a MetricRef>)> {
     let mut by_table: Vec<(Arc<TableDef>, Vec<&MetricRef>)> = Vec::new();
-    for m in catalog {
+    for m in catalog.iter().filter(|m| !m.field.is_empty()) {
         let ok = matchers
             .iter()
             .filter(|x| x.name == METRIC_NAME)
@@ -199,6 +207,15 @@ async fn fetch_one(
     total: &mut usize,
 ) -> Result<Vec<Series>, FetchError> {
     let mut result = Vec::new();
+    if sel
+        .matchers
+        .iter()
+        .filter(|m| m.name == METRIC_NAME)
+        .all(|m| m.matches(EARNINGS_METRIC))
+        && catalog.iter().any(|m| m.table.name == "earnings")
+    {
+        result.extend(earnings_series(ctx, sel, total).await?);
+    }
     'tables: for (def, metrics) in candidates(catalog, &sel.matchers) {
         let tags = tag_names(&def);
         let mut filter = column("time")
@@ -274,6 +291,119 @@ async fn fetch_one(
         }
     }
     Ok(result)
+}
+
+/// The exact cumulative earnings series: one per GPU (labels `supplier`, `gpu_uuid`,
+/// `model`), in minor units, a sample at the end of every accrued ledger entry, counting
+/// from the first entry ever (not from the window start). Derived from the `earnings`
+/// ledger rows, never extrapolated: `increase_exact(rigwatch_earnings_total[1d])` is a
+/// day's pay to the unit.
+pub const EARNINGS_METRIC: &str = "rigwatch_earnings_total";
+
+async fn earnings_series(
+    ctx: &SessionContext,
+    sel: &Selection,
+    total: &mut usize,
+) -> Result<Vec<Series>, FetchError> {
+    use datafusion::functions_aggregate::expr_fn::sum;
+    let keys = ["supplier", "gpu_uuid", "model"];
+    let table = || ctx.table(datafusion::common::TableReference::bare("earnings"));
+    let mut pushed = None::<Expr>;
+    for m in sel.matchers.iter().filter(|m| m.name != METRIC_NAME) {
+        if !keys.contains(&m.name.as_str()) {
+            if !m.matches("") {
+                return Ok(Vec::new());
+            }
+            continue;
+        }
+        if m.op == MatchOp::Equal && !m.value.is_empty() {
+            let e = column(&m.name).eq(lit(m.value.as_str()));
+            pushed = Some(match pushed {
+                Some(p) => p.and(e),
+                None => e,
+            });
+        }
+    }
+    let with = |df: datafusion::dataframe::DataFrame| match &pushed {
+        Some(p) => df.filter(p.clone()),
+        None => Ok(df),
+    };
+    // What was earned before the window: the counter's starting value.
+    let before = with(table().await?)?
+        .filter(column("to_ms").lt(lit(sel.min_t)))?
+        .aggregate(
+            keys.iter().map(|k| column(k)).collect(),
+            vec![sum(column("amount_minor")).alias("base")],
+        )?
+        .collect()
+        .await?;
+    let mut base: HashMap<[String; 3], i64> = HashMap::new();
+    for b in &before {
+        let cols: Vec<ArrayRef> = (0..3)
+            .map(|i| cast(b.column(i), &DataType::Utf8))
+            .collect::<Result<_, _>>()?;
+        let amount = cast(b.column(3), &DataType::Int64)?;
+        let amount = amount.as_primitive::<arrow::datatypes::Int64Type>();
+        for r in 0..b.num_rows() {
+            let key = std::array::from_fn(|i| cols[i].as_string::<i32>().value(r).to_string());
+            base.insert(key, amount.value(r));
+        }
+    }
+    let within = with(table().await?)?
+        .filter(
+            column("to_ms")
+                .gt_eq(lit(sel.min_t))
+                .and(column("to_ms").lt_eq(lit(sel.max_t))),
+        )?
+        .select_columns(&["supplier", "gpu_uuid", "model", "to_ms", "amount_minor"])?
+        .sort(vec![column("to_ms").sort(true, false)])?
+        .collect()
+        .await?;
+    let mut series: HashMap<[String; 3], Vec<Sample>> = HashMap::new();
+    let mut running = base.clone();
+    for b in &within {
+        let cols: Vec<ArrayRef> = (0..3)
+            .map(|i| cast(b.column(i), &DataType::Utf8))
+            .collect::<Result<_, _>>()?;
+        let to = cast(b.column(3), &DataType::Int64)?;
+        let to = to.as_primitive::<arrow::datatypes::Int64Type>();
+        let amount = cast(b.column(4), &DataType::Int64)?;
+        let amount = amount.as_primitive::<arrow::datatypes::Int64Type>();
+        for r in 0..b.num_rows() {
+            let key: [String; 3] =
+                std::array::from_fn(|i| cols[i].as_string::<i32>().value(r).to_string());
+            let acc = running.entry(key.clone()).or_insert(0);
+            *acc += amount.value(r);
+            let samples = series.entry(key).or_default();
+            let t = to.value(r);
+            // Entries of several leases on one GPU can end at the same millisecond.
+            match samples.last_mut() {
+                Some(last) if last.t == t => last.v = *acc as f64,
+                _ => samples.push(Sample { t, v: *acc as f64 }),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (key, samples) in series {
+        *total += samples.len();
+        let labels = Labels::from_pairs(
+            keys.iter()
+                .zip(key.iter())
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .chain(std::iter::once((
+                    METRIC_NAME.to_string(),
+                    EARNINGS_METRIC.to_string(),
+                ))),
+        );
+        if sel
+            .matchers
+            .iter()
+            .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+        {
+            out.push(Series { labels, samples });
+        }
+    }
+    Ok(out)
 }
 
 /// Groups rows into series by their tag values without allocating per row: tag values are
