@@ -31,7 +31,6 @@ use clap::{Args, ValueEnum};
 use rigwatch_ingest::line_protocol::{self, Precision};
 use rigwatch_ingest::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
-use std::collections::HashMap;
 
 use crate::fleet::{FIELDS_PER_ROW, Fleet};
 use peers::{System, ensure_peers_installed, internal_serve, load};
@@ -319,56 +318,103 @@ impl Dataset {
     }
 }
 
-/// Converts one line-protocol body (rows of table `t`) into a remote-write request with one
-/// series per (row key, field), metric `<t>_<field>`: the names rigwatch and VictoriaMetrics
-/// give the same lines. Samples stay in body order, so each series' samples ascend.
+/// Converts one line-protocol body (rows of table `t`, whole ticks, the same row keys in the
+/// same order in every tick, as [`Dataset::render_chunk`] makes them) into a remote-write
+/// request with one series per (row key, field), metric `<t>_<field>`: the names rigwatch
+/// and VictoriaMetrics give the same lines. Labels are built once per series; each series'
+/// samples ascend.
 fn lp_to_remote_write(body: &str) -> anyhow::Result<WriteRequest> {
     let mut batch = WriteBatch::with_capacity(body.len() / 400 + 1, body.len());
     let errors = line_protocol::parse(body, Precision::Ns, 0, &mut batch);
     if let Some(e) = errors.first() {
         bail!("generated data failed to parse: {e}");
     }
-    let mut index: HashMap<Vec<Label>, usize> = HashMap::new();
+    let first_t = batch.get(0).map(|r| r.time());
+    let per_tick = batch
+        .rows()
+        .take_while(|r| Some(r.time()) == first_t)
+        .count()
+        .max(1);
+    if !batch.len().is_multiple_of(per_tick) {
+        bail!(
+            "{} rows are not whole ticks of {per_tick} rows",
+            batch.len()
+        );
+    }
+    let samples_per_series = batch.len() / per_tick;
     let mut series: Vec<TimeSeries> = Vec::new();
-    for row in batch.rows() {
-        let t_ms = row.time().div_euclid(1_000_000);
-        let mut tags: Vec<Label> = row
-            .tags()
-            .map(|(k, v)| Label {
-                name: k.to_string(),
-                value: v.to_string(),
-            })
-            .collect();
-        tags.sort_by(|a, b| a.name.cmp(&b.name));
-        for (field, value) in row.fields() {
-            let v = match value {
-                FieldValue::F64(v) => v,
-                FieldValue::I64(v) => v as f64,
-                FieldValue::U64(v) => v as f64,
-                FieldValue::Bool(b) => f64::from(u8::from(b)),
-                FieldValue::Str(_) => continue,
-            };
-            let mut labels = Vec::with_capacity(tags.len() + 1);
-            labels.push(Label {
-                name: remote_write::NAME_LABEL.into(),
-                value: format!("{}_{field}", row.table()),
-            });
-            labels.extend(tags.iter().cloned());
-            let next = series.len();
-            let i = *index.entry(labels.clone()).or_insert(next);
-            if i == next {
+    // The first series of the row at each position within a tick.
+    let mut starts: Vec<usize> = Vec::with_capacity(per_tick + 1);
+    for (r, row) in batch.rows().enumerate() {
+        let pos = r % per_tick;
+        if r < per_tick {
+            starts.push(series.len());
+            let mut tags: Vec<Label> = row
+                .tags()
+                .map(|(k, v)| Label {
+                    name: k.to_string(),
+                    value: v.to_string(),
+                })
+                .collect();
+            tags.sort_by(|a, b| a.name.cmp(&b.name));
+            for (field, value) in row.fields() {
+                if as_f64(value).is_none() {
+                    continue;
+                }
+                let mut labels = Vec::with_capacity(tags.len() + 1);
+                labels.push(Label {
+                    name: remote_write::NAME_LABEL.into(),
+                    value: format!("{}_{field}", row.table()),
+                });
+                labels.extend(tags.iter().cloned());
                 series.push(TimeSeries {
                     labels,
-                    samples: Vec::new(),
+                    samples: Vec::with_capacity(samples_per_series),
                 });
+            }
+            if r + 1 == per_tick {
+                starts.push(series.len());
+            }
+        } else if !row.tags().all(|(k, v)| {
+            series[starts[pos]]
+                .labels
+                .iter()
+                .any(|l| l.name == k && l.value == v)
+        }) {
+            bail!(
+                "line {}: rows are not in the same order in every tick",
+                r + 1
+            );
+        }
+        let t_ms = row.time().div_euclid(1_000_000);
+        let mut i = starts[pos];
+        let end = starts.get(pos + 1).copied().unwrap_or(series.len());
+        for (field, value) in row.fields() {
+            let Some(v) = as_f64(value) else { continue };
+            let name = &series.get(i).map(|s| s.labels[0].value.as_str());
+            if i >= end || !name.is_some_and(|n| n.ends_with(field)) {
+                bail!("line {}: fields differ from the first tick's", r + 1);
             }
             series[i].samples.push(Sample {
                 value: v,
                 timestamp: t_ms,
             });
+            i += 1;
         }
     }
     Ok(WriteRequest { timeseries: series })
+}
+
+/// A field as a sample value: numbers as they are, booleans as 0/1 (as VictoriaMetrics'
+/// line-protocol import stores them), strings not at all.
+fn as_f64(v: FieldValue<'_>) -> Option<f64> {
+    match v {
+        FieldValue::F64(v) => Some(v),
+        FieldValue::I64(v) => Some(v as f64),
+        FieldValue::U64(v) => Some(v as f64),
+        FieldValue::Bool(b) => Some(f64::from(u8::from(b))),
+        FieldValue::Str(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -433,6 +479,11 @@ mod tests {
             .find(|s| s.labels[0].value == "gpu_healthy")
             .unwrap();
         assert_eq!(healthy.samples[0].value, 1.0);
+        // Rows must keep their order from tick to tick.
+        let mut lines: Vec<&str> = bodies[0].lines().collect();
+        lines.swap(gpus_in_shard, gpus_in_shard + 1);
+        let err = lp_to_remote_write(&lines.join("\n")).unwrap_err();
+        assert!(err.to_string().contains("same order"), "{err}");
         // The next chunk continues where this one ended.
         let next = ds.render_chunk(&mut fleet, 1, 3);
         let req2 = lp_to_remote_write(&next[0]).unwrap();
