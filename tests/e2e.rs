@@ -6,9 +6,9 @@
 //! data directory and talks to it over HTTP only, as a user would.
 
 mod e2e {
-    pub mod compare;
     pub mod agent;
     pub mod alloc;
+    pub mod compare;
     pub mod corruption;
     pub mod crash;
     pub mod harness;
