@@ -118,6 +118,15 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.internal_serve {
         return internal_serve(dir).await;
     }
+    // On Ctrl-C/SIGTERM the benchmark future is dropped: the peers are killed (kill on drop)
+    // and the temporary directory removed, instead of leaving them running.
+    tokio::select! {
+        r = compare(args) => r,
+        () = crate::server::shutdown_signal() => bail!("interrupted; the peers were stopped"),
+    }
+}
+
+async fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     let (gpus, duration, runs) = args.size.preset();
     let ds = Dataset::new(
         args.gpus.unwrap_or(gpus),
