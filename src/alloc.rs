@@ -99,6 +99,28 @@ pub struct JobRequest {
 }
 
 impl JobRequest {
+    /// `n` whole GPUs for about `expected_s` seconds.
+    pub fn whole(n: u8, expected_s: u64) -> Self {
+        Self {
+            gpus: Some(n),
+            gpu_milli: None,
+            models: Vec::new(),
+            min_gpu_memory_mib: 0,
+            priority: 0,
+            expected_duration_s: expected_s,
+            price_cap_per_gpu_hour: None,
+        }
+    }
+
+    /// `milli` thousandths of one GPU for about `expected_s` seconds.
+    pub fn fraction(milli: u16, expected_s: u64) -> Self {
+        Self {
+            gpus: None,
+            gpu_milli: Some(milli),
+            ..Self::whole(1, expected_s)
+        }
+    }
+
     fn demand(&self) -> Result<GpuDemand, String> {
         match (self.gpus, self.gpu_milli) {
             (Some(n), None) if (1..=8).contains(&n) => Ok(GpuDemand::Whole(n)),
@@ -564,6 +586,41 @@ impl AllocService {
         if !b.is_empty() {
             self.persist(b).await;
         }
+    }
+
+    /// Queues a job and places it at once if it fits; its id.
+    pub async fn submit_now(&self, req: &JobRequest) -> Result<u64, String> {
+        let rec = self.submit(req)?;
+        let b = self.tick(now_ms());
+        if !b.is_empty() {
+            self.persist(b).await;
+        }
+        Ok(rec.job.id)
+    }
+
+    /// Ends a job as completed and persists its closed leases and final earnings.
+    pub async fn complete(&self, id: u64) -> Result<(), String> {
+        let (_, b) = self.end(id, EndReason::Completed)?;
+        if !b.is_empty() {
+            self.persist(b).await;
+        }
+        Ok(())
+    }
+
+    /// (thousandths of a GPU leased, thousandths of capacity) over GPUs that can take work.
+    pub fn allocation(&self) -> (u64, u64) {
+        let st = self.state.lock();
+        (st.alloc.view.used_milli(), st.alloc.view.capacity_milli())
+    }
+
+    /// Jobs waiting for room.
+    pub fn queue_len(&self) -> usize {
+        self.state.lock().alloc.queue_len()
+    }
+
+    /// Thousandths of `uuid` under lease (0 when idle; `None` for an unknown GPU).
+    pub fn gpu_load(&self, uuid: &str) -> Option<u32> {
+        self.state.lock().alloc.gpu_used_milli(uuid)
     }
 
     /// Sets a GPU's health (from fault detection).

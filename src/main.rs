@@ -11,6 +11,7 @@ mod query_cli;
 mod server;
 mod sim_cli;
 mod sql_cli;
+mod workload;
 mod supplier_cli;
 
 use std::process::ExitCode;
