@@ -206,6 +206,7 @@ pub async fn bench_agents(args: AgentBenchArgs) -> anyhow::Result<ExitCode> {
         s3_region: "us-east-1".into(),
         s3_allow_http: false,
         log: "warn".into(),
+        health: Default::default(),
         admin_token: Some("bench-admin-token-not-a-secret".into()),
         lookback_delta: Duration::from_secs(300),
         query_timeout: Duration::from_secs(120),
@@ -268,15 +269,17 @@ pub async fn bench_agents(args: AgentBenchArgs) -> anyhow::Result<ExitCode> {
         );
         last = (acked, lag, rows);
     }
-    let spooled = sum(&fleet, |s| s.spool.batches.load(Relaxed));
-    let rows = sum(&fleet, |s| s.gpu_rows.load(Relaxed));
+    let stats: Vec<Arc<AgentStats>> = fleet.stats().cloned().collect();
     fleet.stop().await;
+    // Read after the agents stopped, so that produced and stored cover the same samples.
+    let spooled: u64 = stats.iter().map(|s| s.spool.batches.load(Relaxed)).sum();
+    let rows: u64 = stats.iter().map(|s| s.gpu_rows.load(Relaxed)).sum();
     let stored = crate::server::count_rows(&running.db, "gpu").await?;
     running.stop().await?;
     let half = window_means.len() / 2;
     let mean = |w: &[f64]| w.iter().sum::<f64>() / w.len().max(1) as f64;
     println!(
-        "summary: {} GPUs at {:?}: {rows} samples produced, {stored} stored, spool backlog at end {spooled} batches; mean lag first half {:.1} ms, second half {:.1} ms",
+        "summary: {} GPUs at {:?}: {rows} samples produced, {stored} stored, {spooled} batches left in spools at stop; mean lag first half {:.1} ms, second half {:.1} ms",
         args.gpus,
         args.interval,
         mean(&window_means[..half]),

@@ -12,11 +12,11 @@
 //! nothing of it is stored. A request is acknowledged (204) only once the store has made
 //! it durable.
 //!
-//! Registrations are also kept in `<data-dir>/agents.json` (written atomically), so the
+//! Registrations are also kept in `<data-dir>/agents.jsonl` (appended and fsynced), so the
 //! `?worker=` check survives restarts without a query.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,7 +56,7 @@ struct Shared {
 
 /// The agent routes.
 pub fn router(state: AgentState) -> Router {
-    let registry = Registry::open(state.db.config().data_dir.join("agents.json"));
+    let registry = Registry::open(state.db.config().data_dir.join("agents.jsonl"));
     Router::new()
         .route("/api/v1/agent/register", post(register))
         .route("/api/v1/agent/inventory", get(inventory))
@@ -75,31 +75,37 @@ pub struct WorkerRecord {
     pub gpus: Vec<GpuInfo>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct RegistryFile {
-    version: u32,
-    /// Keyed by `supplier/worker`.
-    workers: BTreeMap<String, WorkerRecord>,
-}
-
+/// Registered workers, backed by an append-only JSON-lines file: one line per
+/// registration, the last line of a worker wins. Appending keeps a registration O(1)
+/// however many workers there are; a torn last line (a crash mid-write) is ignored.
 #[derive(Debug)]
 struct Registry {
     path: PathBuf,
-    file: Mutex<RegistryFile>,
+    /// Keyed by `supplier/worker`.
+    workers: Mutex<BTreeMap<String, WorkerRecord>>,
+    /// Serialises appends (held across the write and fsync, not while serving reads).
+    append: Mutex<()>,
 }
 
 impl Registry {
     fn open(path: PathBuf) -> Self {
-        let file = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                warn!(error = %e, path = %path.display(), "agent registry unreadable; agents will register again");
-                RegistryFile::default()
-            }),
-            Err(_) => RegistryFile::default(),
-        };
+        let mut workers = BTreeMap::new();
+        if let Ok(text) = fs::read_to_string(&path) {
+            for (i, line) in text.lines().enumerate() {
+                match serde_json::from_str::<WorkerRecord>(line) {
+                    Ok(rec) => {
+                        workers.insert(Self::key(&rec.supplier, &rec.worker), rec);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, path = %path.display(), line = i + 1, "skipping an unreadable agent registration");
+                    }
+                }
+            }
+        }
         Registry {
             path,
-            file: Mutex::new(file),
+            workers: Mutex::new(workers),
+            append: Mutex::new(()),
         }
     }
 
@@ -108,38 +114,38 @@ impl Registry {
     }
 
     fn contains(&self, supplier: &str, worker: &str) -> bool {
-        self.file
+        self.workers
             .lock()
-            .workers
             .contains_key(&Self::key(supplier, worker))
     }
 
-    /// Records a worker and writes the file (tmp + fsync + rename).
+    /// Records a worker durably (append + fsync); an unchanged re-registration (an agent
+    /// restart) writes nothing.
     fn put(&self, rec: WorkerRecord) -> std::io::Result<()> {
-        let mut file = self.file.lock();
-        file.version = 1;
-        file.workers
-            .insert(Self::key(&rec.supplier, &rec.worker), rec);
-        let bytes = serde_json::to_vec_pretty(&*file).expect("registry serializes");
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
+        let key = Self::key(&rec.supplier, &rec.worker);
+        let unchanged = self
+            .workers
+            .lock()
+            .get(&key)
+            .is_some_and(|old| old.gpus == rec.gpus && old.agent_version == rec.agent_version);
+        if !unchanged {
+            let mut line = serde_json::to_vec(&rec).expect("registration serializes");
+            line.push(b'\n');
+            let _guard = self.append.lock();
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            f.write_all(&line)?;
+            f.sync_data()?;
         }
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent()
-            && let Ok(d) = File::open(dir)
-        {
-            let _ = d.sync_all();
-        }
+        self.workers.lock().insert(key, rec);
         Ok(())
     }
 
     fn list(&self, supplier: Option<&str>) -> Vec<WorkerRecord> {
-        self.file
+        self.workers
             .lock()
-            .workers
             .values()
             .filter(|w| supplier.is_none_or(|s| w.supplier == s))
             .cloned()

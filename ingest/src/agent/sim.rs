@@ -10,6 +10,8 @@
 //!   `ambient + power × R_thermal`; above the model's slowdown temperature the GPU throttles
 //!   (HW slowdown + SW thermal bits, SM clock −25 %);
 //! - energy integrates power; PCIe throughput follows utilization;
+//! - rarely, a cooling failure (thermal resistance +40 % for minutes) that makes a loaded
+//!   GPU throttle;
 //! - rarely, an XID: application (13, 31, 43), hardware (48, 64, 79, 95) or informational
 //!   (63, 92), with their side effects (ECC counters, retired pages / remapped rows, 79 drops
 //!   the GPU off the bus for a while).
@@ -173,6 +175,9 @@ struct SimGpu {
     remapped_unc: u64,
     /// Steps left off the bus (no samples).
     disconnected: u32,
+    /// Steps left of a cooling failure (a dead fan, a blocked intake): thermal resistance
+    /// is 40 % higher, so a loaded GPU runs past its slowdown temperature and throttles.
+    overheating: u32,
 }
 
 #[derive(Debug)]
@@ -248,6 +253,7 @@ impl Simulator {
                     remapped_corr: 0,
                     remapped_unc: 0,
                     disconnected: 0,
+                    overheating: 0,
                 }
             })
             .collect();
@@ -310,6 +316,16 @@ impl Simulator {
     /// Makes GPU `gpu` report XID `code` (with its side effects) at the next collection.
     pub fn inject_xid(&self, gpu: usize, code: u32) {
         self.state.lock().pending.push((gpu, code));
+    }
+
+    /// Breaks GPU `gpu`'s cooling for `dur` (rounded up to whole steps): under load it
+    /// heats past its slowdown temperature and throttles.
+    pub fn cooling_failure(&self, gpu: usize, dur: Duration) {
+        let mut s = self.state.lock();
+        let steps = (dur.as_secs_f64() / s.dt_s).ceil() as u32;
+        if let Some(g) = s.gpus.get_mut(gpu) {
+            g.overheating = g.overheating.max(steps);
+        }
     }
 
     /// Takes GPU `gpu` off the bus for `dur` (rounded up to whole steps): it is left out of
@@ -384,6 +400,7 @@ impl SimState {
             let r_fault: f64 = rng.random();
             let r_code: u32 = rng.random_range(0..total_weight);
             let r_replay: f64 = rng.random();
+            let r_cooling: f64 = rng.random();
 
             let (target_util, target_mem) = match &mut g.load {
                 Load::Pinned { util, mem_mib } => (*util, *mem_mib),
@@ -423,7 +440,17 @@ impl SimState {
             g.power += (want.min(limit) - g.power) * a_power;
             // Thermal resistance chosen so that sustained TDP settles 6 °C below slowdown:
             // a cooling problem (or a power-limit raise) is what makes a GPU throttle.
-            let r_th = (m.slowdown_c - 6.0 - AMBIENT_C) / m.tdp_watts;
+            let mut r_th = (m.slowdown_c - 6.0 - AMBIENT_C) / m.tdp_watts;
+            if r_cooling < self.fault_rate / 2.0 {
+                // Lasts 2 to 10 minutes of real time.
+                g.overheating = g
+                    .overheating
+                    .max(((120.0 + r_cooling / self.fault_rate * 960.0) / dt) as u32);
+            }
+            if g.overheating > 0 {
+                g.overheating -= 1;
+                r_th *= 1.4;
+            }
             g.temp += (AMBIENT_C + g.power * r_th - g.temp) * a_temp;
             g.energy_mj += g.power * dt * 1000.0;
 
@@ -592,6 +619,26 @@ mod tests {
         assert!(busy.windows(2).all(|w| {
             w[1].get(Metric::EnergyMj).unwrap() > w[0].get(Metric::EnergyMj).unwrap()
         }));
+    }
+
+    #[test]
+    fn a_cooling_failure_under_load_throttles() {
+        let dt = Duration::from_secs(1);
+        let mut sim = Simulator::with_models(&[CATALOG[4]], 3, dt);
+        sim.set_fault_rate(0.0);
+        sim.set_load(0, 100.0, 20_000);
+        let (before, _) = run(&mut sim, 200);
+        let reasons = |s: &GpuSample| s.get(Metric::ThrottleReasons).unwrap() as u64;
+        assert_eq!(reasons(before.last().unwrap()) & throttle::HW_SLOWDOWN, 0);
+        sim.cooling_failure(0, Duration::from_secs(400));
+        let (hot, _) = run(&mut sim, 300);
+        let last = hot.last().unwrap();
+        assert!(last.get(Metric::Temperature).unwrap() >= CATALOG[4].slowdown_c);
+        assert_ne!(reasons(last) & throttle::HW_SLOWDOWN, 0);
+        assert!(
+            last.get(Metric::SmClockMhz).unwrap()
+                < before.last().unwrap().get(Metric::SmClockMhz).unwrap()
+        );
     }
 
     #[test]
