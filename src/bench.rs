@@ -125,6 +125,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         s3_region: "us-east-1".into(),
         s3_allow_http: false,
         log: "warn".into(),
+        health: Default::default(),
         admin_token: Some(BENCH_TOKEN.into()),
         lookback_delta: Duration::from_secs(300),
         query_timeout: Duration::from_secs(120),

@@ -1,13 +1,15 @@
 //! The `rigwatch` command line: parse arguments, call into the library crates.
 
 mod access;
-mod alloc;
 mod agent_cli;
+mod alloc;
 mod bench;
 mod bench_compare;
 mod demo;
 mod fleet;
+mod health_task;
 mod query_cli;
+mod rules_cli;
 mod server;
 mod sim_cli;
 mod sql_cli;
@@ -44,6 +46,8 @@ enum Command {
     Agent(agent_cli::AgentArgs),
     /// Manage suppliers and their tokens in the data directory's auth file.
     Supplier(supplier_cli::SupplierArgs),
+    /// Alerting rule files: `rigwatch rules check FILE`.
+    Rules(rules_cli::RulesArgs),
     /// Benchmarks that print numbers (ingest throughput, bytes per value, peak RSS).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -76,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Agent(args) => agent_cli::run(args).await,
             Command::Supplier(args) => supplier_cli::run(args),
+            Command::Rules(args) => rules_cli::run(args),
             Command::Sim(args) => sim_cli::run(args),
         }
     })

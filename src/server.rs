@@ -72,7 +72,7 @@ pub struct ServeArgs {
         long,
         env = "RIGWATCH_APPEND_ONLY_TABLES",
         value_delimiter = ',',
-        default_value = "gpu_fault"
+        default_value = "gpu_fault,gpu_health"
     )]
     pub append_only_tables: Vec<String>,
 
@@ -130,6 +130,9 @@ pub struct ServeArgs {
     /// prints it once.
     #[arg(long, env = "RIGWATCH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    #[command(flatten)]
+    pub health: crate::health_task::HealthArgs,
 
     /// Log filter (tracing EnvFilter syntax), e.g. info or rigwatch_storage=debug.
     #[arg(long, env = "RIGWATCH_LOG", default_value = "info")]
@@ -210,6 +213,8 @@ pub struct Running {
     pub auth: Arc<AuthStore>,
     /// The allocator: live view, jobs, leases, earnings.
     pub alloc: crate::alloc::AllocService,
+    /// Fault detection, GPU health and alerting.
+    pub health: crate::health_task::HealthHandle,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -253,7 +258,17 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             .await
             .context("cannot start the allocator")?;
     let gate = access::Gate::new(auth.clone(), args.admin_token.as_deref());
+    let to_alloc = alloc.clone();
+    let gpu_health = crate::health_task::spawn(
+        db.clone(),
+        &args.health,
+        args.listen,
+        Some(Box::new(move |t| to_alloc.set_health(&t.gpu.gpu_uuid, t.to))),
+    )
+    .await
+    .context("cannot start fault detection and alerting")?;
     let mut registry = Registry::default();
+    gpu_health.register(&mut registry);
     db.metrics().register(&mut registry);
     let query = rigwatch_query::QueryService::new(db.clone());
     query.metrics().register(&mut registry);
@@ -317,6 +332,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         db,
         auth,
         alloc,
+        health: gpu_health,
         stop,
         task,
     })

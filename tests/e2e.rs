@@ -12,6 +12,7 @@ mod e2e {
     pub mod corruption;
     pub mod crash;
     pub mod harness;
+    pub mod health;
     pub mod ledger;
     pub mod portal;
     pub mod prometheus;

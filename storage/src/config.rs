@@ -60,7 +60,7 @@ impl DbConfig {
             compaction_min_files: 4,
             retention: None,
             table_retention: HashMap::new(),
-            append_only_tables: vec!["gpu_fault".to_string()],
+            append_only_tables: vec!["gpu_fault".to_string(), "gpu_health".to_string()],
             wal: WalOptions::default(),
             background: true,
         }

@@ -1,0 +1,608 @@
+//! The server's fault-detection and alerting task.
+//!
+//! ```text
+//!  Db::subscribe ─rows─► HealthEngine ─Fault──────► gpu_fault rows (detector=health)
+//!                            ▲ tick 1s  └Transition─► gpu_health rows, HealthHandle::subscribe(),
+//!                                                    the on_transition callback (allocator)
+//!  rule groups (interval) ─► PromQL over the store ─► ALERTS rows, notifications
+//!                                                          │
+//!                          one bounded queue + sender per webhook: POST, retry with backoff
+//! ```
+//!
+//! Rows written (both tables append-only):
+//! - `gpu_fault`: tags `supplier, worker, gpu_uuid, model, kind, class, detector=health`,
+//!   fields `code` (integer), `severity`, `evidence`, `action` (strings). The agent's own
+//!   XID rows have no `detector` tag; count `detector="health"` rows to avoid counting an
+//!   XID twice.
+//! - `gpu_health`: tags `supplier, worker, gpu_uuid, model`, fields `state`, `previous`,
+//!   `reasons` (strings, reasons joined by `; `), `state_code` (0 healthy, 1 degraded,
+//!   2 unhealthy, 3 offline) and `hardware` (bool): PromQL reads `gpu_health_state_code`.
+//!
+//! Webhook delivery: each webhook has its own in-memory FIFO (`--alert-queue` messages). A
+//! message is retried with exponential backoff (0.5 s doubling up to 60 s) until the receiver
+//! answers 2xx, in order, so a receiver that is down for a while gets every notification when
+//! it comes back. When the queue is full the oldest message is dropped and counted
+//! (`rigwatch_alert_notifications_dropped_total`). The queue and alert state are not
+//! persisted: on a server restart undelivered messages are lost, and alerts that still hold
+//! fire again once their `for` has passed (so a firing alert is re-sent; a resolve that was
+//! queued at shutdown is not).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use rigwatch_query::QueryService;
+use rigwatch_query::rules::{self, Notification, RuleSet};
+use rigwatch_scheduler::Health;
+use rigwatch_scheduler::health::{
+    Event, Fault, GpuRef, HealthConfig, HealthEngine, Telemetry, Transition,
+};
+use rigwatch_storage::batch::{FieldValue, Row, WriteBatch};
+use rigwatch_storage::{Db, WriteOptions};
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Fault detection and alerting options of `rigwatch serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthArgs {
+    /// Alerting rule file (Prometheus format). Without it the embedded defaults run
+    /// (GPU offline, unhealthy, hardware XID, over temperature, sustained throttling,
+    /// uncorrectable memory errors); `--rules none` runs no rules.
+    #[arg(long, env = "RIGWATCH_RULES")]
+    pub rules: Option<std::path::PathBuf>,
+
+    /// Webhook URL to POST alert notifications to, in Alertmanager's webhook format
+    /// (repeatable or comma-separated).
+    #[arg(
+        long = "alert-webhook",
+        env = "RIGWATCH_ALERT_WEBHOOK",
+        value_delimiter = ','
+    )]
+    pub alert_webhooks: Vec<String>,
+
+    /// The URL this server is reached at, for `externalURL` and `generatorURL` in
+    /// notifications (default: http://LISTEN).
+    #[arg(long, env = "RIGWATCH_EXTERNAL_URL")]
+    pub external_url: Option<String>,
+
+    /// Most undelivered notifications kept per webhook (oldest dropped beyond it).
+    #[arg(long, env = "RIGWATCH_ALERT_QUEUE", default_value_t = 10_000)]
+    pub alert_queue: usize,
+
+    /// A GPU with no telemetry for this long is offline.
+    #[arg(long, env = "RIGWATCH_HEALTH_OFFLINE_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub health_offline_after: Duration,
+
+    /// Throttling must last this long (on every sample) to be a fault.
+    #[arg(long, env = "RIGWATCH_HEALTH_THROTTLE_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub health_throttle_window: Duration,
+
+    /// Temperature must stay over the model's limit this long to be a fault.
+    #[arg(long, env = "RIGWATCH_HEALTH_TEMPERATURE_WINDOW", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub health_temperature_window: Duration,
+
+    /// Conditions that recover by time clear after this long without recurring.
+    #[arg(long, env = "RIGWATCH_HEALTH_CLEAN_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub health_clean_interval: Duration,
+}
+
+impl Default for HealthArgs {
+    fn default() -> Self {
+        let c = HealthConfig::default();
+        Self {
+            rules: None,
+            alert_webhooks: Vec::new(),
+            external_url: None,
+            alert_queue: 10_000,
+            health_offline_after: Duration::from_nanos(c.offline_after_ns as u64),
+            health_throttle_window: Duration::from_nanos(c.throttle_window_ns as u64),
+            health_temperature_window: Duration::from_nanos(c.temperature_window_ns as u64),
+            health_clean_interval: Duration::from_nanos(c.clean_interval_ns as u64),
+        }
+    }
+}
+
+impl HealthArgs {
+    fn config(&self) -> HealthConfig {
+        let ns = |d: Duration| d.as_nanos().min(i64::MAX as u128) as i64;
+        HealthConfig {
+            offline_after_ns: ns(self.health_offline_after),
+            throttle_window_ns: ns(self.health_throttle_window),
+            temperature_window_ns: ns(self.health_temperature_window),
+            clean_interval_ns: ns(self.health_clean_interval),
+            ..HealthConfig::default()
+        }
+    }
+
+    /// Loads the rule groups: the file, the defaults, or none.
+    pub fn rule_groups(&self) -> anyhow::Result<Vec<rules::RuleGroup>> {
+        let text = match &self.rules {
+            Some(p) if p.as_os_str() == "none" => return Ok(Vec::new()),
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read rule file {}: {e}", p.display()))?,
+            None => rules::DEFAULT_RULES.to_string(),
+        };
+        rules::parse_rule_file(&text).map_err(|e| {
+            let name = self
+                .rules
+                .as_ref()
+                .map_or("the default rules".to_string(), |p| p.display().to_string());
+            anyhow::anyhow!("invalid rule file {name}:\n{e}")
+        })
+    }
+}
+
+/// Counters of the health task and the notifier.
+#[derive(Debug, Clone, Default)]
+struct Metrics {
+    faults: Counter,
+    transitions: Counter,
+    lagged_batches: Counter,
+    sent: Counter,
+    send_failures: Counter,
+    dropped: Counter,
+}
+
+/// A health change, as the allocator and other subscribers get it.
+pub type HealthChange = Arc<Transition>;
+
+/// Handle to the running task: subscribe to health changes, stop it.
+pub struct HealthHandle {
+    changes: broadcast::Sender<HealthChange>,
+    rule_set: Arc<tokio::sync::Mutex<RuleSet>>,
+    metrics: Metrics,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for HealthHandle {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl HealthHandle {
+    /// Every health transition from now on: (GPU, from, to, reasons). The server itself
+    /// feeds the allocator through `spawn`'s callback; this is for other in-process consumers.
+    #[allow(dead_code)]
+    pub fn subscribe(&self) -> broadcast::Receiver<HealthChange> {
+        self.changes.subscribe()
+    }
+
+    /// Registers the task's counters (and the rule evaluator's).
+    pub fn register(&self, registry: &mut Registry) {
+        let m = &self.metrics;
+        for (name, help, c) in [
+            (
+                "rigwatch_health_faults",
+                "Faults detected (gpu_fault rows written)",
+                &m.faults,
+            ),
+            (
+                "rigwatch_health_transitions",
+                "GPU health state changes",
+                &m.transitions,
+            ),
+            (
+                "rigwatch_health_lagged_batches",
+                "Write batches the health task missed because it fell behind",
+                &m.lagged_batches,
+            ),
+            (
+                "rigwatch_alert_notifications_sent",
+                "Webhook messages delivered",
+                &m.sent,
+            ),
+            (
+                "rigwatch_alert_notification_failures",
+                "Webhook POST attempts that failed (retried)",
+                &m.send_failures,
+            ),
+            (
+                "rigwatch_alert_notifications_dropped",
+                "Webhook messages dropped because the queue was full",
+                &m.dropped,
+            ),
+        ] {
+            registry.register(name, help, c.clone());
+        }
+        if let Ok(set) = self.rule_set.try_lock() {
+            set.metrics.register(registry);
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Starts fault detection, rule evaluation and webhook delivery.
+/// `on_transition` is called for every health change (e.g. to update the allocator).
+pub async fn spawn(
+    db: Arc<Db>,
+    args: &HealthArgs,
+    listen: std::net::SocketAddr,
+    on_transition: Option<Box<dyn Fn(&Transition) + Send + Sync>>,
+) -> anyhow::Result<HealthHandle> {
+    let groups = args.rule_groups()?;
+    let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
+    let metrics = Metrics::default();
+    let (changes, _) = broadcast::channel(4_096);
+    let rule_set = Arc::new(tokio::sync::Mutex::new(RuleSet::new(groups)));
+    let mut tasks = Vec::new();
+
+    let rx = db.subscribe();
+    tasks.push(tokio::spawn(detect(
+        db.clone(),
+        rx,
+        args.config(),
+        changes.clone(),
+        on_transition,
+        metrics.clone(),
+    )));
+
+    let external_url = args
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{listen}"))
+        .trim_end_matches('/')
+        .to_string();
+    let mut queues = Vec::new();
+    for url in &args.alert_webhooks {
+        let q = Arc::new(Queue::new(args.alert_queue));
+        tasks.push(tokio::spawn(deliver(
+            url.clone(),
+            q.clone(),
+            metrics.clone(),
+        )));
+        queues.push(q);
+    }
+    if rule_count > 0 {
+        tasks.push(tokio::spawn(evaluate(
+            db,
+            rule_set.clone(),
+            queues,
+            external_url,
+        )));
+    }
+    info!(
+        rules = rule_count,
+        webhooks = args.alert_webhooks.len(),
+        "fault detection and alerting started"
+    );
+    Ok(HealthHandle {
+        changes,
+        rule_set,
+        metrics,
+        tasks,
+    })
+}
+
+fn num(v: FieldValue<'_>) -> Option<f64> {
+    match v {
+        FieldValue::F64(x) => Some(x),
+        FieldValue::I64(x) => Some(x as f64),
+        FieldValue::U64(x) => Some(x as f64),
+        FieldValue::Bool(b) => Some(b as u8 as f64),
+        FieldValue::Str(_) => None,
+    }
+}
+
+fn gpu_ref<'a>(row: &Row<'a>) -> Option<GpuRef<'a>> {
+    let mut g = GpuRef {
+        supplier: "",
+        worker: "",
+        gpu_uuid: "",
+        model: "",
+    };
+    for (k, v) in row.tags() {
+        match k {
+            "supplier" => g.supplier = v,
+            "worker" => g.worker = v,
+            "gpu_uuid" => g.gpu_uuid = v,
+            "model" => g.model = v,
+            _ => {}
+        }
+    }
+    (!g.gpu_uuid.is_empty()).then_some(g)
+}
+
+/// Feeds one accepted batch to the engine.
+fn observe(engine: &mut HealthEngine, batch: &WriteBatch, out: &mut Vec<Event>) {
+    for row in batch.rows() {
+        match row.table() {
+            "gpu" => {
+                let Some(g) = gpu_ref(&row) else { continue };
+                let mut m = Telemetry::default();
+                for (k, v) in row.fields() {
+                    if let Some(x) = num(v) {
+                        m.set(k, x);
+                    }
+                }
+                engine.observe_sample(g, row.time(), &m, out);
+            }
+            "gpu_fault" => {
+                let Some(g) = gpu_ref(&row) else { continue };
+                let mut kind = "";
+                let mut code = None;
+                let mut ours = false;
+                for (k, v) in row.tags() {
+                    match k {
+                        "kind" => kind = v,
+                        "detector" => ours = true,
+                        "code" | "xid" => code = v.parse::<u32>().ok(),
+                        _ => {}
+                    }
+                }
+                if ours {
+                    continue;
+                }
+                for (k, v) in row.fields() {
+                    if k == "code" || k == "xid" {
+                        code = num(v).map(|x| x as u32).or(code);
+                    }
+                }
+                match (kind, code) {
+                    ("reset", _) => engine.observe_reset(g, row.time(), out),
+                    ("xid" | "", Some(c)) => engine.observe_xid(g, row.time(), c, out),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn health_code(h: Health) -> i64 {
+    match h {
+        Health::Healthy => 0,
+        Health::Degraded => 1,
+        Health::Unhealthy => 2,
+        Health::Offline => 3,
+    }
+}
+
+fn health_str(h: Health) -> &'static str {
+    match h {
+        Health::Healthy => "healthy",
+        Health::Degraded => "degraded",
+        Health::Unhealthy => "unhealthy",
+        Health::Offline => "offline",
+    }
+}
+
+fn fault_row(b: &mut WriteBatch, f: &Fault) {
+    let mut r = b.row("gpu_fault", f.time_ns);
+    for (k, v) in [
+        ("supplier", f.gpu.supplier.as_str()),
+        ("worker", f.gpu.worker.as_str()),
+        ("gpu_uuid", f.gpu.gpu_uuid.as_str()),
+        ("model", f.gpu.model.as_str()),
+        ("kind", f.kind.as_str()),
+        ("class", f.class),
+        ("detector", "health"),
+    ] {
+        if !v.is_empty() {
+            r.tag(k, v);
+        }
+    }
+    r.field("code", FieldValue::I64(f.code))
+        .field("severity", FieldValue::Str(f.severity.as_str()))
+        .field("evidence", FieldValue::Str(&f.evidence))
+        .field("action", FieldValue::Str(f.action));
+    let _ = r.finish(0);
+}
+
+fn health_row(b: &mut WriteBatch, t: &Transition) {
+    let mut r = b.row("gpu_health", t.time_ns);
+    for (k, v) in [
+        ("supplier", t.gpu.supplier.as_str()),
+        ("worker", t.gpu.worker.as_str()),
+        ("gpu_uuid", t.gpu.gpu_uuid.as_str()),
+        ("model", t.gpu.model.as_str()),
+    ] {
+        if !v.is_empty() {
+            r.tag(k, v);
+        }
+    }
+    let reasons = t.reasons.join("; ");
+    r.field("state", FieldValue::Str(health_str(t.to)))
+        .field("previous", FieldValue::Str(health_str(t.from)))
+        .field("state_code", FieldValue::I64(health_code(t.to)))
+        .field("reasons", FieldValue::Str(&reasons))
+        .field("hardware", FieldValue::Bool(t.hardware));
+    let _ = r.finish(0);
+}
+
+async fn detect(
+    db: Arc<Db>,
+    mut rx: broadcast::Receiver<Arc<WriteBatch>>,
+    config: HealthConfig,
+    changes: broadcast::Sender<HealthChange>,
+    on_transition: Option<Box<dyn Fn(&Transition) + Send + Sync>>,
+    metrics: Metrics,
+) {
+    let mut engine = HealthEngine::new(config);
+    let mut events = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Ok(batch) => observe(&mut engine, &batch, &mut events),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    metrics.lagged_batches.inc_by(n);
+                    warn!(missed = n, "health task fell behind the write path; batches skipped");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick() => engine.tick(now_ns(), &mut events),
+        }
+        if events.is_empty() {
+            continue;
+        }
+        let mut b = WriteBatch::default();
+        for e in events.drain(..) {
+            match e {
+                Event::Fault(f) => {
+                    metrics.faults.inc();
+                    fault_row(&mut b, &f);
+                }
+                Event::Transition(t) => {
+                    metrics.transitions.inc();
+                    health_row(&mut b, &t);
+                    info!(gpu = %t.gpu.gpu_uuid, from = health_str(t.from), to = health_str(t.to), reasons = %t.reasons.join("; "), "GPU health changed");
+                    if let Some(f) = &on_transition {
+                        f(&t);
+                    }
+                    let _ = changes.send(Arc::new(t));
+                }
+            }
+        }
+        if let Err(error) = db.write(b, WriteOptions::default()).await {
+            warn!(%error, "cannot write fault/health rows");
+        }
+    }
+}
+
+async fn evaluate(
+    db: Arc<Db>,
+    set: Arc<tokio::sync::Mutex<RuleSet>>,
+    queues: Vec<Arc<Queue>>,
+    external_url: String,
+) {
+    let service = QueryService::new(db.clone());
+    loop {
+        let now_ms = now_ns() / 1_000_000;
+        let (out, next) = {
+            let mut s = set.lock().await;
+            let out = s.eval_due(&service, now_ms).await;
+            (out, s.next_due_ms().unwrap_or(now_ms + 60_000))
+        };
+        let t = now_ms;
+        if !out.alerts_series.is_empty() {
+            let b = rules::alerts_batch(&out.alerts_series, t);
+            if let Err(error) = db.write(b, WriteOptions::default()).await {
+                warn!(%error, "cannot write ALERTS rows");
+            }
+        }
+        if !out.notifications.is_empty() && !queues.is_empty() {
+            // One message per alertname, like an Alertmanager route grouped by alertname.
+            let mut notes = out.notifications;
+            notes.sort_by(|a, b| a.alertname.cmp(&b.alertname));
+            for chunk in notes.chunk_by(|a, b| a.alertname == b.alertname) {
+                let name = &chunk[0].alertname;
+                for q in &queues {
+                    let msg = rules::payload::message("rigwatch", &external_url, name, chunk);
+                    match serde_json::to_vec(&msg) {
+                        Ok(body) => q.push(body),
+                        Err(error) => warn!(%error, "cannot encode a notification"),
+                    }
+                }
+                log_notes(chunk);
+            }
+        }
+        let wait = (next - now_ns() / 1_000_000).clamp(50, 60_000);
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
+}
+
+fn log_notes(notes: &[Notification]) {
+    for n in notes {
+        info!(alert = %n.alertname, labels = %n.labels, resolved = n.resolved, "alert notification queued");
+    }
+}
+
+/// A webhook's pending messages (JSON bodies), oldest first.
+struct Queue {
+    items: Mutex<VecDeque<Vec<u8>>>,
+    capacity: usize,
+    wake: Notify,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl Queue {
+    fn new(capacity: usize) -> Self {
+        Self {
+            items: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            wake: Notify::new(),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn push(&self, body: Vec<u8>) {
+        let mut q = self.items.lock();
+        if q.len() >= self.capacity {
+            q.pop_front();
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        q.push_back(body);
+        drop(q);
+        self.wake.notify_one();
+    }
+}
+
+async fn deliver(url: String, queue: Arc<Queue>, metrics: Metrics) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(error) => {
+            warn!(%error, %url, "cannot build the webhook client; notifications are not sent");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_millis(500);
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        let dropped = queue.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if dropped > 0 {
+            metrics.dropped.inc_by(dropped);
+            warn!(%url, dropped, "webhook queue full: oldest notifications dropped");
+        }
+        let next = queue.items.lock().front().cloned();
+        let Some(body) = next else {
+            queue.wake.notified().await;
+            continue;
+        };
+        let res = client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().is_success() => {
+                metrics.sent.inc();
+                queue.items.lock().pop_front();
+                if let Some(since) = failing_since.take() {
+                    info!(%url, down_for = ?since.elapsed(), "webhook receiver is back");
+                }
+                backoff = Duration::from_millis(500);
+            }
+            other => {
+                metrics.send_failures.inc();
+                let why = match other {
+                    Ok(r) => format!("HTTP {}", r.status()),
+                    Err(e) => e.to_string(),
+                };
+                if failing_since.is_none() {
+                    failing_since = Some(Instant::now());
+                    warn!(%url, error = %why, pending = queue.items.lock().len(), "webhook delivery failed; retrying with backoff");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
