@@ -147,13 +147,16 @@ struct Metrics {
     dropped: Counter,
 }
 
+/// Called for every health change (the server passes the allocator's `set_health`).
+pub type OnTransition = Box<dyn Fn(&Transition) + Send + Sync>;
+
 /// A health change, as the allocator and other subscribers get it.
 pub type HealthChange = Arc<Transition>;
 
 /// Handle to the running task: subscribe to health changes, stop it.
 pub struct HealthHandle {
     changes: broadcast::Sender<HealthChange>,
-    rule_set: Arc<tokio::sync::Mutex<RuleSet>>,
+    rule_metrics: rules::RuleMetrics,
     metrics: Metrics,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -211,9 +214,7 @@ impl HealthHandle {
         ] {
             registry.register(name, help, c.clone());
         }
-        if let Ok(set) = self.rule_set.try_lock() {
-            set.metrics.register(registry);
-        }
+        self.rule_metrics.register(registry);
     }
 }
 
@@ -229,13 +230,15 @@ pub async fn spawn(
     db: Arc<Db>,
     args: &HealthArgs,
     listen: std::net::SocketAddr,
-    on_transition: Option<Box<dyn Fn(&Transition) + Send + Sync>>,
+    on_transition: Option<OnTransition>,
 ) -> anyhow::Result<HealthHandle> {
     let groups = args.rule_groups()?;
     let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
     let metrics = Metrics::default();
     let (changes, _) = broadcast::channel(4_096);
-    let rule_set = Arc::new(tokio::sync::Mutex::new(RuleSet::new(groups)));
+    let set = RuleSet::new(groups);
+    let rule_metrics = set.metrics.clone();
+    let rule_set = Arc::new(tokio::sync::Mutex::new(set));
     let mut tasks = Vec::new();
 
     let rx = db.subscribe();
@@ -279,7 +282,7 @@ pub async fn spawn(
     );
     Ok(HealthHandle {
         changes,
-        rule_set,
+        rule_metrics,
         metrics,
         tasks,
     })
@@ -426,7 +429,7 @@ async fn detect(
     mut rx: broadcast::Receiver<Arc<WriteBatch>>,
     config: HealthConfig,
     changes: broadcast::Sender<HealthChange>,
-    on_transition: Option<Box<dyn Fn(&Transition) + Send + Sync>>,
+    on_transition: Option<OnTransition>,
     metrics: Metrics,
 ) {
     let mut engine = HealthEngine::new(config);
