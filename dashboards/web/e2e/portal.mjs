@@ -121,7 +121,7 @@ try {
   if (charts < 4) fail(`only ${charts} charts drawn`);
   // Hover shows the value under the cursor.
   const box = await page.locator('#chart-0 .u-over').boundingBox();
-  await page.mouse.move(box.x + box.width - 3, box.y + box.height / 2);
+  await page.mouse.move(box.x + box.width * 0.97, box.y + box.height / 2);
   const hover = await page.locator('#chart-0 .u-legend .u-series:nth-child(2) .u-value').textContent();
   result.hover_value = hover;
   if (!hover || hover.trim() === '--' || hover.trim() === '') fail(`hovering shows no value (${hover})`);

@@ -94,7 +94,7 @@ function health(g) {
   if (g && nowNs - g.time_ns > 120e9) return ['offline', 'health-off', 'no sample for ' + ago(g.time_ns - state.serverSkewNs)];
   const f = state.faults.get(g.gpu_uuid);
   if (!f) return ['healthy', 'health-ok', 'no faults in 24 h'];
-  if (f.severity === 'hardware') return ['fault', 'health-bad', `XID ${f.code} (${f.severity}) ${ago(f.last_ns)}`];
+  if (f.severity === 'hardware' || f.severity === 'critical') return ['fault', 'health-bad', `XID ${f.code} (${f.severity}) ${ago(f.last_ns)}`];
   return ['warning', 'health-warn', `XID ${f.code} (${f.severity || 'unknown'}) ${ago(f.last_ns)}`];
 }
 
@@ -240,6 +240,7 @@ async function gpuDetail(uuid) {
   state.listeners.add(showNow);
   showNow();
   const loadFaults = async () => {
+    if (!state.tables.has('gpu_fault')) await refreshTables();
     if (!state.tables.has('gpu_fault')) { $('#gpu-faults').textContent = 'No faults recorded.'; return; }
     const rows = await sql(`SELECT CAST(time AS BIGINT) AS t, * FROM gpu_fault WHERE gpu_uuid = ${sqlStr(uuid)} ORDER BY time DESC LIMIT 200`);
     faultTimes = rows.map((r) => r.t / 1e9);
@@ -268,7 +269,7 @@ async function gpuDetail(uuid) {
       try {
         const result = await promRange(p.expr.replaceAll('$gpu', uuid.replace(/["\\]/g, '\\$&')), start, end, step);
         const xs = [];
-        for (let t = start - (start % step); t <= end; t += step) xs.push(t);
+        for (let t = start; t <= end; t += step) xs.push(t);
         const index = new Map(xs.map((t, j) => [t, j]));
         const series = result.map((s) => {
           const ys = new Array(xs.length).fill(null);
@@ -312,12 +313,13 @@ const XID_ACTIONS = {
   119: 'GSP timeout: reset the GPU; update the driver if it repeats.',
   120: 'GSP error: reset the GPU; update the driver if it repeats.',
 };
-const action = (code, severity) => XID_ACTIONS[code] || (severity === 'hardware' ? 'Hardware fault: drain the GPU and reset it.' : 'Check the driver log (dmesg) around this time.');
+const action = (r) => r.action || xidAction(r.code, r.severity);
+const xidAction = (code, severity) => XID_ACTIONS[code] || (severity === 'hardware' ? 'Hardware fault: drain the GPU and reset it.' : 'Check the driver log (dmesg) around this time.');
 
 function faultTable(rows) {
-  return `<table class="faults"><thead><tr><th>time</th><th>GPU</th><th>kind</th><th class="num">code</th><th>severity</th><th>recommended action</th></tr></thead><tbody>${
+  return `<table class="faults"><thead><tr><th>time</th><th>GPU</th><th>kind</th><th class="num">code</th><th>severity</th><th>evidence</th><th>recommended action</th></tr></thead><tbody>${
     rows.map((r) => `<tr><td>${new Date(r.t / 1e6).toISOString().replace('T', ' ').slice(0, 19)}</td><td>${esc(r.gpu_uuid)}</td>
-      <td>${esc(r.kind)}</td><td class="num">${esc(r.code)}</td><td>${esc(r.severity)}</td><td>${esc(action(r.code, r.severity))}</td></tr>`).join('')}</tbody></table>`;
+      <td>${esc(r.kind)}</td><td class="num">${esc(r.code)}</td><td>${esc(r.severity)}</td><td>${esc(r.evidence || r.detector || 'reported by the agent')}</td><td>${esc(action(r))}</td></tr>`).join('')}</tbody></table>`;
 }
 
 function genericTable(rows) {
@@ -331,6 +333,7 @@ async function healthPage() {
   const page = clearPage();
   page.innerHTML = '<section class="card"><h2>Health</h2><div id="rel"></div></section><section class="card"><h3>Fault history</h3><div id="faults" class="muted">loading…</div></section>';
   const load = async () => {
+    if (!state.tables.has('gpu_fault')) await refreshTables();
     if (!state.tables.has('gpu_fault')) { $('#faults').textContent = 'No faults recorded. The agent writes XID events to table gpu_fault as they happen.'; return; }
     const rows = await sql('SELECT CAST(time AS BIGINT) AS t, * FROM gpu_fault ORDER BY time DESC LIMIT 500');
     $('#faults').innerHTML = rows.length ? faultTable(rows) : 'No faults recorded.';
@@ -430,7 +433,7 @@ async function consolePage() {
       out.innerHTML = '';
       if (!result.length) { out.innerHTML = '<p class="muted">empty result</p>'; return; }
       const xs = [];
-      for (let t = start - (start % step); t <= end; t += step) xs.push(t);
+      for (let t = start; t <= end; t += step) xs.push(t);
       const index = new Map(xs.map((t, j) => [t, j]));
       const palette = ['#58a6ff', '#3fb950', '#d29922', '#f85149', '#bc8cff', '#39c5cf'];
       const ys = result.slice(0, 30).map((s) => { const a = new Array(xs.length).fill(null); for (const [t, v] of s.values) { const j = index.get(Math.round(t)); if (j !== undefined) a[j] = Number(v); } return a; });
