@@ -84,13 +84,17 @@ fn spawn_writer(
 }
 
 async fn states(s: &Http, gpu: &str) -> Vec<String> {
-    s.rows(&format!(
-        "SELECT state FROM gpu_health WHERE gpu_uuid = '{gpu}' ORDER BY time"
-    ))
-    .await
-    .into_iter()
-    .map(|r| r["state"].as_str().unwrap_or_default().to_string())
-    .collect()
+    // Before the first health change the table does not exist yet: no history.
+    let q = format!("SELECT state FROM gpu_health WHERE gpu_uuid = '{gpu}' ORDER BY time");
+    match s.try_sql(&q).await {
+        Ok(serde_json::Value::Array(rows)) => rows
+            .into_iter()
+            .map(|r| r["state"].as_str().unwrap_or_default().to_string())
+            .collect(),
+        Ok(other) => panic!("{q}: {other}"),
+        Err(e) if e.contains("not found") => Vec::new(),
+        Err(e) => panic!("{q}: {e}\n{}", s.log_tail(30)),
+    }
 }
 
 /// Waits until the GPU's health history is `want`; panics with the history after `limit`.
