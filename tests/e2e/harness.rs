@@ -100,8 +100,10 @@ impl Server {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let log = server.log();
+            // Only whole lines: the server may be mid-way through writing this one.
             if let Some(addr) = log
-                .lines()
+                .split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
                 .find_map(|l| l.strip_prefix("rigwatch listening on http://"))
             {
                 server.addr = addr.trim().parse().expect("listening address");

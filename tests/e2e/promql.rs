@@ -140,6 +140,59 @@ async fn prometheus_api_answers_like_prometheus() {
     assert_eq!(points[0][0], T0);
     assert_eq!(points[3][1], "33");
 
+    // Detected faults (rows the health engine wrote, tagged `detector`) read back as a
+    // counter by XID and severity.
+    let mut faults = String::new();
+    for (i, (g, code, sev)) in [
+        (1, 79, "critical"),
+        (1, 79, "critical"),
+        (1, 79, "critical"),
+        (2, 13, "warning"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        faults.push_str(&format!(
+            "gpu_fault,supplier=acme,gpu_uuid=GPU-{g},model=A100,kind=xid,class=x,detector=health code={code}i,severity=\"{sev}\" {}\n",
+            (T0 + 100 + i as i64 * 7) * 1_000_000_000
+        ));
+    }
+    server.write_ok(&faults).await;
+    let (s, v) = api(
+        &server,
+        "/api/v1/query",
+        &[
+            (
+                "query",
+                "sum by (code, severity) (last_over_time(rigwatch_faults_total[10m]))",
+            ),
+            ("time", &at),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let mut by_code: Vec<(String, String, String)> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["code"].as_str().unwrap_or("").to_string(),
+                r["metric"]["severity"].as_str().unwrap_or("").to_string(),
+                r["value"][1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    by_code.sort();
+    assert_eq!(
+        by_code,
+        [
+            ("13".into(), "warning".into(), "1".into()),
+            ("79".into(), "critical".into(), "3".into())
+        ],
+        "{v}"
+    );
+
     // Grafana's data-source health check.
     let (s, v) = api(&server, "/api/v1/query", &[("query", "1+1"), ("time", &at)]).await;
     assert_eq!(s, StatusCode::OK);
@@ -168,7 +221,12 @@ async fn prometheus_api_answers_like_prometheus() {
         .unwrap();
     assert_eq!(
         v["data"],
-        serde_json::json!(["gpu_energy", "gpu_utilization"])
+        serde_json::json!([
+            "gpu_energy",
+            "gpu_fault_code",
+            "gpu_utilization",
+            "rigwatch_faults_total"
+        ])
     );
     let (_, v) = api(
         &server,

@@ -568,7 +568,7 @@ async fn metadata(
             serde_json::json!([{
                 "type": kind,
                 "help": if m.field.is_empty() {
-                    "exact cumulative earnings in minor units, from the ledger".to_string()
+                    format!("counter derived from the rows of table `{}`", m.table.name)
                 } else {
                     format!("field `{}` of table `{}`", m.field, m.table.name)
                 },

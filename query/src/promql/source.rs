@@ -55,10 +55,10 @@ pub fn metrics(ctx: &SessionContext, db: &rigwatch_storage::Db) -> Vec<MetricRef
     let mut out = Vec::new();
     for name in schema.table_names() {
         let Some(def) = db.table(&name) else { continue };
-        if name == "earnings" {
-            // Listed so `earnings` rows are reachable; the derived counter is added below.
+        for d in DERIVED.iter().filter(|d| d.table == name) {
+            // A counter derived from the table's rows (no field of its own).
             out.push(MetricRef {
-                name: EARNINGS_METRIC.to_string(),
+                name: d.metric.to_string(),
                 table: def.clone(),
                 field: String::new(),
             });
@@ -207,14 +207,15 @@ async fn fetch_one(
     total: &mut usize,
 ) -> Result<Vec<Series>, FetchError> {
     let mut result = Vec::new();
-    if sel
-        .matchers
-        .iter()
-        .filter(|m| m.name == METRIC_NAME)
-        .all(|m| m.matches(EARNINGS_METRIC))
-        && catalog.iter().any(|m| m.table.name == "earnings")
-    {
-        result.extend(earnings_series(ctx, sel, total).await?);
+    for d in DERIVED {
+        let named = sel
+            .matchers
+            .iter()
+            .filter(|m| m.name == METRIC_NAME)
+            .all(|m| m.matches(d.metric));
+        if let Some(m) = catalog.iter().find(|m| named && m.table.name == d.table) {
+            result.extend(derived_series(ctx, &m.table, d, sel, total).await?);
+        }
     }
     'tables: for (def, metrics) in candidates(catalog, &sel.matchers) {
         let tags = tag_names(&def);
@@ -300,86 +301,183 @@ async fn fetch_one(
 /// day's pay to the unit.
 pub const EARNINGS_METRIC: &str = "rigwatch_earnings_total";
 
-async fn earnings_series(
+/// Detected faults as a counter: one series per GPU and fault (labels `supplier`,
+/// `gpu_uuid`, `model`, `kind`, `class`, `code`, `severity`), +1 at each fault event the
+/// health engine recorded in `gpu_fault`. `sum by (code, severity)
+/// (increase_exact(rigwatch_faults_total[1d]))` counts a day's faults by XID and severity.
+pub const FAULTS_METRIC: &str = "rigwatch_faults_total";
+
+/// A counter derived from event rows of a table.
+struct Derived {
+    metric: &'static str,
+    table: &'static str,
+    /// Label name and the column it comes from (tags or fields, read as strings).
+    labels: &'static [(&'static str, &'static str)],
+    /// The amount each row adds; `None` counts rows.
+    amount: Option<&'static str>,
+    /// Milliseconds column for the sample time; `None` uses `time`.
+    time_ms: Option<&'static str>,
+    /// Only rows whose tag equals this value.
+    only: Option<(&'static str, &'static str)>,
+}
+
+const DERIVED: &[Derived] = &[
+    Derived {
+        metric: EARNINGS_METRIC,
+        table: "earnings",
+        labels: &[
+            ("supplier", "supplier"),
+            ("gpu_uuid", "gpu_uuid"),
+            ("model", "model"),
+        ],
+        amount: Some("amount_minor"),
+        time_ms: Some("to_ms"),
+        only: None,
+    },
+    Derived {
+        metric: FAULTS_METRIC,
+        table: "gpu_fault",
+        labels: &[
+            ("supplier", "supplier"),
+            ("gpu_uuid", "gpu_uuid"),
+            ("model", "model"),
+            ("kind", "kind"),
+            ("class", "class"),
+            ("code", "code"),
+            ("severity", "severity"),
+        ],
+        amount: None,
+        time_ms: None,
+        only: Some(("detector", "health")),
+    },
+];
+
+async fn derived_series(
     ctx: &SessionContext,
+    def: &TableDef,
+    d: &Derived,
     sel: &Selection,
     total: &mut usize,
 ) -> Result<Vec<Series>, FetchError> {
     use datafusion::functions_aggregate::expr_fn::sum;
-    let keys = ["supplier", "gpu_uuid", "model"];
-    let table = || ctx.table(datafusion::common::TableReference::bare("earnings"));
-    let mut pushed = None::<Expr>;
+    // Labels whose column the table lacks read as "".
+    let present: Vec<(&str, &str)> = d
+        .labels
+        .iter()
+        .copied()
+        .filter(|(_, c)| def.column_index(c).is_some())
+        .collect();
     for m in sel.matchers.iter().filter(|m| m.name != METRIC_NAME) {
-        if !keys.contains(&m.name.as_str()) {
-            if !m.matches("") {
-                return Ok(Vec::new());
-            }
-            continue;
+        if !present.iter().any(|(l, _)| *l == m.name) && !m.matches("") {
+            return Ok(Vec::new());
         }
-        if m.op == MatchOp::Equal && !m.value.is_empty() {
-            let e = column(&m.name).eq(lit(m.value.as_str()));
-            pushed = Some(match pushed {
-                Some(p) => p.and(e),
-                None => e,
+    }
+    if let Some((tag, _)) = d.only
+        && def.column_index(tag).is_none()
+    {
+        return Ok(Vec::new());
+    }
+    let t_ms = match d.time_ms {
+        Some(c) => cast_expr(column(c), DataType::Int64),
+        None => cast_expr(column("time"), DataType::Int64) / lit(1_000_000i64),
+    };
+    let amount = match d.amount {
+        Some(c) => cast_expr(column(c), DataType::Int64),
+        None => lit(1i64),
+    };
+    let mut pre = None::<Expr>;
+    for m in sel
+        .matchers
+        .iter()
+        .filter(|m| m.op == MatchOp::Equal && !m.value.is_empty())
+    {
+        if let Some((_, c)) = present.iter().find(|(l, _)| *l == m.name) {
+            let e = cast_expr(column(c), DataType::Utf8).eq(lit(m.value.as_str()));
+            pre = Some(pre.map_or(e.clone(), |p| p.and(e)));
+        }
+    }
+    if let Some((tag, v)) = d.only {
+        let e = column(tag).eq(lit(v));
+        pre = Some(pre.map_or(e.clone(), |p| p.and(e)));
+    }
+    let mut cols: Vec<Expr> = present
+        .iter()
+        .enumerate()
+        .map(|(i, (_, c))| cast_expr(column(c), DataType::Utf8).alias(format!("l{i}")))
+        .collect();
+    cols.push(t_ms.alias("t_ms"));
+    cols.push(amount.alias("amt"));
+    let base_df = || async {
+        let df = ctx
+            .table(datafusion::common::TableReference::bare(d.table))
+            .await?;
+        let df = match &pre {
+            Some(p) => df.filter(p.clone())?,
+            None => df,
+        };
+        df.select(cols.clone())
+    };
+    let n = present.len();
+    let keys = |b: &RecordBatch, r: usize, out: &mut Vec<String>| {
+        out.clear();
+        for i in 0..n {
+            let a = b.column(i).as_string::<i32>();
+            out.push(if a.is_valid(r) {
+                a.value(r).to_string()
+            } else {
+                String::new()
             });
         }
-    }
-    let with = |df: datafusion::dataframe::DataFrame| match &pushed {
-        Some(p) => df.filter(p.clone()),
-        None => Ok(df),
     };
-    // What was earned before the window: the counter's starting value.
-    let before = with(table().await?)?
-        .filter(column("to_ms").lt(lit(sel.min_t)))?
+    // What was counted before the window: the counter's starting value.
+    let before = base_df()
+        .await?
+        .filter(column("t_ms").lt(lit(sel.min_t)))?
         .aggregate(
-            keys.iter().map(|k| column(k)).collect(),
-            vec![sum(column("amount_minor")).alias("base")],
+            (0..n).map(|i| column(&format!("l{i}"))).collect(),
+            vec![sum(column("amt")).alias("base")],
         )?
         .collect()
         .await?;
-    let mut base: HashMap<[String; 3], i64> = HashMap::new();
+    let mut running: HashMap<Vec<String>, i64> = HashMap::new();
+    let mut key = Vec::new();
     for b in &before {
-        let cols: Vec<ArrayRef> = (0..3)
-            .map(|i| cast(b.column(i), &DataType::Utf8))
-            .collect::<Result<_, _>>()?;
-        let amount = cast(b.column(3), &DataType::Int64)?;
-        let amount = amount.as_primitive::<arrow::datatypes::Int64Type>();
+        let base = cast(b.column(n), &DataType::Int64)?;
+        let base = base.as_primitive::<arrow::datatypes::Int64Type>();
         for r in 0..b.num_rows() {
-            let key = std::array::from_fn(|i| cols[i].as_string::<i32>().value(r).to_string());
-            base.insert(key, amount.value(r));
+            keys(b, r, &mut key);
+            running.insert(key.clone(), base.value(r));
         }
     }
-    let within = with(table().await?)?
+    let within = base_df()
+        .await?
         .filter(
-            column("to_ms")
+            column("t_ms")
                 .gt_eq(lit(sel.min_t))
-                .and(column("to_ms").lt_eq(lit(sel.max_t))),
+                .and(column("t_ms").lt_eq(lit(sel.max_t))),
         )?
-        .select_columns(&["supplier", "gpu_uuid", "model", "to_ms", "amount_minor"])?
-        .sort(vec![column("to_ms").sort(true, false)])?
+        .sort(vec![column("t_ms").sort(true, false)])?
         .collect()
         .await?;
-    let mut series: HashMap<[String; 3], Vec<Sample>> = HashMap::new();
-    let mut running = base.clone();
+    let mut series: HashMap<Vec<String>, Vec<Sample>> = HashMap::new();
     for b in &within {
-        let cols: Vec<ArrayRef> = (0..3)
-            .map(|i| cast(b.column(i), &DataType::Utf8))
-            .collect::<Result<_, _>>()?;
-        let to = cast(b.column(3), &DataType::Int64)?;
-        let to = to.as_primitive::<arrow::datatypes::Int64Type>();
-        let amount = cast(b.column(4), &DataType::Int64)?;
-        let amount = amount.as_primitive::<arrow::datatypes::Int64Type>();
+        let t = b.column(n).as_primitive::<arrow::datatypes::Int64Type>();
+        let amt = b
+            .column(n + 1)
+            .as_primitive::<arrow::datatypes::Int64Type>();
         for r in 0..b.num_rows() {
-            let key: [String; 3] =
-                std::array::from_fn(|i| cols[i].as_string::<i32>().value(r).to_string());
+            keys(b, r, &mut key);
             let acc = running.entry(key.clone()).or_insert(0);
-            *acc += amount.value(r);
-            let samples = series.entry(key).or_default();
-            let t = to.value(r);
-            // Entries of several leases on one GPU can end at the same millisecond.
+            *acc += amt.value(r);
+            let samples = series.entry(key.clone()).or_default();
+            let ts = t.value(r);
+            // Several rows can land on one millisecond: one sample with the total.
             match samples.last_mut() {
-                Some(last) if last.t == t => last.v = *acc as f64,
-                _ => samples.push(Sample { t, v: *acc as f64 }),
+                Some(last) if last.t == ts => last.v = *acc as f64,
+                _ => samples.push(Sample {
+                    t: ts,
+                    v: *acc as f64,
+                }),
             }
         }
     }
@@ -387,12 +485,13 @@ async fn earnings_series(
     for (key, samples) in series {
         *total += samples.len();
         let labels = Labels::from_pairs(
-            keys.iter()
-                .zip(key.iter())
-                .map(|(k, v)| (k.to_string(), v.clone()))
+            present
+                .iter()
+                .zip(key)
+                .map(|((l, _), v)| (l.to_string(), v))
                 .chain(std::iter::once((
                     METRIC_NAME.to_string(),
-                    EARNINGS_METRIC.to_string(),
+                    d.metric.to_string(),
                 ))),
         );
         if sel
@@ -404,6 +503,10 @@ async fn earnings_series(
         }
     }
     Ok(out)
+}
+
+fn cast_expr(e: Expr, t: DataType) -> Expr {
+    Expr::Cast(datafusion::logical_expr::Cast::new(Box::new(e), t))
 }
 
 /// Groups rows into series by their tag values without allocating per row: tag values are
