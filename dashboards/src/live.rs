@@ -60,7 +60,10 @@ pub fn latest_sql(columns: &[String], since_ns: i64) -> Option<String> {
         group.push(format!("\"{t}\""));
     }
     for f in LIVE_FIELDS.iter().filter(|f| has(f)) {
-        select.push(format!("last_value(\"{f}\" ORDER BY time) AS \"{f}\""));
+        // A row may carry only some fields: each field's latest non-null value.
+        select.push(format!(
+            "last_value(\"{f}\" ORDER BY time) FILTER (WHERE \"{f}\" IS NOT NULL) AS \"{f}\""
+        ));
     }
     select.push("CAST(max(time) AS BIGINT) AS time_ns".into());
     Some(format!(

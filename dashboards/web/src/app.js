@@ -244,6 +244,8 @@ async function gpuDetail(uuid) {
     if (!state.tables.has('gpu_fault')) { $('#gpu-faults').textContent = 'No faults recorded.'; return; }
     const rows = await sql(`SELECT CAST(time AS BIGINT) AS t, * FROM gpu_fault WHERE gpu_uuid = ${sqlStr(uuid)} ORDER BY time DESC LIMIT 200`);
     faultTimes = rows.map((r) => r.t / 1e9);
+    await refreshFaults();
+    showNow();
     $('#gpu-faults').innerHTML = rows.length ? faultTable(rows) : 'No faults recorded.';
     for (const c of state.charts) c.redraw(false);
   };
