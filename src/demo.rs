@@ -152,6 +152,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     ] {
         println!("    curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/sql --data \"{q}\"");
     }
+    let portal = running
+        .auth
+        .issue(Role::Supplier, Some("supplier-00"), None, "portal");
+    if let Ok(p) = portal {
+        let t = p.token;
+        println!("  portal:     {base}/portal  (sign in as supplier-00 with {t})");
+    }
     shutdown_signal().await;
     fleet.stop().await;
     running.stop().await?;
