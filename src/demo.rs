@@ -92,6 +92,9 @@ impl DemoFleet {
                 config.interval = interval;
                 config.region = Some(["eu-west", "us-east", "ap-south"][s % 3].to_string());
                 config.backoff_max = Duration::from_secs(5);
+                // Spread the fleet's ticks over the interval, as independent machines are.
+                let n_agents = gpus.div_ceil(8).max(1) as u32;
+                config.start_delay = interval * (agents.len() as u32 % n_agents) / n_agents;
                 agents.push(AgentHandle::spawn(config, sim)?);
                 w += 1;
             }

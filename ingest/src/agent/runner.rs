@@ -32,6 +32,9 @@ pub struct AgentConfig {
     pub request_timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Wait this long before the first sample (spreads a fleet started at once over the
+    /// interval, as real machines are).
+    pub start_delay: Duration,
 }
 
 impl AgentConfig {
@@ -48,6 +51,7 @@ impl AgentConfig {
             request_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
+            start_delay: Duration::ZERO,
         }
     }
 }
@@ -166,13 +170,18 @@ impl AgentHandle {
 /// The collector thread: inventory once, then one batch per interval until told to stop.
 fn collector_thread(
     mut collector: impl Collector,
-    region: Option<String>,
-    interval: Duration,
+    config: AgentConfig,
     stats: Arc<AgentStats>,
     inventory_tx: oneshot::Sender<Result<Vec<GpuInfo>, CollectError>>,
     batches: mpsc::Sender<Batch>,
     stop: std::sync::mpsc::Receiver<()>,
 ) {
+    let AgentConfig {
+        region,
+        interval,
+        start_delay,
+        ..
+    } = config;
     let inventory = match collector.inventory() {
         Ok(inv) => inv,
         Err(e) => {
@@ -197,7 +206,15 @@ fn collector_thread(
     let mut samples: Vec<GpuSample> = Vec::with_capacity(gpus);
     let mut events: Vec<GpuEvent> = Vec::new();
     let mut body = String::with_capacity(gpus * 700 + 256);
-    let mut next = Instant::now();
+    let mut next = Instant::now() + start_delay;
+    if !start_delay.is_zero()
+        && !matches!(
+            stop.recv_timeout(start_delay),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        )
+    {
+        return;
+    }
     let mut seq: u64 = 0;
     loop {
         let now = now_ns();
@@ -293,15 +310,13 @@ async fn transport_task(
     let (stop_thread, stop_thread_rx) = std::sync::mpsc::channel::<()>();
     let thread = {
         let stats = stats.clone();
-        let region = config.region.clone();
-        let interval = config.interval;
+        let thread_config = config.clone();
         std::thread::Builder::new()
             .name(format!("rigwatch-collector-{}", config.worker))
             .spawn(move || {
                 collector_thread(
                     collector,
-                    region,
-                    interval,
+                    thread_config,
                     stats,
                     inv_tx,
                     batch_tx,
