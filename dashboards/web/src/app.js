@@ -68,7 +68,10 @@ function connectEvents() {
     for (const g of body.gpus) {
       const old = state.gpus.get(g.gpu_uuid);
       if (!old || old.time_ns <= g.time_ns) {
-        state.gpus.set(g.gpu_uuid, g);
+        // A row may carry some fields only (nulls are left out): keep the others' last values.
+        const merged = Object.assign({}, old || {});
+        for (const [k, v] of Object.entries(g)) if (v !== null && v !== undefined) merged[k] = v;
+        state.gpus.set(g.gpu_uuid, merged);
         changed.push(g.gpu_uuid);
       }
     }
