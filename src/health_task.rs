@@ -241,11 +241,19 @@ pub async fn spawn(
     let rule_set = Arc::new(tokio::sync::Mutex::new(set));
     let mut tasks = Vec::new();
 
+    // Subscribe first so nothing written while restoring is missed.
     let rx = db.subscribe();
+    let mut engine = HealthEngine::new(args.config());
+    let restored = restore(&db, &mut engine).await;
+    if let Some(f) = &on_transition {
+        for t in &restored {
+            f(t);
+        }
+    }
     tasks.push(tokio::spawn(detect(
         db.clone(),
         rx,
-        args.config(),
+        engine,
         changes.clone(),
         on_transition,
         metrics.clone(),
@@ -363,6 +371,117 @@ fn observe(engine: &mut HealthEngine, batch: &WriteBatch, out: &mut Vec<Event>) 
     }
 }
 
+fn parse_health(s: &str) -> Option<Health> {
+    Some(match s {
+        "healthy" => Health::Healthy,
+        "degraded" => Health::Degraded,
+        "unhealthy" => Health::Unhealthy,
+        "offline" => Health::Offline,
+        _ => return None,
+    })
+}
+
+/// Restores every GPU's last stored health (latest `gpu_health` row) into the engine and
+/// returns the non-healthy ones as transitions from healthy (for the allocator).
+async fn restore(db: &Arc<Db>, engine: &mut HealthEngine) -> Vec<Transition> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Int64Type};
+    let service = QueryService::new(db.clone());
+    let batches = match service.sql("SELECT * FROM gpu_health ORDER BY time").await {
+        Ok((_, b)) => b,
+        Err(error) => {
+            let msg = error.to_string();
+            if !msg.contains("not found") {
+                warn!(%error, "cannot read gpu_health to restore GPU states; starting from healthy");
+            }
+            return Vec::new();
+        }
+    };
+    // gpu_uuid -> (row fields), the last row wins (rows are in time order).
+    let mut last: std::collections::HashMap<String, [String; 6]> = Default::default();
+    let mut times: std::collections::HashMap<String, i64> = Default::default();
+    for b in &batches {
+        let col = |name: &str| -> Option<arrow::array::ArrayRef> {
+            let c = b.column_by_name(name)?;
+            arrow::compute::cast(c, &DataType::Utf8).ok()
+        };
+        let (Some(uuid), Some(state), Some(time)) = (
+            col("gpu_uuid"),
+            col("state"),
+            b.column_by_name("time")
+                .and_then(|c| arrow::compute::cast(c, &DataType::Int64).ok()),
+        ) else {
+            continue;
+        };
+        let others = ["supplier", "worker", "model", "reasons", "hardware"].map(col);
+        let time = time.as_primitive::<Int64Type>();
+        let uuid = uuid.as_string::<i32>();
+        let state = state.as_string::<i32>();
+        for i in 0..b.num_rows() {
+            if uuid.is_null(i) {
+                continue;
+            }
+            let get = |a: &Option<arrow::array::ArrayRef>| {
+                a.as_ref()
+                    .filter(|a| !a.is_null(i))
+                    .map(|a| a.as_string::<i32>().value(i).to_string())
+                    .unwrap_or_default()
+            };
+            let u = uuid.value(i).to_string();
+            times.insert(u.clone(), time.value(i));
+            last.insert(
+                u,
+                [
+                    state.value(i).to_string(),
+                    get(&others[0]),
+                    get(&others[1]),
+                    get(&others[2]),
+                    get(&others[3]),
+                    get(&others[4]),
+                ],
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for (uuid, [state, supplier, worker, model, reasons, hardware]) in &last {
+        let Some(h) = parse_health(state) else {
+            continue;
+        };
+        let g = GpuRef {
+            supplier,
+            worker,
+            gpu_uuid: uuid,
+            model,
+        };
+        let t = times[uuid];
+        let hw = hardware == "true";
+        engine.restore(g, t, h, hw, reasons);
+        if h != Health::Healthy {
+            out.push(Transition {
+                gpu: Arc::new(rigwatch_scheduler::health::GpuIdent {
+                    supplier: supplier.clone(),
+                    worker: worker.clone(),
+                    gpu_uuid: uuid.clone(),
+                    model: model.clone(),
+                }),
+                time_ns: t,
+                from: Health::Healthy,
+                to: h,
+                reasons: vec![reasons.clone()],
+                hardware: hw,
+            });
+        }
+    }
+    if !last.is_empty() {
+        info!(
+            gpus = last.len(),
+            not_healthy = out.len(),
+            "restored GPU health states"
+        );
+    }
+    out
+}
+
 fn health_code(h: Health) -> i64 {
     match h {
         Health::Healthy => 0,
@@ -427,12 +546,11 @@ fn health_row(b: &mut WriteBatch, t: &Transition) {
 async fn detect(
     db: Arc<Db>,
     mut rx: broadcast::Receiver<Arc<WriteBatch>>,
-    config: HealthConfig,
+    mut engine: HealthEngine,
     changes: broadcast::Sender<HealthChange>,
     on_transition: Option<OnTransition>,
     metrics: Metrics,
 ) {
-    let mut engine = HealthEngine::new(config);
     let mut events = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -240,8 +240,11 @@ enum Cond {
     PcieReplay,
     StuckUtilization,
     XidUnknown,
+    /// Restored at start from a stored non-hardware unhealthy / degraded state.
+    RestoredUnhealthy,
+    RestoredDegraded,
 }
-const CONDS: usize = 10;
+const CONDS: usize = 12;
 
 impl Cond {
     fn health(self) -> Health {
@@ -250,7 +253,8 @@ impl Cond {
             Cond::XidHardware
             | Cond::EccUncorrectable
             | Cond::RowRemapFailure
-            | Cond::OverTemperature => Health::Unhealthy,
+            | Cond::OverTemperature
+            | Cond::RestoredUnhealthy => Health::Unhealthy,
             _ => Health::Degraded,
         }
     }
@@ -270,6 +274,8 @@ impl Cond {
                 | Cond::PcieReplay
                 | Cond::StuckUtilization
                 | Cond::XidUnknown
+                | Cond::RestoredUnhealthy
+                | Cond::RestoredDegraded
         )
     }
 }
@@ -337,6 +343,8 @@ const COND_BY_INDEX: [Cond; CONDS] = [
     Cond::PcieReplay,
     Cond::StuckUtilization,
     Cond::XidUnknown,
+    Cond::RestoredUnhealthy,
+    Cond::RestoredDegraded,
 ];
 
 /// Whether a GPU has a lease, from the allocator; `None` means unknown.
@@ -398,6 +406,42 @@ impl HealthEngine {
     /// Every GPU's identity and state.
     pub fn states(&self) -> impl Iterator<Item = (&Arc<GpuIdent>, Health)> {
         self.gpus.values().map(|g| (&g.ident, g.health))
+    }
+
+    /// Restores a GPU's last stored state (the latest `gpu_health` row) at start, so that a
+    /// restart does not make a drained GPU placeable. No transition is emitted. A hardware
+    /// state again needs a reset; other unhealthy/degraded states clear after a clean
+    /// interval from `t`; an offline GPU stays offline until it reports.
+    pub fn restore(
+        &mut self,
+        gpu: GpuRef<'_>,
+        t: i64,
+        health: Health,
+        hardware: bool,
+        reasons: &str,
+    ) {
+        let g = self.state(gpu, t);
+        g.last_seen_ns = g.last_seen_ns.max(t);
+        let cond = match (health, hardware) {
+            (Health::Healthy, _) => None,
+            (Health::Offline, _) => Some(Cond::Offline),
+            (_, true) => Some(Cond::XidHardware),
+            (Health::Unhealthy, false) => Some(Cond::RestoredUnhealthy),
+            (Health::Degraded, false) => Some(Cond::RestoredDegraded),
+        };
+        if let Some(c) = cond {
+            g.active[c as usize] = Some(Active {
+                reason: format!("restored at start: {reasons}"),
+                last_ns: t,
+            });
+        }
+        if health == Health::Offline && hardware {
+            g.active[Cond::XidHardware as usize] = Some(Active {
+                reason: format!("restored at start: {reasons}"),
+                last_ns: t,
+            });
+        }
+        g.health = g.worst();
     }
 
     fn state(&mut self, gpu: GpuRef<'_>, t: i64) -> &mut GpuState {

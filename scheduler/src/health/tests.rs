@@ -415,3 +415,36 @@ fn thousand_injected_faults_all_detected_and_a_clean_day_is_silent() {
         xid_wall.last().unwrap()
     );
 }
+
+#[test]
+fn restored_states_need_the_same_recovery() {
+    let cfg = HealthConfig::default();
+    let mut e = HealthEngine::new(cfg);
+    let mut u = String::new();
+    let mut out = Vec::new();
+    e.restore(gpu(0, &mut u), 0, Health::Unhealthy, true, "xid: XID 79");
+    e.restore(
+        gpu(1, &mut u),
+        0,
+        Health::Degraded,
+        false,
+        "pcie_replay: ...",
+    );
+    let m = Telemetry {
+        utilization: Some(10.0),
+        ..Default::default()
+    };
+    let mut t = STEP;
+    while t < cfg.clean_interval_ns + 2 * STEP {
+        e.observe_sample(gpu(0, &mut u), t, &m, &mut out);
+        e.observe_sample(gpu(1, &mut u), t, &m, &mut out);
+        e.tick(t, &mut out);
+        t += STEP;
+    }
+    // The degraded one healed by time; the hardware one waits for a reset.
+    assert_eq!(transitions(&out), [(Health::Degraded, Health::Healthy)]);
+    assert_eq!(e.health("GPU-0000").unwrap().0, Health::Unhealthy);
+    out.clear();
+    e.observe_reset(gpu(0, &mut u), t, &mut out);
+    assert_eq!(transitions(&out), [(Health::Unhealthy, Health::Healthy)]);
+}
