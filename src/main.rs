@@ -8,13 +8,14 @@ mod bench_compare;
 mod demo;
 mod fleet;
 mod health_task;
+mod job_cli;
 mod query_cli;
 mod rules_cli;
 mod server;
 mod sim_cli;
 mod sql_cli;
-mod workload;
 mod supplier_cli;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,8 @@ enum Command {
     Sql(sql_cli::SqlArgs),
     /// Run a query-language (PromQL) expression against a running server.
     Query(query_cli::QueryArgs),
+    /// Submit, list, complete and cancel allocator jobs on a running server.
+    Job(job_cli::JobArgs),
     /// Stream this machine's GPUs to a server (NVML, a dcgm-exporter scrape, or --simulate N).
     Agent(agent_cli::AgentArgs),
     /// Manage suppliers and their tokens in the data directory's auth file.
@@ -77,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Demo(args) => demo::run(args).await,
             Command::Sql(args) => sql_cli::run(args).await,
             Command::Query(args) => query_cli::run(args).await,
+            Command::Job(args) => job_cli::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Agent(args) => agent_cli::run(args).await,
             Command::Supplier(args) => supplier_cli::run(args),

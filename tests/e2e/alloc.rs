@@ -260,4 +260,33 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     let (s, v) = call(&server, "DELETE", &format!("/api/v1/jobs/{queued}"), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["data"]["state"], "cancelled");
+
+    // The CLI shows the same jobs.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rigwatch"))
+        .args(["job", "list", "--url", &server.base, "--token", ADMIN_TOKEN])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("cancelled") && text.contains("completed") && text.contains("running"),
+        "{text}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rigwatch"))
+        .args([
+            "job",
+            "submit",
+            "--url",
+            &server.base,
+            "--token",
+            ADMIN_TOKEN,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--gpus N"));
 }
