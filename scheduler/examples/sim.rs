@@ -49,6 +49,9 @@ fn run() -> Result<(), String> {
                     .map_err(|e| format!("--bench-latency: {e}"))?
             }
             "--json" => json = Some(val()?),
+            "--top-shapes" => {
+                o.top_shapes = val()?.parse().map_err(|e| format!("--top-shapes: {e}"))?
+            }
             f => return Err(format!("unknown flag {f:?}")),
         }
     }

@@ -25,7 +25,8 @@ pub const POLICY_NAMES: &[&str] = &[
     "fgd",
     "rigwatch",
 ];
-const EXPECTED: &str = "first-fit, best-fit, spread, random, fgd, rigwatch";
+const EXPECTED: &str = "first-fit, best-fit, spread, random, fgd, rigwatch, \
+     rigwatch:fairness=F+packing=P+degraded=D+thermal=T";
 
 /// Where a job goes: one node, and a share on each of some of its GPUs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +79,13 @@ pub fn policy_by_name(name: &str, seed: u64) -> Result<Box<dyn Policy>> {
         "random" => Box::new(Random(SplitMix64::new(seed))),
         "fgd" => Box::new(Fgd::default()),
         "rigwatch" => Box::new(Rigwatch::default()),
+        n if n.starts_with("rigwatch:") => Box::new(Rigwatch {
+            weights: parse_weights(n).ok_or_else(|| Error::UnknownPolicy {
+                name: name.to_owned(),
+                expected: EXPECTED,
+            })?,
+            ..Rigwatch::default()
+        }),
         _ => {
             return Err(Error::UnknownPolicy {
                 name: name.to_owned(),
@@ -85,6 +93,28 @@ pub fn policy_by_name(name: &str, seed: u64) -> Result<Box<dyn Policy>> {
             });
         }
     })
+}
+
+/// `rigwatch:degraded=0.5+thermal=0.5+fairness=0.02+packing=0.05` (any subset) → weights.
+fn parse_weights(name: &str) -> Option<RigwatchWeights> {
+    let mut w = RigwatchWeights::default();
+    for kv in name
+        .strip_prefix("rigwatch:")?
+        .split('+')
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = kv.split_once('=')?;
+        let v: f64 = v.parse().ok()?;
+        match k {
+            "degraded" => w.degraded = v,
+            "thermal" => w.thermal = v,
+            "thermal_knee_c" => w.thermal_knee_c = v,
+            "fairness" => w.fairness = v,
+            "packing" => w.packing = v,
+            _ => return None,
+        }
+    }
+    Some(w)
 }
 
 /// Whether GPU `g` may take part in a placement of `job` (all hard per-GPU constraints but
@@ -269,6 +299,21 @@ fn node_allocation_after(d: &Decision<'_>, c: &Candidate<'_>) -> f64 {
     if n == 0.0 { 0.0 } else { sum / n }
 }
 
+/// GPU allocation ratio of the candidate's node after placement.
+fn node_gpu_allocation_after(d: &Decision<'_>, c: &Candidate<'_>) -> f64 {
+    let node = &d.view.nodes[c.node as usize];
+    if node.gpus.is_empty() {
+        return 0.0;
+    }
+    let used: u32 = node
+        .gpus
+        .iter()
+        .map(|&g| d.view.gpus[g as usize].used_milli)
+        .sum();
+    f64::from(used + c.gpus.len() as u32 * c.share)
+        / (node.gpus.len() as f64 * f64::from(WHOLE_GPU))
+}
+
 /// Share used on the candidate's GPU after placement (for GPU-level fit inside a node).
 fn gpu_used_after(d: &Decision<'_>, c: &Candidate<'_>) -> f64 {
     c.gpus.first().map_or(0.0, |&g| {
@@ -398,7 +443,9 @@ pub struct RigwatchWeights {
     pub thermal: f64,
     /// Cost per unit of relative supplier advantage (earnings per GPU over the mean).
     pub fairness: f64,
-    /// Reward for a fuller node (bin-packing tie-break).
+    /// Reward for a node whose GPUs are fuller after placement (a bin-packing tie-break
+    /// between candidates of equal fragmentation; larger values, or counting host CPU and
+    /// memory too, cost up to 5 points of allocation on the gpushare40 trace).
     pub packing: f64,
 }
 
@@ -408,14 +455,8 @@ impl Default for RigwatchWeights {
             degraded: 0.5,
             thermal_knee_c: 15.0,
             thermal: 0.5,
-            fairness: std::env::var("RW_FAIR")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.02),
-            packing: std::env::var("RW_PACK")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.05),
+            fairness: 0.02,
+            packing: 0.0001,
         }
     }
 }
@@ -469,6 +510,6 @@ impl Policy for Rigwatch {
             let rel = (sup.earnings_per_gpu() / self.mean_epg - 1.0).clamp(-1.0, 1.0);
             s += w.fairness * rel;
         }
-        s - w.packing * node_allocation_after(d, c)
+        s - w.packing * node_gpu_allocation_after(d, c)
     }
 }
