@@ -108,8 +108,13 @@ impl DemoFleet {
 
     /// Stops every agent (unsent batches go to their spools).
     pub async fn stop(self) {
+        // Ask all first, then wait: each stop flushes to disk.
+        let stoppers: Vec<_> = self.agents.iter().map(|a| a.stopper()).collect();
+        for stop in stoppers {
+            stop();
+        }
         for a in self.agents {
-            if let Err(e) = a.stop().await {
+            if let Err(e) = a.wait().await {
                 tracing::warn!(error = %e, "demo agent ended with an error");
             }
         }

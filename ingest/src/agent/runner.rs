@@ -394,6 +394,10 @@ async fn run_transport(
             }
             // Drain the spool, oldest first, taking in new batches behind it.
             while registered && retry_at.is_none() {
+                // A long backlog must not delay a stop: what is left stays spooled.
+                if *stop.borrow() || stop.has_changed().is_err() {
+                    return Ok(());
+                }
                 while let Ok(b) = batches.try_recv() {
                     stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
                     blocking(spool, move |s| s.push(&b.gz)).await?;
