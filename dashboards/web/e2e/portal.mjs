@@ -93,6 +93,8 @@ try {
   if (!c || !c.httpOnly || c.sameSite !== 'Strict') fail(`session cookie is not HttpOnly/SameSite=Strict: ${JSON.stringify(c)}`);
   if (await page.evaluate(() => document.cookie.includes('rw_session'))) fail('the session cookie is readable from JavaScript');
   await shot(page, '02-overview');
+  // The first screen only, for the README.
+  await page.screenshot({ path: `${OUT}/02-overview-top.png` });
 
   // 3. Live update without reload: a new sample shows up in the table.
   const target = EXPECT[0];
