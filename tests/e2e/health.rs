@@ -483,6 +483,40 @@ async fn health_state_survives_a_restart() {
         Duration::from_secs(10),
     )
     .await;
+
+    // The reliability recipe (scheduler::health::reliability docs) runs as documented.
+    use rigwatch_scheduler::health::reliability;
+    let up: Vec<i64> = s
+        .rows(
+            "SELECT CAST(date_trunc('minute', time) AS BIGINT) AS minute FROM gpu \
+             WHERE gpu_uuid = 'GPU-R' AND time > now() - interval '30 days' GROUP BY minute",
+        )
+        .await
+        .iter()
+        .map(|r| r["minute"].as_i64().expect("minute as ns"))
+        .collect();
+    let health: Vec<(i64, bool)> = s
+        .rows(
+            "SELECT CAST(time AS BIGINT) AS t, hardware FROM gpu_health \
+             WHERE gpu_uuid = 'GPU-R' AND time > now() - interval '30 days' ORDER BY time",
+        )
+        .await
+        .iter()
+        .map(|r| (r["t"].as_i64().unwrap(), r["hardware"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(health.len(), 2);
+    assert!(health[0].1 && !health[1].1, "{health:?}");
+    let now = now_ns();
+    let first = *up.iter().min().unwrap();
+    let r = reliability::score(&reliability::evidence(
+        &up,
+        &health,
+        first,
+        now - 30 * 86_400_000_000_000,
+        now,
+    ));
+    assert!(r.up_minutes >= 1 && r.hardware_down_minutes >= 1, "{r:?}");
+    assert!(r.score < 1.0, "hardware downtime costs score: {r:?}");
 }
 
 #[test]
