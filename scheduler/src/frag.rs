@@ -321,3 +321,71 @@ pub fn placeable_free_milli(view: &LiveView, now_ms: i64) -> u64 {
         .map(|g| u64::from(view.gpus[g as usize].free_milli()))
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::{GpuSpec, NodeSpec};
+
+    fn node(used: &[Milli]) -> (LiveView, NodeIdx) {
+        let mut v = LiveView::new();
+        let n = v.add_node(NodeSpec {
+            name: "n".into(),
+            supplier: "s".into(),
+            cpu_milli: 0,
+            memory_mib: 0,
+        });
+        for (i, &u) in used.iter().enumerate() {
+            let g = v
+                .add_gpu(
+                    GpuSpec {
+                        uuid: format!("g{i}"),
+                        node: "n".into(),
+                        model: "T4".into(),
+                        memory_total_mib: 0,
+                    },
+                    0,
+                )
+                .unwrap();
+            if u > 0 {
+                v.take_share(g, i as u64, u);
+            }
+        }
+        (v, n)
+    }
+
+    fn one(demand: GpuDemand) -> TaskDistribution {
+        TaskDistribution {
+            shapes: vec![Shape {
+                demand,
+                cpu_milli: 0,
+                memory_mib: 0,
+                models: ModelSet::ANY,
+                weight: 1.0,
+            }],
+            generation: next_generation(),
+        }
+    }
+
+    #[test]
+    fn fragmentation_follows_the_fgd_definition() {
+        // Free shares 1000, 600, 300.
+        let (v, n) = node(&[0, 400, 700]);
+        let mut nf = NodeFrag::default();
+        // A half-GPU task fits GPUs 0 and 1; GPU 2's 300 is a fragment.
+        nf.load(&v, &one(GpuDemand::Fraction(500)), n, 0);
+        assert_eq!(nf.before, 300.0);
+        // A whole-GPU task fits GPU 0; the partial GPUs' 600 + 300 are fragments.
+        nf.load(&v, &one(GpuDemand::Whole(1)), n, 0);
+        assert_eq!(nf.before, 900.0);
+        // A 2-GPU task cannot be hosted at all: every free share is a fragment.
+        nf.load(&v, &one(GpuDemand::Whole(2)), n, 0);
+        assert_eq!(nf.before, 1900.0);
+        // Placing 0.5 on GPU 1 (600 → 100) under the half-GPU distribution: +100 fragment.
+        let d = one(GpuDemand::Fraction(500));
+        nf.load(&v, &d, n, 0);
+        assert_eq!(nf.after(&d, &[1], 500, 0, 0) - nf.before, 100.0);
+        // Placing it on GPU 0 (1000 → 500) leaves both still usable: no increase.
+        assert_eq!(nf.after(&d, &[0], 500, 0, 0) - nf.before, 0.0);
+    }
+}

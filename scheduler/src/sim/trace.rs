@@ -103,6 +103,10 @@ impl<'a> Csv<'a> {
             })
     }
 
+    fn col_opt(&self, name: &str) -> Option<usize> {
+        self.header.iter().position(|h| *h == name)
+    }
+
     fn field<T: std::str::FromStr>(&self, line: usize, row: &[&str], col: usize) -> Result<T> {
         let raw = row.get(col).copied().unwrap_or("");
         raw.trim().parse().map_err(|_| Error::Trace {
@@ -148,9 +152,10 @@ pub fn load_pods(path: &Path) -> Result<Vec<TracePod>> {
     let mem = csv.col("memory_mib")?;
     let num_gpu = csv.col("num_gpu")?;
     let gpu_milli = csv.col("gpu_milli")?;
-    let spec = csv.col("gpu_spec")?;
-    let qos = csv.col("qos")?;
-    let created = csv.col("creation_time")?;
+    // Optional: openb_pod_list_multigpu30.csv has only the first five columns.
+    let spec = csv.col_opt("gpu_spec");
+    let qos = csv.col_opt("qos");
+    let created = csv.col_opt("creation_time");
     csv.rows
         .iter()
         .map(|(line, r)| {
@@ -164,7 +169,7 @@ pub fn load_pods(path: &Path) -> Result<Vec<TracePod>> {
                     "unsupported demand num_gpu={n} gpu_milli={m} (need 0, 1×1..999 or 1..8×1000)"
                 ),
             })?;
-            let spec_s: String = csv.field(*line, r, spec)?;
+            let spec_s: String = spec.map_or(Ok(String::new()), |c| csv.field(*line, r, c))?;
             Ok(TracePod {
                 name: csv.field(*line, r, name)?,
                 cpu_milli: csv.field(*line, r, cpu)?,
@@ -175,8 +180,12 @@ pub fn load_pods(path: &Path) -> Result<Vec<TracePod>> {
                     .filter(|s| !s.is_empty())
                     .map(str::to_owned)
                     .collect(),
-                qos: csv.field(*line, r, qos)?,
-                creation_time: csv.field(*line, r, created)?,
+                qos: qos.map_or(Ok(String::new()), |c| csv.field(*line, r, c))?,
+                // Without timestamps, file order is arrival order.
+                creation_time: match created {
+                    Some(c) => csv.field(*line, r, c)?,
+                    None => *line as i64,
+                },
             })
         })
         .collect()
