@@ -80,7 +80,7 @@ async fn torn_wal_tail_is_skipped_and_earlier_data_kept() {
         0..200,
         "after garbage appended to the WAL",
     );
-    assert_eq!(server.count("gpu").await, 200);
+    assert_eq!(server.count("rig").await, 200);
 
     // 2. The last record cut short: the rows before it survive, its own rows are gone.
     for b in 20..40 {
@@ -106,7 +106,7 @@ async fn torn_wal_tail_is_skipped_and_earlier_data_kept() {
         0..390,
         "after truncating the last WAL record",
     );
-    assert_eq!(server.count("gpu").await, 390);
+    assert_eq!(server.count("rig").await, 390);
 
     // 3. The server keeps working, and a clean restart gives the same answer.
     server.write_ok(&gpu_rows(1000..1010)).await;
@@ -150,7 +150,7 @@ fn damage(path: &Path, how: Damage) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// Three `gpu` data sets in three one-minute partitions: A and B persisted to their own
+/// Three `rig` data sets in three one-minute partitions: A and B persisted to their own
 /// Parquet files, C still in the WAL. A's file gets damaged.
 async fn corrupt_parquet(how: Damage) {
     const MIN: u64 = 60_000; // seq -> time is BASE + seq ms, so 60_000 seqs per minute
@@ -187,7 +187,7 @@ async fn corrupt_parquet(how: Damage) {
 
     let mut server = Server::start(&dir, &args, &[]).await;
     let when = format!("{how:?} damage to {rel}");
-    let stored = match server.try_sql("SELECT seq FROM gpu").await {
+    let stored = match server.try_sql("SELECT seq FROM rig").await {
         Ok(_) => stored_seqs(&server).await,
         Err(e) => panic!(
             "{when}: SELECT on the table fails instead of skipping the file: {e}\n{}",
@@ -195,7 +195,7 @@ async fn corrupt_parquet(how: Damage) {
         ),
     };
     expect_exactly(&stored, b.clone().chain(c.clone()), &when);
-    assert_eq!(server.count("gpu").await, 100, "{when}: count(*)");
+    assert_eq!(server.count("rig").await, 100, "{when}: count(*)");
     let log = server.log();
     assert!(
         log.lines()

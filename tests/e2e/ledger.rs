@@ -2,12 +2,12 @@
 //! checked against that.
 //!
 //! Three tables exercise the three ways rows can go wrong:
-//! - `gpu` (upsert): one row per `seq`, a unique (series, time) each, spread over three
+//! - `rig` (upsert): one row per `seq`, a unique (series, time) each, spread over three
 //!   one-minute partitions so every persist writes several files and compaction has work.
 //! - `gpu_state` (upsert): a few keys rewritten over and over with an increasing `version`; the
 //!   row must hold the newest acknowledged version (or a newer in-flight one), never an older
 //!   one and never two rows.
-//! - `gpu_fault` (append-only): every row has a unique `seq`, and rows share (series, time) in
+//! - `rig_event` (append-only): every row has a unique `seq`, and rows share (series, time) in
 //!   threes, so a replay twice over or a lost WAL record shows up as a duplicate or a gap.
 //!
 //! A row whose write was not acknowledged may or may not survive; the first restart decides,
@@ -102,7 +102,7 @@ impl Ledger {
             let seq = self.next_point;
             self.next_point += 1;
             let (gpu, t, u) = point_row(seq);
-            lp += &format!("gpu,gpu_uuid={gpu} utilization={u:?},seq={seq}i {t}\n");
+            lp += &format!("rig,gpu_uuid={gpu} utilization={u:?},seq={seq}i {t}\n");
             self.points.insert(seq, Fate::Sent);
             sent.points.push(seq);
         }
@@ -110,7 +110,7 @@ impl Ledger {
             let seq = self.next_fault;
             self.next_fault += 1;
             let (gpu, t, code) = fault_row(seq);
-            lp += &format!("gpu_fault,gpu_uuid={gpu} code={code}i,seq={seq}i {t}\n");
+            lp += &format!("rig_event,gpu_uuid={gpu} code={code}i,seq={seq}i {t}\n");
             self.faults.insert(seq, Fate::Sent);
             sent.faults.push(seq);
         }
@@ -221,13 +221,13 @@ fn check_fates(
 
 async fn verify_points(server: &Server, ledger: &mut Ledger, check: &mut Check) {
     let rows = server
-        .rows("SELECT seq, utilization, gpu_uuid, CAST(time AS BIGINT) AS t FROM gpu")
+        .rows("SELECT seq, utilization, gpu_uuid, CAST(time AS BIGINT) AS t FROM rig")
         .await;
     check.rows[0] = rows.len();
     let mut stored: BTreeMap<u64, usize> = BTreeMap::new();
     for row in &rows {
         let Some(seq) = int(row, "seq") else {
-            check.problem(format!("gpu: row without seq: {row}"));
+            check.problem(format!("rig: row without seq: {row}"));
             continue;
         };
         let seq = seq as u64;
@@ -236,29 +236,29 @@ async fn verify_points(server: &Server, ledger: &mut Ledger, check: &mut Check) 
         let got_u = row.get("utilization").and_then(Value::as_f64);
         if text(row, "gpu_uuid") != gpu || int(row, "t") != Some(t) || got_u != Some(u) {
             check.problem(format!(
-                "gpu: seq={seq} stored as {row}, expected gpu_uuid={gpu} t={t} utilization={u}"
+                "rig: seq={seq} stored as {row}, expected gpu_uuid={gpu} t={t} utilization={u}"
             ));
         }
     }
-    let count = server.count("gpu").await;
+    let count = server.count("rig").await;
     if count != rows.len() as u64 {
         check.problem(format!(
-            "gpu: count(*) = {count} but SELECT returned {} rows",
+            "rig: count(*) = {count} but SELECT returned {} rows",
             rows.len()
         ));
     }
-    check_fates("gpu", &mut ledger.points, &stored, check);
+    check_fates("rig", &mut ledger.points, &stored, check);
 }
 
 async fn verify_faults(server: &Server, ledger: &mut Ledger, check: &mut Check) {
     let rows = server
-        .rows("SELECT seq, code, gpu_uuid, CAST(time AS BIGINT) AS t FROM gpu_fault")
+        .rows("SELECT seq, code, gpu_uuid, CAST(time AS BIGINT) AS t FROM rig_event")
         .await;
     check.rows[1] = rows.len();
     let mut stored: BTreeMap<u64, usize> = BTreeMap::new();
     for row in &rows {
         let Some(seq) = int(row, "seq") else {
-            check.problem(format!("gpu_fault: row without seq: {row}"));
+            check.problem(format!("rig_event: row without seq: {row}"));
             continue;
         };
         let seq = seq as u64;
@@ -269,18 +269,18 @@ async fn verify_faults(server: &Server, ledger: &mut Ledger, check: &mut Check) 
             || int(row, "code") != Some(code as i64)
         {
             check.problem(format!(
-                "gpu_fault: seq={seq} stored as {row}, expected gpu_uuid={gpu} t={t} code={code}"
+                "rig_event: seq={seq} stored as {row}, expected gpu_uuid={gpu} t={t} code={code}"
             ));
         }
     }
-    let count = server.count("gpu_fault").await;
+    let count = server.count("rig_event").await;
     if count != rows.len() as u64 {
         check.problem(format!(
-            "gpu_fault: count(*) = {count} but SELECT returned {} rows",
+            "rig_event: count(*) = {count} but SELECT returned {} rows",
             rows.len()
         ));
     }
-    check_fates("gpu_fault", &mut ledger.faults, &stored, check);
+    check_fates("rig_event", &mut ledger.faults, &stored, check);
 }
 
 async fn verify_states(server: &Server, ledger: &mut Ledger, check: &mut Check) {

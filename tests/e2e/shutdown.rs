@@ -12,11 +12,11 @@ use super::harness::{Server, describe, parquet_files, temp_dir};
 
 const BASE: i64 = 1_700_000_000_000_000_000;
 
-/// Line protocol for `gpu` rows `seqs`, each at its own time.
+/// Line protocol for `rig` rows `seqs`, each at its own time.
 pub fn gpu_rows(seqs: Range<u64>) -> String {
     seqs.map(|s| {
         format!(
-            "gpu,gpu_uuid=GPU-{} utilization={}.5,seq={s}i {}\n",
+            "rig,gpu_uuid=GPU-{} utilization={}.5,seq={s}i {}\n",
             s % 4,
             s % 100,
             BASE + s as i64 * 1_000_000
@@ -25,10 +25,10 @@ pub fn gpu_rows(seqs: Range<u64>) -> String {
     .collect()
 }
 
-/// `seq` of every `gpu` row with how often it is stored.
+/// `seq` of every `rig` row with how often it is stored.
 pub async fn stored_seqs(server: &Server) -> BTreeMap<u64, usize> {
     let mut out = BTreeMap::new();
-    for row in server.rows("SELECT seq FROM gpu").await {
+    for row in server.rows("SELECT seq FROM rig").await {
         let seq = row["seq"]
             .as_u64()
             .unwrap_or_else(|| panic!("row without seq: {row}"));
@@ -132,6 +132,6 @@ async fn sigterm_exits_cleanly_and_keeps_every_acknowledged_write() {
         assert!(*seq < sent_up_to, "seq={seq} stored but never written");
         assert_eq!(*n, 1, "seq={seq} stored {n} times");
     }
-    assert_eq!(server.count("gpu").await, stored.len() as u64);
+    assert_eq!(server.count("rig").await, stored.len() as u64);
     server.stop_gracefully().await;
 }
