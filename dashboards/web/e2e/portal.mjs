@@ -154,6 +154,27 @@ try {
     // 7. Earnings: no tables yet, says so and what creates them.
     await page.goto(`${BASE}/portal#/earnings`);
     await page.waitForSelector('#no-earnings');
+    await shot(page, '06-earnings-none');
+    // The allocator's rows appear (written here as it writes them): A's only, exact sums.
+    const t = Date.now() - 180000;
+    let lp = `lease,lease_id=7,job_id=70,gpu_uuid=${target},worker=w-live,supplier=${SUPPLIER},model=H100 share_milli=1000i,start_ms=${t}i ${BigInt(t) * 1000000n}\n`;
+    lp += `lease,lease_id=8,job_id=80,gpu_uuid=GPU-bbbb-0000,worker=worker-b,supplier=supplier-b,model=A100 share_milli=1000i,start_ms=${t}i ${BigInt(t) * 1000000n}\n`;
+    for (const [i, minor] of [[0, 1234], [1, 2000], [2, 766]]) {
+      const from = t + i * 60000;
+      lp += `earnings,lease_id=7,gpu_uuid=${target},supplier=${SUPPLIER},model=H100 amount_minor=${minor}i,to_ms=${from + 60000}i,share_milli=1000i,rate_per_gpu_hour=240000i ${BigInt(from) * 1000000n}\n`;
+    }
+    lp += `earnings,lease_id=8,gpu_uuid=GPU-bbbb-0000,supplier=supplier-b,model=A100 amount_minor=99999i,to_ms=${t + 60000}i,share_milli=1000i,rate_per_gpu_hour=240000i ${BigInt(t) * 1000000n}\n`;
+    await write(lp);
+    await page.reload();
+    await page.waitForSelector('#earned-total');
+    const total = await page.textContent('#earned-total');
+    result.earnings_total = total;
+    if (total !== '40.00') fail(`earnings total shows ${total}, expected 40.00 (A's 4000 minor units)`);
+    await page.waitForSelector('#e-running table');
+    const earningsText = await page.textContent('main');
+    if (earningsText.includes('bbbb') || earningsText.includes('999.99')) fail('the earnings page shows supplier B');
+    const csvText = await page.evaluate(async () => (await fetch(document.querySelector('#csv-day').href)).text());
+    if (!csvText.startsWith('day,amount_minor,entries') || !csvText.includes(',4000,3')) fail(`CSV export: ${csvText}`);
     await shot(page, '06-earnings');
 
     // 8. Onboarding: a fresh agent token, then "waiting" turns green on the first sample.

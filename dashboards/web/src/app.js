@@ -360,28 +360,49 @@ async function earningsPage() {
     return;
   }
   const csv = (q) => '/api/v1/sql?format=csv&q=' + encodeURIComponent(q);
+  // Table `earnings` (the allocator's ledger): tags lease_id, gpu_uuid, supplier, model;
+  // fields amount_minor, to_ms, share_milli, rate_per_gpu_hour; time = the entry's start.
   const qDay = "SELECT date_trunc('day', time) AS day, sum(amount_minor) AS amount_minor, count(*) AS entries FROM earnings GROUP BY 1 ORDER BY 1 DESC";
-  const qGpu = 'SELECT gpu_uuid, sum(amount_minor) AS amount_minor FROM earnings GROUP BY gpu_uuid ORDER BY 2 DESC';
-  const qJob = 'SELECT lease_id, gpu_uuid, sum(amount_minor) AS amount_minor, min(time) AS first, max(time) AS last FROM earnings GROUP BY lease_id, gpu_uuid ORDER BY last DESC LIMIT 500';
+  const qGpu = 'SELECT gpu_uuid, model, sum(amount_minor) AS amount_minor, count(*) AS entries FROM earnings GROUP BY gpu_uuid, model ORDER BY 3 DESC';
+  const qJob = 'SELECT lease_id, gpu_uuid, sum(amount_minor) AS amount_minor, min(time) AS first_minute, max(time) AS last_minute FROM earnings GROUP BY lease_id, gpu_uuid ORDER BY last_minute DESC LIMIT 500';
+  const qRec = `SELECT date_trunc('day', time) AS day, sum(amount_minor) AS accrued,
+    sum(rate_per_gpu_hour * share_milli * (to_ms - CAST(time AS BIGINT) / 1000000)) / 3600000000 AS rate_times_time,
+    count(*) AS entries FROM earnings GROUP BY 1 ORDER BY 1 DESC`;
   page.innerHTML = `<section class="card"><h2>Earnings</h2><div id="ticker" class="totals"></div></section>
-    <section class="card"><h3>Per day <a href="${csv(qDay)}" download="earnings-per-day.csv">CSV</a></h3><div id="e-day"></div></section>
+    <section class="card"><h3>Running leases</h3><div id="e-running"></div></section>
+    <section class="card"><h3>Per day <a href="${csv(qDay)}" download="earnings-per-day.csv" id="csv-day">CSV</a></h3><div id="e-day"></div></section>
     <section class="card"><h3>Per GPU <a href="${csv(qGpu)}" download="earnings-per-gpu.csv">CSV</a></h3><div id="e-gpu"></div></section>
-    <section class="card"><h3>Per job <a href="${csv(qJob)}" download="earnings-per-job.csv">CSV</a></h3><div id="e-job"></div></section>
-    <section class="card"><h3>Reconciliation (accrued vs settled)</h3><div id="e-rec"></div></section>`;
-  const show = async (id, q, money_cols) => {
+    <section class="card"><h3>Per job (lease) <a href="${csv(qJob)}" download="earnings-per-job.csv">CSV</a></h3><div id="e-job"></div></section>
+    <section class="card"><h3>Reconciliation</h3><p class="muted">Accrued: the ledger's per-minute entries. Rate × time: the same minutes priced
+      exactly, rounded down once per day (each entry rounds down, so accrued may be lower by at most one unit per lease).
+      Settled: <span id="settled-note"></span></p><div id="e-rec"></div></section>`;
+  const show = async (id, q, moneyCols) => {
     try {
       const rows = await sql(q);
-      for (const r of rows) for (const c of money_cols) if (c in r) r[c] = money(r[c]);
+      for (const r of rows) for (const c of moneyCols) if (c in r) r[c] = money(r[c]);
       $(id).innerHTML = genericTable(rows);
     } catch (e) { $(id).innerHTML = `<p class="error">${esc(e.message)}</p>`; }
+  };
+  const running = async () => {
+    if (!state.tables.has('lease')) { $('#e-running').innerHTML = '<p class="muted">no leases</p>'; return 0; }
+    const leases = (await sql('SELECT * FROM lease ORDER BY time DESC LIMIT 5000')).filter((l) => l.end_ms === undefined || l.end_ms === null);
+    const acc = new Map((await sql('SELECT lease_id, sum(amount_minor) AS minor FROM earnings GROUP BY lease_id')).map((r) => [String(r.lease_id), r.minor]));
+    const rows = leases.map((l) => ({ lease: l.lease_id, job: l.job_id, gpu: l.gpu_uuid, share: `${(l.share_milli || 0) / 10} %`,
+      since: l.start_ms ? new Date(l.start_ms).toISOString().slice(0, 16).replace('T', ' ') : '', accrued: money(acc.get(String(l.lease_id)) || 0) }));
+    $('#e-running').innerHTML = rows.length ? genericTable(rows) : '<p class="muted">no running leases</p>';
+    return rows.length;
   };
   const load = async () => {
     try {
       const [t] = await sql("SELECT sum(amount_minor) AS total, sum(CASE WHEN time >= date_trunc('day', now()) THEN amount_minor ELSE 0 END) AS today FROM earnings");
-      $('#ticker').innerHTML = `<div><b>${money(t.today)}</b>today</div><div><b>${money(t.total)}</b>all time</div>`;
+      const n = await running().catch((e) => { $('#e-running').textContent = e.message; return 0; });
+      $('#ticker').innerHTML = `<div><b id="earned-today">${money(t.today)}</b>today</div><div><b id="earned-total">${money(t.total)}</b>all time</div>
+        <div><b>${n}</b>running leases</div>`;
     } catch (e) { $('#ticker').textContent = e.message; }
+    const settled = state.tables.has('settlement');
+    $('#settled-note').textContent = settled ? 'from table settlement.' : 'no settlements recorded yet, so everything accrued is unsettled.';
     await Promise.all([show('#e-day', qDay, ['amount_minor']), show('#e-gpu', qGpu, ['amount_minor']), show('#e-job', qJob, ['amount_minor']),
-      show('#e-rec', "SELECT date_trunc('day', time) AS day, sum(amount_minor) AS accrued, sum(CASE WHEN settled THEN amount_minor ELSE 0 END) AS settled FROM earnings GROUP BY 1 ORDER BY 1 DESC", ['accrued', 'settled'])]);
+      show('#e-rec', qRec, ['accrued', 'rate_times_time'])]);
   };
   await load();
   state.timer = setInterval(load, 5000);
