@@ -36,12 +36,23 @@ pub struct DemoArgs {
     /// Time between samples of each simulated GPU.
     #[arg(long, env = "RIGWATCH_DEMO_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
+
+    /// Where the cluster traces are (`alibaba-openb-2023/`, `philly/`): the demo's jobs take
+    /// their GPU shapes and durations from them. Without them a built-in mix is used.
+    #[arg(long, env = "RIGWATCH_TRACE_DIR", default_value = "../shared/data")]
+    pub trace_dir: std::path::PathBuf,
+
+    /// Run no jobs: the simulated GPUs then idle (and earn nothing).
+    #[arg(long, env = "RIGWATCH_DEMO_NO_WORKLOAD")]
+    pub no_workload: bool,
 }
 
 /// A running simulated fleet: one agent per worker.
 pub struct DemoFleet {
     pub agents: Vec<AgentHandle>,
     pub gpus: usize,
+    /// Handles on the simulated workers (clones share the GPUs): the workload drives them.
+    pub sims: Vec<Simulator>,
 }
 
 impl DemoFleet {
@@ -63,6 +74,7 @@ impl DemoFleet {
         );
         let per_supplier = gpus.div_ceil(suppliers);
         let mut agents = Vec::new();
+        let mut sims = Vec::new();
         let mut left = gpus;
         for s in 0..suppliers {
             if left == 0 {
@@ -95,11 +107,12 @@ impl DemoFleet {
                 // Spread the fleet's ticks over the interval, as independent machines are.
                 let n_agents = gpus.div_ceil(8).max(1) as u32;
                 config.start_delay = interval * (agents.len() as u32 % n_agents) / n_agents;
+                sims.push(sim.clone());
                 agents.push(AgentHandle::spawn(config, sim)?);
                 w += 1;
             }
         }
-        Ok(DemoFleet { agents, gpus })
+        Ok(DemoFleet { agents, gpus, sims })
     }
 
     pub fn stats(&self) -> impl Iterator<Item = &Arc<AgentStats>> {
@@ -160,6 +173,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     ] {
         println!("    curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/sql --data \"{q}\"");
     }
+    // Jobs from the traces, placed by the allocator; the simulated GPUs follow their leases.
+    let workload = (!args.no_workload).then(|| {
+        let alloc = running.alloc.clone();
+        let cfg = crate::workload::WorkloadConfig {
+            trace_dir: args.trace_dir.clone(),
+            ..Default::default()
+        };
+        (
+            tokio::spawn(crate::workload::run(alloc.clone(), cfg)),
+            tokio::spawn(crate::workload::follow_leases(alloc, fleet.sims.clone())),
+        )
+    });
+    if workload.is_some() {
+        println!("  jobs:       curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/jobs");
+        println!(
+            "  earnings:   cargo run --release -- query --token {token} 'sum by (supplier) (last_over_time(rigwatch_earnings_total[1h]))'"
+        );
+    }
     let portal = running
         .auth
         .issue(Role::Supplier, Some("supplier-00"), None, "portal");
@@ -168,6 +199,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("  portal:     {base}/portal  (sign in as supplier-00 with {t})");
     }
     shutdown_signal().await;
+    if let Some((a, b)) = workload {
+        a.abort();
+        b.abort();
+    }
     fleet.stop().await;
     running.stop().await?;
     Ok(ExitCode::SUCCESS)
