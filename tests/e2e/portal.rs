@@ -381,6 +381,7 @@ fn web_dir() -> PathBuf {
 async fn browse(
     server: &Server,
     token: &str,
+    analyst: &str,
     gpus: &[String],
     out: &Path,
     perf: bool,
@@ -401,6 +402,7 @@ async fn browse(
         .current_dir(web_dir())
         .env("RW_BASE", &server.base)
         .env("RW_TOKEN", token)
+        .env("RW_ANALYST", analyst)
         .env("RW_ADMIN", ADMIN_TOKEN)
         .env("RW_SUPPLIER", "supplier-a")
         .env("RW_OUT", out)
@@ -449,7 +451,7 @@ async fn a_supplier_uses_the_portal_in_a_real_browser() {
         .await;
     let gpus: Vec<String> = (0..4).map(|i| format!("GPU-aaaa-{i:04}")).collect();
     let out = out_dir("portal");
-    let result = browse(&server, &t.a, &gpus, &out, false).await;
+    let result = browse(&server, &t.a, &t.analyst, &gpus, &out, false).await;
     eprintln!("portal browser result: {result}");
     assert_eq!(result["overview_gpus"], serde_json::json!(gpus));
     assert_eq!(result["sql_suppliers"], serde_json::json!(["supplier-a"]));
@@ -505,6 +507,14 @@ async fn portal_performance_64_gpus() {
         .collect();
     let mut sorted = gpus.clone();
     sorted.sort();
-    let result = browse(&server, &t.a, &sorted, &out_dir("portal-perf"), true).await;
+    let result = browse(
+        &server,
+        &t.a,
+        &t.analyst,
+        &sorted,
+        &out_dir("portal-perf"),
+        true,
+    )
+    .await;
     println!("PORTAL_PERF {result}");
 }

@@ -203,6 +203,30 @@ try {
     // The old cookie value no longer opens anything: the server forgot the session.
     const replay = await fetch(`${BASE}/portal/api/me`, { headers: { Cookie: `rw_session=${c.value}` } });
     if (replay.status !== 401) fail(`the signed-out session still works: ${replay.status}`);
+
+    // 10. An analyst sees every supplier, filters by supplier, and queries in the console.
+    const ctx2 = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+    const p2 = await ctx2.newPage();
+    p2.setDefaultTimeout(60000);
+    p2.on('pageerror', (e) => errors.push(String(e)));
+    await p2.goto(`${BASE}/portal/login`);
+    await p2.fill('#token', env('RW_ANALYST'));
+    await p2.click('#sign-in');
+    await p2.waitForFunction(() => [...document.querySelectorAll('#fleet tbody tr')].some((tr) => tr.dataset.gpu.includes('bbbb')));
+    await p2.selectOption('#f-supplier', 'supplier-b');
+    const onlyB = await p2.$$eval('#fleet tbody tr', (trs) => trs.map((tr) => tr.dataset.gpu));
+    if (!onlyB.length || onlyB.some((u) => !u.includes('bbbb'))) fail(`supplier filter shows ${onlyB}`);
+    result.analyst_filtered_b = onlyB.length;
+    await p2.goto(`${BASE}/portal#/console`);
+    await p2.click('#run');
+    await p2.waitForSelector('#out canvas');
+    await shot(p2, '09-console-promql');
+    await p2.selectOption('#lang', 'sql');
+    await p2.click('#run');
+    await p2.waitForSelector('#out table');
+    const consoleText = await p2.textContent('#out');
+    if (!consoleText.includes('H100')) fail(`SQL console result: ${consoleText}`);
+    await shot(p2, '10-console-sql');
   }
   if (errors.length) fail('page errors: ' + errors.join('; '));
   console.log('RESULT ' + JSON.stringify(result));
