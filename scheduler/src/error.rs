@@ -44,11 +44,13 @@ pub enum Error {
         effective_ms: i64,
         accrued_ms: i64,
     },
-    #[error("lease {lease}: end {end_ms} ms is before start {start_ms} ms")]
-    LeaseEndsBeforeStart {
-        lease: u64,
-        start_ms: i64,
-        end_ms: i64,
+    #[error(
+        "rate change for model {model:?} effective at {effective_ms} ms is before its previous change at {last_ms} ms; changes must come in time order"
+    )]
+    RateChangeOutOfOrder {
+        model: String,
+        effective_ms: i64,
+        last_ms: i64,
     },
     #[error("{path}: {source_msg}")]
     Io { path: String, source_msg: String },

@@ -75,10 +75,10 @@ impl RateCard {
         if let Some(&(last, _)) = v.last()
             && effective_ms < last
         {
-            return Err(Error::RetroactiveRateChange {
+            return Err(Error::RateChangeOutOfOrder {
                 model: model.to_owned(),
                 effective_ms,
-                accrued_ms: last,
+                last_ms: last,
             });
         }
         if v.last().is_some_and(|&(t, _)| t == effective_ms) {
@@ -401,5 +401,13 @@ mod tests {
         let err = ledger.set_rate("H100", 300_000, 1).unwrap_err();
         assert!(matches!(err, Error::RetroactiveRateChange { .. }), "{err}");
         ledger.set_rate("H100", 600_000, 1).unwrap();
+        let err = ledger.set_rate("H100", 500_000, 2).unwrap_err();
+        assert!(matches!(err, Error::RetroactiveRateChange { .. }), "{err}");
+        let mut card = RateCard::flat(10);
+        card.set_rate("T4", 1000, 5).unwrap();
+        let err = card.set_rate("t4", 999, 6).unwrap_err();
+        assert!(matches!(err, Error::RateChangeOutOfOrder { .. }), "{err}");
+        assert_eq!(card.rate_at("T4", 999), 10);
+        assert_eq!(card.rate_at("T4", 1000), 5);
     }
 }
