@@ -224,6 +224,8 @@ impl Running {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.task.await??;
+        // Stop fault detection and alerting before the WAL is synced.
+        drop(self.health);
         self.db.shutdown().await?;
         Ok(())
     }
@@ -263,7 +265,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         db.clone(),
         &args.health,
         args.listen,
-        Some(Box::new(move |t| to_alloc.set_health(&t.gpu.gpu_uuid, t.to))),
+        Some(Box::new(move |t| {
+            to_alloc.set_health(&t.gpu.gpu_uuid, t.to)
+        })),
     )
     .await
     .context("cannot start fault detection and alerting")?;

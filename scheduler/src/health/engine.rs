@@ -61,16 +61,20 @@ impl Default for HealthConfig {
     }
 }
 
-/// The GPU temperature (°C) at which a model starts slowing down, by product-name substring;
-/// the first match wins. Memory (HBM) limit: [`MEMORY_TEMPERATURE_LIMIT`].
+/// The GPU temperature (°C) at which a model starts slowing down (NVML's slowdown threshold),
+/// by product-name substring; the first match wins. The values are the ones the agent's
+/// simulator models (`ingest/src/agent/sim.rs`), so simulated and real fleets are judged
+/// alike. Memory (HBM) limit: [`MEMORY_TEMPERATURE_LIMIT`].
 pub const MODEL_TEMPERATURE_LIMITS: &[(&str, f64)] = &[
     ("H200", 87.0),
     ("H100", 87.0),
-    ("A100", 85.0),
+    ("A100", 90.0),
     ("L40", 88.0),
     ("A10", 88.0),
-    ("4090", 90.0),
-    ("3090", 90.0),
+    ("4090", 88.0),
+    ("3090", 93.0),
+    ("T4", 85.0),
+    ("V100", 87.0),
 ];
 /// Used for models not in [`MODEL_TEMPERATURE_LIMITS`].
 pub const DEFAULT_TEMPERATURE_LIMIT: f64 = 85.0;
