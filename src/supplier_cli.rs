@@ -114,7 +114,7 @@ pub fn run(args: SupplierArgs) -> anyhow::Result<ExitCode> {
                     println!(
                         "{:<12} {:<9} {:<24} {:<8} {:<16} {}",
                         t.id,
-                        t.role,
+                        t.role.as_str(),
                         t.supplier.as_deref().unwrap_or("-"),
                         status,
                         age(t.created_unix_s),
