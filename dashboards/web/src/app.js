@@ -83,22 +83,56 @@ function connectEvents() {
 }
 
 async function refreshFaults() {
-  if (!state.tables.has('gpu_fault')) return;
-  try {
-    const rows = await sql(`SELECT gpu_uuid, count(*) AS n, CAST(max(time) AS BIGINT) AS last_ns,
-      last_value(code ORDER BY time) AS code, last_value(severity ORDER BY time) AS severity
-      FROM gpu_fault WHERE time > now() - INTERVAL '24 hours' GROUP BY gpu_uuid`);
-    state.faults = new Map(rows.map((r) => [r.gpu_uuid, r]));
-  } catch (_) { /* table may lack columns: health shows unknown */ }
+  if (state.tables.has('gpu_fault')) {
+    try {
+      const rows = await sql(`SELECT gpu_uuid, count(*) AS n, CAST(max(time) AS BIGINT) AS last_ns,
+        last_value(code ORDER BY time) AS code, last_value(severity ORDER BY time) AS severity
+        FROM gpu_fault WHERE time > now() - INTERVAL '24 hours' GROUP BY gpu_uuid`);
+      state.faults = new Map(rows.map((r) => [r.gpu_uuid, r]));
+    } catch (_) { /* table may lack columns: health falls back to staleness */ }
+  }
+  // The health detector's verdict (table gpu_health: state, reasons), when it runs.
+  if (state.tables.has('gpu_health')) {
+    try {
+      const rows = await sql(`SELECT gpu_uuid, last_value(state ORDER BY time) AS state,
+        last_value(reasons ORDER BY time) AS reasons, CAST(max(time) AS BIGINT) AS since_ns FROM gpu_health GROUP BY gpu_uuid`);
+      state.health = new Map(rows.map((r) => [r.gpu_uuid, r]));
+    } catch (_) { state.health = new Map(); }
+  }
 }
+
+const HEALTH_CLASS = { healthy: 'health-ok', degraded: 'health-warn', unhealthy: 'health-bad', offline: 'health-off' };
 
 function health(g) {
   const nowNs = Date.now() * 1e6 + state.serverSkewNs;
+  const h = state.health && state.health.get(g.gpu_uuid);
+  if (h && h.state) return [h.state, HEALTH_CLASS[h.state] || 'health-warn', `${h.reasons || h.state} (since ${ago(h.since_ns - state.serverSkewNs)})`];
   if (g && nowNs - g.time_ns > 120e9) return ['offline', 'health-off', 'no sample for ' + ago(g.time_ns - state.serverSkewNs)];
   const f = state.faults.get(g.gpu_uuid);
   if (!f) return ['healthy', 'health-ok', 'no faults in 24 h'];
   if (f.severity === 'hardware' || f.severity === 'critical') return ['fault', 'health-bad', `XID ${f.code} (${f.severity}) ${ago(f.last_ns)}`];
   return ['warning', 'health-warn', `XID ${f.code} (${f.severity || 'unknown'}) ${ago(f.last_ns)}`];
+}
+
+// Share of the last `days` each GPU spent healthy, from its gpu_health transitions.
+async function reliability(days) {
+  const rows = await sql(`SELECT gpu_uuid, state, reasons, CAST(time AS BIGINT) AS t FROM gpu_health
+    WHERE time > now() - INTERVAL '${days} days' ORDER BY gpu_uuid, time`);
+  const nowNs = Date.now() * 1e6 + state.serverSkewNs;
+  const out = new Map();
+  for (const r of rows) {
+    const o = out.get(r.gpu_uuid) || { gpu_uuid: r.gpu_uuid, first: r.t, healthyNs: 0, last: null, transitions: 0 };
+    if (o.last && o.last.state === 'healthy') o.healthyNs += r.t - o.last.t;
+    o.last = r;
+    o.transitions += 1;
+    out.set(r.gpu_uuid, o);
+  }
+  return [...out.values()].map((o) => {
+    const healthyNs = o.healthyNs + (o.last.state === 'healthy' ? nowNs - o.last.t : 0);
+    const span = Math.max(1, nowNs - o.first);
+    return { gpu: o.gpu_uuid, state: o.last.state, reasons: o.last.reasons || '', since: new Date(o.last.t / 1e6).toISOString().slice(0, 19).replace('T', ' '),
+      'reliability %': (100 * healthyNs / span).toFixed(1), 'observed for': ago(o.first - state.serverSkewNs).replace(' ago', ''), transitions: o.transitions };
+  });
 }
 
 // ---- pages ------------------------------------------------------------------------------
@@ -343,8 +377,12 @@ async function healthPage() {
     const rows = await sql('SELECT CAST(time AS BIGINT) AS t, * FROM gpu_fault ORDER BY time DESC LIMIT 500');
     $('#faults').innerHTML = rows.length ? faultTable(rows) : 'No faults recorded.';
   };
+  if (!state.tables.has('gpu_health')) await refreshTables();
   if (state.tables.has('gpu_health')) {
-    try { $('#rel').innerHTML = genericTable(await sql('SELECT * FROM gpu_health ORDER BY time DESC LIMIT 200')); } catch (e) { $('#rel').textContent = e.message; }
+    try {
+      const rows = await reliability(7);
+      $('#rel').innerHTML = '<h3>Reliability (share of the last 7 days healthy, from the health detector)</h3>' + genericTable(rows);
+    } catch (e) { $('#rel').textContent = e.message; }
   } else {
     $('#rel').innerHTML = '<p class="muted">Reliability scores are not available yet (the health detector writes table gpu_health).</p>';
   }
