@@ -1,4 +1,5 @@
-//! Embeds every `dashboards/*.json` file: adding a dashboard is adding a file.
+//! Embeds every `dashboards/*.json` file (adding a dashboard is adding a file), and gzips
+//! the front-end bundles once here so that the server sends them compressed.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -29,6 +30,18 @@ fn main() {
         );
     }
     out.push_str("];\n");
-    let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("dashboards.rs");
+    let out_dir = std::env::var("OUT_DIR").unwrap();
+    let dest = Path::new(&out_dir).join("dashboards.rs");
     std::fs::write(dest, out).expect("write dashboards.rs");
+
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    for name in ["app.js", "app.css", "login.js"] {
+        let src = assets.join(name);
+        println!("cargo:rerun-if-changed={}", src.display());
+        let bytes = std::fs::read(&src).expect("built front-end asset (npm run build)");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &bytes).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        std::fs::write(Path::new(&out_dir).join(format!("{name}.gz")), gz).expect("write gz");
+    }
 }

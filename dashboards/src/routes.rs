@@ -71,25 +71,36 @@ async fn login_page() -> Response {
     html(assets::LOGIN_HTML)
 }
 
-async fn asset(Path(file): Path<String>) -> Response {
-    match assets::get(&file) {
-        Some((bytes, content_type)) => (
-            [
-                (header::CONTENT_TYPE, content_type),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            bytes,
-        )
-            .into_response(),
-        None => (
+async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    let Some(a) = assets::get(&file) else {
+        return (
             StatusCode::NOT_FOUND,
             axum::Json(serde_json::json!({
                 "status": "error",
                 "error": format!("no portal asset `{file}` (known: {})", assets::names().join(", ")),
             })),
         )
-            .into_response(),
+            .into_response();
+    };
+    let gzip_ok = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let mut resp = (
+        [
+            (header::CONTENT_TYPE, a.content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::VARY, "Accept-Encoding"),
+        ],
+        if gzip_ok { a.gzip } else { a.bytes },
+    )
+        .into_response();
+    if gzip_ok {
+        resp.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
+    resp
 }
 
 fn who(p: &Principal) -> serde_json::Value {
