@@ -38,8 +38,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
-const MINUTE_MS: i64 = 60_000;
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -626,6 +624,20 @@ impl AllocService {
     /// Sets a GPU's health (from fault detection).
     pub fn set_health(&self, uuid: &str, health: Health) {
         let _ = self.state.lock().alloc.view.set_health(uuid, health);
+    }
+
+    /// A health transition from fault detection: the live view takes the new state at once
+    /// (no new leases on an unhealthy or offline GPU), and a hardware fault ends the GPU's
+    /// leases with reason `fault_hardware` (paid up to the fault). Application faults
+    /// (XID 13, 31, 43, ...) end nothing here: they are the job's, not the supplier's, and
+    /// do not cut the supplier's pay.
+    pub fn health_changed(&self, uuid: &str, health: Health, hardware: bool) {
+        self.set_health(uuid, health);
+        if hardware && matches!(health, Health::Unhealthy) {
+            let svc = self.clone();
+            let uuid = uuid.to_string();
+            tokio::spawn(async move { svc.fault_gpu(&uuid).await });
+        }
     }
 
     pub fn jobs(&self) -> Vec<JobRecord> {

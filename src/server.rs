@@ -266,7 +266,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         &args.health,
         args.listen,
         Some(Box::new(move |t| {
-            to_alloc.set_health(&t.gpu.gpu_uuid, t.to)
+            to_alloc.health_changed(&t.gpu.gpu_uuid, t.to, t.hardware)
         })),
     )
     .await

@@ -115,7 +115,7 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     // A multi-GPU job sits on one worker.
     let whole_gpus: Vec<&str> = leases
         .iter()
-        .filter(|l| l["job_id"] == whole.to_string())
+        .filter(|l| l["job_id"].as_str() == Some(whole.to_string().as_str()))
         .map(|l| l["gpu_uuid"].as_str().unwrap())
         .collect();
     assert_eq!(whole_gpus.len(), 2);
@@ -260,6 +260,42 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     let (s, v) = call(&server, "DELETE", &format!("/api/v1/jobs/{queued}"), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["data"]["state"], "cancelled");
+
+    // A hardware XID on the half job's GPU: fault detection marks it unhealthy and the
+    // allocator ends its lease with that reason, paid up to the fault.
+    let gpu = server
+        .rows(&format!(
+            "SELECT gpu_uuid, worker, supplier FROM lease WHERE job_id = '{half}'"
+        ))
+        .await;
+    let (uuid, worker, supplier) = (
+        gpu[0]["gpu_uuid"].as_str().unwrap().to_string(),
+        gpu[0]["worker"].as_str().unwrap().to_string(),
+        gpu[0]["supplier"].as_str().unwrap().to_string(),
+    );
+    let worker = worker.rsplit('/').next().unwrap().to_string();
+    server
+        .write_ok(&format!(
+            "gpu_fault,supplier={supplier},worker={worker},gpu_uuid={uuid},model=H100,kind=xid code=79i {}\n",
+            now_ns()
+        ))
+        .await;
+    let mut ended = Value::Null;
+    for _ in 0..50 {
+        let rows = server
+            .rows(&format!(
+                "SELECT end_reason FROM lease WHERE job_id = '{half}'"
+            ))
+            .await;
+        if !rows[0]["end_reason"].is_null() {
+            ended = rows[0]["end_reason"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ended, "fault_hardware", "the lease on the faulted GPU ends");
+    let (_, v) = call(&server, "GET", &format!("/api/v1/jobs/{half}"), None).await;
+    assert_eq!(v["data"]["state"], "failed", "{v}");
 
     // The CLI shows the same jobs.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rigwatch"))

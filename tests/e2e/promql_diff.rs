@@ -306,7 +306,7 @@ async fn same_answers_as_real_prometheus() {
             .await;
         if let Ok(r) = probe
             && let Ok(v) = r.json::<Value>().await
-            && v["data"]["result"][0]["value"][1] == GPUS.to_string()
+            && v["data"]["result"][0]["value"][1].as_str() == Some(GPUS.to_string().as_str())
         {
             break;
         }

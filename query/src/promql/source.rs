@@ -516,9 +516,12 @@ struct SeriesAccumulator {
     ntags: usize,
     nmetrics: usize,
     index: HashMap<Box<[u8]>, usize>,
-    series: Vec<(Vec<Option<String>>, Vec<Vec<Sample>>)>,
+    series: Vec<TagSeries>,
     samples: usize,
 }
+
+/// One tag set's values (`None` where the tag is absent) and its samples per metric.
+type TagSeries = (Vec<Option<String>>, Vec<Vec<Sample>>);
 
 impl SeriesAccumulator {
     fn new(ntags: usize, nmetrics: usize) -> Result<Self, FetchError> {
@@ -580,7 +583,7 @@ impl SeriesAccumulator {
         Ok(())
     }
 
-    fn finish(self) -> Vec<(Vec<Option<String>>, Vec<Vec<Sample>>)> {
+    fn finish(self) -> Vec<TagSeries> {
         self.series
     }
 }
