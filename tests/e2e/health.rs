@@ -153,6 +153,10 @@ groups:
           severity: critical
         annotations:
           summary: "GPU {{ $labels.gpu_uuid }} on {{ $labels.worker }} is unhealthy"
+      # Fails at run time (many-to-many matching) once two GPUs report: counted and logged,
+      # and GpuUnhealthy keeps running.
+      - alert: BrokenAtRunTime
+        expr: gpu_utilization + on() gpu_utilization
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -434,6 +438,27 @@ async fn injected_faults_change_health_and_notify_a_webhook_that_was_down() {
         "not every XID was notified\n{}",
         s.log_tail(30)
     );
+
+    // The failing rule is counted and logged.
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", s.base))
+        .bearer_auth(super::harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rigwatch_rule_evaluation_failures_total "))
+        .unwrap_or_else(|| panic!("no failure counter in /metrics:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(failures >= 1.0, "{failures}");
+    assert!(s.log().contains("alerting rule evaluation failed"));
+    assert!(s.log().contains("many-to-many"));
 
     writer.abort();
     hook_task.abort();
