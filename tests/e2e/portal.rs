@@ -22,9 +22,13 @@ fn now_ns() -> i64 {
         .as_nanos() as i64
 }
 
-/// `gpus` GPUs of `supplier` with `minutes` of 10 s samples ending now.
+/// `gpus` GPUs of `supplier` with `samples` 10 s samples each, ending now.
 fn fleet_lp(supplier: &str, prefix: &str, gpus: usize, samples: usize) -> String {
-    let end = now_ns();
+    fleet_lp_until(supplier, prefix, gpus, samples, now_ns())
+}
+
+/// As [`fleet_lp`], the last sample at `end` (ns).
+fn fleet_lp_until(supplier: &str, prefix: &str, gpus: usize, samples: usize, end: i64) -> String {
     let mut out = String::new();
     for i in 0..gpus {
         for s in 0..samples {
@@ -489,19 +493,38 @@ async fn portal_performance_64_gpus() {
     let data = dir.path().join("data");
     let server = Server::start(&data, &[], &[]).await;
     let t = tenants(&data);
-    let samples: usize = std::env::var("RW_PERF_SAMPLES")
+    // RW_PERF_DAYS days of 10 s samples (default 1), written a day at a time.
+    let days: i64 = std::env::var("RW_PERF_DAYS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(8640);
+        .unwrap_or(1);
+    let per_day = 8640;
+    let now = now_ns();
     let started = std::time::Instant::now();
-    for chunk in 0..64 / 4 {
-        let lp = fleet_lp("supplier-a", &format!("GPU-a{chunk:02}"), 4, samples);
-        server.write_ok(&lp).await;
+    for day in (0..days).rev() {
+        let end = now - day * 86_400_000_000_000;
+        for chunk in 0..64 / 4 {
+            let lp = fleet_lp_until("supplier-a", &format!("GPU-a{chunk:02}"), 4, per_day, end);
+            // The write buffer may push back (503) while it persists: wait and retry.
+            loop {
+                match server.write(&lp).await {
+                    Ok(StatusCode::NO_CONTENT) => break,
+                    Ok(StatusCode::SERVICE_UNAVAILABLE) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await
+                    }
+                    other => panic!("write failed: {other:?}\n{}", server.log_tail(20)),
+                }
+            }
+        }
     }
     server
         .write_ok(&fleet_lp("supplier-b", "GPU-bbbb", 4, 60))
         .await;
-    eprintln!("wrote {} rows in {:?}", 64 * samples, started.elapsed());
+    eprintln!(
+        "wrote {} rows ({days} day(s) x 64 GPUs x 8640) in {:?}",
+        days as usize * 64 * per_day,
+        started.elapsed()
+    );
     let gpus: Vec<String> = (0..16)
         .flat_map(|c| (0..4).map(move |i| format!("GPU-a{c:02}-{i:04}")))
         .collect();
