@@ -349,3 +349,62 @@ async fn agent_without_a_driver_names_the_library_and_suggests_simulate() {
     assert!(stderr.contains("no NVIDIA driver found"), "{stderr}");
     assert!(stderr.contains("--simulate N"), "{stderr}");
 }
+
+/// Runs `rigwatch supplier ARGS --data-dir DIR` and returns its stdout.
+fn supplier_cmd(data_dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rigwatch"))
+        .arg("supplier")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run rigwatch supplier");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "supplier {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn supplier_commands_work_beside_a_running_server() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[], &[]).await;
+    // Added while the server runs: the server picks the token up without a restart.
+    let token = add_supplier(&data, "acme");
+    let reader = supplier_cmd(&data, &["token", "acme", "--role", "supplier"]);
+    assert!(reader.contains("supplier token"), "{reader}");
+    let list = supplier_cmd(&data, &["list"]);
+    assert!(list.contains("acme"), "{list}");
+    let token_id = &token[3..13];
+    assert!(list.contains(token_id), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.contains("supplier") && l.contains("acme"))
+    );
+
+    let client = reqwest::Client::new();
+    let register = || {
+        client
+            .post(format!("{}/api/v1/agent/register", server.base))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"worker": "n1", "gpus": [
+                {"index": 0, "uuid": "GPU-e2e", "model": "Tesla T4", "memory_total_mib": 15360}
+            ]}))
+            .send()
+    };
+    assert_eq!(register().await.unwrap().status(), 200);
+    let out = supplier_cmd(&data, &["revoke", "acme"]);
+    assert!(out.contains("revoked `acme`"), "{out}");
+    let resp = register().await.unwrap();
+    assert_eq!(
+        resp.status(),
+        401,
+        "a revoked supplier's agent token stops working"
+    );
+    let list = supplier_cmd(&data, &["list"]);
+    assert!(list.contains("disabled"), "{list}");
+}
