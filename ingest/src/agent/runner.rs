@@ -93,7 +93,8 @@ pub struct AgentStats {
 /// One tick's rows, compressed.
 #[derive(Debug)]
 struct Batch {
-    gz: Vec<u8>,
+    /// Shared, so a send and the spool fallback use one buffer.
+    gz: bytes::Bytes,
     sampled: Instant,
 }
 
@@ -257,7 +258,7 @@ spool_batches={}i,spool_bytes={}i,spool_dropped_batches={}i,agent_version=\"{}\"
             .fault_rows
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         let batch = Batch {
-            gz: gzip(body.as_bytes()),
+            gz: gzip(body.as_bytes()).into(),
             sampled: Instant::now(),
         };
         if batches.blocking_send(batch).is_err() {
@@ -405,7 +406,7 @@ async fn run_transport(
                 let Some((seq, body)) = blocking(spool, |s| s.peek()).await? else {
                     break;
                 };
-                match client.write(worker, body).await {
+                match client.write(worker, body.into()).await {
                     Ok(()) => {
                         backoff.reset();
                         record_ack(stats, None);
@@ -445,7 +446,7 @@ async fn run_transport(
                     continue;
                 }
                 let sampled = b.sampled;
-                // Keep the body for the spool in case the send fails.
+                // A cheap clone (shared bytes): the spool still has the body if the send fails.
                 match client.write(worker, b.gz.clone()).await {
                     Ok(()) => {
                         backoff.reset();

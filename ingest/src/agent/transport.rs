@@ -91,7 +91,7 @@ impl Client {
     }
 
     /// Sends one gzip-compressed line-protocol batch for `worker`.
-    pub async fn write(&self, worker: &str, gz_body: Vec<u8>) -> Result<(), SendError> {
+    pub async fn write(&self, worker: &str, gz_body: bytes::Bytes) -> Result<(), SendError> {
         let resp = self
             .http
             .post(format!("{}/api/v1/agent/write", self.base))
