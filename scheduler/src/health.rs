@@ -24,13 +24,15 @@
 //! | `temperature` over the model's limit (or `memory_temperature` over 95 °C) for `temperature_window` | `over_temperature` | unhealthy | clean interval |
 //! | `pcie_replay_total` rising faster than `pcie_replays_per_min` | `pcie_replay` | degraded | clean interval |
 //! | `utilization` ≥ 99.5 % with no lease for `stuck_window` | `stuck_utilization` | degraded | clean interval |
-//! | no `gpu` row for `offline_after` | `offline` | offline | the next `gpu` row |
+//! | no `gpu` row for `offline_after` (after it was seen live) | `offline` | offline | the next `gpu` row |
 //!
 //! The state is the worst active condition (offline > unhealthy > degraded > healthy). "Clean
 //! interval" (default 5 min) means the condition has not held for that long. The
 //! stuck-utilization rule needs the allocator's lease view
 //! ([`HealthEngine::set_lease_oracle`]); until it is given the rule is skipped, because a busy
-//! GPU may simply be running a lease. Defaults are in [`HealthConfig`]; every number in
+//! GPU may simply be running a lease. Offline detection only applies to GPUs seen live (a
+//! tick found their last row younger than `offline_after`): importing or backfilling old rows
+//! never marks a GPU offline. Defaults are in [`HealthConfig`]; every number in
 //! evidence strings is the value that triggered the rule.
 //!
 //! Reliability scores: [`reliability`].

@@ -300,6 +300,9 @@ struct GpuState {
     prev: Telemetry,
     /// When each sustained condition started holding (indexed by `Cond`).
     since: [Option<i64>; CONDS],
+    /// Seen live: a tick found its last row within `offline_after` of the clock. Rows that
+    /// were old when they arrived (imports, backfills) never make a GPU go offline.
+    live: bool,
     active: [Option<Active>; CONDS],
 }
 
@@ -312,6 +315,7 @@ impl GpuState {
             prev_sample_ns: i64::MIN,
             prev: Telemetry::default(),
             since: [None; CONDS],
+            live: false,
             active: Default::default(),
         }
     }
@@ -426,6 +430,8 @@ impl HealthEngine {
     ) {
         let g = self.state(gpu, t);
         g.last_seen_ns = g.last_seen_ns.max(t);
+        // It was part of the live fleet when the row was written.
+        g.live = true;
         let cond = match (health, hardware) {
             (Health::Healthy, _) => None,
             (Health::Offline, _) => Some(Cond::Offline),
@@ -739,7 +745,10 @@ impl HealthEngine {
         let cfg = &self.config;
         for g in self.gpus.values_mut() {
             let deadline = g.last_seen_ns.saturating_add(cfg.offline_after_ns);
-            if now >= deadline && g.active[Cond::Offline as usize].is_none() {
+            if now < deadline {
+                g.live = true;
+            }
+            if g.live && now >= deadline && g.active[Cond::Offline as usize].is_none() {
                 let ev = format!(
                     "no gpu row for {}s (last at {}, offline after {}s)",
                     (now - g.last_seen_ns) / NS_PER_S,

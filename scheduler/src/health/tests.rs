@@ -96,6 +96,7 @@ fn hardware_xid_drains_until_reset_and_application_xid_does_not() {
     assert!(f[0].action.contains("reboot"), "{}", f[0].action);
     out.clear();
     // Time alone does not heal a hardware XID.
+    e.tick(6 * S, &mut out); // seen live
     e.tick(3_600 * S, &mut out);
     assert_eq!(transitions(&out), [(Health::Unhealthy, Health::Offline)]);
     out.clear();
@@ -447,4 +448,28 @@ fn restored_states_need_the_same_recovery() {
     out.clear();
     e.observe_reset(gpu(0, &mut u), t, &mut out);
     assert_eq!(transitions(&out), [(Health::Unhealthy, Health::Healthy)]);
+}
+
+#[test]
+fn backfilled_rows_never_go_offline() {
+    let mut e = HealthEngine::new(HealthConfig::default());
+    let mut u = String::new();
+    let mut out = Vec::new();
+    let m = Telemetry {
+        utilization: Some(10.0),
+        ..Default::default()
+    };
+    // A day of old rows imported at "now" = day 400.
+    let now = 400 * 86_400 * S;
+    for i in 0..100 {
+        e.observe_sample(gpu(0, &mut u), i * STEP, &m, &mut out);
+    }
+    e.tick(now, &mut out);
+    e.tick(now + 3_600 * S, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    // Live rows arm it; silence then makes it offline.
+    e.observe_sample(gpu(0, &mut u), now, &m, &mut out);
+    e.tick(now + S, &mut out);
+    e.tick(now + 120 * S, &mut out);
+    assert_eq!(transitions(&out), [(Health::Healthy, Health::Offline)]);
 }
