@@ -219,6 +219,13 @@ pub const ROUTES: &[Route] = &[
         methods: &["POST", "DELETE"],
         access: Access::Roles(ADMIN),
     },
+    // The Kubernetes scheduler extender (filter, prioritize, bind), for a supplier's own
+    // cluster: its token in the path, its own GPUs only.
+    Route {
+        path: "/k8s/*",
+        methods: POST,
+        access: Access::Roles(&[Role::Supplier]),
+    },
 ];
 
 /// Routes anyone may call: liveness, and the portal's sign-in page and static assets.
@@ -334,6 +341,14 @@ impl Gate {
         }
         self.auth.authenticate(token)
     }
+}
+
+/// kube-scheduler cannot send headers to an extender: its token is the path segment after
+/// `/k8s/` (`urlPrefix: http://HOST:9800/k8s/<supplier token>`).
+fn k8s_path_token(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/k8s/")?;
+    let (token, _) = rest.split_once('/')?;
+    (!token.is_empty()).then(|| token.to_string())
 }
 
 /// The token a request presents: `Authorization: Bearer T`, or `Basic` with T as password.
@@ -478,7 +493,8 @@ pub async fn authorize(State(gate): State<Gate>, mut req: Request, next: Next) -
         Access::Public => return next.run(req).await,
         Access::Roles(roles) => roles,
     };
-    let (principal, credential) = if let Some(token) = presented_token(req.headers()) {
+    let token = presented_token(req.headers()).or_else(|| k8s_path_token(req.uri().path()));
+    let (principal, credential) = if let Some(token) = token {
         let Some(principal) = gate.verify(&token) else {
             return deny(
                 StatusCode::UNAUTHORIZED,

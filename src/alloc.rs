@@ -16,7 +16,7 @@
 //! the open `lease` rows and the ledger from `earnings`, so nothing is leased twice and no
 //! minute is paid twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,10 +28,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use parking_lot::Mutex;
 use rigwatch_query::QueryService;
+use rigwatch_scheduler::extender::{AllocatorHost, ExtenderState, extender_router, system_clock};
 use rigwatch_scheduler::{
     Allocator, AllocatorConfig, EndReason, GpuDemand, GpuSpec, Health, Job, Lease, LedgerEntry,
     LiveView, NodeSpec, RateCard, Sample, TaskDistribution, ledger::Ledger, policy_by_name,
 };
+use rigwatch_storage::auth::Principal;
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
 use rigwatch_storage::{Db, WriteOptions};
 use serde::{Deserialize, Serialize};
@@ -71,6 +73,34 @@ struct Inner {
 pub struct AllocService {
     state: Arc<Mutex<Inner>>,
     db: Arc<Db>,
+    /// One Kubernetes extender per supplier cluster, by supplier.
+    extenders: Arc<Mutex<HashMap<String, Arc<ExtenderState>>>>,
+}
+
+/// The extender's view of the live allocator for one supplier's cluster: Kubernetes node
+/// names are that supplier's worker names, and `/bind`'s leases are persisted like any other.
+struct ExtenderHost {
+    svc: AllocService,
+    supplier: String,
+}
+
+impl AllocatorHost for ExtenderHost {
+    fn with_allocator(&self, f: &mut dyn FnMut(&mut Allocator)) {
+        f(&mut self.svc.state.lock().alloc);
+    }
+
+    fn leases_started(&self, leases: &[Lease]) {
+        let mut b = WriteBatch::default();
+        for l in leases {
+            lease_row(&mut b, l);
+        }
+        let svc = self.svc.clone();
+        tokio::spawn(async move { svc.persist(b).await });
+    }
+
+    fn node_key(&self, name: &str) -> String {
+        node_name(&self.supplier, name)
+    }
 }
 
 /// What `POST /api/v1/jobs` accepts.
@@ -161,7 +191,12 @@ fn lease_row(b: &mut WriteBatch, l: &Lease) {
     row.tag("lease_id", &l.lease_id.to_string())
         .tag("job_id", &l.job_id.to_string())
         .tag("gpu_uuid", &l.gpu_uuid)
-        .tag("worker", &l.node)
+        .tag(
+            "worker",
+            l.node
+                .strip_prefix(&format!("{}/", l.supplier))
+                .unwrap_or(&l.node),
+        )
         .tag("supplier", &l.supplier)
         .tag("model", &l.model)
         .field("share_milli", FieldValue::I64(i64::from(l.share_milli)))
@@ -256,7 +291,7 @@ impl AllocService {
                 lease_id: s(r, "lease_id").parse().unwrap_or(0),
                 job_id: s(r, "job_id").parse().unwrap_or(0),
                 gpu_uuid: s(r, "gpu_uuid"),
-                node: s(r, "worker"),
+                node: node_name(&s(r, "supplier"), &s(r, "worker")),
                 supplier: s(r, "supplier"),
                 model: s(r, "model"),
                 share_milli: r["share_milli"].as_i64().unwrap_or(0) as u32,
@@ -265,11 +300,7 @@ impl AllocService {
                 end_reason: r["end_reason"].as_str().and_then(reason_from),
             };
             if view.gpu(&lease.gpu_uuid).is_none() {
-                let (sup, worker) = lease
-                    .node
-                    .split_once('/')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .unwrap_or((lease.supplier.clone(), lease.node.clone()));
+                let (sup, worker) = (lease.supplier.clone(), s(r, "worker"));
                 register(
                     &mut view,
                     &sup,
@@ -365,6 +396,7 @@ impl AllocService {
                 recent_shapes: Vec::new(),
             })),
             db: db.clone(),
+            extenders: Arc::default(),
         };
         if !pending.is_empty() {
             svc.persist(pending).await;
@@ -648,22 +680,13 @@ impl AllocService {
         self.state.lock().jobs.get(&id).cloned()
     }
 
-    /// Open leases (the running jobs' GPUs).
-    pub fn open_leases(&self) -> Vec<Lease> {
-        self.state.lock().alloc.open_leases().cloned().collect()
-    }
-
-    /// Number of GPUs in the live view.
-    pub fn gpu_count(&self) -> usize {
-        self.state.lock().alloc.view.gpus().len()
-    }
-
     /// The jobs routes.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/api/v1/jobs", get(list_jobs).post(submit_job))
             .route("/api/v1/jobs/{id}", get(get_job).delete(cancel_job))
             .route("/api/v1/jobs/{id}/complete", post(complete_job))
+            .route("/k8s/{token}/{op}", post(k8s_extender))
             .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
             .with_state(self.clone())
     }
@@ -773,4 +796,43 @@ async fn cancel_job(State(svc): State<AllocService>, Path(id): Path<u64>) -> Res
 
 async fn complete_job(State(svc): State<AllocService>, Path(id): Path<u64>) -> Response {
     end_job(svc, id, EndReason::Completed).await
+}
+
+/// `POST /k8s/<token>/{filter,prioritize,bind}`: kube-scheduler's extender calls for the
+/// token's supplier, answered by the live allocator over that supplier's GPUs.
+async fn k8s_extender(
+    State(svc): State<AllocService>,
+    principal: Option<axum::extract::Extension<Principal>>,
+    Path((_token, op)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    use tower::ServiceExt as _;
+    let Some(supplier) = principal.and_then(|p| p.0.scope().map(str::to_string)) else {
+        return err(StatusCode::FORBIDDEN, "the extender needs a supplier token");
+    };
+    let state = svc
+        .extenders
+        .lock()
+        .entry(supplier.clone())
+        .or_insert_with(|| {
+            ExtenderState::with_host(
+                Box::new(ExtenderHost {
+                    svc: svc.clone(),
+                    supplier,
+                }),
+                system_clock,
+            )
+        })
+        .clone();
+    let req = match axum::http::Request::post(format!("/{op}"))
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body))
+    {
+        Ok(r) => r,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match extender_router(state).oneshot(req).await {
+        Ok(r) => r.into_response(),
+        Err(e) => match e {},
+    }
 }

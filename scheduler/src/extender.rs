@@ -43,10 +43,28 @@ pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// kube-scheduler's MaxExtenderPriority.
 pub const MAX_PRIORITY: i64 = 10;
 
+/// Where the extender's allocator lives: its own (`Mutex<Allocator>`), or a server's live
+/// allocator shared with everything else that places jobs.
+pub trait AllocatorHost: Send + Sync {
+    /// Runs `f` with the allocator locked.
+    fn with_allocator(&self, f: &mut dyn FnMut(&mut Allocator));
+    /// Leases `/bind` just started, for the host to persist. The default keeps nothing.
+    fn leases_started(&self, _leases: &[crate::model::Lease]) {}
+    /// The live view's name of the Kubernetes node `name` (the default: the same name).
+    fn node_key(&self, name: &str) -> String {
+        name.to_owned()
+    }
+}
+
+impl AllocatorHost for Mutex<Allocator> {
+    fn with_allocator(&self, f: &mut dyn FnMut(&mut Allocator)) {
+        f(&mut self.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
 /// What the routes share.
-#[derive(Debug)]
 pub struct ExtenderState {
-    pub allocator: Mutex<Allocator>,
+    pub allocator: Box<dyn AllocatorHost>,
     /// Current time in ms since the epoch.
     pub clock: fn() -> i64,
     /// Pods seen by /filter or /prioritize, by UID, for /bind.
@@ -55,10 +73,22 @@ pub struct ExtenderState {
     bound: Mutex<HashMap<String, String>>,
 }
 
+impl std::fmt::Debug for ExtenderState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtenderState").finish_non_exhaustive()
+    }
+}
+
 impl ExtenderState {
+    /// An extender with an allocator of its own.
     pub fn new(allocator: Allocator, clock: fn() -> i64) -> Arc<ExtenderState> {
+        Self::with_host(Box::new(Mutex::new(allocator)), clock)
+    }
+
+    /// An extender placing through `host`'s allocator.
+    pub fn with_host(host: Box<dyn AllocatorHost>, clock: fn() -> i64) -> Arc<ExtenderState> {
         Arc::new(ExtenderState {
-            allocator: Mutex::new(allocator),
+            allocator: host,
             clock,
             seen: Mutex::new(HashMap::new()),
             bound: Mutex::new(HashMap::new()),
@@ -260,21 +290,24 @@ fn node_names(args: &Value) -> Result<(Vec<String>, bool), BadRequest> {
 /// Score of `job` on each node (`None` = does not fit), lower is better.
 fn plan_nodes(st: &ExtenderState, job: &Job, names: &[String]) -> Vec<Result<f64, String>> {
     let now = (st.clock)();
-    let mut a = st.allocator.lock().unwrap_or_else(PoisonError::into_inner);
-    names
-        .iter()
-        .map(|name| {
-            if job.demand == GpuDemand::None {
-                return Ok(0.0);
-            }
-            let Some(n) = a.view.node_index(name) else {
-                return Err("node is not managed by rigwatch".to_owned());
-            };
-            a.plan(job, now, Some(n))
-                .map(|(_, s)| s)
-                .ok_or_else(|| format!("rigwatch: no healthy GPU fits {:?} here", job.demand))
-        })
-        .collect()
+    let mut out = Vec::new();
+    st.allocator.with_allocator(&mut |a| {
+        out = names
+            .iter()
+            .map(|name| {
+                if job.demand == GpuDemand::None {
+                    return Ok(0.0);
+                }
+                let Some(n) = a.view.node_index(&st.allocator.node_key(name)) else {
+                    return Err("node is not managed by rigwatch".to_owned());
+                };
+                a.plan(job, now, Some(n))
+                    .map(|(_, s)| s)
+                    .ok_or_else(|| format!("rigwatch: no healthy GPU fits {:?} here", job.demand))
+            })
+            .collect();
+    });
+    out
 }
 
 fn remember(st: &ExtenderState, uid: &str, job: &Job) {
@@ -398,17 +431,25 @@ fn bind_pod(st: &ExtenderState, uid: &str, node: &str) -> Option<String> {
         return None;
     }
     let now = (st.clock)();
-    let mut a = st.allocator.lock().unwrap_or_else(PoisonError::into_inner);
-    let Some(n) = a.view.node_index(node) else {
-        return Some(format!("node {node} is not managed by rigwatch"));
-    };
-    match a.try_start_on(job, n, now) {
-        Ok(Some(_)) => {
+    let mut outcome = None;
+    st.allocator.with_allocator(&mut |a| {
+        outcome = Some(match a.view.node_index(&st.allocator.node_key(node)) {
+            None => Err(format!("node {node} is not managed by rigwatch")),
+            Some(n) => match a.try_start_on(job.clone(), n, now) {
+                Ok(Some(started)) => Ok(started.leases),
+                Ok(None) => Err(format!("no GPU on {node} fits pod {uid} any more")),
+                Err(e) => Err(e.to_string()),
+            },
+        });
+    });
+    match outcome.expect("the host ran the closure") {
+        Ok(leases) => {
             bound.insert(uid.to_owned(), node.to_owned());
+            drop(bound);
+            st.allocator.leases_started(&leases);
             None
         }
-        Ok(None) => Some(format!("no GPU on {node} fits pod {uid} any more")),
-        Err(e) => Some(e.to_string()),
+        Err(e) => Some(e),
     }
 }
 

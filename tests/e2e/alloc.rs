@@ -326,3 +326,103 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--gpus N"));
 }
+
+/// kube-scheduler, pointed at `/k8s/<supplier token>`, places a GPU pod through the live
+/// allocator on that supplier's own nodes only, and the binding is a lease row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_scheduler_extender_uses_the_live_allocator() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--alloc-tick", "200ms"], &[]).await;
+    server.write_ok(&telemetry()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let auth = rigwatch_storage::auth::AuthStore::open(&data).unwrap();
+    auth.add_supplier("acme").unwrap();
+    let token = auth
+        .issue(
+            rigwatch_storage::auth::Role::Supplier,
+            Some("acme"),
+            None,
+            "k8s",
+        )
+        .unwrap()
+        .token;
+    let pod = json!({
+        "metadata": {"name": "trainer", "namespace": "ml", "uid": "uid-1"},
+        "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "2"}}}]}
+    });
+    let client = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let client = client.clone();
+        async move {
+            let r = client.post(path).json(&body).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let base = format!("{}/k8s/{token}", server.base);
+    // w0 is acme's (two GPUs), w1 is bolt's: not acme's to offer.
+    let (s, v) = post(
+        format!("{base}/filter"),
+        json!({"Pod": pod, "NodeNames": ["w0", "w1"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["NodeNames"], json!(["w0"]), "{v}");
+    assert!(v["FailedNodes"]["w1"].is_string(), "{v}");
+    let (_, v) = post(
+        format!("{base}/prioritize"),
+        json!({"Pod": pod, "NodeNames": ["w0"]}),
+    )
+    .await;
+    assert_eq!(v[0]["Host"], "w0", "{v}");
+    let (_, v) = post(
+        format!("{base}/bind"),
+        json!({"PodName": "trainer", "PodNamespace": "ml", "PodUID": "uid-1", "Node": "w0"}),
+    )
+    .await;
+    assert_eq!(v["Error"], "", "{v}");
+    let mut leases = Vec::new();
+    for _ in 0..30 {
+        leases = server
+            .rows("SELECT supplier, worker, share_milli FROM lease ORDER BY gpu_uuid")
+            .await;
+        if leases.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(leases.len(), 2, "{leases:?}");
+    for l in &leases {
+        assert_eq!(l["supplier"], "acme");
+        assert_eq!(l["worker"], "w0");
+        assert_eq!(l["share_milli"], 1000);
+    }
+    // Those GPUs are now taken for everyone: a 2-GPU job can only go to bolt's worker.
+    let (s, v) = call(&server, "POST", "/api/v1/jobs", Some(json!({"gpus": 2}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let rows = server
+        .rows(&format!(
+            "SELECT DISTINCT worker FROM lease WHERE job_id = '{}'",
+            v["data"]["job"]["id"]
+        ))
+        .await;
+    assert_eq!(rows, [json!({"worker": "w1"})]);
+    // No token, or an operator's: refused.
+    let r = client
+        .post(format!(
+            "{}/k8s/rw_0000000000_00000000000000000000000000000000/filter",
+            server.base
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = client
+        .post(format!("{}/k8s/{ADMIN_TOKEN}/filter", server.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}

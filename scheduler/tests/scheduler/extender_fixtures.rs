@@ -175,13 +175,12 @@ async fn prioritize_then_bind_creates_leases_and_refuses_over_allocation() {
     let (status, r) = post(&st, "/bind", bind.clone()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(r, json!({ "Error": "" }));
-    {
-        let a = st.allocator.lock().unwrap();
+    st.allocator.with_allocator(&mut |a| {
         let leases: Vec<_> = a.open_leases().collect();
         assert_eq!(leases.len(), 1);
         assert_eq!(leases[0].node, "gpu-node-b");
         assert_eq!(leases[0].share_milli, 500);
-    }
+    });
     // Binding again to the same node is idempotent; to another node is an error.
     assert_eq!(post(&st, "/bind", bind).await.1, json!({ "Error": "" }));
     let other = json!({ "PodName": "trainer-0", "PodNamespace": "ml", "PodUID": "uid-3", "Node": "gpu-node-a" });
