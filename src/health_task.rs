@@ -21,7 +21,8 @@
 //! Webhook delivery: each webhook has its own in-memory FIFO (`--alert-queue` messages). A
 //! message is retried with exponential backoff (0.5 s doubling up to 60 s) until the receiver
 //! answers 2xx, in order, so a receiver that is down for a while gets every notification when
-//! it comes back. When the queue is full the oldest message is dropped and counted
+//! it comes back. A 4xx answer (other than 408/429) means the receiver rejects that message
+//! for good: it is dropped, logged and counted, so it cannot stall the queue. When the queue is full the oldest message is dropped and counted
 //! (`rigwatch_alert_notifications_dropped_total`). The queue and alert state are not
 //! persisted: on a server restart undelivered messages are lost, and alerts that still hold
 //! fire again once their `for` has passed (so a firing alert is re-sent; a resolve that was
@@ -711,6 +712,14 @@ async fn deliver(url: String, queue: Arc<Queue>, metrics: Metrics) {
                 }
                 backoff = Duration::from_millis(500);
             }
+            Ok(r) if r.status().is_client_error() && !matches!(r.status().as_u16(), 408 | 429) => {
+                // The receiver rejects this message and always will: retrying would stall
+                // every message behind it (Alertmanager does not retry 4xx either).
+                metrics.send_failures.inc();
+                metrics.dropped.inc();
+                queue.items.lock().pop_front();
+                warn!(%url, status = %r.status(), "webhook rejected a notification; dropped");
+            }
             other => {
                 metrics.send_failures.inc();
                 let why = match other {
@@ -801,6 +810,44 @@ mod tests {
             self.engine.tick(self.t, out);
             self.t += STEP_NS;
         }
+    }
+
+    #[tokio::test]
+    async fn a_rejected_message_is_dropped_and_the_rest_delivered() {
+        use axum::routing::post;
+        let got: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = got.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            post(move |body: String| {
+                let seen = seen.clone();
+                async move {
+                    if body.contains("poison") {
+                        return axum::http::StatusCode::BAD_REQUEST;
+                    }
+                    seen.lock().push(body);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let queue = Arc::new(Queue::new(10));
+        queue.push(b"poison".to_vec());
+        queue.push(b"good-1".to_vec());
+        queue.push(b"good-2".to_vec());
+        let metrics = Metrics::default();
+        let sender = tokio::spawn(deliver(url, queue.clone(), metrics.clone()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while got.lock().len() < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*got.lock(), ["good-1", "good-2"]);
+        assert_eq!(metrics.dropped.get(), 1);
+        assert_eq!(metrics.sent.get(), 2);
+        sender.abort();
+        server.abort();
     }
 
     #[test]
