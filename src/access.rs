@@ -65,6 +65,17 @@ pub const ROUTES: &[Route] = &[
         methods: GET,
         access: Access::Roles(OPERATORS),
     },
+    // Alerting rules and alerts span suppliers: operators only.
+    Route {
+        path: "/api/v1/rules",
+        methods: GET,
+        access: Access::Roles(OPERATORS),
+    },
+    Route {
+        path: "/api/v1/alerts",
+        methods: GET,
+        access: Access::Roles(OPERATORS),
+    },
     // Generic write routes store rows as given, tags included: operators only. Agents write
     // through /api/v1/agent/*, where the server stamps their supplier.
     Route {

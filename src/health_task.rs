@@ -158,6 +158,7 @@ pub type HealthChange = Arc<Transition>;
 pub struct HealthHandle {
     changes: broadcast::Sender<HealthChange>,
     rule_metrics: rules::RuleMetrics,
+    rule_set: Arc<tokio::sync::Mutex<RuleSet>>,
     metrics: Metrics,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -176,6 +177,16 @@ impl HealthHandle {
     #[allow(dead_code)]
     pub fn subscribe(&self) -> broadcast::Receiver<HealthChange> {
         self.changes.subscribe()
+    }
+
+    /// `GET /api/v1/rules` and `GET /api/v1/alerts` in the Prometheus HTTP API's format
+    /// (operators only: alerts span suppliers).
+    pub fn router(&self) -> axum::Router {
+        use axum::routing::get;
+        axum::Router::new()
+            .route("/api/v1/rules", get(rules_api))
+            .route("/api/v1/alerts", get(alerts_api))
+            .with_state(self.rule_set.clone())
     }
 
     /// Registers the task's counters (and the rule evaluator's).
@@ -292,9 +303,102 @@ pub async fn spawn(
     Ok(HealthHandle {
         changes,
         rule_metrics,
+        rule_set,
         metrics,
         tasks,
     })
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    rules::payload::rfc3339(ms)
+}
+
+fn alert_json(a: &rules::Alert) -> serde_json::Value {
+    serde_json::json!({
+        "labels": a
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
+            .collect::<serde_json::Map<_, _>>(),
+        "annotations": a.annotations,
+        "state": a.state.as_str(),
+        "activeAt": rfc3339_ms(a.active_at),
+        "value": format!("{}", a.value),
+    })
+}
+
+async fn rules_api(
+    axum::extract::State(set): axum::extract::State<Arc<tokio::sync::Mutex<RuleSet>>>,
+) -> axum::Json<serde_json::Value> {
+    let set = set.lock().await;
+    let groups: Vec<serde_json::Value> = set
+        .groups
+        .iter()
+        .map(|g| {
+            let rules: Vec<serde_json::Value> = g
+                .rules
+                .iter()
+                .map(|r| {
+                    let state = if r
+                        .alerts
+                        .values()
+                        .any(|a| a.state == rules::AlertState::Firing)
+                    {
+                        "firing"
+                    } else if r.alerts.is_empty() {
+                        "inactive"
+                    } else {
+                        "pending"
+                    };
+                    let tpl = |m: &std::collections::BTreeMap<String, rules::Template>| {
+                        m.iter()
+                            .map(|(k, t)| (k.clone(), serde_json::Value::from(t.source())))
+                            .collect::<serde_json::Map<_, _>>()
+                    };
+                    serde_json::json!({
+                        "type": "alerting",
+                        "name": r.rule.name,
+                        "query": r.rule.expr_text,
+                        "duration": r.rule.for_.as_secs_f64(),
+                        "keepFiringFor": r.rule.keep_firing_for.as_secs_f64(),
+                        "labels": tpl(&r.rule.labels),
+                        "annotations": tpl(&r.rule.annotations),
+                        "alerts": r.alerts.values().map(alert_json).collect::<Vec<_>>(),
+                        "health": match (&r.health.last_error, r.health.last_eval_ms) {
+                            (Some(_), _) => "err",
+                            (None, 0) => "unknown",
+                            (None, _) => "ok",
+                        },
+                        "lastError": r.health.last_error.clone().unwrap_or_default(),
+                        "evaluationFailures": r.health.failures,
+                        "lastEvaluation": rfc3339_ms(r.health.last_eval_ms),
+                        "state": state,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": g.name,
+                "file": "",
+                "interval": g.interval.as_secs_f64(),
+                "rules": rules,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({"status": "success", "data": {"groups": groups}}))
+}
+
+async fn alerts_api(
+    axum::extract::State(set): axum::extract::State<Arc<tokio::sync::Mutex<RuleSet>>>,
+) -> axum::Json<serde_json::Value> {
+    let set = set.lock().await;
+    let alerts: Vec<serde_json::Value> = set
+        .groups
+        .iter()
+        .flat_map(|g| g.rules.iter())
+        .flat_map(|r| r.alerts.values())
+        .map(alert_json)
+        .collect();
+    axum::Json(serde_json::json!({"status": "success", "data": {"alerts": alerts}}))
 }
 
 fn num(v: FieldValue<'_>) -> Option<f64> {

@@ -291,6 +291,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         ))
         .merge(rigwatch_query::routes::router(query.clone()))
         .merge(alloc.router())
+        .merge(gpu_health.router())
         .merge(rigwatch_query::promql::router(
             query,
             rigwatch_query::promql::PromOptions {

@@ -458,6 +458,39 @@ async fn injected_faults_change_health_and_notify_a_webhook_that_was_down() {
         .unwrap();
     assert!(failures >= 1.0, "{failures}");
     assert!(s.log().contains("alerting rule evaluation failed"));
+    // Rule status in the Prometheus API's format: the failing rule says why.
+    let get = |path: &str| {
+        reqwest::Client::new()
+            .get(format!("{}{path}", s.base))
+            .bearer_auth(super::harness::ADMIN_TOKEN)
+            .send()
+    };
+    let rules: serde_json::Value = get("/api/v1/rules").await.unwrap().json().await.unwrap();
+    assert_eq!(rules["status"], "success");
+    let list = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let by_name = |n: &str| list.iter().find(|r| r["name"] == n).unwrap().clone();
+    let broken = by_name("BrokenAtRunTime");
+    assert_eq!(broken["health"], "err", "{broken}");
+    assert!(
+        broken["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("many-to-many"),
+        "{broken}"
+    );
+    let ok = by_name("GpuUnhealthy");
+    assert_eq!(ok["health"], "ok", "{ok}");
+    assert_eq!(ok["labels"]["severity"], "critical");
+    assert_eq!(
+        ok["annotations"]["summary"],
+        "GPU {{ $labels.gpu_uuid }} on {{ $labels.worker }} is unhealthy"
+    );
+    let alerts: serde_json::Value = get("/api/v1/alerts").await.unwrap().json().await.unwrap();
+    assert_eq!(alerts["status"], "success");
+    assert!(alerts["data"]["alerts"].is_array(), "{alerts}");
     assert!(s.log().contains("many-to-many"));
 
     writer.abort();

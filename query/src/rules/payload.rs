@@ -42,7 +42,8 @@ pub struct WebhookAlert {
 
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-fn rfc3339(ms: i64) -> String {
+/// RFC 3339 in UTC with milliseconds, as Alertmanager and Prometheus' API write times.
+pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_else(|| ZERO_TIME.to_string())

@@ -25,7 +25,7 @@ enum Pipe {
 
 /// A parsed label or annotation template.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Template(Vec<Part>);
+pub struct Template(Vec<Part>, String);
 
 impl Template {
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -79,7 +79,12 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
-        Ok(Template(parts))
+        Ok(Template(parts, s.to_string()))
+    }
+
+    /// The template as written.
+    pub fn source(&self) -> &str {
+        &self.1
     }
 
     /// Expands the template for one alert.
