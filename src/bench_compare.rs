@@ -216,8 +216,10 @@ async fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         report.rss_mib.push(sys.peak_rss_mib());
         report.versions[i] = sys.version.clone();
     }
-    for sys in systems {
-        sys.stop().await;
+    for (i, sys) in systems.into_iter().enumerate() {
+        if let Some(bytes) = sys.stop().await {
+            report.ingest[i].2 = bytes;
+        }
     }
     report.print();
     let json = report.to_json();

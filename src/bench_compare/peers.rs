@@ -266,8 +266,10 @@ impl System {
 
     /// Makes everything durable in its compressed form and returns the bytes it takes:
     /// rigwatch persists to Parquet and compacts, then the data directory is measured;
-    /// VictoriaMetrics force-flushes, then the data directory; Prometheus takes a snapshot
-    /// (head included) and the snapshot is measured (its WAL is not the stored form).
+    /// VictoriaMetrics force-flushes, then the data directory (measured again after its
+    /// graceful shutdown, see [`System::stop`], and that figure is the one reported);
+    /// Prometheus takes a snapshot (head included) and the snapshot is measured (its WAL is
+    /// not the stored form).
     pub(super) async fn flush(&mut self, client: &reqwest::Client) -> anyhow::Result<u64> {
         match self.kind {
             Kind::Rigwatch => {
@@ -315,13 +317,28 @@ impl System {
         Some(kb / 1024.0)
     }
 
-    pub(super) async fn stop(mut self) {
-        // rigwatch stops gracefully when its control channel closes.
+    /// Stops the process gracefully (rigwatch: end of its control channel; the peers:
+    /// SIGTERM), killing it after 60 s. For VictoriaMetrics, returns the data directory's
+    /// size (less the caches it saves at shutdown) once it has shut down: only then is every
+    /// in-memory part on disk.
+    pub(super) async fn stop(mut self) -> Option<u64> {
         if let Some((stdin, _)) = self.control.take() {
             drop(stdin);
-            let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        } else if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
         }
+        let exited = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .is_ok();
         let _ = self.child.kill().await;
+        // Its `cache` directory (caches saved at shutdown) is not stored data.
+        let cache = du(&self.data_dir.join("cache")).unwrap_or(0);
+        (exited && self.kind == Kind::Victoria)
+            .then(|| du(&self.data_dir).ok())
+            .flatten()
+            .map(|total| total.saturating_sub(cache))
     }
 }
 
