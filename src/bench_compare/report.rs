@@ -106,7 +106,7 @@ impl Report {
             println!("  {v}");
         }
         println!(
-            "{:<28} {:>11} {:>13} {:>13} {:>16} {:>9} {:>9}",
+            "{:<32} {:>11} {:>13} {:>13} {:>16} {:>9} {:>9}",
             "figure", "unit", "rigwatch", "prometheus", "victoriametrics", "rw/prom", "rw/vm"
         );
         for (name, unit, v) in self.rows() {
@@ -118,7 +118,7 @@ impl Report {
                 }
             };
             println!(
-                "{:<28} {:>11} {:>13} {:>13} {:>16} {:>9.2} {:>9.2}",
+                "{:<32} {:>11} {:>13} {:>13} {:>16} {:>9.2} {:>9.2}",
                 name,
                 unit,
                 cell(v[0]),
