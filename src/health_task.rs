@@ -243,6 +243,7 @@ pub async fn spawn(
     args: &HealthArgs,
     listen: std::net::SocketAddr,
     on_transition: Option<OnTransition>,
+    lease_oracle: Option<rigwatch_scheduler::health::LeaseOracle>,
 ) -> anyhow::Result<HealthHandle> {
     let groups = args.rule_groups()?;
     let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
@@ -256,6 +257,10 @@ pub async fn spawn(
     // Subscribe first so nothing written while restoring is missed.
     let rx = db.subscribe();
     let mut engine = HealthEngine::new(args.config());
+    if let Some(o) = lease_oracle {
+        // Enables the "utilization stuck at 100 % with no lease" rule.
+        engine.set_lease_oracle(o);
+    }
     let restored = restore(&db, &mut engine).await;
     if let Some(f) = &on_transition {
         for t in &restored {

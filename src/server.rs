@@ -268,6 +268,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         Some(Box::new(move |t| {
             to_alloc.health_changed(&t.gpu.gpu_uuid, t.to, t.hardware)
         })),
+        Some({
+            let alloc = alloc.clone();
+            Box::new(move |uuid: &str| alloc.gpu_load(uuid).map(|milli| milli > 0))
+        }),
     )
     .await
     .context("cannot start fault detection and alerting")?;
