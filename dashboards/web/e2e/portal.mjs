@@ -135,6 +135,13 @@ try {
   await page.mouse.up();
   result.charts = before;
   await shot(page, '03-gpu-detail');
+  // The widest range: 7 days of this GPU at 720 points per chart.
+  await timed('gpu_chart_7d_ms', async () => {
+    await page.click('[data-range="604800"]');
+    await page.waitForSelector('body[data-range="604800"]');
+  });
+  const drawn7d = await page.$$eval('.chart canvas', (c) => c.length);
+  if (drawn7d < 4) fail(`only ${drawn7d} charts drawn for 7 days`);
 
   if (!PERF) {
     // 5. An injected fault appears on the GPU page, with its recommended action.

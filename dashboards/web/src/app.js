@@ -328,6 +328,7 @@ async function gpuDetail(uuid) {
         div.insertAdjacentHTML('beforeend', `<p class="error">${esc(e.message)}</p>`);
       }
     }));
+    document.body.dataset.range = String(seconds);
   };
   page.querySelectorAll('[data-range]').forEach((b) => b.addEventListener('click', () => draw(Number(b.dataset.range))));
   await Promise.all([draw(3600), loadFaults().catch((e) => { $('#gpu-faults').textContent = e.message; }), loadLeases().catch(() => {})]);
