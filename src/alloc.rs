@@ -355,17 +355,8 @@ impl AllocService {
         for l in &leases {
             next_job = next_job.max(l.job_id + 1);
             let rec = jobs.entry(l.job_id).or_insert_with(|| JobRecord {
-                job: Job {
-                    id: l.job_id,
-                    demand: GpuDemand::Whole(1),
-                    models: Vec::new(),
-                    min_gpu_memory_mib: 0,
-                    cpu_milli: 0,
-                    memory_mib: 0,
-                    priority: 0,
-                    expected_duration_ms: 0,
-                    price_cap_per_gpu_hour: None,
-                },
+                // Restored from lease rows: the shape beyond the lease is not stored.
+                job: Job::new(l.job_id, GpuDemand::Whole(1)),
                 state: "running".into(),
                 submitted_ms: l.start_ms,
                 started_ms: Some(l.start_ms),

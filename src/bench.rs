@@ -106,34 +106,16 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         .data_dir
         .clone()
         .unwrap_or_else(|| tmp.path().join("data"));
-    let serve = ServeArgs {
-        data_dir,
-        listen: "127.0.0.1:0".parse()?,
-        max_body: bytesize::ByteSize::mib(256),
-        memory_budget: bytesize::ByteSize::gib(4),
-        persist_bytes: bytesize::ByteSize::gib(2),
-        persist_age: Duration::from_secs(3600),
-        partition: Duration::from_secs(3600),
-        compaction_interval: Duration::from_secs(3600),
-        compaction_min_files: 4,
-        retention: Duration::ZERO,
-        table_retention: Vec::new(),
-        append_only_tables: vec!["gpu_fault".into()],
-        wal_segment_size: bytesize::ByteSize::mib(64),
-        s3_bucket: None,
-        s3_endpoint: None,
-        s3_region: "us-east-1".into(),
-        s3_allow_http: false,
-        log: "warn".into(),
-        health: Default::default(),
-        admin_token: Some(BENCH_TOKEN.into()),
-        lookback_delta: Duration::from_secs(300),
-        query_timeout: Duration::from_secs(120),
-        query_max_samples: 50_000_000,
-        policy: "rigwatch".into(),
-        alloc_tick: Duration::from_secs(1),
-        rates: Vec::new(),
-    };
+    let mut serve = ServeArgs::with_defaults(data_dir)?;
+    serve.listen = "127.0.0.1:0".parse()?;
+    serve.max_body = bytesize::ByteSize::mib(256);
+    serve.memory_budget = bytesize::ByteSize::gib(4);
+    // One persist at the end, measured on its own.
+    serve.persist_bytes = bytesize::ByteSize::gib(2);
+    serve.persist_age = Duration::from_secs(3600);
+    serve.compaction_interval = Duration::from_secs(3600);
+    serve.log = "warn".into();
+    serve.admin_token = Some(BENCH_TOKEN.into());
     let running = crate::server::start(&serve).await?;
     let url = format!("http://{}/api/v2/write?precision=ns", running.addr);
     let client = reqwest::Client::new();

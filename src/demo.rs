@@ -237,34 +237,10 @@ fn sum(fleet: &DemoFleet, f: impl Fn(&AgentStats) -> u64) -> u64 {
 /// server that keeps up shows flat lag and an empty spool.
 pub async fn bench_agents(args: AgentBenchArgs) -> anyhow::Result<ExitCode> {
     let tmp = tempfile::tempdir()?;
-    let serve = ServeArgs {
-        data_dir: tmp.path().join("data"),
-        listen: "127.0.0.1:0".parse()?,
-        max_body: bytesize::ByteSize::mib(32),
-        memory_budget: bytesize::ByteSize::gib(1),
-        persist_bytes: bytesize::ByteSize::mib(256),
-        persist_age: Duration::from_secs(300),
-        partition: Duration::from_secs(3600),
-        compaction_interval: Duration::from_secs(60),
-        compaction_min_files: 4,
-        retention: Duration::ZERO,
-        table_retention: Vec::new(),
-        append_only_tables: vec!["gpu_fault".into()],
-        wal_segment_size: bytesize::ByteSize::mib(64),
-        s3_bucket: None,
-        s3_endpoint: None,
-        s3_region: "us-east-1".into(),
-        s3_allow_http: false,
-        log: "warn".into(),
-        health: Default::default(),
-        admin_token: Some("bench-admin-token-not-a-secret".into()),
-        lookback_delta: Duration::from_secs(300),
-        query_timeout: Duration::from_secs(120),
-        query_max_samples: 50_000_000,
-        policy: "rigwatch".into(),
-        alloc_tick: Duration::from_secs(1),
-        rates: Vec::new(),
-    };
+    let mut serve = ServeArgs::with_defaults(tmp.path().join("data"))?;
+    serve.listen = "127.0.0.1:0".parse()?;
+    serve.log = "warn".into();
+    serve.admin_token = Some("bench-admin-token-not-a-secret".into());
     init_tracing(&serve.log);
     let running = start(&serve).await?;
     let base = format!("http://{}", running.addr);

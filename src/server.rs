@@ -162,6 +162,21 @@ fn parse_table_retention(s: &str) -> Result<(String, Duration), String> {
 }
 
 impl ServeArgs {
+    /// Every option at its documented default (and `RIGWATCH_*` variables, as for `serve`),
+    /// with `data_dir`: for servers started in-process by benchmarks.
+    pub fn with_defaults(data_dir: PathBuf) -> anyhow::Result<Self> {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut args = <Only as clap::Parser>::try_parse_from(["rigwatch"])
+            .context("the serve options' defaults and RIGWATCH_* variables")?
+            .serve;
+        args.data_dir = data_dir;
+        Ok(args)
+    }
+
     fn db_config(&self) -> anyhow::Result<DbConfig> {
         let mut c = DbConfig::new(&self.data_dir);
         if let Some(bucket) = &self.s3_bucket {
