@@ -26,7 +26,7 @@ pub const POLICY_NAMES: &[&str] = &[
     "rigwatch",
 ];
 const EXPECTED: &str = "first-fit, best-fit, spread, random, fgd, rigwatch, \
-     rigwatch:fairness=F+packing=P+degraded=D+thermal=T";
+     rigwatch:fairness=F+deadband=B+packing=P+degraded=D+thermal=T";
 
 /// Where a job goes: one node, and a share on each of some of its GPUs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +110,7 @@ fn parse_weights(name: &str) -> Option<RigwatchWeights> {
             "thermal" => w.thermal = v,
             "thermal_knee_c" => w.thermal_knee_c = v,
             "fairness" => w.fairness = v,
+            "deadband" => w.fairness_deadband = v,
             "packing" => w.packing = v,
             _ => return None,
         }
@@ -443,6 +444,10 @@ pub struct RigwatchWeights {
     pub thermal: f64,
     /// Cost per unit of relative supplier advantage (earnings per GPU over the mean).
     pub fairness: f64,
+    /// Relative advantage that costs nothing: fairness only steers away from suppliers
+    /// clearly ahead of the mean, so it does not break FGD's ties among near-equals (which
+    /// costs packing).
+    pub fairness_deadband: f64,
     /// Reward for a node whose GPUs are fuller after placement (a bin-packing tie-break
     /// between candidates of equal fragmentation; larger values, or counting host CPU and
     /// memory too, cost up to 5 points of allocation on the gpushare40 trace).
@@ -456,14 +461,16 @@ impl Default for RigwatchWeights {
             thermal_knee_c: 15.0,
             thermal: 0.5,
             fairness: 0.02,
-            packing: 0.0001,
+            fairness_deadband: 0.5,
+            packing: 0.0,
         }
     }
 }
 
 /// The default policy: FGD's fragmentation increase, plus penalties for degraded or hot
-/// GPUs, a nudge towards suppliers that have earned less per offered GPU, and a small
-/// bin-packing tie-break.
+/// GPUs and a nudge away from suppliers clearly ahead of the fleet in earnings per offered
+/// GPU (beyond a dead band, so FGD's own choices among near-equals stand); an optional
+/// bin-packing tie-break (off by default).
 #[derive(Debug, Default)]
 pub struct Rigwatch {
     fgd: Fgd,
@@ -508,6 +515,11 @@ impl Policy for Rigwatch {
         if self.mean_epg > 0.0 {
             let sup = &d.view.suppliers[d.view.nodes[c.node as usize].supplier as usize];
             let rel = (sup.earnings_per_gpu() / self.mean_epg - 1.0).clamp(-1.0, 1.0);
+            let rel = if rel.abs() <= w.fairness_deadband {
+                0.0
+            } else {
+                rel - w.fairness_deadband * rel.signum()
+            };
             s += w.fairness * rel;
         }
         s - w.packing * node_gpu_allocation_after(d, c)
