@@ -237,6 +237,12 @@ pub const ROUTES: &[Route] = &[
         methods: POST,
         access: Access::Roles(&[Role::Supplier]),
     },
+    // Daily earnings statements and their reconciliation, scoped to the caller's supplier.
+    Route {
+        path: "/api/v1/earnings/statements",
+        methods: GET,
+        access: Access::Roles(READERS),
+    },
 ];
 
 /// Routes anyone may call: liveness, and the portal's sign-in page and static assets.

@@ -671,6 +671,27 @@ impl AllocService {
         self.state.lock().jobs.get(&id).cloned()
     }
 
+    /// Daily statements (one per supplier and UTC day) from the ledger, for `scope`'s
+    /// supplier or everyone. A day is settled once it is over and every lease in it has
+    /// been accrued past its end; until then its amount can still grow.
+    pub fn statements(
+        &self,
+        scope: Option<&str>,
+    ) -> Vec<rigwatch_scheduler::ledger::DailyStatement> {
+        let now = now_ms();
+        let st = self.state.lock();
+        let open_through = st
+            .alloc
+            .open_leases()
+            .next()
+            .map(|_| now.div_euclid(60_000) * 60_000);
+        let mut out = st.ledger.daily_statements(now, open_through);
+        if let Some(s) = scope {
+            out.retain(|d| d.supplier == s);
+        }
+        out
+    }
+
     /// The jobs routes.
     pub fn router(&self) -> Router {
         Router::new()
@@ -678,6 +699,7 @@ impl AllocService {
             .route("/api/v1/jobs/{id}", get(get_job).delete(cancel_job))
             .route("/api/v1/jobs/{id}/complete", post(complete_job))
             .route("/k8s/{token}/{op}", post(k8s_extender))
+            .route("/api/v1/earnings/statements", get(statements))
             .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
             .with_state(self.clone())
     }
@@ -826,4 +848,53 @@ async fn k8s_extender(
         Ok(r) => r.into_response(),
         Err(e) => match e {},
     }
+}
+
+/// `GET /api/v1/earnings/statements`: daily statements with the reconciliation per
+/// supplier: every accrued minor unit is either in a settled day or still accruing.
+async fn statements(
+    State(svc): State<AllocService>,
+    principal: Option<axum::extract::Extension<Principal>>,
+) -> Response {
+    let Some(axum::extract::Extension(who)) = principal else {
+        return err(StatusCode::UNAUTHORIZED, "not authenticated");
+    };
+    let days = svc.statements(who.scope());
+    let mut totals: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for d in &days {
+        let t = totals.entry(d.supplier.as_str()).or_default();
+        t.0 += d.amount_minor;
+        if d.settled {
+            t.1 += d.amount_minor;
+        }
+    }
+    let reconciliation: Vec<Value> = totals
+        .iter()
+        .map(|(s, (accrued, settled))| {
+            serde_json::json!({
+                "supplier": s,
+                "accrued_minor": accrued,
+                "settled_minor": settled,
+                "unsettled_minor": accrued - settled,
+            })
+        })
+        .collect();
+    let days: Vec<Value> = days
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "supplier": d.supplier,
+                "date": d.date,
+                "amount_minor": d.amount_minor,
+                "gpu_seconds": (d.gpu_milli_ms / 1_000_000) as i64,
+                "entries": d.entries,
+                "settled": d.settled,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "status": "success",
+        "data": {"days": days, "reconciliation": reconciliation}
+    }))
+    .into_response()
 }

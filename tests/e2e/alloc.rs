@@ -223,6 +223,53 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
         "rigwatch_earnings_total disagrees with the earnings rows"
     );
 
+    // Daily statements reconcile: accrued = settled + unsettled, and equal the rows.
+    let mut reconciled = false;
+    for _ in 0..3 {
+        let (s, v) = call(&server, "GET", "/api/v1/earnings/statements", None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let rows: BTreeMap<String, i64> = server
+            .rows("SELECT supplier, sum(amount_minor) AS paid FROM earnings GROUP BY supplier")
+            .await
+            .iter()
+            .map(|r| {
+                (
+                    r["supplier"].as_str().unwrap().to_string(),
+                    r["paid"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let rec = v["data"]["reconciliation"].as_array().unwrap();
+        for r in rec {
+            assert_eq!(
+                r["accrued_minor"].as_i64().unwrap(),
+                r["settled_minor"].as_i64().unwrap() + r["unsettled_minor"].as_i64().unwrap()
+            );
+        }
+        let ledger: BTreeMap<String, i64> = rec
+            .iter()
+            .map(|r| {
+                (
+                    r["supplier"].as_str().unwrap().to_string(),
+                    r["accrued_minor"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let days: i64 = v["data"]["days"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["amount_minor"].as_i64().unwrap())
+            .sum();
+        assert_eq!(days, ledger.values().sum::<i64>(), "{v}");
+        if ledger == rows {
+            reconciled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(reconciled, "statements disagree with the earnings rows");
+
     // kill -9 and restart: the half job's lease is still open, nothing doubles.
     server.kill9();
     let server = Server::start(&data, &args, &[]).await;
