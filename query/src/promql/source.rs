@@ -14,7 +14,6 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, TimestampNanosecondType};
-use arrow::row::{RowConverter, SortField};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::{Expr, lit};
 use datafusion::prelude::SessionContext;
@@ -509,13 +508,19 @@ fn cast_expr(e: Expr, t: DataType) -> Expr {
     Expr::Cast(datafusion::logical_expr::Cast::new(Box::new(e), t))
 }
 
-/// Groups rows into series by their tag values without allocating per row: tag values are
-/// encoded with Arrow's row format and looked up by their bytes.
+/// Groups rows into series by their tag values without touching strings per row: each tag
+/// column is dictionary-encoded (as the store keeps tags), each distinct value is interned
+/// once per batch into a small id, and a row's series is found by its tuple of ids. Rows
+/// of one series usually come in runs (files are sorted by series), so a row with the same
+/// ids as the previous one skips the lookup.
 struct SeriesAccumulator {
-    converter: RowConverter,
     ntags: usize,
     nmetrics: usize,
-    index: HashMap<Box<[u8]>, usize>,
+    /// Per tag column: value -> id (0 = absent or empty).
+    interned: Vec<HashMap<String, u32>>,
+    /// Per tag column: id -> value.
+    names: Vec<Vec<Option<String>>>,
+    index: HashMap<Box<[u32]>, usize>,
     series: Vec<TagSeries>,
     samples: usize,
 }
@@ -525,15 +530,57 @@ type TagSeries = (Vec<Option<String>>, Vec<Vec<Sample>>);
 
 impl SeriesAccumulator {
     fn new(ntags: usize, nmetrics: usize) -> Result<Self, FetchError> {
-        let fields = (0..ntags).map(|_| SortField::new(DataType::Utf8)).collect();
         Ok(Self {
-            converter: RowConverter::new(fields)?,
             ntags,
             nmetrics,
+            interned: vec![HashMap::new(); ntags],
+            names: vec![vec![None]; ntags],
             index: HashMap::new(),
             series: Vec::new(),
             samples: 0,
         })
+    }
+
+    /// Per row of `col`, the interned id of its value.
+    fn ids(&mut self, t: usize, col: &ArrayRef) -> Result<Vec<u32>, FetchError> {
+        let dict_type = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let col = if col.data_type() == &dict_type {
+            col.clone()
+        } else {
+            cast(col, &dict_type)?
+        };
+        let dict = col.as_dictionary::<arrow::datatypes::Int32Type>();
+        let values = cast(dict.values(), &DataType::Utf8)?;
+        let values = values.as_string::<i32>();
+        // Dictionary key -> id, resolved once per distinct value of this batch.
+        let (interned, names) = (&mut self.interned[t], &mut self.names[t]);
+        let by_key: Vec<u32> = (0..values.len())
+            .map(|k| {
+                if !values.is_valid(k) || values.value(k).is_empty() {
+                    return 0;
+                }
+                let v = values.value(k);
+                match interned.get(v) {
+                    Some(&id) => id,
+                    None => {
+                        let id = names.len() as u32;
+                        names.push(Some(v.to_string()));
+                        interned.insert(v.to_string(), id);
+                        id
+                    }
+                }
+            })
+            .collect();
+        let keys = dict.keys();
+        Ok((0..keys.len())
+            .map(|r| {
+                if keys.is_valid(r) {
+                    by_key[keys.value(r) as usize]
+                } else {
+                    0
+                }
+            })
+            .collect())
     }
 
     fn push(&mut self, batch: &RecordBatch) -> Result<(), FetchError> {
@@ -541,39 +588,49 @@ impl SeriesAccumulator {
         if n == 0 {
             return Ok(());
         }
-        let tags: Vec<ArrayRef> = (0..self.ntags)
-            .map(|i| cast(batch.column(i), &DataType::Utf8))
+        let ids: Vec<Vec<u32>> = (0..self.ntags)
+            .map(|t| self.ids(t, batch.column(t)))
             .collect::<Result<_, _>>()?;
         let values: Vec<ArrayRef> = (0..self.nmetrics)
             .map(|i| cast(batch.column(self.ntags + i), &DataType::Float64))
             .collect::<Result<_, _>>()?;
+        let values: Vec<&arrow::array::Float64Array> = values
+            .iter()
+            .map(|c| c.as_primitive::<Float64Type>())
+            .collect();
         let time = batch.column(self.ntags + self.nmetrics);
         let time = time.as_primitive::<TimestampNanosecondType>();
-        let rows = self.converter.convert_columns(&tags)?;
+        let mut key: Vec<u32> = vec![0; self.ntags];
+        let mut prev: Option<(Vec<u32>, usize)> = None;
         for r in 0..n {
-            let key = rows.row(r);
-            let id = match self.index.get(key.as_ref()) {
-                Some(&id) => id,
-                None => {
-                    let id = self.series.len();
-                    let tag_values = tags
-                        .iter()
-                        .map(|a| {
-                            let s = a.as_string::<i32>();
-                            (s.is_valid(r) && !s.value(r).is_empty())
-                                .then(|| s.value(r).to_string())
-                        })
-                        .collect();
-                    self.series
-                        .push((tag_values, vec![Vec::new(); self.nmetrics]));
-                    self.index.insert(key.as_ref().into(), id);
+            for (t, col) in ids.iter().enumerate() {
+                key[t] = col[r];
+            }
+            let id = match &prev {
+                Some((k, id)) if *k == key => *id,
+                _ => {
+                    let id = match self.index.get(key.as_slice()) {
+                        Some(&id) => id,
+                        None => {
+                            let id = self.series.len();
+                            let tag_values = key
+                                .iter()
+                                .enumerate()
+                                .map(|(t, &i)| self.names[t][i as usize].clone())
+                                .collect();
+                            self.series
+                                .push((tag_values, vec![Vec::new(); self.nmetrics]));
+                            self.index.insert(key.clone().into_boxed_slice(), id);
+                            id
+                        }
+                    };
+                    prev = Some((key.clone(), id));
                     id
                 }
             };
             let t = time.value(r).div_euclid(1_000_000);
             let per_metric = &mut self.series[id].1;
             for (m, col) in values.iter().enumerate() {
-                let col = col.as_primitive::<Float64Type>();
                 if col.is_valid(r) {
                     per_metric[m].push(Sample { t, v: col.value(r) });
                     self.samples += 1;
