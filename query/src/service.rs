@@ -1,5 +1,6 @@
 //! [`QueryService`]: a read-only SQL front over a [`Db`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,17 +55,31 @@ impl QueryMetrics {
 }
 
 /// Runs read-only SQL against the store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct QueryService {
     db: Arc<Db>,
     metrics: QueryMetrics,
+    /// Sessions by supplier scope. A session holds no query state and its schema looks
+    /// tables up live, so one per scope serves every query (setting one up costs about as
+    /// much as a small query).
+    sessions: Arc<std::sync::Mutex<HashMap<Option<String>, SessionContext>>>,
 }
+
+impl std::fmt::Debug for QueryService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryService").finish_non_exhaustive()
+    }
+}
+
+/// Most cached sessions (one per supplier that queries); past it the cache starts over.
+const MAX_SESSIONS: usize = 4096;
 
 impl QueryService {
     pub fn new(db: Arc<Db>) -> Self {
         Self {
             db,
             metrics: QueryMetrics::default(),
+            sessions: Arc::default(),
         }
     }
 
@@ -84,6 +99,28 @@ impl QueryService {
     /// A session confined to one supplier's rows when `scope` names one (see
     /// [`rigwatch_storage::table::register_scoped`]).
     pub fn scoped_context(&self, scope: Option<&str>) -> Result<SessionContext> {
+        let key = scope.map(str::to_string);
+        if let Some(ctx) = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(ctx.clone());
+        }
+        let ctx = self.new_context(scope)?;
+        let mut cache = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= MAX_SESSIONS {
+            cache.clear();
+        }
+        cache.insert(key, ctx.clone());
+        Ok(ctx)
+    }
+
+    fn new_context(&self, scope: Option<&str>) -> Result<SessionContext> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("datafusion", "public");
