@@ -96,6 +96,9 @@ pub struct TableSnapshot {
     pub buffered: Vec<(i64, RecordBatch)>,
 }
 
+/// Accepted batches a subscriber may fall behind by before it skips some.
+const SUBSCRIBER_BACKLOG: usize = 16_384;
+
 /// The time-series database. Open with [`Db::open`]; share as `Arc<Db>`.
 #[derive(Debug)]
 pub struct Db {
@@ -203,7 +206,10 @@ impl Db {
                 pending_deletes: Vec::new(),
             }),
             metrics,
-            subscribers: broadcast::channel(1024).0,
+            // Room for about ten seconds of 1,250 agents' batches: subscribers (the live
+            // view, fault detection) ride out a stall of the host instead of skipping
+            // batches. A slot's batch is freed once every subscriber has seen it.
+            subscribers: broadcast::channel(SUBSCRIBER_BACKLOG).0,
             wakeup: Arc::new(Notify::new()),
             shutdown_tx,
             tasks: Mutex::new(Vec::new()),
