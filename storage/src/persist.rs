@@ -36,6 +36,9 @@ pub fn file_path(table: &str, partition: i64, id: u64) -> Path {
     ])
 }
 
+/// Most rows in one data page.
+const PAGE_ROWS: usize = 4096;
+
 fn writer_properties(schema: &SchemaRef) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
@@ -43,6 +46,11 @@ fn writer_properties(schema: &SchemaRef) -> WriterProperties {
         ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(1 << 20))
+        // Rows are sorted by series, so small pages let a query for one GPU skip the pages
+        // of every other GPU through the page index (a 4,096-row page holds about 11 GPUs'
+        // hour at 10 s), at a small cost in page headers.
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_write_batch_size(PAGE_ROWS)
         .set_column_encoding(ColumnPath::from(TIME_COLUMN), Encoding::DELTA_BINARY_PACKED)
         .set_column_dictionary_enabled(ColumnPath::from(TIME_COLUMN), false)
         .set_created_by(format!("rigwatch {}", env!("CARGO_PKG_VERSION")));
