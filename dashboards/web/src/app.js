@@ -224,11 +224,13 @@ async function overview() {
       <div><b>${state.tables.has('earnings') ? money(today) : '–'}</b>earned today${state.tables.has('earnings') ? '' : ' (no earnings yet)'}</div>`;
   };
   for (const id of ['#f-model', '#f-supplier', '#f-text']) $(id).addEventListener('input', () => render());
+  const gen = state.routeGen;
   state.listeners.add(render);
   render();
   await loadExtras();
+  if (gen !== state.routeGen) return;
   render();
-  state.timer = setInterval(async () => { await loadExtras(); render(); }, 3000);
+  state.timer = setInterval(async () => { await loadExtras(); if (gen === state.routeGen) render(); }, 3000);
 }
 
 // Draws fault times as red vertical lines on a chart.
@@ -512,6 +514,9 @@ async function consolePage() {
 // ---- routing ----------------------------------------------------------------------------
 
 async function route() {
+  // Pages load asynchronously: a page whose route was left while it loaded must not
+  // touch the page that replaced it (nor report its errors there).
+  const gen = state.routeGen = (state.routeGen || 0) + 1;
   const h = location.hash.replace(/^#/, '') || '/';
   const name = h.startsWith('/gpu/') ? 'overview' : h.slice(1) || 'overview';
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.page === name);
@@ -525,7 +530,7 @@ async function route() {
     else if (h === '/console' && isOperator()) await consolePage();
     else await overview();
   } catch (e) {
-    $('#page').innerHTML = `<p class="error">${esc(e.message)}</p>`;
+    if (gen === state.routeGen) $('#page').innerHTML = `<p class="error">${esc(e.message)}</p>`;
   }
 }
 
