@@ -1,6 +1,7 @@
 //! Integration tests of the write routes against a real server: one binary, modules under
 //! `tests/ingest/`.
 
+#[path = "ingest"]
 mod ingest {
     mod body;
     mod formats;
@@ -8,6 +9,7 @@ mod ingest {
     mod server;
 }
 
+#[path = "agent"]
 mod agent {
     mod dcgm;
     mod register;

@@ -213,7 +213,7 @@ fn range_query_with_subquery_matches_instant_queries() {
 /// Throughput probe (not a pass/fail test; timing never decides):
 /// `cargo test -p rigwatch-promql --lib -- --ignored --nocapture throughput`.
 #[test]
-#[ignore]
+#[ignore = "measurement: prints throughput; run explicitly with --ignored"]
 fn throughput() {
     let mut s = MemStore::new();
     let (series, step, points) = (1000, 15_000, 1440); // 6h at 15s
