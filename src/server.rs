@@ -312,7 +312,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         .merge(alloc.router())
         .merge(gpu_health.router())
         .merge(rigwatch_query::promql::router(
-            query,
+            query.clone(),
             rigwatch_query::promql::PromOptions {
                 lookback: args.lookback_delta,
                 max_samples: args.query_max_samples,
@@ -331,7 +331,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             rigwatch_dashboards::PortalState {
                 sessions: gate.sessions().clone(),
                 auth: auth.clone(),
-                query: rigwatch_query::QueryService::new(db.clone()),
+                // The same service: one session cache, and the portal's queries count
+                // in /metrics like every other.
+                query,
             },
         ))
         .layer(axum::middleware::from_fn_with_state(
