@@ -35,7 +35,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server: write routes, SQL, /health and /metrics, on a local data directory.
+    /// Run the server: writes, SQL, PromQL (Prometheus API), allocator, fault detection and
+    /// alerts, the supplier portal, on a local data directory.
     Serve(server::ServeArgs),
     /// Run a server plus a simulated GPU fleet writing to it, and print the URLs to try.
     Demo(demo::DemoArgs),
