@@ -31,6 +31,21 @@ fn telemetry() -> String {
         .collect()
 }
 
+/// The SQL sum of the earnings rows per supplier.
+async fn paid_per_supplier(server: &Server) -> BTreeMap<String, i64> {
+    server
+        .rows("SELECT supplier, sum(amount_minor) AS paid FROM earnings GROUP BY supplier")
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r["supplier"].as_str().unwrap().to_string(),
+                r["paid"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 async fn call(
     server: &Server,
     method: &str,
@@ -177,17 +192,7 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     // The same money through the query language: the exact cumulative counter per GPU.
     let mut agreed = false;
     for _ in 0..3 {
-        let sql: BTreeMap<String, i64> = server
-            .rows("SELECT supplier, sum(amount_minor) AS paid FROM earnings GROUP BY supplier")
-            .await
-            .iter()
-            .map(|r| {
-                (
-                    r["supplier"].as_str().unwrap().to_string(),
-                    r["paid"].as_i64().unwrap(),
-                )
-            })
-            .collect();
+        let sql = paid_per_supplier(&server).await;
         let (s, v) = call(
             &server,
             "POST",
@@ -228,17 +233,7 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     for _ in 0..3 {
         let (s, v) = call(&server, "GET", "/api/v1/earnings/statements", None).await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        let rows: BTreeMap<String, i64> = server
-            .rows("SELECT supplier, sum(amount_minor) AS paid FROM earnings GROUP BY supplier")
-            .await
-            .iter()
-            .map(|r| {
-                (
-                    r["supplier"].as_str().unwrap().to_string(),
-                    r["paid"].as_i64().unwrap(),
-                )
-            })
-            .collect();
+        let rows = paid_per_supplier(&server).await;
         let rec = v["data"]["reconciliation"].as_array().unwrap();
         for r in rec {
             assert_eq!(
