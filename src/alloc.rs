@@ -60,6 +60,23 @@ pub struct JobRecord {
     pub leases: Vec<u64>,
 }
 
+/// Why a job was not accepted.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The request itself is wrong (or can never be placed): the message says how.
+    Invalid(String),
+    /// The job's row could not be written; nothing was queued.
+    NotStored(String),
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::Invalid(m) | SubmitError::NotStored(m) => f.write_str(m),
+        }
+    }
+}
+
 struct Inner {
     alloc: Allocator,
     ledger: Ledger,
@@ -223,6 +240,86 @@ fn earnings_row(b: &mut WriteBatch, e: &LedgerEntry) {
     let _ = row.finish(0);
 }
 
+/// The job's row in table `job`: one row per job (tag `job_id`, time = submission), rewritten
+/// in full on every state change (last write wins), in the same write as the lease rows that
+/// change with it, so a restart finds the job and its leases agreeing.
+fn job_row(b: &mut WriteBatch, rec: &JobRecord) {
+    let j = &rec.job;
+    let mut row = b.row("job", rec.submitted_ms * 1_000_000);
+    row.tag("job_id", &j.id.to_string())
+        .field("state", FieldValue::Str(&rec.state))
+        .field("submitted_ms", FieldValue::I64(rec.submitted_ms))
+        .field("priority", FieldValue::I64(i64::from(j.priority)))
+        .field(
+            "min_gpu_memory_mib",
+            FieldValue::I64(i64::from(j.min_gpu_memory_mib)),
+        )
+        .field(
+            "expected_duration_ms",
+            FieldValue::I64(i64::try_from(j.expected_duration_ms).unwrap_or(i64::MAX)),
+        );
+    let models = j.models.join(",");
+    row.field("models", FieldValue::Str(&models));
+    match j.demand {
+        GpuDemand::Whole(n) => {
+            row.field("gpus", FieldValue::I64(i64::from(n)));
+        }
+        GpuDemand::Fraction(m) => {
+            row.field("gpu_milli", FieldValue::I64(i64::from(m)));
+        }
+        GpuDemand::None => {}
+    }
+    if let Some(cap) = j.price_cap_per_gpu_hour {
+        row.field("price_cap_per_gpu_hour", FieldValue::I64(cap));
+    }
+    if let Some(t) = rec.started_ms {
+        row.field("started_ms", FieldValue::I64(t));
+    }
+    if let Some(t) = rec.ended_ms {
+        row.field("ended_ms", FieldValue::I64(t));
+    }
+    if let Some(r) = rec.end_reason {
+        row.field("end_reason", FieldValue::Str(reason_str(r)));
+    }
+    let _ = row.finish(0);
+}
+
+/// A job back from its `job` row (see [`job_row`]); `None` for a row it cannot read.
+fn job_from_row(r: &Value) -> Option<JobRecord> {
+    let id: u64 = s(r, "job_id").parse().ok()?;
+    let int = |k: &str| r[k].as_i64();
+    let demand = match (int("gpus"), int("gpu_milli")) {
+        (Some(n), _) => GpuDemand::Whole(u8::try_from(n).ok()?),
+        (None, Some(m)) => GpuDemand::Fraction(u16::try_from(m).ok()?),
+        (None, None) => return None,
+    };
+    let models = s(r, "models");
+    let job = Job {
+        id,
+        demand,
+        models: models
+            .split(',')
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .collect(),
+        min_gpu_memory_mib: int("min_gpu_memory_mib").unwrap_or(0) as u32,
+        cpu_milli: 0,
+        memory_mib: 0,
+        priority: int("priority").unwrap_or(0) as i32,
+        expected_duration_ms: int("expected_duration_ms").unwrap_or(0).max(0) as u64,
+        price_cap_per_gpu_hour: int("price_cap_per_gpu_hour"),
+    };
+    Some(JobRecord {
+        job,
+        state: r["state"].as_str().unwrap_or("queued").to_string(),
+        submitted_ms: int("submitted_ms")?,
+        started_ms: int("started_ms"),
+        ended_ms: int("ended_ms"),
+        end_reason: r["end_reason"].as_str().and_then(reason_from),
+        leases: Vec::new(),
+    })
+}
+
 /// Rows of a SQL query as JSON objects; a missing table reads as no rows.
 async fn rows(q: &QueryService, sql: &str) -> anyhow::Result<Vec<Value>> {
     let (_, batches) = match q.sql(sql).await {
@@ -282,7 +379,9 @@ impl AllocService {
         }
         let lease_rows = rows(
             &q,
-            "SELECT lease_id, job_id, gpu_uuid, worker, supplier, model, share_milli, start_ms, end_ms, end_reason FROM lease",
+            // `*`: columns appear with their first value, so before any lease has ended
+            // there is no `end_ms` column to name.
+            "SELECT * FROM lease",
         )
         .await?;
         let mut leases = Vec::new();
@@ -350,12 +449,23 @@ impl AllocService {
                 earnings_row(&mut pending, &e);
             }
         }
+        // Jobs: their own rows first (shape, queue position, state), then the leases.
         let mut jobs = BTreeMap::new();
-        let mut next_job = 1;
+        let job_rows = rows(&q, "SELECT * FROM job").await?;
+        for r in &job_rows {
+            match job_from_row(r) {
+                Some(rec) => {
+                    jobs.insert(rec.job.id, rec);
+                }
+                None => warn!(row = %r, "unreadable job row skipped"),
+            }
+        }
+        let mut next_job = jobs.keys().next_back().map_or(1, |id| id + 1);
         for l in &leases {
             next_job = next_job.max(l.job_id + 1);
             let rec = jobs.entry(l.job_id).or_insert_with(|| JobRecord {
-                // Restored from lease rows: the shape beyond the lease is not stored.
+                // A lease without a job row (an extender binding): the job's shape beyond
+                // its lease is not known.
                 job: Job::new(l.job_id, GpuDemand::Whole(1)),
                 state: "running".into(),
                 submitted_ms: l.start_ms,
@@ -365,15 +475,32 @@ impl AllocService {
                 leases: Vec::new(),
             });
             rec.leases.push(l.lease_id);
-            if let (Some(e), Some(r)) = (l.end_ms, l.end_reason) {
+            if rec.state == "queued" {
+                rec.state = "running".into();
+                rec.started_ms = Some(l.start_ms);
+            }
+            if let (Some(e), Some(r)) = (l.end_ms, l.end_reason)
+                && rec.state == "running"
+            {
                 rec.state = job_state(r).into();
                 rec.ended_ms = Some(e);
                 rec.end_reason = Some(r);
             }
         }
+        // Jobs still waiting go back into the queue in their original order.
+        let mut waiting: Vec<&JobRecord> = jobs.values().filter(|r| r.state == "queued").collect();
+        waiting.sort_by_key(|r| (r.submitted_ms, r.job.id));
+        let mut alloc = alloc;
+        for rec in &waiting {
+            alloc
+                .requeue(rec.job.clone(), rec.submitted_ms)
+                .map_err(|e| anyhow::anyhow!("requeueing job {}: {e}", rec.job.id))?;
+        }
+        let recent_shapes: Vec<Job> = waiting.iter().map(|r| r.job.clone()).collect();
         info!(
             leases = leases.len(),
             open = open.len(),
+            queued = recent_shapes.len(),
             earnings_rows = n_entries,
             gpus = recent.len(),
             "allocator rebuilt from storage"
@@ -384,7 +511,7 @@ impl AllocService {
                 ledger,
                 jobs,
                 next_job,
-                recent_shapes: Vec::new(),
+                recent_shapes,
             })),
             db: db.clone(),
             extenders: Arc::default(),
@@ -492,6 +619,7 @@ impl AllocService {
                 rec.state = "running".into();
                 rec.started_ms = Some(now);
                 rec.leases = started.leases.iter().map(|l| l.lease_id).collect();
+                job_row(&mut b, rec);
             }
             for l in &started.leases {
                 lease_row(&mut b, l);
@@ -507,8 +635,26 @@ impl AllocService {
         b
     }
 
-    /// Queues a job.
-    pub fn submit(&self, req: &JobRequest) -> Result<JobRecord, String> {
+    /// Queues a job and writes its row; it is acknowledged only once that row is durable, so
+    /// an accepted job survives a crash. When the row cannot be written the job is taken out
+    /// of the queue again and the error says so.
+    pub async fn submit_durable(&self, req: &JobRequest) -> Result<JobRecord, SubmitError> {
+        let rec = self.submit(req).map_err(SubmitError::Invalid)?;
+        let mut b = WriteBatch::default();
+        job_row(&mut b, &rec);
+        if let Err(e) = self.db.write(b, WriteOptions::default()).await {
+            let mut st = self.state.lock();
+            st.alloc.dequeue(rec.job.id);
+            st.jobs.remove(&rec.job.id);
+            return Err(SubmitError::NotStored(format!(
+                "job not accepted: its row could not be stored ({e}); nothing was queued"
+            )));
+        }
+        Ok(rec)
+    }
+
+    /// Queues a job in memory (see [`AllocService::submit_durable`]).
+    fn submit(&self, req: &JobRequest) -> Result<JobRecord, String> {
         let demand = req.demand()?;
         let now = now_ms();
         let mut st = self.state.lock();
@@ -579,6 +725,7 @@ impl AllocService {
         rec.state = job_state(reason).into();
         rec.ended_ms = Some(now);
         rec.end_reason = Some(reason);
+        job_row(&mut b, rec);
         Ok((rec.clone(), b))
     }
 
@@ -595,10 +742,13 @@ impl AllocService {
                     for e in st.ledger.accrue(l, now) {
                         earnings_row(&mut b, &e);
                     }
-                    if let Some(rec) = st.jobs.get_mut(&l.job_id) {
+                    if let Some(rec) = st.jobs.get_mut(&l.job_id)
+                        && rec.state == "running"
+                    {
                         rec.state = "failed".into();
                         rec.ended_ms = Some(now);
                         rec.end_reason = Some(EndReason::FaultHardware);
+                        job_row(&mut b, rec);
                     }
                 }
             }
@@ -611,7 +761,7 @@ impl AllocService {
 
     /// Queues a job and places it at once if it fits; its id.
     pub async fn submit_now(&self, req: &JobRequest) -> Result<u64, String> {
-        let rec = self.submit(req)?;
+        let rec = self.submit_durable(req).await.map_err(|e| e.to_string())?;
         let b = self.tick(now_ms());
         if !b.is_empty() {
             self.persist(b).await;
@@ -772,7 +922,7 @@ async fn submit_job(State(svc): State<AllocService>, body: axum::body::Bytes) ->
         Ok(r) => r,
         Err(e) => return err(StatusCode::BAD_REQUEST, format!("bad job JSON: {e}")),
     };
-    match svc.submit(&req) {
+    match svc.submit_durable(&req).await {
         Ok(rec) => {
             // Place at once rather than waiting for the next tick.
             let b = svc.tick(now_ms());
@@ -786,7 +936,8 @@ async fn submit_job(State(svc): State<AllocService>, body: axum::body::Bytes) ->
             )
                 .into_response()
         }
-        Err(e) => err(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(SubmitError::Invalid(e)) => err(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(SubmitError::NotStored(e)) => err(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 

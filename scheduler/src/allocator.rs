@@ -289,6 +289,21 @@ impl Allocator {
         Ok(())
     }
 
+    /// Puts back a job that was queued before a restart, with its original submit time (so
+    /// its aging and its place in the queue carry over). Unlike [`Allocator::submit`] it is not
+    /// refused when the fleet seen so far could not hold it: the GPUs it waits for may simply
+    /// not have reported since the restart.
+    pub fn requeue(&mut self, job: Job, submitted_ms: i64) -> Result<()> {
+        self.check_new(&job)?;
+        self.queue.push(Queued {
+            job,
+            submitted_ms,
+            seq: self.next_seq,
+        });
+        self.next_seq += 1;
+        Ok(())
+    }
+
     /// Removes a queued job that has not started.
     pub fn dequeue(&mut self, job: JobId) -> Option<Job> {
         let i = self.queue.iter().position(|q| q.job.id == job)?;

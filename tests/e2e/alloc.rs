@@ -468,3 +468,134 @@ async fn kube_scheduler_extender_uses_the_live_allocator() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
+
+/// An accepted job is durable: after kill -9 a queued job is still queued, in its place and
+/// with its shape (models, memory, priority, price cap), a running job keeps its shape, and
+/// the queued one starts as soon as room appears. Ids are not reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_survive_kill_9_with_their_shape_and_order() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let args = ["--alloc-tick", "200ms"];
+    let mut server = Server::start(&data, &args, &[]).await;
+    server.write_ok(&telemetry()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Two workers of two H100s each: two 2-GPU jobs fill the fleet.
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        let (s, v) = call(
+            &server,
+            "POST",
+            "/api/v1/jobs",
+            Some(json!({"gpus": 2, "models": ["H100"], "min_gpu_memory_mib": 40000})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["data"]["state"], "running", "{v}");
+        running.push(v["data"]["job"]["id"].as_u64().unwrap());
+    }
+    // Then two that must wait: a low-priority one first, a high-priority one second.
+    let mut queued = Vec::new();
+    for (prio, gpus) in [(0, 2), (5, 1)] {
+        let (s, v) = call(
+            &server,
+            "POST",
+            "/api/v1/jobs",
+            Some(json!({"gpus": gpus, "models": ["H100"], "priority": prio,
+                        "price_cap_per_gpu_hour": 250000, "expected_duration_s": 600})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["data"]["state"], "queued", "{v}");
+        queued.push(v["data"]["job"]["id"].as_u64().unwrap());
+    }
+    // The jobs are rows, readable by SQL like the leases.
+    let n = server
+        .rows("SELECT count(*) AS n FROM job WHERE state = 'queued'")
+        .await;
+    assert_eq!(n[0]["n"], 2, "{n:?}");
+
+    server.kill9();
+    let server = Server::start(&data, &args, &[]).await;
+    server.write_ok(&telemetry()).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    for id in &queued {
+        let (s, v) = call(&server, "GET", &format!("/api/v1/jobs/{id}"), None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(
+            v["data"]["state"], "queued",
+            "still waiting after kill -9: {v}"
+        );
+        assert_eq!(v["data"]["job"]["models"], json!(["H100"]), "{v}");
+        assert_eq!(v["data"]["job"]["price_cap_per_gpu_hour"], 250000, "{v}");
+        assert_eq!(v["data"]["job"]["expected_duration_ms"], 600_000, "{v}");
+    }
+    let (_, v) = call(&server, "GET", &format!("/api/v1/jobs/{}", queued[1]), None).await;
+    assert_eq!(v["data"]["job"]["priority"], 5, "{v}");
+    assert_eq!(v["data"]["job"]["demand"], json!({"whole": 1}), "{v}");
+    for id in &running {
+        let (_, v) = call(&server, "GET", &format!("/api/v1/jobs/{id}"), None).await;
+        assert_eq!(v["data"]["state"], "running", "{v}");
+        assert_eq!(
+            v["data"]["job"]["min_gpu_memory_mib"], 40000,
+            "shape kept: {v}"
+        );
+        assert_eq!(v["data"]["job"]["demand"], json!({"whole": 2}), "{v}");
+    }
+
+    // A new job gets a fresh id.
+    let (s, v) = call(&server, "POST", "/api/v1/jobs", Some(json!({"gpus": 8}))).await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "8 GPUs never fit a 2-GPU worker: {v}"
+    );
+    let (s, v) = call(
+        &server,
+        "POST",
+        "/api/v1/jobs",
+        Some(json!({"gpu_milli": 100})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let fresh = v["data"]["job"]["id"].as_u64().unwrap();
+    assert!(fresh > queued[1], "id {fresh} reused");
+
+    // Room on one worker: the high-priority 1-GPU job starts first, then (room for two) the
+    // other; both from the queue rebuilt after the crash.
+    let (s, v) = call(
+        &server,
+        "POST",
+        &format!("/api/v1/jobs/{}/complete", running[0]),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let mut states = Vec::new();
+    for _ in 0..30 {
+        states.clear();
+        for id in &queued {
+            let (_, v) = call(&server, "GET", &format!("/api/v1/jobs/{id}"), None).await;
+            states.push(v["data"]["state"].as_str().unwrap_or("").to_string());
+        }
+        if states[1] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        states,
+        ["queued", "running"],
+        "priority order kept across the restart"
+    );
+    let started = server
+        .rows(&format!(
+            "SELECT state, started_ms FROM job WHERE job_id = '{}'",
+            queued[1]
+        ))
+        .await;
+    assert_eq!(started[0]["state"], "running", "{started:?}");
+    assert!(started[0]["started_ms"].as_i64().is_some(), "{started:?}");
+}
