@@ -113,6 +113,7 @@ async fn login(
     State(st): State<PortalState>,
     Extension(principal): Extension<Principal>,
     credential: Option<Extension<Credential>>,
+    headers: HeaderMap,
 ) -> Result<Response> {
     if credential.map(|c| c.0) == Some(Credential::Session) {
         return Err(Error::BadRequest {
@@ -128,7 +129,7 @@ async fn login(
     let new = st.sessions.create(principal);
     body["csrf"] = new.csrf.clone().into();
     body["expires_in_s"] = new.ttl.as_secs().into();
-    let cookie = HeaderValue::from_str(&session::set_cookie(&new))
+    let cookie = HeaderValue::from_str(&session::set_cookie(&new, session::via_https(&headers)))
         .map_err(|e| Error::Internal(format!("session cookie: {e}")))?;
     Ok((
         [

@@ -157,18 +157,39 @@ pub fn cookie_value(cookie_header: &str) -> Option<&str> {
     })
 }
 
-/// `Set-Cookie` for a new session.
-pub fn set_cookie(s: &NewSession) -> String {
+/// `Set-Cookie` for a new session. `secure` adds `Secure` (the browser then sends the cookie
+/// over HTTPS only): set it when the portal is reached through a TLS-terminating proxy.
+pub fn set_cookie(s: &NewSession, secure: bool) -> String {
     format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
         s.id,
-        s.ttl.as_secs()
+        s.ttl.as_secs(),
+        if secure { "; Secure" } else { "" }
     )
 }
 
 /// `Set-Cookie` that deletes the session cookie.
 pub fn clear_cookie() -> String {
     format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+}
+
+/// Whether the browser reached us over HTTPS, as a TLS-terminating proxy reports it
+/// (`X-Forwarded-Proto: https` or `Forwarded: ...;proto=https`). Trusting the header is safe
+/// here: all it can do is make a cookie stricter.
+pub fn via_https(headers: &axum::http::HeaderMap) -> bool {
+    let is_https = |v: &str| v.trim().eq_ignore_ascii_case("https");
+    headers
+        .get_all("x-forwarded-proto")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').next().is_some_and(is_https))
+        || headers
+            .get_all("forwarded")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split([';', ',']))
+            .filter_map(|kv| kv.split_once('='))
+            .any(|(k, v)| k.trim().eq_ignore_ascii_case("proto") && is_https(v.trim_matches('"')))
 }
 
 #[cfg(test)]
@@ -223,7 +244,32 @@ mod tests {
             csrf: "y".into(),
             ttl: Duration::from_secs(60),
         };
-        let c = set_cookie(&n);
+        let c = set_cookie(&n, false);
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Path=/"));
+        assert!(!c.contains("Secure"), "{c}");
+        assert!(set_cookie(&n, true).ends_with("; Secure"));
+    }
+
+    #[test]
+    fn https_behind_a_proxy_is_recognised() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let with = |k: &'static str, v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(k, HeaderValue::from_static(v));
+            h
+        };
+        assert!(!via_https(&HeaderMap::new()));
+        assert!(via_https(&with("x-forwarded-proto", "https")));
+        assert!(via_https(&with("x-forwarded-proto", "HTTPS, http")));
+        assert!(!via_https(&with("x-forwarded-proto", "http")));
+        assert!(via_https(&with(
+            "forwarded",
+            "for=10.0.0.1;proto=https;host=a"
+        )));
+        assert!(via_https(&with(
+            "forwarded",
+            "for=10.0.0.1; proto=\"https\""
+        )));
+        assert!(!via_https(&with("forwarded", "for=10.0.0.1;proto=http")));
     }
 }
