@@ -18,21 +18,20 @@
 //!   `reasons` (strings, reasons joined by `; `), `state_code` (0 healthy, 1 degraded,
 //!   2 unhealthy, 3 offline) and `hardware` (bool): PromQL reads `gpu_health_state_code`.
 //!
-//! Webhook delivery: each webhook has its own in-memory FIFO (`--alert-queue` messages). A
-//! message is retried with exponential backoff (0.5 s doubling up to 60 s) until the receiver
-//! answers 2xx, in order, so a receiver that is down for a while gets every notification when
-//! it comes back. A 4xx answer (other than 408/429) means the receiver rejects that message
-//! for good: it is dropped, logged and counted, so it cannot stall the queue. When the queue is full the oldest message is dropped and counted
-//! (`rigwatch_alert_notifications_dropped_total`). The queue and alert state are not
-//! persisted: on a server restart undelivered messages are lost, and alerts that still hold
-//! fire again once their `for` has passed (so a firing alert is re-sent; a resolve that was
-//! queued at shutdown is not).
+//! Webhook delivery: each webhook has its own FIFO on disk (`--alert-queue` messages; see
+//! `outbox`). A message is retried with exponential backoff (0.5 s doubling up to 60 s) until
+//! the receiver answers 2xx, in order, so a receiver that is down for a while gets every
+//! notification when it comes back, even across a server restart or `kill -9`. A 4xx answer
+//! (other than 408/429) means the receiver rejects that message for good: it is dropped,
+//! logged and counted, so it cannot stall the queue. When the queue is full the oldest
+//! message is dropped and counted (`rigwatch_alert_notifications_dropped_total`). Alert state
+//! (pending clocks, what was announced) is saved after each evaluation that changes it and
+//! restored at start when under an hour old, so a restart neither re-announces a firing
+//! alert nor forgets to resolve one that cleared while the server was down.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use rigwatch_query::QueryService;
@@ -43,7 +42,7 @@ use rigwatch_scheduler::health::{
 };
 use rigwatch_storage::batch::{FieldValue, Row, WriteBatch};
 use rigwatch_storage::{Db, WriteOptions};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -282,15 +281,30 @@ pub async fn spawn(
         .unwrap_or_else(|| format!("http://{listen}"))
         .trim_end_matches('/')
         .to_string();
+    let data_dir = db.config().data_dir.clone();
     let mut queues = Vec::new();
     for url in &args.alert_webhooks {
-        let q = Arc::new(Queue::new(args.alert_queue));
-        tasks.push(tokio::spawn(deliver(
+        let q = Arc::new(outbox::Queue::open_for(&data_dir, url, args.alert_queue)?);
+        tasks.push(tokio::spawn(outbox::deliver(
             url.clone(),
             q.clone(),
             metrics.clone(),
         )));
         queues.push(q);
+    }
+    let state_path = outbox::state_path(&data_dir);
+    if rule_count > 0
+        && let Some(snap) = outbox::load_state(&state_path)
+    {
+        let tolerance = outbox::STATE_TOLERANCE.as_millis() as i64;
+        match rule_set
+            .lock()
+            .await
+            .restore(snap, now_ns() / 1_000_000, tolerance)
+        {
+            Ok(n) => info!(alerts = n, "alert state restored"),
+            Err(why) => warn!(%why, "saved alert state not restored"),
+        }
     }
     if rule_count > 0 {
         tasks.push(tokio::spawn(evaluate(
@@ -298,6 +312,8 @@ pub async fn spawn(
             rule_set.clone(),
             queues,
             external_url,
+            state_path,
+            metrics.clone(),
         )));
     }
     info!(
@@ -706,16 +722,27 @@ async fn detect(
 async fn evaluate(
     db: Arc<Db>,
     set: Arc<tokio::sync::Mutex<RuleSet>>,
-    queues: Vec<Arc<Queue>>,
+    queues: Vec<Arc<outbox::Queue>>,
     external_url: String,
+    state_path: std::path::PathBuf,
+    metrics: Metrics,
 ) {
     let service = QueryService::new(db.clone());
+    let mut saved: Option<Vec<u8>> = None;
     loop {
         let now_ms = now_ns() / 1_000_000;
-        let (out, next) = {
+        let (out, next, state) = {
             let mut s = set.lock().await;
             let out = s.eval_due(&service, now_ms).await;
-            (out, s.next_due_ms().unwrap_or(now_ms + 60_000))
+            let mut snap = s.snapshot(0);
+            // Compared without its time, so an unchanged state is not rewritten.
+            let unchanged = serde_json::to_vec(&snap).ok();
+            snap.saved_ms = now_ms;
+            (
+                out,
+                s.next_due_ms().unwrap_or(now_ms + 60_000),
+                (unchanged, serde_json::to_vec(&snap)),
+            )
         };
         let t = now_ms;
         if !out.alerts_series.is_empty() {
@@ -728,16 +755,29 @@ async fn evaluate(
             // One message per alertname, like an Alertmanager route grouped by alertname.
             let mut notes = out.notifications;
             notes.sort_by(|a, b| a.alertname.cmp(&b.alertname));
+            let mut bodies = Vec::new();
             for chunk in notes.chunk_by(|a, b| a.alertname == b.alertname) {
                 let name = &chunk[0].alertname;
-                for q in &queues {
-                    let msg = rules::payload::message("rigwatch", &external_url, name, chunk);
-                    match serde_json::to_vec(&msg) {
-                        Ok(body) => q.push(body),
-                        Err(error) => warn!(%error, "cannot encode a notification"),
-                    }
+                let msg = rules::payload::message("rigwatch", &external_url, name, chunk);
+                match serde_json::to_vec(&msg) {
+                    Ok(body) => bodies.push(body),
+                    Err(error) => warn!(%error, "cannot encode a notification"),
                 }
                 log_notes(chunk);
+            }
+            // On disk before the state that says they were sent (see `outbox`).
+            outbox::push_all(&queues, bodies, &metrics).await;
+        }
+        if let (Some(key), Ok(bytes)) = state
+            && saved.as_ref() != Some(&key)
+        {
+            let path = state_path.clone();
+            match tokio::task::spawn_blocking(move || outbox::save_state(&path, &bytes)).await {
+                Ok(Ok(())) => saved = Some(key),
+                Ok(Err(error)) => {
+                    warn!(%error, path = %state_path.display(), "cannot save the alert state")
+                }
+                Err(error) => warn!(%error, "alert state task failed"),
             }
         }
         let wait = (next - now_ns() / 1_000_000).clamp(50, 60_000);
@@ -751,100 +791,7 @@ fn log_notes(notes: &[Notification]) {
     }
 }
 
-/// A webhook's pending messages (JSON bodies), oldest first.
-struct Queue {
-    items: Mutex<VecDeque<Vec<u8>>>,
-    capacity: usize,
-    wake: Notify,
-    dropped: std::sync::atomic::AtomicU64,
-}
-
-impl Queue {
-    fn new(capacity: usize) -> Self {
-        Self {
-            items: Mutex::new(VecDeque::new()),
-            capacity: capacity.max(1),
-            wake: Notify::new(),
-            dropped: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    fn push(&self, body: Vec<u8>) {
-        let mut q = self.items.lock();
-        if q.len() >= self.capacity {
-            q.pop_front();
-            self.dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        q.push_back(body);
-        drop(q);
-        self.wake.notify_one();
-    }
-}
-
-async fn deliver(url: String, queue: Arc<Queue>, metrics: Metrics) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
-        Ok(c) => c,
-        Err(error) => {
-            warn!(%error, %url, "cannot build the webhook client; notifications are not sent");
-            return;
-        }
-    };
-    let mut backoff = Duration::from_millis(500);
-    let mut failing_since: Option<Instant> = None;
-    loop {
-        let dropped = queue.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
-        if dropped > 0 {
-            metrics.dropped.inc_by(dropped);
-            warn!(%url, dropped, "webhook queue full: oldest notifications dropped");
-        }
-        let next = queue.items.lock().front().cloned();
-        let Some(body) = next else {
-            queue.wake.notified().await;
-            continue;
-        };
-        let res = client
-            .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await;
-        match res {
-            Ok(r) if r.status().is_success() => {
-                metrics.sent.inc();
-                queue.items.lock().pop_front();
-                if let Some(since) = failing_since.take() {
-                    info!(%url, down_for = ?since.elapsed(), "webhook receiver is back");
-                }
-                backoff = Duration::from_millis(500);
-            }
-            Ok(r) if r.status().is_client_error() && !matches!(r.status().as_u16(), 408 | 429) => {
-                // The receiver rejects this message and always will: retrying would stall
-                // every message behind it (Alertmanager does not retry 4xx either).
-                metrics.send_failures.inc();
-                metrics.dropped.inc();
-                queue.items.lock().pop_front();
-                warn!(%url, status = %r.status(), "webhook rejected a notification; dropped");
-            }
-            other => {
-                metrics.send_failures.inc();
-                let why = match other {
-                    Ok(r) => format!("HTTP {}", r.status()),
-                    Err(e) => e.to_string(),
-                };
-                if failing_since.is_none() {
-                    failing_since = Some(Instant::now());
-                    warn!(%url, error = %why, pending = queue.items.lock().len(), "webhook delivery failed; retrying with backoff");
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
-            }
-        }
-    }
-}
+mod outbox;
 
 #[cfg(test)]
 mod tests;

@@ -8,9 +8,9 @@
 //! ```
 //!
 //! A rule whose query fails is logged, counted in `rigwatch_rule_evaluation_failures_total`
-//! and recorded in its [`RuleHealth`]; the other rules of the group still run. Alert state is
-//! kept in memory: after a restart alerts start over as pending (Prometheus does the same
-//! unless it restores from `ALERTS_FOR_STATE`). Sending is the caller's job
+//! and recorded in its [`RuleHealth`]; the other rules of the group still run. Alert state
+//! lives in memory; [`RuleSet::snapshot`] and [`RuleSet::restore`] carry it over a restart
+//! (the server keeps the snapshot in a file). Sending is the caller's job
 //! ([`payload::message`] builds Alertmanager's webhook body).
 
 mod alerts;
@@ -21,7 +21,7 @@ mod template;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use alerts::{Alert, AlertState, EvalOutput, Notification, RuleHealth, RuleState};
+pub use alerts::{Alert, AlertState, EvalOutput, Notification, RuleHealth, RuleState, SavedAlert};
 pub use file::{
     AlertRule, DEFAULT_INTERVAL, DEFAULT_RULES, RuleFileError, RuleFileErrors, RuleGroup,
     parse_rule_file,
@@ -31,6 +31,7 @@ use prometheus_client::registry::Registry;
 use rigwatch_promql::eval::{self, EvalOptions};
 use rigwatch_promql::value::Labels;
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
+use serde::{Deserialize, Serialize};
 pub use template::Template;
 use tracing::warn;
 
@@ -68,6 +69,28 @@ impl RuleMetrics {
     }
 }
 
+/// The alert state of every rule, as saved between evaluations so that a restart carries on
+/// where it was: a pending alert keeps its `for` clock, a firing one is not announced twice,
+/// and one that cleared while the server was down is resolved. (Prometheus restores the
+/// `for` clock from its `ALERTS_FOR_STATE` series; this also keeps what was announced.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertSnapshot {
+    pub version: u32,
+    /// When it was taken (ms).
+    pub saved_ms: i64,
+    pub rules: Vec<SavedRule>,
+}
+
+/// One rule's alerts in an [`AlertSnapshot`]; the rule is found again by group name, rule
+/// name and position in the group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedRule {
+    pub group: String,
+    pub rule: String,
+    pub index: usize,
+    pub alerts: Vec<SavedAlert>,
+}
+
 /// A group being evaluated.
 #[derive(Debug)]
 pub struct GroupState {
@@ -102,6 +125,72 @@ impl RuleSet {
             metrics: RuleMetrics::default(),
             opts: EvalOptions::default(),
         }
+    }
+
+    /// The alerts of every rule that has any (see [`AlertSnapshot`]).
+    pub fn snapshot(&self, now_ms: i64) -> AlertSnapshot {
+        let mut rules = Vec::new();
+        for g in &self.groups {
+            for (index, r) in g.rules.iter().enumerate() {
+                if r.alerts.is_empty() {
+                    continue;
+                }
+                let mut alerts: Vec<SavedAlert> = r.alerts.values().map(SavedAlert::of).collect();
+                alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
+                rules.push(SavedRule {
+                    group: g.name.clone(),
+                    rule: r.rule.name.clone(),
+                    index,
+                    alerts,
+                });
+            }
+        }
+        AlertSnapshot {
+            version: 1,
+            saved_ms: now_ms,
+            rules,
+        }
+    }
+
+    /// Puts back the alerts of `snap` into the rules that are still the same (group, name and
+    /// position); the count restored. A snapshot older than `tolerance_ms` is refused, as
+    /// Prometheus ignores `for` state after an outage longer than its tolerance: the
+    /// conditions are then evaluated afresh.
+    pub fn restore(
+        &mut self,
+        snap: AlertSnapshot,
+        now_ms: i64,
+        tolerance_ms: i64,
+    ) -> Result<usize, String> {
+        if snap.version != 1 {
+            return Err(format!("unknown alert state version {}", snap.version));
+        }
+        if now_ms - snap.saved_ms > tolerance_ms {
+            return Err(format!(
+                "alert state is {} s old, more than the {} s tolerated; starting afresh",
+                (now_ms - snap.saved_ms) / 1000,
+                tolerance_ms / 1000
+            ));
+        }
+        let mut n = 0;
+        for saved in snap.rules {
+            let Some(rule) = self
+                .groups
+                .iter_mut()
+                .find(|g| g.name == saved.group)
+                .and_then(|g| g.rules.get_mut(saved.index))
+                .filter(|r| r.rule.name == saved.rule)
+            else {
+                warn!(group = %saved.group, rule = %saved.rule, "saved alerts of a rule that no longer exists: dropped");
+                continue;
+            };
+            for a in saved.alerts {
+                let (fp, alert) = a.restore(now_ms);
+                rule.alerts.insert(fp, alert);
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// When the next group is due (ms).

@@ -190,3 +190,65 @@ fn webhook_payload_is_alertmanagers() {
     );
     assert_eq!(a["fingerprint"].as_str().unwrap().len(), 16);
 }
+
+/// A restart in the middle: the snapshot taken after each evaluation, restored into a fresh
+/// rule set (through JSON, as the server keeps it), carries the `for` clock and the firing
+/// announcement over, so the alert fires once and resolves once with the same identity.
+#[tokio::test]
+async fn alert_state_carries_over_a_restart_through_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let service = QueryService::new(db.clone());
+    let groups = || parse_rule_file(RULES).unwrap();
+    let t0 = 1_700_000_000_000i64 - 1_700_000_000_000i64 % (10 * S);
+    let mut set = RuleSet::new(groups());
+    let mut notes = Vec::new();
+    let mut snap = None;
+    for step in 0..9 {
+        let t = t0 + step * 10 * S;
+        // Hot for steps 0..=4, then cool; the "server" restarts after steps 1 and 3.
+        temp(&db, "GPU-1", t, if step <= 4 { 91.0 } else { 60.0 }).await;
+        // A second GPU keeps the `Broken` rule failing (many-to-many), as above.
+        temp(&db, "GPU-2", t, 50.0).await;
+        if step == 2 || step == 4 {
+            let json = serde_json::to_vec(snap.as_ref().unwrap()).unwrap();
+            set = RuleSet::new(groups());
+            let back: rules::AlertSnapshot = serde_json::from_slice(&json).unwrap();
+            assert_eq!(set.restore(back, t, 3_600 * S), Ok(1), "one alert restored");
+        }
+        let out = set.eval_due(&service, t).await;
+        notes.extend(out.notifications.into_iter().map(|n| (step, n)));
+        snap = Some(set.snapshot(t));
+    }
+    // Pending at 0 and 1, restored pending at 2 with its clock: firing at step 2, as without
+    // a restart; restored firing at 4 (not announced again); resolved at 6.
+    let summary: Vec<(i64, bool)> = notes.iter().map(|(s, n)| (*s, n.resolved)).collect();
+    assert_eq!(summary, [(2, false), (6, true)], "{notes:?}");
+    assert_eq!(notes[0].1.fingerprint, notes[1].1.fingerprint);
+    assert_eq!(notes[1].1.starts_at_ms, t0 + 20 * S);
+    assert_eq!(notes[1].1.annotations["summary"], "GPU GPU-1 at 91C");
+
+    // A stale snapshot or one for changed rules restores nothing.
+    let old = set.snapshot(t0);
+    let mut fresh = RuleSet::new(groups());
+    assert!(
+        fresh
+            .restore(old.clone(), t0 + 7_200 * S, 3_600 * S)
+            .is_err()
+    );
+    let mut renamed = RuleSet::new(parse_rule_file(&RULES.replace("GpuHot", "GpuWarm")).unwrap());
+    let mut with_alert = old;
+    with_alert.rules = set_with_one_alert(&groups(), t0).rules;
+    assert_eq!(renamed.restore(with_alert, t0, 3_600 * S), Ok(0));
+}
+
+/// A snapshot holding one pending GpuHot alert.
+fn set_with_one_alert(groups: &[rules::RuleGroup], t: i64) -> rules::AlertSnapshot {
+    let mut set = RuleSet::new(groups.to_vec());
+    let mut out = rules::EvalOutput::default();
+    let labels = rigwatch_promql::value::Labels::from_pairs([("gpu_uuid", "GPU-1")]);
+    set.groups[0].rules[0].apply(vec![(labels, 91.0)], t, &mut out);
+    let snap = set.snapshot(t);
+    assert_eq!(snap.rules.len(), 1);
+    snap
+}

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use rigwatch_ingest::agent::sim::Simulator;
 use rigwatch_ingest::agent::{Collector, GpuEvent, GpuSample};
 use rigwatch_scheduler::health::{Event, FaultKind, GpuRef, HealthConfig, HealthEngine};
@@ -92,12 +94,13 @@ async fn a_rejected_message_is_dropped_and_the_rest_delivered() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let queue = Arc::new(Queue::new(10));
-    queue.push(b"poison".to_vec());
-    queue.push(b"good-1".to_vec());
-    queue.push(b"good-2".to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(outbox::Queue::open(dir.path(), 10).unwrap());
+    for body in ["poison", "good-1", "good-2"] {
+        queue.push(body.as_bytes()).unwrap();
+    }
     let metrics = Metrics::default();
-    let sender = tokio::spawn(deliver(url, queue.clone(), metrics.clone()));
+    let sender = tokio::spawn(outbox::deliver(url, queue.clone(), metrics.clone()));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while got.lock().len() < 2 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -497,6 +497,93 @@ async fn injected_faults_change_health_and_notify_a_webhook_that_was_down() {
     hook_task.abort();
 }
 
+/// Alerting across `kill -9`: a firing notification queued while the receiver was down is
+/// delivered after the restart, the still-firing alert is not announced a second time, and
+/// when its condition clears it is resolved with the same identity (startsAt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn alerts_and_queued_notifications_survive_kill_9() {
+    const HOT_RULES: &str = "
+groups:
+  - name: thermal
+    interval: 1s
+    rules:
+      - alert: GpuHot
+        expr: gpu_temperature > 80
+        annotations:
+          summary: \"{{ $labels.gpu_uuid }} at {{ $value }}C\"
+";
+    let dir = temp_dir();
+    let rules_path = dir.path().join("rules.yml");
+    std::fs::write(&rules_path, HOT_RULES).unwrap();
+    let receiver = Receiver::default();
+    receiver.down.store(true, Ordering::SeqCst);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(receiver.clone());
+    let hook_task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let data = dir.path().join("data");
+    let args = [
+        "--rules",
+        rules_path.to_str().unwrap(),
+        "--alert-webhook",
+        &hook_url,
+    ];
+    let line = |temp: u32| {
+        format!(
+            "gpu,supplier=acme,worker=w1,gpu_uuid=GPU-H,model=H100 temperature={temp} {}\n",
+            now_ns()
+        )
+    };
+
+    let mut s = Server::start(&data, &args, &[]).await;
+    s.write_ok(&line(95)).await;
+    // The alert fires and its notification is tried (and refused) at least once.
+    let limit = Duration::from_secs(20);
+    wait_until("a delivery attempt", &s, limit, || {
+        *receiver.refused.lock() > 0
+    })
+    .await;
+    s.kill9();
+
+    let s = Server::start(&data, &args, &[]).await;
+    assert!(
+        s.log().contains("alert state restored"),
+        "{}",
+        s.log_tail(20)
+    );
+    // Still hot for a few evaluations, and the receiver comes back.
+    for _ in 0..3 {
+        s.write_ok(&line(96)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    receiver.down.store(false, Ordering::SeqCst);
+    wait_until("the queued firing notification", &s, limit, || {
+        !receiver.alerts("GPU-H", "firing").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let firing = receiver.alerts("GPU-H", "firing");
+    assert_eq!(
+        firing.len(),
+        1,
+        "announced once, not again after the restart: {firing:?}"
+    );
+    assert_eq!(firing[0]["annotations"]["summary"], "GPU-H at 95C");
+
+    // Cool: resolved, with the same startsAt as the firing before the crash.
+    s.write_ok(&line(50)).await;
+    wait_until("the resolved notification", &s, limit, || {
+        !receiver.alerts("GPU-H", "resolved").is_empty()
+    })
+    .await;
+    let resolved = receiver.alerts("GPU-H", "resolved");
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0]["startsAt"], firing[0]["startsAt"]);
+    hook_task.abort();
+}
+
 /// A GPU drained for a hardware fault stays drained across a restart and still needs a reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_state_survives_a_restart() {

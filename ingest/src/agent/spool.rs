@@ -46,7 +46,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
+    suffix: &'static str,
     max_bytes: u64,
+    max_items: usize,
     /// (seq, size), oldest first.
     files: VecDeque<(u64, u64)>,
     total: u64,
@@ -61,6 +63,18 @@ const DROPPED_FILE: &str = "dropped_batches";
 impl Spool {
     /// Opens (creating) `dir`, bounded to `max_bytes` of batches.
     pub fn open(dir: &Path, max_bytes: u64, stats: Arc<SpoolStats>) -> Result<Self, SpoolError> {
+        Self::open_with(dir, SUFFIX, max_bytes, usize::MAX, stats)
+    }
+
+    /// Opens (creating) `dir` as a queue of `<seq><suffix>` files, bounded to `max_bytes`
+    /// and to `max_items` entries (the server's alert outbox uses it for webhook messages).
+    pub fn open_with(
+        dir: &Path,
+        suffix: &'static str,
+        max_bytes: u64,
+        max_items: usize,
+        stats: Arc<SpoolStats>,
+    ) -> Result<Self, SpoolError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let mut files = Vec::new();
         for entry in fs::read_dir(dir).map_err(io(dir))? {
@@ -72,7 +86,7 @@ impl Spool {
                 continue;
             }
             let Some(seq) = name
-                .strip_suffix(SUFFIX)
+                .strip_suffix(suffix)
                 .and_then(|s| s.parse::<u64>().ok())
             else {
                 continue;
@@ -91,7 +105,9 @@ impl Spool {
         let next_seq = files.last().map_or(0, |f| f.0 + 1);
         let spool = Spool {
             dir: dir.to_path_buf(),
+            suffix,
             max_bytes,
+            max_items: max_items.max(1),
             files: files.into(),
             total,
             next_seq,
@@ -102,7 +118,7 @@ impl Spool {
     }
 
     fn path(&self, seq: u64) -> PathBuf {
-        self.dir.join(format!("{seq:020}{SUFFIX}"))
+        self.dir.join(format!("{seq:020}{}", self.suffix))
     }
 
     fn publish(&self) {
@@ -153,7 +169,7 @@ impl Spool {
             return Ok(1);
         }
         let mut dropped = 0;
-        while self.total + len > self.max_bytes {
+        while self.total + len > self.max_bytes || self.files.len() >= self.max_items {
             let Some((seq, size)) = self.files.pop_front() else {
                 break;
             };
@@ -172,6 +188,7 @@ impl Spool {
                 dropped,
                 dropped_total = all,
                 max_bytes = self.max_bytes,
+                max_items = self.max_items,
                 dir = %self.dir.display(),
                 "spool full: dropped the oldest batches"
             );
@@ -226,6 +243,29 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_item_bound_drops_the_oldest_and_a_suffix_names_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(SpoolStats::default());
+        let mut s = Spool::open_with(dir.path(), ".json", 1 << 20, 2, stats.clone()).unwrap();
+        assert_eq!(s.push(b"a").unwrap(), 0);
+        assert_eq!(s.push(b"b").unwrap(), 0);
+        assert_eq!(s.push(b"c").unwrap(), 1, "the third push drops the oldest");
+        drop(s);
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let s = Spool::open_with(dir.path(), ".json", 1 << 20, 2, stats.clone()).unwrap();
+        assert_eq!(s.peek().unwrap().unwrap().1, b"b");
+        assert_eq!(stats.dropped_batches.load(Ordering::Relaxed), 1);
+        // The agent's own suffix does not see these files.
+        let other = Spool::open(dir.path(), 1 << 20, Arc::default()).unwrap();
+        assert!(other.is_empty());
+    }
 
     #[test]
     fn push_peek_pop_in_order_and_reopen() {

@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
+
 use rigwatch_promql::eval::{self, EvalOptions};
 use rigwatch_promql::storage::Queryable;
 use rigwatch_promql::value::{Labels, Value};
@@ -222,5 +224,57 @@ fn notification(rule: &AlertRule, a: &Alert, fp: u64, resolved_at: Option<i64>) 
         ends_at_ms: resolved_at,
         expr: rule.expr_text.clone(),
         fingerprint: fp,
+    }
+}
+
+/// An alert as saved across a restart: what is needed to carry on where it was (its `for`
+/// clock, whether its firing was already announced, and what a resolve must say).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedAlert {
+    pub labels: Vec<(String, String)>,
+    pub annotations: BTreeMap<String, String>,
+    pub firing: bool,
+    /// The last value, when finite (JSON has no NaN).
+    pub value: Option<f64>,
+    pub active_at: i64,
+    pub fired_at: Option<i64>,
+    pub missing_since: Option<i64>,
+}
+
+impl SavedAlert {
+    pub fn of(a: &Alert) -> Self {
+        SavedAlert {
+            labels: a
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            annotations: a.annotations.clone(),
+            firing: a.state == AlertState::Firing,
+            value: a.value.is_finite().then_some(a.value),
+            active_at: a.active_at,
+            fired_at: a.fired_at,
+            missing_since: a.missing_since,
+        }
+    }
+
+    /// The alert back, last seen at `now_ms`; keyed like [`RuleState::apply`] keys it.
+    pub fn restore(self, now_ms: i64) -> (u64, Alert) {
+        let labels = Labels::from_pairs(self.labels);
+        let alert = Alert {
+            labels: labels.clone(),
+            annotations: self.annotations,
+            state: if self.firing {
+                AlertState::Firing
+            } else {
+                AlertState::Pending
+            },
+            value: self.value.unwrap_or(f64::NAN),
+            active_at: self.active_at,
+            fired_at: self.fired_at,
+            last_seen: now_ms,
+            missing_since: self.missing_since,
+        };
+        (labels.hash_all(), alert)
     }
 }
