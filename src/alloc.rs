@@ -57,8 +57,17 @@ pub struct JobRecord {
     pub started_ms: Option<i64>,
     pub ended_ms: Option<i64>,
     pub end_reason: Option<EndReason>,
+    /// Every lease the job has had, in order (more than one set after a fault restart).
     pub leases: Vec<u64>,
+    /// Times the job went back to the queue because a GPU under it failed in hardware.
+    #[serde(default)]
+    pub restarts: u32,
 }
+
+/// A job whose GPU fails in hardware goes back to the queue (keeping its place) this many
+/// times; after that it ends as `failed`. The renter's work was not at fault, so it should
+/// not have to resubmit; a job that keeps landing on failing GPUs stops eventually.
+pub const MAX_FAULT_RESTARTS: u32 = 3;
 
 /// Why a job was not accepted.
 #[derive(Debug)]
@@ -281,6 +290,7 @@ fn job_row(b: &mut WriteBatch, rec: &JobRecord) {
     if let Some(r) = rec.end_reason {
         row.field("end_reason", FieldValue::Str(reason_str(r)));
     }
+    row.field("restarts", FieldValue::I64(i64::from(rec.restarts)));
     let _ = row.finish(0);
 }
 
@@ -317,6 +327,7 @@ fn job_from_row(r: &Value) -> Option<JobRecord> {
         ended_ms: int("ended_ms"),
         end_reason: r["end_reason"].as_str().and_then(reason_from),
         leases: Vec::new(),
+        restarts: int("restarts").unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
     })
 }
 
@@ -461,7 +472,10 @@ impl AllocService {
             }
         }
         let mut next_job = jobs.keys().next_back().map_or(1, |id| id + 1);
-        for l in &leases {
+        let with_row: std::collections::HashSet<u64> = jobs.keys().copied().collect();
+        let mut leases_by_start: Vec<&Lease> = leases.iter().collect();
+        leases_by_start.sort_by_key(|l| (l.start_ms, l.lease_id));
+        for l in leases_by_start {
             next_job = next_job.max(l.job_id + 1);
             let rec = jobs.entry(l.job_id).or_insert_with(|| JobRecord {
                 // A lease without a job row (an extender binding): the job's shape beyond
@@ -473,13 +487,17 @@ impl AllocService {
                 ended_ms: None,
                 end_reason: None,
                 leases: Vec::new(),
+                restarts: 0,
             });
             rec.leases.push(l.lease_id);
-            if rec.state == "queued" {
-                rec.state = "running".into();
-                rec.started_ms = Some(l.start_ms);
-            }
-            if let (Some(e), Some(r)) = (l.end_ms, l.end_reason)
+            if with_row.contains(&l.job_id) {
+                // The job row is written with its leases, so it is the truth; an open lease
+                // under a "queued" row can only mean the row is older.
+                if l.is_open() && rec.state == "queued" {
+                    rec.state = "running".into();
+                    rec.started_ms = Some(l.start_ms);
+                }
+            } else if let (Some(e), Some(r)) = (l.end_ms, l.end_reason)
                 && rec.state == "running"
             {
                 rec.state = job_state(r).into();
@@ -618,7 +636,7 @@ impl AllocService {
             if let Some(rec) = st.jobs.get_mut(&started.job) {
                 rec.state = "running".into();
                 rec.started_ms = Some(now);
-                rec.leases = started.leases.iter().map(|l| l.lease_id).collect();
+                rec.leases.extend(started.leases.iter().map(|l| l.lease_id));
                 job_row(&mut b, rec);
             }
             for l in &started.leases {
@@ -688,6 +706,7 @@ impl AllocService {
             ended_ms: None,
             end_reason: None,
             leases: Vec::new(),
+            restarts: 0,
         };
         st.jobs.insert(id, rec.clone());
         Ok(rec)
@@ -729,7 +748,9 @@ impl AllocService {
         Ok((rec.clone(), b))
     }
 
-    /// A GPU failed in hardware: no new work, its leases end with that reason.
+    /// A GPU failed in hardware: no new work on it, its leases end with that reason (paid up
+    /// to the fault), and each job that ran on it goes back to the queue in its old place, up
+    /// to [`MAX_FAULT_RESTARTS`] times, after which it ends as `failed`.
     pub async fn fault_gpu(&self, uuid: &str) {
         let now = now_ms();
         let b = {
@@ -737,19 +758,39 @@ impl AllocService {
             let st = &mut *st;
             let mut b = WriteBatch::default();
             if let Ok(closed) = st.alloc.fault_gpu(uuid, now) {
+                let mut jobs = Vec::new();
                 for l in &closed {
                     lease_row(&mut b, l);
                     for e in st.ledger.accrue(l, now) {
+                        st.alloc.view.credit_supplier(&e.supplier, e.amount_minor);
                         earnings_row(&mut b, &e);
                     }
-                    if let Some(rec) = st.jobs.get_mut(&l.job_id)
-                        && rec.state == "running"
+                    if !jobs.contains(&l.job_id) {
+                        jobs.push(l.job_id);
+                    }
+                }
+                for id in jobs {
+                    let Some(rec) = st.jobs.get_mut(&id).filter(|r| r.state == "running") else {
+                        continue;
+                    };
+                    if rec.restarts < MAX_FAULT_RESTARTS
+                        && st.alloc.requeue(rec.job.clone(), rec.submitted_ms).is_ok()
                     {
+                        rec.restarts += 1;
+                        rec.state = "queued".into();
+                        rec.started_ms = None;
+                        info!(
+                            job = id,
+                            gpu = uuid,
+                            restarts = rec.restarts,
+                            "job requeued after a hardware fault"
+                        );
+                    } else {
                         rec.state = "failed".into();
                         rec.ended_ms = Some(now);
                         rec.end_reason = Some(EndReason::FaultHardware);
-                        job_row(&mut b, rec);
                     }
+                    job_row(&mut b, rec);
                 }
             }
             b

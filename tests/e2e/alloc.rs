@@ -304,7 +304,8 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     assert_eq!(v["data"]["state"], "cancelled");
 
     // A hardware XID on the half job's GPU: fault detection marks it unhealthy and the
-    // allocator ends its lease with that reason, paid up to the fault.
+    // allocator ends its lease with that reason, paid up to the fault; the job goes back to
+    // the queue (every other GPU is full, so it waits there).
     let gpu = server
         .rows(&format!(
             "SELECT gpu_uuid, worker, supplier FROM lease WHERE job_id = '{half}'"
@@ -326,7 +327,7 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     for _ in 0..50 {
         let rows = server
             .rows(&format!(
-                "SELECT end_reason FROM lease WHERE job_id = '{half}'"
+                "SELECT end_reason FROM lease WHERE job_id = '{half}' AND gpu_uuid = '{uuid}'"
             ))
             .await;
         if !rows[0]["end_reason"].is_null() {
@@ -337,7 +338,59 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     }
     assert_eq!(ended, "fault_hardware", "the lease on the faulted GPU ends");
     let (_, v) = call(&server, "GET", &format!("/api/v1/jobs/{half}"), None).await;
-    assert_eq!(v["data"]["state"], "failed", "{v}");
+    assert_eq!(
+        v["data"]["state"], "queued",
+        "requeued after the fault: {v}"
+    );
+    assert_eq!(v["data"]["restarts"], 1, "{v}");
+    let row = server
+        .rows(&format!(
+            "SELECT state, restarts FROM job WHERE job_id = '{half}'"
+        ))
+        .await;
+    assert_eq!(
+        (row[0]["state"].as_str(), row[0]["restarts"].as_i64()),
+        (Some("queued"), Some(1))
+    );
+    // Room on a healthy GPU: it runs again, on a new lease.
+    let (_, jobs) = call(&server, "GET", "/api/v1/jobs", None).await;
+    let one = jobs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["state"] == "running" && j["job"]["demand"] == json!({"whole": 1}))
+        .map(|j| j["job"]["id"].as_u64().unwrap())
+        .expect("a running 1-GPU job");
+    let (s, _) = call(
+        &server,
+        "POST",
+        &format!("/api/v1/jobs/{one}/complete"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let mut state = Value::Null;
+    for _ in 0..50 {
+        let (_, v) = call(&server, "GET", &format!("/api/v1/jobs/{half}"), None).await;
+        state = v["data"]["state"].clone();
+        if state == "running" {
+            assert_eq!(v["data"]["leases"].as_array().unwrap().len(), 2, "{v}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "running", "the requeued job is placed again");
+    let open = server
+        .rows(&format!(
+            "SELECT gpu_uuid FROM lease WHERE job_id = '{half}' AND end_ms IS NULL"
+        ))
+        .await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_ne!(
+        open[0]["gpu_uuid"].as_str(),
+        Some(uuid.as_str()),
+        "not on the failed GPU"
+    );
 
     // The CLI shows the same jobs.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rigwatch"))
