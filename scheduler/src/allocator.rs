@@ -2,8 +2,8 @@
 //!
 //! # Queue rule
 //!
-//! Jobs wait in one queue ordered by *effective priority* (highest first), FIFO within
-//! equal effective priority. Effective priority is the submitted priority plus one for every
+//! Jobs wait in one queue ordered by *effective priority* (highest first), then by submit
+//! time (FIFO; a job put back with [`Allocator::requeue`] keeps its original time). Effective priority is the submitted priority plus one for every
 //! [`AllocatorConfig::aging_ms`] the job has waited, so a low-priority job eventually
 //! outranks any fixed priority. A pass ([`Allocator::schedule`]) tries the jobs in that
 //! order and backfills: a job that does not fit is skipped and smaller jobs behind it may
@@ -314,8 +314,13 @@ impl Allocator {
     pub fn schedule(&mut self, now_ms: i64) -> Vec<Started> {
         let aging = self.config.aging_ms.max(1);
         let eff = |q: &Queued| i64::from(q.job.priority) + (now_ms - q.submitted_ms).max(0) / aging;
-        self.queue
-            .sort_by(|a, b| eff(b).cmp(&eff(a)).then(a.seq.cmp(&b.seq)));
+        // Ties go to the earlier submission, so a requeued job keeps its old place.
+        self.queue.sort_by(|a, b| {
+            eff(b)
+                .cmp(&eff(a))
+                .then(a.submitted_ms.cmp(&b.submitted_ms))
+                .then(a.seq.cmp(&b.seq))
+        });
         let mut started = Vec::new();
         let mut attempts = 0;
         // Placements only take capacity, so a shape that failed once fails for the rest of

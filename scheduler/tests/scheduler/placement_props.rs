@@ -369,3 +369,40 @@ fn rigwatch_prefers_cool_healthy_gpus_and_respects_price_caps() {
         .is_none()
     );
 }
+
+#[test]
+fn requeue_keeps_the_original_place_and_accepts_what_the_seen_fleet_cannot_hold() {
+    let (view, _) = small();
+    let cfg = AllocatorConfig {
+        aging_ms: 1_000_000,
+        starvation_ms: 10_000_000,
+        max_attempts_per_pass: 100,
+    };
+    let mut a = Allocator::new(
+        view,
+        policy_by_name("first-fit", 1).unwrap(),
+        TaskDistribution::generic(),
+        cfg,
+    );
+    a.try_start(Job::new(100, GpuDemand::Whole(4)), 0)
+        .unwrap()
+        .unwrap();
+    a.try_start(Job::new(101, GpuDemand::Whole(2)), 0)
+        .unwrap()
+        .unwrap();
+    // Job 1 (submitted at 50) is requeued after job 2 was submitted (at 60): it still goes
+    // first, as its aging counts from its own submit time.
+    a.submit(Job::new(2, GpuDemand::Whole(1)), 60).unwrap();
+    a.requeue(Job::new(1, GpuDemand::Whole(1)), 50).unwrap();
+    assert!(
+        a.requeue(Job::new(1, GpuDemand::Whole(1)), 50).is_err(),
+        "twice"
+    );
+    // A job no GPU seen so far could hold is still requeued (its GPUs may come back).
+    a.requeue(Job::new(3, GpuDemand::Whole(8)), 70).unwrap();
+    assert!(a.submit(Job::new(4, GpuDemand::Whole(8)), 70).is_err());
+    assert_eq!(a.queue_len(), 3);
+    a.finish(101, EndReason::Completed, 100).unwrap();
+    let s: Vec<u64> = a.schedule(100).iter().map(|s| s.job).collect();
+    assert_eq!(s, vec![1, 2]);
+}
