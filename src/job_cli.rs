@@ -117,8 +117,8 @@ pub async fn run(args: JobArgs) -> anyhow::Result<ExitCode> {
     match &body["data"] {
         Value::Array(jobs) => {
             println!(
-                "{:>6}  {:<10}  {:<14}  {:>6}  leases",
-                "id", "state", "demand", "prio"
+                "{:>6}  {:<10}  {:<14}  {:>6}  {:>8}  leases",
+                "id", "state", "demand", "prio", "restarts"
             );
             for j in jobs {
                 println!("{}", line(j));
@@ -140,11 +140,12 @@ fn line(j: &Value) -> String {
         demand.to_string()
     };
     format!(
-        "{:>6}  {:<10}  {:<14}  {:>6}  {}",
+        "{:>6}  {:<10}  {:<14}  {:>6}  {:>8}  {}",
         j["job"]["id"],
         j["state"].as_str().unwrap_or(""),
         demand,
         j["job"]["priority"],
+        j["restarts"].as_u64().unwrap_or(0),
         j["leases"]
     )
 }
