@@ -63,7 +63,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_RETENTION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub retention: Duration,
 
-    /// Per-table retention overriding --retention, as TABLE=DURATION (repeatable).
+    /// Per-table retention overriding --retention, as TABLE=DURATION (repeatable). Table
+    /// agent_batch (digests of agent batches, to recognise retries) keeps 1d unless named.
     #[arg(long = "table-retention", env = "RIGWATCH_TABLE_RETENTION", value_delimiter = ',', value_parser = parse_table_retention)]
     pub table_retention: Vec<(String, Duration)>,
 
@@ -199,11 +200,62 @@ impl ServeArgs {
         c.compaction_interval = self.compaction_interval;
         c.compaction_min_files = self.compaction_min_files;
         c.retention = (!self.retention.is_zero()).then_some(self.retention);
-        c.table_retention = self.table_retention.iter().cloned().collect();
+        // Batch digests are needed only to recognise a retry (minutes): a day is plenty,
+        // unless the operator says otherwise.
+        c.table_retention = [(
+            rigwatch_ingest::agent::dedup::BATCH_TABLE.to_string(),
+            Duration::from_secs(86_400),
+        )]
+        .into_iter()
+        .chain(self.table_retention.iter().cloned())
+        .collect();
         c.append_only_tables = self.append_only_tables.clone();
         c.wal.segment_max_bytes = self.wal_segment_size.as_u64();
         Ok(c)
     }
+}
+
+/// The agent batches stored in the last hour (oldest first), so a retry of one whose
+/// acknowledgement was lost in a crash is recognised after the restart.
+async fn seen_batches(
+    query: &rigwatch_query::QueryService,
+) -> Vec<rigwatch_ingest::agent::dedup::Seen> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int64Type;
+    let table = rigwatch_ingest::agent::dedup::BATCH_TABLE;
+    if query.db().table(table).is_none() {
+        return Vec::new();
+    }
+    let sql = format!(
+        "SELECT supplier, worker, digest FROM {table} \
+         WHERE time > now() - interval '1 hour' AND digest IS NOT NULL ORDER BY time"
+    );
+    let batches = match query.sql(&sql).await {
+        Ok((_, b)) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read recent agent batches; retries after this restart may be stored twice");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for b in &batches {
+        let cast = |i: usize| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8);
+        let (Ok(sup), Ok(worker)) = (cast(0), cast(1)) else {
+            continue;
+        };
+        let (sup, worker) = (sup.as_string::<i32>(), worker.as_string::<i32>());
+        let digest = b.column(2).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            if digest.is_valid(i) {
+                out.push((
+                    sup.value(i).to_string(),
+                    worker.value(i).to_string(),
+                    digest.value(i),
+                ));
+            }
+        }
+    }
+    out
 }
 
 #[derive(Clone)]
@@ -294,6 +346,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     gpu_health.register(&mut registry);
     db.metrics().register(&mut registry);
     let query = rigwatch_query::QueryService::new(db.clone());
+    let seen_batches = seen_batches(&query).await;
     query.metrics().register(&mut registry);
     let state = AppState {
         registry: Arc::new(registry),
@@ -325,6 +378,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                 db: db.clone(),
                 auth: auth.clone(),
                 max_body_bytes: args.max_body.as_u64() as usize,
+                seen_batches,
             },
         ))
         .merge(rigwatch_dashboards::router(

@@ -18,6 +18,7 @@
 //! their DCGM / NVML sources are listed in [`fields`] (and in `agent/README.md`).
 
 pub mod dcgm;
+pub mod dedup;
 pub mod fields;
 pub mod nvml;
 pub mod routes;

@@ -408,3 +408,81 @@ async fn supplier_commands_work_beside_a_running_server() {
     let list = supplier_cmd(&data, &["list"]);
     assert!(list.contains("disabled"), "{list}");
 }
+
+/// The agent's own XID rows of GPU-x (fault detection adds rows with `detector=health`; wait
+/// for its first one, so that the column exists).
+async fn agent_xids(server: &Server) -> Vec<serde_json::Value> {
+    let q = "SELECT count(*) AS n FROM gpu_fault WHERE gpu_uuid = 'GPU-x' AND detector IS NULL";
+    for _ in 0..100 {
+        if let Ok(serde_json::Value::Array(rows)) = server.try_sql(q).await {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.rows(q).await
+}
+
+/// A batch retried after its acknowledgement was lost (here: sent again, before and after a
+/// kill -9 of the server) is acknowledged but stored once: an XID is counted once.
+#[tokio::test]
+async fn a_retried_batch_is_stored_once_even_across_kill_9() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[], &[]).await;
+    let token = add_supplier(&data, "acme");
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{}/api/v1/agent/register", server.base))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"worker": "n1", "gpus": [
+            {"index": 0, "uuid": "GPU-x", "model": "Tesla T4", "memory_total_mib": 15360}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let batch = "gpu_fault,gpu_uuid=GPU-x,kind=xid code=79i,severity=\"hardware\" 1700000000000000000\n\
+                 gpu,gpu_uuid=GPU-x utilization=5 1700000000000000000\n";
+    let send = |base: String| {
+        let client = client.clone();
+        let token = token.clone();
+        async move {
+            client
+                .post(format!("{base}/api/v1/agent/write?worker=n1"))
+                .bearer_auth(&token)
+                .body(batch)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = send(server.base.clone()).await;
+    assert_eq!(first.status(), 204);
+    assert!(first.headers().get("x-rigwatch-duplicate").is_none());
+    let again = send(server.base.clone()).await;
+    assert_eq!(again.status(), 204);
+    assert_eq!(again.headers()["x-rigwatch-duplicate"], "1");
+    server.kill9();
+    let server = Server::start(&data, &[], &[]).await;
+    let after = send(server.base.clone()).await;
+    assert_eq!(after.status(), 204);
+    assert_eq!(
+        after.headers()["x-rigwatch-duplicate"],
+        "1",
+        "recognised after the restart"
+    );
+    let n = agent_xids(&server).await;
+    assert_eq!(n[0]["n"], 1, "one XID, sent three times");
+    // A different batch (another time) is new.
+    let other = client
+        .post(format!("{}/api/v1/agent/write?worker=n1", server.base))
+        .bearer_auth(&token)
+        .body("gpu_fault,gpu_uuid=GPU-x,kind=xid code=79i,severity=\"hardware\" 1700000000000000001\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 204);
+    assert!(other.headers().get("x-rigwatch-duplicate").is_none());
+    let n = agent_xids(&server).await;
+    assert_eq!(n[0]["n"], 2);
+}

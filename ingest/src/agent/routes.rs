@@ -10,7 +10,9 @@
 //! token and `worker` from `?worker=`, which must be registered for that supplier. A row
 //! that names another supplier (or another worker) fails the whole request with 403 and
 //! nothing of it is stored. A request is acknowledged (204) only once the store has made
-//! it durable.
+//! it durable. A batch the server already stored (a retry whose first acknowledgement was
+//! lost) is acknowledged again without being stored twice (see `dedup`); the answer then
+//! carries `x-rigwatch-duplicate: 1`.
 //!
 //! Registrations are also kept in `<data-dir>/agents.jsonl` (appended and fsynced), so the
 //! `?worker=` check survives restarts without a query.
@@ -34,6 +36,7 @@ use rigwatch_storage::{Db, WriteOptions};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::dedup::{self, Begin};
 use super::fields::GpuInfo;
 use super::transport::Registration;
 use crate::line_protocol::{self, Precision};
@@ -46,22 +49,31 @@ pub struct AgentState {
     pub auth: Arc<AuthStore>,
     /// Largest accepted body, before and after decompression.
     pub max_body_bytes: usize,
+    /// Batches stored before this start (from [`dedup::BATCH_TABLE`]), so a retry of one of
+    /// them is recognised.
+    pub seen_batches: Vec<dedup::Seen>,
 }
 
 #[derive(Debug)]
 struct Shared {
     state: AgentState,
     registry: Registry,
+    batches: dedup::Batches,
 }
 
 /// The agent routes.
-pub fn router(state: AgentState) -> Router {
+pub fn router(mut state: AgentState) -> Router {
     let registry = Registry::open(state.db.config().data_dir.join("agents.jsonl"));
+    let batches = dedup::Batches::seeded(std::mem::take(&mut state.seen_batches));
     Router::new()
         .route("/api/v1/agent/register", post(register))
         .route("/api/v1/agent/inventory", get(inventory))
         .route("/api/v1/agent/write", post(write))
-        .with_state(Arc::new(Shared { state, registry }))
+        .with_state(Arc::new(Shared {
+            state,
+            registry,
+            batches,
+        }))
 }
 
 /// A registered worker.
@@ -413,18 +425,66 @@ async fn write(
         Ok(b) => b,
         Err(r) => return *r,
     };
-    let parsed =
-        tokio::task::spawn_blocking(move || stamp(&body, precision, &supplier, &worker)).await;
-    let batch = match parsed {
+    let parsed = tokio::task::spawn_blocking(move || {
+        let digest = dedup::digest(&body);
+        stamp(&body, precision, &supplier, &worker).map(|b| (b, digest, supplier, worker))
+    })
+    .await;
+    let (mut batch, digest, supplier, worker) = match parsed {
         Ok(Ok(b)) => b,
         Ok(Err(r)) => return *r,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     };
-    match store(&shared.state.db, batch).await {
+    match shared.batches.begin(&supplier, &worker, digest) {
+        Begin::New => {}
+        Begin::Duplicate => {
+            tracing::debug!(%supplier, %worker, digest, "batch stored before: acknowledged again");
+            return (
+                StatusCode::NO_CONTENT,
+                [("x-rigwatch-duplicate", HeaderValue::from_static("1"))],
+            )
+                .into_response();
+        }
+        Begin::InFlight => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                axum::Json(serde_json::json!({
+                    "code": "unavailable",
+                    "message": "the same batch is being stored by an earlier request; retry",
+                })),
+            )
+                .into_response();
+        }
+    }
+    let rows = batch.len() as i64;
+    {
+        let mut r = batch.row(dedup::BATCH_TABLE, now_ns());
+        r.tag("supplier", &supplier)
+            .tag("worker", &worker)
+            .field("digest", FieldValue::I64(digest))
+            .field("rows", FieldValue::I64(rows));
+        // Two fixed tags and two integer fields: always a valid row.
+        let _ = r.finish(0);
+    }
+    let res = store(&shared.state.db, batch).await;
+    // A partial write (400) stored the rows it accepted, digest included: a retry must not
+    // store them again. Only a write refused as a whole is forgotten.
+    let stored = match &res {
+        Ok(()) => true,
+        Err(r) => r.status() == StatusCode::BAD_REQUEST,
+    };
+    shared.batches.finish(&supplier, &worker, digest, stored);
+    match res {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => *r,
     }
 }
+
+/// The tables an agent may write: its telemetry. Everything else (leases, earnings, jobs,
+/// health verdicts, alert state, batch digests) is the server's own account and must not
+/// be forgeable by a supplier's machine.
+pub const AGENT_TABLES: [&str; 3] = ["gpu", "gpu_fault", "heartbeat"];
 
 /// Parses the body and rebuilds every row with `supplier` and `worker` stamped. Any bad
 /// line fails the whole request (an agent's batch is all or nothing).
@@ -452,6 +512,17 @@ fn stamp(
     let mut out = WriteBatch::with_capacity(parsed.len(), text.len() + parsed.len() * 32);
     for row in parsed.rows() {
         let line = row.line();
+        if !AGENT_TABLES.contains(&row.table()) {
+            return Err(reject(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "line {line}: agents write tables {}, not `{}`; nothing of this request was stored",
+                    AGENT_TABLES.join(", "),
+                    row.table()
+                ),
+            ));
+        }
         let mut b = out.row(row.table(), row.time());
         for (k, v) in row.tags() {
             match k {

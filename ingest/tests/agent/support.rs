@@ -38,6 +38,7 @@ impl AgentServer {
             db: db.clone(),
             auth: auth.clone(),
             max_body_bytes: 1 << 20,
+            seen_batches: Vec::new(),
         });
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");

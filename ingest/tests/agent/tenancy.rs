@@ -86,4 +86,37 @@ async fn rows_claiming_another_supplier_are_refused_and_nothing_is_stored() {
         .unwrap();
     assert_eq!(resp.status(), 403);
     assert_eq!(server.count("gpu").await, 1);
+
+    // An agent cannot write the server's own accounts (money, leases, health verdicts,
+    // batch digests), even for its own supplier; the whole request is refused.
+    for table in [
+        "earnings",
+        "lease",
+        "job",
+        "gpu_health",
+        "ALERTS",
+        "agent_batch",
+    ] {
+        let resp = server
+            .client
+            .post(format!("{}/api/v1/agent/write?worker=a-node", server.base))
+            .bearer_auth(&token_a)
+            .body(format!(
+                "gpu,gpu_uuid=GPU-a utilization=8 3\n{table},gpu_uuid=GPU-a amount_minor=999999i 3\n"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{table}");
+        let msg = resp.text().await.unwrap();
+        assert!(
+            msg.contains("line 2") && msg.contains(&format!("`{table}`")),
+            "{msg}"
+        );
+    }
+    assert_eq!(
+        server.count("gpu").await,
+        1,
+        "nothing of the refused requests landed"
+    );
 }
