@@ -47,6 +47,20 @@ async fn hook(State(r): State<Receiver>, body: axum::body::Bytes) -> StatusCode 
 }
 
 impl Receiver {
+    /// A receiver on a loopback port, down (answering 503) until told otherwise: the
+    /// receiver, its URL, and its server task.
+    async fn start_down() -> (Self, String, tokio::task::JoinHandle<std::io::Result<()>>) {
+        let receiver = Receiver::default();
+        receiver.down.store(true, Ordering::SeqCst);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/hook", post(hook))
+            .with_state(receiver.clone());
+        let task = tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, url, task)
+    }
+
     /// Alerts received so far for `gpu` with `status`, in arrival order.
     fn alerts(&self, gpu: &str, status: &str) -> Vec<serde_json::Value> {
         self.got
@@ -165,14 +179,7 @@ async fn injected_faults_change_health_and_notify_a_webhook_that_was_down() {
     let rules_path = dir.path().join("rules.yml");
     std::fs::write(&rules_path, RULES).unwrap();
 
-    let receiver = Receiver::default();
-    receiver.down.store(true, Ordering::SeqCst);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let app = Router::new()
-        .route("/hook", post(hook))
-        .with_state(receiver.clone());
-    let hook_task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (receiver, hook_url, hook_task) = Receiver::start_down().await;
 
     let data = dir.path().join("data");
     let s = Server::start(
@@ -515,14 +522,7 @@ groups:
     let dir = temp_dir();
     let rules_path = dir.path().join("rules.yml");
     std::fs::write(&rules_path, HOT_RULES).unwrap();
-    let receiver = Receiver::default();
-    receiver.down.store(true, Ordering::SeqCst);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let app = Router::new()
-        .route("/hook", post(hook))
-        .with_state(receiver.clone());
-    let hook_task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (receiver, hook_url, hook_task) = Receiver::start_down().await;
     let data = dir.path().join("data");
     let args = [
         "--rules",

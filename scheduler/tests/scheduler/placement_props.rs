@@ -241,12 +241,13 @@ fn rebuild_refuses_double_leases() {
     );
 }
 
-#[test]
-fn queue_is_fifo_within_priority_and_aging_prevents_starvation() {
+/// A first-fit allocator over [`small`] with node-0 (4 H100, job 100) and node-1 (2 A100,
+/// job 101) full.
+fn full_small_fleet(aging_ms: i64, starvation_ms: i64) -> Allocator {
     let (view, _) = small();
     let cfg = AllocatorConfig {
-        aging_ms: 1000,
-        starvation_ms: 5000,
+        aging_ms,
+        starvation_ms,
         max_attempts_per_pass: 100,
     };
     let mut a = Allocator::new(
@@ -255,13 +256,18 @@ fn queue_is_fifo_within_priority_and_aging_prevents_starvation() {
         TaskDistribution::generic(),
         cfg,
     );
-    // Fill node-0 (4 H100) and node-1 (2 A100).
     a.try_start(Job::new(100, GpuDemand::Whole(4)), 0)
         .unwrap()
         .unwrap();
     a.try_start(Job::new(101, GpuDemand::Whole(2)), 0)
         .unwrap()
         .unwrap();
+    a
+}
+
+#[test]
+fn queue_is_fifo_within_priority_and_aging_prevents_starvation() {
+    let mut a = full_small_fleet(1000, 5000);
     // A big low-priority job, then a stream of small high-priority ones.
     a.submit(
         Job {
@@ -372,24 +378,7 @@ fn rigwatch_prefers_cool_healthy_gpus_and_respects_price_caps() {
 
 #[test]
 fn requeue_keeps_the_original_place_and_accepts_what_the_seen_fleet_cannot_hold() {
-    let (view, _) = small();
-    let cfg = AllocatorConfig {
-        aging_ms: 1_000_000,
-        starvation_ms: 10_000_000,
-        max_attempts_per_pass: 100,
-    };
-    let mut a = Allocator::new(
-        view,
-        policy_by_name("first-fit", 1).unwrap(),
-        TaskDistribution::generic(),
-        cfg,
-    );
-    a.try_start(Job::new(100, GpuDemand::Whole(4)), 0)
-        .unwrap()
-        .unwrap();
-    a.try_start(Job::new(101, GpuDemand::Whole(2)), 0)
-        .unwrap()
-        .unwrap();
+    let mut a = full_small_fleet(1_000_000, 10_000_000);
     // Job 1 (submitted at 50) is requeued after job 2 was submitted (at 60): it still goes
     // first, as its aging counts from its own submit time.
     a.submit(Job::new(2, GpuDemand::Whole(1)), 60).unwrap();
