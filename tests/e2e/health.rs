@@ -545,6 +545,14 @@ groups:
         *receiver.refused.lock() > 0
     })
     .await;
+    // The outbox is written before the state that records the alert as announced, so a
+    // crash between the two would announce it again after the restart (at least once, never
+    // lost); this test kills the server once both are on disk.
+    let state = data.join("alerts").join("state.json");
+    wait_until("the alert state on disk", &s, limit, || {
+        std::fs::read_to_string(&state).is_ok_and(|t| t.contains("\"firing\":true"))
+    })
+    .await;
     s.kill9();
 
     let s = Server::start(&data, &args, &[]).await;
