@@ -156,8 +156,12 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let persisted = running.db.persist().await?;
     let compacted = running.db.compact_with(2).await?;
     let persist_secs = t.elapsed().as_secs_f64();
-    let stored: u64 = running.db.files().iter().map(|f| f.size).sum();
-    let stored_rows: u64 = running.db.files().iter().map(|f| f.rows).sum();
+    // The `gpu` table's files only: the server's own tasks may have written a few rows of
+    // their own meanwhile (fault detection sees the old samples' GPUs go offline).
+    let files = running.db.files();
+    let gpu_files = || files.iter().filter(|f| f.table == "gpu");
+    let stored: u64 = gpu_files().map(|f| f.size).sum();
+    let stored_rows: u64 = gpu_files().map(|f| f.rows).sum();
     let count = crate::server::count_rows(&running.db, "gpu").await?;
     running
         .stop()
