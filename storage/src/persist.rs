@@ -51,6 +51,11 @@ fn writer_properties(schema: &SchemaRef) -> WriterProperties {
         // hour at 10 s), at a small cost in page headers.
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_write_batch_size(PAGE_ROWS)
+        // A column with more distinct values than fit in 64 KiB (8,192 floats: counters,
+        // noisy gauges) falls back to the encodings below instead of an ever-growing
+        // dictionary; measured on `bench ingest --gpus 200 --ticks 1080`: 0.686 -> 0.625
+        // bytes/value (the 1 MiB default never fell back within a file).
+        .set_dictionary_page_size_limit(64 << 10)
         .set_column_encoding(ColumnPath::from(TIME_COLUMN), Encoding::DELTA_BINARY_PACKED)
         .set_column_dictionary_enabled(ColumnPath::from(TIME_COLUMN), false)
         .set_created_by(format!("rigwatch {}", env!("CARGO_PKG_VERSION")));
