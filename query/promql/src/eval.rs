@@ -21,6 +21,7 @@
 
 mod aggregate;
 mod binary;
+mod cursor;
 mod error;
 mod selector;
 
@@ -285,7 +286,12 @@ pub fn range_query(
                 points += 1;
             }
             Val::Vector(v) => {
-                for s in cleanup(v)? {
+                // No `cleanup` here: a label set seen twice in one step is caught by the
+                // per-series last step below, which saves hashing every label set twice.
+                for mut s in v {
+                    if s.drop_name {
+                        s.labels = s.labels.without_name();
+                    }
                     let e = series
                         .entry(s.labels)
                         .or_insert_with(|| (Vec::new(), i64::MIN));
@@ -381,8 +387,8 @@ pub(crate) struct Evaluator<'o> {
     pub end: i64,
     /// Query step (0 for instant queries).
     pub interval: i64,
-    /// Prefetched series per selector node (by address).
-    data: HashMap<usize, Vec<Series>>,
+    /// Prefetched series per selector node (by address), with their cursors.
+    data: HashMap<usize, cursor::SelectorData>,
     warnings: RefCell<Vec<String>>,
     infos: RefCell<Vec<String>>,
     /// Samples held by the current step (plus the range result so far).
@@ -429,7 +435,8 @@ impl<'o> Evaluator<'o> {
             }
             // A selector evaluated under several spans (never in practice: each node
             // is walked once) keeps the first read.
-            data.entry(key).or_insert(series);
+            data.entry(key)
+                .or_insert_with(|| cursor::SelectorData::new(series));
         }
         Ok(Self {
             opts,
@@ -497,10 +504,10 @@ impl<'o> Evaluator<'o> {
         Ok(())
     }
 
-    pub(super) fn series_for(&self, vs: &VectorSelector) -> &[Series] {
-        self.data
-            .get(&(vs as *const VectorSelector as usize))
-            .map_or(&[], Vec::as_slice)
+    /// The prefetched series of selector `vs` and their cursors (none if it was not
+    /// prefetched, which [`Walk`] rules out).
+    pub(super) fn selector_data(&self, vs: &VectorSelector) -> Option<&cursor::SelectorData> {
+        self.data.get(&(vs as *const VectorSelector as usize))
     }
 
     /// The reference time of a selector or subquery evaluated at `t`.

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::cursor::seek;
 use super::{EvalError, Evaluator, RSeries, VSample, Val, subquery_steps};
 use crate::ast::VectorSelector;
 use crate::value::{Labels, Sample, is_stale_nan};
@@ -19,10 +20,14 @@ impl Evaluator<'_> {
         keep_ts: bool,
     ) -> Result<Vec<VSample>, EvalError> {
         let r = self.ref_time(vs.at, vs.offset_ms, t);
-        let series = self.series_for(vs);
-        let mut out = Vec::with_capacity(series.len());
-        for s in series {
-            let idx = s.samples.partition_point(|x| x.t <= r);
+        let Some(data) = self.selector_data(vs) else {
+            return Ok(Vec::new());
+        };
+        let mut cursors = data.cursors.borrow_mut();
+        let mut out = Vec::with_capacity(data.series.len());
+        for (s, c) in data.series.iter().zip(cursors.iter_mut()) {
+            let idx = seek(&s.samples, c.1, r);
+            c.1 = idx;
             if idx == 0 {
                 continue;
             }
@@ -47,12 +52,17 @@ impl Evaluator<'_> {
         t: i64,
     ) -> Result<Vec<RSeries<'s>>, EvalError> {
         let r = self.ref_time(vs.at, vs.offset_ms, t);
-        let series = self.series_for(vs);
-        let mut out = Vec::with_capacity(series.len());
+        let Some(data) = self.selector_data(vs) else {
+            return Ok(Vec::new());
+        };
+        let mut cursors = data.cursors.borrow_mut();
+        let mut out = Vec::with_capacity(data.series.len());
         let mut n = 0;
-        for s in series {
-            let lo = s.samples.partition_point(|x| x.t <= r - range);
-            let hi = s.samples.partition_point(|x| x.t <= r);
+        for (s, c) in data.series.iter().zip(cursors.iter_mut()) {
+            // The window is `(r - range, r]`.
+            let lo = seek(&s.samples, c.0, r - range);
+            let hi = seek(&s.samples, c.1.max(lo), r);
+            *c = (lo, hi);
             if lo >= hi {
                 continue;
             }
