@@ -11,9 +11,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, TimestampNanosecondType};
+use arrow::datatypes::DataType;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::{Expr, lit};
 use datafusion::prelude::SessionContext;
@@ -23,6 +23,10 @@ use rigwatch_promql::storage::Queryable;
 use rigwatch_promql::value::{Labels, METRIC_NAME, Sample, Series};
 use rigwatch_storage::FieldType;
 use rigwatch_storage::schema::{ColumnKind, TableDef};
+
+mod series;
+
+use series::SeriesAccumulator;
 
 /// One metric name and where it lives.
 #[derive(Debug, Clone)]
@@ -93,6 +97,51 @@ fn column(name: &str) -> Expr {
     Expr::Column(Column::from_name(name))
 }
 
+/// A tag value typed as the store types tag columns (a dictionary of strings), so the
+/// predicate compares without casting the column and Parquet statistics can prune on it.
+fn tag_lit(v: &str) -> Expr {
+    lit(ScalarValue::Dictionary(
+        Box::new(DataType::Int32),
+        Box::new(ScalarValue::Utf8(Some(v.to_string()))),
+    ))
+}
+
+/// Scans `cols` of `table` where `filter` holds, straight from the table provider.
+///
+/// The plan is always the same shape (a scan with its filter pushed down, under a filter),
+/// so it is built directly instead of through DataFusion's logical planner, optimizer and
+/// physical planner, which cost more than the scan itself for a small selection. The
+/// provider comes from `ctx`'s catalog, so a supplier-scoped session still gets the
+/// scoped table, whose scan filters on the supplier below everything built here.
+async fn scan(
+    ctx: &SessionContext,
+    table: &str,
+    cols: &[&str],
+    filter: Expr,
+) -> Result<Vec<RecordBatch>, FetchError> {
+    use datafusion::physical_plan::ExecutionPlan;
+    use datafusion::physical_plan::filter::FilterExec;
+
+    let provider = ctx
+        .table_provider(datafusion::common::TableReference::bare(table))
+        .await?;
+    let schema = provider.schema();
+    let projection: Vec<usize> = cols
+        .iter()
+        .map(|c| schema.index_of(c))
+        .collect::<Result<_, _>>()?;
+    let state = ctx.state();
+    let filters = [filter];
+    let plan = provider
+        .scan(&state, Some(&projection), &filters, None)
+        .await?;
+    let [filter] = filters;
+    let df_schema = datafusion::common::DFSchema::try_from(plan.schema().as_ref().clone())?;
+    let predicate = state.create_physical_expr(filter, &df_schema)?;
+    let plan: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(predicate, plan)?);
+    Ok(datafusion::physical_plan::collect(plan, state.task_ctx()).await?)
+}
+
 fn ms_to_ns(ms: i64) -> i64 {
     ms.saturating_mul(1_000_000)
 }
@@ -100,8 +149,26 @@ fn ms_to_ns(ms: i64) -> i64 {
 /// Data fetched for one query: the series of each selection.
 #[derive(Debug, Default)]
 pub struct Fetched {
-    sets: Vec<(Selection, Vec<Series>)>,
+    sets: Vec<FetchedSet>,
     pub samples: usize,
+}
+
+/// The series read for one selection, and how many of the query's selections read them.
+#[derive(Debug)]
+struct FetchedSet {
+    selection: Selection,
+    /// Taken (not copied) by the last selection that reads them: the evaluator reads each
+    /// selection once, so a query's samples are usually moved, never duplicated.
+    series: std::sync::Mutex<Vec<Series>>,
+    readers: std::sync::atomic::AtomicUsize,
+}
+
+impl FetchedSet {
+    fn covers(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> bool {
+        self.selection.matchers.as_slice() == matchers
+            && self.selection.min_t <= min_t
+            && self.selection.max_t >= max_t
+    }
 }
 
 impl Queryable for Fetched {
@@ -111,18 +178,40 @@ impl Queryable for Fetched {
         min_t: i64,
         max_t: i64,
     ) -> Result<Vec<Series>, EvalError> {
-        let Some((_, series)) = self.sets.iter().find(|(s, _)| {
-            s.matchers.as_slice() == matchers && s.min_t <= min_t && s.max_t >= max_t
-        }) else {
+        use std::sync::atomic::Ordering;
+        let Some(set) = self.sets.iter().find(|s| s.covers(matchers, min_t, max_t)) else {
             return Err(EvalError::Internal(format!(
                 "selector {matchers:?} over [{min_t}, {max_t}] was not prefetched"
             )));
         };
+        let window = |samples: &[Sample]| {
+            let lo = samples.partition_point(|x| x.t < min_t);
+            let hi = samples.partition_point(|x| x.t <= max_t);
+            (lo, hi)
+        };
+        let mut series = set.series.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(readers) = set
+            .readers
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        else {
+            return Err(EvalError::Internal(format!(
+                "selector {matchers:?} read more often than its selections listed"
+            )));
+        };
+        if readers == 1 {
+            let mut out = std::mem::take(&mut *series);
+            out.retain_mut(|s| {
+                let (lo, hi) = window(&s.samples);
+                s.samples.truncate(hi);
+                s.samples.drain(..lo.min(hi));
+                !s.samples.is_empty()
+            });
+            return Ok(out);
+        }
         Ok(series
             .iter()
             .filter_map(|s| {
-                let lo = s.samples.partition_point(|x| x.t < min_t);
-                let hi = s.samples.partition_point(|x| x.t <= max_t);
+                let (lo, hi) = window(&s.samples);
                 (lo < hi).then(|| Series {
                     labels: s.labels.clone(),
                     samples: s.samples[lo..hi].to_vec(),
@@ -135,7 +224,11 @@ impl Queryable for Fetched {
 impl Fetched {
     /// Every fetched series once (by label set), for the metadata endpoints.
     pub fn into_series(self) -> Vec<Series> {
-        let mut all: Vec<Series> = self.sets.into_iter().flat_map(|(_, s)| s).collect();
+        let mut all: Vec<Series> = self
+            .sets
+            .into_iter()
+            .flat_map(|s| s.series.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect();
         all.sort_by(|a, b| a.labels.cmp(&b.labels));
         all.dedup_by(|a, b| a.labels == b.labels);
         all
@@ -165,13 +258,22 @@ pub async fn fetch(
     let catalog = metrics(ctx, db);
     let mut out = Fetched::default();
     for sel in selections {
-        if out.sets.iter().any(|(s, _)| {
-            s.matchers == sel.matchers && s.min_t <= sel.min_t && s.max_t >= sel.max_t
-        }) {
+        // The evaluator selects exactly what `selections` listed, in that order, and
+        // `select` finds the first set covering it, as here.
+        if let Some(set) = out
+            .sets
+            .iter_mut()
+            .find(|s| s.covers(&sel.matchers, sel.min_t, sel.max_t))
+        {
+            *set.readers.get_mut() += 1;
             continue;
         }
         let series = fetch_one(ctx, &catalog, &sel, max_samples, &mut out.samples).await?;
-        out.sets.push((sel, series));
+        out.sets.push(FetchedSet {
+            selection: sel,
+            series: std::sync::Mutex::new(series),
+            readers: std::sync::atomic::AtomicUsize::new(1),
+        });
     }
     Ok(out)
 }
@@ -234,13 +336,13 @@ async fn fetch_one(
                     filter = filter.and(column(&m.name).is_null());
                 }
                 MatchOp::Equal => {
-                    filter = filter.and(column(&m.name).eq(lit(m.value.as_str())));
+                    filter = filter.and(column(&m.name).eq(tag_lit(&m.value)));
                 }
                 MatchOp::NotEqual if !m.value.is_empty() => {
                     filter = filter.and(
                         column(&m.name)
                             .is_null()
-                            .or(column(&m.name).not_eq(lit(m.value.as_str()))),
+                            .or(column(&m.name).not_eq(tag_lit(&m.value))),
                     );
                 }
                 // Regex matchers run on the label sets below.
@@ -250,13 +352,8 @@ async fn fetch_one(
         let mut cols: Vec<&str> = tags.iter().map(String::as_str).collect();
         cols.extend(metrics.iter().map(|m| m.field.as_str()));
         cols.push("time");
-        let df = ctx
-            .table(datafusion::common::TableReference::bare(def.name.as_str()))
-            .await?
-            .filter(filter)?
-            .select_columns(&cols)?;
-        let batches = df.collect().await?;
-        let mut acc = SeriesAccumulator::new(tags.len(), metrics.len())?;
+        let batches = scan(ctx, &def.name, &cols, filter).await?;
+        let mut acc = SeriesAccumulator::new(tags.len(), metrics.len());
         for b in &batches {
             acc.push(b)?;
             if *total + acc.samples > max_samples {
@@ -506,141 +603,4 @@ async fn derived_series(
 
 fn cast_expr(e: Expr, t: DataType) -> Expr {
     Expr::Cast(datafusion::logical_expr::Cast::new(Box::new(e), t))
-}
-
-/// Groups rows into series by their tag values without touching strings per row: each tag
-/// column is dictionary-encoded (as the store keeps tags), each distinct value is interned
-/// once per batch into a small id, and a row's series is found by its tuple of ids. Rows
-/// of one series usually come in runs (files are sorted by series), so a row with the same
-/// ids as the previous one skips the lookup.
-struct SeriesAccumulator {
-    ntags: usize,
-    nmetrics: usize,
-    /// Per tag column: value -> id (0 = absent or empty).
-    interned: Vec<HashMap<String, u32>>,
-    /// Per tag column: id -> value.
-    names: Vec<Vec<Option<String>>>,
-    index: HashMap<Box<[u32]>, usize>,
-    series: Vec<TagSeries>,
-    samples: usize,
-}
-
-/// One tag set's values (`None` where the tag is absent) and its samples per metric.
-type TagSeries = (Vec<Option<String>>, Vec<Vec<Sample>>);
-
-impl SeriesAccumulator {
-    fn new(ntags: usize, nmetrics: usize) -> Result<Self, FetchError> {
-        Ok(Self {
-            ntags,
-            nmetrics,
-            interned: vec![HashMap::new(); ntags],
-            names: vec![vec![None]; ntags],
-            index: HashMap::new(),
-            series: Vec::new(),
-            samples: 0,
-        })
-    }
-
-    /// Per row of `col`, the interned id of its value.
-    fn ids(&mut self, t: usize, col: &ArrayRef) -> Result<Vec<u32>, FetchError> {
-        let dict_type = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
-        let col = if col.data_type() == &dict_type {
-            col.clone()
-        } else {
-            cast(col, &dict_type)?
-        };
-        let dict = col.as_dictionary::<arrow::datatypes::Int32Type>();
-        let values = cast(dict.values(), &DataType::Utf8)?;
-        let values = values.as_string::<i32>();
-        // Dictionary key -> id, resolved once per distinct value of this batch.
-        let (interned, names) = (&mut self.interned[t], &mut self.names[t]);
-        let by_key: Vec<u32> = (0..values.len())
-            .map(|k| {
-                if !values.is_valid(k) || values.value(k).is_empty() {
-                    return 0;
-                }
-                let v = values.value(k);
-                match interned.get(v) {
-                    Some(&id) => id,
-                    None => {
-                        let id = names.len() as u32;
-                        names.push(Some(v.to_string()));
-                        interned.insert(v.to_string(), id);
-                        id
-                    }
-                }
-            })
-            .collect();
-        let keys = dict.keys();
-        Ok((0..keys.len())
-            .map(|r| {
-                if keys.is_valid(r) {
-                    by_key[keys.value(r) as usize]
-                } else {
-                    0
-                }
-            })
-            .collect())
-    }
-
-    fn push(&mut self, batch: &RecordBatch) -> Result<(), FetchError> {
-        let n = batch.num_rows();
-        if n == 0 {
-            return Ok(());
-        }
-        let ids: Vec<Vec<u32>> = (0..self.ntags)
-            .map(|t| self.ids(t, batch.column(t)))
-            .collect::<Result<_, _>>()?;
-        let values: Vec<ArrayRef> = (0..self.nmetrics)
-            .map(|i| cast(batch.column(self.ntags + i), &DataType::Float64))
-            .collect::<Result<_, _>>()?;
-        let values: Vec<&arrow::array::Float64Array> = values
-            .iter()
-            .map(|c| c.as_primitive::<Float64Type>())
-            .collect();
-        let time = batch.column(self.ntags + self.nmetrics);
-        let time = time.as_primitive::<TimestampNanosecondType>();
-        let mut key: Vec<u32> = vec![0; self.ntags];
-        let mut prev: Option<(Vec<u32>, usize)> = None;
-        for r in 0..n {
-            for (t, col) in ids.iter().enumerate() {
-                key[t] = col[r];
-            }
-            let id = match &prev {
-                Some((k, id)) if *k == key => *id,
-                _ => {
-                    let id = match self.index.get(key.as_slice()) {
-                        Some(&id) => id,
-                        None => {
-                            let id = self.series.len();
-                            let tag_values = key
-                                .iter()
-                                .enumerate()
-                                .map(|(t, &i)| self.names[t][i as usize].clone())
-                                .collect();
-                            self.series
-                                .push((tag_values, vec![Vec::new(); self.nmetrics]));
-                            self.index.insert(key.clone().into_boxed_slice(), id);
-                            id
-                        }
-                    };
-                    prev = Some((key.clone(), id));
-                    id
-                }
-            };
-            let t = time.value(r).div_euclid(1_000_000);
-            let per_metric = &mut self.series[id].1;
-            for (m, col) in values.iter().enumerate() {
-                if col.is_valid(r) {
-                    per_metric[m].push(Sample { t, v: col.value(r) });
-                    self.samples += 1;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(self) -> Vec<TagSeries> {
-        self.series
-    }
 }
