@@ -42,8 +42,10 @@ impl SeriesAccumulator {
         }
     }
 
-    /// Per row of `col`, the interned id of its value.
-    fn ids(&mut self, t: usize, col: &ArrayRef) -> Result<Vec<u32>, FetchError> {
+    /// The dictionary keys of `col` per row (-1 where null) and, per key, the interned
+    /// id of its value (0 = absent or empty). Rows are compared by key, and a key is
+    /// turned into an id only where a run of one series starts.
+    fn keys(&mut self, t: usize, col: &ArrayRef) -> Result<(Vec<i32>, Vec<u32>), FetchError> {
         let dict_type = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
         let col = if col.data_type() == &dict_type {
             col.clone()
@@ -73,15 +75,14 @@ impl SeriesAccumulator {
             })
             .collect();
         let keys = dict.keys();
-        Ok((0..keys.len())
-            .map(|r| {
-                if keys.is_valid(r) {
-                    by_key[keys.value(r) as usize]
-                } else {
-                    0
-                }
-            })
-            .collect())
+        let keys: Vec<i32> = if keys.null_count() == 0 {
+            keys.values().to_vec()
+        } else {
+            (0..keys.len())
+                .map(|r| if keys.is_valid(r) { keys.value(r) } else { -1 })
+                .collect()
+        };
+        Ok((keys, by_key))
     }
 
     /// The series of the tag ids in `key`, created on first sight.
@@ -107,8 +108,8 @@ impl SeriesAccumulator {
         if n == 0 {
             return Ok(());
         }
-        let ids: Vec<Vec<u32>> = (0..self.ntags)
-            .map(|t| self.ids(t, batch.column(t)))
+        let tags: Vec<(Vec<i32>, Vec<u32>)> = (0..self.ntags)
+            .map(|t| self.keys(t, batch.column(t)))
             .collect::<Result<_, _>>()?;
         let values: Vec<ArrayRef> = (0..self.nmetrics)
             .map(|i| cast(batch.column(self.ntags + i), &DataType::Float64))
@@ -124,11 +125,12 @@ impl SeriesAccumulator {
         while start < n {
             // The run of rows with the same tags as row `start`.
             let mut end = start + 1;
-            while end < n && ids.iter().all(|c| c[end] == c[start]) {
+            while end < n && tags.iter().all(|(k, _)| k[end] == k[start]) {
                 end += 1;
             }
-            for (k, col) in key.iter_mut().zip(&ids) {
-                *k = col[start];
+            for (id, (keys, by_key)) in key.iter_mut().zip(&tags) {
+                let k = keys[start];
+                *id = if k < 0 { 0 } else { by_key[k as usize] };
             }
             let id = self.series_id(&key);
             let per_metric = &mut self.series[id].1;
@@ -158,16 +160,42 @@ impl SeriesAccumulator {
     pub fn finish(mut self) -> Vec<TagSeries> {
         for (_, per_metric) in &mut self.series {
             for samples in per_metric {
-                // Each file and buffer yields a series' rows in time order, but files are
-                // scanned in parallel: the samples are a few sorted runs, which the stable
-                // sort merges in about linear time (the unstable one would not).
-                if !samples.is_sorted_by_key(|s| s.t) {
-                    samples.sort_by_key(|s| s.t);
-                }
+                sort_runs(samples);
             }
         }
         self.series
     }
+}
+
+/// Sorts `samples` by time. Each file and buffer yields a series' rows in time order, but
+/// files are scanned in parallel, so the samples arrive as a few sorted runs, usually one
+/// per time partition and not overlapping: those are put in order with one copy. Runs
+/// that overlap go to the stable sort, which merges runs in about linear time.
+fn sort_runs(samples: &mut Vec<Sample>) {
+    if samples.is_sorted_by_key(|s| s.t) {
+        return;
+    }
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0;
+    for i in 1..=samples.len() {
+        if i == samples.len() || samples[i].t < samples[i - 1].t {
+            runs.push((start, i));
+            start = i;
+        }
+    }
+    runs.sort_unstable_by_key(|&(a, _)| samples[a].t);
+    let disjoint = runs
+        .windows(2)
+        .all(|w| samples[w[0].1 - 1].t < samples[w[1].0].t);
+    if !disjoint {
+        samples.sort_by_key(|s| s.t);
+        return;
+    }
+    let mut out = Vec::with_capacity(samples.len());
+    for (a, b) in runs {
+        out.extend_from_slice(&samples[a..b]);
+    }
+    *samples = out;
 }
 
 #[cfg(test)]
@@ -191,6 +219,25 @@ mod tests {
             ("time", Arc::new(t) as ArrayRef),
         ])
         .unwrap()
+    }
+
+    #[test]
+    fn sort_runs_orders_disjoint_and_overlapping_runs() {
+        let mk =
+            |ts: &[i64]| -> Vec<Sample> { ts.iter().map(|&t| Sample { t, v: t as f64 }).collect() };
+        for ts in [
+            &[5, 6, 7, 1, 2, 3, 10, 11][..],
+            &[1, 2, 3],
+            &[3, 2, 1],
+            &[1, 5, 2, 6, 3, 7],
+            &[],
+        ] {
+            let mut got = mk(ts);
+            sort_runs(&mut got);
+            let mut want = mk(ts);
+            want.sort_by_key(|s| s.t);
+            assert_eq!(got, want, "{ts:?}");
+        }
     }
 
     #[test]
