@@ -380,11 +380,19 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(state, "running", "the requeued job is placed again");
-    let open = server
-        .rows(&format!(
-            "SELECT gpu_uuid FROM lease WHERE job_id = '{half}' AND end_ms IS NULL"
-        ))
-        .await;
+    // The lease row is written just after the job shows as running: wait for it.
+    let mut open = Vec::new();
+    for _ in 0..50 {
+        open = server
+            .rows(&format!(
+                "SELECT gpu_uuid FROM lease WHERE job_id = '{half}' AND end_ms IS NULL"
+            ))
+            .await;
+        if !open.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(open.len(), 1, "{open:?}");
     assert_ne!(
         open[0]["gpu_uuid"].as_str(),
@@ -643,12 +651,20 @@ async fn queued_jobs_survive_kill_9_with_their_shape_and_order() {
         ["queued", "running"],
         "priority order kept across the restart"
     );
-    let started = server
-        .rows(&format!(
-            "SELECT state, started_ms FROM job WHERE job_id = '{}'",
-            queued[1]
-        ))
-        .await;
+    // Its row follows (written just after the in-memory state changes).
+    let mut started = Vec::new();
+    for _ in 0..50 {
+        started = server
+            .rows(&format!(
+                "SELECT state, started_ms FROM job WHERE job_id = '{}'",
+                queued[1]
+            ))
+            .await;
+        if started[0]["state"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(started[0]["state"], "running", "{started:?}");
     assert!(started[0]["started_ms"].as_i64().is_some(), "{started:?}");
 }
