@@ -397,6 +397,8 @@ pub(crate) struct Evaluator<'o> {
     /// outer steps of a range query share most inner steps; entries older than the
     /// current window are evicted.
     subquery_memo: RefCell<HashMap<usize, BTreeMap<i64, Rc<Val<'static>>>>>,
+    /// Operand values computed ahead by [`Self::prepare`]: (node address, time, value).
+    ready: RefCell<Vec<(usize, i64, Val<'static>)>>,
 }
 
 impl<'o> Evaluator<'o> {
@@ -448,6 +450,7 @@ impl<'o> Evaluator<'o> {
             infos: RefCell::new(Vec::new()),
             in_flight: Cell::new(0),
             subquery_memo: RefCell::new(HashMap::new()),
+            ready: RefCell::new(Vec::new()),
         })
     }
 
@@ -516,38 +519,103 @@ impl<'o> Evaluator<'o> {
     }
 
     /// Evaluates `e` at time `t`.
+    ///
+    /// This and the functions it recurses through keep small frames: each level of
+    /// the tree puts them on the stack once, and the parser's `MAX_DEPTH` is chosen so
+    /// that the deepest tree fits a 2 MiB thread stack in a debug build. The bulk of
+    /// each operation runs after its operands are evaluated, in functions of its own.
     pub fn eval<'s>(&'s self, e: &Expr, t: i64) -> Result<Val<'s>, EvalError> {
+        if let Some(v) = self.take_ready(e, t) {
+            return Ok(v);
+        }
         match e {
             Expr::Number(v) => Ok(Val::Scalar(*v)),
             Expr::String(s) => Ok(Val::Str(s.clone())),
             Expr::Paren(x) => self.eval(x, t),
-            Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(vs, t, false)?)),
-            Expr::MatrixSelector { selector, range_ms } => Ok(Val::Matrix(
-                self.eval_matrix_selector(selector, *range_ms, t)?,
-            )),
-            Expr::Subquery(sq) => Ok(Val::Matrix(self.eval_subquery(sq, t)?)),
+            Expr::VectorSelector(vs) => self.eval_vector_selector(vs, t, false).map(Val::Vector),
+            Expr::MatrixSelector { selector, range_ms } => self
+                .eval_matrix_selector(selector, *range_ms, t)
+                .map(Val::Matrix),
+            Expr::Subquery(sq) => self.eval_subquery(sq, t).map(Val::Matrix),
             Expr::Unary { op, expr } => {
                 let v = self.eval(expr, t)?;
-                match (op, v) {
-                    (UnaryOp::Pos, v) => Ok(v),
-                    (UnaryOp::Neg, Val::Scalar(x)) => Ok(Val::Scalar(-x)),
-                    (UnaryOp::Neg, Val::Vector(mut v)) => {
-                        for s in &mut v {
-                            s.v = -s.v;
-                            s.drop_name = true;
-                        }
-                        Ok(Val::Vector(v))
-                    }
-                    (UnaryOp::Neg, other) => Err(EvalError::Unsupported(format!(
-                        "unary expression only allowed on expressions of type scalar or instant vector, got {}",
-                        other.type_name()
-                    ))),
-                }
+                unary(*op, v)
             }
             Expr::Binary(b) => self.eval_binary(b, t),
-            Expr::Aggregate(a) => self.eval_aggregate(a, t),
-            Expr::Call { func, args } => crate::functions::call(self, func, args, t),
+            Expr::Aggregate(a) => {
+                let base = self.ready.borrow().len();
+                let r = self
+                    .prepare([&a.expr].into_iter().chain(&a.param), t)
+                    .and_then(|()| self.eval_aggregate(a, t));
+                self.ready.borrow_mut().truncate(base);
+                r
+            }
+            Expr::Call { func, args } => {
+                let base = self.ready.borrow().len();
+                let r = self
+                    .prepare(args.iter(), t)
+                    .and_then(|()| crate::functions::call(self, func, args, t));
+                self.ready.borrow_mut().truncate(base);
+                r
+            }
         }
+    }
+
+    /// Evaluates the operands of a call or aggregation that are themselves calls,
+    /// aggregations or operators, in order, and keeps their values for [`Self::eval`]
+    /// to hand out when the function asks for them. So the recursion into deep
+    /// operands runs in this small frame instead of the function's large one.
+    /// Literals and selectors (leaves, whose range values borrow from `self`) are left
+    /// to the function. Values are keyed by node and time, and whatever the function did
+    /// not ask for is dropped when it returns (the caller truncates the list back).
+    fn prepare<'x>(
+        &self,
+        operands: impl Iterator<Item = &'x Expr>,
+        t: i64,
+    ) -> Result<(), EvalError> {
+        for e in operands {
+            if !matches!(
+                e,
+                Expr::Number(_)
+                    | Expr::String(_)
+                    | Expr::VectorSelector(_)
+                    | Expr::MatrixSelector { .. }
+            ) {
+                let v = match self.eval(e, t)? {
+                    Val::Scalar(x) => Val::Scalar(x),
+                    Val::Str(s) => Val::Str(s),
+                    Val::Vector(v) => Val::Vector(v),
+                    // A subquery's series are its own (`Cow::Owned`): no copy here.
+                    Val::Matrix(m) if m.iter().all(|s| matches!(s.samples, Cow::Owned(_))) => {
+                        Val::Matrix(
+                            m.into_iter()
+                                .map(|s| RSeries {
+                                    labels: s.labels,
+                                    samples: Cow::Owned(s.samples.into_owned()),
+                                    drop_name: s.drop_name,
+                                })
+                                .collect(),
+                        )
+                    }
+                    Val::Matrix(_) => continue,
+                };
+                self.ready
+                    .borrow_mut()
+                    .push((e as *const Expr as usize, t, v));
+            }
+        }
+        Ok(())
+    }
+
+    /// The value [`Self::prepare`] computed for `e` at `t`, if any (handed out once).
+    fn take_ready(&self, e: &Expr, t: i64) -> Option<Val<'static>> {
+        let mut ready = self.ready.borrow_mut();
+        if ready.is_empty() {
+            return None;
+        }
+        let key = e as *const Expr as usize;
+        let i = ready.iter().position(|(k, rt, _)| *k == key && *rt == t)?;
+        Some(ready.swap_remove(i).2)
     }
 
     /// Evaluates `e` and requires an instant vector.
@@ -592,6 +660,25 @@ impl<'o> Evaluator<'o> {
                 other.type_name()
             ))),
         }
+    }
+}
+
+/// Unary `+`/`-` on an evaluated operand.
+fn unary(op: UnaryOp, v: Val<'_>) -> Result<Val<'_>, EvalError> {
+    match (op, v) {
+        (UnaryOp::Pos, v) => Ok(v),
+        (UnaryOp::Neg, Val::Scalar(x)) => Ok(Val::Scalar(-x)),
+        (UnaryOp::Neg, Val::Vector(mut v)) => {
+            for s in &mut v {
+                s.v = -s.v;
+                s.drop_name = true;
+            }
+            Ok(Val::Vector(v))
+        }
+        (UnaryOp::Neg, other) => Err(EvalError::Unsupported(format!(
+            "unary expression only allowed on expressions of type scalar or instant vector, got {}",
+            other.type_name()
+        ))),
     }
 }
 

@@ -9,6 +9,8 @@ pub mod parser;
 pub mod signatures;
 
 pub use parser::{ParseError, parse};
+#[cfg(test)]
+mod depth_tests;
 pub mod eval;
 pub mod functions;
 pub mod storage;

@@ -16,6 +16,8 @@
 mod expr;
 mod lexer;
 
+pub use expr::MAX_DEPTH;
+
 use std::fmt;
 
 use crate::ast::Expr;

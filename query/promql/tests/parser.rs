@@ -896,10 +896,21 @@ fn never_panics_on_random_or_truncated_input() {
 
 #[test]
 fn deep_nesting_is_an_error_not_a_stack_overflow() {
-    let deep = format!("{}1{}", "(".repeat(199), ")".repeat(199));
+    use rigwatch_promql::parser::MAX_DEPTH;
+    // Every level counts: MAX_DEPTH - 1 parentheses around a literal is MAX_DEPTH levels.
+    let deep = format!(
+        "{}1{}",
+        "(".repeat(MAX_DEPTH - 1),
+        ")".repeat(MAX_DEPTH - 1)
+    );
     assert_eq!(p(&deep).to_string(), deep);
     let very_deep = format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000));
-    assert_err(&very_deep, 200, "nested too deeply");
+    assert_err(&very_deep, MAX_DEPTH, "expression nests deeper than");
     let minus = format!("{}1", "-".repeat(100_000));
-    assert!(parse(&minus).is_err());
+    assert_err(&minus, MAX_DEPTH, "expression nests deeper than");
+    // Binary chains too: `1+1+...` (the body limit allows 250,000 terms).
+    let chain = vec!["1"; 250_000].join("+");
+    assert_err(&chain, 2 * MAX_DEPTH - 1, "expression nests deeper than");
+    let ok = vec!["1"; MAX_DEPTH].join(" + ");
+    assert_eq!(p(&ok).to_string(), ok);
 }

@@ -50,9 +50,21 @@ fn match_labels(m: &VectorMatching, l: &Labels) -> Labels {
 }
 
 impl Evaluator<'_> {
+    /// Evaluates both operands, then combines them. Kept small: its frame is on the
+    /// stack once per level of a chain like `a + b + c + ...` (see `MAX_DEPTH`).
     pub(crate) fn eval_binary<'s>(&'s self, b: &BinaryExpr, t: i64) -> Result<Val<'s>, EvalError> {
         let lhs = self.eval(&b.lhs, t)?;
         let rhs = self.eval(&b.rhs, t)?;
+        self.combine(b, lhs, rhs)
+    }
+
+    #[inline(never)]
+    fn combine<'s>(
+        &'s self,
+        b: &BinaryExpr,
+        lhs: Val<'s>,
+        rhs: Val<'s>,
+    ) -> Result<Val<'s>, EvalError> {
         match (lhs, rhs) {
             (Val::Scalar(l), Val::Scalar(r)) => {
                 let (v, keep) = scalar_binop(b.op, l, r);

@@ -12,16 +12,34 @@ use crate::ast::{
 };
 use crate::signatures;
 
-/// An expression and the byte range it came from.
+/// An expression, its type and height, and the byte range it came from.
+///
+/// The type and height are kept beside the tree so that the checks made while
+/// building each node never walk the subtree below it (which would make parsing
+/// quadratic and recurse as deep as the tree).
 struct Node {
     expr: Expr,
+    ty: ValueType,
+    /// Levels of the tree from this node down to its deepest leaf (a leaf is 1).
+    height: usize,
     start: usize,
     end: usize,
 }
 
 impl Node {
+    /// A literal or selector.
+    fn leaf(expr: Expr, start: usize, end: usize) -> Self {
+        Self {
+            ty: expr.value_type(),
+            expr,
+            height: 1,
+            start,
+            end,
+        }
+    }
+
     fn ty(&self) -> ValueType {
-        self.expr.value_type()
+        self.ty
     }
 }
 
@@ -30,9 +48,19 @@ type PResult<T> = Result<T, ParseError>;
 /// Binding power of `^`; unary operators bind just below it.
 const POW_PREC: u8 = 6;
 
-/// How deeply expressions may nest (parentheses, unary operators, arguments) before
-/// the parser gives up instead of risking the stack.
-pub(crate) const MAX_DEPTH: usize = 200;
+/// How many levels an expression tree may have, counting every node on the way
+/// from the root to the deepest leaf: binary and unary operators, parentheses,
+/// function calls, aggregations and subqueries alike (`1+1+1` has 3 levels, `-(1)`
+/// has 3).
+///
+/// Parsing, evaluating, printing, comparing and dropping a tree all recurse once per
+/// level, so this bound is what keeps a query within a thread's stack (tokio's
+/// worker and blocking threads have 2 MiB). Measured in a debug build (frames are
+/// largest there), the costliest shape per level is parsing nested aggregations,
+/// `sum(sum(...))`: 226 levels fill 2 MiB; evaluating nested subqueries fills it at
+/// about 590, binary chains at about 760. 128 uses under 60% of 2 MiB in the worst
+/// shape; `depth_tests` checks every shape at exactly this depth on a 2 MiB thread.
+pub const MAX_DEPTH: usize = 128;
 
 /// Words that can never be a metric name (the lexer's keywords that Prometheus'
 /// grammar leaves out of `metric_identifier`).
@@ -60,6 +88,8 @@ pub(crate) struct Parser<'a> {
     /// Selectors that failed the "at least one non-empty matcher" rule, by start
     /// offset. `info()`'s second argument is exempt, so the check is settled at the end.
     empty_selectors: Vec<usize>,
+    /// Nested `parse_unary` calls and right operands: the parser's own recursion,
+    /// bounded by [`MAX_DEPTH`] because each builds a node below the enclosing one's.
     depth: usize,
     /// The lexer's error, if it stopped early; reported on reaching the final `Eof`.
     lex_error: Option<ParseError>,
@@ -131,6 +161,39 @@ impl<'a> Parser<'a> {
         ParseError::new(self.input, offset, message)
     }
 
+    /// The error for a tree deeper than [`MAX_DEPTH`], at the token that made it so.
+    #[cold]
+    fn too_deep(&self, offset: usize) -> ParseError {
+        self.err(
+            offset,
+            format!("expression nests deeper than {MAX_DEPTH} levels"),
+        )
+    }
+
+    /// A node over children whose tallest is `child_height` levels high, refused
+    /// (at `at`) if it would make the tree deeper than [`MAX_DEPTH`].
+    fn parent(
+        &self,
+        expr: Expr,
+        ty: ValueType,
+        child_height: usize,
+        at: usize,
+        start: usize,
+        end: usize,
+    ) -> PResult<Node> {
+        let height = child_height + 1;
+        if height > MAX_DEPTH {
+            return Err(self.too_deep(at));
+        }
+        Ok(Node {
+            expr,
+            ty,
+            height,
+            start,
+            end,
+        })
+    }
+
     /// "unexpected <token> in <context>, expected <expected>" at the current token.
     fn unexpected(&self, context: &str, expected: &str) -> ParseError {
         let t = self.peek();
@@ -197,7 +260,15 @@ impl<'a> Parser<'a> {
             let op_tok = self.bump();
             let (return_bool, matching) = self.parse_bin_modifiers()?;
             let next_min = if op.is_right_assoc() { prec } else { prec + 1 };
-            let rhs = self.parse_binary(next_min)?;
+            // The right operand is a level below this operator: counted, so that a
+            // right-associative chain (`1^1^1...`) cannot recurse past the limit.
+            if self.depth >= MAX_DEPTH {
+                return Err(self.too_deep(self.peek().start));
+            }
+            self.depth += 1;
+            let rhs = self.parse_binary(next_min);
+            self.depth -= 1;
+            let rhs = rhs?;
             lhs = self.build_binary(op, op_tok.start, lhs, rhs, return_bool, matching)?;
         }
         Ok(lhs)
@@ -324,27 +395,28 @@ impl<'a> Parser<'a> {
             }
             m.card = Cardinality::ManyToMany;
         }
-        Ok(Node {
-            start: lhs.start,
-            end: rhs.end,
-            expr: Expr::Binary(Box::new(BinaryExpr {
-                op,
-                lhs: lhs.expr,
-                rhs: rhs.expr,
-                return_bool,
-                matching,
-            })),
-        })
+        let ty = if lt == ValueType::Scalar && rt == ValueType::Scalar {
+            ValueType::Scalar
+        } else {
+            ValueType::Vector
+        };
+        let (start, end) = (lhs.start, rhs.end);
+        let child_height = lhs.height.max(rhs.height);
+        let expr = Expr::Binary(Box::new(BinaryExpr {
+            op,
+            lhs: lhs.expr,
+            rhs: rhs.expr,
+            return_bool,
+            matching,
+        }));
+        self.parent(expr, ty, child_height, op_start, start, end)
     }
 
     // ---- unary and postfix ---------------------------------------------------
 
     fn parse_unary(&mut self) -> PResult<Node> {
         if self.depth >= MAX_DEPTH {
-            return Err(self.err(
-                self.peek().start,
-                format!("expression nested too deeply (more than {MAX_DEPTH} levels)"),
-            ));
+            return Err(self.too_deep(self.peek().start));
         }
         self.depth += 1;
         let result = self.parse_unary_inner();
@@ -371,18 +443,29 @@ impl<'a> Parser<'a> {
                 ),
             ));
         }
-        Ok(Node {
-            start: op_tok.start,
-            end: operand.end,
-            expr: Expr::Unary {
-                op,
-                expr: Box::new(operand.expr),
-            },
-        })
+        let expr = Expr::Unary {
+            op,
+            expr: Box::new(operand.expr),
+        };
+        self.parent(
+            expr,
+            t,
+            operand.height,
+            op_tok.start,
+            op_tok.start,
+            operand.end,
+        )
     }
 
     fn parse_postfix(&mut self) -> PResult<Node> {
-        let mut node = self.parse_primary()?;
+        let node = self.parse_primary()?;
+        self.parse_postfix_ops(node)
+    }
+
+    /// Ranges, subqueries, `offset` and `@` after a primary expression. Out of line so
+    /// that its large frame is not on the stack while the primary recurses.
+    #[inline(never)]
+    fn parse_postfix_ops(&mut self, mut node: Node) -> PResult<Node> {
         loop {
             let tok = self.peek().tok.clone();
             node = match tok {
@@ -444,11 +527,11 @@ impl<'a> Parser<'a> {
                 if selector.at.is_some() {
                     return Err(self.err(open.start, "no @ modifiers allowed before range"));
                 }
-                Ok(Node {
-                    start: node.start,
-                    end: close.end,
-                    expr: Expr::MatrixSelector { selector, range_ms },
-                })
+                Ok(Node::leaf(
+                    Expr::MatrixSelector { selector, range_ms },
+                    node.start,
+                    close.end,
+                ))
             }
             Tok::Colon => {
                 self.bump();
@@ -465,17 +548,21 @@ impl<'a> Parser<'a> {
                         format!("subquery is only allowed on instant vector, got {t} instead"),
                     ));
                 }
-                Ok(Node {
-                    start: node.start,
-                    end: close.end,
-                    expr: Expr::Subquery(Box::new(Subquery {
-                        expr: node.expr,
-                        range_ms,
-                        step_ms,
-                        offset_ms: 0,
-                        at: None,
-                    })),
-                })
+                let expr = Expr::Subquery(Box::new(Subquery {
+                    expr: node.expr,
+                    range_ms,
+                    step_ms,
+                    offset_ms: 0,
+                    at: None,
+                }));
+                self.parent(
+                    expr,
+                    ValueType::Matrix,
+                    node.height,
+                    open.start,
+                    node.start,
+                    close.end,
+                )
             }
             Tok::Add | Tok::Sub | Tok::Mul | Tok::Div | Tok::Mod | Tok::Pow | Tok::LParen => {
                 Err(self.err(
@@ -597,37 +684,32 @@ impl<'a> Parser<'a> {
         match &t.tok {
             Tok::Number(v) => {
                 self.bump();
-                Ok(Node {
-                    expr: Expr::Number(*v),
-                    start: t.start,
-                    end: t.end,
-                })
+                Ok(Node::leaf(Expr::Number(*v), t.start, t.end))
             }
             Tok::Duration(ms) => {
                 self.bump();
-                Ok(Node {
-                    expr: Expr::Number(*ms as f64 / 1000.0),
-                    start: t.start,
-                    end: t.end,
-                })
+                Ok(Node::leaf(
+                    Expr::Number(*ms as f64 / 1000.0),
+                    t.start,
+                    t.end,
+                ))
             }
             Tok::Str(s) => {
                 self.bump();
-                Ok(Node {
-                    expr: Expr::String(s.clone()),
-                    start: t.start,
-                    end: t.end,
-                })
+                Ok(Node::leaf(Expr::String(s.clone()), t.start, t.end))
             }
             Tok::LParen => {
                 self.bump();
                 let inner = self.parse_expr()?;
                 let close = self.expect(Tok::RParen, "parenthesized expression", "\")\"")?;
-                Ok(Node {
-                    expr: Expr::Paren(Box::new(inner.expr)),
-                    start: t.start,
-                    end: close.end,
-                })
+                self.parent(
+                    Expr::Paren(Box::new(inner.expr)),
+                    inner.ty,
+                    inner.height,
+                    t.start,
+                    t.start,
+                    close.end,
+                )
             }
             Tok::LBrace => self.parse_selector(None, t.start),
             Tok::Ident(word) => self.parse_word(word.clone(), &t),
@@ -664,11 +746,26 @@ impl<'a> Parser<'a> {
         self.parse_selector(Some(word), t.start)
     }
 
+    /// An aggregation's keyword, grouping and arguments; checked by
+    /// [`Self::finish_aggregate`] (out of line: its frame stays off the stack while
+    /// the arguments recurse).
     fn parse_aggregate(&mut self, op: AggOp, start: usize) -> PResult<Node> {
         self.bump();
-        let mut grouping = self.parse_opt_grouping()?;
+        let grouping = self.parse_opt_grouping()?;
         let open = self.peek().start;
-        let args = self.parse_call_args("aggregation")?;
+        let args = self.parse_call_args(None)?;
+        self.finish_aggregate(op, start, open, grouping, args)
+    }
+
+    #[inline(never)]
+    fn finish_aggregate(
+        &mut self,
+        op: AggOp,
+        start: usize,
+        open: usize,
+        mut grouping: Option<Grouping>,
+        args: Vec<Node>,
+    ) -> PResult<Node> {
         if grouping.is_none() {
             grouping = self.parse_opt_grouping()?;
         }
@@ -714,16 +811,14 @@ impl<'a> Parser<'a> {
                 ));
             }
         }
-        Ok(Node {
-            start,
-            end,
-            expr: Expr::Aggregate(Box::new(AggregateExpr {
-                op,
-                expr: expr.expr,
-                param: param.map(|p| p.expr),
-                grouping: grouping.unwrap_or(Grouping::By(Vec::new())),
-            })),
-        })
+        let child_height = expr.height.max(param.as_ref().map_or(0, |p| p.height));
+        let expr = Expr::Aggregate(Box::new(AggregateExpr {
+            op,
+            expr: expr.expr,
+            param: param.map(|p| p.expr),
+            grouping: grouping.unwrap_or(Grouping::By(Vec::new())),
+        }));
+        self.parent(expr, ValueType::Vector, child_height, start, start, end)
     }
 
     fn parse_opt_grouping(&mut self) -> PResult<Option<Grouping>> {
@@ -777,8 +872,12 @@ impl<'a> Parser<'a> {
     }
 
     /// `( expr, expr, ... )`; a trailing comma is an error, as in Prometheus.
-    fn parse_call_args(&mut self, context: &str) -> PResult<Vec<Node>> {
-        self.expect(Tok::LParen, context, "\"(\"")?;
+    /// `func` names the function (`None` for an aggregation) in error messages.
+    fn parse_call_args(&mut self, func: Option<&str>) -> PResult<Vec<Node>> {
+        if self.peek().tok != Tok::LParen {
+            return Err(self.unexpected_in_args(func, "\"(\""));
+        }
+        self.bump();
         let mut args = Vec::new();
         if self.peek().tok == Tok::RParen {
             self.bump();
@@ -800,15 +899,34 @@ impl<'a> Parser<'a> {
                     self.bump();
                     return Ok(args);
                 }
-                _ => return Err(self.unexpected(context, "\",\" or \")\"")),
+                _ => return Err(self.unexpected_in_args(func, "\",\" or \")\"")),
             }
         }
     }
 
+    #[cold]
+    fn unexpected_in_args(&self, func: Option<&str>, expected: &str) -> ParseError {
+        match func {
+            Some(name) => self.unexpected(&format!("call to function {name:?}"), expected),
+            None => self.unexpected("aggregation", expected),
+        }
+    }
+
+    /// A function call's arguments; checked by [`Self::finish_call`] (out of line:
+    /// its frame stays off the stack while the arguments recurse).
     fn parse_call(&mut self, sig: &'static signatures::Signature, start: usize) -> PResult<Node> {
         self.bump();
-        let ctx = format!("call to function {:?}", sig.name);
-        let args = self.parse_call_args(&ctx)?;
+        let args = self.parse_call_args(Some(sig.name))?;
+        self.finish_call(sig, start, args)
+    }
+
+    #[inline(never)]
+    fn finish_call(
+        &mut self,
+        sig: &'static signatures::Signature,
+        start: usize,
+        args: Vec<Node>,
+    ) -> PResult<Node> {
         let end = self.prev_end();
         let (lo, hi) = sig.arg_bounds();
         let n = args.len();
@@ -868,14 +986,12 @@ impl<'a> Parser<'a> {
                 ));
             }
         }
-        Ok(Node {
-            start,
-            end,
-            expr: Expr::Call {
-                func: sig.name.to_owned(),
-                args: args.into_iter().map(|a| a.expr).collect(),
-            },
-        })
+        let child_height = args.iter().map(|a| a.height).max().unwrap_or(0);
+        let expr = Expr::Call {
+            func: sig.name.to_owned(),
+            args: args.into_iter().map(|a| a.expr).collect(),
+        };
+        self.parent(expr, sig.return_type, child_height, start, start, end)
     }
 
     // ---- selectors -----------------------------------------------------------
@@ -936,16 +1052,16 @@ impl<'a> Parser<'a> {
         } else if matchers.iter().all(|m| m.matches("")) {
             self.empty_selectors.push(start);
         }
-        Ok(Node {
-            start,
-            end,
-            expr: Expr::VectorSelector(VectorSelector {
+        Ok(Node::leaf(
+            Expr::VectorSelector(VectorSelector {
                 name,
                 matchers,
                 offset_ms: 0,
                 at: None,
             }),
-        })
+            start,
+            end,
+        ))
     }
 
     /// The operator and value of a matcher whose label name was just read.
