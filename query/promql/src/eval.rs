@@ -106,9 +106,14 @@ fn at_time(at: Option<AtModifier>, start: i64, end: i64) -> Option<i64> {
 
 /// Inner evaluation times of a subquery evaluated at reference times in
 /// `[ref_lo, ref_hi]`: multiples of `step` in `(ref_lo - range, ref_hi]`.
+///
+/// Times saturate at the ends of `i64` (an `@` near them plus an offset or range
+/// must not wrap or panic).
 fn subquery_steps(ref_lo: i64, ref_hi: i64, range: i64, step: i64) -> (i64, i64) {
-    let first = (floor_div(ref_lo - range, step) + 1) * step;
-    let last = floor_div(ref_hi, step) * step;
+    let first = floor_div(ref_lo.saturating_sub(range), step)
+        .saturating_add(1)
+        .saturating_mul(step);
+    let last = floor_div(ref_hi, step).saturating_mul(step);
     (first, last)
 }
 
@@ -131,7 +136,7 @@ impl Walk<'_> {
                 out.push(SelNode {
                     sel: vs,
                     matrix: false,
-                    min_t: a - self.opts.lookback_ms + 1,
+                    min_t: a.saturating_sub(self.opts.lookback_ms).saturating_add(1),
                     max_t: b,
                 });
             }
@@ -140,7 +145,7 @@ impl Walk<'_> {
                 out.push(SelNode {
                     sel: selector,
                     matrix: true,
-                    min_t: a - range_ms + 1,
+                    min_t: a.saturating_sub(*range_ms).saturating_add(1),
                     max_t: b,
                 });
             }
@@ -174,8 +179,8 @@ impl Walk<'_> {
 
     fn refs(&self, at: Option<AtModifier>, offset: i64, lo: i64, hi: i64) -> (i64, i64) {
         match at_time(at, self.start, self.end) {
-            Some(t) => (t - offset, t - offset),
-            None => (lo - offset, hi - offset),
+            Some(t) => (t.saturating_sub(offset), t.saturating_sub(offset)),
+            None => (lo.saturating_sub(offset), hi.saturating_sub(offset)),
         }
     }
 }
@@ -314,7 +319,10 @@ pub fn range_query(
                 limit: opts.max_samples,
             });
         }
-        t += step;
+        t = match t.checked_add(step) {
+            Some(next) => next,
+            None => break,
+        };
     }
     let mut out: Vec<Series> = series
         .into_iter()
@@ -515,7 +523,9 @@ impl<'o> Evaluator<'o> {
 
     /// The reference time of a selector or subquery evaluated at `t`.
     pub fn ref_time(&self, at: Option<AtModifier>, offset: i64, t: i64) -> i64 {
-        at_time(at, self.start, self.end).unwrap_or(t) - offset
+        at_time(at, self.start, self.end)
+            .unwrap_or(t)
+            .saturating_sub(offset)
     }
 
     /// Evaluates `e` at time `t`.

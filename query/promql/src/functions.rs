@@ -140,7 +140,7 @@ pub(crate) fn call<'s>(
         "start" => return Ok(Val::Scalar(secs(ev.start))),
         "end" => return Ok(Val::Scalar(secs(ev.end))),
         "step" => return Ok(Val::Scalar(secs(ev.interval))),
-        "range" => return Ok(Val::Scalar(secs(ev.end - ev.start))),
+        "range" => return Ok(Val::Scalar(secs(ev.end.saturating_sub(ev.start)))),
         "min_of" | "max_of" => {
             let a = ev.eval_scalar(arg(args, 0, func)?, t)?;
             let b = ev.eval_scalar(arg(args, 1, func)?, t)?;

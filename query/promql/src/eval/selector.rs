@@ -32,7 +32,7 @@ impl Evaluator<'_> {
                 continue;
             }
             let x = s.samples[idx - 1];
-            if x.t <= r - self.opts.lookback_ms || is_stale_nan(x.v) {
+            if x.t <= r.saturating_sub(self.opts.lookback_ms) || is_stale_nan(x.v) {
                 continue;
             }
             out.push(VSample {
@@ -60,7 +60,7 @@ impl Evaluator<'_> {
         let mut n = 0;
         for (s, c) in data.series.iter().zip(cursors.iter_mut()) {
             // The window is `(r - range, r]`.
-            let lo = seek(&s.samples, c.0, r - range);
+            let lo = seek(&s.samples, c.0, r.saturating_sub(range));
             let hi = seek(&s.samples, c.1.max(lo), r);
             *c = (lo, hi);
             if lo >= hi {
@@ -96,6 +96,7 @@ impl Evaluator<'_> {
         if let Some(m) = self.subquery_memo.borrow_mut().get_mut(&key) {
             *m = m.split_off(&first);
         }
+        let mut held = 0usize;
         while ti <= last {
             self.check_deadline("subquery evaluation")?;
             let memo = self
@@ -162,7 +163,21 @@ impl Evaluator<'_> {
                     ));
                 }
             }
-            ti += step;
+            // Count as we go: `x[292y:1ms]` must fail at the sample limit, not after
+            // building the whole matrix.
+            held += match &*val {
+                Val::Vector(v) => v.len(),
+                _ => 1,
+            };
+            if before.saturating_add(held) > self.opts.max_samples {
+                return Err(EvalError::TooManySamples {
+                    limit: self.opts.max_samples,
+                });
+            }
+            ti = match ti.checked_add(step) {
+                Some(next) => next,
+                None => break,
+            };
         }
         let n: usize = out.iter().map(|s| s.samples.len()).sum();
         self.in_flight.set(before);

@@ -249,3 +249,39 @@ fn throughput() {
         );
     }
 }
+
+#[test]
+fn times_at_the_ends_of_i64_saturate_instead_of_overflowing() {
+    let s = store(&[(&[("__name__", "x")], &[(0, 1.0), (60_000, 2.0)])]);
+    let o = EvalOptions::default();
+    // `@` as far out as the parser allows, with offsets and ranges pushing past i64.
+    for q in [
+        "x @ 9223372036854000 offset -1y",
+        "x @ -9223372036854000 offset 1y",
+        "rate(x[292y] @ -9223372036854000)",
+        "max_over_time(x[292y:1y] @ -9223372036854000 offset 292y)",
+        "max_over_time(max_over_time(x[1h:1m] @ 9223372036854000 offset -292y)[1h:1m] offset -292y)",
+    ] {
+        let e = parse(q).unwrap();
+        let _ = selections(&e, i64::MIN, i64::MAX, &o);
+        assert!(instant_query(&s, &e, 0, &o).is_ok(), "{q}");
+    }
+    // A range query whose end is the last representable time stops there.
+    let e = parse("x").unwrap();
+    assert!(range_query(&s, &e, i64::MAX - 10, i64::MAX, 7, &o).is_ok());
+}
+
+#[test]
+fn a_subquery_with_too_many_steps_fails_at_the_sample_limit_as_it_goes() {
+    let s = store(&[]);
+    let o = EvalOptions {
+        max_samples: 1000,
+        ..EvalOptions::default()
+    };
+    let e = parse("max_over_time(vector(1)[292y:1ms])").unwrap();
+    let err = instant_query(&s, &e, 0, &o).unwrap_err();
+    assert!(
+        matches!(err, EvalError::TooManySamples { limit: 1000 }),
+        "{err}"
+    );
+}

@@ -89,7 +89,7 @@ pub(crate) fn call_range(
         _ => 0,
     };
     let (series, end, range) = range_arg(ev, arg(args, matrix_arg, func)?, t)?;
-    let start = end - range;
+    let start = end.saturating_sub(range);
     let keep_name = matches!(func, "last_over_time" | "first_over_time");
     let mut out = Vec::with_capacity(series.len());
     for s in series {

@@ -161,6 +161,13 @@ impl<'a> Parser<'a> {
         ParseError::new(self.input, offset, message)
     }
 
+    /// "duration out of range" naming the text at `start..end`.
+    #[cold]
+    fn out_of_range(&self, start: usize, end: usize) -> ParseError {
+        let text = self.input.get(start..end).unwrap_or_default();
+        self.err(start, format!("duration out of range: {text:?}"))
+    }
+
     /// The error for a tree deeper than [`MAX_DEPTH`], at the token that made it so.
     #[cold]
     fn too_deep(&self, offset: usize) -> ParseError {
@@ -490,7 +497,7 @@ impl<'a> Parser<'a> {
         let ms = match t.tok {
             Tok::Duration(ms) => ms,
             Tok::Number(secs) => {
-                secs_to_ms(secs).ok_or_else(|| self.err(t.start, "duration out of range"))?
+                secs_to_ms(secs).ok_or_else(|| self.out_of_range(t.start, t.end))?
             }
             Tok::Ident(_) | Tok::LParen | Tok::Sub | Tok::Add => {
                 return Err(self.err(
@@ -627,7 +634,7 @@ impl<'a> Parser<'a> {
         let kw = self.bump();
         let at = self.peek().start;
         let secs = self.parse_signed_seconds("offset", "number or duration")?;
-        let ms = secs_to_ms(secs).ok_or_else(|| self.err(at, "duration out of range"))?;
+        let ms = secs_to_ms(secs).ok_or_else(|| self.out_of_range(at, self.prev_end()))?;
         let end = self.prev_end();
         let (offset, _) = self.modifier_slots(&mut node, "offset")?;
         if *offset != 0 {

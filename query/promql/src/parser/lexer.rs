@@ -583,6 +583,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
         ("ms", 1),
     ];
     let invalid = || format!("not a valid duration string: {text:?}");
+    let too_long = || format!("duration out of range: {text:?}");
     let mut rest = text;
     let mut next_unit = 0;
     let mut total: i64 = 0;
@@ -593,9 +594,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
         if digits == 0 {
             return Err(invalid());
         }
-        let n: i64 = rest[..digits]
-            .parse()
-            .map_err(|_| "duration out of range".to_owned())?;
+        let n: i64 = rest[..digits].parse().map_err(|_| too_long())?;
         rest = &rest[digits..];
         let unit_len = if rest.starts_with("ms") { 2 } else { 1 };
         let unit = rest.get(..unit_len).ok_or_else(invalid)?;
@@ -608,11 +607,11 @@ pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
         total = n
             .checked_mul(UNITS[idx].1)
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| "duration out of range".to_owned())?;
+            .ok_or_else(too_long)?;
         rest = &rest[unit_len..];
     }
     if total > MAX_DURATION_MS {
-        return Err("duration out of range".to_owned());
+        return Err(too_long());
     }
     Ok(total)
 }
@@ -663,6 +662,18 @@ mod tests {
         assert!(lex_fails("1.5m"));
         assert_eq!(toks("292y")[0], Tok::Duration(292 * 31_536_000_000));
         assert!(lex_fails("293y"), "beyond int64 nanoseconds");
+        let (_, err) = tokenize("x[99999999999999999999y]");
+        assert_eq!(
+            err.map(|e| (e.offset, e.message)),
+            Some((
+                2,
+                "duration out of range: \"99999999999999999999y\"".to_owned()
+            ))
+        );
+        assert!(
+            lex_fails("1000000000000000w"),
+            "overflows while multiplying"
+        );
     }
 
     #[test]
