@@ -199,23 +199,43 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A time parameter: Unix seconds (fractional allowed) or RFC 3339.
+/// The earliest time a parameter may name: 0000-01-01T00:00:00Z, in Unix milliseconds.
+pub const MIN_TIME_MS: i64 = -62_167_219_200_000;
+/// The latest time a parameter may name: 9999-12-31T23:59:59.999Z, in Unix milliseconds.
+/// Within these bounds (what RFC 3339 can write) a time plus any offset, range or
+/// lookback PromQL allows stays far inside `i64`.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// A time parameter: Unix seconds (fractional allowed) or RFC 3339, between years 0000
+/// and 9999.
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(f) = s.parse::<f64>() {
-        if !f.is_finite() {
-            return Err(format!("cannot parse {s:?} to a valid timestamp"));
+    let ms = if let Ok(f) = s.parse::<f64>() {
+        let ms = (f * 1000.0).round();
+        // NaN and the infinities fail the range check too.
+        if !(MIN_TIME_MS as f64..=MAX_TIME_MS as f64).contains(&ms) {
+            return Err(format!(
+                "cannot parse {s:?} to a valid timestamp: not between years 0000 and 9999"
+            ));
         }
-        return Ok((f * 1000.0).round() as i64);
+        ms as i64
+    } else {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|d| d.timestamp_millis())
+            .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))?
+    };
+    if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&ms) {
+        return Err(format!(
+            "cannot parse {s:?} to a valid timestamp: not between years 0000 and 9999"
+        ));
     }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|d| d.timestamp_millis())
-        .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))
+    Ok(ms)
 }
 
 /// A duration parameter: seconds (fractional allowed) or a PromQL duration like `1m30s`.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
     if let Ok(f) = s.parse::<f64>() {
-        if !f.is_finite() || f.abs() > 1e15 {
+        // NaN fails the comparison too; 1e15 s (3e7 years) keeps milliseconds in i64.
+        if !(f.abs() <= 1e15) {
             return Err(format!("cannot parse {s:?} to a valid duration"));
         }
         return Ok((f * 1000.0).round() as i64);
@@ -362,34 +382,44 @@ async fn query_range(
 ) -> ApiResult {
     let who = principal(who)?;
     let p = Params::new(raw, &headers, &body);
-    let start = parse_time(required(&p, "start")?)
-        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"start\": {e}")))?;
-    let end = parse_time(required(&p, "end")?)
-        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"end\": {e}")))?;
-    if end < start {
-        return Err(ApiError::bad_data(
-            "invalid parameter \"end\": end timestamp must not be before start time",
-        ));
-    }
-    let step = parse_duration(required(&p, "step")?)
-        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?;
-    if step <= 0 {
-        return Err(ApiError::bad_data(
-            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
-        ));
-    }
-    if (end - start) / step > state.opts.max_points_per_series {
-        return Err(ApiError::bad_data(format!(
-            "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
-            state.opts.max_points_per_series
-        )));
-    }
+    let (start, end, step) = range_params(&p, state.opts.max_points_per_series)?;
     let expr = parse_expr(required(&p, "query")?)?;
     let (opts, timeout) = state.eval_options(&p)?;
     let result = state
         .run(&who, expr, Some((start, end, step)), start, opts, timeout)
         .await?;
     Ok(success(&result))
+}
+
+/// `start`, `end` and `step` of a range query, checked: times between years 0000 and
+/// 9999, `end` not before `start`, a positive step and at most `max_points` steps.
+fn range_params(p: &Params, max_points: i64) -> Result<(i64, i64, i64), ApiError> {
+    let start = parse_time(required(p, "start")?)
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"start\": {e}")))?;
+    let end = parse_time(required(p, "end")?)
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"end\": {e}")))?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    let step = parse_duration(required(p, "step")?)
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?;
+    if step <= 0 {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    // Times are within years 0000..9999 and step > 0, so this cannot overflow; checked
+    // all the same, so that the point limit always applies.
+    let points = end.checked_sub(start).map_or(i64::MAX, |span| span / step);
+    if points > max_points {
+        return Err(ApiError::bad_data(format!(
+            "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
+            max_points
+        )));
+    }
+    Ok((start, end, step))
 }
 
 /// The series matching any of the `match[]` selectors in `[start, end]`.
@@ -748,6 +778,81 @@ mod tests {
         assert_eq!(parse_duration("1h").unwrap(), 3_600_000);
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn times_outside_years_0000_to_9999_are_refused() {
+        for bad in [
+            "1e300",
+            "-1e300",
+            "NaN",
+            "Inf",
+            "-Inf",
+            "+Inf",
+            "9e15",
+            "253402300800",
+            "-62167219201",
+        ] {
+            let e = parse_time(bad).expect_err(bad);
+            assert!(e.contains("not between years 0000 and 9999"), "{bad}: {e}");
+        }
+        assert_eq!(parse_time("253402300799.999").unwrap(), MAX_TIME_MS);
+        assert_eq!(parse_time("-62167219200").unwrap(), MIN_TIME_MS);
+        assert_eq!(parse_time("9999-12-31T23:59:59.999Z").unwrap(), MAX_TIME_MS);
+        assert_eq!(parse_time("0000-01-01T00:00:00Z").unwrap(), MIN_TIME_MS);
+        assert!(parse_time("10000-01-01T00:00:00Z").is_err());
+    }
+
+    #[test]
+    fn durations_that_overflow_are_refused() {
+        for bad in [
+            "1e300",
+            "-1e300",
+            "NaN",
+            "Inf",
+            "1e16",
+            "99999999999999999999y",
+            "999999999999y",
+            "9223372036854775807ms1ms",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        // Tiny steps round to zero, which query_range refuses as a step.
+        assert_eq!(parse_duration("1e-300").unwrap(), 0);
+        assert_eq!(parse_duration("-1").unwrap(), -1000);
+    }
+
+    fn range(query: &str) -> Result<(i64, i64, i64), String> {
+        let p = Params::new(Some(query.to_owned()), &HeaderMap::new(), &Bytes::new());
+        range_params(&p, 11_000).map_err(|e| e.message)
+    }
+
+    #[test]
+    fn range_query_parameters_are_checked_without_overflow() {
+        assert_eq!(range("start=0&end=60&step=15"), Ok((0, 60_000, 15_000)));
+        let refused = [
+            ("start=-1e300&end=1e300&step=1", "\"start\""),
+            ("start=0&end=1e300&step=1", "\"end\""),
+            ("start=0&end=NaN&step=1", "\"end\""),
+            ("start=0&end=60&step=0", "\"step\""),
+            ("start=0&end=60&step=-15", "\"step\""),
+            ("start=0&end=60&step=1e-300", "\"step\""),
+            ("start=0&end=60&step=NaN", "\"step\""),
+            ("start=0&end=60&step=1e300", "\"step\""),
+            ("start=60&end=0&step=1", "\"end\""),
+        ];
+        for (q, param) in refused {
+            let e = range(q).expect_err(q);
+            assert!(e.contains(param), "{q}: {e}");
+        }
+        // The widest span allowed, at the smallest step: the point limit applies.
+        let e = range("start=-62167219200&end=253402300799&step=0.001").unwrap_err();
+        assert!(
+            e.contains("exceeded maximum resolution of 11000 points"),
+            "{e}"
+        );
+        assert!(range("start=0&end=11000&step=1").is_ok());
+        assert!(range("start=0&end=11001&step=1").is_err());
     }
 
     #[test]
