@@ -42,6 +42,8 @@ use crate::db::Db;
 use crate::schema::TableDef;
 use crate::{dedup, persist};
 
+pub mod scope;
+
 /// The URL under which the database's object store is registered with DataFusion.
 pub const OBJECT_STORE_URL: &str = "rigwatch://store";
 
@@ -163,12 +165,10 @@ impl TableProvider for ScopedTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        use datafusion::physical_plan::filter::FilterExec;
-        use datafusion::physical_plan::projection::ProjectionExec;
-
         let schema = self.inner.schema();
         let sup = schema.index_of(SUPPLIER_TAG)?;
-        // Scan with the supplier column included, filter, then project to what was asked.
+        // Scan with the supplier column included; ScopeExec keeps the supplier's rows and
+        // projects to what was asked.
         let wanted: Vec<usize> = projection
             .cloned()
             .unwrap_or_else(|| (0..schema.fields().len()).collect());
@@ -176,30 +176,27 @@ impl TableProvider for ScopedTable {
         if !scan_cols.contains(&sup) {
             scan_cols.push(sup);
         }
-        let mut pushed = filters.to_vec();
+        // Only filters that cannot fail reach the scan (it prunes with them over every
+        // supplier's statistics); DataFusion applies all of them above ScopeExec anyway.
+        let mut pushed: Vec<Expr> = filters
+            .iter()
+            .filter(|f| scope::prunes_safely(f))
+            .cloned()
+            .collect();
         pushed.push(self.predicate());
         let plan = self
             .inner
             .scan(state, Some(&scan_cols), &pushed, None)
             .await?;
-        let scanned = plan.schema();
-        let df_schema = DFSchema::try_from(scanned.clone())?;
-        let predicate = state.create_physical_expr(self.predicate(), &df_schema)?;
-        let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(predicate, plan)?);
-        let exprs: Vec<(Arc<dyn datafusion::physical_plan::PhysicalExpr>, String)> = wanted
-            .iter()
-            .map(|&i| {
-                let pos = scan_cols.iter().position(|&c| c == i).expect("scanned");
-                let name = scanned.field(pos).name().clone();
-                (
-                    Arc::new(datafusion::physical_plan::expressions::Column::new(
-                        &name, pos,
-                    )) as Arc<dyn datafusion::physical_plan::PhysicalExpr>,
-                    name,
-                )
-            })
-            .collect();
-        Ok(Arc::new(ProjectionExec::try_new(exprs, filtered)?))
+        // `scan_cols` starts with `wanted`, so the output columns are its first ones.
+        let column = scan_cols.iter().position(|&c| c == sup).unwrap_or(wanted.len());
+        let out: Vec<usize> = (0..wanted.len()).collect();
+        Ok(Arc::new(scope::ScopeExec::try_new(
+            plan,
+            &self.supplier,
+            column,
+            out,
+        )?))
     }
 }
 
