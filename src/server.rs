@@ -14,6 +14,7 @@ use axum::routing::get;
 use bytesize::ByteSize;
 use clap::Args;
 use prometheus_client::registry::Registry;
+use rigwatch_ingest::agent::routes::AgentLimits;
 use rigwatch_storage::auth::{AuthStore, Role};
 use rigwatch_storage::{Db, DbConfig};
 use tracing::info;
@@ -121,6 +122,19 @@ pub struct ServeArgs {
     /// the price they were accrued at. Models not named use the built-in illustrative card.
     #[arg(long = "rate", env = "RIGWATCH_RATES", value_delimiter = ',', value_parser = parse_rate)]
     pub rates: Vec<(String, i64)>,
+
+    /// Most workers one supplier may register; a registration past it is refused (409).
+    #[arg(long, env = "RIGWATCH_MAX_WORKERS_PER_SUPPLIER", default_value_t = AgentLimits::DEFAULT.max_workers_per_supplier)]
+    pub max_workers_per_supplier: usize,
+
+    /// Most GPUs one supplier may hold (claimed by its registrations); a registration past it
+    /// is refused (409). A GPU is held until released (DELETE /api/v1/agent/gpus/UUID).
+    #[arg(long, env = "RIGWATCH_MAX_GPUS_PER_SUPPLIER", default_value_t = AgentLimits::DEFAULT.max_gpus_per_supplier)]
+    pub max_gpus_per_supplier: usize,
+
+    /// Most GPUs one agent registration (one worker) may list.
+    #[arg(long, env = "RIGWATCH_MAX_GPUS_PER_REGISTRATION", default_value_t = AgentLimits::DEFAULT.max_gpus_per_registration)]
+    pub max_gpus_per_registration: usize,
 
     /// How often the allocator places queued jobs and accrues earnings.
     #[arg(long, env = "RIGWATCH_ALLOC_TICK", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -379,8 +393,13 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                 auth: auth.clone(),
                 max_body_bytes: args.max_body.as_u64() as usize,
                 seen_batches,
+                limits: AgentLimits {
+                    max_workers_per_supplier: args.max_workers_per_supplier,
+                    max_gpus_per_supplier: args.max_gpus_per_supplier,
+                    max_gpus_per_registration: args.max_gpus_per_registration,
+                },
             },
-        ))
+        )?)
         .merge(rigwatch_dashboards::router(
             rigwatch_dashboards::PortalState {
                 sessions: gate.sessions().clone(),

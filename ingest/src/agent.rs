@@ -9,20 +9,25 @@
 //!  │   (gpu, gpu_fault, heartbeat rows)                │        │   oldest dropped, counted) and │
 //!  └──────────────────────────────────────────────────┘        │   drain in order when back     │
 //!                                                               └───────────────────────────────┘
-//!   server: routes::router — register (gpu_inventory), write (stamps supplier from the token,
-//!   worker from ?worker=, rejects rows claiming another supplier)
+//!   server: routes::router — register (gpu_inventory; claims: a GPU belongs to the first
+//!   supplier that registers it), write (stamps supplier from the token, worker from ?worker=,
+//!   model from the registration; rejects rows claiming another supplier or a GPU not this
+//!   worker's, and anything outside the fixed schema of `schema`)
 //! ```
 //!
 //! Every collector (real NVML, the simulator, a dcgm-exporter scrape) produces the same
 //! [`GpuSample`]s, so everything after collection is one code path. Field names, units and
 //! their DCGM / NVML sources are listed in [`fields`] (and in `agent/README.md`).
 
+pub mod claims;
 pub mod dcgm;
 pub mod dedup;
 pub mod fields;
 pub mod nvml;
+pub mod registry;
 pub mod routes;
 pub mod runner;
+pub mod schema;
 pub mod sim;
 pub mod spool;
 pub mod transport;

@@ -34,9 +34,13 @@
 //!
 //! XID errors (`nvmlEventTypeXidCriticalError`, `DCGM_FI_DEV_XID_ERRORS`) are rows of
 //! `gpu_fault` (append-only): tags as above plus `kind=xid`, fields `code`, `severity`.
+//!
+//! These names and types are the whole schema of what an agent may write; the server
+//! refuses anything else (see [`schema`](super::schema)).
 
 use std::fmt::Write as _;
 
+use rigwatch_storage::batch::FieldType;
 use serde::{Deserialize, Serialize};
 
 /// Whether a metric is stored as a float (gauges) or an integer (counters, MiB, MHz, masks).
@@ -268,15 +272,29 @@ pub struct GpuLine {
 }
 
 impl GpuLine {
+    /// The tags of `gpu` rows (besides `supplier` and `worker`, stamped by the server), in
+    /// the order written.
+    pub const TAGS: [&'static str; 4] = ["gpu_uuid", "gpu_index", "model", "region"];
+
+    /// The stable attributes on every `gpu` row, in the order written, with their types.
+    pub const ATTRIBUTES: [(&'static str, FieldType); 4] = [
+        ("memory_total_mib", FieldType::I64),
+        ("power_limit_watts", FieldType::F64),
+        ("pci_bus_id", FieldType::Str),
+        ("driver_version", FieldType::Str),
+    ];
+
     pub fn new(info: &GpuInfo, region: Option<&str>) -> Self {
+        let [uuid_tag, index_tag, model_tag, region_tag] = Self::TAGS;
+        let [(total, _), (limit, _), (bus, _), (driver, _)] = Self::ATTRIBUTES;
         let mut tags = String::new();
         for (k, v) in [
-            ("gpu_uuid", info.uuid.as_str()),
-            ("gpu_index", &info.index.to_string()),
-            ("model", info.model.as_str()),
+            (uuid_tag, info.uuid.as_str()),
+            (index_tag, &info.index.to_string()),
+            (model_tag, info.model.as_str()),
         ]
         .into_iter()
-        .chain(region.map(|r| ("region", r)))
+        .chain(region.map(|r| (region_tag, r)))
         {
             if v.is_empty() {
                 continue;
@@ -286,14 +304,11 @@ impl GpuLine {
             tags.push('=');
             push_escaped_tag(&mut tags, v);
         }
-        let mut attrs = format!("memory_total_mib={}i", info.memory_total_mib);
+        let mut attrs = format!("{total}={}i", info.memory_total_mib);
         if let Some(p) = info.power_limit_watts {
-            let _ = write!(attrs, ",power_limit_watts={p}");
+            let _ = write!(attrs, ",{limit}={p}");
         }
-        for (k, v) in [
-            ("pci_bus_id", &info.pci_bus_id),
-            ("driver_version", &info.driver_version),
-        ] {
+        for (k, v) in [(bus, &info.pci_bus_id), (driver, &info.driver_version)] {
             if !v.is_empty() {
                 let _ = write!(attrs, ",{k}=\"");
                 push_escaped_str(&mut attrs, v);

@@ -1,26 +1,33 @@
-//! The server side of the agent: registration, inventory and telemetry writes.
+//! The server side of the agent: registration, inventory, telemetry writes, GPU release.
 //!
 //! | route | who | what |
 //! |---|---|---|
-//! | `POST /api/v1/agent/register` | agent token | JSON [`Registration`]: the worker and its GPUs, stored as `gpu_inventory` rows |
+//! | `POST /api/v1/agent/register` | agent token | JSON [`Registration`](super::transport::Registration): the worker and its GPUs, stored as `gpu_inventory` rows; claims the GPUs |
 //! | `GET /api/v1/agent/inventory` | any token | the registered workers and GPUs the token may see |
 //! | `POST /api/v1/agent/write?worker=W` | agent token | line protocol (gzip allowed), `precision=ns` by default |
+//! | `DELETE /api/v1/agent/gpus/{uuid}` | admin, or a supplier / agent token of the GPU's supplier | releases the GPU's claim |
 //!
 //! The server never trusts the payload for identity: every row gets `supplier` from the
 //! token and `worker` from `?worker=`, which must be registered for that supplier. A row
-//! that names another supplier (or another worker) fails the whole request with 403 and
-//! nothing of it is stored. A request is acknowledged (204) only once the store has made
-//! it durable. A batch the server already stored (a retry whose first acknowledgement was
-//! lost) is acknowledged again without being stored twice (see `dedup`); the answer then
-//! carries `x-rigwatch-duplicate: 1`.
+//! that names another supplier, another worker, or a GPU not claimed by this worker (see
+//! [`claims`](super::claims): the first supplier to register a GPU owns it) fails the whole
+//! request with 403 and nothing of it is stored. Per-GPU rows get `model` and `gpu_index`
+//! from the GPU's registration, whatever the row said (prices follow the model). Rows must
+//! fit the fixed schema of their table ([`schema`](super::schema)), else 400. A request is
+//! acknowledged (204) only once the store has made it durable. A batch the server already
+//! stored (a retry whose first acknowledgement was lost) is acknowledged again without being
+//! stored twice (see `dedup`); the answer then carries `x-rigwatch-duplicate: 1`.
 //!
-//! Registrations are also kept in `<data-dir>/agents.jsonl` (appended and fsynced), so the
-//! `?worker=` check survives restarts without a query.
+//! A registration naming a GPU claimed by another supplier is refused as a whole (409,
+//! naming the GPU but never its owner) and recorded for operators as a row of
+//! [`SECURITY_EVENT_TABLE`], which has no `supplier` tag and so is invisible to suppliers.
+//! [`AgentLimits`] bound what one supplier may register.
+//!
+//! Registrations are also kept in `<data-dir>/agents.jsonl` and claims in
+//! `<data-dir>/gpu_claims.jsonl` (appended and fsynced), so both checks survive restarts
+//! without a query.
 
-use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -28,19 +35,61 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use parking_lot::Mutex;
-use rigwatch_storage::auth::{AuthStore, Principal, Role, validate_supplier_name};
+use rigwatch_storage::auth::{AuthStore, Principal, Role};
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
 use rigwatch_storage::{Db, WriteOptions};
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{info, warn};
 
+use super::claims::{CLAIMS_FILE, Claim, ClaimError, Claims, validate_uuid};
 use super::dedup::{self, Begin};
-use super::fields::GpuInfo;
-use super::transport::Registration;
+pub use super::registry::WorkerRecord;
+use super::registry::{REGISTRY_FILE, Registry};
+use super::schema::{self, GPU_UUID_TAG};
 use crate::line_protocol::{self, Precision};
 use crate::{gzip, utf8};
+
+mod register;
+
+/// Where refused attempts on another supplier's GPUs are recorded, for operators: tags
+/// `kind` (`gpu_claim_conflict`), `claimant`, `owner` (suppliers), `gpu_uuid`; fields
+/// `worker` (the claimant's), `owner_worker`. Deliberately without a `supplier` tag, so no
+/// supplier-scoped token can see it.
+pub const SECURITY_EVENT_TABLE: &str = "security_event";
+
+/// The same claimant refused for the same GPU is recorded at most once per this period (an
+/// agent retries its registration with backoff; one row says enough).
+const REPORT_EVERY_NS: i64 = 60 * 1_000_000_000;
+
+/// How many (claimant, GPU) report times are remembered before old ones are forgotten.
+const REPORTED_MAX: usize = 10_000;
+
+/// What one supplier may register: bounds that keep one tenant from exhausting the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentLimits {
+    /// Registered workers per supplier (`rigwatch serve --max-workers-per-supplier`).
+    pub max_workers_per_supplier: usize,
+    /// GPUs claimed per supplier (`--max-gpus-per-supplier`).
+    pub max_gpus_per_supplier: usize,
+    /// GPUs in one registration (`--max-gpus-per-registration`).
+    pub max_gpus_per_registration: usize,
+}
+
+impl AgentLimits {
+    pub const DEFAULT: AgentLimits = AgentLimits {
+        max_workers_per_supplier: 1_000,
+        max_gpus_per_supplier: 10_000,
+        max_gpus_per_registration: 256,
+    };
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 /// What the agent routes need.
 #[derive(Debug, Clone)]
@@ -52,117 +101,73 @@ pub struct AgentState {
     /// Batches stored before this start (from [`dedup::BATCH_TABLE`]), so a retry of one of
     /// them is recognised.
     pub seen_batches: Vec<dedup::Seen>,
+    pub limits: AgentLimits,
 }
 
 #[derive(Debug)]
 struct Shared {
     state: AgentState,
     registry: Registry,
+    claims: Claims,
     batches: dedup::Batches,
+    /// Held by a registration or release from its checks to its last durable write, so that
+    /// what was checked (claims, caps) still holds when it is stored.
+    changing: tokio::sync::Mutex<()>,
+    /// When a (claimant, GPU) conflict was last recorded.
+    reported: Mutex<HashMap<(String, String), i64>>,
 }
 
-/// The agent routes.
-pub fn router(mut state: AgentState) -> Router {
-    let registry = Registry::open(state.db.config().data_dir.join("agents.jsonl"));
+/// The agent routes. Fails if the GPU claims cannot be read (serving without them would
+/// let any supplier take any GPU).
+pub fn router(mut state: AgentState) -> std::io::Result<Router> {
+    let dir = state.db.config().data_dir.clone();
+    let registry = Registry::open(dir.join(REGISTRY_FILE));
+    let claims = Claims::open(dir.join(CLAIMS_FILE))?;
+    adopt_registered(&registry, &claims)?;
     let batches = dedup::Batches::seeded(std::mem::take(&mut state.seen_batches));
-    Router::new()
-        .route("/api/v1/agent/register", post(register))
+    Ok(Router::new()
+        .route("/api/v1/agent/register", post(register::register))
         .route("/api/v1/agent/inventory", get(inventory))
         .route("/api/v1/agent/write", post(write))
+        .route("/api/v1/agent/gpus/{uuid}", delete(register::release))
         .with_state(Arc::new(Shared {
             state,
             registry,
+            claims,
             batches,
-        }))
+            changing: tokio::sync::Mutex::new(()),
+            reported: Mutex::new(HashMap::new()),
+        })))
 }
 
-/// A registered worker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkerRecord {
-    pub supplier: String,
-    pub worker: String,
-    pub registered_unix_ms: i64,
-    #[serde(default)]
-    pub agent_version: String,
-    pub gpus: Vec<GpuInfo>,
-}
-
-/// Registered workers, backed by an append-only JSON-lines file: one line per
-/// registration, the last line of a worker wins. Appending keeps a registration O(1)
-/// however many workers there are; a torn last line (a crash mid-write) is ignored.
-#[derive(Debug)]
-struct Registry {
-    path: PathBuf,
-    /// Keyed by `supplier/worker`.
-    workers: Mutex<BTreeMap<String, WorkerRecord>>,
-    /// Serialises appends (held across the write and fsync, not while serving reads).
-    append: Mutex<()>,
-}
-
-impl Registry {
-    fn open(path: PathBuf) -> Self {
-        let mut workers = BTreeMap::new();
-        if let Ok(text) = fs::read_to_string(&path) {
-            for (i, line) in text.lines().enumerate() {
-                match serde_json::from_str::<WorkerRecord>(line) {
-                    Ok(rec) => {
-                        workers.insert(Self::key(&rec.supplier, &rec.worker), rec);
-                    }
-                    Err(e) => {
-                        warn!(error = %e, path = %path.display(), line = i + 1, "skipping an unreadable agent registration");
-                    }
-                }
+/// Claims the GPUs of workers registered before claims existed (oldest registration first),
+/// so that an upgrade does not refuse every running agent's rows.
+fn adopt_registered(registry: &Registry, claims: &Claims) -> std::io::Result<()> {
+    let mut workers = registry.list(None);
+    workers.sort_by_key(|w| w.registered_unix_ms);
+    let mut adopted = 0;
+    for w in &workers {
+        let uuids: Vec<&str> = w
+            .gpus
+            .iter()
+            .map(|g| g.uuid.as_str())
+            .filter(|u| validate_uuid(u).is_ok())
+            .collect();
+        adopted += claims.adopt(&w.supplier, &w.worker, &uuids, w.registered_unix_ms)?;
+        for uuid in uuids {
+            if let Some(owner) = claims.owner(uuid).filter(|c| c.supplier != w.supplier) {
+                warn!(gpu_uuid = uuid, supplier = %w.supplier, worker = %w.worker, owner = %owner.supplier,
+                    "a GPU registered by two suppliers before GPU claims existed: the earlier registration keeps it");
             }
         }
-        Registry {
-            path,
-            workers: Mutex::new(workers),
-            append: Mutex::new(()),
-        }
     }
-
-    fn key(supplier: &str, worker: &str) -> String {
-        format!("{supplier}/{worker}")
+    if adopted > 0 {
+        info!(
+            adopted,
+            "claimed the GPUs of workers registered before GPU claims existed"
+        );
     }
-
-    fn contains(&self, supplier: &str, worker: &str) -> bool {
-        self.workers
-            .lock()
-            .contains_key(&Self::key(supplier, worker))
-    }
-
-    /// Records a worker durably (append + fsync); an unchanged re-registration (an agent
-    /// restart) writes nothing.
-    fn put(&self, rec: WorkerRecord) -> std::io::Result<()> {
-        let key = Self::key(&rec.supplier, &rec.worker);
-        let unchanged = self
-            .workers
-            .lock()
-            .get(&key)
-            .is_some_and(|old| old.gpus == rec.gpus && old.agent_version == rec.agent_version);
-        if !unchanged {
-            let mut line = serde_json::to_vec(&rec).expect("registration serializes");
-            line.push(b'\n');
-            let _guard = self.append.lock();
-            let mut f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            f.write_all(&line)?;
-            f.sync_data()?;
-        }
-        self.workers.lock().insert(key, rec);
-        Ok(())
-    }
-
-    fn list(&self, supplier: Option<&str>) -> Vec<WorkerRecord> {
-        self.workers
-            .lock()
-            .values()
-            .filter(|w| supplier.is_none_or(|s| w.supplier == s))
-            .cloned()
-            .collect()
-    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]
@@ -256,102 +261,6 @@ fn now_ns() -> i64 {
     super::now_ns()
 }
 
-async fn register(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let supplier = match agent_supplier(&shared.state.auth, &headers) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    let reg: Registration = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("registration is not valid JSON: {e}"),
-            );
-        }
-    };
-    if let Err(e) = validate_supplier_name(&reg.worker) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            format!(
-                "worker name: {}",
-                e.to_string().replace("supplier name", "name")
-            ),
-        );
-    }
-    let time = now_ns();
-    let mut batch = WriteBatch::with_capacity(reg.gpus.len(), reg.gpus.len() * 256);
-    for (i, g) in reg.gpus.iter().enumerate() {
-        if g.uuid.is_empty() {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("gpus[{i}] has an empty uuid"),
-            );
-        }
-        let idx = g.index.to_string();
-        let mut row = batch.row("gpu_inventory", time);
-        row.tag("supplier", &supplier)
-            .tag("worker", &reg.worker)
-            .tag("gpu_uuid", &g.uuid)
-            .tag("gpu_index", &idx)
-            .field("model", FieldValue::Str(&g.model))
-            .field(
-                "memory_total_mib",
-                FieldValue::I64(g.memory_total_mib as i64),
-            )
-            .field("pci_bus_id", FieldValue::Str(&g.pci_bus_id))
-            .field("driver_version", FieldValue::Str(&g.driver_version))
-            .field("cuda_version", FieldValue::Str(&g.cuda_version))
-            .field("agent_version", FieldValue::Str(&reg.agent_version));
-        if let Some(p) = g.power_limit_watts {
-            row.field("power_limit_watts", FieldValue::F64(p));
-        }
-        if let Some(m) = g.mig_enabled {
-            row.field("mig_enabled", FieldValue::Bool(m));
-        }
-        if let Err(e) = row.finish(i as u32 + 1) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("gpus[{i}]: {e}"),
-            );
-        }
-    }
-    if let Err(r) = store(&shared.state.db, batch).await {
-        return *r;
-    }
-    let rec = WorkerRecord {
-        supplier: supplier.clone(),
-        worker: reg.worker.clone(),
-        registered_unix_ms: time / 1_000_000,
-        agent_version: reg.agent_version,
-        gpus: reg.gpus,
-    };
-    let gpus = rec.gpus.len();
-    let registry = shared.clone();
-    let saved = tokio::task::spawn_blocking(move || registry.registry.put(rec)).await;
-    match saved {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("cannot save the agent registry: {e}"),
-            );
-        }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    }
-    axum::Json(serde_json::json!({
-        "supplier": supplier,
-        "worker": reg.worker,
-        "gpus": gpus,
-    }))
-    .into_response()
-}
-
 #[derive(Debug, Deserialize)]
 struct InventoryParams {
     supplier: Option<String>,
@@ -407,7 +316,7 @@ async fn write(
             "missing `?worker=`: the worker this batch comes from",
         );
     };
-    if !shared.registry.contains(&supplier, &worker) {
+    let Some(registered) = shared.registry.get(&supplier, &worker) else {
         return error(
             StatusCode::FORBIDDEN,
             "unregistered",
@@ -415,7 +324,28 @@ async fn write(
                 "worker `{worker}` is not registered for supplier `{supplier}`; POST /api/v1/agent/register first"
             ),
         );
-    }
+    };
+    // The GPUs this worker may write rows for: registered by it and claimed by it now.
+    let gpus: HashMap<String, OwnedGpu> = registered
+        .gpus
+        .into_iter()
+        .filter(|g| {
+            shared
+                .claims
+                .owner(&g.uuid)
+                .is_some_and(|c| c.supplier == supplier && c.worker == worker)
+        })
+        .map(|g| {
+            let index = g.index.to_string();
+            (
+                g.uuid,
+                OwnedGpu {
+                    model: g.model,
+                    index,
+                },
+            )
+        })
+        .collect();
     let precision = match params.precision.as_deref().map(str::parse::<Precision>) {
         None => Precision::Ns,
         Some(Ok(p)) => p,
@@ -427,7 +357,7 @@ async fn write(
     };
     let parsed = tokio::task::spawn_blocking(move || {
         let digest = dedup::digest(&body);
-        stamp(&body, precision, &supplier, &worker).map(|b| (b, digest, supplier, worker))
+        stamp(&body, precision, &supplier, &worker, &gpus).map(|b| (b, digest, supplier, worker))
     })
     .await;
     let (mut batch, digest, supplier, worker) = match parsed {
@@ -481,18 +411,39 @@ async fn write(
     }
 }
 
-/// The tables an agent may write: its telemetry. Everything else (leases, earnings, jobs,
-/// health verdicts, alert state, batch digests) is the server's own account and must not
-/// be forgeable by a supplier's machine.
-pub const AGENT_TABLES: [&str; 3] = ["gpu", "gpu_fault", "heartbeat"];
+/// A GPU the writing worker holds, with what its rows are stamped with.
+#[derive(Debug)]
+struct OwnedGpu {
+    model: String,
+    index: String,
+}
 
-/// Parses the body and rebuilds every row with `supplier` and `worker` stamped. Any bad
-/// line fails the whole request (an agent's batch is all or nothing).
+fn forbidden(message: String) -> Reject {
+    reject(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("{message}; nothing of this request was stored"),
+    )
+}
+
+fn invalid(message: String) -> Reject {
+    reject(
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        format!("{message}; nothing of this request was stored"),
+    )
+}
+
+/// Parses the body and rebuilds every row with `supplier` and `worker` stamped, and for a
+/// per-GPU row `model` and `gpu_index` from the GPU's registration. Any bad line fails the
+/// whole request (an agent's batch is all or nothing): a row for another supplier, worker or
+/// a GPU not in `gpus` (403), or outside its table's fixed schema (400).
 fn stamp(
     body: &[u8],
     precision: Precision,
     supplier: &str,
     worker: &str,
+    gpus: &HashMap<String, OwnedGpu>,
 ) -> Result<WriteBatch, Reject> {
     let text = utf8(body).map_err(|e| reject(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
     let mut parsed = WriteBatch::with_capacity(text.len() / 300, text.len());
@@ -512,57 +463,78 @@ fn stamp(
     let mut out = WriteBatch::with_capacity(parsed.len(), text.len() + parsed.len() * 32);
     for row in parsed.rows() {
         let line = row.line();
-        if !AGENT_TABLES.contains(&row.table()) {
-            return Err(reject(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "line {line}: agents write tables {}, not `{}`; nothing of this request was stored",
-                    AGENT_TABLES.join(", "),
-                    row.table()
-                ),
-            ));
-        }
-        let mut b = out.row(row.table(), row.time());
+        let Some(table) = schema::table(row.table()) else {
+            return Err(forbidden(format!(
+                "line {line}: agents write tables {}, not `{}`",
+                schema::table_names(),
+                row.table()
+            )));
+        };
+        let mut b = out.row(table.name, row.time());
+        let mut gpu = None;
+        let mut unknown = None;
         for (k, v) in row.tags() {
             match k {
                 "supplier" if v != supplier => {
-                    drop(b);
-                    return Err(reject(
-                        StatusCode::FORBIDDEN,
-                        "forbidden",
-                        format!(
-                            "line {line}: row claims supplier `{v}` but the token belongs to supplier `{supplier}`; nothing of this request was stored"
-                        ),
-                    ));
+                    return Err(forbidden(format!(
+                        "line {line}: row claims supplier `{v}` but the token belongs to supplier `{supplier}`"
+                    )));
                 }
                 "worker" if v != worker => {
-                    drop(b);
-                    return Err(reject(
-                        StatusCode::FORBIDDEN,
-                        "forbidden",
-                        format!(
-                            "line {line}: row claims worker `{v}` but the request is for worker `{worker}`; nothing of this request was stored"
-                        ),
-                    ));
+                    return Err(forbidden(format!(
+                        "line {line}: row claims worker `{v}` but the request is for worker `{worker}`"
+                    )));
                 }
                 "supplier" | "worker" => {}
-                _ => {
+                GPU_UUID_TAG => gpu = Some(v),
+                // Stamped from the registration below.
+                "model" | "gpu_index" if table.per_gpu => {}
+                _ if table.has_tag(k) => {
                     b.tag(k, v);
+                }
+                _ => {
+                    unknown.get_or_insert(k);
                 }
             }
         }
+        if let Some(uuid) = gpu {
+            // One answer for a GPU nobody registered and one another supplier holds.
+            let Some(owned) = gpus.get(uuid) else {
+                return Err(forbidden(format!(
+                    "line {line}: GPU `{uuid}` is not registered to worker `{worker}` of supplier \
+                     `{supplier}` (POST /api/v1/agent/register lists a worker's GPUs)"
+                )));
+            };
+            if !table.has_tag(GPU_UUID_TAG) {
+                unknown.get_or_insert(GPU_UUID_TAG);
+            } else {
+                b.tag(GPU_UUID_TAG, uuid).tag("gpu_index", &owned.index);
+                if !owned.model.is_empty() {
+                    b.tag("model", &owned.model);
+                }
+            }
+        }
+        if let Some(k) = unknown {
+            return Err(invalid(table.unknown_tag(line, k).to_string()));
+        }
+        if table.per_gpu && gpu.is_none() {
+            return Err(invalid(
+                schema::SchemaError::MissingGpu {
+                    line,
+                    table: table.name,
+                }
+                .to_string(),
+            ));
+        }
         b.tag("supplier", supplier).tag("worker", worker);
         for (k, v) in row.fields() {
+            let v = table
+                .check_field(line, k, v)
+                .map_err(|e| invalid(e.to_string()))?;
             b.field(k, v);
         }
-        b.finish(line).map_err(|e| {
-            reject(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("line {line}: {e}"),
-            )
-        })?;
+        b.finish(line)
+            .map_err(|e| invalid(format!("line {line}: {e}")))?;
     }
     Ok(out)
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::prelude::SessionContext;
-use rigwatch_ingest::agent::routes::{AgentState, router};
+use rigwatch_ingest::agent::routes::{AgentLimits, AgentState, router};
 use rigwatch_storage::auth::{AuthStore, Role};
 use rigwatch_storage::{Db, DbConfig};
 use tokio::task::JoinHandle;
@@ -28,6 +28,11 @@ impl AgentServer {
 
     /// Starts on `dir` (reusing what an earlier server left there) at `addr`.
     pub async fn start_in(dir: tempfile::TempDir, addr: &str) -> Self {
+        Self::start_with(dir, addr, AgentLimits::default()).await
+    }
+
+    /// Starts on `dir` at `addr` with `limits`.
+    pub async fn start_with(dir: tempfile::TempDir, addr: &str, limits: AgentLimits) -> Self {
         let mut config = DbConfig::new(dir.path());
         config.background = false;
         let db = Db::open(config).await.expect("open database");
@@ -39,7 +44,9 @@ impl AgentServer {
             auth: auth.clone(),
             max_body_bytes: 1 << 20,
             seen_batches: Vec::new(),
-        });
+            limits,
+        })
+        .expect("read the GPU claims");
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });

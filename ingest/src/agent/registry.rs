@@ -1,0 +1,139 @@
+//! The registered workers, kept in `<data-dir>/agents.jsonl` so the write route's
+//! `?worker=` check survives restarts without a query.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use super::fields::GpuInfo;
+
+/// The registry file, in the data directory.
+pub const REGISTRY_FILE: &str = "agents.jsonl";
+
+/// A registered worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub supplier: String,
+    pub worker: String,
+    pub registered_unix_ms: i64,
+    #[serde(default)]
+    pub agent_version: String,
+    pub gpus: Vec<GpuInfo>,
+}
+
+/// Registered workers, backed by an append-only JSON-lines file: one line per
+/// registration, the last line of a worker wins. Appending keeps a registration O(1)
+/// however many workers there are; a torn last line (a crash mid-write) is ignored.
+#[derive(Debug)]
+pub struct Registry {
+    path: PathBuf,
+    /// Keyed by `supplier/worker`.
+    workers: Mutex<BTreeMap<String, WorkerRecord>>,
+    /// Serialises appends (held across the write and fsync, not while serving reads).
+    append: Mutex<()>,
+}
+
+impl Registry {
+    pub fn open(path: PathBuf) -> Self {
+        let mut workers = BTreeMap::new();
+        if let Ok(text) = fs::read_to_string(&path) {
+            for (i, line) in text.lines().enumerate() {
+                match serde_json::from_str::<WorkerRecord>(line) {
+                    Ok(rec) => {
+                        workers.insert(Self::key(&rec.supplier, &rec.worker), rec);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, path = %path.display(), line = i + 1, "skipping an unreadable agent registration");
+                    }
+                }
+            }
+        }
+        Registry {
+            path,
+            workers: Mutex::new(workers),
+            append: Mutex::new(()),
+        }
+    }
+
+    fn key(supplier: &str, worker: &str) -> String {
+        format!("{supplier}/{worker}")
+    }
+
+    pub fn contains(&self, supplier: &str, worker: &str) -> bool {
+        self.workers
+            .lock()
+            .contains_key(&Self::key(supplier, worker))
+    }
+
+    pub fn get(&self, supplier: &str, worker: &str) -> Option<WorkerRecord> {
+        self.workers
+            .lock()
+            .get(&Self::key(supplier, worker))
+            .cloned()
+    }
+
+    /// How many workers `supplier` has registered.
+    pub fn count(&self, supplier: &str) -> usize {
+        // Keys are `supplier/worker` and supplier names have no `/`: one contiguous range.
+        let prefix = format!("{supplier}/");
+        self.workers
+            .lock()
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .count()
+    }
+
+    /// Records a worker durably (append + fsync); an unchanged re-registration (an agent
+    /// restart) writes nothing.
+    pub fn put(&self, rec: WorkerRecord) -> std::io::Result<()> {
+        let key = Self::key(&rec.supplier, &rec.worker);
+        let _guard = self.append.lock();
+        let unchanged = self
+            .workers
+            .lock()
+            .get(&key)
+            .is_some_and(|old| old.gpus == rec.gpus && old.agent_version == rec.agent_version);
+        if !unchanged {
+            let mut line = serde_json::to_vec(&rec).expect("registration serializes");
+            line.push(b'\n');
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            f.write_all(&line)?;
+            f.sync_data()?;
+        }
+        self.workers.lock().insert(key, rec);
+        Ok(())
+    }
+
+    /// Drops GPU `uuid` from every registration that lists it (durably).
+    pub fn remove_gpu(&self, uuid: &str) -> std::io::Result<()> {
+        let listing: Vec<WorkerRecord> = self
+            .workers
+            .lock()
+            .values()
+            .filter(|w| w.gpus.iter().any(|g| g.uuid == uuid))
+            .cloned()
+            .collect();
+        for mut rec in listing {
+            rec.gpus.retain(|g| g.uuid != uuid);
+            self.put(rec)?;
+        }
+        Ok(())
+    }
+
+    pub fn list(&self, supplier: Option<&str>) -> Vec<WorkerRecord> {
+        self.workers
+            .lock()
+            .values()
+            .filter(|w| supplier.is_none_or(|s| w.supplier == s))
+            .cloned()
+            .collect()
+    }
+}
