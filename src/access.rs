@@ -230,12 +230,13 @@ pub const ROUTES: &[Route] = &[
         methods: &["POST", "DELETE"],
         access: Access::Roles(ADMIN),
     },
-    // The Kubernetes scheduler extender (filter, prioritize, bind), for a supplier's own
-    // cluster: its token in the path, its own GPUs only.
+    // The Kubernetes scheduler extender (filter, prioritize, bind, unbind, renew), for a
+    // supplier's own cluster: an `extender` token (in the path, as kube-scheduler sends no
+    // headers; redacted from logs), its own GPUs only. It is valid nowhere else.
     Route {
         path: "/k8s/*",
         methods: POST,
-        access: Access::Roles(&[Role::Supplier]),
+        access: Access::Roles(&[Role::Extender]),
     },
     // Daily earnings statements and their reconciliation, scoped to the caller's supplier.
     Route {
@@ -361,11 +362,22 @@ impl Gate {
 }
 
 /// kube-scheduler cannot send headers to an extender: its token is the path segment after
-/// `/k8s/` (`urlPrefix: http://HOST:9800/k8s/<supplier token>`).
+/// `/k8s/` (`urlPrefix: http://HOST:9800/k8s/<extender token>`).
 fn k8s_path_token(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/k8s/")?;
     let (token, _) = rest.split_once('/')?;
     (!token.is_empty()).then(|| token.to_string())
+}
+
+/// `path` with the extender token (the segment after `/k8s/`) replaced, for logs.
+pub fn redacted_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/k8s/") {
+        Some(rest) => {
+            let tail = rest.split_once('/').map_or("", |(_, t)| t);
+            format!("/k8s/<redacted>/{tail}").into()
+        }
+        None => path.into(),
+    }
 }
 
 /// The token a request presents: `Authorization: Bearer T`, or `Basic` with T as password.
@@ -480,9 +492,11 @@ fn to_sign_in(req: &Request) -> Option<Response> {
 /// The middleware: route lookup, token or session check (CSRF for session writes), role
 /// check, principal into extensions.
 pub async fn authorize(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
+    // For messages: never echo an extender token that sits in the path.
+    let path = redacted_path(req.uri().path()).into_owned();
+    let raw_path = req.uri().path().to_string();
     let method = req.method().clone();
-    let route = match route_for(&path, &method) {
+    let route = match route_for(&raw_path, &method) {
         Ok(Some(r)) => r,
         Ok(None) => {
             return (

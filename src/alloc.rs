@@ -100,6 +100,8 @@ pub struct AllocService {
     db: Arc<Db>,
     /// One Kubernetes extender per supplier cluster, by supplier.
     extenders: Arc<Mutex<HashMap<String, Arc<ExtenderState>>>>,
+    /// How long an extender binding lives without renewal.
+    extender_ttl: Duration,
 }
 
 /// The extender's view of the live allocator for one supplier's cluster: Kubernetes node
@@ -119,12 +121,52 @@ impl AllocatorHost for ExtenderHost {
         for l in leases {
             lease_row(&mut b, l);
         }
+        // The binding is a job like any other: listed, completed or cancelled through the
+        // jobs API, and its row written with its leases.
+        if let Some(first) = leases.first() {
+            let mut st = self.svc.state.lock();
+            let mut job = Job::new(first.job_id, GpuDemand::Whole(leases.len().min(8) as u8));
+            if leases.len() == 1 && first.share_milli < 1000 {
+                job.demand = GpuDemand::Fraction(first.share_milli as u16);
+            }
+            let rec = JobRecord {
+                job,
+                state: "running".into(),
+                submitted_ms: first.start_ms,
+                started_ms: Some(first.start_ms),
+                ended_ms: None,
+                end_reason: None,
+                leases: leases.iter().map(|l| l.lease_id).collect(),
+                restarts: 0,
+            };
+            job_row(&mut b, &rec);
+            st.jobs.insert(first.job_id, rec);
+        }
         let svc = self.svc.clone();
         tokio::spawn(async move { svc.persist(b).await });
     }
 
     fn node_key(&self, name: &str) -> String {
         node_name(&self.supplier, name)
+    }
+
+    fn job_id(&self, _uid: &str) -> u64 {
+        // From the server's own sequence: ids of different suppliers' clusters, and of jobs
+        // submitted through the API, never collide.
+        let mut st = self.svc.state.lock();
+        let id = st.next_job;
+        st.next_job += 1;
+        id
+    }
+
+    fn job_ended(&self, job: u64, reason: EndReason, _now_ms: i64) {
+        match self.svc.end(job, reason) {
+            Ok((_, b)) => {
+                let svc = self.svc.clone();
+                tokio::spawn(async move { svc.persist(b).await });
+            }
+            Err(e) => warn!(job, error = %e, "extender binding ended, but its job could not be"),
+        }
     }
 }
 
@@ -199,6 +241,7 @@ impl AllocService {
         policy: &str,
         tick: Duration,
         rates: &[(String, i64)],
+        extender_ttl: Duration,
     ) -> anyhow::Result<Self> {
         let q = QueryService::new(db.clone());
         let mut view = LiveView::new();
@@ -367,6 +410,7 @@ impl AllocService {
             })),
             db: db.clone(),
             extenders: Arc::default(),
+            extender_ttl,
         };
         if !pending.is_empty() {
             svc.persist(pending).await;
@@ -453,12 +497,25 @@ impl AllocService {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
+                svc.expire_bindings(now_ms());
                 let batch = svc.tick(now_ms());
                 if !batch.is_empty() {
                     svc.persist(batch).await;
                 }
             }
         });
+    }
+
+    /// Ends extender bindings not renewed within the time to live.
+    fn expire_bindings(&self, now: i64) {
+        let ttl = self.extender_ttl.as_millis().min(i64::MAX as u128) as i64;
+        let clusters: Vec<Arc<ExtenderState>> = self.extenders.lock().values().cloned().collect();
+        for c in clusters {
+            let n = c.expire(now, ttl);
+            if n > 0 {
+                info!(bindings = n, "extender bindings lapsed without renewal: leases ended");
+            }
+        }
     }
 
     /// One scheduling and accrual pass at `now`; the rows to persist.
@@ -837,8 +894,9 @@ async fn complete_job(State(svc): State<AllocService>, Path(id): Path<u64>) -> R
     end_job(svc, id, EndReason::Completed).await
 }
 
-/// `POST /k8s/<token>/{filter,prioritize,bind}`: kube-scheduler's extender calls for the
-/// token's supplier, answered by the live allocator over that supplier's GPUs.
+/// `POST /k8s/<token>/{filter,prioritize,bind,unbind,renew}`: kube-scheduler's extender
+/// calls (and the in-cluster controller's) for the extender token's supplier, answered by
+/// the live allocator over that supplier's GPUs.
 async fn k8s_extender(
     State(svc): State<AllocService>,
     principal: Option<axum::extract::Extension<Principal>>,
@@ -847,7 +905,7 @@ async fn k8s_extender(
 ) -> Response {
     use tower::ServiceExt as _;
     let Some(supplier) = principal.and_then(|p| p.0.scope().map(str::to_string)) else {
-        return err(StatusCode::FORBIDDEN, "the extender needs a supplier token");
+        return err(StatusCode::FORBIDDEN, "the extender needs an extender token");
     };
     let state = svc
         .extenders

@@ -140,6 +140,11 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_ALLOC_TICK", default_value = "1s", value_parser = humantime::parse_duration)]
     pub alloc_tick: Duration,
 
+    /// How long a Kubernetes extender binding lives without `POST /k8s/TOKEN/renew`; a
+    /// lapsed binding's leases end (cancelled), so a pod nobody unbinds stops earning.
+    #[arg(long, env = "RIGWATCH_EXTENDER_LEASE_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub extender_lease_ttl: Duration,
+
     /// An operator token with the admin role, kept only in memory (its hash). When unset and
     /// the data directory has no admin token yet, the server creates one at first start and
     /// prints it once.
@@ -337,8 +342,14 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         );
     }
     let alloc =
-        crate::alloc::AllocService::start(db.clone(), &args.policy, args.alloc_tick, &args.rates)
-            .await
+        crate::alloc::AllocService::start(
+            db.clone(),
+            &args.policy,
+            args.alloc_tick,
+            &args.rates,
+            args.extender_lease_ttl,
+        )
+        .await
             .context("cannot start the allocator")?;
     let gate = access::Gate::new(auth.clone(), args.admin_token.as_deref());
     let to_alloc = alloc.clone();
@@ -413,7 +424,18 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             gate,
             access::authorize,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    // The path, never the query string or an extender token in the path.
+                    tracing::debug_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %access::redacted_path(req.uri().path()),
+                    )
+                },
+            ),
+        );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

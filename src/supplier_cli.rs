@@ -44,7 +44,9 @@ pub enum SupplierCommand {
     /// Issue another token for a supplier.
     Token {
         supplier: String,
-        /// `agent` (writes telemetry) or `supplier` (reads its own data: portal, queries).
+        /// `agent` (writes telemetry), `supplier` (reads its own data: portal, queries) or
+        /// `extender` (the Kubernetes scheduler extender of the supplier's cluster: `/k8s/*`
+        /// only).
         #[arg(long, default_value = "agent")]
         role: Role,
         /// Expire the token after this long (e.g. 90d); never by default.
@@ -135,7 +137,7 @@ pub fn run(args: SupplierArgs) -> anyhow::Result<ExitCode> {
         } => {
             if !role.is_scoped() {
                 anyhow::bail!(
-                    "`supplier token` issues agent or supplier tokens; got role `{role}`"
+                    "`supplier token` issues agent, supplier or extender tokens; got role `{role}`"
                 );
             }
             let label = if label.is_empty() {

@@ -22,6 +22,11 @@ pub enum Error {
     /// An unknown `format` parameter.
     #[error("unknown format `{0}` (expected json, jsonl, csv or arrow)")]
     UnknownFormat(String),
+
+    /// A supplier asked for a plan: plans and their run-time counts describe the whole
+    /// table, every supplier's rows included.
+    #[error("EXPLAIN is not available to supplier tokens (plans count every supplier's rows)")]
+    ExplainRefused,
 }
 
 impl Error {
@@ -30,14 +35,63 @@ impl Error {
         use datafusion::error::DataFusionError as D;
         match self {
             Error::EmptyQuery | Error::UnknownFormat(_) => 400,
+            Error::ExplainRefused => 403,
             Error::DataFusion(e) => match e.find_root() {
                 D::SQL(..) | D::Plan(_) | D::SchemaError(..) | D::NotImplemented(_) => 400,
+                // The query failed on the data it reads (a cast, a division by zero, a bad
+                // regex, an overflow): the query's problem, reported as it is.
+                D::Execution(_) => 400,
+                D::ArrowError(e, _) => match e.as_ref() {
+                    arrow::error::ArrowError::CastError(_)
+                    | arrow::error::ArrowError::DivideByZero
+                    | arrow::error::ArrowError::ComputeError(_)
+                    | arrow::error::ArrowError::ParseError(_)
+                    | arrow::error::ArrowError::InvalidArgumentError(_)
+                    | arrow::error::ArrowError::ArithmeticOverflow(_) => 400,
+                    _ => 500,
+                },
                 D::ResourcesExhausted(_) => 503,
                 _ => 500,
             },
             Error::Encode { .. } => 500,
         }
     }
+}
+
+impl Error {
+    /// Whether the failure is a data file that could not be decoded (a corrupt page), which
+    /// a scrub of the store can find and exclude.
+    pub fn is_corrupt_data(&self) -> bool {
+        matches!(self, Error::DataFusion(e) if is_parquet(e))
+    }
+}
+
+fn is_parquet(e: &datafusion::error::DataFusionError) -> bool {
+    use datafusion::error::DataFusionError as D;
+    match e.find_root() {
+        D::ParquetError(_) => true,
+        D::ArrowError(a, _) => matches!(a.as_ref(), arrow::error::ArrowError::ParquetError(_)),
+        _ => false,
+    }
+}
+
+/// Logs an internal failure with a fresh request id and returns the id. Clients get the
+/// id and a generic message; the detail (file paths, internal state) stays in the log.
+pub fn log_internal(detail: &dyn std::fmt::Display) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let id = format!("{t:x}-{n:x}");
+    tracing::error!(request_id = %id, error = %detail, "internal error answering a query");
+    id
+}
+
+/// The message a client gets for an internal failure.
+pub fn internal_message(request_id: &str) -> String {
+    format!("internal error (request id {request_id}; the server log has the detail)")
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

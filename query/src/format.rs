@@ -93,7 +93,9 @@ pub fn encode(format: Format, schema: &SchemaRef, batches: &[RecordBatch]) -> Re
             let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, schema)
                 .map_err(err("arrow"))?;
             for b in batches {
-                w.write(b).map_err(err("arrow"))?;
+                // IPC sends dictionaries and view buffers whole: send only what the rows use.
+                let b = rigwatch_storage::table::scope::compact_batch(b).map_err(err("arrow"))?;
+                w.write(&b).map_err(err("arrow"))?;
             }
             w.finish().map_err(err("arrow"))?;
         }

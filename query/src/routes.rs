@@ -42,11 +42,13 @@ struct JsonBody {
 
 fn error(e: Error) -> Response {
     let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        axum::Json(serde_json::json!({ "error": e.to_string() })),
-    )
-        .into_response()
+    let body = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        let id = crate::error::log_internal(&e);
+        serde_json::json!({ "error": crate::error::internal_message(&id), "request_id": id })
+    } else {
+        serde_json::json!({ "error": e.to_string() })
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn sql(

@@ -7,6 +7,7 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::execution::config::SessionConfig;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionContext};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -168,17 +169,25 @@ impl QueryService {
             .with_allow_dml(false)
             .with_allow_statements(false);
         let df = ctx.sql_with_options(query, options).await?;
+        if scope.is_some()
+            && matches!(
+                df.logical_plan(),
+                LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
+            )
+        {
+            return Err(Error::ExplainRefused);
+        }
         let schema = df.schema().inner().clone();
-        match df.collect().await {
+        match df.collect().await.map_err(Error::from) {
             Ok(batches) => Ok((schema, batches)),
             // A data file whose footer is intact but whose pages are corrupt only shows up
             // when read. Find and exclude such files (each is logged), then answer from the
             // rest of the data.
-            Err(e) if e.to_string().contains("Parquet") && self.db.scrub(None).await > 0 => {
+            Err(e) if e.is_corrupt_data() && self.db.scrub(None).await > 0 => {
                 let df = ctx.sql_with_options(query, options).await?;
                 Ok((schema, df.collect().await?))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 }

@@ -14,6 +14,12 @@
 //!
 //! `/bind` records the placement as leases (the pod must have been seen by `/filter` or
 //! `/prioritize`). It does not itself create the `Binding` object in the API server.
+//!
+//! A bound pod's leases end: `POST /unbind` (`{"PodUID": …}`, sent by an in-cluster
+//! controller or the agent when the pod ends) ends them as completed; `POST /renew`
+//! (`{"PodUIDs": [...]}`) keeps them alive, and a binding not renewed within the host's
+//! time to live ([`ExtenderState::expire`]) ends as cancelled, so a forgotten pod does not
+//! hold GPUs, or earn, for ever.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,7 +33,7 @@ use axum::routing::post;
 use serde_json::{Map, Value, json};
 
 use crate::allocator::Allocator;
-use crate::model::{GpuDemand, Job, JobId, WHOLE_GPU};
+use crate::model::{EndReason, GpuDemand, Job, JobId, WHOLE_GPU};
 use crate::rng::fnv1a;
 
 /// Annotation asking for a fraction of one GPU, in thousandths.
@@ -54,6 +60,32 @@ pub trait AllocatorHost: Send + Sync {
     fn node_key(&self, name: &str) -> String {
         name.to_owned()
     }
+    /// The job id a pod about to be bound gets (the default: a hash of its UID). A host
+    /// shared by several clusters hands out ids of its own, so they cannot collide.
+    fn job_id(&self, uid: &str) -> JobId {
+        job_id_of(uid)
+    }
+    /// A bound pod's job ended (unbound, or its binding lapsed): end its leases. The
+    /// default finishes the job in the allocator; a host that persists leases records it.
+    fn job_ended(&self, job: JobId, reason: EndReason, now_ms: i64) {
+        self.with_allocator(&mut |a| {
+            let _ = a.finish(job, reason, now_ms);
+        });
+    }
+}
+
+/// Most pods remembered between `/filter` and `/bind`, and most bindings held; past it the
+/// oldest half is forgotten (a pod then has to pass `/filter` again).
+pub const MAX_PODS: usize = 10_000;
+
+/// A pod bound to a node.
+#[derive(Debug, Clone)]
+struct Binding {
+    node: String,
+    /// The job its leases belong to (none for a pod without GPU demand).
+    job: Option<JobId>,
+    /// When it was bound or last renewed, ms.
+    renewed_ms: i64,
 }
 
 impl AllocatorHost for Mutex<Allocator> {
@@ -67,10 +99,10 @@ pub struct ExtenderState {
     pub allocator: Box<dyn AllocatorHost>,
     /// Current time in ms since the epoch.
     pub clock: fn() -> i64,
-    /// Pods seen by /filter or /prioritize, by UID, for /bind.
-    seen: Mutex<HashMap<String, Job>>,
-    /// Pods bound, by UID → node.
-    bound: Mutex<HashMap<String, String>>,
+    /// Pods seen by /filter or /prioritize, by UID, for /bind, with when they were seen.
+    seen: Mutex<HashMap<String, (Job, i64)>>,
+    /// Pods bound, by UID.
+    bound: Mutex<HashMap<String, Binding>>,
 }
 
 impl std::fmt::Debug for ExtenderState {
@@ -109,6 +141,8 @@ pub fn extender_router(state: Arc<ExtenderState>) -> Router {
         .route("/filter", post(filter))
         .route("/prioritize", post(prioritize))
         .route("/bind", post(bind))
+        .route("/unbind", post(unbind))
+        .route("/renew", post(renew))
         .with_state(state)
 }
 
@@ -311,10 +345,20 @@ fn plan_nodes(st: &ExtenderState, job: &Job, names: &[String]) -> Vec<Result<f64
 }
 
 fn remember(st: &ExtenderState, uid: &str, job: &Job) {
-    st.seen
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(uid.to_owned(), job.clone());
+    let now = (st.clock)();
+    let mut seen = st.seen.lock().unwrap_or_else(PoisonError::into_inner);
+    if seen.len() >= MAX_PODS && !seen.contains_key(uid) {
+        forget_oldest_half(&mut seen, |(_, t)| *t);
+    }
+    seen.insert(uid.to_owned(), (job.clone(), now));
+}
+
+/// Drops the older half of `map` by the time `at` gives each entry.
+fn forget_oldest_half<V>(map: &mut HashMap<String, V>, at: impl Fn(&V) -> i64) {
+    let mut times: Vec<i64> = map.values().map(&at).collect();
+    times.sort_unstable();
+    let cut = times[times.len() / 2];
+    map.retain(|_, v| at(v) > cut);
 }
 
 async fn filter(State(st): State<Arc<ExtenderState>>, body: Bytes) -> Result<Response, BadRequest> {
@@ -415,22 +459,35 @@ async fn bind(State(st): State<Arc<ExtenderState>>, body: Bytes) -> Result<Respo
 fn bind_pod(st: &ExtenderState, uid: &str, node: &str) -> Option<String> {
     let mut bound = st.bound.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(prev) = bound.get(uid) {
-        return (prev != node).then(|| format!("pod {uid} is already bound to {prev}"));
+        return (prev.node != node).then(|| format!("pod {uid} is already bound to {}", prev.node));
     }
-    let Some(job) = st
+    let Some(mut job) = st
         .seen
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .get(uid)
-        .cloned()
+        .map(|(j, _)| j.clone())
     else {
         return Some(format!("pod {uid} was not seen by /filter or /prioritize"));
     };
+    let now = (st.clock)();
+    if bound.len() >= MAX_PODS {
+        return Some(format!(
+            "this cluster holds {MAX_PODS} bindings; unbind finished pods first"
+        ));
+    }
     if job.demand == GpuDemand::None {
-        bound.insert(uid.to_owned(), node.to_owned());
+        bound.insert(
+            uid.to_owned(),
+            Binding {
+                node: node.to_owned(),
+                job: None,
+                renewed_ms: now,
+            },
+        );
         return None;
     }
-    let now = (st.clock)();
+    job.id = st.allocator.job_id(uid);
     let mut outcome = None;
     st.allocator.with_allocator(&mut |a| {
         outcome = Some(match a.view.node_index(&st.allocator.node_key(node)) {
@@ -442,14 +499,111 @@ fn bind_pod(st: &ExtenderState, uid: &str, node: &str) -> Option<String> {
             },
         });
     });
-    match outcome.expect("the host ran the closure") {
-        Ok(leases) => {
-            bound.insert(uid.to_owned(), node.to_owned());
+    match outcome {
+        Some(Ok(leases)) => {
+            bound.insert(
+                uid.to_owned(),
+                Binding {
+                    node: node.to_owned(),
+                    job: Some(job.id),
+                    renewed_ms: now,
+                },
+            );
             drop(bound);
+            st.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(uid);
             st.allocator.leases_started(&leases);
             None
         }
-        Err(e) => Some(e),
+        Some(Err(e)) => Some(e),
+        None => Some("the allocator did not answer".into()),
+    }
+}
+
+/// `POST /unbind` `{"PodUID": …}` (or `PodName`): the pod ended; its leases end as
+/// completed. Unbinding a pod that is not bound is an error naming it.
+async fn unbind(
+    State(st): State<Arc<ExtenderState>>,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let args = parse_body(&body)?;
+    let uid = get_str(&args, "PodUID")
+        .or_else(|| get_str(&args, "PodName"))
+        .unwrap_or("");
+    if uid.is_empty() {
+        return Err(BadRequest("unbind needs PodUID (or PodName)".into()));
+    }
+    let removed = st
+        .bound
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(uid);
+    let error = match removed {
+        None => format!("pod {uid} is not bound"),
+        Some(b) => {
+            if let Some(job) = b.job {
+                st.allocator
+                    .job_ended(job, EndReason::Completed, (st.clock)());
+            }
+            String::new()
+        }
+    };
+    Ok(axum::Json(json!({ "Error": error })).into_response())
+}
+
+/// `POST /renew` `{"PodUIDs": [...]}`: these pods still run; their bindings start a new
+/// time to live. Answers how many were renewed and which are not bound (any more).
+async fn renew(
+    State(st): State<Arc<ExtenderState>>,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let args = parse_body(&body)?;
+    let Some(uids) = get(&args, "PodUIDs").and_then(Value::as_array) else {
+        return Err(BadRequest("renew needs PodUIDs, a list of pod UIDs".into()));
+    };
+    if uids.len() > MAX_PODS {
+        return Err(BadRequest(format!(
+            "renew at most {MAX_PODS} pods per call, got {}",
+            uids.len()
+        )));
+    }
+    let now = (st.clock)();
+    let mut bound = st.bound.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut renewed = 0;
+    let mut unknown = Vec::new();
+    for uid in uids {
+        match uid.as_str().and_then(|u| bound.get_mut(u)) {
+            Some(b) => {
+                b.renewed_ms = now;
+                renewed += 1;
+            }
+            None => unknown.push(uid.clone()),
+        }
+    }
+    Ok(axum::Json(json!({ "Renewed": renewed, "Unknown": unknown })).into_response())
+}
+
+impl ExtenderState {
+    /// Ends every binding not renewed within `ttl_ms` of `now_ms` (its leases end as
+    /// cancelled); returns how many ended.
+    pub fn expire(&self, now_ms: i64, ttl_ms: i64) -> usize {
+        let lapsed: Vec<Binding> = {
+            let mut bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
+            let uids: Vec<String> = bound
+                .iter()
+                .filter(|(_, b)| now_ms.saturating_sub(b.renewed_ms) >= ttl_ms)
+                .map(|(u, _)| u.clone())
+                .collect();
+            uids.iter().filter_map(|u| bound.remove(u)).collect()
+        };
+        for b in &lapsed {
+            if let Some(job) = b.job {
+                self.allocator.job_ended(job, EndReason::Cancelled, now_ms);
+            }
+        }
+        lapsed.len()
     }
 }
 

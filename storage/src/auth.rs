@@ -32,6 +32,10 @@ pub enum Role {
     Supplier,
     /// Writes telemetry for its own supplier only; reads nothing.
     Agent,
+    /// The Kubernetes scheduler extender of one supplier's cluster: calls `/k8s/*` only
+    /// (places that supplier's pods on its GPUs); reads nothing, cannot sign in or mint
+    /// tokens.
+    Extender,
 }
 
 impl Role {
@@ -42,12 +46,13 @@ impl Role {
             Role::Analyst => "analyst",
             Role::Supplier => "supplier",
             Role::Agent => "agent",
+            Role::Extender => "extender",
         }
     }
 
     /// Whether a token of this role must name a supplier.
     pub fn is_scoped(self) -> bool {
-        matches!(self, Role::Supplier | Role::Agent)
+        matches!(self, Role::Supplier | Role::Agent | Role::Extender)
     }
 }
 
@@ -65,8 +70,9 @@ impl std::str::FromStr for Role {
             "analyst" => Ok(Role::Analyst),
             "supplier" => Ok(Role::Supplier),
             "agent" => Ok(Role::Agent),
+            "extender" => Ok(Role::Extender),
             other => Err(AuthError::Invalid(format!(
-                "unknown role `{other}`: expected admin, analyst, supplier or agent"
+                "unknown role `{other}`: expected admin, analyst, supplier, agent or extender"
             ))),
         }
     }

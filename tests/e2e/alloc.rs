@@ -430,23 +430,35 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--gpus N"));
 }
 
-/// kube-scheduler, pointed at `/k8s/<supplier token>`, places a GPU pod through the live
-/// allocator on that supplier's own nodes only, and the binding is a lease row.
+/// kube-scheduler, pointed at `/k8s/<extender token>`, places a GPU pod through the live
+/// allocator on that supplier's own nodes only; the binding is a job with lease rows, and
+/// it ends when the pod is unbound (or its binding lapses without renewal).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_scheduler_extender_uses_the_live_allocator() {
     let dir = temp_dir();
     let data = dir.path().join("data");
-    let server = Server::start(&data, &["--alloc-tick", "200ms"], &[]).await;
+    // Request logging on, so the check that the path token is redacted can fail.
+    let args = ["--alloc-tick", "200ms", "--log", "info,tower_http=debug,rigwatch=debug"];
+    let server = Server::start(&data, &args, &[]).await;
     server.write_ok(&telemetry()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let auth = rigwatch_storage::auth::AuthStore::open(&data).unwrap();
     auth.add_supplier("acme").unwrap();
     let token = auth
         .issue(
-            rigwatch_storage::auth::Role::Supplier,
+            rigwatch_storage::auth::Role::Extender,
             Some("acme"),
             None,
             "k8s",
+        )
+        .unwrap()
+        .token;
+    let read_token = auth
+        .issue(
+            rigwatch_storage::auth::Role::Supplier,
+            Some("acme"),
+            None,
+            "read",
         )
         .unwrap()
         .token;
@@ -510,6 +522,52 @@ async fn kube_scheduler_extender_uses_the_live_allocator() {
         ))
         .await;
     assert_eq!(rows, [json!({"worker": "w1"})]);
+    // The binding is a job: listed, and unbinding the pod ends its leases (completed).
+    let (_, jobs) = call(&server, "GET", "/api/v1/jobs", None).await;
+    let bound = jobs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["state"] == "running")
+        .count();
+    assert_eq!(bound, 2, "{jobs}");
+    let (_, v) = post(format!("{base}/renew"), json!({"PodUIDs": ["uid-1", "uid-x"]})).await;
+    assert_eq!(v["Renewed"], 1, "{v}");
+    assert_eq!(v["Unknown"], json!(["uid-x"]), "{v}");
+    let (_, v) = post(format!("{base}/unbind"), json!({"PodUID": "uid-1"})).await;
+    assert_eq!(v["Error"], "", "{v}");
+    let mut ended = Vec::new();
+    for _ in 0..30 {
+        ended = server
+            .rows("SELECT end_reason FROM lease WHERE worker = 'w0' AND end_reason IS NOT NULL")
+            .await;
+        if ended.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let completed = json!({"end_reason": "completed"});
+    assert_eq!(ended, [completed.clone(), completed], "{ended:?}");
+    let (_, v) = post(format!("{base}/unbind"), json!({"PodUID": "uid-1"})).await;
+    assert!(v["Error"].as_str().unwrap().contains("not bound"), "{v}");
+    // The supplier's read token is not an extender credential, and the extender token
+    // reads nothing.
+    let r = client
+        .post(format!("{}/k8s/{read_token}/filter", server.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = client
+        .get(format!("{}/api/v1/sql?q=SELECT+1", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The token in the path never reaches the log.
+    assert!(!server.log().contains(&token), "extender token logged");
     // No token, or an operator's: refused.
     let r = client
         .post(format!(
