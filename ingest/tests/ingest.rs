@@ -12,6 +12,7 @@ mod ingest {
 #[path = "agent"]
 mod agent {
     mod dcgm;
+    mod identity;
     mod register;
     mod spool;
     mod support;

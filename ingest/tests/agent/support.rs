@@ -60,6 +60,15 @@ impl AgentServer {
         }
     }
 
+    /// Stops this server and starts another on the same data directory.
+    pub async fn restart(mut self) -> Self {
+        self.task.abort();
+        self.db.shutdown().await.expect("shut the database down");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        drop(self);
+        Self::start_in(dir, "127.0.0.1:0").await
+    }
+
     /// Adds `supplier` and returns its agent token.
     pub fn supplier(&self, supplier: &str) -> String {
         self.auth
