@@ -113,6 +113,14 @@ pub const ROUTES: &[Route] = &[
         methods: GET,
         access: Access::Roles(AGENT_OR_READERS),
     },
+    // Releasing a GPU's claim (ingest/src/agent/routes.rs): an operator, or the GPU's own
+    // supplier (its read or agent token); another supplier's GPU answers 404, like an
+    // unknown one.
+    Route {
+        path: "/api/v1/agent/gpus/*",
+        methods: &["DELETE"],
+        access: Access::Roles(&[Role::Admin, Role::Supplier, Role::Agent]),
+    },
     Route {
         path: "/api/v1/sql",
         methods: GET_POST,

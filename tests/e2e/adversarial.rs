@@ -508,6 +508,26 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
     assert!(r.status().is_client_error());
     probe.cases += 1;
 
+    // Releasing B's GPU: the same answer as a GPU that does not exist.
+    let mut answers = Vec::new();
+    for uuid in [b.uuids[1].clone(), format!("GPU-{}-9", "qzzzzzzzzzzzz")] {
+        for token in [&a.read, &a.agent] {
+            let r = http
+                .delete(format!("{base}/api/v1/agent/gpus/{uuid}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body = r.text().await.unwrap().replace(&uuid, "U");
+            answers.push((status, body));
+            probe.cases += 1;
+        }
+    }
+    assert_eq!(answers[0].0, StatusCode::NOT_FOUND, "{answers:?}");
+    assert_eq!(answers[0], answers[2], "release of B's GPU vs an unknown one");
+    assert_eq!(answers[1], answers[3], "release of B's GPU vs an unknown one");
+
     // Nothing A did changed B's leases or faults.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(server.rows(&b_leases).await, before, "B's leases changed");

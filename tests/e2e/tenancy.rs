@@ -51,6 +51,8 @@ fn request(
         "/api/v1/label/*" => "/api/v1/label/supplier/values".to_string(),
         "/portal/assets/*" => "/portal/assets/app.js".to_string(),
         "/portal/api/dashboards/*" => "/portal/api/dashboards/fleet/grafana".to_string(),
+        // A GPU nobody claimed (the path is echoed in the 404, so not one of B's marks).
+        "/api/v1/agent/gpus/*" => "/api/v1/agent/gpus/GPU-unclaimed-0".to_string(),
         p => p.to_string(),
     };
     let url = format!("{base}{path}");
@@ -70,6 +72,7 @@ fn request(
     };
     match method {
         "GET" => client.get(url).query(&params),
+        "DELETE" => client.delete(url),
         _ => {
             let body = match route.path {
                 // Writes that would land if allowed: B's rows, claimed by whoever calls.
