@@ -524,10 +524,7 @@ fn bind_pod(st: &ExtenderState, uid: &str, node: &str) -> Option<String> {
 
 /// `POST /unbind` `{"PodUID": …}` (or `PodName`): the pod ended; its leases end as
 /// completed. Unbinding a pod that is not bound is an error naming it.
-async fn unbind(
-    State(st): State<Arc<ExtenderState>>,
-    body: Bytes,
-) -> Result<Response, BadRequest> {
+async fn unbind(State(st): State<Arc<ExtenderState>>, body: Bytes) -> Result<Response, BadRequest> {
     let args = parse_body(&body)?;
     let uid = get_str(&args, "PodUID")
         .or_else(|| get_str(&args, "PodName"))
@@ -555,10 +552,7 @@ async fn unbind(
 
 /// `POST /renew` `{"PodUIDs": [...]}`: these pods still run; their bindings start a new
 /// time to live. Answers how many were renewed and which are not bound (any more).
-async fn renew(
-    State(st): State<Arc<ExtenderState>>,
-    body: Bytes,
-) -> Result<Response, BadRequest> {
+async fn renew(State(st): State<Arc<ExtenderState>>, body: Bytes) -> Result<Response, BadRequest> {
     let args = parse_body(&body)?;
     let Some(uids) = get(&args, "PodUIDs").and_then(Value::as_array) else {
         return Err(BadRequest("renew needs PodUIDs, a list of pod UIDs".into()));

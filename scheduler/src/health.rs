@@ -43,8 +43,8 @@ pub mod xid;
 
 pub use engine::{
     DEFAULT_TEMPERATURE_LIMIT, Event, Fault, FaultKind, GpuIdent, GpuRef, HealthConfig,
-    HealthEngine, LeaseOracle, MEMORY_TEMPERATURE_LIMIT, MODEL_TEMPERATURE_LIMITS, Severity,
-    Telemetry, Transition, temperature_limit, throttle,
+    HealthEngine, LeaseOracle, MEMORY_TEMPERATURE_LIMIT, Severity, Telemetry, Transition,
+    temperature_limit, throttle,
 };
 pub use xid::{XidClass, XidInfo};
 

@@ -71,7 +71,10 @@ impl RateCard {
     /// Sets `model`'s price from `effective_ms` on; changes must come in time order per
     /// model (a change before the model's last change is rejected).
     pub fn set_rate(&mut self, model: &str, effective_ms: i64, rate: i64) -> Result<()> {
-        let v = self.changes.entry(model.to_ascii_uppercase()).or_default();
+        let v = self
+            .changes
+            .entry(catalog::canonical_or_same(model).to_ascii_uppercase())
+            .or_default();
         if let Some(&(last, _)) = v.last()
             && effective_ms < last
         {
@@ -90,7 +93,7 @@ impl RateCard {
 
     fn changes_of(&self, model: &str) -> &[(i64, i64)] {
         self.changes
-            .get(&model.to_ascii_uppercase())
+            .get(&catalog::canonical_or_same(model).to_ascii_uppercase())
             .map_or(&[], |v| v.as_slice())
     }
 

@@ -213,6 +213,8 @@ impl LiveView {
 
     /// Interns `name`, seeding its thermal limit and rate from the catalog.
     pub fn intern_model(&mut self, name: &str) -> Result<ModelId> {
+        // One model, whichever of its names is given ("NVIDIA H100 80GB HBM3" is "H100").
+        let name = catalog::canonical_or_same(name);
         if let Some(&m) = self.model_by_name.get(name) {
             return Ok(m);
         }
@@ -241,7 +243,8 @@ impl LiveView {
         }
         let mut bits = 0u64;
         for n in names {
-            if let Some(&m) = self.model_by_name.get(n.as_str()) {
+            let n = catalog::canonical_or_same(n);
+            if let Some(&m) = self.model_by_name.get(n) {
                 bits |= 1u64 << m;
             } else if let Some((_, &m)) = self
                 .model_by_name

@@ -61,31 +61,16 @@ impl Default for HealthConfig {
     }
 }
 
-/// The GPU temperature (°C) at which a model starts slowing down (NVML's slowdown threshold),
-/// by product-name substring; the first match wins. The values are the ones the agent's
-/// simulator models (`ingest/src/agent/sim.rs`), so simulated and real fleets are judged
-/// alike. Memory (HBM) limit: [`MEMORY_TEMPERATURE_LIMIT`].
-pub const MODEL_TEMPERATURE_LIMITS: &[(&str, f64)] = &[
-    ("H200", 87.0),
-    ("H100", 87.0),
-    ("A100", 90.0),
-    ("L40", 88.0),
-    ("A10", 88.0),
-    ("4090", 88.0),
-    ("3090", 93.0),
-    ("T4", 85.0),
-    ("V100", 87.0),
-];
-/// Used for models not in [`MODEL_TEMPERATURE_LIMITS`].
-pub const DEFAULT_TEMPERATURE_LIMIT: f64 = 85.0;
+/// Used for models the model table does not know.
+pub const DEFAULT_TEMPERATURE_LIMIT: f64 =
+    rigwatch_common::gpu_model::FALLBACK_THERMAL_LIMIT_C as f64;
 /// HBM's operating limit (°C).
 pub const MEMORY_TEMPERATURE_LIMIT: f64 = 95.0;
 
+/// The GPU temperature (°C) at which `model` (a canonical or NVML name) starts slowing
+/// down, from the one model table (`rigwatch_common::gpu_model`).
 pub fn temperature_limit(model: &str) -> f64 {
-    MODEL_TEMPERATURE_LIMITS
-        .iter()
-        .find(|(m, _)| model.contains(m))
-        .map_or(DEFAULT_TEMPERATURE_LIMIT, |(_, t)| *t)
+    f64::from(rigwatch_common::gpu_model::thermal_limit_c(model))
 }
 
 /// Who a GPU is.
