@@ -189,7 +189,10 @@ impl TableProvider for ScopedTable {
             .scan(state, Some(&scan_cols), &pushed, None)
             .await?;
         // `scan_cols` starts with `wanted`, so the output columns are its first ones.
-        let column = scan_cols.iter().position(|&c| c == sup).unwrap_or(wanted.len());
+        let column = scan_cols
+            .iter()
+            .position(|&c| c == sup)
+            .unwrap_or(wanted.len());
         let out: Vec<usize> = (0..wanted.len()).collect();
         Ok(Arc::new(scope::ScopeExec::try_new(
             plan,

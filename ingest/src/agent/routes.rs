@@ -340,7 +340,10 @@ async fn write(
             (
                 g.uuid,
                 OwnedGpu {
-                    model: g.model,
+                    // The canonical model of the one model table ("unknown" for a name it
+                    // does not know): what prices, limits and job constraints use, and a
+                    // bounded set whatever names agents send.
+                    model: rigwatch_common::gpu_model::canonical(&g.model).to_string(),
                     index,
                 },
             )

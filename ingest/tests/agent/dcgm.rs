@@ -172,7 +172,8 @@ async fn scraped_gpus_stream_through_the_agent_into_gpu_and_gpu_fault() {
     assert_eq!(
         rows,
         vec![vec![
-            "NVIDIA H100 80GB HBM3".to_string(),
+            // dcgm-exporter's modelName "NVIDIA H100 80GB HBM3", as the one model table names it.
+            "H100".to_string(),
             "87.0".to_string(),
             "612.345".to_string(),
             "3871234567890".to_string(),

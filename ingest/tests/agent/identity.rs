@@ -21,7 +21,9 @@ async fn register(
         .iter()
         .enumerate()
         .map(|(i, (uuid, model))| {
-            json!({"index": i, "uuid": uuid, "model": model, "memory_total_mib": 81559})
+            // Memory that fits the model, so only the check under test can refuse it.
+            let mib = rigwatch_common::gpu_model::lookup(model).map_or(81559, |f| f.memory_mib);
+            json!({"index": i, "uuid": uuid, "model": model, "memory_total_mib": mib})
         })
         .collect();
     let resp = server
@@ -339,18 +341,46 @@ async fn model_and_gpu_index_come_from_the_registration() {
             .rows("SELECT gpu_uuid, model, gpu_index FROM gpu ORDER BY gpu_uuid")
             .await,
         vec![
-            vec!["GPU-A0".to_string(), "Tesla T4".into(), "0".into()],
-            vec![
-                "GPU-A1".to_string(),
-                "NVIDIA H100 80GB HBM3".into(),
-                "1".into()
-            ],
+            vec!["GPU-A0".to_string(), "T4".into(), "0".into()],
+            vec!["GPU-A1".to_string(), "H100".into(), "1".into()],
         ]
     );
+    assert_eq!(server.scalar("SELECT model FROM gpu_fault").await, "T4");
+    // The model is the one table's canonical name; NVML's name is kept in the inventory.
     assert_eq!(
-        server.scalar("SELECT model FROM gpu_fault").await,
-        "Tesla T4"
+        server
+            .scalar("SELECT product_name FROM gpu_inventory WHERE gpu_uuid = 'GPU-A1'")
+            .await,
+        "NVIDIA H100 80GB HBM3"
     );
+}
+
+#[tokio::test]
+async fn a_model_whose_memory_contradicts_it_is_refused() {
+    let server = AgentServer::start().await;
+    let alpha = server.supplier("alpha");
+    // An RTX 4090 (24 GiB) calling itself an H100, to be paid H100 rates.
+    let resp = server
+        .client
+        .post(format!("{}/api/v1/agent/register", server.base))
+        .bearer_auth(&alpha)
+        .json(&json!({"worker": "w", "gpus": [
+            {"index": 0, "uuid": "GPU-ok", "model": "NVIDIA GeForce RTX 4090", "memory_total_mib": 24564},
+            {"index": 1, "uuid": "GPU-lie", "model": "NVIDIA H100 80GB HBM3", "memory_total_mib": 24564}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("gpus[1]") && body.contains("H100"), "{body}");
+    assert_eq!(server.count("gpu_inventory").await, 0);
+    // An unknown name is accepted, as the model `unknown` (not a name of its own).
+    let (status, body) = register(&server, &alpha, "w", &[("GPU-new", "NVIDIA Z9000")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, text) = write(&server, &alpha, "w", "gpu,gpu_uuid=GPU-new utilization=1 1\n").await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    assert_eq!(server.scalar("SELECT model FROM gpu").await, "unknown");
 }
 
 #[tokio::test]

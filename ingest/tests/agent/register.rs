@@ -49,7 +49,8 @@ async fn simulated_worker_registers_and_its_gpus_appear_in_gpu_and_inventory() {
         assert_eq!(row[1], "rack1-node3");
         assert_eq!(row[2], info.uuid);
         assert_eq!(row[3], info.index.to_string());
-        assert_eq!(row[4], info.model);
+        // The one model table's name for what NVML reported.
+        assert_eq!(row[4], rigwatch_common::gpu_model::canonical(&info.model));
         assert_eq!(row[5], info.memory_total_mib.to_string());
         assert_eq!(
             row[6].parse::<f64>().unwrap(),

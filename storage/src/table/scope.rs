@@ -20,8 +20,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions,
-    UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
 };
 use arrow::compute::kernels::cmp::eq;
 use arrow::compute::{cast, filter, take};
@@ -175,7 +174,11 @@ pub fn scope_batch(
     let mut columns = Vec::with_capacity(projection.len());
     for &i in projection {
         let col = batch.column(i);
-        let kept = if all { col.clone() } else { filter(col, &mask)? };
+        let kept = if all {
+            col.clone()
+        } else {
+            filter(col, &mask)?
+        };
         columns.push(compact(kept)?);
     }
     let options = RecordBatchOptions::new().with_row_count(Some(selected));
@@ -342,7 +345,12 @@ mod tests {
     use datafusion::prelude::{col, lit};
 
     fn dict(values: &[&str]) -> ArrayRef {
-        Arc::new(values.iter().copied().collect::<DictionaryArray<Int32Type>>())
+        Arc::new(
+            values
+                .iter()
+                .copied()
+                .collect::<DictionaryArray<Int32Type>>(),
+        )
     }
 
     fn batch() -> RecordBatch {
@@ -439,7 +447,11 @@ mod tests {
     fn no_rows_of_the_supplier_yields_nothing() {
         let b = batch();
         let out_schema = Arc::new(b.schema().project(&[3]).unwrap());
-        assert!(scope_batch(&b, "c", 0, &[3], &out_schema).unwrap().is_none());
+        assert!(
+            scope_batch(&b, "c", 0, &[3], &out_schema)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! claims the GPUs and records the worker, in that order, each durably; a registration or
 //! release holds `Shared::changing` throughout, so nothing checked can change under it.
 
+use rigwatch_common::gpu_model;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -69,6 +70,20 @@ fn check_gpus(shared: &Shared, reg: &Registration) -> Result<(), Reject> {
                 StatusCode::BAD_REQUEST,
                 "invalid",
                 format!("gpus[{i}] repeats the uuid `{}` of gpus[{first}]", g.uuid),
+            ));
+        }
+        // The model drives price and limits: what NVML reports must be one GPU. An "H100"
+        // with 24 GiB is not an H100.
+        if let Some(f) = gpu_model::lookup(&g.model)
+            && f.memory_contradicts(g.memory_total_mib)
+        {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!(
+                    "gpus[{i}]: model `{}` is a {} ({} to {} MiB), but memory_total_mib is {}: the name and the memory NVML reports must agree",
+                    g.model, f.name, f.min_memory_mib, f.memory_mib, g.memory_total_mib
+                ),
             ));
         }
     }
@@ -242,7 +257,8 @@ pub(super) async fn register(
             .tag("worker", &reg.worker)
             .tag("gpu_uuid", &g.uuid)
             .tag("gpu_index", &idx)
-            .field("model", FieldValue::Str(&g.model))
+            .field("model", FieldValue::Str(gpu_model::canonical(&g.model)))
+            .field("product_name", FieldValue::Str(&g.model))
             .field(
                 "memory_total_mib",
                 FieldValue::I64(g.memory_total_mib as i64),
