@@ -104,9 +104,24 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_LOOKBACK_DELTA", default_value = "5m", value_parser = humantime::parse_duration)]
     pub lookback_delta: Duration,
 
-    /// Longest a query-language query may run (the `timeout` parameter may shorten it).
+    /// Longest a query may run: SQL statements, and query-language queries (whose `timeout`
+    /// parameter may shorten it).
     #[arg(long, env = "RIGWATCH_QUERY_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
     pub query_timeout: Duration,
+
+    /// Working memory the SQL operators of one supplier's queries (or the operators' queries
+    /// together) may hold at once; a query past it is stopped with 503.
+    #[arg(long, env = "RIGWATCH_QUERY_MAX_MEMORY", default_value = "1GiB")]
+    pub query_max_memory: ByteSize,
+
+    /// Most rows one SQL answer may hold; a larger answer is refused with 413.
+    #[arg(long, env = "RIGWATCH_QUERY_MAX_ROWS", default_value_t = 1_000_000)]
+    pub query_max_rows: usize,
+
+    /// Most SQL statements one supplier (or the operators together) may run at once; one
+    /// more is refused with 429.
+    #[arg(long, env = "RIGWATCH_QUERY_MAX_CONCURRENT", default_value_t = 8)]
+    pub query_max_concurrent: usize,
 
     /// Most samples one query-language query may hold in memory.
     #[arg(long, env = "RIGWATCH_QUERY_MAX_SAMPLES", default_value_t = 50_000_000)]
@@ -370,7 +385,15 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let mut registry = Registry::default();
     gpu_health.register(&mut registry);
     db.metrics().register(&mut registry);
-    let query = rigwatch_query::QueryService::new(db.clone());
+    let query = rigwatch_query::QueryService::with_limits(
+        db.clone(),
+        rigwatch_query::QueryLimits {
+            timeout: args.query_timeout,
+            max_memory: usize::try_from(args.query_max_memory.as_u64()).unwrap_or(usize::MAX),
+            max_rows: args.query_max_rows,
+            max_concurrent: args.query_max_concurrent.max(1),
+        },
+    );
     let seen_batches = seen_batches(&query).await;
     query.metrics().register(&mut registry);
     let state = AppState {

@@ -15,6 +15,7 @@ mod e2e {
     pub mod harness;
     pub mod health;
     pub mod ledger;
+    pub mod limits;
     pub mod models;
     pub mod portal;
     pub mod prometheus;

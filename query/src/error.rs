@@ -23,6 +23,26 @@ pub enum Error {
     #[error("unknown format `{0}` (expected json, jsonl, csv or arrow)")]
     UnknownFormat(String),
 
+    /// The statement ran past its deadline and was stopped.
+    #[error("query stopped after {after:?} (the limit is --query-timeout)")]
+    Timeout { after: std::time::Duration },
+
+    /// The answer has more rows than one answer may hold.
+    #[error("the answer has more than {limit} rows (the limit is --query-max-rows): aggregate, filter or add LIMIT")]
+    TooManyRows { limit: usize },
+
+    /// The statement's operators needed more memory than the caller's share.
+    #[error("the query needs more than {limit} bytes of working memory (the limit is --query-max-memory): {source}")]
+    MemoryLimit {
+        limit: usize,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+
+    /// The caller already runs as many statements as it may at once.
+    #[error("already running {limit} queries at once (the limit is --query-max-concurrent): retry when one ends")]
+    TooManyQueries { limit: usize },
+
     /// A supplier asked for a plan: plans and their run-time counts describe the whole
     /// table, every supplier's rows included.
     #[error("EXPLAIN is not available to supplier tokens (plans count every supplier's rows)")]
@@ -36,6 +56,9 @@ impl Error {
         match self {
             Error::EmptyQuery | Error::UnknownFormat(_) => 400,
             Error::ExplainRefused => 403,
+            Error::TooManyRows { .. } => 413,
+            Error::TooManyQueries { .. } => 429,
+            Error::Timeout { .. } | Error::MemoryLimit { .. } => 503,
             Error::DataFusion(e) => match e.find_root() {
                 D::SQL(..) | D::Plan(_) | D::SchemaError(..) | D::NotImplemented(_) => 400,
                 // The query failed on the data it reads (a cast, a division by zero, a bad

@@ -15,4 +15,4 @@ pub mod rules;
 mod service;
 
 pub use error::{Error, Result};
-pub use service::{QueryMetrics, QueryService};
+pub use service::{QueryLimits, QueryMetrics, QueryService};

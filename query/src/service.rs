@@ -55,11 +55,52 @@ impl QueryMetrics {
     }
 }
 
+/// What one principal's SQL may use. Every limit is enforced inside execution: the deadline
+/// and a client that goes away drop the running plan (DataFusion cancels its tasks), the
+/// memory pool refuses operators past their share, and the row cap stops the stream.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    /// Longest a statement may run (`--query-timeout`).
+    pub timeout: std::time::Duration,
+    /// Memory the operators of one scope's queries may hold together, bytes
+    /// (`--query-max-memory`).
+    pub max_memory: usize,
+    /// Most rows one answer may hold (`--query-max-rows`).
+    pub max_rows: usize,
+    /// Most statements one scope (a supplier, or the operators together) may run at once
+    /// (`--query-max-concurrent`).
+    pub max_concurrent: usize,
+}
+
+impl QueryLimits {
+    /// No limits: for the server's own queries (rebuilding the allocator reads every row).
+    pub const UNLIMITED: QueryLimits = QueryLimits {
+        timeout: std::time::Duration::MAX,
+        max_memory: usize::MAX,
+        max_rows: usize::MAX,
+        max_concurrent: usize::MAX,
+    };
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            timeout: std::time::Duration::from_secs(120),
+            max_memory: 1 << 30,
+            max_rows: 1_000_000,
+            max_concurrent: 8,
+        }
+    }
+}
+
 /// Runs read-only SQL against the store.
 #[derive(Clone)]
 pub struct QueryService {
     db: Arc<Db>,
     metrics: QueryMetrics,
+    limits: QueryLimits,
+    /// Statements running, by scope.
+    running: Arc<std::sync::Mutex<HashMap<Option<String>, Arc<tokio::sync::Semaphore>>>>,
     /// Sessions by supplier scope. A session holds no query state and its schema looks
     /// tables up live, so one per scope serves every query (setting one up costs about as
     /// much as a small query).
@@ -76,12 +117,50 @@ impl std::fmt::Debug for QueryService {
 const MAX_SESSIONS: usize = 4096;
 
 impl QueryService {
+    /// A service without limits, for the server's own queries.
     pub fn new(db: Arc<Db>) -> Self {
+        Self::with_limits(db, QueryLimits::UNLIMITED)
+    }
+
+    /// A service whose every statement runs within `limits`: the one clients reach.
+    pub fn with_limits(db: Arc<Db>, limits: QueryLimits) -> Self {
         Self {
             db,
             metrics: QueryMetrics::default(),
+            limits,
+            running: Arc::default(),
             sessions: Arc::default(),
         }
+    }
+
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    /// A slot for one more statement of `scope` (none needed when unlimited), or the
+    /// refusal naming the limit.
+    fn admit(&self, scope: Option<&str>) -> Result<Option<tokio::sync::OwnedSemaphorePermit>> {
+        if self.limits.max_concurrent == usize::MAX {
+            return Ok(None);
+        }
+        let sem = {
+            let mut running = self
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if running.len() >= MAX_SESSIONS {
+                running.retain(|_, s| s.available_permits() < self.limits.max_concurrent);
+            }
+            running
+                .entry(scope.map(str::to_string))
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.limits.max_concurrent)))
+                .clone()
+        };
+        sem.try_acquire_owned()
+            .map(Some)
+            .map_err(|_| Error::TooManyQueries {
+                limit: self.limits.max_concurrent,
+            })
     }
 
     pub fn metrics(&self) -> &QueryMetrics {
@@ -125,7 +204,17 @@ impl QueryService {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("datafusion", "public");
-        let ctx = SessionContext::new_with_config(config);
+        let mut config = config;
+        // A recursive CTE is an unbounded loop a client controls.
+        config.options_mut().execution.enable_recursive_ctes = false;
+        let ctx = if self.limits.max_memory == usize::MAX {
+            SessionContext::new_with_config(config)
+        } else {
+            let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_memory_limit(self.limits.max_memory, 1.0)
+                .build_arc()?;
+            SessionContext::new_with_config_rt(config, runtime)
+        };
         rigwatch_storage::table::register_scoped(&self.db, &ctx, scope)?;
         Ok(ctx)
     }
@@ -163,6 +252,20 @@ impl QueryService {
         if query.is_empty() {
             return Err(Error::EmptyQuery);
         }
+        let _slot = self.admit(scope)?;
+        let deadline = self.limits.timeout;
+        match tokio::time::timeout(deadline, self.run_admitted(query, scope)).await {
+            Ok(r) => r,
+            // Dropping the future drops the plan: its tasks stop.
+            Err(_) => Err(Error::Timeout { after: deadline }),
+        }
+    }
+
+    async fn run_admitted(
+        &self,
+        query: &str,
+        scope: Option<&str>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let ctx = self.scoped_context(scope)?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
@@ -178,16 +281,41 @@ impl QueryService {
             return Err(Error::ExplainRefused);
         }
         let schema = df.schema().inner().clone();
-        match df.collect().await.map_err(Error::from) {
+        match self.collect(df).await {
             Ok(batches) => Ok((schema, batches)),
             // A data file whose footer is intact but whose pages are corrupt only shows up
             // when read. Find and exclude such files (each is logged), then answer from the
             // rest of the data.
             Err(e) if e.is_corrupt_data() && self.db.scrub(None).await > 0 => {
                 let df = ctx.sql_with_options(query, options).await?;
-                Ok((schema, df.collect().await?))
+                Ok((schema, self.collect(df).await?))
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The answer's batches, stopping at the row cap.
+    async fn collect(&self, df: datafusion::dataframe::DataFrame) -> Result<Vec<RecordBatch>> {
+        use futures::StreamExt;
+        let mut stream = df.execute_stream().await?;
+        let mut out = Vec::new();
+        let mut rows = 0usize;
+        while let Some(b) = stream.next().await {
+            let b = b.map_err(|e| match e.find_root() {
+                datafusion::error::DataFusionError::ResourcesExhausted(_) => Error::MemoryLimit {
+                    limit: self.limits.max_memory,
+                    source: e,
+                },
+                _ => Error::DataFusion(e),
+            })?;
+            rows += b.num_rows();
+            if rows > self.limits.max_rows {
+                return Err(Error::TooManyRows {
+                    limit: self.limits.max_rows,
+                });
+            }
+            out.push(b);
+        }
+        Ok(out)
     }
 }
