@@ -90,11 +90,13 @@ impl ApiError {
         }
     }
 
+    /// An internal failure: the client gets a request id, the detail goes to the log.
     fn internal(message: impl Into<String>) -> Self {
+        let id = crate::error::log_internal(&message.into());
         Self {
             kind: "internal",
             status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: message.into(),
+            message: crate::error::internal_message(&id),
         }
     }
 
@@ -114,7 +116,7 @@ impl From<EvalError> for ApiError {
             ErrorKind::Execution => ("execution", StatusCode::UNPROCESSABLE_ENTITY),
             ErrorKind::Timeout => ("timeout", StatusCode::SERVICE_UNAVAILABLE),
             ErrorKind::Canceled => ("canceled", StatusCode::SERVICE_UNAVAILABLE),
-            ErrorKind::Internal => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+            ErrorKind::Internal => return Self::internal(e.to_string()),
         };
         Self {
             kind,
