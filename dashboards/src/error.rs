@@ -35,6 +35,9 @@ impl Error {
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::Auth(rigwatch_storage::auth::AuthError::NotFound(_)) => StatusCode::NOT_FOUND,
             Error::Auth(rigwatch_storage::auth::AuthError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            Error::Auth(rigwatch_storage::auth::AuthError::TooManyTokens { .. }) => {
+                StatusCode::CONFLICT
+            }
             Error::BadDashboard { .. } | Error::Auth(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -113,7 +113,14 @@ pub enum AuthError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// A supplier holds as many usable tokens as it may.
+    #[error("supplier `{supplier}` already holds {limit} usable tokens, the most one supplier may hold: revoke unused ones (`rigwatch supplier revoke <token-id>`) first")]
+    TooManyTokens { supplier: String, limit: usize },
 }
+
+/// Most usable (not revoked, not expired) tokens one supplier may hold: minting is a write
+/// and an fsync of the auth file, and a read token can mint agent tokens.
+pub const MAX_TOKENS_PER_SUPPLIER: usize = 100;
 
 /// A supplier: a party that offers GPUs and is paid for them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -407,6 +414,22 @@ impl AuthStore {
                             "no active supplier `{s}`; add it with `rigwatch supplier add {s}`"
                         )));
                     }
+                    let now = now_unix();
+                    let usable = file
+                        .tokens
+                        .iter()
+                        .filter(|t| {
+                            t.supplier.as_deref() == Some(s)
+                                && !t.revoked
+                                && t.expires_unix_s.is_none_or(|e| now < e)
+                        })
+                        .count();
+                    if usable >= MAX_TOKENS_PER_SUPPLIER {
+                        return Err(AuthError::TooManyTokens {
+                            supplier: s.to_string(),
+                            limit: MAX_TOKENS_PER_SUPPLIER,
+                        });
+                    }
                 }
                 (false, None) => {}
             }
@@ -554,6 +577,25 @@ mod tests {
         bad.push(if last == '0' { '1' } else { '0' });
         assert!(store.authenticate(&bad).is_none());
         assert!(store.authenticate("garbage").is_none());
+    }
+
+    #[test]
+    fn a_supplier_holds_at_most_the_cap_of_usable_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        store.add_supplier("acme").unwrap(); // its first agent token
+        store.add_supplier("bolt").unwrap();
+        let mut last = None;
+        for _ in 1..MAX_TOKENS_PER_SUPPLIER {
+            last = Some(store.issue(Role::Agent, Some("acme"), None, "t").unwrap());
+        }
+        let err = store.issue(Role::Supplier, Some("acme"), None, "t").unwrap_err();
+        assert!(matches!(err, AuthError::TooManyTokens { limit: MAX_TOKENS_PER_SUPPLIER, .. }));
+        assert!(err.to_string().contains("revoke"), "{err}");
+        // Another supplier is not affected, and revoking one frees a place.
+        store.issue(Role::Supplier, Some("bolt"), None, "t").unwrap();
+        store.revoke(&last.unwrap().id).unwrap();
+        store.issue(Role::Supplier, Some("acme"), None, "t").unwrap();
     }
 
     #[test]
