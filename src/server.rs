@@ -151,6 +151,20 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_MAX_GPUS_PER_REGISTRATION", default_value_t = AgentLimits::DEFAULT.max_gpus_per_registration)]
     pub max_gpus_per_registration: usize,
 
+    /// Oldest row an agent may write (e.g. 7d): an older one fails its request (400). About
+    /// what a full agent spool holds.
+    #[arg(long, env = "RIGWATCH_AGENT_MAX_AGE", default_value_t = AgentLimits::DEFAULT.max_age.into())]
+    pub agent_max_age: humantime::Duration,
+
+    /// How far ahead of the server's clock an agent's row may be (e.g. 5m); further fails its
+    /// request (400).
+    #[arg(long, env = "RIGWATCH_AGENT_MAX_FUTURE", default_value_t = AgentLimits::DEFAULT.max_future.into())]
+    pub agent_max_future: humantime::Duration,
+
+    /// Most time partitions (--partition) one agent request may write to; more fails it (400).
+    #[arg(long, env = "RIGWATCH_AGENT_MAX_PARTITIONS", default_value_t = AgentLimits::DEFAULT.max_partitions)]
+    pub agent_max_partitions: usize,
+
     /// How often the allocator places queued jobs and accrues earnings.
     #[arg(long, env = "RIGWATCH_ALLOC_TICK", default_value = "1s", value_parser = humantime::parse_duration)]
     pub alloc_tick: Duration,
@@ -256,14 +270,10 @@ async fn seen_batches(
 ) -> Vec<rigwatch_ingest::agent::dedup::Seen> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Int64Type;
-    let table = rigwatch_ingest::agent::dedup::BATCH_TABLE;
-    if query.db().table(table).is_none() {
+    use rigwatch_ingest::agent::dedup;
+    let Some(sql) = dedup::seen_sql(query.db()) else {
         return Vec::new();
-    }
-    let sql = format!(
-        "SELECT supplier, worker, digest FROM {table} \
-         WHERE time > now() - interval '1 hour' AND digest IS NOT NULL ORDER BY time"
-    );
+    };
     let batches = match query.sql(&sql).await {
         Ok((_, b)) => b,
         Err(e) => {
@@ -274,19 +284,22 @@ async fn seen_batches(
     let mut out = Vec::new();
     for b in &batches {
         let cast = |i: usize| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8);
-        let (Ok(sup), Ok(worker)) = (cast(0), cast(1)) else {
+        let (Ok(sup), Ok(worker), Ok(id)) = (cast(0), cast(1), cast(3)) else {
             continue;
         };
-        let (sup, worker) = (sup.as_string::<i32>(), worker.as_string::<i32>());
+        let (sup, worker, id) = (
+            sup.as_string::<i32>(),
+            worker.as_string::<i32>(),
+            id.as_string::<i32>(),
+        );
         let digest = b.column(2).as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
-            if digest.is_valid(i) {
-                out.push((
-                    sup.value(i).to_string(),
-                    worker.value(i).to_string(),
-                    digest.value(i),
-                ));
-            }
+            out.extend(dedup::Seen::from_row(
+                sup.value(i),
+                worker.value(i),
+                digest.is_valid(i).then(|| digest.value(i)),
+                id.is_valid(i).then(|| id.value(i)),
+            ));
         }
     }
     out
@@ -431,6 +444,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                     max_workers_per_supplier: args.max_workers_per_supplier,
                     max_gpus_per_supplier: args.max_gpus_per_supplier,
                     max_gpus_per_registration: args.max_gpus_per_registration,
+                    max_age: args.agent_max_age.into(),
+                    max_future: args.agent_max_future.into(),
+                    max_partitions: args.agent_max_partitions,
                 },
             },
         )?)

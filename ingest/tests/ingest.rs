@@ -11,6 +11,7 @@ mod ingest {
 
 #[path = "agent"]
 mod agent {
+    mod batches;
     mod dcgm;
     mod identity;
     mod register;

@@ -422,8 +422,10 @@ async fn agent_xids(server: &Server) -> Vec<serde_json::Value> {
     server.rows(q).await
 }
 
-/// A batch retried after its acknowledgement was lost (here: sent again, before and after a
-/// kill -9 of the server) is acknowledged but stored once: an XID is counted once.
+/// A batch retried after its acknowledgement was lost (here: sent again under its id, before
+/// and after a kill -9 of the server) is acknowledged but stored once: an XID is counted once.
+/// Another batch with the same bytes (another id) is stored; a batch without an id (an older
+/// agent) is recognised by its bytes, also after the kill.
 #[tokio::test]
 async fn a_retried_batch_is_stored_once_even_across_kill_9() {
     let dir = temp_dir();
@@ -441,48 +443,64 @@ async fn a_retried_batch_is_stored_once_even_across_kill_9() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let batch = "gpu_fault,gpu_uuid=GPU-x,kind=xid code=79i,severity=\"hardware\" 1700000000000000000\n\
-                 gpu,gpu_uuid=GPU-x utilization=5 1700000000000000000\n";
-    let send = |base: String| {
+    let now = rigwatch_ingest::agent::now_ns();
+    let batch = format!(
+        "gpu_fault,gpu_uuid=GPU-x,kind=xid code=79i,severity=\"hardware\" {now}\n\
+         gpu,gpu_uuid=GPU-x utilization=5 {now}\n"
+    );
+    let old_agent = format!(
+        "gpu_fault,gpu_uuid=GPU-x,kind=xid code=79i,severity=\"hardware\" {}\n",
+        now - 1
+    );
+    let send = |base: String, id: Option<&'static str>, body: String| {
         let client = client.clone();
         let token = token.clone();
         async move {
-            client
+            let mut req = client
                 .post(format!("{base}/api/v1/agent/write?worker=n1"))
                 .bearer_auth(&token)
-                .body(batch)
-                .send()
-                .await
-                .unwrap()
+                .body(body);
+            if let Some(id) = id {
+                req = req.header(rigwatch_ingest::agent::dedup::BATCH_HEADER, id);
+            }
+            req.send().await.unwrap()
         }
     };
-    let first = send(server.base.clone()).await;
+    const ID: Option<&str> = Some("00000000000000aa-1");
+    let first = send(server.base.clone(), ID, batch.clone()).await;
     assert_eq!(first.status(), 204);
     assert!(first.headers().get("x-rigwatch-duplicate").is_none());
-    let again = send(server.base.clone()).await;
+    let again = send(server.base.clone(), ID, batch.clone()).await;
     assert_eq!(again.status(), 204);
     assert_eq!(again.headers()["x-rigwatch-duplicate"], "1");
+    let old = send(server.base.clone(), None, old_agent.clone()).await;
+    assert_eq!(old.status(), 204);
+    assert!(old.headers().get("x-rigwatch-duplicate").is_none());
     server.kill9();
     let server = Server::start(&data, &[], &[]).await;
-    let after = send(server.base.clone()).await;
+    let after = send(server.base.clone(), ID, batch.clone()).await;
     assert_eq!(after.status(), 204);
     assert_eq!(
         after.headers()["x-rigwatch-duplicate"],
         "1",
         "recognised after the restart"
     );
+    let old = send(server.base.clone(), None, old_agent).await;
+    assert_eq!(old.status(), 204);
+    assert_eq!(
+        old.headers()["x-rigwatch-duplicate"],
+        "1",
+        "a batch without an id is recognised by its bytes after the restart"
+    );
     let n = agent_xids(&server).await;
-    assert_eq!(n[0]["n"], 1, "one XID, sent three times");
-    // A different batch (another time) is new.
-    let other = client
-        .post(format!("{}/api/v1/agent/write?worker=n1", server.base))
-        .bearer_auth(&token)
-        .body("gpu_fault,gpu_uuid=GPU-x,kind=xid code=79i,severity=\"hardware\" 1700000000000000001\n")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(
+        n[0]["n"], 2,
+        "two XIDs: one sent three times, one sent twice"
+    );
+    // A different batch with the same bytes (the next id) is new.
+    let other = send(server.base.clone(), Some("00000000000000aa-2"), batch).await;
     assert_eq!(other.status(), 204);
     assert!(other.headers().get("x-rigwatch-duplicate").is_none());
     let n = agent_xids(&server).await;
-    assert_eq!(n[0]["n"], 2);
+    assert_eq!(n[0]["n"], 3);
 }

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `POST /api/v1/agent/register` | agent token | JSON [`Registration`](super::transport::Registration): the worker and its GPUs, stored as `gpu_inventory` rows; claims the GPUs |
 //! | `GET /api/v1/agent/inventory` | any token | the registered workers and GPUs the token may see |
-//! | `POST /api/v1/agent/write?worker=W` | agent token | line protocol (gzip allowed), `precision=ns` by default |
+//! | `POST /api/v1/agent/write?worker=W` | agent token | line protocol (gzip allowed), `precision=ns` by default; header `x-rigwatch-batch: <epoch>-<seq>` names the batch |
 //! | `DELETE /api/v1/agent/gpus/{uuid}` | admin, or a supplier / agent token of the GPU's supplier | releases the GPU's claim |
 //!
 //! The server never trusts the payload for identity: every row gets `supplier` from the
@@ -14,9 +14,23 @@
 //! request with 403 and nothing of it is stored. Per-GPU rows get `model` and `gpu_index`
 //! from the GPU's registration, whatever the row said (prices follow the model). Rows must
 //! fit the fixed schema of their table ([`schema`](super::schema)), else 400. A request is
-//! acknowledged (204) only once the store has made it durable. A batch the server already
-//! stored (a retry whose first acknowledgement was lost) is acknowledged again without being
-//! stored twice (see `dedup`); the answer then carries `x-rigwatch-duplicate: 1`.
+//! acknowledged (204) only once the store has made it durable.
+//!
+//! Every row's time must lie within [`AgentLimits::max_age`] before and
+//! [`AgentLimits::max_future`] after the server's clock (`--agent-max-age`, default 7 days,
+//! about what a full agent spool holds; `--agent-max-future`, default 5 minutes of clock
+//! skew), and one request may touch at most [`AgentLimits::max_partitions`] time partitions
+//! (`--agent-max-partitions`, default 48): else 400 naming the line and its time, and
+//! nothing of the request is stored. (The generic write routes, `/api/v2/write` and the
+//! like, are for operators and take any time.)
+//!
+//! A batch carries an id in header `x-rigwatch-batch: <epoch>-<seq>` (`epoch` 16 lowercase
+//! hex digits, `seq` decimal; see [`dedup::BatchId`]), unique per worker. A batch the server
+//! already stored under that id for this supplier and worker (a retry whose first
+//! acknowledgement was lost, also across a server crash) is acknowledged again without being
+//! stored twice; the answer then carries `x-rigwatch-duplicate: 1`. The same id with other
+//! bytes is refused (409). A batch without the header (an older agent) is recognised by a
+//! digest of its decompressed body instead. A malformed header is refused (400).
 //!
 //! A registration naming a GPU claimed by another supplier is refused as a whole (409,
 //! naming the GPU but never its owner) and recorded for operators as a row of
@@ -29,6 +43,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -44,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::claims::{CLAIMS_FILE, Claim, ClaimError, Claims, validate_uuid};
-use super::dedup::{self, Begin};
+use super::dedup::{self, BatchKey, Begin};
 pub use super::registry::WorkerRecord;
 use super::registry::{REGISTRY_FILE, Registry};
 use super::schema::{self, GPU_UUID_TAG};
@@ -75,6 +90,14 @@ pub struct AgentLimits {
     pub max_gpus_per_supplier: usize,
     /// GPUs in one registration (`--max-gpus-per-registration`).
     pub max_gpus_per_registration: usize,
+    /// Oldest accepted row, before the server's clock (`--agent-max-age`): about what the
+    /// agent's default spool (256 MiB, one batch a second) holds.
+    pub max_age: Duration,
+    /// Furthest accepted row after the server's clock (`--agent-max-future`): clock skew.
+    pub max_future: Duration,
+    /// Time partitions one request may touch (`--agent-max-partitions`): each is a Parquet
+    /// file at persist, and an agent's batch holds one tick.
+    pub max_partitions: usize,
 }
 
 impl AgentLimits {
@@ -82,6 +105,9 @@ impl AgentLimits {
         max_workers_per_supplier: 1_000,
         max_gpus_per_supplier: 10_000,
         max_gpus_per_registration: 256,
+        max_age: Duration::from_secs(7 * 86_400),
+        max_future: Duration::from_secs(5 * 60),
+        max_partitions: 48,
     };
 }
 
@@ -354,13 +380,23 @@ async fn write(
         Some(Ok(p)) => p,
         Some(Err(e)) => return error(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
     };
+    let id = match batch_id(&headers) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
     let body = match read_body(shared.state.max_body_bytes, &headers, body).await {
         Ok(b) => b,
         Err(r) => return *r,
     };
+    let window = Window {
+        now: now_ns(),
+        limits: shared.state.limits,
+        partition_ns: shared.state.db.partition_ns(),
+    };
     let parsed = tokio::task::spawn_blocking(move || {
         let digest = dedup::digest(&body);
-        stamp(&body, precision, &supplier, &worker, &gpus).map(|b| (b, digest, supplier, worker))
+        stamp(&body, precision, &supplier, &worker, &gpus, &window)
+            .map(|b| (b, digest, supplier, worker))
     })
     .await;
     let (mut batch, digest, supplier, worker) = match parsed {
@@ -368,10 +404,11 @@ async fn write(
         Ok(Err(r)) => return *r,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     };
-    match shared.batches.begin(&supplier, &worker, digest) {
+    let key = id.map_or(BatchKey::Digest(digest), BatchKey::Id);
+    match shared.batches.begin(&supplier, &worker, key, digest) {
         Begin::New => {}
         Begin::Duplicate => {
-            tracing::debug!(%supplier, %worker, digest, "batch stored before: acknowledged again");
+            tracing::debug!(%supplier, %worker, ?key, "batch stored before: acknowledged again");
             return (
                 StatusCode::NO_CONTENT,
                 [("x-rigwatch-duplicate", HeaderValue::from_static("1"))],
@@ -389,6 +426,17 @@ async fn write(
             )
                 .into_response();
         }
+        Begin::Conflict => {
+            let id = id.map(|i| i.to_string()).unwrap_or_default();
+            warn!(%supplier, %worker, %id, "batch id reused with other content: refused");
+            return error(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "batch `{id}` was stored before with other content; an agent must not reuse                      a batch id (its spool directory's `batch_ids` file numbers them); nothing of                      this request was stored"
+                ),
+            );
+        }
     }
     let rows = batch.len() as i64;
     {
@@ -397,17 +445,23 @@ async fn write(
             .tag("worker", &worker)
             .field("digest", FieldValue::I64(digest))
             .field("rows", FieldValue::I64(rows));
-        // Two fixed tags and two integer fields: always a valid row.
+        let id = id.map(|i| i.to_string());
+        if let Some(id) = &id {
+            r.field(dedup::ID_FIELD, FieldValue::Str(id));
+        }
+        // Two fixed tags, two integer fields and a string: always a valid row.
         let _ = r.finish(0);
     }
     let res = store(&shared.state.db, batch).await;
-    // A partial write (400) stored the rows it accepted, digest included: a retry must not
-    // store them again. Only a write refused as a whole is forgotten.
+    // A partial write (400) stored the rows it accepted, its batch row included: a retry
+    // must not store them again. Only a write refused as a whole is forgotten.
     let stored = match &res {
         Ok(()) => true,
         Err(r) => r.status() == StatusCode::BAD_REQUEST,
     };
-    shared.batches.finish(&supplier, &worker, digest, stored);
+    shared
+        .batches
+        .finish(&supplier, &worker, key, digest, stored);
     match res {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => *r,
@@ -447,10 +501,11 @@ fn stamp(
     supplier: &str,
     worker: &str,
     gpus: &HashMap<String, OwnedGpu>,
+    window: &Window,
 ) -> Result<WriteBatch, Reject> {
     let text = utf8(body).map_err(|e| reject(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
     let mut parsed = WriteBatch::with_capacity(text.len() / 300, text.len());
-    let errors = line_protocol::parse(text, precision, now_ns(), &mut parsed);
+    let errors = line_protocol::parse(text, precision, window.now, &mut parsed);
     if !errors.is_empty() {
         let listed: Vec<String> = errors.iter().take(10).map(|e| e.to_string()).collect();
         return Err(reject(
@@ -539,7 +594,133 @@ fn stamp(
         b.finish(line)
             .map_err(|e| invalid(format!("line {line}: {e}")))?;
     }
+    // After the checks above, so that a row for another supplier is answered 403 whatever
+    // its time.
+    window.check(&parsed).map_err(|e| invalid(e.to_string()))?;
     Ok(out)
+}
+
+/// The times an agent's rows may have.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// The server's clock when the request arrived.
+    now: i64,
+    limits: AgentLimits,
+    /// The store's time partition.
+    partition_ns: i64,
+}
+
+/// Why a request's times were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum WindowError {
+    #[error(
+        "line {line}: time {time} is {} before the server's clock, more than {} \
+         (`--agent-max-age`)", human(*.age_ns), human(*.max_ns)
+    )]
+    TooOld {
+        line: u32,
+        time: i64,
+        age_ns: i128,
+        max_ns: i128,
+    },
+    #[error(
+        "line {line}: time {time} is {} after the server's clock, more than {} \
+         (`--agent-max-future`; is the agent's clock right?)", human(*.ahead_ns), human(*.max_ns)
+    )]
+    InFuture {
+        line: u32,
+        time: i64,
+        ahead_ns: i128,
+        max_ns: i128,
+    },
+    #[error(
+        "line {line}: time {time} makes the request touch more than {max} time partitions \
+         of {} (`--agent-max-partitions`)", human(i128::from(*.partition_ns))
+    )]
+    TooManyPartitions {
+        line: u32,
+        time: i64,
+        max: usize,
+        partition_ns: i64,
+    },
+}
+
+impl Window {
+    /// Refuses the first row outside `[now - max_age, now + max_future]`, or the first whose
+    /// partition is one more than the request may touch.
+    fn check(&self, batch: &WriteBatch) -> Result<(), WindowError> {
+        let max_age = self.limits.max_age.as_nanos() as i128;
+        let max_future = self.limits.max_future.as_nanos() as i128;
+        let now = i128::from(self.now);
+        let partition = self.partition_ns.max(1);
+        let mut partitions = std::collections::HashSet::new();
+        for row in batch.rows() {
+            let (line, time) = (row.line(), row.time());
+            let t = i128::from(time);
+            if now - t > max_age {
+                return Err(WindowError::TooOld {
+                    line,
+                    time,
+                    age_ns: now - t,
+                    max_ns: max_age,
+                });
+            }
+            if t - now > max_future {
+                return Err(WindowError::InFuture {
+                    line,
+                    time,
+                    ahead_ns: t - now,
+                    max_ns: max_future,
+                });
+            }
+            if partitions.insert(time.div_euclid(partition))
+                && partitions.len() > self.limits.max_partitions
+            {
+                return Err(WindowError::TooManyPartitions {
+                    line,
+                    time,
+                    max: self.limits.max_partitions,
+                    partition_ns: partition,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A span of nanoseconds for a message: `3d 4h`, `5m 2s`, `12s`, `250ms`.
+fn human(ns: i128) -> String {
+    let ms = ns / 1_000_000;
+    let s = ms / 1_000;
+    let (d, h, m) = (s / 86_400, s / 3_600 % 24, s / 60 % 60);
+    match () {
+        _ if d > 0 && h > 0 => format!("{d}d {h}h"),
+        _ if d > 0 => format!("{d}d"),
+        _ if h > 0 && m > 0 => format!("{h}h {m}m"),
+        _ if h > 0 => format!("{h}h"),
+        _ if m > 0 && s % 60 > 0 => format!("{m}m {}s", s % 60),
+        _ if m > 0 => format!("{m}m"),
+        _ if s > 0 => format!("{s}s"),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// The batch id of a request's [`dedup::BATCH_HEADER`], `None` without one (an older agent).
+fn batch_id(headers: &HeaderMap) -> Result<Option<dedup::BatchId>, Reject> {
+    let Some(value) = headers.get(dedup::BATCH_HEADER) else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(value.as_bytes());
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e: dedup::BatchIdError| {
+            reject(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("header `{}`: {e}", dedup::BATCH_HEADER),
+            )
+        })
 }
 
 /// Writes a batch durably; any rejected row is reported as 400 (the rest is stored).
@@ -608,5 +789,122 @@ async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Byte
             "unsupported",
             format!("Content-Encoding `{other}` is not supported; use gzip or none"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+    const HOUR: i64 = 3_600 * S;
+
+    fn batch(times: &[i64]) -> WriteBatch {
+        let mut b = WriteBatch::default();
+        for (i, t) in times.iter().enumerate() {
+            let mut r = b.row("heartbeat", *t);
+            r.field("seq", FieldValue::I64(i as i64));
+            r.finish(i as u32 + 1).unwrap();
+        }
+        b
+    }
+
+    fn window(now: i64) -> Window {
+        Window {
+            now,
+            limits: AgentLimits::DEFAULT,
+            partition_ns: HOUR,
+        }
+    }
+
+    #[test]
+    fn rows_outside_the_window_are_refused_naming_the_line_and_time() {
+        let now = 1_800_000_000 * S;
+        let w = window(now);
+        let max_age = 7 * 24 * HOUR;
+        assert_eq!(
+            w.check(&batch(&[now, now - max_age, now + 300 * S])),
+            Ok(())
+        );
+        let old = now - max_age - 1;
+        assert_eq!(
+            w.check(&batch(&[now, old])),
+            Err(WindowError::TooOld {
+                line: 2,
+                time: old,
+                age_ns: i128::from(max_age + 1),
+                max_ns: i128::from(max_age),
+            })
+        );
+        let ahead = now + 300 * S + 1;
+        let e = w.check(&batch(&[now, now, ahead])).unwrap_err();
+        assert!(matches!(e, WindowError::InFuture { line: 3, time, .. } if time == ahead));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("line 3: time {ahead} is 5m after")),
+            "{e}"
+        );
+        let e = w.check(&batch(&[1])).unwrap_err().to_string();
+        assert!(
+            e.contains("line 1: time 1 is 20833d 7h before") && e.contains("more than 7d"),
+            "{e}"
+        );
+        // Extremes do not overflow.
+        assert!(w.check(&batch(&[i64::MIN])).is_err());
+        assert!(w.check(&batch(&[i64::MAX])).is_err());
+    }
+
+    #[test]
+    fn a_request_touches_a_bounded_number_of_partitions() {
+        // Half past an hour: `now - h·1h` and one second before share a partition.
+        let now = 1_800_000_000 * S + HOUR / 2;
+        let w = window(now);
+        // 48 hourly partitions, several rows each, and the first ones again: accepted.
+        let mut times: Vec<i64> = (0..48)
+            .flat_map(|h| [now - h * HOUR, now - h * HOUR - S])
+            .collect();
+        times.push(now);
+        assert_eq!(w.check(&batch(&times)), Ok(()));
+        times.push(now - 48 * HOUR);
+        let e = w.check(&batch(&times)).unwrap_err();
+        assert_eq!(
+            e,
+            WindowError::TooManyPartitions {
+                line: times.len() as u32,
+                time: now - 48 * HOUR,
+                max: 48,
+                partition_ns: HOUR,
+            }
+        );
+        assert!(
+            e.to_string().contains("more than 48 time partitions of 1h"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn spans_read_well() {
+        assert_eq!(human(250 * 1_000_000), "250ms");
+        assert_eq!(human(i128::from(12 * S)), "12s");
+        assert_eq!(human(i128::from(302 * S)), "5m 2s");
+        assert_eq!(human(i128::from(HOUR)), "1h");
+        assert_eq!(human(i128::from(26 * HOUR)), "1d 2h");
+        assert_eq!(human(i128::from(7 * 24 * HOUR)), "7d");
+    }
+
+    #[test]
+    fn the_batch_header_is_optional_but_must_parse() {
+        let mut h = HeaderMap::new();
+        assert_eq!(batch_id(&h).unwrap(), None);
+        h.insert(
+            dedup::BATCH_HEADER,
+            HeaderValue::from_static("00000000000000ff-3"),
+        );
+        assert_eq!(
+            batch_id(&h).unwrap(),
+            Some(dedup::BatchId { epoch: 255, seq: 3 })
+        );
+        h.insert(dedup::BATCH_HEADER, HeaderValue::from_static("3"));
+        assert_eq!(batch_id(&h).unwrap_err().status(), StatusCode::BAD_REQUEST);
     }
 }

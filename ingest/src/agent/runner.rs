@@ -11,8 +11,9 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
+use super::dedup::BatchId;
 use super::fields::{GpuEvent, GpuInfo, GpuLine, GpuSample, push_escaped_tag};
-use super::spool::{Spool, SpoolError, SpoolStats};
+use super::spool::{BatchIds, Spool, SpoolError, SpoolStats};
 use super::transport::{Backoff, Client, Registration, SendError, gzip};
 use super::{CollectError, Collector, now_ns};
 
@@ -93,6 +94,8 @@ pub struct AgentStats {
 /// One tick's rows, compressed.
 #[derive(Debug)]
 struct Batch {
+    /// Sent with every try, spooled with the body.
+    id: Option<BatchId>,
     /// Shared, so a send and the spool fallback use one buffer.
     gz: bytes::Bytes,
     sampled: Instant,
@@ -115,6 +118,7 @@ impl AgentHandle {
             config.spool_max_bytes,
             stats.spool.clone(),
         )?;
+        let ids = BatchIds::open(&config.spool_dir)?;
         if !spool.is_empty() {
             info!(
                 batches = spool.len(),
@@ -129,6 +133,7 @@ impl AgentHandle {
         let task = tokio::spawn(transport_task(
             config,
             collector,
+            ids,
             client,
             Arc::new(Mutex::new(spool)),
             stats.clone(),
@@ -171,6 +176,7 @@ impl AgentHandle {
 /// The collector thread: inventory once, then one batch per interval until told to stop.
 fn collector_thread(
     mut collector: impl Collector,
+    mut ids: BatchIds,
     config: AgentConfig,
     stats: Arc<AgentStats>,
     inventory_tx: oneshot::Sender<Result<Vec<GpuInfo>, CollectError>>,
@@ -257,7 +263,17 @@ spool_batches={}i,spool_bytes={}i,spool_dropped_batches={}i,agent_version=\"{}\"
         stats
             .fault_rows
             .fetch_add(events.len() as u64, Ordering::Relaxed);
+        let id = match ids.next_id() {
+            Ok(id) => Some(id),
+            Err(e) => {
+                // Without an id the server recognises a retry by its bytes, as from an
+                // older agent: still stored once, but an identical later batch is dropped.
+                warn!(error = %e, "cannot number this batch; sending it without an id");
+                None
+            }
+        };
         let batch = Batch {
+            id,
             gz: gzip(body.as_bytes()).into(),
             sampled: Instant::now(),
         };
@@ -301,6 +317,7 @@ fn record_ack(stats: &AgentStats, sampled: Option<Instant>) {
 async fn transport_task(
     config: AgentConfig,
     collector: impl Collector,
+    ids: BatchIds,
     client: Client,
     spool: Arc<Mutex<Spool>>,
     stats: Arc<AgentStats>,
@@ -317,6 +334,7 @@ async fn transport_task(
             .spawn(move || {
                 collector_thread(
                     collector,
+                    ids,
                     thread_config,
                     stats,
                     inv_tx,
@@ -346,7 +364,7 @@ async fn transport_task(
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     for b in left {
         stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
-        blocking(&spool, move |s| s.push(&b.gz)).await?;
+        blocking(&spool, move |s| s.push_batch(&b.gz, b.id)).await?;
     }
     result
 }
@@ -401,12 +419,13 @@ async fn run_transport(
                 }
                 while let Ok(b) = batches.try_recv() {
                     stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
-                    blocking(spool, move |s| s.push(&b.gz)).await?;
+                    blocking(spool, move |s| s.push_batch(&b.gz, b.id)).await?;
                 }
-                let Some((seq, body)) = blocking(spool, |s| s.peek()).await? else {
+                let Some(spooled) = blocking(spool, |s| s.peek_batch()).await? else {
                     break;
                 };
-                match client.write(worker, body.into()).await {
+                let seq = spooled.seq;
+                match client.write(worker, spooled.id, spooled.body.into()).await {
                     Ok(()) => {
                         backoff.reset();
                         record_ack(stats, None);
@@ -442,12 +461,12 @@ async fn run_transport(
                 let direct = registered && retry_at.is_none() && spool.lock().is_empty();
                 if !direct {
                     stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
-                    blocking(spool, move |s| s.push(&b.gz)).await?;
+                    blocking(spool, move |s| s.push_batch(&b.gz, b.id)).await?;
                     continue;
                 }
                 let sampled = b.sampled;
                 // A cheap clone (shared bytes): the spool still has the body if the send fails.
-                match client.write(worker, b.gz.clone()).await {
+                match client.write(worker, b.id, b.gz.clone()).await {
                     Ok(()) => {
                         backoff.reset();
                         record_ack(stats, Some(sampled));
@@ -458,7 +477,7 @@ async fn run_transport(
                     }
                     Err(e) => {
                         stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
-                        blocking(spool, move |s| s.push(&b.gz)).await?;
+                        blocking(spool, move |s| s.push_batch(&b.gz, b.id)).await?;
                         match e {
                             e @ SendError::Unauthorized(_) => return Err(e.into()),
                             SendError::Unregistered(msg) => {

@@ -10,6 +10,7 @@ use rand::Rng;
 use reqwest::StatusCode;
 use serde::Serialize;
 
+use super::dedup::{BATCH_HEADER, BatchId};
 use super::fields::GpuInfo;
 
 /// What the agent sends to `POST /api/v1/agent/register`.
@@ -90,15 +91,26 @@ impl Client {
         classify(resp).await
     }
 
-    /// Sends one gzip-compressed line-protocol batch for `worker`.
-    pub async fn write(&self, worker: &str, gz_body: bytes::Bytes) -> Result<(), SendError> {
-        let resp = self
+    /// Sends one gzip-compressed line-protocol batch for `worker`, under `id` (header
+    /// `x-rigwatch-batch`) when it has one: a retry must carry the same id, so the server
+    /// stores the batch once.
+    pub async fn write(
+        &self,
+        worker: &str,
+        id: Option<BatchId>,
+        gz_body: bytes::Bytes,
+    ) -> Result<(), SendError> {
+        let mut req = self
             .http
             .post(format!("{}/api/v1/agent/write", self.base))
             .query(&[("worker", worker)])
             .header("authorization", &self.auth)
             .header("content-encoding", "gzip")
-            .header("content-type", "text/plain; charset=utf-8")
+            .header("content-type", "text/plain; charset=utf-8");
+        if let Some(id) = id {
+            req = req.header(BATCH_HEADER, id.to_string());
+        }
+        let resp = req
             .body(gz_body)
             .send()
             .await

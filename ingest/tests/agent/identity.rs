@@ -127,7 +127,7 @@ async fn registering_another_suppliers_gpu_is_refused_recorded_and_nothing_is_st
 
     // Nothing of it was stored: no inventory rows, no worker, no claim on bravo's own GPU.
     assert_eq!(count_for(&server, "gpu_inventory", "bravo").await, 0);
-    let (status, _) = write(&server, &bravo, "b-node", "heartbeat seq=1i 1\n").await;
+    let (status, _) = write(&server, &bravo, "b-node", "heartbeat seq=1i\n").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "b-node was not registered");
     register_ok(&server, &alpha, "a-node-2", &[("GPU-B1", "Tesla T4")]).await;
 
@@ -176,7 +176,7 @@ async fn gpu_claims_survive_a_restart() {
         &server,
         &alpha,
         "a-node",
-        "gpu,gpu_uuid=GPU-A1 utilization=5 1\n",
+        "gpu,gpu_uuid=GPU-A1 utilization=5\n",
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
@@ -196,7 +196,7 @@ async fn rows_for_another_suppliers_gpu_are_refused_and_nothing_is_stored() {
         "gpu,gpu_uuid=GPU-A1 utilization=0 2",
         "heartbeat,gpu_uuid=GPU-A1 seq=1i 2",
     ] {
-        let body = format!("gpu,gpu_uuid=GPU-B1 utilization=50 1\n{forged}\n");
+        let body = format!("gpu,gpu_uuid=GPU-B1 utilization=50\n{forged}\n");
         let (status, text) = write(&server, &bravo, "b-node", &body).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{forged}: {text}");
         assert!(
@@ -210,7 +210,7 @@ async fn rows_for_another_suppliers_gpu_are_refused_and_nothing_is_stored() {
         &server,
         &bravo,
         "b-node",
-        "gpu,gpu_uuid=GPU-nobody utilization=1 1\n",
+        "gpu,gpu_uuid=GPU-nobody utilization=1\n",
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
@@ -219,7 +219,7 @@ async fn rows_for_another_suppliers_gpu_are_refused_and_nothing_is_stored() {
     }
 
     // Per-GPU rows must say which GPU they are about.
-    let (status, text) = write(&server, &bravo, "b-node", "gpu_fault,kind=xid code=79i 1\n").await;
+    let (status, text) = write(&server, &bravo, "b-node", "gpu_fault,kind=xid code=79i\n").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(
         text.contains("line 1") && text.contains("`gpu_uuid`"),
@@ -228,7 +228,7 @@ async fn rows_for_another_suppliers_gpu_are_refused_and_nothing_is_stored() {
 
     // A GPU moved to another worker of the same supplier is written by that worker only.
     register_ok(&server, &alpha, "a-node-2", &[("GPU-A1", "Tesla T4")]).await;
-    let row = "gpu,gpu_uuid=GPU-A1 utilization=5 3\n";
+    let row = "gpu,gpu_uuid=GPU-A1 utilization=5\n";
     let (status, _) = write(&server, &alpha, "a-node", row).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, text) = write(&server, &alpha, "a-node-2", row).await;
@@ -250,7 +250,7 @@ async fn tags_fields_and_types_outside_the_fixed_schema_are_refused() {
     let server = AgentServer::start().await;
     let alpha = server.supplier("alpha");
     register_ok(&server, &alpha, "a-node", &[("GPU-A1", "Tesla T4")]).await;
-    let good = "gpu,gpu_uuid=GPU-A1 utilization=5 1\n";
+    let good = "gpu,gpu_uuid=GPU-A1 utilization=5\n";
     let cases = [
         (
             "heartbeat seq=1i,mood=\"odd\" 1",
@@ -290,8 +290,8 @@ async fn tags_fields_and_types_outside_the_fixed_schema_are_refused() {
         &server,
         &alpha,
         "a-node",
-        "gpu,gpu_uuid=GPU-A1,region=eu utilization=5i,memory_used_mib=1024 1\n\
-         heartbeat,region=eu seq=7u,agent_version=\"0.1.0\" 1\n",
+        "gpu,gpu_uuid=GPU-A1,region=eu utilization=5i,memory_used_mib=1024\n\
+         heartbeat,region=eu seq=7u,agent_version=\"0.1.0\"\n",
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
@@ -330,9 +330,9 @@ async fn model_and_gpu_index_come_from_the_registration() {
         &server,
         &alpha,
         "a-node",
-        "gpu,gpu_uuid=GPU-A0,model=NVIDIA\\ B200,gpu_index=7 utilization=5 1\n\
-         gpu,gpu_uuid=GPU-A1 utilization=6 1\n\
-         gpu_fault,gpu_uuid=GPU-A0,model=NVIDIA\\ B200,kind=xid code=13i 1\n",
+        "gpu,gpu_uuid=GPU-A0,model=NVIDIA\\ B200,gpu_index=7 utilization=5\n\
+         gpu,gpu_uuid=GPU-A1 utilization=6\n\
+         gpu_fault,gpu_uuid=GPU-A0,model=NVIDIA\\ B200,kind=xid code=13i\n",
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
@@ -378,7 +378,7 @@ async fn a_model_whose_memory_contradicts_it_is_refused() {
     // An unknown name is accepted, as the model `unknown` (not a name of its own).
     let (status, body) = register(&server, &alpha, "w", &[("GPU-new", "NVIDIA Z9000")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, text) = write(&server, &alpha, "w", "gpu,gpu_uuid=GPU-new utilization=1 1\n").await;
+    let (status, text) = write(&server, &alpha, "w", "gpu,gpu_uuid=GPU-new utilization=1\n").await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
     assert_eq!(server.scalar("SELECT model FROM gpu").await, "unknown");
 }
@@ -390,6 +390,7 @@ async fn per_supplier_caps_refuse_with_the_cap_and_its_flag() {
         max_workers_per_supplier: 2,
         max_gpus_per_supplier: 3,
         max_gpus_per_registration: 2,
+        ..AgentLimits::DEFAULT
     };
     let server = AgentServer::start_with(dir, "127.0.0.1:0", limits).await;
     let alpha = server.supplier("alpha");
@@ -500,7 +501,7 @@ async fn a_released_gpu_can_be_claimed_by_another_supplier() {
         &server,
         &alpha,
         "a-node",
-        "gpu,gpu_uuid=GPU-A1 utilization=5 1\n",
+        "gpu,gpu_uuid=GPU-A1 utilization=5\n",
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -512,7 +513,7 @@ async fn a_released_gpu_can_be_claimed_by_another_supplier() {
         &server,
         &bravo,
         "b-node",
-        "gpu,gpu_uuid=GPU-A1 utilization=5 1\n",
+        "gpu,gpu_uuid=GPU-A1 utilization=5\n",
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{text}");

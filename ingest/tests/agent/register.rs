@@ -107,7 +107,7 @@ async fn write_needs_a_valid_agent_token_and_a_registered_worker() {
     let server = AgentServer::start().await;
     let token = server.supplier("acme");
     let url = format!("{}/api/v1/agent/write?worker=w1", server.base);
-    let line = "gpu,gpu_uuid=GPU-1 utilization=5 1700000000000000000\n";
+    let line = "gpu,gpu_uuid=GPU-1 utilization=5\n";
 
     let resp = server.client.post(&url).body(line).send().await.unwrap();
     assert_eq!(resp.status(), 401);

@@ -4,8 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::prelude::SessionContext;
+use rigwatch_ingest::agent::dedup::{self, Seen};
 use rigwatch_ingest::agent::routes::{AgentLimits, AgentState, router};
 use rigwatch_storage::auth::{AuthStore, Role};
 use rigwatch_storage::{Db, DbConfig};
@@ -26,7 +29,8 @@ impl AgentServer {
         Self::start_in(dir, "127.0.0.1:0").await
     }
 
-    /// Starts on `dir` (reusing what an earlier server left there) at `addr`.
+    /// Starts on `dir` (reusing what an earlier server left there, its stored batches
+    /// included, as `rigwatch serve` does) at `addr`.
     pub async fn start_in(dir: tempfile::TempDir, addr: &str) -> Self {
         Self::start_with(dir, addr, AgentLimits::default()).await
     }
@@ -39,11 +43,12 @@ impl AgentServer {
         let auth = Arc::new(AuthStore::open(dir.path()).expect("open auth store"));
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let seen_batches = seen_batches(&db).await;
         let app = router(AgentState {
             db: db.clone(),
             auth: auth.clone(),
             max_body_bytes: 1 << 20,
-            seen_batches: Vec::new(),
+            seen_batches,
             limits,
         })
         .expect("read the GPU claims");
@@ -144,6 +149,44 @@ impl AgentServer {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The batches stored in the last hour, read the way `rigwatch serve` reads them at start.
+async fn seen_batches(db: &Arc<Db>) -> Vec<Seen> {
+    let Some(sql) = dedup::seen_sql(db) else {
+        return Vec::new();
+    };
+    let ctx = SessionContext::new();
+    rigwatch_storage::table::register(db, &ctx).expect("register");
+    let batches = ctx
+        .sql(&sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("read agent_batch");
+    let mut out = Vec::new();
+    for b in &batches {
+        let text = |i: usize| {
+            datafusion::arrow::compute::cast(b.column(i), &DataType::Utf8).expect("cast")
+        };
+        let (supplier, worker, id) = (text(0), text(1), text(3));
+        let (supplier, worker, id) = (
+            supplier.as_string::<i32>(),
+            worker.as_string::<i32>(),
+            id.as_string::<i32>(),
+        );
+        let digest = b.column(2).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            out.extend(Seen::from_row(
+                supplier.value(i),
+                worker.value(i),
+                digest.is_valid(i).then(|| digest.value(i)),
+                id.is_valid(i).then(|| id.value(i)),
+            ));
+        }
+    }
+    out
 }
 
 impl Drop for AgentServer {

@@ -26,9 +26,9 @@ async fn rows_claiming_another_supplier_are_refused_and_nothing_is_stored() {
     server.supplier("bravo");
     register(&server, &token_a, "a-node").await;
     // Line 2 claims supplier bravo; lines 1 and 3 are fine on their own.
-    let body = "gpu,gpu_uuid=GPU-a utilization=10 1700000000000000000\n\
-                gpu,supplier=bravo,gpu_uuid=GPU-b utilization=99 1700000000000000000\n\
-                heartbeat seq=1i 1700000000000000000\n";
+    let body = "gpu,gpu_uuid=GPU-a utilization=10\n\
+                gpu,supplier=bravo,gpu_uuid=GPU-b utilization=99\n\
+                heartbeat seq=1i\n";
     let resp = server
         .client
         .post(format!("{}/api/v1/agent/write?worker=a-node", server.base))
@@ -51,7 +51,7 @@ async fn rows_claiming_another_supplier_are_refused_and_nothing_is_stored() {
         .client
         .post(format!("{}/api/v1/agent/write?worker=a-node", server.base))
         .bearer_auth(&token_a)
-        .body("gpu,worker=b-node,gpu_uuid=GPU-a utilization=1 1\n")
+        .body("gpu,worker=b-node,gpu_uuid=GPU-a utilization=1\n")
         .send()
         .await
         .unwrap();
@@ -64,7 +64,7 @@ async fn rows_claiming_another_supplier_are_refused_and_nothing_is_stored() {
         .client
         .post(format!("{}/api/v1/agent/write?worker=a-node", server.base))
         .bearer_auth(&token_a)
-        .body("gpu,supplier=alpha,gpu_uuid=GPU-a utilization=7 1\n")
+        .body("gpu,supplier=alpha,gpu_uuid=GPU-a utilization=7\n")
         .send()
         .await
         .unwrap();
@@ -80,7 +80,7 @@ async fn rows_claiming_another_supplier_are_refused_and_nothing_is_stored() {
         .client
         .post(format!("{}/api/v1/agent/write?worker=a-node", server.base))
         .bearer_auth(&token_b)
-        .body("gpu,gpu_uuid=GPU-a utilization=7 2\n")
+        .body("gpu,gpu_uuid=GPU-a utilization=7\n")
         .send()
         .await
         .unwrap();
@@ -102,7 +102,7 @@ async fn rows_claiming_another_supplier_are_refused_and_nothing_is_stored() {
             .post(format!("{}/api/v1/agent/write?worker=a-node", server.base))
             .bearer_auth(&token_a)
             .body(format!(
-                "gpu,gpu_uuid=GPU-a utilization=8 3\n{table},gpu_uuid=GPU-a amount_minor=999999i 3\n"
+                "gpu,gpu_uuid=GPU-a utilization=8\n{table},gpu_uuid=GPU-a amount_minor=999999i\n"
             ))
             .send()
             .await
