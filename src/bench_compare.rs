@@ -18,6 +18,7 @@
 //! is the server's alone). The command exits non-zero when any answer disagrees; timings are
 //! printed and written as JSON, never asserted. bench/README.md documents the configuration.
 
+mod isolation;
 mod peers;
 mod queries;
 mod report;
@@ -212,6 +213,11 @@ async fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
             notes,
         });
     }
+    // The cost of tenancy, on rigwatch alone.
+    eprintln!("tenancy cost: each query as one supplier ...");
+    let (tenancy, tenancy_disagreements) =
+        isolation::measure(&client, &systems[0], &queries, &ds, runs).await?;
+    disagreements += tenancy_disagreements;
     for (i, sys) in systems.iter().enumerate() {
         report.rss_mib.push(sys.peak_rss_mib());
         report.versions[i] = sys.version.clone();
@@ -222,6 +228,7 @@ async fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         }
     }
     report.print();
+    isolation::print(&tenancy);
     let json = report.to_json();
     std::fs::write(&args.json, serde_json::to_string_pretty(&json)? + "\n")
         .with_context(|| format!("cannot write {}", args.json.display()))?;

@@ -23,7 +23,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
 };
 use arrow::compute::kernels::cmp::eq;
-use arrow::compute::{cast, filter, take};
+use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, Int32Type, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result as DFResult};
@@ -170,14 +170,15 @@ pub fn scope_batch(
     if selected == 0 {
         return Ok(None);
     }
-    let all = selected == batch.num_rows();
+    // One prepared predicate for every column.
+    let predicate = (selected < batch.num_rows())
+        .then(|| arrow::compute::FilterBuilder::new(&mask).optimize().build());
     let mut columns = Vec::with_capacity(projection.len());
     for &i in projection {
         let col = batch.column(i);
-        let kept = if all {
-            col.clone()
-        } else {
-            filter(col, &mask)?
+        let kept = match &predicate {
+            Some(p) => p.filter(col)?,
+            None => col.clone(),
         };
         columns.push(compact(kept)?);
     }
@@ -201,24 +202,32 @@ fn supplier_mask(col: &ArrayRef, supplier: &str) -> Result<BooleanArray, arrow::
             .map(|k| k as i32)
             .collect();
         let keys = dict.keys();
-        let bits: BooleanArray = match matching.as_slice() {
-            [] => BooleanArray::from(vec![false; keys.len()]),
-            [k] => keys.iter().map(|key| Some(key == Some(*k))).collect(),
-            many => keys
-                .iter()
-                .map(|key| Some(key.is_some_and(|key| many.contains(&key))))
-                .collect(),
-        };
-        return Ok(bits);
+        let mut bits: Option<BooleanArray> = None;
+        for k in matching {
+            // Vectorised key comparison; a null key compares as null, dropped below.
+            let m = eq(keys, &arrow::array::Int32Array::new_scalar(k))?;
+            bits = Some(match bits {
+                None => m,
+                Some(b) => arrow::compute::or(&b, &m)?,
+            });
+        }
+        return Ok(match bits {
+            None => BooleanArray::new(arrow::buffer::BooleanBuffer::new_unset(keys.len()), None),
+            Some(m) => without_nulls(m),
+        });
     }
     let strings = cast(col, &DataType::Utf8)?;
     let scalar = arrow::array::StringArray::new_scalar(supplier);
     let m = eq(&strings, &scalar)?;
-    // Nulls compare as null: count them as not matching.
-    Ok(match m.nulls() {
+    Ok(without_nulls(m))
+}
+
+/// A mask whose nulls (rows without a supplier) count as not matching.
+fn without_nulls(m: BooleanArray) -> BooleanArray {
+    match m.nulls() {
         Some(n) => BooleanArray::new(m.values() & n.inner(), None),
         None => m,
-    })
+    }
 }
 
 /// `batch` with every array holding only the bytes its rows use (see [`compact`]): what an
@@ -341,6 +350,7 @@ fn is_string(t: &DataType) -> bool {
 mod tests {
     use super::*;
     use arrow::array::{DictionaryArray, Float64Array, StringArray};
+    use arrow::compute::filter;
     use arrow::datatypes::{Field, Schema};
     use datafusion::prelude::{col, lit};
 
