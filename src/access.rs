@@ -13,15 +13,24 @@
 //! A request that changes state and is authenticated by the cookie must carry the session's
 //! CSRF token in `X-Rigwatch-CSRF` and, when it sends `Origin`, come from this server's own
 //! origin; otherwise it is refused before any handler runs.
+//!
+//! Failed token and session checks are counted per client address (an IPv4 address or an
+//! IPv6 /64): after [`AUTH_FAILURES_PER_WINDOW`] distinct wrong credentials within
+//! [`AUTH_FAILURE_WINDOW`], the address is answered 429 with `Retry-After`, without any
+//! credential being verified, until the oldest failure leaves the window. Guessing tokens
+//! is slow; a client retrying one stale token is one failure, not many.
 
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use rigwatch_dashboards::session::{self, Credential, SessionError, Sessions};
+use rigwatch_dashboards::throttle::{Throttle, retry_after_secs};
 use rigwatch_storage::auth::{AuthStore, Principal, Role};
 use sha2::{Digest, Sha256};
 
@@ -293,6 +302,15 @@ pub fn route_for(path: &str, method: &Method) -> Result<Option<&'static Route>, 
     }
 }
 
+/// Distinct failed token or session checks one client address may make in
+/// [`AUTH_FAILURE_WINDOW`]; past it the address gets 429 until the oldest leaves the window.
+pub const AUTH_FAILURES_PER_WINDOW: usize = 20;
+/// The window of [`AUTH_FAILURES_PER_WINDOW`].
+pub const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Client addresses whose failures are remembered at once (bounds the memory: 20 counts of
+/// 16 bytes each per address).
+pub const AUTH_FAILURE_ADDRESSES: usize = 10_000;
+
 /// The token verifier shared by the middleware and the handlers.
 #[derive(Debug, Clone)]
 pub struct Gate {
@@ -301,6 +319,32 @@ pub struct Gate {
     admin_sha256: Option<[u8; 32]>,
     /// The portal's browser sessions.
     sessions: Arc<Sessions>,
+    /// Recent failed credential checks per client address.
+    failures: Arc<Throttle<IpAddr>>,
+}
+
+/// Who a failure is counted against: an IPv4 address, or an IPv6 /64 (one host usually holds
+/// a whole /64). A request without a known peer (no connect info) shares one key.
+pub fn client_key(peer: Option<IpAddr>) -> IpAddr {
+    match peer {
+        None => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        Some(IpAddr::V4(v4)) => IpAddr::V4(v4),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+/// A short fingerprint of a presented credential, so one wrong credential sent again is
+/// counted once.
+fn fingerprint(kind: &str, secret: &str) -> u64 {
+    let h = Sha256::new()
+        .chain_update(kind.as_bytes())
+        .chain_update([0])
+        .chain_update(secret.as_bytes())
+        .finalize();
+    u64::from_le_bytes(h[..8].try_into().unwrap_or([0; 8]))
 }
 
 impl Gate {
@@ -309,6 +353,27 @@ impl Gate {
             auth,
             admin_sha256: admin_token.map(|t| Sha256::digest(t.as_bytes()).into()),
             sessions: Arc::new(Sessions::default()),
+            failures: Arc::new(Throttle::new(
+                AUTH_FAILURES_PER_WINDOW,
+                AUTH_FAILURE_WINDOW,
+                AUTH_FAILURE_ADDRESSES,
+            )),
+        }
+    }
+
+    /// The same gate allowing `limit` failed checks per client address in `window` (tests).
+    #[cfg(test)]
+    pub fn with_failure_limit(mut self, limit: usize, window: Duration) -> Self {
+        self.failures = Arc::new(Throttle::new(limit, window, AUTH_FAILURE_ADDRESSES));
+        self
+    }
+
+    /// Counts a failed check of `what` (a credential fingerprint) from `client`.
+    fn failed(&self, client: IpAddr, what: u64) {
+        if let Ok(n) = self.failures.record(client, Some(what))
+            && n == self.failures.limit()
+        {
+            tracing::warn!(%client, failures = n, window_s = self.failures.window().as_secs(), "throttling a client after repeated authentication failures");
         }
     }
 
@@ -333,22 +398,9 @@ impl Gate {
                 "the portal session is unknown (signed out, or the server restarted): sign in again at /portal/login"
             }
         })?;
-        if s.principal.token_id != "admin-token" {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let usable = self.auth.tokens().iter().any(|t| {
-                t.id == s.principal.token_id
-                    && !t.revoked
-                    && t.expires_unix_s.is_none_or(|e| now < e)
-            });
-            if !usable {
-                self.sessions.remove(id);
-                return Err(
-                    "the token this session was started with has been revoked or has expired",
-                );
-            }
+        if !session::token_usable(&self.auth, &s.principal.token_id) {
+            self.sessions.remove(id);
+            return Err("the token this session was started with has been revoked or has expired");
         }
         Ok(s)
     }
@@ -478,6 +530,24 @@ pub fn csrf_refusal(headers: &HeaderMap, csrf: &str) -> Option<String> {
     None
 }
 
+/// 429 for a client that failed authentication too often: when to come back, and why.
+fn throttled(wait: Duration, limit: usize, window: Duration) -> Response {
+    let secs = retry_after_secs(wait);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs.to_string())],
+        axum::Json(serde_json::json!({
+            "status": "error",
+            "errorType": "too_many_requests",
+            "error": format!(
+                "too many failed sign-ins from this address ({limit} wrong tokens or sessions within {} s): credentials are not checked for {secs} s",
+                window.as_secs()
+            ),
+        })),
+    )
+        .into_response()
+}
+
 /// A browser opening the portal without a usable session goes to the sign-in page.
 fn to_sign_in(req: &Request) -> Option<Response> {
     let wants_html = req
@@ -533,8 +603,19 @@ pub async fn authorize(State(gate): State<Gate>, mut req: Request, next: Next) -
         Access::Roles(roles) => roles,
     };
     let token = presented_token(req.headers()).or_else(|| k8s_path_token(req.uri().path()));
+    let client = client_key(
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip()),
+    );
+    if (token.is_some() || session_cookie(req.headers()).is_some())
+        && let Some(wait) = gate.failures.wait(&client)
+    {
+        return throttled(wait, gate.failures.limit(), gate.failures.window());
+    }
     let (principal, credential) = if let Some(token) = token {
         let Some(principal) = gate.verify(&token) else {
+            gate.failed(client, fingerprint("token", &token));
             return deny(
                 StatusCode::UNAUTHORIZED,
                 "the token is unknown, revoked or expired".into(),
@@ -545,6 +626,7 @@ pub async fn authorize(State(gate): State<Gate>, mut req: Request, next: Next) -
         let s = match gate.session(id) {
             Ok(s) => s,
             Err(why) => {
+                gate.failed(client, fingerprint("session", id));
                 if let Some(r) = to_sign_in(&req) {
                     return r;
                 }
@@ -648,8 +730,77 @@ mod tests {
             .layer(axum::middleware::from_fn_with_state(gate, authorize));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
         format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_from_one_address_are_throttled_without_verifying() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Arc::new(AuthStore::open(dir.path()).unwrap());
+        auth.add_supplier("acme").unwrap();
+        let good = auth.issue(Role::Supplier, Some("acme"), None, "t").unwrap();
+        let gate = Gate::new(auth.clone(), None).with_failure_limit(3, Duration::from_secs(3));
+        let base = serve_gate(gate).await;
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let me = |token: String| {
+            client
+                .get(format!("{base}/portal/api/me"))
+                .bearer_auth(token)
+                .send()
+        };
+        // Successes are never counted, and one stale token retried is one failure.
+        for _ in 0..3 {
+            assert_eq!(me(good.token.clone()).await.unwrap().status(), 200);
+            assert_eq!(me("rw_stale".into()).await.unwrap().status(), 401);
+        }
+        assert_eq!(me("rw_guess_1".into()).await.unwrap().status(), 401);
+        assert_eq!(me("rw_guess_2".into()).await.unwrap().status(), 401);
+        // Three distinct failures: now even the good token is not checked.
+        for t in ["rw_guess_3".to_string(), good.token.clone()] {
+            let r = me(t).await.unwrap();
+            assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+            let retry: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=3).contains(&retry), "{retry}");
+            assert!(r.text().await.unwrap().contains("too many failed sign-ins"));
+        }
+        // Forged session cookies count the same way.
+        let r = client
+            .get(format!("{base}/portal/api/me"))
+            .header("cookie", "rw_session=forged")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        // Once the window has passed, the good token works again.
+        tokio::time::sleep(Duration::from_millis(3_100)).await;
+        assert_eq!(me(good.token.clone()).await.unwrap().status(), 200);
+    }
+
+    #[test]
+    fn failures_are_counted_per_ipv4_address_or_ipv6_64() {
+        let v6 = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(client_key(v6("10.0.0.1")), v6("10.0.0.1").unwrap());
+        assert_eq!(client_key(v6("::ffff:10.0.0.1")), v6("10.0.0.1").unwrap());
+        assert_eq!(
+            client_key(v6("2001:db8:1:2:aaaa::1")),
+            client_key(v6("2001:db8:1:2:bbbb::9"))
+        );
+        assert_ne!(
+            client_key(v6("2001:db8:1:2::1")),
+            client_key(v6("2001:db8:1:3::1"))
+        );
+        assert_eq!(client_key(None), client_key(v6("0.0.0.0")));
     }
 
     #[tokio::test]
@@ -669,7 +820,7 @@ mod tests {
                 .send()
         };
         let principal = auth.authenticate(&issued.token).unwrap();
-        let s = sessions.create(principal.clone());
+        let s = sessions.create(principal.clone()).unwrap();
         let r = me(format!("rw_session={}", s.id)).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.text().await.unwrap(), "acme");
@@ -684,7 +835,7 @@ mod tests {
         assert!(r.text().await.unwrap().contains("expired"));
 
         // Revoking the token ends the sessions started with it.
-        let s = sessions.create(principal);
+        let s = sessions.create(principal).unwrap();
         assert_eq!(
             me(format!("rw_session={}", s.id)).await.unwrap().status(),
             200

@@ -451,13 +451,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             },
         )?)
         .merge(rigwatch_dashboards::router(
-            rigwatch_dashboards::PortalState {
-                sessions: gate.sessions().clone(),
-                auth: auth.clone(),
-                // The same service: one session cache, and the portal's queries count
-                // in /metrics like every other.
-                query,
-            },
+            // The same query service: one session cache, and the portal's queries count
+            // in /metrics like every other.
+            rigwatch_dashboards::PortalState::new(gate.sessions().clone(), auth.clone(), query),
         ))
         .layer(axum::middleware::from_fn_with_state(
             gate,
@@ -481,7 +477,11 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        // The peer address lets the access layer throttle failed sign-ins per client.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
             .with_graceful_shutdown(async move {
                 let _ = stopped.await;
             })

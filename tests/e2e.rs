@@ -6,6 +6,7 @@
 //! data directory and talks to it over HTTP only, as a user would.
 
 mod e2e {
+    pub mod abuse;
     pub mod adversarial;
     pub mod agent;
     pub mod alloc;

@@ -20,6 +20,15 @@ pub enum Error {
     Forbidden { what: String },
     #[error("cannot issue a token: {0}")]
     Auth(#[from] rigwatch_storage::auth::AuthError),
+    /// A per-caller limit is reached (429); `retry_after` says when to try again.
+    #[error("{what}")]
+    TooMany {
+        what: String,
+        retry_after: std::time::Duration,
+    },
+    /// The server holds its maximum of portal sessions (503).
+    #[error(transparent)]
+    SessionsFull(#[from] crate::session::SessionsFull),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -33,6 +42,8 @@ impl Error {
             Error::NoDashboard { .. } => StatusCode::NOT_FOUND,
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::SessionsFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Auth(rigwatch_storage::auth::AuthError::NotFound(_)) => StatusCode::NOT_FOUND,
             Error::Auth(rigwatch_storage::auth::AuthError::Invalid(_)) => StatusCode::BAD_REQUEST,
             Error::Auth(rigwatch_storage::auth::AuthError::TooManyTokens { .. }) => {
@@ -43,16 +54,36 @@ impl Error {
             }
         }
     }
+
+    /// How long the caller should wait before trying again, when waiting can help.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::TooMany { retry_after, .. } => Some(*retry_after),
+            Error::SessionsFull(_) => Some(SESSIONS_FULL_RETRY),
+            _ => None,
+        }
+    }
 }
+
+/// `Retry-After` when no session can be started: sessions end as people sign out.
+const SESSIONS_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        (
+        let retry = self.retry_after();
+        let mut resp = (
             status,
             axum::Json(serde_json::json!({ "status": "error", "error": self.to_string() })),
         )
-            .into_response()
+            .into_response();
+        if let Some(wait) = retry {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                crate::throttle::retry_after_secs(wait).into(),
+            );
+        }
+        resp
     }
 }
 

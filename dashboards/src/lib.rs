@@ -19,6 +19,7 @@ pub mod error;
 pub mod live;
 pub mod routes;
 pub mod session;
+pub mod throttle;
 
 pub use error::{Error, Result};
 pub use routes::{PortalState, router};

@@ -3,6 +3,7 @@
 //! [`Credential`] into the request's extensions; these handlers only scope what they answer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
@@ -16,11 +17,21 @@ use serde::Deserialize;
 use crate::assets;
 use crate::catalog;
 use crate::error::{Error, Result};
-use crate::live;
+use crate::live::{self, Live, StreamRefused};
 use crate::session::{self, Credential, Sessions};
+use crate::throttle::Throttle;
 
 /// Largest body a portal route accepts.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Agent tokens one supplier may be issued through the portal in [`MINT_WINDOW`].
+pub const MINTS_PER_SUPPLIER: usize = 10;
+/// The window of [`MINTS_PER_SUPPLIER`].
+pub const MINT_WINDOW: Duration = Duration::from_secs(3600);
+/// Suppliers whose recent mints are remembered at once (bounds the memory).
+const MINT_KEYS: usize = 10_000;
+/// `Retry-After` for a refused live stream: tabs close and reconnect within seconds.
+const STREAM_RETRY: Duration = Duration::from_secs(5);
 
 /// What the portal's handlers share.
 #[derive(Debug, Clone)]
@@ -28,6 +39,24 @@ pub struct PortalState {
     pub sessions: Arc<Sessions>,
     pub auth: Arc<AuthStore>,
     pub query: QueryService,
+    /// The live streams and their shared producers.
+    pub live: Live,
+    /// Recent agent-token mints per supplier.
+    pub mints: Arc<Throttle<String>>,
+}
+
+impl PortalState {
+    /// The portal over `sessions` (shared with the access layer), `auth` and `query`, with
+    /// the default limits.
+    pub fn new(sessions: Arc<Sessions>, auth: Arc<AuthStore>, query: QueryService) -> Self {
+        Self {
+            sessions,
+            auth,
+            live: Live::new(query.clone()),
+            query,
+            mints: Arc::new(Throttle::new(MINTS_PER_SUPPLIER, MINT_WINDOW, MINT_KEYS)),
+        }
+    }
 }
 
 /// Every portal route (each is also listed in the server's route table).
@@ -126,7 +155,7 @@ async fn login(
         });
     }
     let mut body = who(&principal);
-    let new = st.sessions.create(principal);
+    let new = st.sessions.create(principal)?;
     body["csrf"] = new.csrf.clone().into();
     body["expires_in_s"] = new.ttl.as_secs().into();
     let cookie = HeaderValue::from_str(&session::set_cookie(&new, session::via_https(&headers)))
@@ -225,6 +254,16 @@ async fn agent_token(
             what: "label: at most 64 printable characters".into(),
         });
     }
+    if let Err(wait) = st.mints.record(supplier.clone(), None) {
+        return Err(Error::TooMany {
+            what: format!(
+                "at most {MINTS_PER_SUPPLIER} agent tokens per supplier per {} minutes may be issued in the portal; `{supplier}` may have the next in {} s",
+                MINT_WINDOW.as_secs() / 60,
+                crate::throttle::retry_after_secs(wait)
+            ),
+            retry_after: wait,
+        });
+    }
     let issued = st.auth.issue(Role::Agent, Some(&supplier), None, &label)?;
     let host = headers
         .get(header::HOST)
@@ -278,14 +317,40 @@ struct EventParams {
 }
 
 /// `GET /portal/events`: server-sent `gpus` events with the caller's latest per-GPU values.
+/// Capped per token and in all (429 beyond); a stream ends once its session is signed out or
+/// expires, or its token is revoked.
 async fn events(
     State(st): State<PortalState>,
     Extension(principal): Extension<Principal>,
+    credential: Option<Extension<Credential>>,
+    headers: HeaderMap,
     Query(params): Query<EventParams>,
-) -> Response {
+) -> Result<Response> {
     let once = params
         .once
         .as_deref()
         .is_some_and(|v| !matches!(v, "0" | "false"));
-    live::stream(st.query, principal.scope().map(str::to_string), once).into_response()
+    let scope = principal.scope().map(str::to_string);
+    if once {
+        return Ok(live::once(st.query, scope).into_response());
+    }
+    let sub = st
+        .live
+        .subscribe(&principal.token_id, scope)
+        .map_err(|refused: StreamRefused| Error::TooMany {
+            what: refused.to_string(),
+            retry_after: STREAM_RETRY,
+        })?;
+    let session_id = match credential.map(|c| c.0) {
+        Some(Credential::Session) => cookie_id(&headers).map(str::to_string),
+        _ => None,
+    };
+    let (sessions, auth, token_id) = (st.sessions, st.auth, principal.token_id);
+    let still_valid = move || {
+        session_id
+            .as_deref()
+            .is_none_or(|id| sessions.get(id).is_ok())
+            && session::token_usable(&auth, &token_id)
+    };
+    Ok(live::stream(sub, still_valid).into_response())
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rand::RngCore as _;
-use rigwatch_storage::auth::Principal;
+use rigwatch_storage::auth::{AuthStore, Principal};
 use sha2::{Digest, Sha256};
 
 /// The cookie that carries the session id.
@@ -20,8 +20,31 @@ pub const COOKIE: &str = "rw_session";
 pub const CSRF_HEADER: &str = "x-rigwatch-csrf";
 /// How long a session lives after sign-in.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Most sessions held at once; the oldest is dropped beyond this.
-const MAX_SESSIONS: usize = 10_000;
+/// Most live sessions one principal (one token) holds; signing in again past it ends that
+/// principal's own oldest session, never anyone else's.
+pub const MAX_SESSIONS_PER_PRINCIPAL: usize = 16;
+/// Most live sessions held at once; a sign-in past it is refused (503) rather than ending
+/// other people's sessions.
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// The token id of the operator's `--admin-token` principal: kept in memory only, it cannot
+/// be revoked while the server runs.
+pub const OPERATOR_TOKEN_ID: &str = "admin-token";
+
+/// Whether the token `token_id` is still usable (not revoked, not expired): a session or a
+/// live stream started with it ends when it is not.
+pub fn token_usable(auth: &AuthStore, token_id: &str) -> bool {
+    if token_id == OPERATOR_TOKEN_ID {
+        return true;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    auth.tokens()
+        .iter()
+        .any(|t| t.id == token_id && !t.revoked && t.expires_unix_s.is_none_or(|e| now < e))
+}
 
 /// How the access layer authenticated a request (put into its extensions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +80,22 @@ pub enum SessionError {
     Expired,
 }
 
+/// A sign-in refused because the server holds its maximum of live sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the server holds its maximum of {max} portal sessions; try again later, or call the API with the token itself"
+)]
+pub struct SessionsFull {
+    pub max: usize,
+}
+
 /// The server-side session map, keyed by SHA-256 of the cookie value.
 #[derive(Debug)]
 pub struct Sessions {
     map: Mutex<HashMap<[u8; 32], Session>>,
     ttl: Duration,
+    per_principal: usize,
+    max: usize,
 }
 
 impl Default for Sessions {
@@ -87,24 +121,41 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl Sessions {
     pub fn new(ttl: Duration) -> Self {
+        Self::with_limits(ttl, MAX_SESSIONS_PER_PRINCIPAL, MAX_SESSIONS)
+    }
+
+    /// Sessions living `ttl`, at most `per_principal` for one token and `max` in all.
+    pub fn with_limits(ttl: Duration, per_principal: usize, max: usize) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
             ttl,
+            per_principal: per_principal.max(1),
+            max: max.max(1),
         }
     }
 
-    /// Starts a session for `principal`.
-    pub fn create(&self, principal: Principal) -> NewSession {
-        let id = random_hex(32);
-        let csrf = random_hex(32);
+    /// Starts a session for `principal`. At its own cap, the principal's oldest session
+    /// ends; at the global cap, the sign-in is refused (nobody else's session ends).
+    pub fn create(&self, principal: Principal) -> Result<NewSession, SessionsFull> {
         let now = Instant::now();
         let mut map = self.map.lock();
         map.retain(|_, s| s.expires > now);
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k)
-        {
-            map.remove(&oldest);
+        let mut own: Vec<([u8; 32], Instant)> = map
+            .iter()
+            .filter(|(_, s)| s.principal.token_id == principal.token_id)
+            .map(|(k, s)| (*k, s.expires))
+            .collect();
+        if own.len() >= self.per_principal {
+            own.sort_by_key(|(_, expires)| *expires);
+            for (k, _) in &own[..=own.len() - self.per_principal] {
+                map.remove(k);
+            }
         }
+        if map.len() >= self.max {
+            return Err(SessionsFull { max: self.max });
+        }
+        let id = random_hex(32);
+        let csrf = random_hex(32);
         map.insert(
             key(&id),
             Session {
@@ -113,11 +164,11 @@ impl Sessions {
                 expires: now + self.ttl,
             },
         );
-        NewSession {
+        Ok(NewSession {
             id,
             csrf,
             ttl: self.ttl,
-        }
+        })
     }
 
     /// The live session whose cookie value is `id`.
@@ -208,7 +259,7 @@ mod tests {
     #[test]
     fn sessions_are_found_by_id_only_and_expire() {
         let s = Sessions::new(Duration::from_millis(50));
-        let n = s.create(supplier());
+        let n = s.create(supplier()).unwrap();
         assert_eq!(n.id.len(), 64);
         assert_ne!(n.id, n.csrf);
         assert_eq!(
@@ -226,12 +277,67 @@ mod tests {
     #[test]
     fn ids_are_distinct_and_removal_ends_the_session() {
         let s = Sessions::default();
-        let a = s.create(supplier());
-        let b = s.create(supplier());
+        let a = s.create(supplier()).unwrap();
+        let b = s.create(supplier()).unwrap();
         assert_ne!(a.id, b.id);
         assert!(s.remove(&a.id));
         assert!(s.get(&a.id).is_err());
         assert!(s.get(&b.id).is_ok());
+    }
+
+    fn principal(token_id: &str) -> Principal {
+        Principal {
+            token_id: token_id.into(),
+            ..supplier()
+        }
+    }
+
+    #[test]
+    fn a_principal_at_its_cap_loses_only_its_own_oldest_session() {
+        let s = Sessions::with_limits(DEFAULT_TTL, 3, 100);
+        let admin = s.create(principal("admin")).unwrap();
+        let mut reader = Vec::new();
+        for _ in 0..3 {
+            reader.push(s.create(principal("reader")).unwrap());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Signing in again, many times: the reader keeps 3, the admin keeps its one.
+        for _ in 0..50 {
+            reader.push(s.create(principal("reader")).unwrap());
+        }
+        assert_eq!(s.len(), 4);
+        assert!(
+            s.get(&admin.id).is_ok(),
+            "another principal's session was evicted"
+        );
+        assert_eq!(
+            s.get(&reader[0].id).unwrap_err(),
+            SessionError::Unknown,
+            "the reader's oldest session must go first"
+        );
+        assert!(s.get(&reader.last().unwrap().id).is_ok());
+    }
+
+    #[test]
+    fn at_the_global_cap_new_sign_ins_are_refused_not_evicting() {
+        let s = Sessions::with_limits(DEFAULT_TTL, 16, 5);
+        let held: Vec<_> = (0..5)
+            .map(|i| s.create(principal(&format!("t{i}"))).unwrap())
+            .collect();
+        let err = s.create(principal("newcomer")).unwrap_err();
+        assert_eq!(err, SessionsFull { max: 5 });
+        assert!(err.to_string().contains("maximum of 5"), "{err}");
+        assert!(held.iter().all(|h| s.get(&h.id).is_ok()));
+        // A principal already holding sessions may still sign in: its own oldest makes room.
+        let s = Sessions::with_limits(DEFAULT_TTL, 1, 1);
+        let first = s.create(principal("solo")).unwrap();
+        let second = s.create(principal("solo")).unwrap();
+        assert!(s.get(&first.id).is_err() && s.get(&second.id).is_ok());
+        // Expired sessions do not count against the cap.
+        let s = Sessions::with_limits(Duration::from_millis(20), 16, 1);
+        s.create(principal("a")).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(s.create(principal("b")).is_ok());
     }
 
     #[test]
