@@ -12,7 +12,7 @@ use rigwatch_storage::auth::{AuthStore, Role};
 use serde_json::Value;
 
 use super::peers::System;
-use super::queries::{Answer, Query, agree, parse_answer};
+use super::queries::{Answer, Query, agree, parse_answer, request};
 use super::{Dataset, TOKEN};
 
 /// The supplier whose view is measured: the owner of the fleet's first GPUs.
@@ -40,9 +40,7 @@ pub(super) fn with_supplier(expr: &str, supplier: &str) -> String {
             b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
-        let starts = depth == 0
-            && expr[i..].starts_with("gpu_")
-            && (i == 0 || !ident(b[i - 1]));
+        let starts = depth == 0 && expr[i..].starts_with("gpu_") && (i == 0 || !ident(b[i - 1]));
         if !starts {
             out.push(c as char);
             i += 1;
@@ -78,23 +76,7 @@ async fn timed(
     ds: &Dataset,
     runs: usize,
 ) -> anyhow::Result<(Answer, f64)> {
-    let secs = |ms: i64| format!("{}", ms as f64 / 1000.0);
-    let (path, params) = if q.range {
-        (
-            "/api/v1/query_range",
-            vec![
-                ("query", expr.to_string()),
-                ("start", secs(ds.range_start_ms())),
-                ("end", secs(ds.eval_ms())),
-                ("step", "60".into()),
-            ],
-        )
-    } else {
-        (
-            "/api/v1/query",
-            vec![("query", expr.to_string()), ("time", secs(ds.eval_ms()))],
-        )
-    };
+    let (path, params) = request(q, expr, ds);
     let mut answer = Answer::default();
     let mut times = Vec::with_capacity(runs);
     for i in 0..=runs {
@@ -134,7 +116,9 @@ pub(super) async fn measure(
     if !auth.suppliers().iter().any(|(s, _)| s.name == SUPPLIER) {
         auth.add_supplier(SUPPLIER)?;
     }
-    let token = auth.issue(Role::Supplier, Some(SUPPLIER), None, "bench")?.token;
+    let token = auth
+        .issue(Role::Supplier, Some(SUPPLIER), None, "bench")?
+        .token;
     let mut rows = Vec::new();
     let mut disagreements = 0;
     for q in queries {
@@ -143,7 +127,10 @@ pub(super) async fn measure(
         let (sup, sup_ms) = timed(client, &sys.base, &token, q, &q.expr, ds, runs).await?;
         if let Err(diff) = agree(&op, &sup, q.ties) {
             disagreements += 1;
-            eprintln!("DISAGREE {}: operator with filter vs supplier: {diff}", q.expr);
+            eprintln!(
+                "DISAGREE {}: operator with filter vs supplier: {diff}",
+                q.expr
+            );
         }
         rows.push((q.name, op_ms, sup_ms));
     }
@@ -153,8 +140,13 @@ pub(super) async fn measure(
 /// Prints the table.
 pub(super) fn print(rows: &[Row]) {
     println!();
-    println!("tenancy cost: one supplier's token vs an operator's query filtered to that supplier (median ms)");
-    println!("{:<28} {:>12} {:>12} {:>8}", "query", "operator+filter", "supplier", "ratio");
+    println!(
+        "tenancy cost: one supplier's token vs an operator's query filtered to that supplier (median ms)"
+    );
+    println!(
+        "{:<28} {:>12} {:>12} {:>8}",
+        "query", "operator+filter", "supplier", "ratio"
+    );
     for (name, op, sup) in rows {
         println!("{name:<28} {op:>12.2} {sup:>12.2} {:>8.2}", sup / op);
     }

@@ -196,6 +196,31 @@ pub(super) fn agree(ours: &Answer, theirs: &Answer, ties: bool) -> Result<(), St
 
 /// Runs `q` once for its answer, then `runs` timed times; returns the answer and the
 /// latencies in seconds.
+/// The path and form parameters that ask `expr` the way `q` is asked (instant or range).
+pub(super) fn request(
+    q: &Query,
+    expr: &str,
+    ds: &Dataset,
+) -> (&'static str, Vec<(&'static str, String)>) {
+    let secs = |ms: i64| format!("{}", ms as f64 / 1000.0);
+    if q.range {
+        (
+            "/api/v1/query_range",
+            vec![
+                ("query", expr.to_string()),
+                ("start", secs(ds.range_start_ms())),
+                ("end", secs(ds.eval_ms())),
+                ("step", "60".into()),
+            ],
+        )
+    } else {
+        (
+            "/api/v1/query",
+            vec![("query", expr.to_string()), ("time", secs(ds.eval_ms()))],
+        )
+    }
+}
+
 pub(super) async fn run_query(
     client: &reqwest::Client,
     sys: &System,
@@ -207,22 +232,7 @@ pub(super) async fn run_query(
         (Kind::Victoria, Some(e)) => e.as_str(),
         _ => q.expr.as_str(),
     };
-    let secs = |ms: i64| format!("{}", ms as f64 / 1000.0);
-    let params: Vec<(&str, String)> = if q.range {
-        vec![
-            ("query", expr.to_string()),
-            ("start", secs(ds.range_start_ms())),
-            ("end", secs(ds.eval_ms())),
-            ("step", "60".into()),
-        ]
-    } else {
-        vec![("query", expr.to_string()), ("time", secs(ds.eval_ms()))]
-    };
-    let path = if q.range {
-        "/api/v1/query_range"
-    } else {
-        "/api/v1/query"
-    };
+    let (path, params) = request(q, expr, ds);
     let mut answer = None;
     let mut times = Vec::with_capacity(runs);
     for i in 0..=runs {
