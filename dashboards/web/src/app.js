@@ -79,6 +79,12 @@ function connectEvents() {
     dot.dataset.updates = String(Number(dot.dataset.updates || 0) + 1);
     for (const f of state.listeners) f(changed);
   });
+  // The server ends the stream when the session or its token has ended: sign in again
+  // instead of letting the browser reconnect into 401s.
+  es.addEventListener('end', () => {
+    es.close();
+    location.href = '/portal/login';
+  });
   es.onerror = () => dot.classList.remove('on');
 }
 
