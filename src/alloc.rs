@@ -513,7 +513,10 @@ impl AllocService {
         for c in clusters {
             let n = c.expire(now, ttl);
             if n > 0 {
-                info!(bindings = n, "extender bindings lapsed without renewal: leases ended");
+                info!(
+                    bindings = n,
+                    "extender bindings lapsed without renewal: leases ended"
+                );
             }
         }
     }
@@ -905,7 +908,10 @@ async fn k8s_extender(
 ) -> Response {
     use tower::ServiceExt as _;
     let Some(supplier) = principal.and_then(|p| p.0.scope().map(str::to_string)) else {
-        return err(StatusCode::FORBIDDEN, "the extender needs an extender token");
+        return err(
+            StatusCode::FORBIDDEN,
+            "the extender needs an extender token",
+        );
     };
     let state = svc
         .extenders

@@ -369,16 +369,15 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             t.token
         );
     }
-    let alloc =
-        crate::alloc::AllocService::start(
-            db.clone(),
-            &args.policy,
-            args.alloc_tick,
-            &args.rates,
-            args.extender_lease_ttl,
-        )
-        .await
-            .context("cannot start the allocator")?;
+    let alloc = crate::alloc::AllocService::start(
+        db.clone(),
+        &args.policy,
+        args.alloc_tick,
+        &args.rates,
+        args.extender_lease_ttl,
+    )
+    .await
+    .context("cannot start the allocator")?;
     let gate = access::Gate::new(auth.clone(), args.admin_token.as_deref());
     let to_alloc = alloc.clone();
     let gpu_health = crate::health_task::spawn(
@@ -482,10 +481,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        })
+        .await
     });
     Ok(Running {
         addr,

@@ -28,11 +28,15 @@ pub enum Error {
     Timeout { after: std::time::Duration },
 
     /// The answer has more rows than one answer may hold.
-    #[error("the answer has more than {limit} rows (the limit is --query-max-rows): aggregate, filter or add LIMIT")]
+    #[error(
+        "the answer has more than {limit} rows (the limit is --query-max-rows): aggregate, filter or add LIMIT"
+    )]
     TooManyRows { limit: usize },
 
     /// The statement's operators needed more memory than the caller's share.
-    #[error("the query needs more than {limit} bytes of working memory (the limit is --query-max-memory): {source}")]
+    #[error(
+        "the query needs more than {limit} bytes of working memory (the limit is --query-max-memory): {source}"
+    )]
     MemoryLimit {
         limit: usize,
         #[source]
@@ -40,7 +44,9 @@ pub enum Error {
     },
 
     /// The caller already runs as many statements as it may at once.
-    #[error("already running {limit} queries at once (the limit is --query-max-concurrent): retry when one ends")]
+    #[error(
+        "already running {limit} queries at once (the limit is --query-max-concurrent): retry when one ends"
+    )]
     TooManyQueries { limit: usize },
 
     /// A supplier asked for a plan: plans and their run-time counts describe the whole

@@ -153,7 +153,9 @@ impl QueryService {
             }
             running
                 .entry(scope.map(str::to_string))
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.limits.max_concurrent)))
+                .or_insert_with(|| {
+                    Arc::new(tokio::sync::Semaphore::new(self.limits.max_concurrent))
+                })
                 .clone()
         };
         sem.try_acquire_owned()

@@ -114,7 +114,9 @@ pub enum AuthError {
     #[error("{0}")]
     NotFound(String),
     /// A supplier holds as many usable tokens as it may.
-    #[error("supplier `{supplier}` already holds {limit} usable tokens, the most one supplier may hold: revoke unused ones (`rigwatch supplier revoke <token-id>`) first")]
+    #[error(
+        "supplier `{supplier}` already holds {limit} usable tokens, the most one supplier may hold: revoke unused ones (`rigwatch supplier revoke <token-id>`) first"
+    )]
     TooManyTokens { supplier: String, limit: usize },
 }
 
@@ -589,13 +591,25 @@ mod tests {
         for _ in 1..MAX_TOKENS_PER_SUPPLIER {
             last = Some(store.issue(Role::Agent, Some("acme"), None, "t").unwrap());
         }
-        let err = store.issue(Role::Supplier, Some("acme"), None, "t").unwrap_err();
-        assert!(matches!(err, AuthError::TooManyTokens { limit: MAX_TOKENS_PER_SUPPLIER, .. }));
+        let err = store
+            .issue(Role::Supplier, Some("acme"), None, "t")
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            AuthError::TooManyTokens {
+                limit: MAX_TOKENS_PER_SUPPLIER,
+                ..
+            }
+        ));
         assert!(err.to_string().contains("revoke"), "{err}");
         // Another supplier is not affected, and revoking one frees a place.
-        store.issue(Role::Supplier, Some("bolt"), None, "t").unwrap();
+        store
+            .issue(Role::Supplier, Some("bolt"), None, "t")
+            .unwrap();
         store.revoke(&last.unwrap().id).unwrap();
-        store.issue(Role::Supplier, Some("acme"), None, "t").unwrap();
+        store
+            .issue(Role::Supplier, Some("acme"), None, "t")
+            .unwrap();
     }
 
     #[test]

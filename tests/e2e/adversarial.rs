@@ -261,7 +261,12 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap()
+        );
     }
     let b_leases = format!(
         // `*`: `end_reason` exists as a column only once some lease has ended.
@@ -277,7 +282,10 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(before.len(), 2, "B's GPUs were not leased: {before:?}");
-    let b_faults = format!("SELECT count(*) AS n FROM gpu_fault WHERE supplier = '{}'", b.name);
+    let b_faults = format!(
+        "SELECT count(*) AS n FROM gpu_fault WHERE supplier = '{}'",
+        b.name
+    );
     let faults_before = server.rows(&b_faults).await;
 
     let mut probe = Probe {
@@ -319,7 +327,10 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
         .body("SELECT gpu_uuid FROM gpu LIMIT 1");
     let (status, body) = probe.send("own arrow", req).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(body.contains(&a.mark), "A's own value is in its Arrow answer");
+    assert!(
+        body.contains(&a.mark),
+        "A's own value is in its Arrow answer"
+    );
 
     // Existence oracles: B's real value and a made-up one get the same answer.
     for (table, col, real) in [
@@ -355,7 +366,10 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
     }
 
     // PromQL: instant and range.
-    let (start, end) = ((t / 1_000_000_000 - 60).to_string(), (t / 1_000_000_000 + 5).to_string());
+    let (start, end) = (
+        (t / 1_000_000_000 - 60).to_string(),
+        (t / 1_000_000_000 + 5).to_string(),
+    );
     for q in PROMQL {
         let req = probe
             .http
@@ -367,7 +381,12 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
             .http
             .post(format!("{}/api/v1/query_range", probe.base))
             .bearer_auth(&a.read)
-            .form(&[("query", *q), ("start", &start), ("end", &end), ("step", "5")]);
+            .form(&[
+                ("query", *q),
+                ("start", &start),
+                ("end", &end),
+                ("step", "5"),
+            ]);
         probe.send(&format!("PromQL range `{q}`"), req).await;
     }
 
@@ -386,7 +405,14 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
         "/portal".into(),
     ];
     for label in [
-        "gpu_uuid", "worker", "region", "supplier", "__name__", "model", "severity", "tagx",
+        "gpu_uuid",
+        "worker",
+        "region",
+        "supplier",
+        "__name__",
+        "model",
+        "severity",
+        "tagx",
         "driver_version",
     ] {
         gets.push(format!("/api/v1/label/{label}/values"));
@@ -407,7 +433,11 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
         }
     }
     for path in &gets {
-        for (who, token) in [("read", &a.read), ("agent", &a.agent), ("extender", &a.extender)] {
+        for (who, token) in [
+            ("read", &a.read),
+            ("agent", &a.agent),
+            ("extender", &a.extender),
+        ] {
             let req = probe
                 .http
                 .get(format!("{}{path}", probe.base))
@@ -463,7 +493,11 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
             b.uuids[0],
             now_ns()
         ),
-        format!("gpu,gpu_uuid={},gpu_index=0,model=H100 utilization=0 {}\n", b.uuids[1], now_ns()),
+        format!(
+            "gpu,gpu_uuid={},gpu_index=0,model=H100 utilization=0 {}\n",
+            b.uuids[1],
+            now_ns()
+        ),
         format!(
             "gpu,gpu_uuid={},gpu_index=0,model=H100,supplier={} utilization=0 {}\n",
             a.uuids[0],
@@ -471,7 +505,11 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
             now_ns()
         ),
         format!("heartbeat,region=x seq=1i,extra_field=\"x\" {}\n", now_ns()),
-        format!("lease,gpu_uuid={} end_reason=\"fault_hardware\" {}\n", b.uuids[0], now_ns()),
+        format!(
+            "lease,gpu_uuid={} end_reason=\"fault_hardware\" {}\n",
+            b.uuids[0],
+            now_ns()
+        ),
     ];
     for lp in &forged {
         let r = http
@@ -481,7 +519,11 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_client_error(), "forged `{lp}` answered {}", r.status());
+        assert!(
+            r.status().is_client_error(),
+            "forged `{lp}` answered {}",
+            r.status()
+        );
         probe.cases += 1;
     }
     let r = http
@@ -495,7 +537,10 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
     let body = r.text().await.unwrap();
-    assert!(!body.contains(&b.name), "the refusal names the owner: {body}");
+    assert!(
+        !body.contains(&b.name),
+        "the refusal names the owner: {body}"
+    );
     probe.cases += 1;
     // Writing to B's worker with A's agent token.
     let r = http
@@ -525,13 +570,23 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
         }
     }
     assert_eq!(answers[0].0, StatusCode::NOT_FOUND, "{answers:?}");
-    assert_eq!(answers[0], answers[2], "release of B's GPU vs an unknown one");
-    assert_eq!(answers[1], answers[3], "release of B's GPU vs an unknown one");
+    assert_eq!(
+        answers[0], answers[2],
+        "release of B's GPU vs an unknown one"
+    );
+    assert_eq!(
+        answers[1], answers[3],
+        "release of B's GPU vs an unknown one"
+    );
 
     // Nothing A did changed B's leases or faults.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(server.rows(&b_leases).await, before, "B's leases changed");
-    assert_eq!(server.rows(&b_faults).await, faults_before, "B's faults changed");
+    assert_eq!(
+        server.rows(&b_faults).await,
+        faults_before,
+        "B's faults changed"
+    );
     let inv = http
         .get(format!("{base}/api/v1/agent/inventory"))
         .bearer_auth(&b.read)

@@ -438,7 +438,12 @@ async fn kube_scheduler_extender_uses_the_live_allocator() {
     let dir = temp_dir();
     let data = dir.path().join("data");
     // Request logging on, so the check that the path token is redacted can fail.
-    let args = ["--alloc-tick", "200ms", "--log", "info,tower_http=debug,rigwatch=debug"];
+    let args = [
+        "--alloc-tick",
+        "200ms",
+        "--log",
+        "info,tower_http=debug,rigwatch=debug",
+    ];
     let server = Server::start(&data, &args, &[]).await;
     server.write_ok(&telemetry()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -531,7 +536,11 @@ async fn kube_scheduler_extender_uses_the_live_allocator() {
         .filter(|j| j["state"] == "running")
         .count();
     assert_eq!(bound, 2, "{jobs}");
-    let (_, v) = post(format!("{base}/renew"), json!({"PodUIDs": ["uid-1", "uid-x"]})).await;
+    let (_, v) = post(
+        format!("{base}/renew"),
+        json!({"PodUIDs": ["uid-1", "uid-x"]}),
+    )
+    .await;
     assert_eq!(v["Renewed"], 1, "{v}");
     assert_eq!(v["Unknown"], json!(["uid-x"]), "{v}");
     let (_, v) = post(format!("{base}/unbind"), json!({"PodUID": "uid-1"})).await;

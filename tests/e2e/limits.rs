@@ -41,7 +41,10 @@ async fn sql_is_bounded_in_time_rows_memory_and_concurrency() {
     .await;
     let auth = AuthStore::open(&data).unwrap();
     auth.add_supplier("acme").unwrap();
-    let token = auth.issue(Role::Supplier, Some("acme"), None, "t").unwrap().token;
+    let token = auth
+        .issue(Role::Supplier, Some("acme"), None, "t")
+        .unwrap()
+        .token;
     let base = server.base.clone();
 
     let (s, body) = sql(&base, &token, "SELECT * FROM generate_series(1, 1000)").await;
@@ -93,7 +96,10 @@ async fn sql_is_bounded_in_time_rows_memory_and_concurrency() {
     let ((s, body), took) = slow.await.unwrap();
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.contains("--query-timeout"), "{body}");
-    assert!(took < Duration::from_secs(20), "stopped only after {took:?}");
+    assert!(
+        took < Duration::from_secs(20),
+        "stopped only after {took:?}"
+    );
     // Its slot is free again, and the server answers.
     let (s, body) = sql(&base, &token, "SELECT 1 AS one").await;
     assert_eq!(s, StatusCode::OK, "{body}");

@@ -14,15 +14,13 @@ use super::harness::{ADMIN_TOKEN, Server, temp_dir};
 async fn simulated_h100s_are_placed_as_h100_and_earn_the_h100_rate() {
     let dir = temp_dir();
     let data = dir.path().join("data");
-    let server = Server::start(
-        &data,
-        &["--alloc-tick", "200ms", "--rate", "H100=300"],
-        &[],
-    )
-    .await;
+    let server = Server::start(&data, &["--alloc-tick", "200ms", "--rate", "H100=300"], &[]).await;
     let auth = AuthStore::open(&data).unwrap();
     auth.add_supplier("acme").unwrap();
-    let token = auth.issue(Role::Agent, Some("acme"), None, "sim").unwrap().token;
+    let token = auth
+        .issue(Role::Agent, Some("acme"), None, "sim")
+        .unwrap()
+        .token;
     // Seed 0 picks the simulator's first model, the H100 (the same for every seed % 8 == 0).
     assert_eq!(
         rigwatch_ingest::agent::sim::CATALOG[0].name,
@@ -30,8 +28,23 @@ async fn simulated_h100s_are_placed_as_h100_and_earn_the_h100_rate() {
     );
     let log = dir.path().join("agent.log");
     let mut agent = Command::new(env!("CARGO_BIN_EXE_rigwatch"))
-        .args(["agent", "--simulate", "2", "--seed", "0", "--interval", "200ms"])
-        .args(["--worker", "h100-box", "--server", &server.base, "--token", &token])
+        .args([
+            "agent",
+            "--simulate",
+            "2",
+            "--seed",
+            "0",
+            "--interval",
+            "200ms",
+        ])
+        .args([
+            "--worker",
+            "h100-box",
+            "--server",
+            &server.base,
+            "--token",
+            &token,
+        ])
         .arg("--spool-dir")
         .arg(dir.path().join("spool"))
         .env("NO_COLOR", "1")

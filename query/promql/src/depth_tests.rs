@@ -37,7 +37,11 @@ fn text(shape: &str, n: usize) -> String {
         "paren" => wrap("(", "1", ")", n - 1),
         "right_nested" => {
             let k = (n - 1) / 2;
-            let base = if (n - 1).is_multiple_of(2) { "x" } else { "(x)" };
+            let base = if (n - 1).is_multiple_of(2) {
+                "x"
+            } else {
+                "(x)"
+            };
             wrap("x + (", base, ")", k)
         }
         "abs" => wrap("abs(", "vector(1)", ")", n - 2),
@@ -52,7 +56,11 @@ fn text(shape: &str, n: usize) -> String {
         "subquery" => {
             // max_over_time(...[1m:1m]): two levels per wrap.
             let k = (n - 1) / 2;
-            let base = if (n - 1).is_multiple_of(2) { "x" } else { "(x)" };
+            let base = if (n - 1).is_multiple_of(2) {
+                "x"
+            } else {
+                "(x)"
+            };
             wrap("max_over_time(", base, "[1m:20s] offset 10s)", k)
         }
         other => panic!("unknown shape {other}"),
