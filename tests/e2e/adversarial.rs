@@ -252,8 +252,31 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
             n = b.mark
         ))
         .await;
-    // The allocator leases every GPU: each supplier has leases, earnings and jobs.
-    for _ in 0..4 {
+    // B's cluster binds a pod on one of B's GPUs through B's extender.
+    let b_pod = json!({
+        "metadata": {"name": "pb", "uid": "uid-b-1"},
+        "spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]}
+    });
+    for (op, body) in [
+        ("filter", json!({"Pod": b_pod, "NodeNames": [b.worker]})),
+        ("bind", json!({"PodUID": "uid-b-1", "Node": b.worker})),
+    ] {
+        let v: Value = http
+            .post(format!("{base}/k8s/{}/{op}", b.extender))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            v["Error"].as_str().unwrap_or("").is_empty(),
+            "B's {op}: {v}"
+        );
+    }
+    // The allocator leases the other three GPUs: each supplier has leases, earnings, jobs.
+    for _ in 0..3 {
         let r = http
             .post(format!("{base}/api/v1/jobs"))
             .bearer_auth(super::harness::ADMIN_TOKEN)
@@ -484,6 +507,28 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
             .json(&json!({"Pod": pod, "NodeNames": [a.worker, "some-other-node"]}));
         let (status, body) = probe.send(&format!("extender {op}"), req).await;
         assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    // A's extender ending or renewing B's bound pod: the same answer as for a pod that
+    // does not exist (each cluster's bindings are its own), and B's lease stays open.
+    for op in ["unbind", "renew"] {
+        let mut answers = Vec::new();
+        for uid in ["uid-b-1", "uid-zz-9"] {
+            let body = match op {
+                "unbind" => json!({"PodUID": uid}),
+                _ => json!({"PodUIDs": [uid]}),
+            };
+            let req = probe
+                .http
+                .post(format!("{}/k8s/{}/{op}", probe.base, a.extender))
+                .json(&body);
+            let (status, text) = probe.send(&format!("extender {op} of B's pod"), req).await;
+            answers.push((status, text.replace(uid, "U")));
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "extender {op}: B's pod vs an unknown one"
+        );
     }
 
     // Forgery through A's agent: rows naming B's GPU, and a claim on B's GPU.
