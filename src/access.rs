@@ -261,6 +261,23 @@ pub const ROUTES: &[Route] = &[
         methods: GET,
         access: Access::Roles(READERS),
     },
+    // Payouts: admins record them against settled statements; readers see their own.
+    Route {
+        path: "/api/v1/payouts",
+        methods: GET,
+        access: Access::Roles(READERS),
+    },
+    Route {
+        path: "/api/v1/payouts",
+        methods: POST,
+        access: Access::Roles(ADMIN),
+    },
+    // Live earnings (the portal's ticker), scoped to the caller's supplier.
+    Route {
+        path: "/api/v1/earnings/live",
+        methods: GET,
+        access: Access::Roles(READERS),
+    },
 ];
 
 /// Routes anyone may call: liveness, and the portal's sign-in page and static assets.

@@ -20,23 +20,24 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use parking_lot::Mutex;
+use rigwatch_common::money::Currency;
 use rigwatch_query::QueryService;
 use rigwatch_scheduler::extender::{AllocatorHost, ExtenderState, extender_router, system_clock};
 use rigwatch_scheduler::{
-    Allocator, AllocatorConfig, EndReason, GpuDemand, GpuSpec, Health, Job, Lease, LedgerEntry,
-    LiveView, NodeSpec, RateCard, Sample, TaskDistribution, ledger::Ledger, policy_by_name,
+    Allocator, AllocatorConfig, EndReason, GpuDemand, GpuSpec, Health, Job, Lease, LiveView,
+    NodeSpec, RateCard, Sample, TaskDistribution, ledger::Ledger, policy_by_name,
 };
 use rigwatch_storage::auth::Principal;
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
 use rigwatch_storage::{Db, WriteOptions};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tracing::{info, warn};
 
 fn now_ms() -> i64 {
@@ -44,6 +45,28 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// How the allocator service runs (from `rigwatch serve`'s flags).
+#[derive(Clone, Debug)]
+pub struct AllocSettings {
+    /// Placement policy name.
+    pub policy: String,
+    /// How often it places jobs and accrues.
+    pub tick: Duration,
+    /// Prices from the command line: canonical or NVML model name, µ per GPU-hour.
+    pub rates: Vec<(String, i64)>,
+    pub currency: Currency,
+    /// How long an extender binding lives without renewal.
+    pub extender_ttl: Duration,
+    /// Pay pauses once a leased GPU has sent nothing for this long.
+    pub pay_grace: Duration,
+    /// A leased GPU silent this long ends its leases (`offline`).
+    pub offline_after: Duration,
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A job as the API shows it.
@@ -88,6 +111,8 @@ impl std::fmt::Display for SubmitError {
 struct Inner {
     alloc: Allocator,
     ledger: Ledger,
+    /// Every recorded payout, oldest first.
+    payouts: Vec<rigwatch_scheduler::payout::Payout>,
     jobs: BTreeMap<u64, JobRecord>,
     next_job: u64,
     recent_shapes: Vec<Job>,
@@ -102,6 +127,16 @@ pub struct AllocService {
     extenders: Arc<Mutex<HashMap<String, Arc<ExtenderState>>>>,
     /// How long an extender binding lives without renewal.
     extender_ttl: Duration,
+    /// The currency of every amount (statements settle to its minor unit).
+    currency: Currency,
+    /// Pay pauses after this long without a row from the GPU, ms.
+    pay_grace_ms: i64,
+    /// Leases end (`offline`) after this long without a row from the GPU, ms.
+    offline_after_ms: i64,
+    /// Unscoped queries over the allocator's own tables (reconciliation).
+    query: QueryService,
+    /// Held while a payout is checked and written.
+    payout_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The extender's view of the live allocator for one supplier's cluster: Kubernetes node
@@ -190,7 +225,7 @@ pub struct JobRequest {
     pub expected_duration_s: u64,
     /// Highest acceptable price per GPU-hour, minor units.
     #[serde(default)]
-    pub price_cap_per_gpu_hour: Option<i64>,
+    pub price_cap_micro_per_gpu_hour: Option<i64>,
 }
 
 impl JobRequest {
@@ -203,7 +238,7 @@ impl JobRequest {
             min_gpu_memory_mib: 0,
             priority: 0,
             expected_duration_s: expected_s,
-            price_cap_per_gpu_hour: None,
+            price_cap_micro_per_gpu_hour: None,
         }
     }
 
@@ -230,19 +265,28 @@ impl JobRequest {
     }
 }
 
+mod earnings;
 mod rows;
 
-use rows::{earnings_row, job_from_row, job_row, lease_row, node_name, reason_from, rows, s};
+use rows::{
+    earnings_row, entry_from_row, job_from_row, job_row, lease_row, node_name, parse_unpaid,
+    payout_from_row, reason_from, rows, s,
+};
 
 impl AllocService {
     /// Rebuilds the allocator and ledger from the store and starts feeding and ticking.
-    pub async fn start(
-        db: Arc<Db>,
-        policy: &str,
-        tick: Duration,
-        rates: &[(String, i64)],
-        extender_ttl: Duration,
-    ) -> anyhow::Result<Self> {
+    pub async fn start(db: Arc<Db>, settings: AllocSettings) -> anyhow::Result<Self> {
+        let AllocSettings {
+            policy,
+            tick,
+            rates,
+            currency,
+            extender_ttl,
+            pay_grace,
+            offline_after,
+        } = settings;
+        let policy = policy.as_str();
+        let rates = rates.as_slice();
         let q = QueryService::new(db.clone());
         let mut view = LiveView::new();
         // GPUs seen in the last hour, so open leases find their GPUs again.
@@ -285,6 +329,14 @@ impl AllocService {
                 start_ms: r["start_ms"].as_i64().unwrap_or(0),
                 end_ms: r["end_ms"].as_i64(),
                 end_reason: r["end_reason"].as_str().and_then(reason_from),
+                unpaid: match r["unpaid"].as_str().map(parse_unpaid) {
+                    None => Vec::new(),
+                    Some(Some(v)) => v,
+                    Some(None) => {
+                        warn!(row = %r, "unreadable unpaid intervals on a lease row: read as none");
+                        Vec::new()
+                    }
+                },
             };
             if view.gpu(&lease.gpu_uuid).is_none() {
                 let (sup, worker) = (lease.supplier.clone(), s(r, "worker"));
@@ -314,22 +366,51 @@ impl AllocService {
         let mut ledger = Ledger::new(card);
         let entries = rows(
             &q,
-            "SELECT lease_id, gpu_uuid, supplier, model, amount_minor, to_ms, share_milli, rate_per_gpu_hour, \
-             CAST(time AS BIGINT) / 1000000 AS from_ms FROM earnings",
+            // `*`: rows from before micro-units have other columns (see EARNINGS_ROW_VERSION).
+            "SELECT *, CAST(time AS BIGINT) / 1000000 AS from_ms FROM earnings",
         )
         .await?;
         let n_entries = entries.len();
-        ledger.insert_rows(entries.iter().map(|r| LedgerEntry {
-            lease_id: s(r, "lease_id").parse().unwrap_or(0),
-            from_ms: r["from_ms"].as_i64().unwrap_or(0),
-            to_ms: r["to_ms"].as_i64().unwrap_or(0),
-            supplier: s(r, "supplier"),
-            gpu_uuid: s(r, "gpu_uuid"),
-            model: s(r, "model"),
-            share_milli: r["share_milli"].as_i64().unwrap_or(0) as u32,
-            rate_per_gpu_hour: r["rate_per_gpu_hour"].as_i64().unwrap_or(0),
-            amount_minor: r["amount_minor"].as_i64().unwrap_or(0),
-        }));
+        let mut upgraded = WriteBatch::default();
+        let mut n_upgraded = 0usize;
+        let mut restored = Vec::with_capacity(entries.len());
+        for r in &entries {
+            let (e, legacy) = entry_from_row(r, currency.micro_per_minor());
+            if legacy {
+                earnings_row(&mut upgraded, &e);
+                n_upgraded += 1;
+            }
+            restored.push(e);
+        }
+        drop(entries);
+        ledger.insert_rows(restored);
+        if n_upgraded > 0 {
+            db.write(upgraded, WriteOptions::default())
+                .await
+                .context("rewriting earnings rows in micro-units")?;
+            info!(
+                rows = n_upgraded,
+                currency = %currency,
+                "earnings rows from before micro-units rewritten (minor units × {})",
+                currency.micro_per_minor()
+            );
+        }
+        let mut payouts = Vec::new();
+        for r in &rows(&q, "SELECT * FROM payout ORDER BY paid_ms, payout_id").await? {
+            match payout_from_row(r) {
+                Some(p)
+                    if !payouts
+                        .iter()
+                        .any(|x: &rigwatch_scheduler::payout::Payout| {
+                            x.payout_id == p.payout_id
+                        }) =>
+                {
+                    payouts.push(p)
+                }
+                Some(_) => {}
+                None => warn!(row = %r, "unreadable payout row skipped"),
+            }
+        }
         // Closed leases still owe the minutes between their last accrual and their end.
         let mut pending = WriteBatch::default();
         for l in leases.iter().filter(|l| !l.is_open()) {
@@ -341,7 +422,7 @@ impl AllocService {
         let mut jobs = BTreeMap::new();
         let job_rows = rows(&q, "SELECT * FROM job").await?;
         for r in &job_rows {
-            match job_from_row(r) {
+            match job_from_row(r, currency.micro_per_minor()) {
                 Some(rec) => {
                     jobs.insert(rec.job.id, rec);
                 }
@@ -386,6 +467,13 @@ impl AllocService {
         let mut waiting: Vec<&JobRecord> = jobs.values().filter(|r| r.state == "queued").collect();
         waiting.sort_by_key(|r| (r.submitted_ms, r.job.id));
         let mut alloc = alloc;
+        // Price caps compare against the rate card in force.
+        for (model, rate) in rates {
+            let model = rigwatch_scheduler::catalog::canonical_or_same(model);
+            if let Err(e) = alloc.view.set_model_rate(model, *rate) {
+                warn!(model, error = %e, "price not applied to price caps");
+            }
+        }
         for rec in &waiting {
             alloc
                 .requeue(rec.job.clone(), rec.submitted_ms)
@@ -404,6 +492,7 @@ impl AllocService {
             state: Arc::new(Mutex::new(Inner {
                 alloc,
                 ledger,
+                payouts,
                 jobs,
                 next_job,
                 recent_shapes,
@@ -411,6 +500,11 @@ impl AllocService {
             db: db.clone(),
             extenders: Arc::default(),
             extender_ttl,
+            currency,
+            query: q,
+            payout_lock: Arc::default(),
+            pay_grace_ms: duration_ms(pay_grace),
+            offline_after_ms: duration_ms(offline_after),
         };
         if !pending.is_empty() {
             svc.persist(pending).await;
@@ -441,6 +535,7 @@ impl AllocService {
                     }
                     Err(_) => return,
                 };
+                let received = now_ms();
                 let mut st = state.lock();
                 for row in batch.rows().filter(|r| r.table() == "gpu") {
                     let (mut sup, mut worker, mut uuid, mut model) = ("", "", "", "");
@@ -484,6 +579,7 @@ impl AllocService {
                     }
                     let _ = st.alloc.view.observe_sample(uuid, &sample);
                     let _ = st.alloc.view.heartbeat(uuid, t);
+                    let _ = st.alloc.view.received(uuid, received);
                 }
             }
         });
@@ -537,10 +633,30 @@ impl AllocService {
                 lease_row(&mut b, l);
             }
         }
+        // Pay follows heartbeats: pause, resume or end leases on silent GPUs before accruing.
+        let hb = st
+            .alloc
+            .check_heartbeats(now, self.pay_grace_ms, self.offline_after_ms, |g| {
+                g.last_received_ms
+            });
+        for l in &hb.changed {
+            lease_row(&mut b, l);
+        }
+        for l in &hb.ended {
+            lease_row(&mut b, l);
+            for e in st.ledger.accrue(l, now) {
+                st.alloc.view.credit_supplier(&e.supplier, e.amount_micro);
+                earnings_row(&mut b, &e);
+            }
+        }
+        if !hb.ended_jobs.is_empty() {
+            info!(jobs = ?hb.ended_jobs, "leases ended: their GPU went offline");
+            requeue_lost(st, &hb.ended_jobs, EndReason::Offline, now, &mut b);
+        }
         let open: Vec<Lease> = st.alloc.open_leases().cloned().collect();
         for l in &open {
             for e in st.ledger.accrue(l, now) {
-                st.alloc.view.credit_supplier(&e.supplier, e.amount_minor);
+                st.alloc.view.credit_supplier(&e.supplier, e.amount_micro);
                 earnings_row(&mut b, &e);
             }
         }
@@ -580,7 +696,7 @@ impl AllocService {
             memory_mib: 0,
             priority: req.priority,
             expected_duration_ms: req.expected_duration_s.saturating_mul(1000),
-            price_cap_per_gpu_hour: req.price_cap_per_gpu_hour,
+            price_cap_micro_per_gpu_hour: req.price_cap_micro_per_gpu_hour,
         };
         st.alloc
             .submit(job.clone(), now)
@@ -627,7 +743,7 @@ impl AllocService {
                 for l in &closed {
                     lease_row(&mut b, l);
                     for e in st.ledger.accrue(l, now) {
-                        st.alloc.view.credit_supplier(&e.supplier, e.amount_minor);
+                        st.alloc.view.credit_supplier(&e.supplier, e.amount_micro);
                         earnings_row(&mut b, &e);
                     }
                 }
@@ -656,36 +772,14 @@ impl AllocService {
                 for l in &closed {
                     lease_row(&mut b, l);
                     for e in st.ledger.accrue(l, now) {
-                        st.alloc.view.credit_supplier(&e.supplier, e.amount_minor);
+                        st.alloc.view.credit_supplier(&e.supplier, e.amount_micro);
                         earnings_row(&mut b, &e);
                     }
                     if !jobs.contains(&l.job_id) {
                         jobs.push(l.job_id);
                     }
                 }
-                for id in jobs {
-                    let Some(rec) = st.jobs.get_mut(&id).filter(|r| r.state == "running") else {
-                        continue;
-                    };
-                    if rec.restarts < MAX_FAULT_RESTARTS
-                        && st.alloc.requeue(rec.job.clone(), rec.submitted_ms).is_ok()
-                    {
-                        rec.restarts += 1;
-                        rec.state = "queued".into();
-                        rec.started_ms = None;
-                        info!(
-                            job = id,
-                            gpu = uuid,
-                            restarts = rec.restarts,
-                            "job requeued after a hardware fault"
-                        );
-                    } else {
-                        rec.state = "failed".into();
-                        rec.ended_ms = Some(now);
-                        rec.end_reason = Some(EndReason::FaultHardware);
-                    }
-                    job_row(&mut b, rec);
-                }
+                requeue_lost(st, &jobs, EndReason::FaultHardware, now, &mut b);
             }
             b
         };
@@ -756,27 +850,6 @@ impl AllocService {
         self.state.lock().jobs.get(&id).cloned()
     }
 
-    /// Daily statements (one per supplier and UTC day) from the ledger, for `scope`'s
-    /// supplier or everyone. A day is settled once it is over and every lease in it has
-    /// been accrued past its end; until then its amount can still grow.
-    pub fn statements(
-        &self,
-        scope: Option<&str>,
-    ) -> Vec<rigwatch_scheduler::ledger::DailyStatement> {
-        let now = now_ms();
-        let st = self.state.lock();
-        let open_through = st
-            .alloc
-            .open_leases()
-            .next()
-            .map(|_| now.div_euclid(60_000) * 60_000);
-        let mut out = st.ledger.daily_statements(now, open_through);
-        if let Some(s) = scope {
-            out.retain(|d| d.supplier == s);
-        }
-        out
-    }
-
     /// The jobs routes.
     pub fn router(&self) -> Router {
         Router::new()
@@ -784,9 +857,38 @@ impl AllocService {
             .route("/api/v1/jobs/{id}", get(get_job).delete(cancel_job))
             .route("/api/v1/jobs/{id}/complete", post(complete_job))
             .route("/k8s/{token}/{op}", post(k8s_extender))
-            .route("/api/v1/earnings/statements", get(statements))
+            .route("/api/v1/earnings/statements", get(earnings::statements))
+            .route("/api/v1/earnings/live", get(earnings::live))
+            .route(
+                "/api/v1/payouts",
+                get(earnings::list_payouts).post(earnings::post_payout),
+            )
             .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
             .with_state(self.clone())
+    }
+}
+
+/// Jobs whose leases ended for the GPU's sake (`reason`: a hardware fault, or the GPU went
+/// offline), not the renter's: each goes back to the queue in its old place, up to
+/// [`MAX_FAULT_RESTARTS`] times, after which it ends as `failed`. Their rows go to `b`.
+fn requeue_lost(st: &mut Inner, jobs: &[u64], reason: EndReason, now: i64, b: &mut WriteBatch) {
+    for &id in jobs {
+        let Some(rec) = st.jobs.get_mut(&id).filter(|r| r.state == "running") else {
+            continue;
+        };
+        if rec.restarts < MAX_FAULT_RESTARTS
+            && st.alloc.requeue(rec.job.clone(), rec.submitted_ms).is_ok()
+        {
+            rec.restarts += 1;
+            rec.state = "queued".into();
+            rec.started_ms = None;
+            info!(job = id, restarts = rec.restarts, reason = ?reason, "job requeued");
+        } else {
+            rec.state = "failed".into();
+            rec.ended_ms = Some(now);
+            rec.end_reason = Some(reason);
+        }
+        job_row(b, rec);
     }
 }
 
@@ -938,53 +1040,4 @@ async fn k8s_extender(
         Ok(r) => r.into_response(),
         Err(e) => match e {},
     }
-}
-
-/// `GET /api/v1/earnings/statements`: daily statements with the reconciliation per
-/// supplier: every accrued minor unit is either in a settled day or still accruing.
-async fn statements(
-    State(svc): State<AllocService>,
-    principal: Option<axum::extract::Extension<Principal>>,
-) -> Response {
-    let Some(axum::extract::Extension(who)) = principal else {
-        return err(StatusCode::UNAUTHORIZED, "not authenticated");
-    };
-    let days = svc.statements(who.scope());
-    let mut totals: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for d in &days {
-        let t = totals.entry(d.supplier.as_str()).or_default();
-        t.0 += d.amount_minor;
-        if d.settled {
-            t.1 += d.amount_minor;
-        }
-    }
-    let reconciliation: Vec<Value> = totals
-        .iter()
-        .map(|(s, (accrued, settled))| {
-            serde_json::json!({
-                "supplier": s,
-                "accrued_minor": accrued,
-                "settled_minor": settled,
-                "unsettled_minor": accrued - settled,
-            })
-        })
-        .collect();
-    let days: Vec<Value> = days
-        .iter()
-        .map(|d| {
-            serde_json::json!({
-                "supplier": d.supplier,
-                "date": d.date,
-                "amount_minor": d.amount_minor,
-                "gpu_seconds": (d.gpu_milli_ms / 1_000_000) as i64,
-                "entries": d.entries,
-                "settled": d.settled,
-            })
-        })
-        .collect();
-    Json(serde_json::json!({
-        "status": "success",
-        "data": {"days": days, "reconciliation": reconciliation}
-    }))
-    .into_response()
 }

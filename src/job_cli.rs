@@ -48,8 +48,9 @@ pub enum JobCommand {
         /// Expected run time, e.g. 2h (helps placement; not enforced).
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
-        /// Highest acceptable price per GPU-hour, minor units.
-        #[arg(long)]
+        /// Highest acceptable price per GPU-hour, in currency units with up to six decimals
+        /// (e.g. 2.50).
+        #[arg(long, value_parser = parse_price)]
         price_cap: Option<i64>,
     },
     /// Every job with its state.
@@ -60,6 +61,11 @@ pub enum JobCommand {
     Complete { id: u64 },
     /// Cancel a queued or running job.
     Cancel { id: u64 },
+}
+
+/// `--price-cap`: a decimal amount, kept in micro-units.
+fn parse_price(s: &str) -> Result<i64, String> {
+    rigwatch_common::money::parse_micro(s).map_err(|e| e.to_string())
 }
 
 pub async fn run(args: JobArgs) -> anyhow::Result<ExitCode> {
@@ -91,7 +97,7 @@ pub async fn run(args: JobArgs) -> anyhow::Result<ExitCode> {
                 "min_gpu_memory_mib": min_memory_mib,
                 "priority": priority,
                 "expected_duration_s": duration.map(|d| d.as_secs()).unwrap_or(0),
-                "price_cap_per_gpu_hour": price_cap,
+                "price_cap_micro_per_gpu_hour": price_cap,
             });
             client.post(format!("{base}/api/v1/jobs")).json(&body)
         }

@@ -132,11 +132,18 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_POLICY", default_value = "rigwatch")]
     pub policy: String,
 
-    /// Price of a GPU model per GPU-hour in integer minor units (e.g. cents), as MODEL=AMOUNT
-    /// (repeatable, or comma-separated). Applies from the server's start; earlier minutes keep
+    /// Price of a GPU model per GPU-hour in currency units, exact to six decimals, as
+    /// MODEL=AMOUNT (e.g. H100=2.50; repeatable, or comma-separated). MODEL is a canonical
+    /// model or an NVML product name. Applies from the server's start; earlier minutes keep
     /// the price they were accrued at. Models not named use the built-in illustrative card.
     #[arg(long = "rate", env = "RIGWATCH_RATES", value_delimiter = ',', value_parser = parse_rate)]
     pub rates: Vec<(String, i64)>,
+
+    /// The currency of every price and amount (ISO 4217 code). Amounts are kept in
+    /// micro-units (1/1,000,000); settled statements round down to the currency's minor unit
+    /// (cents for USD) and carry the rest into the next day.
+    #[arg(long, env = "RIGWATCH_CURRENCY", default_value = "USD", value_parser = rigwatch_common::money::parse_currency)]
+    pub currency: rigwatch_common::money::Currency,
 
     /// Most workers one supplier may register; a registration past it is refused (409).
     #[arg(long, env = "RIGWATCH_MAX_WORKERS_PER_SUPPLIER", default_value_t = AgentLimits::DEFAULT.max_workers_per_supplier)]
@@ -165,6 +172,17 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_AGENT_MAX_PARTITIONS", default_value_t = AgentLimits::DEFAULT.max_partitions)]
     pub agent_max_partitions: usize,
 
+    /// Pay for a lease pauses once its GPU has sent no row for this long (the agent reports
+    /// every few seconds): the silent time is not paid (the lease shows it as `unpaid`,
+    /// `unpaid_ms`, `paused`), and pay resumes when the GPU is heard again.
+    #[arg(long, env = "RIGWATCH_PAY_GRACE", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub pay_grace: Duration,
+
+    /// A leased GPU silent this long (no row) ends its leases with end_reason `offline`; the
+    /// jobs go back to the queue in their old place. Must be longer than --pay-grace.
+    #[arg(long, env = "RIGWATCH_OFFLINE_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub offline_after: Duration,
+
     /// How often the allocator places queued jobs and accrues earnings.
     #[arg(long, env = "RIGWATCH_ALLOC_TICK", default_value = "1s", value_parser = humantime::parse_duration)]
     pub alloc_tick: Duration,
@@ -188,18 +206,20 @@ pub struct ServeArgs {
     pub log: String,
 }
 
+/// `--rate MODEL=AMOUNT`: the price in µ per GPU-hour, parsed exactly.
 fn parse_rate(s: &str) -> Result<(String, i64), String> {
-    let (model, amount) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected MODEL=AMOUNT (minor units per GPU-hour), got `{s}`"))?;
-    let amount: i64 = amount
-        .trim()
-        .parse()
-        .map_err(|_| format!("the amount in `{s}` must be a whole number of minor units"))?;
-    if amount < 0 {
-        return Err(format!("the amount in `{s}` must not be negative"));
+    let (model, amount) = s.split_once('=').ok_or_else(|| {
+        format!(
+            "--rate: expected MODEL=AMOUNT (currency units per GPU-hour, e.g. H100=2.50), got `{s}`"
+        )
+    })?;
+    let model = model.trim();
+    if model.is_empty() {
+        return Err(format!("--rate: `{s}` names no model"));
     }
-    Ok((model.trim().to_string(), amount))
+    let micro = rigwatch_common::money::parse_micro(amount)
+        .map_err(|e| format!("--rate: the price in `{s}` is not accepted: {e}"))?;
+    Ok((model.to_string(), micro))
 }
 
 fn parse_table_retention(s: &str) -> Result<(String, Duration), String> {
@@ -347,6 +367,13 @@ impl Running {
 
 /// Opens the store and starts serving on `args.listen`.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
+    if args.offline_after <= args.pay_grace {
+        anyhow::bail!(
+            "--offline-after ({}) must be longer than --pay-grace ({}): pay pauses first, the lease ends later",
+            humantime::format_duration(args.offline_after),
+            humantime::format_duration(args.pay_grace)
+        );
+    }
     let db = Db::open(args.db_config()?)
         .await
         .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
@@ -371,10 +398,15 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     }
     let alloc = crate::alloc::AllocService::start(
         db.clone(),
-        &args.policy,
-        args.alloc_tick,
-        &args.rates,
-        args.extender_lease_ttl,
+        crate::alloc::AllocSettings {
+            policy: args.policy.clone(),
+            tick: args.alloc_tick,
+            rates: args.rates.clone(),
+            currency: args.currency,
+            extender_ttl: args.extender_lease_ttl,
+            pay_grace: args.pay_grace,
+            offline_after: args.offline_after,
+        },
     )
     .await
     .context("cannot start the allocator")?;

@@ -3,7 +3,7 @@
 //! A model has one canonical name (`H100`, `4090`, …: what rate cards, job constraints and
 //! queries use) and the NVML product-name tokens that identify it (`NVIDIA H100 80GB HBM3`,
 //! `NVIDIA GeForce RTX 4090`). [`lookup`] takes either. Prices are **illustrative** defaults
-//! in minor units (cents) per GPU-hour, roughly 2024-2025 community-marketplace prices;
+//! in US dollars per GPU-hour (written in cents, kept in micro-units), roughly 2024-2025 community-marketplace prices;
 //! operators set their own rate card. Slowdown temperatures are the vendors' typical
 //! thermal slowdown thresholds. `G2`/`G3` and `V100M16`/`V100M32` are the anonymised models
 //! of the Alibaba openb trace; their numbers are guesses.
@@ -24,12 +24,12 @@ pub struct ModelFacts {
     pub tdp_watts: f32,
     /// The GPU temperature (°C) at which the model starts slowing down.
     pub thermal_limit_c: f32,
-    /// Illustrative price, minor units per GPU-hour.
-    pub rate_per_gpu_hour: i64,
+    /// Illustrative price, micro-units ([`crate::money`]) per GPU-hour.
+    pub price_micro_per_gpu_hour: i64,
 }
 
-/// Rate used for a model the table does not know, minor units per GPU-hour.
-pub const FALLBACK_RATE_PER_GPU_HOUR: i64 = 20;
+/// Price of a model the table does not know, micro-units per GPU-hour (0.20 USD).
+pub const FALLBACK_PRICE_MICRO_PER_GPU_HOUR: i64 = 200_000;
 /// Thermal limit assumed for a model the table does not know.
 pub const FALLBACK_THERMAL_LIMIT_C: f32 = 85.0;
 /// The canonical name of every GPU the table does not know.
@@ -41,7 +41,7 @@ const fn m(
     (min_memory_mib, memory_mib): (u32, u32),
     tdp_watts: f32,
     thermal_limit_c: f32,
-    rate_per_gpu_hour: i64,
+    cents_per_gpu_hour: i64,
 ) -> ModelFacts {
     ModelFacts {
         name,
@@ -50,7 +50,7 @@ const fn m(
         memory_mib,
         tdp_watts,
         thermal_limit_c,
-        rate_per_gpu_hour,
+        price_micro_per_gpu_hour: cents_per_gpu_hour * 10_000,
     }
 }
 

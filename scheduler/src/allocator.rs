@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use crate::frag::TaskDistribution;
 use crate::model::{EndReason, GpuDemand, Health, Job, JobId, Lease, LeaseId, Milli, WHOLE_GPU};
 use crate::policy::{self, Placement, Policy};
-use crate::view::{GpuIdx, LiveView, NodeIdx};
+use crate::view::{GpuIdx, GpuState, LiveView, NodeIdx};
 use crate::{Error, Result};
 
 /// Tunables of the queue.
@@ -57,6 +57,17 @@ pub struct Started {
     pub waited_ms: i64,
 }
 
+/// What [`Allocator::check_heartbeats`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeartbeatChanges {
+    /// Open leases paused or resumed (rewrite their rows).
+    pub changed: Vec<Lease>,
+    /// Leases closed with `Offline` (with every other lease of their jobs).
+    pub ended: Vec<Lease>,
+    /// The jobs those leases belonged to.
+    pub ended_jobs: Vec<JobId>,
+}
+
 type ShapeKey = (GpuDemand, u32, u64, u32, Option<i64>, Vec<String>);
 
 fn shape_key(j: &Job) -> ShapeKey {
@@ -65,7 +76,7 @@ fn shape_key(j: &Job) -> ShapeKey {
         j.cpu_milli,
         j.memory_mib,
         j.min_gpu_memory_mib,
-        j.price_cap_per_gpu_hour,
+        j.price_cap_micro_per_gpu_hour,
         j.models.clone(),
     )
 }
@@ -264,9 +275,9 @@ impl Allocator {
                     let gpu = &v.gpus[g as usize];
                     models.contains(gpu.model)
                         && gpu.memory_total_mib >= job.min_gpu_memory_mib
-                        && job
-                            .price_cap_per_gpu_hour
-                            .is_none_or(|c| v.models[usize::from(gpu.model)].rate_per_gpu_hour <= c)
+                        && job.price_cap_micro_per_gpu_hour.is_none_or(|c| {
+                            v.models[usize::from(gpu.model)].price_micro_per_gpu_hour <= c
+                        })
                 })
                 .count();
             host && ok >= job.demand.gpu_count()
@@ -391,6 +402,7 @@ impl Allocator {
                 start_ms: now_ms,
                 end_ms: None,
                 end_reason: None,
+                unpaid: Vec::new(),
             };
             self.open.insert(id, lease.clone());
             leases.push(lease);
@@ -413,7 +425,8 @@ impl Allocator {
         }
     }
 
-    /// Ends a running job: closes its leases with `reason` and returns them.
+    /// Ends a running job: closes its leases with `reason` and returns them (a lease paused
+    /// for silence has its pause closed at the end).
     pub fn finish(&mut self, job: JobId, reason: EndReason, now_ms: i64) -> Result<Vec<Lease>> {
         let r = self.running.remove(&job).ok_or(Error::UnknownJob { job })?;
         self.view
@@ -422,8 +435,12 @@ impl Allocator {
         for (id, g) in r.leases {
             self.view.return_share(g, id);
             if let Some(mut l) = self.open.remove(&id) {
-                l.end_ms = Some(now_ms.max(l.start_ms));
+                let end = now_ms.max(l.start_ms);
+                l.end_ms = Some(end);
                 l.end_reason = Some(reason);
+                if let Some(last) = l.unpaid.last_mut().filter(|u| u.1 == i64::MAX) {
+                    last.1 = end.max(last.0);
+                }
                 closed.push(l);
             }
         }
@@ -449,6 +466,54 @@ impl Allocator {
             }
         }
         Ok(closed)
+    }
+
+    /// Pay follows heartbeats: a lease whose GPU has sent nothing for `grace_ms` stops
+    /// accruing from `last + grace_ms` (an open unpaid interval) and resumes at `now_ms` once
+    /// the GPU is heard again; a GPU silent for `end_after_ms` ends its jobs with reason
+    /// `Offline` (the silent lease is unpaid from its pause on; the job's other leases are
+    /// paid to `now_ms`). `last_heard` gives a GPU's last heartbeat as the server received
+    /// it. Returns the leases whose row changed and the jobs that ended.
+    pub fn check_heartbeats(
+        &mut self,
+        now_ms: i64,
+        grace_ms: i64,
+        end_after_ms: i64,
+        last_heard: impl Fn(&GpuState) -> i64,
+    ) -> HeartbeatChanges {
+        let mut out = HeartbeatChanges::default();
+        let mut offline_jobs = Vec::new();
+        for l in self.open.values_mut() {
+            let Some(g) = self.view.gpu(&l.gpu_uuid) else {
+                continue;
+            };
+            let heard = last_heard(g).max(l.start_ms);
+            let silent = now_ms - heard;
+            if silent > grace_ms {
+                if !l.is_paused() {
+                    // Pay stops where the grace ran out (never before what is accrued: the
+                    // caller checks every tick, so that is at most a tick ago).
+                    l.unpaid.push(((heard + grace_ms).min(now_ms), i64::MAX));
+                    out.changed.push(l.clone());
+                }
+                if silent > end_after_ms && !offline_jobs.contains(&l.job_id) {
+                    offline_jobs.push(l.job_id);
+                }
+            } else if l.is_paused() {
+                if let Some(last) = l.unpaid.last_mut() {
+                    last.1 = now_ms.max(last.0);
+                }
+                out.changed.push(l.clone());
+            }
+        }
+        for job in offline_jobs {
+            if let Ok(closed) = self.finish(job, EndReason::Offline, now_ms) {
+                out.changed.retain(|c| c.job_id != job);
+                out.ended.extend(closed);
+                out.ended_jobs.push(job);
+            }
+        }
+        out
     }
 
     /// Total share leased on GPU `uuid` (for checks).

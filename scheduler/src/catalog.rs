@@ -3,6 +3,6 @@
 //! ([`rigwatch_common::gpu_model::lookup`]).
 
 pub use rigwatch_common::gpu_model::{
-    FALLBACK_RATE_PER_GPU_HOUR, FALLBACK_THERMAL_LIMIT_C, MODELS, ModelFacts, canonical_or_same,
-    lookup,
+    FALLBACK_PRICE_MICRO_PER_GPU_HOUR, FALLBACK_THERMAL_LIMIT_C, MODELS, ModelFacts,
+    canonical_or_same, lookup,
 };

@@ -8,7 +8,7 @@
 //! GPU demand comes from the pod: the sum of `nvidia.com/gpu` over its containers' limits
 //! (or requests); the annotation `rigwatch.io/gpu-milli` (1..999) asks for a fraction of
 //! one GPU instead. Optional annotations: `rigwatch.io/gpu-models` (comma list),
-//! `rigwatch.io/min-gpu-memory-mib`, `rigwatch.io/price-cap` (minor units per GPU-hour).
+//! `rigwatch.io/min-gpu-memory-mib`, `rigwatch.io/price-cap` (currency units per GPU-hour, e.g. `"2.50"`).
 //! A pod with no GPU demand passes every node and gets a neutral score. Host CPU and memory
 //! stay kube-scheduler's business.
 //!
@@ -42,7 +42,8 @@ pub const ANNOTATION_GPU_MILLI: &str = "rigwatch.io/gpu-milli";
 pub const ANNOTATION_GPU_MODELS: &str = "rigwatch.io/gpu-models";
 /// Annotation with the minimum GPU memory per GPU, MiB.
 pub const ANNOTATION_MIN_GPU_MEMORY: &str = "rigwatch.io/min-gpu-memory-mib";
-/// Annotation with a price cap per GPU-hour, minor units.
+/// Annotation with a price cap per GPU-hour, in currency units with up to six decimals
+/// (`"2.50"`).
 pub const ANNOTATION_PRICE_CAP: &str = "rigwatch.io/price-cap";
 /// Extended resource name of whole GPUs.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -276,7 +277,13 @@ pub fn job_from_pod(pod: &Value) -> Result<(String, Job), String> {
     let job = Job {
         models,
         min_gpu_memory_mib: num(ANNOTATION_MIN_GPU_MEMORY)?.unwrap_or(0).max(0) as u32,
-        price_cap_per_gpu_hour: num(ANNOTATION_PRICE_CAP)?,
+        price_cap_micro_per_gpu_hour: get_str(ann, ANNOTATION_PRICE_CAP)
+            .map(|s| {
+                rigwatch_common::money::parse_micro(s).map_err(|e| {
+                    format!("annotation {ANNOTATION_PRICE_CAP}={s:?} is not a price: {e}")
+                })
+            })
+            .transpose()?,
         priority: get(pod, "spec")
             .and_then(|s| get(s, "priority"))
             .and_then(Value::as_i64)

@@ -1,5 +1,5 @@
 //! The earnings ledger: per-lease, per-minute accrual entries and daily supplier
-//! statements, all in integer minor units.
+//! statements, all in integer micro-units of the currency (µ, [`rigwatch_common::money`]).
 //!
 //! # Rounding rule
 //!
@@ -11,14 +11,25 @@
 //! D      = 1000 (thousandths) × 3 600 000 (ms per hour)
 //! ```
 //!
-//! where `rate` is the model's price per GPU-hour in minor units in force on the segment.
+//! where `rate` is the model's price per GPU-hour in µ in force on the segment.
 //! An entry covering `[t0, t1)` is worth `⌊num(t1)/D⌋ − ⌊num(t0)/D⌋`, so the entries of a
-//! lease telescope to `⌊num(end)/D⌋`: no unit is created or lost across minutes, restarts or
-//! rate changes; at most one unit (the final fraction) is never paid per lease.
+//! lease telescope to `⌊num(end)/D⌋`: no µ is created or lost across minutes, restarts or
+//! rate changes; at most one µ (the final fraction) is never paid per lease.
 //!
-//! Entries are cut at every UTC minute boundary, at every rate change and at the lease's
-//! start and end, so an entry never spans two days (statements split leases at midnight)
-//! or two rates. An entry's key is `(lease_id, from_ms)`, a pure function of the lease and
+//! # Settlement
+//!
+//! A supplier-day settles once it is over and fully accrued. Its accrued µ plus the carry
+//! from the supplier's previous settled day are rounded down to the currency's minor unit
+//! (the settled amount); the rest is carried into the next day. So for every supplier,
+//! `Σ settled + carry = Σ accrued` over settled days, exactly, and a settled day never
+//! changes: its entries are complete and the carry into it depends only on earlier days.
+//!
+//! Time in the lease's unpaid intervals (the GPU sent no heartbeat) is left out of `num`
+//! and of every entry.
+//!
+//! Entries are cut at every UTC minute boundary, at every rate change, at the edges of
+//! unpaid intervals and at the lease's start and end, so an entry never spans two days
+//! (statements split leases at midnight) or two rates. An entry's key is `(lease_id, from_ms)`, a pure function of the lease and
 //! the rate card: only closed minutes are accrued for open leases, so accruing again, or
 //! after a restart from persisted rows ([`Ledger::insert_rows`]), produces the same keys and
 //! never counts a minute twice.
@@ -38,7 +49,7 @@ pub const DAY_MS: i64 = 86_400_000;
 /// The denominator `D` of the rounding rule.
 pub const DENOMINATOR: i128 = 1000 * 3_600_000;
 
-/// Prices per GPU model per GPU-hour, minor units, with effective times.
+/// Prices per GPU model per GPU-hour, µ, with effective times.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateCard {
     /// Price for a model without an entry.
@@ -58,11 +69,11 @@ impl RateCard {
 
     /// The catalog's illustrative prices ([`crate::catalog`]), in force since forever.
     pub fn illustrative() -> RateCard {
-        let mut card = RateCard::flat(catalog::FALLBACK_RATE_PER_GPU_HOUR);
+        let mut card = RateCard::flat(catalog::FALLBACK_PRICE_MICRO_PER_GPU_HOUR);
         for m in catalog::MODELS {
             card.changes.insert(
                 m.name.to_ascii_uppercase(),
-                vec![(i64::MIN, m.rate_per_gpu_hour)],
+                vec![(i64::MIN, m.price_micro_per_gpu_hour)],
             );
         }
         card
@@ -115,21 +126,36 @@ impl RateCard {
         ch.get(i).map(|&(e, _)| e)
     }
 
-    /// `num(t)` of the rounding rule for `lease` (exact, i128).
+    /// `num(t)` of the rounding rule for `lease` (exact, i128): paid time only (the lease's
+    /// unpaid intervals do not count).
     pub fn numerator(&self, lease: &Lease, t: i64) -> i128 {
         let end = lease.end_ms.map_or(t, |e| e.min(t));
         let mut a = lease.start_ms;
         let mut num = 0i128;
         while a < end {
-            let b = self
+            if let Some((_, to)) = lease.unpaid_at(a) {
+                a = to;
+                continue;
+            }
+            let mut b = self
                 .next_change_after(&lease.model, a)
                 .map_or(end, |c| c.min(end));
+            if let Some(p) = lease.next_unpaid_after(a) {
+                b = b.min(p);
+            }
             num += i128::from(self.rate_at(&lease.model, a))
                 * i128::from(lease.share_milli)
                 * i128::from(b - a);
             a = b;
         }
         num
+    }
+
+    /// What `lease` has earned by `t`, to the µ, booked or not: `⌊num(t)/D⌋`. Its entries
+    /// sum to exactly this once accrued through `t`, and never to less later: a live figure
+    /// computed with it never shows more than will be booked.
+    pub fn earned_by(&self, lease: &Lease, t: i64) -> i64 {
+        self.numerator(lease, t).div_euclid(DENOMINATOR) as i64
     }
 
     /// Exact earnings of a closed lease after rounding: `⌊num(end)/D⌋`; equal to the sum of
@@ -151,8 +177,8 @@ pub struct LedgerEntry {
     pub gpu_uuid: String,
     pub model: String,
     pub share_milli: Milli,
-    pub rate_per_gpu_hour: i64,
-    pub amount_minor: i64,
+    pub rate_micro_per_gpu_hour: i64,
+    pub amount_micro: i64,
 }
 
 impl LedgerEntry {
@@ -169,12 +195,24 @@ pub struct DailyStatement {
     /// `YYYY-MM-DD`.
     pub date: String,
     pub day: i64,
-    pub amount_minor: i64,
+    /// Σ of the day's entries, µ.
+    pub accrued_micro: i64,
     /// GPU time sold, thousandth-GPU × ms.
     pub gpu_milli_ms: i128,
     pub entries: u64,
-    /// The day is over and fully accrued: the amount will not change.
+    /// The day is over and fully accrued: nothing about it changes any more.
     pub settled: bool,
+    /// µ carried in from the supplier's previous settled day (below one minor unit).
+    pub carry_in_micro: i64,
+    /// What the day pays: `accrued + carry_in` rounded down to the currency's minor unit,
+    /// µ (a whole number of minor units). 0 until the day is settled.
+    pub settled_micro: i64,
+    /// `accrued + carry_in − settled`, carried into the next day, µ. 0 until settled.
+    pub carry_out_micro: i64,
+    /// How much of the settled amount payouts have covered, µ
+    /// ([`crate::payout::apply_payouts`]).
+    #[serde(default)]
+    pub paid_micro: i64,
 }
 
 /// Entries for `[lease.start, upto)` not before `resume_ms`, appended to `out`.
@@ -196,11 +234,19 @@ pub fn accrue_lease(
     }
     let mut num = card.numerator(lease, a);
     while a < upto {
+        // Time the GPU was silent is not paid: no entry covers it.
+        if let Some((_, to)) = lease.unpaid_at(a) {
+            a = to;
+            continue;
+        }
         let next_minute = (a.div_euclid(MINUTE_MS) + 1) * MINUTE_MS;
-        let b = card
+        let mut b = card
             .next_change_after(&lease.model, a)
             .map_or(next_minute, |c| c.min(next_minute))
             .min(upto);
+        if let Some(p) = lease.next_unpaid_after(a) {
+            b = b.min(p);
+        }
         let rate = card.rate_at(&lease.model, a);
         let before = num.div_euclid(DENOMINATOR);
         num += i128::from(rate) * i128::from(lease.share_milli) * i128::from(b - a);
@@ -212,8 +258,8 @@ pub fn accrue_lease(
             gpu_uuid: lease.gpu_uuid.clone(),
             model: lease.model.clone(),
             share_milli: lease.share_milli,
-            rate_per_gpu_hour: rate,
-            amount_minor: (num.div_euclid(DENOMINATOR) - before) as i64,
+            rate_micro_per_gpu_hour: rate,
+            amount_micro: (num.div_euclid(DENOMINATOR) - before) as i64,
         });
         a = b;
     }
@@ -225,6 +271,11 @@ pub struct Ledger {
     card: RateCard,
     entries: BTreeMap<(LeaseId, i64), LedgerEntry>,
     accrued_through: HashMap<LeaseId, i64>,
+    /// Σ of the entries per lease, per supplier and per (supplier, UTC day), kept as entries
+    /// are added, so live figures cost no scan.
+    booked_by_lease: HashMap<LeaseId, i64>,
+    booked_by_supplier: HashMap<String, i64>,
+    booked_by_day: HashMap<(String, i64), i64>,
     /// Latest time accrual has reached; rate changes before it are refused.
     horizon_ms: i64,
 }
@@ -235,6 +286,9 @@ impl Ledger {
             card,
             entries: BTreeMap::new(),
             accrued_through: HashMap::new(),
+            booked_by_lease: HashMap::new(),
+            booked_by_supplier: HashMap::new(),
+            booked_by_day: HashMap::new(),
             horizon_ms: i64::MIN,
         }
     }
@@ -262,8 +316,34 @@ impl Ledger {
             let t = self.accrued_through.entry(e.lease_id).or_insert(i64::MIN);
             *t = (*t).max(e.to_ms);
             self.horizon_ms = self.horizon_ms.max(e.to_ms);
-            self.entries.entry((e.lease_id, e.from_ms)).or_insert(e);
+            if let std::collections::btree_map::Entry::Vacant(v) =
+                self.entries.entry((e.lease_id, e.from_ms))
+            {
+                Self::book(
+                    &mut self.booked_by_lease,
+                    &mut self.booked_by_supplier,
+                    &mut self.booked_by_day,
+                    &e,
+                );
+                v.insert(e);
+            }
         }
+    }
+
+    fn book(
+        by_lease: &mut HashMap<LeaseId, i64>,
+        by_supplier: &mut HashMap<String, i64>,
+        by_day: &mut HashMap<(String, i64), i64>,
+        e: &LedgerEntry,
+    ) {
+        *by_lease.entry(e.lease_id).or_default() += e.amount_micro;
+        match by_supplier.get_mut(e.supplier.as_str()) {
+            Some(t) => *t += e.amount_micro,
+            None => {
+                by_supplier.insert(e.supplier.clone(), e.amount_micro);
+            }
+        }
+        *by_day.entry((e.supplier.clone(), e.day())).or_default() += e.amount_micro;
     }
 
     /// Accrues `lease` through `now_ms` (closed minutes only while it is open); returns the
@@ -280,9 +360,33 @@ impl Ledger {
         for e in &out {
             self.accrued_through.insert(e.lease_id, e.to_ms);
             self.horizon_ms = self.horizon_ms.max(e.to_ms);
+            Self::book(
+                &mut self.booked_by_lease,
+                &mut self.booked_by_supplier,
+                &mut self.booked_by_day,
+                e,
+            );
             self.entries.insert((e.lease_id, e.from_ms), e.clone());
         }
         out
+    }
+
+    /// Σ of a lease's entries so far, µ.
+    pub fn lease_booked(&self, lease: LeaseId) -> i64 {
+        self.booked_by_lease.get(&lease).copied().unwrap_or(0)
+    }
+
+    /// Σ of a supplier's entries for UTC day `day`, µ.
+    pub fn day_booked(&self, supplier: &str, day: i64) -> i64 {
+        self.booked_by_day
+            .get(&(supplier.to_owned(), day))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Suppliers with at least one entry.
+    pub fn suppliers(&self) -> impl Iterator<Item = &str> {
+        self.booked_by_supplier.keys().map(String::as_str)
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &LedgerEntry> {
@@ -291,41 +395,68 @@ impl Ledger {
 
     /// Sum of a supplier's entries.
     pub fn supplier_total(&self, supplier: &str) -> i64 {
-        self.entries
-            .values()
-            .filter(|e| e.supplier == supplier)
-            .map(|e| e.amount_minor)
-            .sum()
+        self.booked_by_supplier.get(supplier).copied().unwrap_or(0)
     }
 
     /// Daily statements per supplier (sorted by supplier then day). A day is settled when
     /// `now_ms` is past its end and every lease in it has been accrued past the day
-    /// (`open_through_ms`: the earliest time an open lease is accrued through, if any).
+    /// (`open_through_ms`: the earliest time an open lease is accrued through, if any);
+    /// settled days round down to `micro_per_minor` (the currency's minor unit in µ) and
+    /// carry the rest forward.
     pub fn daily_statements(
         &self,
         now_ms: i64,
         open_through_ms: Option<i64>,
+        micro_per_minor: i64,
     ) -> Vec<DailyStatement> {
-        let mut by: BTreeMap<(String, i64), DailyStatement> = BTreeMap::new();
+        let mut by: BTreeMap<(&str, i64), DailyStatement> = BTreeMap::new();
         let accrued = open_through_ms.map_or(now_ms, |t| t.min(now_ms));
         for e in self.entries.values() {
             let day = e.day();
             let s = by
-                .entry((e.supplier.clone(), day))
+                .entry((e.supplier.as_str(), day))
                 .or_insert_with(|| DailyStatement {
                     supplier: e.supplier.clone(),
                     date: civil_date(day),
                     day,
-                    amount_minor: 0,
+                    accrued_micro: 0,
                     gpu_milli_ms: 0,
                     entries: 0,
                     settled: (day + 1) * DAY_MS <= accrued,
+                    carry_in_micro: 0,
+                    settled_micro: 0,
+                    carry_out_micro: 0,
+                    paid_micro: 0,
                 });
-            s.amount_minor += e.amount_minor;
+            s.accrued_micro += e.amount_micro;
             s.gpu_milli_ms += i128::from(e.share_milli) * i128::from(e.to_ms - e.from_ms);
             s.entries += 1;
         }
-        by.into_values().collect()
+        let mut out: Vec<DailyStatement> = by.into_values().collect();
+        settle(&mut out, micro_per_minor);
+        out
+    }
+}
+
+/// Fills in the settlement of `days` (sorted by supplier, then day): each settled day
+/// rounds its accrued amount plus the carry down to `micro_per_minor` and carries the rest;
+/// the first unsettled day shows the carry it will start from.
+pub fn settle(days: &mut [DailyStatement], micro_per_minor: i64) {
+    let unit = micro_per_minor.max(1);
+    let mut carry = 0i64;
+    let mut supplier: Option<String> = None;
+    for d in days.iter_mut() {
+        if supplier.as_deref() != Some(d.supplier.as_str()) {
+            supplier = Some(d.supplier.clone());
+            carry = 0;
+        }
+        d.carry_in_micro = carry;
+        if d.settled {
+            let available = d.accrued_micro + carry;
+            d.settled_micro = available.div_euclid(unit) * unit;
+            d.carry_out_micro = available - d.settled_micro;
+            carry = d.carry_out_micro;
+        }
     }
 }
 
@@ -359,6 +490,7 @@ mod tests {
             start_ms: start,
             end_ms: end,
             end_reason: None,
+            unpaid: Vec::new(),
         }
     }
 
@@ -373,11 +505,11 @@ mod tests {
     fn one_hour_of_a_whole_h100_is_the_rate() {
         let card = RateCard::illustrative();
         let l = lease(0, Some(3_600_000), 1000);
-        assert_eq!(card.lease_total(&l), 250);
+        assert_eq!(card.lease_total(&l), 2_500_000);
         let mut out = Vec::new();
         accrue_lease(&card, &l, 10_000_000, i64::MIN, &mut out);
         assert_eq!(out.len(), 60);
-        assert_eq!(out.iter().map(|e| e.amount_minor).sum::<i64>(), 250);
+        assert_eq!(out.iter().map(|e| e.amount_micro).sum::<i64>(), 2_500_000);
     }
 
     #[test]
@@ -393,7 +525,7 @@ mod tests {
         restarted.insert_rows(rows);
         l.end_ms = Some(7_300_000);
         restarted.accrue(&l, 8_000_000);
-        let total: i64 = restarted.entries().map(|e| e.amount_minor).sum();
+        let total: i64 = restarted.entries().map(|e| e.amount_micro).sum();
         assert_eq!(total, restarted.card().lease_total(&l));
     }
 

@@ -25,12 +25,13 @@ pub mod frag;
 pub mod health;
 pub mod ledger;
 pub mod model;
+pub mod payout;
 pub mod policy;
 pub mod rng;
 pub mod sim;
 pub mod view;
 
-pub use allocator::{Allocator, AllocatorConfig, Started};
+pub use allocator::{Allocator, AllocatorConfig, HeartbeatChanges, Started};
 pub use error::Error;
 pub use frag::TaskDistribution;
 pub use ledger::{LedgerEntry, RateCard};

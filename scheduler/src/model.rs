@@ -134,9 +134,9 @@ pub struct Job {
     pub priority: i32,
     #[serde(default)]
     pub expected_duration_ms: u64,
-    /// Highest acceptable price per GPU-hour in minor units.
+    /// Highest acceptable price per GPU-hour in micro-units.
     #[serde(default)]
-    pub price_cap_per_gpu_hour: Option<i64>,
+    pub price_cap_micro_per_gpu_hour: Option<i64>,
 }
 
 impl Job {
@@ -151,7 +151,7 @@ impl Job {
             memory_mib: 0,
             priority: 0,
             expected_duration_ms: 0,
-            price_cap_per_gpu_hour: None,
+            price_cap_micro_per_gpu_hour: None,
         }
     }
 }
@@ -165,8 +165,9 @@ pub enum EndReason {
     FaultHardware,
     FaultApplication,
     Preempted,
-    /// The GPU went offline (missed heartbeats) under the lease.
-    Lost,
+    /// The GPU went offline (no heartbeat for the offline limit) under the lease.
+    #[serde(alias = "lost")]
+    Offline,
 }
 
 /// One GPU's part of one job's placement: the unit earnings accrue on. A persisted row.
@@ -183,10 +184,37 @@ pub struct Lease {
     pub start_ms: i64,
     pub end_ms: Option<i64>,
     pub end_reason: Option<EndReason>,
+    /// Times not paid because the GPU sent no heartbeat: `[from, to)` intervals in time
+    /// order, disjoint; while the pause lasts the last one ends at `i64::MAX`.
+    #[serde(default)]
+    pub unpaid: Vec<(i64, i64)>,
 }
 
 impl Lease {
     pub fn is_open(&self) -> bool {
         self.end_ms.is_none()
+    }
+
+    /// Pay is paused now (an open unpaid interval).
+    pub fn is_paused(&self) -> bool {
+        self.unpaid.last().is_some_and(|&(_, to)| to == i64::MAX)
+    }
+
+    /// Milliseconds not paid up to `t`.
+    pub fn unpaid_ms(&self, t: i64) -> i64 {
+        self.unpaid
+            .iter()
+            .map(|&(a, b)| (b.min(t) - a).max(0))
+            .sum()
+    }
+
+    /// The unpaid interval containing `t`, if any.
+    pub fn unpaid_at(&self, t: i64) -> Option<(i64, i64)> {
+        self.unpaid.iter().copied().find(|&(a, b)| a <= t && t < b)
+    }
+
+    /// The first unpaid interval's start after `t`.
+    pub fn next_unpaid_after(&self, t: i64) -> Option<i64> {
+        self.unpaid.iter().map(|&(a, _)| a).find(|&a| a > t)
     }
 }

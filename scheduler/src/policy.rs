@@ -141,8 +141,8 @@ pub fn gpu_admissible(
     {
         return false;
     }
-    match job.price_cap_per_gpu_hour {
-        Some(cap) => view.models[usize::from(gpu.model)].rate_per_gpu_hour <= cap,
+    match job.price_cap_micro_per_gpu_hour {
+        Some(cap) => view.models[usize::from(gpu.model)].price_micro_per_gpu_hour <= cap,
         None => true,
     }
 }
@@ -487,7 +487,7 @@ impl Policy for Rigwatch {
         let offered: u32 = s.iter().map(|s| s.offered_gpus).sum();
         let earned: f64 = s
             .iter()
-            .map(|s| s.earned_minor as f64 + s.active_rate_milli as f64 / 1000.0)
+            .map(|s| s.earned_micro as f64 + s.active_rate_milli as f64 / 1000.0)
             .sum();
         self.mean_epg = if offered == 0 {
             0.0

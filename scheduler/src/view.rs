@@ -40,8 +40,8 @@ impl ModelSet {
 pub struct ModelInfo {
     pub name: String,
     pub thermal_limit_c: f32,
-    /// Current price, minor units per GPU-hour (used for price caps and fairness).
-    pub rate_per_gpu_hour: i64,
+    /// Current price, micro-units per GPU-hour (used for price caps and fairness).
+    pub price_micro_per_gpu_hour: i64,
 }
 
 /// What a worker reports for a node when it registers.
@@ -88,6 +88,9 @@ pub struct GpuState {
     pub temperature_c: Option<f32>,
     pub health: Health,
     pub last_heartbeat_ms: i64,
+    /// When the server last received a row for the GPU, by its own clock (pay follows
+    /// this, so an agent's clock cannot keep a silent GPU paid).
+    pub last_received_ms: i64,
     /// Sum of lease shares, thousandths; never above 1000.
     pub used_milli: Milli,
     /// Current leases and their shares.
@@ -134,9 +137,9 @@ impl NodeState {
 pub struct SupplierState {
     pub name: String,
     pub offered_gpus: u32,
-    /// Earnings credited so far (ledger totals), minor units.
-    pub earned_minor: i64,
-    /// Σ rate × share over current leases: minor units per hour × 1000.
+    /// Earnings credited so far (ledger totals), micro-units.
+    pub earned_micro: i64,
+    /// Σ rate × share over current leases: micro-units per hour × 1000.
     pub active_rate_milli: i64,
 }
 
@@ -147,7 +150,7 @@ impl SupplierState {
         if self.offered_gpus == 0 {
             return 0.0;
         }
-        (self.earned_minor as f64 + self.active_rate_milli as f64 / 1000.0)
+        (self.earned_micro as f64 + self.active_rate_milli as f64 / 1000.0)
             / f64::from(self.offered_gpus)
     }
 }
@@ -229,8 +232,10 @@ impl LiveView {
         self.models.push(ModelInfo {
             name: name.to_owned(),
             thermal_limit_c: facts.map_or(catalog::FALLBACK_THERMAL_LIMIT_C, |f| f.thermal_limit_c),
-            rate_per_gpu_hour: facts
-                .map_or(catalog::FALLBACK_RATE_PER_GPU_HOUR, |f| f.rate_per_gpu_hour),
+            price_micro_per_gpu_hour: facts
+                .map_or(catalog::FALLBACK_PRICE_MICRO_PER_GPU_HOUR, |f| {
+                    f.price_micro_per_gpu_hour
+                }),
         });
         self.model_by_name.insert(name.to_owned(), id);
         Ok(id)
@@ -257,10 +262,10 @@ impl LiveView {
         ModelSet(bits)
     }
 
-    /// Sets the price of a model (minor units per GPU-hour) used for price caps.
-    pub fn set_model_rate(&mut self, model: &str, rate_per_gpu_hour: i64) -> Result<()> {
+    /// Sets the price of a model (micro-units per GPU-hour) used for price caps.
+    pub fn set_model_rate(&mut self, model: &str, price_micro: i64) -> Result<()> {
         let m = self.intern_model(model)?;
-        self.models[usize::from(m)].rate_per_gpu_hour = rate_per_gpu_hour;
+        self.models[usize::from(m)].price_micro_per_gpu_hour = price_micro;
         Ok(())
     }
 
@@ -343,6 +348,7 @@ impl LiveView {
             temperature_c: None,
             health: Health::Healthy,
             last_heartbeat_ms: now_ms,
+            last_received_ms: now_ms,
             used_milli: 0,
             leases: Vec::new(),
         });
@@ -386,6 +392,13 @@ impl LiveView {
         Ok(())
     }
 
+    /// The server received a row for `uuid` at `now_ms` (its own clock).
+    pub fn received(&mut self, uuid: &str, now_ms: i64) -> Result<()> {
+        let g = self.gpu_mut(uuid)?;
+        g.last_received_ms = g.last_received_ms.max(now_ms);
+        Ok(())
+    }
+
     pub fn heartbeat(&mut self, uuid: &str, ts_ms: i64) -> Result<()> {
         let g = self.gpu_mut(uuid)?;
         g.last_heartbeat_ms = g.last_heartbeat_ms.max(ts_ms);
@@ -409,9 +422,9 @@ impl LiveView {
     }
 
     /// Credits ledger earnings to a supplier (for fairness).
-    pub fn credit_supplier(&mut self, supplier: &str, amount_minor: i64) {
+    pub fn credit_supplier(&mut self, supplier: &str, amount_micro: i64) {
         let s = self.intern_supplier(supplier);
-        self.suppliers[s as usize].earned_minor += amount_minor;
+        self.suppliers[s as usize].earned_micro += amount_micro;
     }
 
     pub(crate) fn take_share(&mut self, g: GpuIdx, lease: LeaseId, share: Milli) {
@@ -421,7 +434,7 @@ impl LiveView {
         gpu.used_milli += share;
         gpu.leases.push((lease, share));
         let node = gpu.node;
-        let rate = self.models[usize::from(gpu.model)].rate_per_gpu_hour;
+        let rate = self.models[usize::from(gpu.model)].price_micro_per_gpu_hour;
         self.suppliers[gpu.supplier as usize].active_rate_milli += rate * i64::from(share);
         self.total_used_milli += u64::from(share);
         if was_idle {
@@ -448,7 +461,7 @@ impl LiveView {
         let pos = gpu.leases.iter().position(|&(l, _)| l == lease)?;
         let (_, share) = gpu.leases.swap_remove(pos);
         gpu.used_milli -= share;
-        let rate = self.models[usize::from(gpu.model)].rate_per_gpu_hour;
+        let rate = self.models[usize::from(gpu.model)].price_micro_per_gpu_hour;
         self.suppliers[gpu.supplier as usize].active_rate_milli -= rate * i64::from(share);
         self.total_used_milli -= u64::from(share);
         let node = gpu.node;

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use rigwatch_query::QueryService;
+use rigwatch_scheduler::payout::Payout;
 use rigwatch_scheduler::{EndReason, GpuDemand, Job, Lease, LedgerEntry};
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
 use serde_json::Value;
@@ -15,7 +16,7 @@ pub(super) fn reason_str(r: EndReason) -> &'static str {
         EndReason::FaultHardware => "fault_hardware",
         EndReason::FaultApplication => "fault_application",
         EndReason::Preempted => "preempted",
-        EndReason::Lost => "lost",
+        EndReason::Offline => "offline",
     }
 }
 
@@ -26,7 +27,8 @@ pub(super) fn reason_from(s: &str) -> Option<EndReason> {
         "fault_hardware" => EndReason::FaultHardware,
         "fault_application" => EndReason::FaultApplication,
         "preempted" => EndReason::Preempted,
-        "lost" => EndReason::Lost,
+        // "lost": the same reason's name before it was called offline.
+        "offline" | "lost" => EndReason::Offline,
         _ => return None,
     })
 }
@@ -52,20 +54,138 @@ pub(super) fn lease_row(b: &mut WriteBatch, l: &Lease) {
     if let Some(r) = l.end_reason {
         row.field("end_reason", FieldValue::Str(reason_str(r)));
     }
+    if !l.unpaid.is_empty() {
+        let text = unpaid_text(&l.unpaid);
+        row.field("unpaid", FieldValue::Str(&text))
+            .field(
+                "unpaid_ms",
+                FieldValue::I64(l.unpaid_ms(l.end_ms.unwrap_or(i64::MAX))),
+            )
+            .field("paused", FieldValue::Bool(l.is_paused()));
+    }
     let _ = row.finish(0);
 }
 
+/// A lease's unpaid intervals as its row keeps them: `from-to` in ms, comma-separated, the
+/// `to` of a pause still running left empty (`1700000000000-1700000060000,1700000600000-`).
+pub(super) fn unpaid_text(unpaid: &[(i64, i64)]) -> String {
+    let mut out = String::new();
+    for (i, &(a, b)) in unpaid.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&a.to_string());
+        out.push('-');
+        if b != i64::MAX {
+            out.push_str(&b.to_string());
+        }
+    }
+    out
+}
+
+/// The intervals of [`unpaid_text`]; `None` for text it did not write.
+pub(super) fn parse_unpaid(text: &str) -> Option<Vec<(i64, i64)>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(',')
+        .map(|iv| {
+            let (a, b) = iv.split_once('-')?;
+            let a: i64 = a.parse().ok()?;
+            let b: i64 = if b.is_empty() {
+                i64::MAX
+            } else {
+                b.parse().ok()?
+            };
+            (a <= b).then_some((a, b))
+        })
+        .collect()
+}
+
+/// Layout of an `earnings` row, in its field `ledger_version`:
+/// - 1 (no such field): `amount_minor` and `rate_per_gpu_hour` in the currency's minor units;
+/// - 2: `amount_micro` and `rate_micro_per_gpu_hour` in micro-units, `duration_ms`.
+///
+/// Version-1 rows are rewritten as version 2 when the server starts ([`entry_from_row`]),
+/// keeping their old fields, so SQL over `amount_micro` covers every row.
+pub(super) const EARNINGS_ROW_VERSION: i64 = 2;
+
+/// An entry's row in table `earnings`: tags `lease_id`, `gpu_uuid`, `supplier`, `model`
+/// (canonical), time = the entry's start; with everything a supplier needs to check the
+/// amount: `amount_micro` = ⌊rate × share × time⌋ telescoped over the lease (see the ledger).
 pub(super) fn earnings_row(b: &mut WriteBatch, e: &LedgerEntry) {
     let mut row = b.row("earnings", e.from_ms * 1_000_000);
     row.tag("lease_id", &e.lease_id.to_string())
         .tag("gpu_uuid", &e.gpu_uuid)
         .tag("supplier", &e.supplier)
         .tag("model", &e.model)
-        .field("amount_minor", FieldValue::I64(e.amount_minor))
-        .field("to_ms", FieldValue::I64(e.to_ms))
+        .field("amount_micro", FieldValue::I64(e.amount_micro))
+        .field(
+            "rate_micro_per_gpu_hour",
+            FieldValue::I64(e.rate_micro_per_gpu_hour),
+        )
         .field("share_milli", FieldValue::I64(i64::from(e.share_milli)))
-        .field("rate_per_gpu_hour", FieldValue::I64(e.rate_per_gpu_hour));
+        .field("to_ms", FieldValue::I64(e.to_ms))
+        .field("duration_ms", FieldValue::I64(e.to_ms - e.from_ms))
+        .field("ledger_version", FieldValue::I64(EARNINGS_ROW_VERSION));
     let _ = row.finish(0);
+}
+
+/// A ledger entry back from its `earnings` row (all columns, plus `from_ms`); `true` when
+/// the row is version 1, its minor units converted with `micro_per_minor`.
+pub(super) fn entry_from_row(r: &Value, micro_per_minor: i64) -> (LedgerEntry, bool) {
+    let int = |k: &str| r[k].as_i64();
+    let legacy = int("amount_micro").is_none();
+    let (amount, rate) = if legacy {
+        (
+            int("amount_minor")
+                .unwrap_or(0)
+                .saturating_mul(micro_per_minor),
+            int("rate_per_gpu_hour")
+                .unwrap_or(0)
+                .saturating_mul(micro_per_minor),
+        )
+    } else {
+        (
+            int("amount_micro").unwrap_or(0),
+            int("rate_micro_per_gpu_hour").unwrap_or(0),
+        )
+    };
+    let entry = LedgerEntry {
+        lease_id: s(r, "lease_id").parse().unwrap_or(0),
+        from_ms: int("from_ms").unwrap_or(0),
+        to_ms: int("to_ms").unwrap_or(0),
+        supplier: s(r, "supplier"),
+        gpu_uuid: s(r, "gpu_uuid"),
+        model: s(r, "model"),
+        share_milli: int("share_milli").unwrap_or(0) as u32,
+        rate_micro_per_gpu_hour: rate,
+        amount_micro: amount,
+    };
+    (entry, legacy)
+}
+
+/// A payout's row in table `payout`: tags `payout_id`, `supplier`; fields `amount_micro`,
+/// `reference`, `paid_ms`; time = when it was recorded.
+pub(super) fn payout_row(b: &mut WriteBatch, p: &Payout, recorded_ms: i64) {
+    let mut row = b.row("payout", recorded_ms * 1_000_000);
+    row.tag("payout_id", &p.payout_id.to_string())
+        .tag("supplier", &p.supplier)
+        .field("amount_micro", FieldValue::I64(p.amount_micro))
+        .field("reference", FieldValue::Str(&p.reference))
+        .field("paid_ms", FieldValue::I64(p.paid_ms));
+    let _ = row.finish(0);
+}
+
+/// A payout back from its row; `None` for a row it cannot read.
+pub(super) fn payout_from_row(r: &Value) -> Option<Payout> {
+    Some(Payout {
+        payout_id: s(r, "payout_id").parse().ok()?,
+        supplier: r["supplier"].as_str()?.to_string(),
+        amount_micro: r["amount_micro"].as_i64()?,
+        reference: r["reference"].as_str()?.to_string(),
+        paid_ms: r["paid_ms"].as_i64()?,
+    })
 }
 
 /// The job's row in table `job`: one row per job (tag `job_id`, time = submission), rewritten
@@ -97,8 +217,8 @@ pub(super) fn job_row(b: &mut WriteBatch, rec: &JobRecord) {
         }
         GpuDemand::None => {}
     }
-    if let Some(cap) = j.price_cap_per_gpu_hour {
-        row.field("price_cap_per_gpu_hour", FieldValue::I64(cap));
+    if let Some(cap) = j.price_cap_micro_per_gpu_hour {
+        row.field("price_cap_micro_per_gpu_hour", FieldValue::I64(cap));
     }
     if let Some(t) = rec.started_ms {
         row.field("started_ms", FieldValue::I64(t));
@@ -113,8 +233,9 @@ pub(super) fn job_row(b: &mut WriteBatch, rec: &JobRecord) {
     let _ = row.finish(0);
 }
 
-/// A job back from its `job` row (see [`job_row`]); `None` for a row it cannot read.
-pub(super) fn job_from_row(r: &Value) -> Option<JobRecord> {
+/// A job back from its `job` row (see [`job_row`]); `None` for a row it cannot read. Price
+/// caps of rows written before micro-units are converted with `micro_per_minor`.
+pub(super) fn job_from_row(r: &Value, micro_per_minor: i64) -> Option<JobRecord> {
     let id: u64 = s(r, "job_id").parse().ok()?;
     let int = |k: &str| r[k].as_i64();
     let demand = match (int("gpus"), int("gpu_milli")) {
@@ -136,7 +257,10 @@ pub(super) fn job_from_row(r: &Value) -> Option<JobRecord> {
         memory_mib: 0,
         priority: int("priority").unwrap_or(0) as i32,
         expected_duration_ms: int("expected_duration_ms").unwrap_or(0).max(0) as u64,
-        price_cap_per_gpu_hour: int("price_cap_per_gpu_hour"),
+        price_cap_micro_per_gpu_hour: int("price_cap_micro_per_gpu_hour").or_else(|| {
+            // A job row from before micro-units: minor units of the currency.
+            int("price_cap_per_gpu_hour").map(|c| c.saturating_mul(micro_per_minor))
+        }),
     };
     Some(JobRecord {
         job,
@@ -175,4 +299,24 @@ pub(super) fn s(v: &Value, k: &str) -> String {
 
 pub(super) fn node_name(supplier: &str, worker: &str) -> String {
     format!("{supplier}/{worker}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpaid_intervals_round_trip_through_the_row() {
+        for v in [
+            vec![],
+            vec![(1_000, 61_000)],
+            vec![(1_000, 61_000), (120_000, i64::MAX)],
+        ] {
+            assert_eq!(parse_unpaid(&unpaid_text(&v)), Some(v.clone()), "{v:?}");
+        }
+        assert_eq!(unpaid_text(&[(5, 9), (20, i64::MAX)]), "5-9,20-");
+        for bad in ["x", "5", "9-5", "5-9,", "-"] {
+            assert_eq!(parse_unpaid(bad), None, "{bad}");
+        }
+    }
 }

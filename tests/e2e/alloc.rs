@@ -34,7 +34,7 @@ fn telemetry() -> String {
 /// The SQL sum of the earnings rows per supplier.
 async fn paid_per_supplier(server: &Server) -> BTreeMap<String, i64> {
     server
-        .rows("SELECT supplier, sum(amount_minor) AS paid FROM earnings GROUP BY supplier")
+        .rows("SELECT supplier, sum(amount_micro) AS paid FROM earnings GROUP BY supplier")
         .await
         .iter()
         .map(|r| {
@@ -76,8 +76,8 @@ async fn call(
 async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     let dir = temp_dir();
     let data = dir.path().join("data");
-    // 1,000 minor units per GPU-second, so a few seconds of leases are real money.
-    let args = ["--alloc-tick", "200ms", "--rate", "H100=3600000"];
+    // 3.60 per GPU-hour: 1,000 µ per GPU-second, so a few seconds of leases are real money.
+    let args = ["--alloc-tick", "200ms", "--rate", "H100=3.6"];
     let mut server = Server::start(&data, &args, &[]).await;
     server.write_ok(&telemetry()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -155,7 +155,7 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     .await;
     assert_eq!(s, StatusCode::CONFLICT, "a job ends once");
 
-    // Money: per lease, the entries sum to floor(rate × share × duration), to the unit.
+    // Money: per lease, the entries sum to floor(rate × share × duration), to the µ.
     let check = |rows: &[Value]| {
         let mut checked = 0;
         for l in rows {
@@ -172,7 +172,7 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
         checked
     };
     let money_sql = "SELECT l.lease_id, l.start_ms, l.end_ms, l.share_milli, \
-         max(e.rate_per_gpu_hour) AS rate, sum(e.amount_minor) AS paid, count(*) AS entries \
+         max(e.rate_micro_per_gpu_hour) AS rate, sum(e.amount_micro) AS paid, count(*) AS entries \
          FROM lease l JOIN earnings e ON l.lease_id = e.lease_id \
          GROUP BY l.lease_id, l.start_ms, l.end_ms, l.share_milli";
     let before = server.rows(money_sql).await;
@@ -237,16 +237,20 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
         let rec = v["data"]["reconciliation"].as_array().unwrap();
         for r in rec {
             assert_eq!(
-                r["accrued_minor"].as_i64().unwrap(),
-                r["settled_minor"].as_i64().unwrap() + r["unsettled_minor"].as_i64().unwrap()
+                r["accrued_micro"].as_i64().unwrap(),
+                r["settled_micro"].as_i64().unwrap()
+                    + r["carry_micro"].as_i64().unwrap()
+                    + r["accruing_micro"].as_i64().unwrap(),
+                "{r}"
             );
+            assert_eq!(r["balanced"], true, "{r}");
         }
         let ledger: BTreeMap<String, i64> = rec
             .iter()
             .map(|r| {
                 (
                     r["supplier"].as_str().unwrap().to_string(),
-                    r["accrued_minor"].as_i64().unwrap(),
+                    r["accrued_micro"].as_i64().unwrap(),
                 )
             })
             .collect();
@@ -254,10 +258,10 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|d| d["amount_minor"].as_i64().unwrap())
+            .map(|d| d["accrued_micro"].as_i64().unwrap())
             .sum();
         assert_eq!(days, ledger.values().sum::<i64>(), "{v}");
-        if ledger == rows {
+        if ledger == rows && rec.iter().all(|r| r["mismatch_micro"] == 0) {
             reconciled = true;
             break;
         }
@@ -631,7 +635,7 @@ async fn queued_jobs_survive_kill_9_with_their_shape_and_order() {
             "POST",
             "/api/v1/jobs",
             Some(json!({"gpus": gpus, "models": ["H100"], "priority": prio,
-                        "price_cap_per_gpu_hour": 250000, "expected_duration_s": 600})),
+                        "price_cap_micro_per_gpu_hour": 2_500_000i64, "expected_duration_s": 600})),
         )
         .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -657,7 +661,10 @@ async fn queued_jobs_survive_kill_9_with_their_shape_and_order() {
             "still waiting after kill -9: {v}"
         );
         assert_eq!(v["data"]["job"]["models"], json!(["H100"]), "{v}");
-        assert_eq!(v["data"]["job"]["price_cap_per_gpu_hour"], 250000, "{v}");
+        assert_eq!(
+            v["data"]["job"]["price_cap_micro_per_gpu_hour"], 2_500_000,
+            "{v}"
+        );
         assert_eq!(v["data"]["job"]["expected_duration_ms"], 600_000, "{v}");
     }
     let (_, v) = call(&server, "GET", &format!("/api/v1/jobs/{}", queued[1]), None).await;

@@ -14,7 +14,12 @@ use super::harness::{ADMIN_TOKEN, Server, temp_dir};
 async fn simulated_h100s_are_placed_as_h100_and_earn_the_h100_rate() {
     let dir = temp_dir();
     let data = dir.path().join("data");
-    let server = Server::start(&data, &["--alloc-tick", "200ms", "--rate", "H100=300"], &[]).await;
+    let server = Server::start(
+        &data,
+        &["--alloc-tick", "200ms", "--rate", "H100=2.50"],
+        &[],
+    )
+    .await;
     let auth = AuthStore::open(&data).unwrap();
     auth.add_supplier("acme").unwrap();
     let token = auth
@@ -94,6 +99,22 @@ async fn simulated_h100s_are_placed_as_h100_and_earn_the_h100_rate() {
     }
     assert_eq!(state, "running", "an H100 job was not placed on the H100s");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Live, before any minute has closed: priced at the flag's rate, already earning.
+    let live: Value = client
+        .get(format!("{}/api/v1/earnings/live", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lease = &live["data"]["leases"][0];
+    assert_eq!(lease["model"], "H100", "{live}");
+    assert_eq!(lease["rate_micro_per_gpu_hour"], 2_500_000, "{live}");
+    // 2.50/h is 694 µ a second: two seconds in, the figure has moved.
+    assert!(lease["earned_micro"].as_i64().unwrap() > 0, "{live}");
+    assert!(live["data"]["total_micro"].as_i64().unwrap() > 0, "{live}");
     let r = client
         .post(format!("{}/api/v1/jobs/{id}/complete", server.base))
         .bearer_auth(ADMIN_TOKEN)
@@ -108,19 +129,20 @@ async fn simulated_h100s_are_placed_as_h100_and_earn_the_h100_rate() {
         .rows(&format!("SELECT model FROM lease WHERE job_id = '{id}'"))
         .await;
     assert_eq!(leases, [json!({"model": "H100"})]);
-    // The ledger priced it at the flag's rate for H100 (not the 20/h fallback).
+    // The ledger priced it at the flag's rate for H100 (not the 0.20/h fallback), in µ, and
+    // a lease of seconds already earns: the live figure moves before the first minute closes.
     let mut entries = Vec::new();
     for _ in 0..20 {
         entries = server
-            .rows("SELECT DISTINCT model, rate_per_gpu_hour FROM earnings")
+            .rows("SELECT model, rate_micro_per_gpu_hour, sum(amount_micro) AS micro FROM earnings GROUP BY 1, 2")
             .await;
         if !entries.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(
-        entries,
-        [json!({"model": "H100", "rate_per_gpu_hour": 300})]
-    );
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["model"], "H100");
+    assert_eq!(entries[0]["rate_micro_per_gpu_hour"], 2_500_000);
+    assert!(entries[0]["micro"].as_i64().unwrap() > 0, "{entries:?}");
 }

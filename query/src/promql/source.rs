@@ -391,10 +391,11 @@ async fn fetch_one(
 }
 
 /// The exact cumulative earnings series: one per GPU (labels `supplier`, `gpu_uuid`,
-/// `model`), in minor units, a sample at the end of every accrued ledger entry, counting
-/// from the first entry ever (not from the window start). Derived from the `earnings`
-/// ledger rows, never extrapolated: `increase_exact(rigwatch_earnings_total[1d])` is a
-/// day's pay to the unit.
+/// `model`), in micro-units of the currency (µ; a float64 holds them exactly up to 2^53 µ,
+/// about 9 billion currency units), a sample at the end of every accrued ledger entry,
+/// counting from the first entry ever (not from the window start). Derived from the
+/// `earnings` ledger rows, never extrapolated: `increase_exact(rigwatch_earnings_total[1d])`
+/// is a day's pay to the µ.
 pub const EARNINGS_METRIC: &str = "rigwatch_earnings_total";
 
 /// Detected faults as a counter: one series per GPU and fault (labels `supplier`,
@@ -426,7 +427,7 @@ const DERIVED: &[Derived] = &[
             ("gpu_uuid", "gpu_uuid"),
             ("model", "model"),
         ],
-        amount: Some("amount_minor"),
+        amount: Some("amount_micro"),
         time_ms: Some("to_ms"),
         only: None,
     },

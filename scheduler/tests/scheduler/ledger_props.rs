@@ -1,5 +1,5 @@
-//! Earnings reconcile exactly, to the unit, across fractional shares, midnight, rate changes
-//! and a restart mid-lease.
+//! Earnings reconcile exactly, to the micro-unit, across fractional shares, midnight, rate
+//! changes and a restart mid-lease; settlement loses nothing and never changes a settled day.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +31,7 @@ fn lease(id: u64, l: &L, end: Option<i64>) -> Lease {
         start_ms: l.start,
         end_ms: end,
         end_reason: None,
+        unpaid: Vec::new(),
     }
 }
 
@@ -72,7 +73,7 @@ fn leases() -> impl Strategy<Value = Vec<L>> {
 }
 
 fn changes() -> impl Strategy<Value = Vec<(usize, i64, i64)>> {
-    prop::collection::vec((0..3usize, 0..5 * DAY_MS, 0..2_000i64), 0..6)
+    prop::collection::vec((0..3usize, 0..5 * DAY_MS, 0..20_000_000i64), 0..6)
 }
 
 proptest! {
@@ -84,6 +85,7 @@ proptest! {
         mut ch in changes(),
         restart in 0..5 * DAY_MS,
         early in 0..5 * DAY_MS,
+        unit in prop_oneof![Just(10_000i64), Just(1_000_000i64), Just(1i64)],
     ) {
         ch.sort_by_key(|c| c.1);
         let mut card = RateCard::illustrative();
@@ -142,16 +144,35 @@ proptest! {
         for e in after.entries() {
             prop_assert!(e.from_ms < e.to_ms);
             prop_assert_eq!(e.from_ms.div_euclid(MINUTE_MS), (e.to_ms - 1).div_euclid(MINUTE_MS), "entry crosses a minute");
-            prop_assert!(e.amount_minor >= 0);
-            prop_assert_eq!(e.rate_per_gpu_hour, card.rate_at(&e.model, e.from_ms));
+            prop_assert!(e.amount_micro >= 0);
+            prop_assert_eq!(e.rate_micro_per_gpu_hour, card.rate_at(&e.model, e.from_ms));
             prop_assert_eq!(card.rate_at(&e.model, e.from_ms), card.rate_at(&e.model, e.to_ms - 1), "entry spans a rate change");
         }
-        let statements = after.daily_statements(far, None);
+        let statements = after.daily_statements(far, None, unit);
         for s in SUPPLIERS {
-            let sum: i64 = statements.iter().filter(|d| d.supplier == s).map(|d| d.amount_minor).sum();
+            let days: Vec<_> = statements.iter().filter(|d| d.supplier == s).collect();
+            let sum: i64 = days.iter().map(|d| d.accrued_micro).sum();
             prop_assert_eq!(sum, after.supplier_total(s));
+            // Σ settled + carry = Σ accrued, each settled amount whole minor units.
+            let settled: i64 = days.iter().map(|d| d.settled_micro).sum();
+            let carry = days.last().map_or(0, |d| d.carry_out_micro);
+            prop_assert_eq!(settled + carry, sum, "supplier {}", s);
+            prop_assert!((0..unit).contains(&carry));
+            for d in &days {
+                prop_assert_eq!(d.settled_micro % unit, 0);
+                prop_assert_eq!(d.accrued_micro + d.carry_in_micro, d.settled_micro + d.carry_out_micro);
+            }
         }
         prop_assert!(statements.iter().all(|d| d.settled));
+
+        // A day settled at the restart reads the same at the end: settled days are final.
+        let open_through = ls.iter().any(|l| l.start < restart && l.start + l.dur > restart)
+            .then(|| restart.div_euclid(MINUTE_MS) * MINUTE_MS);
+        let mid_open = before.daily_statements(restart, open_through, unit);
+        for d in mid_open.iter().filter(|d| d.settled) {
+            let later = statements.iter().find(|x| x.supplier == d.supplier && x.day == d.day);
+            prop_assert_eq!(Some(d), later, "settled day changed after the restart");
+        }
     }
 }
 
@@ -167,18 +188,31 @@ fn lease_across_midnight_splits_into_two_days() {
         dur: 90 * MINUTE_MS,
     };
     ledger.accrue(&lease(1, &l, Some(l.start + l.dur)), 2 * DAY_MS);
-    let st = ledger.daily_statements(2 * DAY_MS, None);
+    let st = ledger.daily_statements(2 * DAY_MS, None, 10_000);
     assert_eq!(st.len(), 2);
     assert_eq!(st[0].date, "1970-01-01");
     assert_eq!(st[1].date, "1970-01-02");
-    // 250/h × ½ GPU: 62.5 for the first half hour (62 paid by midnight), 187.5 in total (187).
-    assert_eq!(st[0].amount_minor, 62);
-    assert_eq!(st[0].amount_minor + st[1].amount_minor, 187);
+    // 2.50/h × ½ GPU: 0.625 for the first half hour, 1.875 in total, to the µ.
+    assert_eq!(st[0].accrued_micro, 625_000);
+    assert_eq!(st[0].accrued_micro + st[1].accrued_micro, 1_875_000);
+    // Settled in cents: 0.62 paid, 0.005 carried into the next day, 1.25 + 0.005 → 1.25.
+    assert_eq!(
+        (st[0].settled_micro, st[0].carry_out_micro),
+        (620_000, 5_000)
+    );
+    assert_eq!(
+        (
+            st[1].carry_in_micro,
+            st[1].settled_micro,
+            st[1].carry_out_micro
+        ),
+        (5_000, 1_250_000, 5_000)
+    );
 }
 
 #[test]
 fn unknown_model_uses_the_default_rate() {
-    let card = RateCard::flat(100);
+    let card = RateCard::flat(1_000_000);
     let l = L {
         supplier: 0,
         model: 0,
@@ -188,5 +222,42 @@ fn unknown_model_uses_the_default_rate() {
     };
     let mut le = lease(1, &l, Some(3_600_000));
     le.model = "MysteryGPU".into();
-    assert_eq!(card.lease_total(&le), 100);
+    assert_eq!(card.lease_total(&le), 1_000_000);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The live figure (what the portal's ticker shows) never exceeds what the lease's entries
+    /// will sum to, equals the booked entries whenever accrual has caught up, and never falls.
+    #[test]
+    fn live_figure_is_booked_later_never_more(
+        l in leases().prop_map(|v| v[0].clone()),
+        probes in prop::collection::vec(0..3 * DAY_MS, 1..8),
+    ) {
+        let card = RateCard::illustrative();
+        let end = l.start + l.dur;
+        let closed = lease(1, &l, Some(end));
+        let total = card.lease_total(&closed);
+        let mut ledger = Ledger::new(card.clone());
+        let mut probes = probes;
+        probes.sort_unstable();
+        let mut last = 0;
+        for t in probes.into_iter().map(|p| l.start + p) {
+            let open = lease(1, &l, (end <= t).then_some(end));
+            let live = card.earned_by(&open, t);
+            prop_assert!(live <= total, "live {} > final {}", live, total);
+            prop_assert!(live >= last, "live figure fell: {} after {}", live, last);
+            last = live;
+            ledger.accrue(&open, t);
+            prop_assert!(ledger.lease_booked(1) <= live);
+            let minute = t.div_euclid(MINUTE_MS) * MINUTE_MS;
+            let at_minute = card.earned_by(&lease(1, &l, (end <= minute).then_some(end)), minute);
+            if end > t {
+                prop_assert_eq!(ledger.lease_booked(1), at_minute.max(0));
+            }
+        }
+        ledger.accrue(&closed, end + DAY_MS);
+        prop_assert_eq!(ledger.lease_booked(1), total);
+    }
 }

@@ -351,11 +351,11 @@ fn rigwatch_prefers_cool_healthy_gpus_and_respects_price_caps() {
         "{:?}",
         s.leases[0].gpu_uuid
     );
-    // H100 costs 250/h, A100 150/h in the catalog: a cap of 200 only admits the A100s.
+    // H100 costs 2.50/h, A100 1.50/h in the catalog: a cap of 2.00 only admits the A100s.
     let s = a
         .try_start(
             Job {
-                price_cap_per_gpu_hour: Some(200),
+                price_cap_micro_per_gpu_hour: Some(2_000_000),
                 ..Job::new(2, GpuDemand::Whole(1))
             },
             0,
@@ -366,7 +366,7 @@ fn rigwatch_prefers_cool_healthy_gpus_and_respects_price_caps() {
     assert!(
         a.try_start(
             Job {
-                price_cap_per_gpu_hour: Some(10),
+                price_cap_micro_per_gpu_hour: Some(100_000),
                 ..Job::new(3, GpuDemand::Whole(1))
             },
             0
