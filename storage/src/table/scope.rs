@@ -15,6 +15,14 @@
 //! push filters, limits or projections through a node, so no optimizer rule, present or
 //! future, can move an expression of the query below it, and it reports unknown
 //! statistics, so no row count of the whole table reaches a plan or an aggregate.
+//!
+//! Each partition's stream rebuilds dictionaries through a [`ScopeCompactor`], which
+//! caches the rebuilt values of a dictionary shared by consecutive batches (see
+//! [`compactor`]); [`scope_batch`] is the same barrier without a cache.
+
+mod compactor;
+
+pub use compactor::ScopeCompactor;
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,7 +31,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
 };
 use arrow::compute::kernels::cmp::eq;
-use arrow::compute::{cast, take};
+use arrow::compute::{FilterBuilder, FilterPredicate, cast, take};
 use arrow::datatypes::{DataType, Int32Type, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result as DFResult};
@@ -141,18 +149,21 @@ impl ExecutionPlan for ScopeExec {
         context: Arc<TaskContext>,
     ) -> DFResult<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
-        let supplier = self.supplier.clone();
-        let column = self.column;
-        let projection = self.projection.clone();
-        let schema = self.schema.clone();
-        let out = schema.clone();
+        // One compactor, and so one dictionary cache, per partition's stream.
+        let mut compactor = ScopeCompactor::new(
+            self.supplier.clone(),
+            self.column,
+            self.projection.clone(),
+            self.schema.clone(),
+        );
         let stream = input.filter_map(move |batch| {
-            let result = batch.and_then(|b| {
-                scope_batch(&b, &supplier, column, &projection, &out).map_err(Into::into)
-            });
+            let result = batch.and_then(|b| compactor.scope(&b).map_err(Into::into));
             futures::future::ready(result.transpose())
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
     }
 }
 
@@ -165,29 +176,57 @@ pub fn scope_batch(
     projection: &[usize],
     schema: &SchemaRef,
 ) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
-    let mask = supplier_mask(batch.column(column), supplier)?;
-    let selected = mask.true_count();
-    if selected == 0 {
+    let Some(selection) = Selection::of(batch, supplier, column)? else {
         return Ok(None);
+    };
+    let columns = projection
+        .iter()
+        .map(|&i| compact(selection.filter(batch.column(i))?))
+        .collect::<Result<Vec<_>, _>>()?;
+    selection.batch(schema, columns).map(Some)
+}
+
+/// The rows of one supplier in a batch.
+struct Selection {
+    rows: usize,
+    /// One prepared predicate for every column; `None` when every row is kept.
+    predicate: Option<FilterPredicate>,
+}
+
+impl Selection {
+    /// `batch`'s rows whose supplier (column `column`) is `supplier`; `None` when there are
+    /// none.
+    fn of(
+        batch: &RecordBatch,
+        supplier: &str,
+        column: usize,
+    ) -> Result<Option<Self>, arrow::error::ArrowError> {
+        let mask = supplier_mask(batch.column(column), supplier)?;
+        let rows = mask.true_count();
+        if rows == 0 {
+            return Ok(None);
+        }
+        let predicate =
+            (rows < batch.num_rows()).then(|| FilterBuilder::new(&mask).optimize().build());
+        Ok(Some(Self { rows, predicate }))
     }
-    // One prepared predicate for every column.
-    let predicate = (selected < batch.num_rows())
-        .then(|| arrow::compute::FilterBuilder::new(&mask).optimize().build());
-    let mut columns = Vec::with_capacity(projection.len());
-    for &i in projection {
-        let col = batch.column(i);
-        let kept = match &predicate {
-            Some(p) => p.filter(col)?,
-            None => col.clone(),
-        };
-        columns.push(compact(kept)?);
+
+    /// The selected rows of `array` (dictionary values and byte buffers left whole).
+    fn filter(&self, array: &ArrayRef) -> Result<ArrayRef, arrow::error::ArrowError> {
+        match &self.predicate {
+            Some(p) => p.filter(array),
+            None => Ok(array.clone()),
+        }
     }
-    let options = RecordBatchOptions::new().with_row_count(Some(selected));
-    Ok(Some(RecordBatch::try_new_with_options(
-        schema.clone(),
-        columns,
-        &options,
-    )?))
+
+    fn batch(
+        &self,
+        schema: &SchemaRef,
+        columns: Vec<ArrayRef>,
+    ) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
+        RecordBatch::try_new_with_options(schema.clone(), columns, &options)
+    }
 }
 
 /// True where the row's supplier is `supplier` (null suppliers never match).
@@ -391,7 +430,7 @@ mod tests {
     }
 
     /// Every byte the IPC writer would send for `batch`.
-    fn ipc_bytes(batch: &RecordBatch) -> Vec<u8> {
+    pub(super) fn ipc_bytes(batch: &RecordBatch) -> Vec<u8> {
         let mut out = Vec::new();
         let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).unwrap();
         w.write(batch).unwrap();
@@ -400,7 +439,7 @@ mod tests {
         out
     }
 
-    fn contains(hay: &[u8], needle: &str) -> bool {
+    pub(super) fn contains(hay: &[u8], needle: &str) -> bool {
         hay.windows(needle.len()).any(|w| w == needle.as_bytes())
     }
 
