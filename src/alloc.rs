@@ -21,20 +21,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use parking_lot::Mutex;
 use rigwatch_common::money::Currency;
 use rigwatch_query::QueryService;
-use rigwatch_scheduler::extender::{AllocatorHost, ExtenderState, extender_router, system_clock};
+use rigwatch_scheduler::extender::ExtenderState;
 use rigwatch_scheduler::{
     Allocator, AllocatorConfig, EndReason, GpuDemand, GpuSpec, Health, Job, Lease, LiveView,
     NodeSpec, RateCard, Sample, TaskDistribution, ledger::Ledger, policy_by_name,
 };
-use rigwatch_storage::auth::Principal;
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
 use rigwatch_storage::{Db, WriteOptions};
 use serde::{Deserialize, Serialize};
@@ -137,72 +132,10 @@ pub struct AllocService {
     query: QueryService,
     /// Held while a payout is checked and written.
     payout_lock: Arc<tokio::sync::Mutex<()>>,
-}
-
-/// The extender's view of the live allocator for one supplier's cluster: Kubernetes node
-/// names are that supplier's worker names, and `/bind`'s leases are persisted like any other.
-struct ExtenderHost {
-    svc: AllocService,
-    supplier: String,
-}
-
-impl AllocatorHost for ExtenderHost {
-    fn with_allocator(&self, f: &mut dyn FnMut(&mut Allocator)) {
-        f(&mut self.svc.state.lock().alloc);
-    }
-
-    fn leases_started(&self, leases: &[Lease]) {
-        let mut b = WriteBatch::default();
-        for l in leases {
-            lease_row(&mut b, l);
-        }
-        // The binding is a job like any other: listed, completed or cancelled through the
-        // jobs API, and its row written with its leases.
-        if let Some(first) = leases.first() {
-            let mut st = self.svc.state.lock();
-            let mut job = Job::new(first.job_id, GpuDemand::Whole(leases.len().min(8) as u8));
-            if leases.len() == 1 && first.share_milli < 1000 {
-                job.demand = GpuDemand::Fraction(first.share_milli as u16);
-            }
-            let rec = JobRecord {
-                job,
-                state: "running".into(),
-                submitted_ms: first.start_ms,
-                started_ms: Some(first.start_ms),
-                ended_ms: None,
-                end_reason: None,
-                leases: leases.iter().map(|l| l.lease_id).collect(),
-                restarts: 0,
-            };
-            job_row(&mut b, &rec);
-            st.jobs.insert(first.job_id, rec);
-        }
-        let svc = self.svc.clone();
-        tokio::spawn(async move { svc.persist(b).await });
-    }
-
-    fn node_key(&self, name: &str) -> String {
-        node_name(&self.supplier, name)
-    }
-
-    fn job_id(&self, _uid: &str) -> u64 {
-        // From the server's own sequence: ids of different suppliers' clusters, and of jobs
-        // submitted through the API, never collide.
-        let mut st = self.svc.state.lock();
-        let id = st.next_job;
-        st.next_job += 1;
-        id
-    }
-
-    fn job_ended(&self, job: u64, reason: EndReason, _now_ms: i64) {
-        match self.svc.end(job, reason) {
-            Ok((_, b)) => {
-                let svc = self.svc.clone();
-                tokio::spawn(async move { svc.persist(b).await });
-            }
-            Err(e) => warn!(job, error = %e, "extender binding ended, but its job could not be"),
-        }
-    }
+    /// Allocator rows not yet written, oldest first ([`AllocService::persist`]).
+    outbox: Arc<Mutex<std::collections::VecDeque<WriteBatch>>>,
+    /// Held while the outbox is written, so batches go out in order.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What `POST /api/v1/jobs` accepts.
@@ -266,6 +199,7 @@ impl JobRequest {
 }
 
 mod earnings;
+mod http;
 mod rows;
 
 use rows::{
@@ -467,6 +401,8 @@ impl AllocService {
         let mut waiting: Vec<&JobRecord> = jobs.values().filter(|r| r.state == "queued").collect();
         waiting.sort_by_key(|r| (r.submitted_ms, r.job.id));
         let mut alloc = alloc;
+        // A GPU silent for the pay grace takes no new work (its leases stop paying too).
+        alloc.view.heartbeat_timeout_ms = Some(duration_ms(pay_grace));
         // Price caps compare against the rate card in force.
         for (model, rate) in rates {
             let model = rigwatch_scheduler::catalog::canonical_or_same(model);
@@ -503,6 +439,8 @@ impl AllocService {
             currency,
             query: q,
             payout_lock: Arc::default(),
+            outbox: Arc::default(),
+            writer: Arc::default(),
             pay_grace_ms: duration_ms(pay_grace),
             offline_after_ms: duration_ms(offline_after),
         };
@@ -514,9 +452,28 @@ impl AllocService {
         Ok(svc)
     }
 
+    /// Writes the allocator's rows. The in-memory ledger and leases already moved on, so a
+    /// batch that fails is kept and written again, before anything newer, on the next call
+    /// (every tick calls): a failed write delays rows, it never loses a paid minute.
     async fn persist(&self, batch: WriteBatch) {
-        if let Err(e) = self.db.write(batch, WriteOptions::default()).await {
-            warn!(error = %e, "allocator rows not written; they are rewritten on the next tick");
+        if !batch.is_empty() {
+            self.outbox.lock().push_back(batch);
+        }
+        let _writer = self.writer.lock().await;
+        loop {
+            let Some(next) = self.outbox.lock().front().cloned() else {
+                return;
+            };
+            match self.db.write(next, WriteOptions::default()).await {
+                Ok(_) => {
+                    self.outbox.lock().pop_front();
+                }
+                Err(e) => {
+                    let waiting = self.outbox.lock().len();
+                    warn!(error = %e, batches = waiting, "allocator rows not written yet; retried on the next tick");
+                    return;
+                }
+            }
         }
     }
 
@@ -595,9 +552,8 @@ impl AllocService {
                 every.tick().await;
                 svc.expire_bindings(now_ms());
                 let batch = svc.tick(now_ms());
-                if !batch.is_empty() {
-                    svc.persist(batch).await;
-                }
+                // Also when empty: rows a failed write left behind go out now.
+                svc.persist(batch).await;
             }
         });
     }
@@ -852,19 +808,7 @@ impl AllocService {
 
     /// The jobs routes.
     pub fn router(&self) -> Router {
-        Router::new()
-            .route("/api/v1/jobs", get(list_jobs).post(submit_job))
-            .route("/api/v1/jobs/{id}", get(get_job).delete(cancel_job))
-            .route("/api/v1/jobs/{id}/complete", post(complete_job))
-            .route("/k8s/{token}/{op}", post(k8s_extender))
-            .route("/api/v1/earnings/statements", get(earnings::statements))
-            .route("/api/v1/earnings/live", get(earnings::live))
-            .route(
-                "/api/v1/payouts",
-                get(earnings::list_payouts).post(earnings::post_payout),
-            )
-            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
-            .with_state(self.clone())
+        http::router(self.clone())
     }
 }
 
@@ -932,112 +876,5 @@ fn register(
         now,
     ) {
         warn!(gpu = uuid, error = %e, "GPU not added to the live view");
-    }
-}
-
-fn err(status: StatusCode, msg: impl Into<String>) -> Response {
-    (
-        status,
-        Json(serde_json::json!({"status": "error", "error": msg.into()})),
-    )
-        .into_response()
-}
-
-async fn list_jobs(State(svc): State<AllocService>) -> Response {
-    Json(serde_json::json!({"status": "success", "data": svc.jobs()})).into_response()
-}
-
-async fn get_job(State(svc): State<AllocService>, Path(id): Path<u64>) -> Response {
-    match svc.job(id) {
-        Some(j) => Json(serde_json::json!({"status": "success", "data": j})).into_response(),
-        None => err(StatusCode::NOT_FOUND, format!("no job {id}")),
-    }
-}
-
-async fn submit_job(State(svc): State<AllocService>, body: axum::body::Bytes) -> Response {
-    let req: JobRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return err(StatusCode::BAD_REQUEST, format!("bad job JSON: {e}")),
-    };
-    match svc.submit_durable(&req).await {
-        Ok(rec) => {
-            // Place at once rather than waiting for the next tick.
-            let b = svc.tick(now_ms());
-            if !b.is_empty() {
-                svc.persist(b).await;
-            }
-            let rec = svc.job(rec.job.id).unwrap_or(rec);
-            (
-                StatusCode::CREATED,
-                Json(serde_json::json!({"status": "success", "data": rec})),
-            )
-                .into_response()
-        }
-        Err(SubmitError::Invalid(e)) => err(StatusCode::UNPROCESSABLE_ENTITY, e),
-        Err(SubmitError::NotStored(e)) => err(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
-}
-
-async fn end_job(svc: AllocService, id: u64, reason: EndReason) -> Response {
-    match svc.end(id, reason) {
-        Ok((rec, b)) => {
-            if !b.is_empty() {
-                svc.persist(b).await;
-            }
-            Json(serde_json::json!({"status": "success", "data": rec})).into_response()
-        }
-        Err(e) if e.starts_with("no job") => err(StatusCode::NOT_FOUND, e),
-        Err(e) => err(StatusCode::CONFLICT, e),
-    }
-}
-
-async fn cancel_job(State(svc): State<AllocService>, Path(id): Path<u64>) -> Response {
-    end_job(svc, id, EndReason::Cancelled).await
-}
-
-async fn complete_job(State(svc): State<AllocService>, Path(id): Path<u64>) -> Response {
-    end_job(svc, id, EndReason::Completed).await
-}
-
-/// `POST /k8s/<token>/{filter,prioritize,bind,unbind,renew}`: kube-scheduler's extender
-/// calls (and the in-cluster controller's) for the extender token's supplier, answered by
-/// the live allocator over that supplier's GPUs.
-async fn k8s_extender(
-    State(svc): State<AllocService>,
-    principal: Option<axum::extract::Extension<Principal>>,
-    Path((_token, op)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Response {
-    use tower::ServiceExt as _;
-    let Some(supplier) = principal.and_then(|p| p.0.scope().map(str::to_string)) else {
-        return err(
-            StatusCode::FORBIDDEN,
-            "the extender needs an extender token",
-        );
-    };
-    let state = svc
-        .extenders
-        .lock()
-        .entry(supplier.clone())
-        .or_insert_with(|| {
-            ExtenderState::with_host(
-                Box::new(ExtenderHost {
-                    svc: svc.clone(),
-                    supplier,
-                }),
-                system_clock,
-            )
-        })
-        .clone();
-    let req = match axum::http::Request::post(format!("/{op}"))
-        .header(axum::http::header::CONTENT_TYPE, "application/json")
-        .body(axum::body::Body::from(body))
-    {
-        Ok(r) => r,
-        Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    match extender_router(state).oneshot(req).await {
-        Ok(r) => r.into_response(),
-        Err(e) => match e {},
     }
 }

@@ -166,7 +166,8 @@ pub struct LiveView {
     node_by_name: HashMap<String, NodeIdx>,
     supplier_by_name: HashMap<String, SupplierIdx>,
     model_by_name: HashMap<String, ModelId>,
-    /// A GPU whose last heartbeat is older than this counts as offline; `None` = never.
+    /// A GPU whose last heartbeat (by its rows' time or the server's receipt, the later)
+    /// is older than this counts as offline; `None` = never.
     pub heartbeat_timeout_ms: Option<i64>,
     /// GPU capacity and leased shares over the whole view, thousandths.
     pub(crate) total_capacity_milli: u64,
@@ -409,7 +410,9 @@ impl LiveView {
     pub fn effective_health(&self, g: GpuIdx, now_ms: i64) -> Health {
         let gpu = &self.gpus[g as usize];
         match self.heartbeat_timeout_ms {
-            Some(t) if now_ms - gpu.last_heartbeat_ms > t => Health::Offline,
+            Some(t) if now_ms - gpu.last_heartbeat_ms.max(gpu.last_received_ms) > t => {
+                Health::Offline
+            }
             _ => gpu.health,
         }
     }

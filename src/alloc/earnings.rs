@@ -18,8 +18,9 @@ use rigwatch_scheduler::payout::{Payout, apply_payouts, check_payout};
 use rigwatch_storage::WriteOptions;
 use rigwatch_storage::batch::WriteBatch;
 
+use super::http::err;
 use super::rows::{payout_row, rows};
-use super::{AllocService, err, now_ms};
+use super::{AllocService, now_ms};
 
 /// One running lease, live.
 #[derive(Debug, Serialize)]
