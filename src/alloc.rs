@@ -531,8 +531,17 @@ impl AllocService {
                             _ => {}
                         }
                     }
-                    if st.alloc.view.gpu(uuid).is_none() {
-                        register(&mut st.alloc.view, sup, worker, uuid, model, mem_total, t);
+                    match st.alloc.view.gpu(uuid) {
+                        None => {
+                            register(&mut st.alloc.view, sup, worker, uuid, model, mem_total, t)
+                        }
+                        // A GPU is its supplier's: another supplier's row naming its UUID
+                        // (only an admin can write one: agents' rows are checked against
+                        // claims) never moves its heartbeat, load or pay.
+                        Some(g) if st.alloc.view.suppliers()[g.supplier as usize].name != sup => {
+                            continue;
+                        }
+                        Some(_) => {}
                     }
                     let _ = st.alloc.view.observe_sample(uuid, &sample);
                     let _ = st.alloc.view.heartbeat(uuid, t);

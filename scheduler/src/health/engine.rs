@@ -413,7 +413,9 @@ impl HealthEngine {
         hardware: bool,
         reasons: &str,
     ) {
-        let g = self.state(gpu, t);
+        let Some(g) = self.state(gpu, t) else {
+            return;
+        };
         g.last_seen_ns = g.last_seen_ns.max(t);
         // It was part of the live fleet when the row was written.
         g.live = true;
@@ -439,7 +441,16 @@ impl HealthEngine {
         g.health = g.worst();
     }
 
-    fn state(&mut self, gpu: GpuRef<'_>, t: i64) -> &mut GpuState {
+    /// The state of `gpu`, created on first sight. A GPU is its supplier's: a row naming
+    /// a UUID first seen under another supplier is not this GPU (`None`), so it can neither
+    /// fault nor heal it (agents' rows are checked against GPU claims before they get here;
+    /// this holds for every other writer too).
+    fn state(&mut self, gpu: GpuRef<'_>, t: i64) -> Option<&mut GpuState> {
+        if let Some(g) = self.gpus.get(gpu.gpu_uuid)
+            && g.ident.supplier != gpu.supplier
+        {
+            return None;
+        }
         if !self.gpus.contains_key(gpu.gpu_uuid) {
             let ident = Arc::new(GpuIdent {
                 supplier: gpu.supplier.to_string(),
@@ -456,14 +467,16 @@ impl HealthEngine {
             ident.model = gpu.model.to_string();
             g.ident = Arc::new(ident);
         }
-        g
+        Some(g)
     }
 
     /// One `gpu` row.
     pub fn observe_sample(&mut self, gpu: GpuRef<'_>, t: i64, m: &Telemetry, out: &mut Vec<Event>) {
         let cfg = self.config;
         let leased = self.lease.as_ref().and_then(|f| f(gpu.gpu_uuid));
-        let g = self.state(gpu, t);
+        let Some(g) = self.state(gpu, t) else {
+            return;
+        };
         if t > g.last_seen_ns {
             g.last_seen_ns = t;
         }
@@ -675,7 +688,9 @@ impl HealthEngine {
 
     /// One XID event (a `gpu_fault` row the agent wrote).
     pub fn observe_xid(&mut self, gpu: GpuRef<'_>, t: i64, code: u32, out: &mut Vec<Event>) {
-        let g = self.state(gpu, t);
+        let Some(g) = self.state(gpu, t) else {
+            return;
+        };
         let info = xid::lookup(code);
         let class = xid::class(code);
         let name = info.map_or("unknown XID", |i| i.name);
@@ -720,7 +735,9 @@ impl HealthEngine {
 
     /// The agent reported a GPU reset (or a node reboot): conditions that need a reset clear.
     pub fn observe_reset(&mut self, gpu: GpuRef<'_>, t: i64, out: &mut Vec<Event>) {
-        let g = self.state(gpu, t);
+        let Some(g) = self.state(gpu, t) else {
+            return;
+        };
         reset(g, t);
         settle(g, t, out);
     }

@@ -69,6 +69,36 @@ fn faults(ev: &[Event]) -> Vec<&Fault> {
 }
 
 #[test]
+fn another_suppliers_row_for_a_gpu_neither_faults_nor_heals_it() {
+    let mut e = HealthEngine::new(HealthConfig::default());
+    let mut u = String::new();
+    let mut out = Vec::new();
+    let mut rng = Rng::new(3);
+    let m = clean(0, &mut rng, &Telemetry::default());
+    e.observe_sample(gpu(0, &mut u), 0, &m, &mut out);
+    fn forged(u: &str) -> GpuRef<'_> {
+        GpuRef {
+            supplier: "rival",
+            worker: "w9",
+            gpu_uuid: u,
+            model: "NVIDIA H100 80GB HBM3",
+        }
+    }
+    // A hardware XID under another supplier's name for acme's GPU: nothing happens to it.
+    e.observe_xid(forged("GPU-0000"), 5 * S, 79, &mut out);
+    e.observe_reset(forged("GPU-0000"), 6 * S, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(e.health("GPU-0000").map(|h| h.0), Some(Health::Healthy));
+    // The owner's own XID still drains it, and the rival's reset does not heal it.
+    e.observe_xid(gpu(0, &mut u), 7 * S, 79, &mut out);
+    assert_eq!(transitions(&out), [(Health::Healthy, Health::Unhealthy)]);
+    out.clear();
+    e.observe_reset(forged("GPU-0000"), 8 * S, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(e.health("GPU-0000").map(|h| h.0), Some(Health::Unhealthy));
+}
+
+#[test]
 fn hardware_xid_drains_until_reset_and_application_xid_does_not() {
     let mut e = HealthEngine::new(HealthConfig::default());
     let mut u = String::new();
