@@ -1,7 +1,8 @@
 //! The supplier portal against the real binary: sessions, CSRF, body limits and tenancy over
 //! HTTP, then a real headless Chromium (driven by `dashboards/web/e2e/portal.mjs` with
 //! playwright-core over the DevTools protocol) signing in, watching a live update, opening a
-//! GPU's charts and seeing an injected fault.
+//! GPU's charts, seeing an injected fault, watching the earnings ticker move while a job runs
+//! and a settled day's statement turn `paid` once an admin records the payout.
 //!
 //! Needs `chromium` (Debian package) and `npm ci` in `dashboards/web` (both done by
 //! `.ci/run`). Screenshots go to `$CARGO_TARGET_TMPDIR/portal/`.
@@ -381,7 +382,8 @@ fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/web")
 }
 
-/// Runs the browser script; its `RESULT` JSON.
+/// Runs the browser script; its `RESULT` JSON. `settled_date` (`YYYY-MM-DD`, or empty) is
+/// the day of seeded earnings the script pays out and then expects shown as `paid`.
 async fn browse(
     server: &Server,
     token: &str,
@@ -389,6 +391,7 @@ async fn browse(
     gpus: &[String],
     out: &Path,
     perf: bool,
+    settled_date: &str,
 ) -> serde_json::Value {
     let chromium = std::env::var("RW_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -413,6 +416,7 @@ async fn browse(
         .env("RW_GPUS", gpus.join(","))
         .env("RW_CHROMIUM", &chromium)
         .env("RW_PERF", if perf { "1" } else { "0" })
+        .env("RW_SETTLED_DATE", settled_date)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -441,22 +445,73 @@ fn out_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
 }
 
+/// Earnings rows (ledger version 2, µ) of one minute each, 01:00 UTC three days ago, for
+/// supplier A (0.12) and B (99.99): settled days the ledger loads when the server starts.
+/// The date, `YYYY-MM-DD`, and the line protocol.
+fn settled_earnings_lp() -> (String, String) {
+    let day = now_ns().div_euclid(86_400_000_000_000) - 3;
+    let from_ms = day * 86_400_000 + 3_600_000;
+    let midnight = UNIX_EPOCH + Duration::from_secs(day as u64 * 86_400);
+    let date = humantime::format_rfc3339(midnight).to_string()[..10].to_string();
+    let mut lp = String::new();
+    for (lease, gpu, supplier, model, micro) in [
+        (9001, "GPU-aaaa-0000", "supplier-a", "H100", 120_000),
+        (9002, "GPU-bbbb-0000", "supplier-b", "A100", 99_990_000),
+    ] {
+        lp.push_str(&format!(
+            "earnings,lease_id={lease},gpu_uuid={gpu},supplier={supplier},model={model} amount_micro={micro}i,\
+rate_micro_per_gpu_hour=2500000i,share_milli=1000i,duration_ms=60000i,to_ms={}i,ledger_version=2i {}\n",
+            from_ms + 60_000,
+            from_ms * 1_000_000
+        ));
+    }
+    (date, lp)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supplier_uses_the_portal_in_a_real_browser() {
     let dir = temp_dir();
     let data = dir.path().join("data");
-    let server = Server::start(&data, &[], &[]).await;
+    // 3.6 per GPU-hour is 1,000 µ a second: the ticker's third decimal moves every second.
+    let args = ["--rate", "H100=3.6"];
+    let mut first = Server::start(&data, &args, &[]).await;
     let t = tenants(&data);
-    server
+    first
         .write_ok(&fleet_lp("supplier-a", "GPU-aaaa", 4, 60))
         .await;
-    server
-        .write_ok(&fleet_lp("supplier-b", "GPU-bbbb", 3, 60))
+    // B's GPUs are A100s, so a job asking for an H100 runs on one of A's.
+    first
+        .write_ok(&fleet_lp("supplier-b", "GPU-bbbb", 3, 60).replace("model=H100", "model=A100"))
         .await;
+    let (settled_date, lp) = settled_earnings_lp();
+    first.write_ok(&lp).await;
+    // The ledger loads the earnings rows when the server starts.
+    first.kill9();
+    let server = Server::start(&data, &args, &[]).await;
     let gpus: Vec<String> = (0..4).map(|i| format!("GPU-aaaa-{i:04}")).collect();
     let out = out_dir("portal");
-    let result = browse(&server, &t.a, &t.analyst, &gpus, &out, false).await;
+    let result = browse(&server, &t.a, &t.analyst, &gpus, &out, false, &settled_date).await;
     eprintln!("portal browser result: {result}");
+    // The ticker moved without a reload, from A's settled 0.12 (B's 99.99 not in it) upwards.
+    assert_eq!(result["ticker"][0], "0.12", "{result}");
+    let ticker: Vec<f64> = result["ticker"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        ticker.len() >= 3 && ticker.windows(2).all(|w| w[0] < w[1]),
+        "{ticker:?}"
+    );
+    assert_eq!(result["statement_state"], "paid");
+    let payouts = server
+        .rows("SELECT supplier, amount_micro FROM payout")
+        .await;
+    assert_eq!(
+        payouts,
+        [serde_json::json!({"supplier": "supplier-a", "amount_micro": 120_000})]
+    );
     assert_eq!(result["overview_gpus"], serde_json::json!(gpus));
     assert_eq!(result["sql_suppliers"], serde_json::json!(["supplier-a"]));
     for s in result["screenshots"].as_array().unwrap() {
@@ -537,6 +592,7 @@ async fn portal_performance_64_gpus() {
         &sorted,
         &out_dir("portal-perf"),
         true,
+        "",
     )
     .await;
     println!("PORTAL_PERF {result}");

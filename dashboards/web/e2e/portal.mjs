@@ -3,10 +3,13 @@
 // suppliers' data first and checks what this script reports.
 //
 // Environment: RW_BASE (http://127.0.0.1:PORT), RW_TOKEN (supplier A's token), RW_ADMIN
-// (token used to write samples during the test), RW_SUPPLIER, RW_OUT (screenshot dir),
-// RW_GPUS (comma-separated GPU uuids A must see, exactly), RW_CHROMIUM (browser binary),
-// RW_PERF=1 (measure only: no onboarding / fault steps).
+// (token used to write samples, submit a job and record a payout during the test),
+// RW_SUPPLIER, RW_OUT (screenshot dir), RW_GPUS (comma-separated GPU uuids A must see, exactly), RW_CHROMIUM (browser binary),
+// RW_PERF=1 (measure only: no onboarding / fault / earnings steps), RW_SETTLED_DATE (a
+// settled day of RW_SUPPLIER's earnings, seeded before the server started, that this
+// script pays out as admin).
 // Prints one JSON line `RESULT {...}` at the end; any failed expectation exits 1 with why.
+import { readFile } from 'node:fs/promises';
 import { chromium } from 'playwright-core';
 
 const env = (k, d) => {
@@ -21,11 +24,18 @@ const SUPPLIER = env('RW_SUPPLIER');
 const OUT = env('RW_OUT');
 const EXPECT = env('RW_GPUS').split(',').filter(Boolean).sort();
 const PERF = process.env.RW_PERF === '1';
+const SETTLED = process.env.RW_SETTLED_DATE || '';
 const result = { steps: {}, bytes: {}, screenshots: [] };
 
 function fail(msg) {
   console.error('FAIL: ' + msg);
   process.exit(1);
+}
+
+// An admin API call: its status and JSON body.
+async function admin(method, path, body) {
+  const r = await fetch(`${BASE}${path}`, { method, headers: { Authorization: `Bearer ${ADMIN}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: r.status, body: await r.json().catch(() => null) };
 }
 
 async function write(lp) {
@@ -158,31 +168,66 @@ try {
     if (!faultText.includes(target) || !faultText.includes('79')) fail(`health page lacks the fault: ${faultText}`);
     await shot(page, '05-health');
 
-    // 7. Earnings: no tables yet, says so and what creates them.
+    // 7. Earnings. The server started with a settled day of A's (0.12) and B's (99.99):
+    // the ticker shows A's only, the per-day statements say `settled`.
     await page.goto(`${BASE}/portal#/earnings`);
-    await page.waitForSelector('#no-earnings');
-    await shot(page, '06-earnings-none');
-    // The allocator's rows appear (written here as it writes them): A's only, exact sums.
-    const t = Date.now() - 180000;
-    let lp = `lease,lease_id=7,job_id=70,gpu_uuid=${target},worker=w-live,supplier=${SUPPLIER},model=H100 share_milli=1000i,start_ms=${t}i ${BigInt(t) * 1000000n}\n`;
-    lp += `lease,lease_id=8,job_id=80,gpu_uuid=GPU-bbbb-0000,worker=worker-b,supplier=supplier-b,model=A100 share_milli=1000i,start_ms=${t}i ${BigInt(t) * 1000000n}\n`;
-    for (const [i, minor] of [[0, 1234], [1, 2000], [2, 766]]) {
-      const from = t + i * 60000;
-      lp += `earnings,lease_id=7,gpu_uuid=${target},supplier=${SUPPLIER},model=H100 amount_minor=${minor}i,to_ms=${from + 60000}i,share_milli=1000i,rate_per_gpu_hour=240000i ${BigInt(from) * 1000000n}\n`;
-    }
-    lp += `earnings,lease_id=8,gpu_uuid=GPU-bbbb-0000,supplier=supplier-b,model=A100 amount_minor=99999i,to_ms=${t + 60000}i,share_milli=1000i,rate_per_gpu_hour=240000i ${BigInt(t) * 1000000n}\n`;
-    await write(lp);
-    await page.reload();
-    await page.waitForSelector('#earned-total');
-    const total = await page.textContent('#earned-total');
-    result.earnings_total = total;
-    if (total !== '40.00') fail(`earnings total shows ${total}, expected 40.00 (A's 4000 minor units)`);
-    await page.waitForSelector('#e-running table');
+    await page.waitForSelector(`#e-statements tr[data-date="${SETTLED}"]`);
+    const dayState = () => page.textContent(`#e-statements tr[data-date="${SETTLED}"] td.state`).then((s) => s.trim());
+    if (await dayState() !== 'settled') fail(`the seeded day shows ${await dayState()}, expected settled`);
+    await page.waitForFunction(() => document.querySelector('#earned-total').textContent !== '–');
+    const ticker = [await page.textContent('#earned-total')];
+    if (ticker[0] !== '0.12') fail(`earnings total shows ${ticker[0]}, expected 0.12 (A's 120,000 µ)`);
     const earningsText = await page.textContent('main');
-    if (earningsText.includes('bbbb') || earningsText.includes('999.99')) fail('the earnings page shows supplier B');
-    const csvText = await page.evaluate(async () => (await fetch(document.querySelector('#csv-day').href)).text());
-    if (!csvText.startsWith('day,amount_minor,entries') || !csvText.includes(',4000,3')) fail(`CSV export: ${csvText}`);
+    if (earningsText.includes('bbbb') || earningsText.includes('99.99')) fail('the earnings page shows supplier B');
+    if (!earningsText.includes('USD')) fail('the earnings page does not name the currency');
+    await shot(page, '06-earnings-settled');
+
+    // A job runs on one of A's GPUs (heard just now): the ticker moves every second, no reload.
+    const tick = await page.evaluate(() => { window.__noReload = Math.random(); return window.__noReload; });
+    await write(EXPECT.map((u) => `gpu,supplier=${SUPPLIER},worker=w-live,gpu_uuid=${u},model=H100 utilization=50.0 ${nowNs()}\n`).join(''));
+    const job = await admin('POST', '/api/v1/jobs', { gpus: 1, models: ['H100'] });
+    if (job.status !== 200 && job.status !== 201) fail(`job refused: ${job.status} ${JSON.stringify(job.body)}`);
+    await page.waitForSelector('#e-running tr[data-lease]');
+    for (let i = 0; i < 2; i++) {
+      const last = ticker[ticker.length - 1];
+      await page.waitForFunction((v) => { const t = document.querySelector('#earned-total').textContent; return t !== v && Number(t) > Number(v); }, last);
+      ticker.push(await page.textContent('#earned-total'));
+    }
+    result.ticker = ticker;
+    if (!/^\d+\.\d{3}$/.test(ticker[2])) fail(`at 1,000 µ/s the ticker should show 3 decimals: ${ticker}`);
+    if (await page.evaluate(() => window.__noReload) !== tick) fail('the page reloaded to move the ticker');
+
+    // An admin pays the settled day: its statement turns `paid`, the payout is listed.
+    const paid = await admin('POST', '/api/v1/payouts', { supplier: SUPPLIER, amount: '0.12', reference: 'wire-1' });
+    if (paid.status !== 201) fail(`payout refused: ${paid.status} ${JSON.stringify(paid.body)}`);
+    await page.waitForFunction((d) => {
+      const td = document.querySelector(`#e-statements tr[data-date="${d}"] td.state`);
+      return td && td.textContent.trim() === 'paid';
+    }, SETTLED);
+    result.statement_state = await dayState();
+    if (!(await page.textContent('#e-payouts')).includes('wire-1')) fail('the payout is not listed');
+    if (await page.evaluate(() => window.__noReload) !== tick) fail('the page reloaded to show the payout');
+    // The statements as CSV, built in the page (exact µ), downloaded as a user would: the
+    // portal's CSP lets no script fetch a blob: URL.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#csv-statements')]);
+    if (download.suggestedFilename() !== 'earnings-statements.csv') fail(`CSV download named ${download.suggestedFilename()}`);
+    const csvText = await readFile(await download.path(), 'utf8');
+    result.statements_csv = csvText;
+    if (!csvText.startsWith('supplier,date,state,currency,accrued_micro,') || !csvText.includes(`${SUPPLIER},${SETTLED},paid,USD,120000,`)) fail(`statements CSV: ${csvText}`);
     await shot(page, '06-earnings');
+    await page.emulateMedia({ media: 'print' });
+    await shot(page, '06-earnings-print');
+    await page.emulateMedia({ media: 'screen' });
+
+    // The fleet's "earned today" includes the running lease's unbooked part on its GPU.
+    const leased = (await page.textContent('#e-running tr[data-lease] td:nth-child(3)')).trim();
+    await page.click('#nav a[data-page="overview"]');
+    await page.waitForFunction((u) => {
+      const td = document.querySelector(`#fleet tbody tr[data-gpu="${u}"] td.earned`);
+      return td && /^\d+\.\d\d$/.test(td.textContent.trim());
+    }, leased);
+    result.fleet_earned_today = await page.textContent('#fleet-earned-today');
+    if (!/^\d+\.\d\d$/.test(result.fleet_earned_today)) fail(`fleet total earned today: ${result.fleet_earned_today}`);
 
     // 8. Onboarding: a fresh agent token, then "waiting" turns green on the first sample.
     await page.goto(`${BASE}/portal#/onboard`);

@@ -1,6 +1,7 @@
 // The rigwatch portal: a small single-page app. Every data request goes through the same
-// HTTP APIs as tokens do (/api/v1/sql, /api/v1/query_range), authenticated by the session
-// cookie, so the supplier scope is enforced by the server, not here.
+// HTTP APIs as tokens do (/api/v1/sql, /api/v1/query_range, /api/v1/earnings/*,
+// /api/v1/payouts), authenticated by the session cookie, so the supplier scope is enforced by
+// the server, not here.
 import uPlot from 'uplot';
 
 const state = {
@@ -11,13 +12,28 @@ const state = {
   tables: new Set(),
   listeners: new Set(),
   charts: [],
+  timers: [],
+  // The server's currency, from the earnings payloads (they carry it).
+  currency: { code: '', minor_digits: 2 },
 };
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 const sqlStr = (s) => "'" + String(s).replace(/'/g, "''") + "'";
 const fmt = (v, d = 1) => (v === null || v === undefined || Number.isNaN(v) ? '–' : Number(v).toFixed(d));
-const money = (minor) => (minor === null || minor === undefined ? '–' : (Number(minor) / 100).toFixed(2));
+// Money arrives in integer micro-units (µ, 1,000,000 per currency unit). Formatted with
+// integer string arithmetic, truncated to `digits` decimals (never rounded up): a Number
+// holds µ exactly up to 2^53, and no floating division can add 0.1 + 0.2 artefacts.
+function money(micro, digits = state.currency.minor_digits) {
+  if (micro === null || micro === undefined || micro === '') return '–';
+  let s;
+  try { s = BigInt(typeof micro === 'number' ? Math.trunc(micro) : String(micro)).toString(); } catch (_) { return '–'; }
+  const neg = s.startsWith('-');
+  const abs = (neg ? s.slice(1) : s).padStart(7, '0');
+  const whole = abs.slice(0, -6), frac = abs.slice(-6).slice(0, digits);
+  const out = digits > 0 ? `${whole}.${frac}` : whole;
+  return neg && /[1-9]/.test(out) ? '-' + out : out;
+}
 const ago = (ns) => {
   if (!ns) return '–';
   const s = Math.max(0, (Date.now() * 1e6 - ns) / 1e9);
@@ -147,9 +163,19 @@ function clearPage() {
   state.listeners.clear();
   for (const c of state.charts) c.destroy();
   state.charts = [];
-  if (state.timer) clearInterval(state.timer);
-  state.timer = null;
+  for (const t of state.timers) clearInterval(t);
+  state.timers = [];
   return $('#page');
+}
+
+// Runs `f` every `ms` until the page is left; a run still in flight is not started again.
+function every(ms, f) {
+  let busy = false;
+  state.timers.push(setInterval(async () => {
+    if (busy) return;
+    busy = true;
+    try { await f(); } catch (_) { /* the next run tries again */ } finally { busy = false; }
+  }, ms));
 }
 
 const isOperator = () => state.me && (state.me.role === 'admin' || state.me.role === 'analyst');
@@ -172,7 +198,10 @@ async function overview() {
       <p class="muted" id="fleet-empty"></p>
     </section>`;
   const jobs = new Map();
-  const earned = new Map();
+  // Earned today per GPU (µ): booked entries since 00:00 UTC plus running leases' unbooked
+  // part; the total is the server's own `today_micro` when the live figures answer.
+  let earned = new Map();
+  let todayMicro = null;
   const loadExtras = async () => {
     await refreshFaults();
     if (state.tables.has('lease')) {
@@ -182,14 +211,21 @@ async function overview() {
         for (const r of rows) if (!jobs.has(r.gpu_uuid) && !r.end_ms && !r.ended) jobs.set(r.gpu_uuid, r.lease_id || r.job_id || r.job || 'running');
       } catch (_) { /* unknown lease schema */ }
     }
+    const next = new Map();
+    const add = (gpu, micro) => next.set(gpu, (next.get(gpu) || 0) + Number(micro || 0));
     if (state.tables.has('earnings')) {
       try {
-        const rows = await sql(`SELECT gpu_uuid, sum(amount_minor) AS minor FROM earnings
+        const rows = await sql(`SELECT gpu_uuid, sum(amount_micro) AS micro FROM earnings
           WHERE time >= date_trunc('day', now()) GROUP BY gpu_uuid`);
-        earned.clear();
-        for (const r of rows) earned.set(r.gpu_uuid, r.minor);
+        for (const r of rows) add(r.gpu_uuid, r.micro);
       } catch (_) { /* unknown earnings schema */ }
     }
+    try {
+      const live = await liveEarnings();
+      for (const l of live.leases) add(l.gpu_uuid, l.earned_micro - l.booked_micro);
+      todayMicro = live.today_micro;
+    } catch (_) { todayMicro = null; }
+    earned = next;
   };
   const render = (changed = []) => {
     const fm = $('#f-model').value, fs = $('#f-supplier').value, ft = $('#f-text').value.toLowerCase();
@@ -214,20 +250,21 @@ async function overview() {
         <td class="num util">${fmt(g.utilization)}</td><td class="num">${fmt(g.temperature)}</td>
         <td class="num">${fmt(g.power_watts)}</td><td class="num">${mem}</td>
         <td>${esc(jobs.get(g.gpu_uuid) || (state.tables.has('lease') ? 'idle' : '–'))}</td>
-        <td class="num">${earned.has(g.gpu_uuid) ? money(earned.get(g.gpu_uuid)) : '–'}</td>
+        <td class="num earned">${earned.has(g.gpu_uuid) ? money(earned.get(g.gpu_uuid)) : '–'}</td>
         <td class="muted">${ago(g.time_ns - state.serverSkewNs)}</td></tr>`;
     }).join('');
     $('#fleet-empty').textContent = all.length ? '' : 'No GPUs have reported in the last 24 hours. Add one under “Add a GPU”.';
     const util = shown.map((g) => g.utilization).filter((v) => v !== undefined && v !== null);
     const power = shown.reduce((a, g) => a + (g.power_watts || 0), 0);
     const bad = shown.filter((g) => health(g)[0] !== 'healthy').length;
-    const today = [...earned.values()].reduce((a, v) => a + Number(v), 0);
+    const today = todayMicro ?? [...earned.values()].reduce((a, v) => a + v, 0);
+    const haveEarnings = todayMicro !== null || state.tables.has('earnings');
     $('#totals').innerHTML = `
       <div><b id="total-gpus">${shown.length}</b>GPUs${shown.length !== all.length ? ` (of ${all.length})` : ''}</div>
       <div><b>${util.length ? fmt(util.reduce((a, b) => a + b, 0) / util.length) : '–'} %</b>average utilization</div>
       <div><b>${fmt(power / 1000, 2)} kW</b>power</div>
       <div><b>${bad}</b>need attention</div>
-      <div><b>${state.tables.has('earnings') ? money(today) : '–'}</b>earned today${state.tables.has('earnings') ? '' : ' (no earnings yet)'}</div>`;
+      <div><b id="fleet-earned-today">${haveEarnings ? money(today) : '–'}</b>${esc(state.currency.code)} earned today${haveEarnings ? '' : ' (no earnings yet)'}</div>`;
   };
   for (const id of ['#f-model', '#f-supplier', '#f-text']) $(id).addEventListener('input', () => render());
   const gen = state.routeGen;
@@ -236,7 +273,7 @@ async function overview() {
   await loadExtras();
   if (gen !== state.routeGen) return;
   render();
-  state.timer = setInterval(async () => { await loadExtras(); if (gen === state.routeGen) render(); }, 3000);
+  every(3000, async () => { await loadExtras(); if (gen === state.routeGen) render(); });
 }
 
 // Draws fault times as red vertical lines on a chart.
@@ -340,7 +377,7 @@ async function gpuDetail(uuid) {
   };
   page.querySelectorAll('[data-range]').forEach((b) => b.addEventListener('click', () => draw(Number(b.dataset.range))));
   await Promise.all([draw(3600), loadFaults().catch((e) => { $('#gpu-faults').textContent = e.message; }), loadLeases().catch(() => {})]);
-  state.timer = setInterval(() => loadFaults().catch(() => {}), 3000);
+  every(3000, loadFaults);
   document.body.dataset.gpuReady = uuid;
 }
 
@@ -396,63 +433,162 @@ async function healthPage() {
     $('#rel').innerHTML = '<p class="muted">Reliability scores are not available yet (the health detector writes table gpu_health).</p>';
   }
   await load().catch((e) => { $('#faults').textContent = e.message; });
-  state.timer = setInterval(() => load().catch(() => {}), 3000);
+  every(3000, load);
+}
+
+// ---- earnings ---------------------------------------------------------------------------
+
+const setCurrency = (d) => {
+  if (d && d.currency) state.currency = { code: d.currency, minor_digits: Number(d.minor_digits ?? 2) };
+};
+
+// The caller's earnings now (`/api/v1/earnings/live`): booked entries plus running leases.
+async function liveEarnings() {
+  const b = await api('/api/v1/earnings/live');
+  setCurrency(b.data);
+  return b.data;
+}
+
+// Decimals that move every second at `perSecond` µ/s: clamp(ceil(6 − log10(µ/s)), minor, 6).
+function tickerDigits(perSecond, minor) {
+  if (!(perSecond > 0)) return minor;
+  return Math.min(6, Math.max(minor, Math.ceil(6 - Math.log10(perSecond))));
+}
+
+// An amount exactly: up to six decimals, trailing zeros trimmed down to the minor digits.
+function moneyExact(micro) {
+  const s = money(micro, 6);
+  const keep = s.length - 6 + state.currency.minor_digits;
+  return (s.slice(0, keep) + s.slice(keep).replace(/0+$/, '')).replace(/\.$/, '');
+}
+
+const utcTime = (ms) => (ms ? new Date(ms).toISOString().slice(0, 16).replace('T', ' ') : '');
+const csvField = (v) => { const s = String(v ?? ''); return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s; };
+const STATEMENT_CSV = ['supplier', 'date', 'state', 'currency', 'accrued_micro', 'carry_in_micro', 'settled_micro',
+  'carry_out_micro', 'paid_micro', 'gpu_seconds', 'entries'];
+
+function table(head, rows) {
+  return `<table><thead><tr>${head.map(([h, cls]) => `<th class="${cls || ''}">${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows.join('')}</tbody></table>`;
 }
 
 async function earningsPage() {
   const page = clearPage();
-  if (!state.tables.has('earnings')) {
-    page.innerHTML = `<section class="card"><h2>Earnings</h2><p id="no-earnings">No earnings yet. Earnings appear once the allocator places jobs on
-      your GPUs: every running lease accrues per minute into table <code>earnings</code> (integer minor units, from the rate card).</p></section>`;
-    return;
-  }
+  const gen = state.routeGen;
+  const alive = () => gen === state.routeGen;
+  const cur = () => esc(state.currency.code);
   const csv = (q) => '/api/v1/sql?format=csv&q=' + encodeURIComponent(q);
-  // Table `earnings` (the allocator's ledger): tags lease_id, gpu_uuid, supplier, model;
-  // fields amount_minor, to_ms, share_milli, rate_per_gpu_hour; time = the entry's start.
-  const qDay = "SELECT date_trunc('day', time) AS day, sum(amount_minor) AS amount_minor, count(*) AS entries FROM earnings GROUP BY 1 ORDER BY 1 DESC";
-  const qGpu = 'SELECT gpu_uuid, model, sum(amount_minor) AS amount_minor, count(*) AS entries FROM earnings GROUP BY gpu_uuid, model ORDER BY 3 DESC';
-  const qJob = 'SELECT lease_id, gpu_uuid, sum(amount_minor) AS amount_minor, min(time) AS first_minute, max(time) AS last_minute FROM earnings GROUP BY lease_id, gpu_uuid ORDER BY last_minute DESC LIMIT 500';
-  const qRec = `SELECT date_trunc('day', time) AS day, sum(amount_minor) AS accrued,
-    sum(rate_per_gpu_hour * share_milli * (to_ms - CAST(time AS BIGINT) / 1000000)) / 3600000000 AS rate_times_time,
-    count(*) AS entries FROM earnings GROUP BY 1 ORDER BY 1 DESC`;
-  page.innerHTML = `<section class="card"><h2>Earnings</h2><div id="ticker" class="totals"></div></section>
-    <section class="card"><h3>Running leases</h3><div id="e-running"></div></section>
-    <section class="card"><h3>Per day <a href="${csv(qDay)}" download="earnings-per-day.csv" id="csv-day">CSV</a></h3><div id="e-day"></div></section>
-    <section class="card"><h3>Per GPU <a href="${csv(qGpu)}" download="earnings-per-gpu.csv">CSV</a></h3><div id="e-gpu"></div></section>
-    <section class="card"><h3>Per job (lease) <a href="${csv(qJob)}" download="earnings-per-job.csv">CSV</a></h3><div id="e-job"></div></section>
-    <section class="card"><h3>Reconciliation</h3><p class="muted">Accrued: the ledger's per-minute entries. Rate × time: the same minutes priced
-      exactly, rounded down once per day (each entry rounds down, so accrued may be lower by at most one unit per lease).
-      Settled: <span id="settled-note"></span></p><div id="e-rec"></div></section>`;
-  const show = async (id, q, moneyCols) => {
+  // Table `earnings` (the allocator's ledger, one row per lease and minute): tags lease_id,
+  // gpu_uuid, supplier, model; fields amount_micro, rate_micro_per_gpu_hour, share_milli,
+  // duration_ms, to_ms; time = the entry's start.
+  const qGpu = 'SELECT gpu_uuid, model, sum(amount_micro) AS amount_micro, count(*) AS entries FROM earnings GROUP BY gpu_uuid, model ORDER BY 3 DESC';
+  const qJob = 'SELECT lease_id, gpu_uuid, sum(amount_micro) AS amount_micro, min(time) AS first_minute, max(time) AS last_minute FROM earnings GROUP BY lease_id, gpu_uuid ORDER BY last_minute DESC LIMIT 500';
+  page.innerHTML = `<section class="card no-print"><h2>Earnings</h2><div id="ticker" class="totals">
+      <div><b id="earned-today">–</b><span class="cur"></span> today (UTC)</div>
+      <div><b id="earned-total">–</b><span class="cur"></span> all time</div>
+      <div><b id="running-n">–</b>running leases</div></div>
+      <p class="muted" id="no-earnings" hidden>No earnings yet. Earnings appear once the allocator places jobs on your GPUs:
+      every running lease earns from its rate card price, booked per minute into table <code>earnings</code> (micro-units).</p></section>
+    <section class="card no-print"><h3>Running leases</h3><div id="e-running"></div></section>
+    <section class="card statement"><h3>Statements per day
+      <a href="#" download="earnings-statements.csv" id="csv-statements" class="no-print">CSV</a>
+      <button type="button" class="secondary no-print" id="print-statement">Print statement</button></h3>
+      <p class="print-only">Earnings statement for ${esc((state.me && state.me.supplier) || 'all suppliers')}, printed ${utcTime(Date.now())} UTC.</p>
+      <p class="muted">A day (UTC) is settled once it is over and every lease in it is booked; settled amounts are whole minor
+      units, the remainder carries into the next day. Paid: payouts recorded against settled days.</p>
+      <div id="e-statements"></div></section>
+    <section class="card statement"><h3>Payouts</h3><div id="e-payouts"></div></section>
+    <section class="card statement"><h3>Reconciliation</h3><p class="muted">Every accrued amount is settled, carried or still accruing
+      (balanced), and the stored <code>earnings</code> rows sum to exactly what the ledger accrued.</p><div id="e-rec"></div></section>
+    <section class="card no-print"><h3>Per GPU <a href="${csv(qGpu)}" download="earnings-per-gpu.csv">CSV</a></h3><div id="e-gpu"></div></section>
+    <section class="card no-print"><h3>Per job (lease) <a href="${csv(qJob)}" download="earnings-per-job.csv">CSV</a></h3><div id="e-job"></div></section>`;
+  $('#print-statement').addEventListener('click', () => window.print());
+  const fail = (id, e) => { if (alive()) $(id).innerHTML = `<p class="error">${esc(e.message)}</p>`; };
+  const all = isOperator();
+  let hasStatements = false, hasLeases = false;
+  const noEarnings = () => { $('#no-earnings').hidden = hasStatements || hasLeases; };
+
+  const live = async () => {
+    const d = await liveEarnings();
+    if (!alive()) return;
+    const digits = tickerDigits(d.micro_per_second, d.minor_digits);
+    $('#earned-total').textContent = money(d.total_micro, digits);
+    $('#earned-today').textContent = money(d.today_micro, digits);
+    $('#running-n').textContent = String(d.leases.length);
+    for (const c of page.querySelectorAll('.cur')) c.textContent = ' ' + d.currency;
+    hasLeases = d.leases.length > 0;
+    noEarnings();
+    $('#e-running').innerHTML = d.leases.length ? table(
+      [['lease'], ['job'], ['GPU'], ['model'], ...(all ? [['supplier']] : []), ['share %', 'num'], [`rate ${d.currency}/GPU-h`, 'num'],
+        [`earned ${d.currency}`, 'num'], ['since (UTC)'], ['state']],
+      d.leases.map((l) => `<tr data-lease="${esc(l.lease_id)}"><td>${esc(l.lease_id)}</td><td>${esc(l.job_id)}</td><td>${esc(l.gpu_uuid)}</td>
+        <td>${esc(l.model)}</td>${all ? `<td>${esc(l.supplier)}</td>` : ''}<td class="num">${fmt(l.share_milli / 10)}</td>
+        <td class="num">${moneyExact(l.rate_micro_per_gpu_hour)}</td><td class="num earned">${money(l.earned_micro, digits)}</td>
+        <td>${utcTime(l.start_ms)}</td><td>${l.paused ? `<span class="badge paused" title="the GPU has not reported: pay is paused">paused</span>` : 'running'}${
+          l.unpaid_ms > 0 ? ` <span class="muted">(${fmt(l.unpaid_ms / 1000, 0)} s unpaid)</span>` : ''}</td></tr>`),
+    ) : '<p class="muted">no running leases</p>';
+  };
+
+  let csvUrl = null, csvText = '';
+  const statements = async () => {
+    const [s, p] = await Promise.all([api('/api/v1/earnings/statements'), api('/api/v1/payouts')]);
+    if (!alive()) return;
+    const d = s.data;
+    setCurrency(d);
+    hasStatements = d.days.length > 0;
+    noEarnings();
+    const days = [...d.days].sort((a, b) => (a.date < b.date ? 1 : a.date > b.date ? -1 : a.supplier.localeCompare(b.supplier)));
+    const c = cur();
+    $('#e-statements').innerHTML = days.length ? table(
+      [...(all ? [['supplier']] : []), ['date'], [`accrued ${c}`, 'num'], [`carry in ${c}`, 'num'], [`settled ${c}`, 'num'], [`paid ${c}`, 'num'], ['state']],
+      days.map((r) => `<tr data-date="${esc(r.date)}">${all ? `<td>${esc(r.supplier)}</td>` : ''}<td>${esc(r.date)}</td>
+        <td class="num">${money(r.accrued_micro)}</td><td class="num">${money(r.carry_in_micro)}</td>
+        <td class="num">${r.settled ? money(r.settled_micro) : '–'}</td><td class="num">${money(r.paid_micro)}</td>
+        <td class="state"><span class="badge ${esc(r.state)}">${esc(r.state)}</span></td></tr>`),
+    ) : '<p class="muted">no statements yet</p>';
+    // The same statements as CSV, exact µ, built here (no second request).
+    const text = [STATEMENT_CSV.join(',')].concat(d.days.map((r) => STATEMENT_CSV.map((k) => csvField(k === 'currency' ? d.currency : r[k])).join(',')))
+      .join('\r\n') + '\r\n';
+    if (text !== csvText) {
+      if (csvUrl) URL.revokeObjectURL(csvUrl);
+      csvUrl = URL.createObjectURL(new Blob([text], { type: 'text/csv' }));
+      csvText = text;
+      $('#csv-statements').href = csvUrl;
+    }
+    $('#e-rec').innerHTML = d.reconciliation.length ? table(
+      [['supplier'], [`accrued ${c}`, 'num'], [`settled ${c}`, 'num'], [`carried ${c}`, 'num'], [`accruing ${c}`, 'num'], [`paid ${c}`, 'num'],
+        [`payable ${c}`, 'num'], [`stored rows ${c}`, 'num'], ['check']],
+      d.reconciliation.map((r) => {
+        const ok = r.balanced && r.mismatch_micro === 0;
+        const why = !r.balanced ? 'unbalanced: settled + carried + accruing ≠ accrued' : `mismatch: rows differ by ${moneyExact(r.mismatch_micro)}`;
+        return `<tr><td>${esc(r.supplier)}</td><td class="num">${moneyExact(r.accrued_micro)}</td><td class="num">${moneyExact(r.settled_micro)}</td>
+          <td class="num">${moneyExact(r.carry_micro)}</td><td class="num">${moneyExact(r.accruing_micro)}</td><td class="num">${money(r.paid_micro)}</td>
+          <td class="num">${money(r.payable_micro)}</td><td class="num">${moneyExact(r.stored_micro)}</td>
+          <td class="${ok ? 'health-ok' : 'health-bad'}">${ok ? 'balanced' : esc(why)}</td></tr>`;
+      }),
+    ) : '<p class="muted">nothing to reconcile yet</p>';
+    $('#e-payouts').innerHTML = p.data.length ? table(
+      [['paid (UTC)'], ...(all ? [['supplier']] : []), ['reference'], [`amount ${c}`, 'num'], ['payout']],
+      [...p.data].reverse().map((r) => `<tr><td>${utcTime(r.paid_ms)}</td>${all ? `<td>${esc(r.supplier)}</td>` : ''}<td>${esc(r.reference)}</td>
+        <td class="num">${money(r.amount_micro)}</td><td>${esc(r.payout_id)}</td></tr>`),
+    ) : '<p class="muted">no payouts yet</p>';
+  };
+
+  const show = async (id, q) => {
+    if (!state.tables.has('earnings')) { $(id).innerHTML = '<p class="muted">no rows</p>'; return; }
     try {
       const rows = await sql(q);
-      for (const r of rows) for (const c of moneyCols) if (c in r) r[c] = money(r[c]);
+      if (!alive()) return;
+      for (const r of rows) { r[`amount ${state.currency.code}`.trim()] = moneyExact(r.amount_micro); delete r.amount_micro; }
       $(id).innerHTML = genericTable(rows);
-    } catch (e) { $(id).innerHTML = `<p class="error">${esc(e.message)}</p>`; }
+    } catch (e) { fail(id, e); }
   };
-  const running = async () => {
-    if (!state.tables.has('lease')) { $('#e-running').innerHTML = '<p class="muted">no leases</p>'; return 0; }
-    const leases = (await sql('SELECT * FROM lease ORDER BY time DESC LIMIT 5000')).filter((l) => l.end_ms === undefined || l.end_ms === null);
-    const acc = new Map((await sql('SELECT lease_id, sum(amount_minor) AS minor FROM earnings GROUP BY lease_id')).map((r) => [String(r.lease_id), r.minor]));
-    const rows = leases.map((l) => ({ lease: l.lease_id, job: l.job_id, gpu: l.gpu_uuid, share: `${(l.share_milli || 0) / 10} %`,
-      since: l.start_ms ? new Date(l.start_ms).toISOString().slice(0, 16).replace('T', ' ') : '', accrued: money(acc.get(String(l.lease_id)) || 0) }));
-    $('#e-running').innerHTML = rows.length ? genericTable(rows) : '<p class="muted">no running leases</p>';
-    return rows.length;
-  };
-  const load = async () => {
-    try {
-      const [t] = await sql("SELECT sum(amount_minor) AS total, sum(CASE WHEN time >= date_trunc('day', now()) THEN amount_minor ELSE 0 END) AS today FROM earnings");
-      const n = await running().catch((e) => { $('#e-running').textContent = e.message; return 0; });
-      $('#ticker').innerHTML = `<div><b id="earned-today">${money(t.today)}</b>today</div><div><b id="earned-total">${money(t.total)}</b>all time</div>
-        <div><b>${n}</b>running leases</div>`;
-    } catch (e) { $('#ticker').textContent = e.message; }
-    const settled = state.tables.has('settlement');
-    $('#settled-note').textContent = settled ? 'from table settlement.' : 'no settlements recorded yet, so everything accrued is unsettled.';
-    await Promise.all([show('#e-day', qDay, ['amount_minor']), show('#e-gpu', qGpu, ['amount_minor']), show('#e-job', qJob, ['amount_minor']),
-      show('#e-rec', qRec, ['accrued', 'rate_times_time'])]);
-  };
-  await load();
-  state.timer = setInterval(load, 5000);
+  const perGpuAndLease = () => Promise.all([show('#e-gpu', qGpu), show('#e-job', qJob)]);
+
+  await Promise.all([live().catch((e) => fail('#e-running', e)), statements().catch((e) => fail('#e-statements', e))]);
+  await perGpuAndLease();
+  every(1000, live);
+  every(5000, statements);
+  every(10000, perGpuAndLease);
 }
 
 async function onboardPage() {
