@@ -260,6 +260,17 @@ async fn rows_from_before_micro_units_are_read_after_the_upgrade() {
     let server = Server::start(&data, &[], &[]).await;
     let v = admin(&server, "GET", "/api/v1/payouts", None).await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
+    // An operator who retries after the crash, not knowing whether it landed, cannot pay
+    // twice: the reference is taken (and the balance is spent).
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/payouts", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"supplier": "acme", "amount": "0.12", "reference": "wire-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().await.unwrap().contains("already has a payout"));
     assert_eq!(v["data"][0]["amount_micro"], 120_000, "{v}");
     let v = admin(&server, "GET", "/api/v1/earnings/statements", None).await;
     assert_eq!(v["data"]["days"][0]["state"], "paid", "{v}");
