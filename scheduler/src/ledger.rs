@@ -272,10 +272,11 @@ pub struct Ledger {
     entries: BTreeMap<(LeaseId, i64), LedgerEntry>,
     accrued_through: HashMap<LeaseId, i64>,
     /// Σ of the entries per lease, per supplier and per (supplier, UTC day), kept as entries
-    /// are added, so live figures cost no scan.
+    /// are added, so live figures and statements cost no scan of the entries (and hold the
+    /// allocator's lock only for a walk over supplier-days).
     booked_by_lease: HashMap<LeaseId, i64>,
     booked_by_supplier: HashMap<String, i64>,
-    booked_by_day: HashMap<(String, i64), i64>,
+    booked_by_day: BTreeMap<(String, i64), DayTotals>,
     /// Latest time accrual has reached; rate changes before it are refused.
     horizon_ms: i64,
 }
@@ -288,7 +289,7 @@ impl Ledger {
             accrued_through: HashMap::new(),
             booked_by_lease: HashMap::new(),
             booked_by_supplier: HashMap::new(),
-            booked_by_day: HashMap::new(),
+            booked_by_day: BTreeMap::new(),
             horizon_ms: i64::MIN,
         }
     }
@@ -333,7 +334,7 @@ impl Ledger {
     fn book(
         by_lease: &mut HashMap<LeaseId, i64>,
         by_supplier: &mut HashMap<String, i64>,
-        by_day: &mut HashMap<(String, i64), i64>,
+        by_day: &mut BTreeMap<(String, i64), DayTotals>,
         e: &LedgerEntry,
     ) {
         *by_lease.entry(e.lease_id).or_default() += e.amount_micro;
@@ -343,7 +344,10 @@ impl Ledger {
                 by_supplier.insert(e.supplier.clone(), e.amount_micro);
             }
         }
-        *by_day.entry((e.supplier.clone(), e.day())).or_default() += e.amount_micro;
+        let d = by_day.entry((e.supplier.clone(), e.day())).or_default();
+        d.accrued_micro += e.amount_micro;
+        d.gpu_milli_ms += i128::from(e.share_milli) * i128::from(e.to_ms - e.from_ms);
+        d.entries += 1;
     }
 
     /// Accrues `lease` through `now_ms` (closed minutes only while it is open); returns the
@@ -380,8 +384,7 @@ impl Ledger {
     pub fn day_booked(&self, supplier: &str, day: i64) -> i64 {
         self.booked_by_day
             .get(&(supplier.to_owned(), day))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |d| d.accrued_micro)
     }
 
     /// Suppliers with at least one entry.
@@ -409,33 +412,35 @@ impl Ledger {
         open_through_ms: Option<i64>,
         micro_per_minor: i64,
     ) -> Vec<DailyStatement> {
-        let mut by: BTreeMap<(&str, i64), DailyStatement> = BTreeMap::new();
         let accrued = open_through_ms.map_or(now_ms, |t| t.min(now_ms));
-        for e in self.entries.values() {
-            let day = e.day();
-            let s = by
-                .entry((e.supplier.as_str(), day))
-                .or_insert_with(|| DailyStatement {
-                    supplier: e.supplier.clone(),
-                    date: civil_date(day),
-                    day,
-                    accrued_micro: 0,
-                    gpu_milli_ms: 0,
-                    entries: 0,
-                    settled: (day + 1) * DAY_MS <= accrued,
-                    carry_in_micro: 0,
-                    settled_micro: 0,
-                    carry_out_micro: 0,
-                    paid_micro: 0,
-                });
-            s.accrued_micro += e.amount_micro;
-            s.gpu_milli_ms += i128::from(e.share_milli) * i128::from(e.to_ms - e.from_ms);
-            s.entries += 1;
-        }
-        let mut out: Vec<DailyStatement> = by.into_values().collect();
+        let mut out: Vec<DailyStatement> = self
+            .booked_by_day
+            .iter()
+            .map(|((supplier, day), t)| DailyStatement {
+                supplier: supplier.clone(),
+                date: civil_date(*day),
+                day: *day,
+                accrued_micro: t.accrued_micro,
+                gpu_milli_ms: t.gpu_milli_ms,
+                entries: t.entries,
+                settled: (day + 1) * DAY_MS <= accrued,
+                carry_in_micro: 0,
+                settled_micro: 0,
+                carry_out_micro: 0,
+                paid_micro: 0,
+            })
+            .collect();
         settle(&mut out, micro_per_minor);
         out
     }
+}
+
+/// One supplier-day's entries, summed as they are booked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct DayTotals {
+    accrued_micro: i64,
+    gpu_milli_ms: i128,
+    entries: u64,
 }
 
 /// Fills in the settlement of `days` (sorted by supplier, then day): each settled day
