@@ -180,13 +180,15 @@ pub(super) async fn statements(
         Err(r) => return r,
     };
     let days = svc.statements(who.scope());
-    // The stored rows, summed by the query engine (every supplier: internal, unscoped).
-    let stored: BTreeMap<String, i64> = match rows(
-        &svc.query,
-        "SELECT supplier, CAST(sum(amount_micro) AS BIGINT) AS micro FROM earnings GROUP BY supplier",
-    )
-    .await
-    {
+    // The stored rows, summed by the query engine (internal and unscoped, so narrowed here
+    // to the caller's supplier; only suppliers of `days` are reported either way).
+    let filter = who.scope().map_or(String::new(), |s| {
+        format!(" WHERE supplier = '{}'", s.replace('\'', "''"))
+    });
+    let sql = format!(
+        "SELECT supplier, CAST(sum(amount_micro) AS BIGINT) AS micro FROM earnings{filter} GROUP BY supplier"
+    );
+    let stored: BTreeMap<String, i64> = match rows(&svc.query, &sql).await {
         Ok(r) => r
             .iter()
             .map(|r| {
