@@ -67,44 +67,41 @@ pub(super) fn with_supplier(expr: &str, supplier: &str) -> String {
 /// One query's figures: (name, operator-with-filter median ms, supplier median ms).
 pub(super) type Row = (&'static str, f64, f64);
 
-async fn timed(
+/// One request: its parsed answer and how long it took, ms.
+async fn once(
     client: &reqwest::Client,
     base: &str,
     token: &str,
     q: &Query,
     expr: &str,
     ds: &Dataset,
-    runs: usize,
 ) -> anyhow::Result<(Answer, f64)> {
     let (path, params) = request(q, expr, ds);
-    let mut answer = Answer::default();
-    let mut times = Vec::with_capacity(runs);
-    for i in 0..=runs {
-        let t = Instant::now();
-        let resp = client
-            .post(format!("{base}{path}"))
-            .bearer_auth(token)
-            .form(&params)
-            .send()
-            .await?;
-        let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .with_context(|| format!("rigwatch answered {status} to {expr}"))?;
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        if i == 0 {
-            answer = parse_answer(&body).with_context(|| expr.to_string())?;
-        } else {
-            times.push(ms);
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    Ok((answer, times[times.len() / 2]))
+    let t = Instant::now();
+    let resp = client
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .form(&params)
+        .send()
+        .await?;
+    let status = resp.status();
+    let body: Value = resp
+        .json()
+        .await
+        .with_context(|| format!("rigwatch answered {status} to {expr}"))?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let answer = parse_answer(&body).with_context(|| expr.to_string())?;
+    Ok((answer, ms))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Runs every query both ways against the rigwatch `sys`; the rows, and how many answers
-/// disagreed.
+/// disagreed. The two ways alternate request by request (after one untimed run each, whose
+/// answers are compared), so a burst of load on the machine falls on both alike.
 pub(super) async fn measure(
     client: &reqwest::Client,
     sys: &System,
@@ -123,8 +120,8 @@ pub(super) async fn measure(
     let mut disagreements = 0;
     for q in queries {
         let filtered = with_supplier(&q.expr, SUPPLIER);
-        let (op, op_ms) = timed(client, &sys.base, TOKEN, q, &filtered, ds, runs).await?;
-        let (sup, sup_ms) = timed(client, &sys.base, &token, q, &q.expr, ds, runs).await?;
+        let (op, _) = once(client, &sys.base, TOKEN, q, &filtered, ds).await?;
+        let (sup, _) = once(client, &sys.base, &token, q, &q.expr, ds).await?;
         if let Err(diff) = agree(&op, &sup, q.ties) {
             disagreements += 1;
             eprintln!(
@@ -132,7 +129,18 @@ pub(super) async fn measure(
                 q.expr
             );
         }
-        rows.push((q.name, op_ms, sup_ms));
+        let (mut op_ms, mut sup_ms) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+        for i in 0..runs.max(1) {
+            // Alternate which side goes first, too.
+            if i % 2 == 0 {
+                op_ms.push(once(client, &sys.base, TOKEN, q, &filtered, ds).await?.1);
+                sup_ms.push(once(client, &sys.base, &token, q, &q.expr, ds).await?.1);
+            } else {
+                sup_ms.push(once(client, &sys.base, &token, q, &q.expr, ds).await?.1);
+                op_ms.push(once(client, &sys.base, TOKEN, q, &filtered, ds).await?.1);
+            }
+        }
+        rows.push((q.name, median(op_ms), median(sup_ms)));
     }
     Ok((rows, disagreements))
 }
