@@ -135,6 +135,12 @@ pub const ROUTES: &[Route] = &[
         methods: GET_POST,
         access: Access::Roles(READERS),
     },
+    // The pipe DSL lowers to SQL run in the caller's scoped session: the SQL route's roles.
+    Route {
+        path: "/api/v1/dsl",
+        methods: GET_POST,
+        access: Access::Roles(READERS),
+    },
     // The Prometheus HTTP API.
     Route {
         path: "/api/v1/query",

@@ -6,6 +6,7 @@ mod alloc;
 mod bench;
 mod bench_compare;
 mod demo;
+mod dsl_cli;
 mod fleet;
 mod health_task;
 mod job_cli;
@@ -42,6 +43,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a SQL query against a running server and print the result as a table.
     Sql(sql_cli::SqlArgs),
+    /// Run a pipe-DSL query (`gpus[5m] | stats avg(utilization) by model`) against a running
+    /// server and print the result as a table.
+    Dsl(dsl_cli::DslArgs),
     /// Run a query-language (PromQL) expression against a running server.
     Query(query_cli::QueryArgs),
     /// Submit, list, complete and cancel allocator jobs on a running server.
@@ -80,6 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Serve(args) => server::serve(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Sql(args) => sql_cli::run(args).await,
+            Command::Dsl(args) => dsl_cli::run(args).await,
             Command::Query(args) => query_cli::run(args).await,
             Command::Job(args) => job_cli::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,

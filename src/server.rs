@@ -438,6 +438,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             max_concurrent: args.query_max_concurrent.max(1),
         },
     );
+    let prom_options = rigwatch_query::promql::PromOptions {
+        lookback: args.lookback_delta,
+        max_samples: args.query_max_samples,
+        timeout: args.query_timeout,
+        ..Default::default()
+    };
     let seen_batches = seen_batches(&query).await;
     query.metrics().register(&mut registry);
     let state = AppState {
@@ -458,13 +464,10 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         .merge(gpu_health.router())
         .merge(rigwatch_query::promql::router(
             query.clone(),
-            rigwatch_query::promql::PromOptions {
-                lookback: args.lookback_delta,
-                max_samples: args.query_max_samples,
-                timeout: args.query_timeout,
-                ..Default::default()
-            },
+            prom_options.clone(),
         ))
+        // The DSL's promql(…) sources are bounded like the Prometheus API's queries.
+        .merge(rigwatch_query::dsl::router(query.clone(), prom_options))
         .merge(rigwatch_ingest::agent::routes::router(
             rigwatch_ingest::agent::routes::AgentState {
                 db: db.clone(),

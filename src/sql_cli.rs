@@ -1,4 +1,5 @@
-//! `rigwatch sql`: send a query to a running server, print the result.
+//! `rigwatch sql`: send a query to a running server, print the result. `rigwatch dsl`
+//! (`dsl_cli.rs`) sends its queries the same way.
 
 use std::process::ExitCode;
 
@@ -11,6 +12,13 @@ pub struct SqlArgs {
     /// The SQL query (DataFusion dialect), e.g. 'SELECT count(*) FROM gpu'.
     pub query: String,
 
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Where to send a query and how to print its answer.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
     /// Base URL of the rigwatch server.
     #[arg(long, env = "RIGWATCH_URL", default_value = "http://127.0.0.1:9800")]
     pub url: String,
@@ -33,16 +41,19 @@ pub enum OutputFormat {
 }
 
 pub async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
+    send("/api/v1/sql", args.query, &args.server).await
+}
+
+/// POSTs `query` to `path` and prints the answer: an aligned table (decoded from Arrow IPC),
+/// or the server's CSV or JSON as is.
+pub async fn send(path: &str, query: String, args: &ServerArgs) -> anyhow::Result<ExitCode> {
     let format = match args.format {
         OutputFormat::Table => "arrow",
         OutputFormat::Csv => "csv",
         OutputFormat::Json => "json",
     };
-    let url = format!(
-        "{}/api/v1/sql?format={format}",
-        args.url.trim_end_matches('/')
-    );
-    let mut req = reqwest::Client::new().post(&url).body(args.query);
+    let url = format!("{}{path}?format={format}", args.url.trim_end_matches('/'));
+    let mut req = reqwest::Client::new().post(&url).body(query);
     if let Some(t) = &args.token {
         req = req.bearer_auth(t);
     }

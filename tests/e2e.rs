@@ -13,6 +13,7 @@ mod e2e {
     pub mod compare;
     pub mod corruption;
     pub mod crash;
+    pub mod dsl;
     pub mod earnings;
     pub mod harness;
     pub mod health;

@@ -19,6 +19,18 @@ pub enum Error {
         source: arrow::error::ArrowError,
     },
 
+    /// A JSON request body that is not `{"query": "..."}`.
+    #[error("{0}")]
+    BodyJson(#[source] serde_json::Error),
+
+    /// A request body that is not UTF-8 text.
+    #[error("query is not UTF-8: {0}")]
+    BodyUtf8(#[source] std::string::FromUtf8Error),
+
+    /// No caller on the request (the access layer puts one there for every allowed call).
+    #[error("not authenticated")]
+    NotAuthenticated,
+
     /// An unknown `format` parameter.
     #[error("unknown format `{0}` (expected json, jsonl, csv or arrow)")]
     UnknownFormat(String),
@@ -53,6 +65,69 @@ pub enum Error {
     /// table, every supplier's rows included.
     #[error("EXPLAIN is not available to supplier tokens (plans count every supplier's rows)")]
     ExplainRefused,
+
+    /// A DSL query that does not parse or does not fit the caller's tables.
+    #[error("{0}")]
+    Dsl(#[from] rigwatch_dsl::Error),
+
+    /// A task of the query panicked (a bug).
+    #[error("query task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+
+    /// A `promql(…)` source of a DSL query could not be evaluated.
+    #[error("{pos}: promql source: {source}")]
+    DslPromql {
+        pos: rigwatch_dsl::Pos,
+        #[source]
+        source: PromqlError,
+    },
+}
+
+/// Why a PromQL evaluation failed (the Prometheus API and the DSL's `promql(…)` sources).
+#[derive(Debug, thiserror::Error)]
+pub enum PromqlError {
+    #[error("{0}")]
+    Parse(#[from] rigwatch_promql::ParseError),
+    #[error("{0}")]
+    Eval(#[from] rigwatch_promql::eval::EvalError),
+    #[error("{0}")]
+    Fetch(#[from] crate::promql::source::FetchError),
+    /// Reading the series took longer than the query may.
+    #[error("query timed out in query preparation")]
+    Timeout,
+    /// A range with more steps than one series may have.
+    #[error(
+        "exceeded maximum resolution of {limit} points per timeseries ({points} asked): use a larger step"
+    )]
+    TooManyPoints { points: i64, limit: i64 },
+    /// The result is not series (a string).
+    #[error("the expression gives a {type_name}, not series")]
+    NotSeries { type_name: &'static str },
+    /// The caller's session could not be set up.
+    #[error("{0}")]
+    Session(Box<Error>),
+    #[error("evaluation panicked: {0}")]
+    Panicked(#[from] tokio::task::JoinError),
+}
+
+impl PromqlError {
+    /// The HTTP status, as the Prometheus API answers it.
+    pub fn status_code(&self) -> u16 {
+        use crate::promql::source::FetchError;
+        match self {
+            PromqlError::Parse(_) | PromqlError::TooManyPoints { .. } => 400,
+            PromqlError::NotSeries { .. } => 400,
+            PromqlError::Eval(e) => match e.kind().http_status() {
+                // 499 (client gone) is not a status a client can see.
+                499 => 503,
+                s => s,
+            },
+            PromqlError::Fetch(FetchError::TooManySamples { .. }) => 422,
+            PromqlError::Fetch(_) | PromqlError::Panicked(_) => 500,
+            PromqlError::Timeout => 503,
+            PromqlError::Session(e) => e.status_code(),
+        }
+    }
 }
 
 impl Error {
@@ -60,7 +135,13 @@ impl Error {
     pub fn status_code(&self) -> u16 {
         use datafusion::error::DataFusionError as D;
         match self {
-            Error::EmptyQuery | Error::UnknownFormat(_) => 400,
+            Error::EmptyQuery
+            | Error::UnknownFormat(_)
+            | Error::BodyJson(_)
+            | Error::BodyUtf8(_) => 400,
+            Error::NotAuthenticated => 401,
+            Error::Dsl(e) => e.status_code(),
+            Error::DslPromql { source, .. } => source.status_code(),
             Error::ExplainRefused => 403,
             Error::TooManyRows { .. } => 413,
             Error::TooManyQueries { .. } => 429,
@@ -82,7 +163,7 @@ impl Error {
                 D::ResourcesExhausted(_) => 503,
                 _ => 500,
             },
-            Error::Encode { .. } => 500,
+            Error::Encode { .. } | Error::Task(_) => 500,
         }
     }
 }

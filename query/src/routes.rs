@@ -4,6 +4,8 @@
 //! `?format=json|jsonl|csv|arrow`, else from `Accept`, else JSON. Errors answer
 //! `{"error": "..."}` with 400 for a bad query and 500 for a failure while running it.
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Query, State};
@@ -18,7 +20,7 @@ use crate::format::{Format, encode};
 use crate::service::QueryService;
 
 /// Largest SQL text accepted.
-const MAX_QUERY_BYTES: usize = 1 << 20;
+pub(crate) const MAX_QUERY_BYTES: usize = 1 << 20;
 
 /// The SQL routes.
 pub fn router(service: QueryService) -> Router {
@@ -30,8 +32,8 @@ pub fn router(service: QueryService) -> Router {
 
 #[derive(Debug, Deserialize, Default)]
 pub struct SqlParams {
-    q: Option<String>,
-    format: Option<String>,
+    pub(crate) q: Option<String>,
+    pub(crate) format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,7 +42,9 @@ struct JsonBody {
     query: String,
 }
 
-fn error(e: Error) -> Response {
+/// The answer for a failed query: 400-class errors say what is wrong; a 500 gets a request
+/// id and the detail goes to the log.
+pub(crate) fn error(e: Error) -> Response {
     let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = if status == StatusCode::INTERNAL_SERVER_ERROR {
         let id = crate::error::log_internal(&e);
@@ -51,6 +55,56 @@ fn error(e: Error) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// The output format: `?format=`, else `Accept`, else JSON.
+pub(crate) fn request_format(param: Option<&str>, headers: &HeaderMap) -> Result<Format, Error> {
+    match param {
+        Some(f) => Format::from_param(f),
+        None => Ok(Format::from_accept(
+            headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        )),
+    }
+}
+
+/// The query text: `?q=`, else a JSON body's `query` (or `q`), else the body as text.
+pub(crate) fn request_text(
+    q: Option<String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<String, Error> {
+    if let Some(q) = q {
+        return Ok(q);
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        serde_json::from_slice::<JsonBody>(body)
+            .map(|b| b.query)
+            .map_err(Error::BodyJson)
+    } else {
+        String::from_utf8(body.to_vec()).map_err(Error::BodyUtf8)
+    }
+}
+
+/// The caller the access layer put on the request; without one, nothing (fail closed).
+pub(crate) fn caller(principal: Option<Extension<Principal>>) -> Result<Principal, Error> {
+    principal
+        .map(|Extension(p)| p)
+        .ok_or(Error::NotAuthenticated)
+}
+
+/// A result encoded in `format`.
+pub(crate) fn answer(format: Format, schema: &SchemaRef, batches: &[RecordBatch]) -> Response {
+    match encode(format, schema, batches) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response(),
+        Err(e) => error(e),
+    }
+}
+
 async fn sql(
     State(service): State<QueryService>,
     principal: Option<Extension<Principal>>,
@@ -58,58 +112,20 @@ async fn sql(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let format = match params.format.as_deref() {
-        Some(f) => match Format::from_param(f) {
-            Ok(f) => f,
-            Err(e) => return error(e),
-        },
-        None => Format::from_accept(
-            headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(""),
-        ),
-    };
-    let text = match params.q {
-        Some(q) => q,
-        None => {
-            let is_json = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/json"));
-            let parsed = if is_json {
-                serde_json::from_slice::<JsonBody>(&body)
-                    .map(|b| b.query)
-                    .map_err(|e| e.to_string())
-            } else {
-                String::from_utf8(body.to_vec()).map_err(|e| format!("query is not UTF-8: {e}"))
-            };
-            match parsed {
-                Ok(t) => t,
-                Err(msg) => {
-                    return (
-                        StatusCode::BAD_REQUEST,
-                        axum::Json(serde_json::json!({ "error": msg })),
-                    )
-                        .into_response();
-                }
-            }
-        }
-    };
-    // Fail closed: the server's access layer puts the caller here; without it, nothing.
-    let Some(Extension(principal)) = principal else {
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(serde_json::json!({ "error": "not authenticated" })),
-        )
-            .into_response();
-    };
-    let (schema, batches) = match service.sql_scoped(&text, principal.scope()).await {
-        Ok(r) => r,
+    let format = match request_format(params.format.as_deref(), &headers) {
+        Ok(f) => f,
         Err(e) => return error(e),
     };
-    match encode(format, &schema, &batches) {
-        Ok(bytes) => ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response(),
+    let text = match request_text(params.q, &headers, &body) {
+        Ok(t) => t,
+        Err(e) => return error(e),
+    };
+    let principal = match caller(principal) {
+        Ok(p) => p,
+        Err(e) => return error(e),
+    };
+    match service.sql_scoped(&text, principal.scope()).await {
+        Ok((schema, batches)) => answer(format, &schema, &batches),
         Err(e) => error(e),
     }
 }

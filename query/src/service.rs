@@ -221,6 +221,49 @@ impl QueryService {
         Ok(ctx)
     }
 
+    /// A session for one request: `scope`'s tables as in [`Self::scoped_context`], plus
+    /// `extra` tables in the schema `schema_name` (a DSL query's `promql(…)` rows). It
+    /// shares the memory pool of `scope`'s cached session, so the memory limit still holds
+    /// for the scope as a whole; the cached session itself is left untouched.
+    pub fn request_context(
+        &self,
+        scope: Option<&str>,
+        schema_name: &str,
+        extra: Vec<(String, RecordBatch)>,
+    ) -> Result<SessionContext> {
+        use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+        use datafusion::datasource::MemTable;
+        let shared = self.scoped_context(scope)?;
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(shared.copied_config())
+            .with_runtime_env(shared.runtime_env())
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        rigwatch_storage::table::register_scoped(&self.db, &ctx, scope)?;
+        let schema = Arc::new(MemorySchemaProvider::new());
+        for (name, batch) in extra {
+            let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+            schema.register_table(name, Arc::new(table))?;
+        }
+        let catalog = ctx.catalog("datafusion").ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal("default catalog missing".into())
+        })?;
+        catalog.register_schema(schema_name, schema)?;
+        Ok(ctx)
+    }
+
+    /// Runs one read-only statement in `ctx` (from [`Self::request_context`]) with the
+    /// limits, admission and metrics of `scope`, like [`Self::sql_scoped`].
+    pub async fn sql_in(
+        &self,
+        ctx: &SessionContext,
+        query: &str,
+        scope: Option<&str>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        self.observed(query, scope, Some(ctx)).await
+    }
+
     /// Runs one read-only statement over every supplier's rows and collects its result.
     pub async fn sql(&self, query: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         self.sql_scoped(query, None).await
@@ -232,9 +275,19 @@ impl QueryService {
         query: &str,
         scope: Option<&str>,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        self.observed(query, scope, None).await
+    }
+
+    /// Runs a statement in `ctx`, or in `scope`'s cached session, counting it in the metrics.
+    async fn observed(
+        &self,
+        query: &str,
+        scope: Option<&str>,
+        ctx: Option<&SessionContext>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let start = Instant::now();
         self.metrics.queries.inc();
-        let result = self.run(query, scope).await;
+        let result = self.run(query, scope, ctx).await;
         self.metrics.seconds.observe(start.elapsed().as_secs_f64());
         match &result {
             Ok((_, batches)) => {
@@ -249,14 +302,19 @@ impl QueryService {
         result
     }
 
-    async fn run(&self, query: &str, scope: Option<&str>) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    async fn run(
+        &self,
+        query: &str,
+        scope: Option<&str>,
+        ctx: Option<&SessionContext>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let query = query.trim();
         if query.is_empty() {
             return Err(Error::EmptyQuery);
         }
         let _slot = self.admit(scope)?;
         let deadline = self.limits.timeout;
-        match tokio::time::timeout(deadline, self.run_admitted(query, scope)).await {
+        match tokio::time::timeout(deadline, self.run_admitted(query, scope, ctx)).await {
             Ok(r) => r,
             // Dropping the future drops the plan: its tasks stop.
             Err(_) => Err(Error::Timeout { after: deadline }),
@@ -267,8 +325,12 @@ impl QueryService {
         &self,
         query: &str,
         scope: Option<&str>,
+        ctx: Option<&SessionContext>,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let ctx = self.scoped_context(scope)?;
+        let ctx = match ctx {
+            Some(c) => c.clone(),
+            None => self.scoped_context(scope)?,
+        };
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)

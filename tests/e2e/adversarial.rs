@@ -212,6 +212,41 @@ const SQL: &[&str] = &[
     "SELECT first_value(gpu_uuid) OVER (ORDER BY time DESC) FROM gpu LIMIT 1",
 ];
 
+/// Pipe-DSL queries an attacker sends: the same aims as the SQL above (values in results,
+/// errors, suggestions and generated SQL), through every stage, join and source.
+const DSL: &[&str] = &[
+    "gpus",
+    "gpus[1h] | select gpu_uuid, worker, region, driver_version, supplier",
+    "gpus | stats count() by supplier, worker, gpu_uuid, region, driver_version",
+    "gpus | stats min(gpu_uuid), max(gpu_uuid), min(worker), max(region), count_distinct(gpu_uuid)",
+    "gpus | where supplier != \"\" or true | stats count() by supplier",
+    "gpus | top 1 by gpu_uuid",
+    "gpus | sort region desc, worker | select region, worker",
+    "gpus | extend x = upper(gpu_uuid) | stats count() by x",
+    "gpus | where gpu_uuid in (\"a\", \"b\") or not worker == \"\" | select worker",
+    "gpus[1h] | stats avg(rate(energy_mj, 1m)), max(temperature) by gpu_uuid, bucket(1m)",
+    "gpus | where utilization / 0 > 1",
+    "gpus | stats sum(gpu_uuid)",
+    "gpus | where gpu_uuidd == \"x\"",
+    "gpus | where xid_class(driver_version) == \"x\"",
+    "faults | extend c = xid_class(code) | stats count() by c, severity, gpu_uuid",
+    "heartbeats | stats max(seq), max(rate(seq, 1m)) by worker, agent_version, region",
+    "leases | stats count() by supplier, gpu_uuid, worker",
+    "leases | join gpus on gpu_uuid | stats count() by gpus.worker, gpus.region, leases.supplier",
+    "gpus | join leases on gpu_uuid == gpu_uuid | select leases.worker, gpus.driver_version",
+    "earnings | stats sum(amount) by supplier, gpu_uuid, lease_id",
+    "earnings | join leases on lease_id | select earnings.supplier, leases.gpu_uuid",
+    "jobs | stats count() by state",
+    "health | stats count() by supplier",
+    "promql(\"{__name__=~\\\".+\\\"}\", step=5s)[2m]",
+    "promql(\"count by (gpu_uuid, worker, region, supplier) (gpu_utilization)\", step=5s)[2m] | stats count() by gpu_uuid, worker, region, supplier",
+    "promql(\"label_replace(gpu_utilization, \\\"x\\\", \\\"$1\\\", \\\"gpu_uuid\\\", \\\"(.*)\\\")\", step=5s)[2m] | stats count() by x",
+    "promql(\"rigwatch_earnings_total\", step=5s)[2m]",
+    "promql(\"gpu_utilization\", step=5s)[2m] | join gpus on gpu_uuid | select gpus.worker",
+    "explain gpus | where supplier == \"x\" | stats count() by gpu_uuid",
+    "gpus | stats count() by supplier | explain",
+];
+
 /// PromQL an attacker sends.
 const PROMQL: &[&str] = &[
     "{__name__=~\".+\"}",
@@ -332,6 +367,29 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
             }
         }
     }
+    // The pipe DSL, in every output format, with A's read token.
+    for q in DSL {
+        for format in ["json", "jsonl", "csv", "arrow"] {
+            let req = probe
+                .http
+                .post(format!("{}/api/v1/dsl?format={format}", probe.base))
+                .bearer_auth(&a.read)
+                .body(q.to_string());
+            let (status, body) = probe.send(&format!("DSL ({format}) `{q}`"), req).await;
+            assert!(
+                status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
+                "DSL `{q}`: {status} {body}"
+            );
+        }
+    }
+    let req = probe
+        .http
+        .post(format!("{}/api/v1/dsl", probe.base))
+        .bearer_auth(&a.read)
+        .body("gpus | stats count() as n, count_distinct(gpu_uuid) as g");
+    let (_, body) = probe.send("own DSL count", req).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((&v[0]["n"], &v[0]["g"]), (&json!(10), &json!(2)), "{body}");
     // A does see its own rows, and only those (a count answered from statistics would be
     // the whole table's).
     let req = probe
@@ -376,6 +434,26 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
             probe.cases += 1;
         }
         assert_eq!(answers[0], answers[1], "{table}.{col}");
+        let mut answers = Vec::new();
+        for v in [real, fake.as_str()] {
+            let q = format!(
+                "{} | where {col} == \"{v}\" | stats count() as n",
+                match table {
+                    "heartbeat" => "heartbeats",
+                    _ => "gpus",
+                }
+            );
+            let r = http
+                .post(format!("{base}/api/v1/dsl"))
+                .bearer_auth(&a.read)
+                .body(q)
+                .send()
+                .await
+                .unwrap();
+            answers.push((r.status(), r.text().await.unwrap()));
+            probe.cases += 1;
+        }
+        assert_eq!(answers[0], answers[1], "DSL {table}.{col}");
         let q = format!("count(gpu_utilization{{{col}=\"{real}\"}})");
         let r = http
             .get(format!("{base}/api/v1/query"))

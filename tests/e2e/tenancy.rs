@@ -58,6 +58,7 @@ fn request(
     let url = format!("{base}{path}");
     let params: Vec<(&str, &str)> = match route.path {
         "/api/v1/sql" => vec![("q", "SELECT * FROM gpu")],
+        "/api/v1/dsl" => vec![("q", "gpus | sort gpu_uuid")],
         "/api/v1/query" => vec![("query", "gpu_utilization"), ("time", "1700000090")],
         "/api/v1/query_range" => vec![
             ("query", "gpu_utilization"),

@@ -22,6 +22,7 @@ use rigwatch_promql::eval::{self, ErrorKind, EvalError, EvalOptions};
 use rigwatch_promql::value::{QueryResult, Sample, Series, Value, is_stale_nan};
 use rigwatch_storage::auth::Principal;
 
+use crate::error::PromqlError;
 use crate::promql::source::{self, FetchError};
 use crate::service::QueryService;
 
@@ -194,7 +195,7 @@ impl Params {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -339,23 +340,55 @@ impl ApiState {
         opts: EvalOptions,
         timeout: Duration,
     ) -> Result<QueryResult, ApiError> {
-        let (start, end) = range.map(|(s, e, _)| (s, e)).unwrap_or((at, at));
-        let selections = eval::selections(&expr, start, end, &opts);
-        let ctx = self.service.scoped_context(who.scope())?;
-        let db = self.service.db().clone();
-        let fetched = tokio::time::timeout(
-            timeout,
-            source::fetch(&ctx, &db, selections, opts.max_samples),
-        )
-        .await
-        .map_err(|_| ApiError::timeout("query preparation"))??;
-        let result = tokio::task::spawn_blocking(move || match range {
-            Some((s, e, step)) => eval::range_query(&fetched, &expr, s, e, step, &opts),
-            None => eval::instant_query(&fetched, &expr, at, &opts),
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("evaluation panicked: {e}")))??;
-        Ok(result)
+        let scope = who.scope();
+        Ok(evaluate(&self.service, scope, expr, range, at, opts, timeout).await?)
+    }
+}
+
+/// Fetches what `expr` reads through `scope`'s session and evaluates it: a range query when
+/// `range` is `(start, end, step)`, else an instant query at `at`. Fetching is bounded by
+/// `timeout`, evaluation by the deadline in `opts`, and runs off the async workers.
+pub(crate) async fn evaluate(
+    service: &QueryService,
+    scope: Option<&str>,
+    expr: Expr,
+    range: Option<(i64, i64, i64)>,
+    at: i64,
+    opts: EvalOptions,
+    timeout: Duration,
+) -> Result<QueryResult, PromqlError> {
+    let (start, end) = range.map(|(s, e, _)| (s, e)).unwrap_or((at, at));
+    let selections = eval::selections(&expr, start, end, &opts);
+    let ctx = service
+        .scoped_context(scope)
+        .map_err(|e| PromqlError::Session(Box::new(e)))?;
+    let db = service.db().clone();
+    let fetched = tokio::time::timeout(
+        timeout,
+        source::fetch(&ctx, &db, selections, opts.max_samples),
+    )
+    .await
+    .map_err(|_| PromqlError::Timeout)??;
+    let result = tokio::task::spawn_blocking(move || match range {
+        Some((s, e, step)) => eval::range_query(&fetched, &expr, s, e, step, &opts),
+        None => eval::instant_query(&fetched, &expr, at, &opts),
+    })
+    .await??;
+    Ok(result)
+}
+
+impl From<PromqlError> for ApiError {
+    fn from(e: PromqlError) -> Self {
+        match e {
+            PromqlError::Eval(e) => e.into(),
+            PromqlError::Fetch(e) => e.into(),
+            PromqlError::Timeout => ApiError::timeout("query preparation"),
+            PromqlError::Session(e) => (*e).into(),
+            PromqlError::Panicked(e) => ApiError::internal(format!("evaluation panicked: {e}")),
+            e @ (PromqlError::Parse(_)
+            | PromqlError::TooManyPoints { .. }
+            | PromqlError::NotSeries { .. }) => ApiError::bad_data(e.to_string()),
+        }
     }
 }
 
