@@ -200,8 +200,26 @@ async function overview() {
   const jobs = new Map();
   // Earned today per GPU (µ): booked entries since 00:00 UTC plus running leases' unbooked
   // part; the total is the server's own `today_micro` when the live figures answer.
-  let earned = new Map();
+  let booked = new Map();
+  let unbooked = new Map();
   let todayMicro = null;
+  let todayDigits;
+  const earnedOf = () => {
+    const m = new Map(booked);
+    for (const [g, v] of unbooked) m.set(g, (m.get(g) || 0) + v);
+    return m;
+  };
+  // The live part ticks every second (the same figures as the earnings ticker).
+  const loadLive = async () => {
+    try {
+      const live = await liveEarnings();
+      const next = new Map();
+      for (const l of live.leases) next.set(l.gpu_uuid, (next.get(l.gpu_uuid) || 0) + Number(l.earned_micro - l.booked_micro));
+      unbooked = next;
+      todayMicro = live.today_micro;
+      todayDigits = tickerDigits(live.micro_per_second, live.minor_digits);
+    } catch (_) { todayMicro = null; }
+  };
   const loadExtras = async () => {
     await refreshFaults();
     if (state.tables.has('lease')) {
@@ -211,21 +229,14 @@ async function overview() {
         for (const r of rows) if (!jobs.has(r.gpu_uuid) && !r.end_ms && !r.ended) jobs.set(r.gpu_uuid, r.lease_id || r.job_id || r.job || 'running');
       } catch (_) { /* unknown lease schema */ }
     }
-    const next = new Map();
-    const add = (gpu, micro) => next.set(gpu, (next.get(gpu) || 0) + Number(micro || 0));
     if (state.tables.has('earnings')) {
       try {
         const rows = await sql(`SELECT gpu_uuid, sum(amount_micro) AS micro FROM earnings
           WHERE time >= date_trunc('day', now()) GROUP BY gpu_uuid`);
-        for (const r of rows) add(r.gpu_uuid, r.micro);
+        booked = new Map(rows.map((r) => [r.gpu_uuid, Number(r.micro || 0)]));
       } catch (_) { /* unknown earnings schema */ }
     }
-    try {
-      const live = await liveEarnings();
-      for (const l of live.leases) add(l.gpu_uuid, l.earned_micro - l.booked_micro);
-      todayMicro = live.today_micro;
-    } catch (_) { todayMicro = null; }
-    earned = next;
+    await loadLive();
   };
   const render = (changed = []) => {
     const fm = $('#f-model').value, fs = $('#f-supplier').value, ft = $('#f-text').value.toLowerCase();
@@ -239,6 +250,7 @@ async function overview() {
     const shown = all.filter((g) => (!fm || g.model === fm) && (!fs || g.supplier === fs)
       && (!ft || [g.gpu_uuid, g.worker, g.model, g.supplier].some((x) => String(x || '').toLowerCase().includes(ft))));
     const tbody = $('#fleet tbody');
+    const earned = earnedOf();
     const changedSet = new Set(changed);
     tbody.innerHTML = shown.map((g) => {
       const [h, cls, why] = health(g);
@@ -264,7 +276,7 @@ async function overview() {
       <div><b>${util.length ? fmt(util.reduce((a, b) => a + b, 0) / util.length) : '–'} %</b>average utilization</div>
       <div><b>${fmt(power / 1000, 2)} kW</b>power</div>
       <div><b>${bad}</b>need attention</div>
-      <div><b id="fleet-earned-today">${haveEarnings ? money(today) : '–'}</b>${esc(state.currency.code)} earned today${haveEarnings ? '' : ' (no earnings yet)'}</div>`;
+      <div><b id="fleet-earned-today">${haveEarnings ? money(today, todayDigits) : '–'}</b>${esc(state.currency.code)} earned today${haveEarnings ? '' : ' (no earnings yet)'}</div>`;
   };
   for (const id of ['#f-model', '#f-supplier', '#f-text']) $(id).addEventListener('input', () => render());
   const gen = state.routeGen;
@@ -274,6 +286,7 @@ async function overview() {
   if (gen !== state.routeGen) return;
   render();
   every(3000, async () => { await loadExtras(); if (gen === state.routeGen) render(); });
+  every(1000, async () => { await loadLive(); if (gen === state.routeGen) render(); });
 }
 
 // Draws fault times as red vertical lines on a chart.

@@ -141,6 +141,32 @@ struct Shared {
     changing: tokio::sync::Mutex<()>,
     /// When a (claimant, GPU) conflict was last recorded.
     reported: Mutex<HashMap<(String, String), i64>>,
+    /// Distinct `region` values each supplier's agents have written this run.
+    regions: Mutex<HashMap<String, std::collections::HashSet<String>>>,
+}
+
+/// Admits a batch's `region` values for `supplier`, or says why not: at most
+/// [`schema::MAX_REGIONS_PER_SUPPLIER`] distinct values per supplier.
+fn admit_regions(
+    seen: &Mutex<HashMap<String, std::collections::HashSet<String>>>,
+    supplier: &str,
+    regions: &[String],
+) -> Result<(), String> {
+    if regions.is_empty() {
+        return Ok(());
+    }
+    let mut seen = seen.lock();
+    let set = seen.entry(supplier.to_string()).or_default();
+    let new = regions.iter().filter(|r| !set.contains(*r)).count();
+    if set.len() + new > schema::MAX_REGIONS_PER_SUPPLIER {
+        return Err(format!(
+            "supplier `{supplier}` already writes {} regions, the most one supplier may use ({}); nothing of this request was stored",
+            set.len(),
+            schema::MAX_REGIONS_PER_SUPPLIER
+        ));
+    }
+    set.extend(regions.iter().cloned());
+    Ok(())
 }
 
 /// The agent routes. Fails if the GPU claims cannot be read (serving without them would
@@ -163,6 +189,7 @@ pub fn router(mut state: AgentState) -> std::io::Result<Router> {
             batches,
             changing: tokio::sync::Mutex::new(()),
             reported: Mutex::new(HashMap::new()),
+            regions: Mutex::new(HashMap::new()),
         })))
 }
 
@@ -395,15 +422,27 @@ async fn write(
     };
     let parsed = tokio::task::spawn_blocking(move || {
         let digest = dedup::digest(&body);
-        stamp(&body, precision, &supplier, &worker, &gpus, &window)
-            .map(|b| (b, digest, supplier, worker))
+        let mut regions = Vec::new();
+        stamp(
+            &body,
+            precision,
+            &supplier,
+            &worker,
+            &gpus,
+            &window,
+            &mut regions,
+        )
+        .map(|b| (b, digest, supplier, worker, regions))
     })
     .await;
-    let (mut batch, digest, supplier, worker) = match parsed {
+    let (mut batch, digest, supplier, worker, regions) = match parsed {
         Ok(Ok(b)) => b,
         Ok(Err(r)) => return *r,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     };
+    if let Err(m) = admit_regions(&shared.regions, &supplier, &regions) {
+        return error(StatusCode::CONFLICT, "limit", m);
+    }
     let key = id.map_or(BatchKey::Digest(digest), BatchKey::Id);
     match shared.batches.begin(&supplier, &worker, key, digest) {
         Begin::New => {}
@@ -502,6 +541,7 @@ fn stamp(
     worker: &str,
     gpus: &HashMap<String, OwnedGpu>,
     window: &Window,
+    regions: &mut Vec<String>,
 ) -> Result<WriteBatch, Reject> {
     let text = utf8(body).map_err(|e| reject(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
     let mut parsed = WriteBatch::with_capacity(text.len() / 300, text.len());
@@ -548,6 +588,10 @@ fn stamp(
                 // Stamped from the registration below.
                 "model" | "gpu_index" if table.per_gpu => {}
                 _ if table.has_tag(k) => {
+                    table.check_tag_value(line, k, v).map_err(invalid)?;
+                    if k == schema::REGION_TAG && !regions.iter().any(|r| r == v) {
+                        regions.push(v.to_string());
+                    }
                     b.tag(k, v);
                 }
                 _ => {

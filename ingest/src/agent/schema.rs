@@ -39,6 +39,14 @@ pub struct AgentTable {
 
 use FieldType::{F64, I64, Str};
 
+/// The free tag naming where a worker runs.
+pub const REGION_TAG: &str = "region";
+/// Longest accepted `region` value, bytes.
+pub const MAX_REGION_LEN: usize = 64;
+/// Most distinct `region` values one supplier's agents may write (per server run); a row
+/// with one more is refused (409).
+pub const MAX_REGIONS_PER_SUPPLIER: usize = 64;
+
 /// Every table an agent may write. Everything else (leases, earnings, jobs, health verdicts,
 /// alert state, batch digests, security events) is the server's own account and must not be
 /// forgeable by a supplier's machine.
@@ -187,6 +195,32 @@ impl AgentTable {
             let _ = write!(s, "{k} ({t})");
         }
         s
+    }
+
+    /// Checks the value of a free tag an agent writes: `region` is a short name (what the
+    /// per-supplier region cap counts), `kind` of a fault one of `xid` and `reset`. Free
+    /// values are series: an unbounded set would let one supplier create unbounded series.
+    pub fn check_tag_value(&self, line: u32, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            REGION_TAG => {
+                let ok = (1..=MAX_REGION_LEN).contains(&value.len())
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                if !ok {
+                    return Err(format!(
+                        "line {line}: tag `region` must be 1 to {MAX_REGION_LEN} letters, digits, `-`, `_` or `.`"
+                    ));
+                }
+            }
+            "kind" if self.name == "gpu_fault" && !matches!(value, "xid" | "reset") => {
+                return Err(format!(
+                    "line {line}: tag `kind` of table `gpu_fault` is `xid` or `reset`"
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     pub fn unknown_tag(&self, line: u32, key: &str) -> SchemaError {

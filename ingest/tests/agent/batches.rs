@@ -240,3 +240,46 @@ async fn a_request_may_touch_a_bounded_number_of_partitions() {
     stored(write(&server, &token, Some(id(2)), &rows[..48].concat()).await);
     assert_eq!(server.count("gpu_fault").await, 48);
 }
+
+#[tokio::test]
+async fn free_tag_values_are_bounded_per_supplier() {
+    let server = AgentServer::start().await;
+    let token = server_with_worker(&server).await;
+    let t = now_ns();
+    // `kind` of a fault is one of two words; `region` a short name.
+    for (body, needle) in [
+        (
+            format!("gpu_fault,gpu_uuid=GPU-x,kind=anything code=1i {t}\n"),
+            "`xid` or `reset`",
+        ),
+        (
+            format!("heartbeat,region=eu\\ west seq=0i {t}\n"),
+            "tag `region`",
+        ),
+        (
+            format!("heartbeat,region={} seq=0i {t}\n", "r".repeat(65)),
+            "tag `region`",
+        ),
+    ] {
+        let a = write(&server, &token, None, &body).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.text);
+        assert!(a.text.contains(needle), "{body}: {}", a.text);
+    }
+    // Up to the cap, regions are stored; one more is refused and nothing of it stored.
+    let cap = rigwatch_ingest::agent::schema::MAX_REGIONS_PER_SUPPLIER;
+    let body: String = (0..cap)
+        .map(|i| format!("heartbeat,region=r{i} seq={i}i {}\n", t + i as i64))
+        .collect();
+    stored(write(&server, &token, Some(id(1)), &body).await);
+    let again = format!("heartbeat,region=r0 seq=99i {}\n", t + 1_000);
+    stored(write(&server, &token, Some(id(2)), &again).await);
+    let more = format!(
+        "heartbeat,region=r0 seq=100i {}\nheartbeat,region=one-more seq=101i {}\n",
+        t + 2_000,
+        t + 3_000
+    );
+    let a = write(&server, &token, Some(id(3)), &more).await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.text);
+    assert!(a.text.contains("regions"), "{}", a.text);
+    assert_eq!(server.count("heartbeat").await, cap as u64 + 1);
+}
