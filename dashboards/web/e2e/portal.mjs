@@ -227,7 +227,8 @@ try {
       return td && /^\d+\.\d\d$/.test(td.textContent.trim());
     }, leased);
     result.fleet_earned_today = await page.textContent('#fleet-earned-today');
-    if (!/^\d+\.\d\d$/.test(result.fleet_earned_today)) fail(`fleet total earned today: ${result.fleet_earned_today}`);
+    // With enough decimals to move every second (2 to 6 for USD).
+    if (!/^\d+\.\d{2,6}$/.test(result.fleet_earned_today)) fail(`fleet total earned today: ${result.fleet_earned_today}`);
 
     // 8. Onboarding: a fresh agent token, then "waiting" turns green on the first sample.
     await page.goto(`${BASE}/portal#/onboard`);
