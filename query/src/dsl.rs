@@ -34,9 +34,7 @@ use rigwatch_storage::auth::Principal;
 
 use crate::error::{Error, Result};
 use crate::promql::PromOptions;
-use crate::routes::{
-    MAX_QUERY_BYTES, SqlParams, answer, caller, error, request_format, request_text,
-};
+use crate::routes::{MAX_QUERY_BYTES, SqlParams, answer, error, query_request};
 use crate::service::QueryService;
 
 #[derive(Debug, Clone)]
@@ -63,16 +61,8 @@ async fn dsl(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let format = match request_format(params.format.as_deref(), &headers) {
-        Ok(f) => f,
-        Err(e) => return error(e),
-    };
-    let text = match request_text(params.q, &headers, &body) {
-        Ok(t) => t,
-        Err(e) => return error(e),
-    };
-    let principal = match caller(principal) {
-        Ok(p) => p,
+    let (format, text, principal) = match query_request(params, &headers, &body, principal) {
+        Ok(r) => r,
         Err(e) => return error(e),
     };
     match run(&state.service, &state.opts, &text, principal.scope()).await {

@@ -56,7 +56,7 @@ pub(crate) fn error(e: Error) -> Response {
 }
 
 /// The output format: `?format=`, else `Accept`, else JSON.
-pub(crate) fn request_format(param: Option<&str>, headers: &HeaderMap) -> Result<Format, Error> {
+fn request_format(param: Option<&str>, headers: &HeaderMap) -> Result<Format, Error> {
     match param {
         Some(f) => Format::from_param(f),
         None => Ok(Format::from_accept(
@@ -69,11 +69,7 @@ pub(crate) fn request_format(param: Option<&str>, headers: &HeaderMap) -> Result
 }
 
 /// The query text: `?q=`, else a JSON body's `query` (or `q`), else the body as text.
-pub(crate) fn request_text(
-    q: Option<String>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<String, Error> {
+fn request_text(q: Option<String>, headers: &HeaderMap, body: &Bytes) -> Result<String, Error> {
     if let Some(q) = q {
         return Ok(q);
     }
@@ -91,10 +87,23 @@ pub(crate) fn request_text(
 }
 
 /// The caller the access layer put on the request; without one, nothing (fail closed).
-pub(crate) fn caller(principal: Option<Extension<Principal>>) -> Result<Principal, Error> {
+fn caller(principal: Option<Extension<Principal>>) -> Result<Principal, Error> {
     principal
         .map(|Extension(p)| p)
         .ok_or(Error::NotAuthenticated)
+}
+
+/// What a query route reads from its request: the output format, the query text and the
+/// caller, or the first thing wrong with them.
+pub(crate) fn query_request(
+    params: SqlParams,
+    headers: &HeaderMap,
+    body: &Bytes,
+    principal: Option<Extension<Principal>>,
+) -> Result<(Format, String, Principal), Error> {
+    let format = request_format(params.format.as_deref(), headers)?;
+    let text = request_text(params.q, headers, body)?;
+    Ok((format, text, caller(principal)?))
 }
 
 /// A result encoded in `format`.
@@ -112,16 +121,8 @@ async fn sql(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let format = match request_format(params.format.as_deref(), &headers) {
-        Ok(f) => f,
-        Err(e) => return error(e),
-    };
-    let text = match request_text(params.q, &headers, &body) {
-        Ok(t) => t,
-        Err(e) => return error(e),
-    };
-    let principal = match caller(principal) {
-        Ok(p) => p,
+    let (format, text, principal) = match query_request(params, &headers, &body, principal) {
+        Ok(r) => r,
         Err(e) => return error(e),
     };
     match service.sql_scoped(&text, principal.scope()).await {

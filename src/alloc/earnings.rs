@@ -80,16 +80,10 @@ impl AllocService {
         for l in st.alloc.open_leases().filter(|l| mine(&l.supplier)) {
             let booked = st.ledger.lease_booked(l.lease_id);
             let earned = card.earned_by(l, now).max(booked);
-            let unbooked = earned - booked;
-            total += unbooked;
-            // The unbooked part lies after the last accrued minute: today, unless accrual
-            // lags across midnight, when only what follows midnight counts.
-            let midnight = day * DAY_MS;
-            today += if now - MINUTE_MS * 2 >= midnight || l.start_ms >= midnight {
-                unbooked
-            } else {
-                (earned - card.earned_by(l, midnight).max(booked)).max(0)
-            };
+            total += earned - booked;
+            // The unbooked part runs from the last booked minute to now; only what follows
+            // midnight is today's (all of it unless accrual lags across midnight).
+            today += earned - card.earned_by(l, day * DAY_MS).max(booked).min(earned);
             let rate = card.rate_at(&l.model, now);
             let mps = if l.is_paused() {
                 0.0
