@@ -142,10 +142,9 @@ impl AllocService {
     }
 }
 
-fn who(principal: Option<Extension<Principal>>) -> Result<Principal, Response> {
-    principal
-        .map(|Extension(p)| p)
-        .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "not authenticated"))
+/// The 401 for a request the access layer let through without a caller (fail closed).
+fn unauthenticated() -> Response {
+    err(StatusCode::UNAUTHORIZED, "not authenticated")
 }
 
 /// `GET /api/v1/earnings/live`: the caller's earnings now, with every running lease.
@@ -153,9 +152,8 @@ pub(super) async fn live(
     State(svc): State<AllocService>,
     principal: Option<Extension<Principal>>,
 ) -> Response {
-    let who = match who(principal) {
-        Ok(w) => w,
-        Err(r) => return r,
+    let Some(Extension(who)) = principal else {
+        return unauthenticated();
     };
     let data = svc.live_earnings(who.scope(), now_ms());
     Json(json!({"status": "success", "data": data})).into_response()
@@ -169,9 +167,8 @@ pub(super) async fn statements(
     State(svc): State<AllocService>,
     principal: Option<Extension<Principal>>,
 ) -> Response {
-    let who = match who(principal) {
-        Ok(w) => w,
-        Err(r) => return r,
+    let Some(Extension(who)) = principal else {
+        return unauthenticated();
     };
     let days = svc.statements(who.scope());
     // The stored rows, summed by the query engine (internal and unscoped, so narrowed here
@@ -376,9 +373,8 @@ pub(super) async fn list_payouts(
     State(svc): State<AllocService>,
     principal: Option<Extension<Principal>>,
 ) -> Response {
-    let who = match who(principal) {
-        Ok(w) => w,
-        Err(r) => return r,
+    let Some(Extension(who)) = principal else {
+        return unauthenticated();
     };
     Json(json!({"status": "success", "data": svc.payouts(who.scope())})).into_response()
 }

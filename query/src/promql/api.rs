@@ -237,8 +237,8 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 /// A duration parameter: seconds (fractional allowed) or a PromQL duration like `1m30s`.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
     if let Ok(f) = s.parse::<f64>() {
-        // NaN fails the comparison too; 1e15 s (3e7 years) keeps milliseconds in i64.
-        if !(f.abs() <= 1e15) {
+        // NaN is refused too; 1e15 s (3e7 years) keeps milliseconds in i64.
+        if f.is_nan() || f.abs() > 1e15 {
             return Err(format!("cannot parse {s:?} to a valid duration"));
         }
         return Ok((f * 1000.0).round() as i64);
