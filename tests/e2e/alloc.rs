@@ -388,7 +388,7 @@ async fn jobs_are_placed_leased_paid_exactly_and_survive_a_restart() {
     let mut open = Vec::new();
     for _ in 0..50 {
         open = server
-            .rows(&format!(
+            .rows_when_ready(&format!(
                 "SELECT gpu_uuid FROM lease WHERE job_id = '{half}' AND end_ms IS NULL"
             ))
             .await;
@@ -508,7 +508,7 @@ async fn kube_scheduler_extender_uses_the_live_allocator() {
     let mut leases = Vec::new();
     for _ in 0..30 {
         leases = server
-            .rows("SELECT supplier, worker, share_milli FROM lease ORDER BY gpu_uuid")
+            .rows_when_ready("SELECT supplier, worker, share_milli FROM lease ORDER BY gpu_uuid")
             .await;
         if leases.len() == 2 {
             break;
@@ -552,7 +552,9 @@ async fn kube_scheduler_extender_uses_the_live_allocator() {
     let mut ended = Vec::new();
     for _ in 0..30 {
         ended = server
-            .rows("SELECT end_reason FROM lease WHERE worker = 'w0' AND end_reason IS NOT NULL")
+            .rows_when_ready(
+                "SELECT end_reason FROM lease WHERE worker = 'w0' AND end_reason IS NOT NULL",
+            )
             .await;
         if ended.len() == 2 {
             break;
@@ -729,16 +731,17 @@ async fn queued_jobs_survive_kill_9_with_their_shape_and_order() {
     let mut started = Vec::new();
     for _ in 0..50 {
         started = server
-            .rows(&format!(
+            .rows_when_ready(&format!(
                 "SELECT state, started_ms FROM job WHERE job_id = '{}'",
                 queued[1]
             ))
             .await;
-        if started[0]["state"] == "running" {
+        if started.first().is_some_and(|r| r["state"] == "running") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(started.len(), 1, "{started:?}");
     assert_eq!(started[0]["state"], "running", "{started:?}");
     assert!(started[0]["started_ms"].as_i64().is_some(), "{started:?}");
 }

@@ -257,6 +257,18 @@ impl Http {
         }
     }
 
+    /// As [`Http::rows`] for polling rows that a background write has yet to land: a
+    /// table or column that does not exist yet reads as no rows; any other failure fails
+    /// the test.
+    pub async fn rows_when_ready(&self, q: &str) -> Vec<serde_json::Value> {
+        match self.try_sql(q).await {
+            Ok(serde_json::Value::Array(rows)) => rows,
+            Ok(other) => panic!("query `{q}` did not return an array: {other}"),
+            Err(e) if e.contains("not found") || e.contains("No field named") => Vec::new(),
+            Err(e) => panic!("query `{q}` failed: {e}\n{}", self.log_tail(40)),
+        }
+    }
+
     /// `SELECT count(*) FROM "table"`.
     pub async fn count(&self, table: &str) -> u64 {
         let rows = self

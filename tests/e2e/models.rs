@@ -134,7 +134,7 @@ async fn simulated_h100s_are_placed_as_h100_and_earn_the_h100_rate() {
     let mut entries = Vec::new();
     for _ in 0..20 {
         entries = server
-            .rows("SELECT model, rate_micro_per_gpu_hour, sum(amount_micro) AS micro FROM earnings GROUP BY 1, 2")
+            .rows_when_ready("SELECT model, rate_micro_per_gpu_hour, sum(amount_micro) AS micro FROM earnings GROUP BY 1, 2")
             .await;
         if !entries.is_empty() {
             break;
