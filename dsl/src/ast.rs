@@ -42,10 +42,11 @@ pub enum Noun {
     Jobs,
     Earnings,
     Heartbeats,
+    Payouts,
 }
 
 impl Noun {
-    pub const ALL: [Noun; 7] = [
+    pub const ALL: [Noun; 8] = [
         Noun::Gpus,
         Noun::Faults,
         Noun::Health,
@@ -53,6 +54,7 @@ impl Noun {
         Noun::Jobs,
         Noun::Earnings,
         Noun::Heartbeats,
+        Noun::Payouts,
     ];
 
     /// The word in the query.
@@ -65,6 +67,7 @@ impl Noun {
             Noun::Jobs => "jobs",
             Noun::Earnings => "earnings",
             Noun::Heartbeats => "heartbeats",
+            Noun::Payouts => "payouts",
         }
     }
 
@@ -84,6 +87,8 @@ pub enum SourceKind {
         /// The resolution; `None` lets the server choose.
         step: Option<Duration>,
     },
+    /// `(<pipeline>)`: a whole pipeline's result, as the right side of a `join`.
+    Pipeline(Box<Query>),
 }
 
 /// A source with its optional time range: `gpus[5m]`.
@@ -100,6 +105,7 @@ impl Source {
         match &self.kind {
             SourceKind::Table(n) => n.name(),
             SourceKind::Promql { .. } => "promql",
+            SourceKind::Pipeline(q) => q.source.qualifier(),
         }
     }
 }
@@ -182,14 +188,21 @@ pub enum StageKind {
     Extend(Vec<Assign>),
     /// `stats <agg> [as <name>], … [by <key> [as <name>], …]`
     Stats { aggs: Vec<Named>, by: Vec<Named> },
-    /// `join <source> on <key>, …`
-    Join { source: Source, on: Vec<JoinKey> },
+    /// `join [left] <source> on <key>, …`; `left` keeps the rows that match nothing.
+    Join {
+        source: Source,
+        on: Vec<JoinKey>,
+        left: bool,
+    },
     /// `sort <field> [asc|desc], …`
     Sort(Vec<SortKey>),
     /// `top <n> by <field>`: the `n` rows with the largest values.
     Top { n: u64, by: FieldRef },
     /// `select <field>, …`
     Select(Vec<FieldRef>),
+    /// `fill [<value>]` after a `stats … by bucket(…)`: a row for every bucket of every
+    /// key, the missing ones with `value` (0 when not given; `null` adds rows only).
+    Fill(Option<Expr>),
     /// `explain`: the SQL instead of the rows.
     Explain,
 }
@@ -314,6 +327,24 @@ impl BinOp {
             BinOp::Eq | BinOp::NotEq | BinOp::Lt | BinOp::LtEq | BinOp::Gt | BinOp::GtEq => 4,
             BinOp::Add | BinOp::Sub => 5,
             BinOp::Mul | BinOp::Div => 6,
+        }
+    }
+
+    /// The operator in SQL.
+    pub fn sql(self) -> &'static str {
+        match self {
+            BinOp::Or => "OR",
+            BinOp::And => "AND",
+            BinOp::Eq => "=",
+            BinOp::NotEq => "<>",
+            BinOp::Lt => "<",
+            BinOp::LtEq => "<=",
+            BinOp::Gt => ">",
+            BinOp::GtEq => ">=",
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
         }
     }
 
@@ -496,6 +527,7 @@ impl fmt::Display for Source {
                 }
                 write!(f, ")")?;
             }
+            SourceKind::Pipeline(q) => write!(f, "({q})")?,
         }
         match &self.range {
             None => Ok(()),
@@ -548,8 +580,9 @@ impl fmt::Display for Stage {
                 }
                 Ok(())
             }
-            StageKind::Join { source, on } => {
-                write!(f, "join {source} on ")?;
+            StageKind::Join { source, on, left } => {
+                let kind = if *left { "left " } else { "" };
+                write!(f, "join {kind}{source} on ")?;
                 for (i, k) in on.iter().enumerate() {
                     if i > 0 {
                         write!(f, ", ")?;
@@ -582,6 +615,8 @@ impl fmt::Display for Stage {
                 }
                 Ok(())
             }
+            StageKind::Fill(None) => write!(f, "fill"),
+            StageKind::Fill(Some(v)) => write!(f, "fill {v}"),
             StageKind::Explain => write!(f, "explain"),
         }
     }

@@ -66,13 +66,14 @@ impl Noun {
             Noun::Jobs => "job",
             Noun::Earnings => "earnings",
             Noun::Heartbeats => "heartbeat",
+            Noun::Payouts => "payout",
         }
     }
 
     /// DSL names for columns: `amount` on earnings is the integer `amount_micro`.
     pub fn aliases(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Noun::Earnings => &[("amount", "amount_micro")],
+            Noun::Earnings | Noun::Payouts => &[("amount", "amount_micro")],
             _ => &[],
         }
     }

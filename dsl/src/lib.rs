@@ -30,7 +30,7 @@ pub use ast::Query;
 pub use catalog::{Catalog, PROMQL_SCHEMA, TableRef, Ty};
 pub use error::{Error, Pos};
 pub use lower::{Lowered, lower};
-pub use parser::parse;
+pub use parser::{STAGES, parse};
 pub use suggest::{edit_distance, nearest};
 
 use ast::{Source, SourceKind, Span, StageKind, TimeRange};
@@ -82,20 +82,28 @@ impl Query {
                 .is_some_and(|s| s.kind == StageKind::Explain)
     }
 
-    /// Every source in text order: the pipeline's own, then each joined one.
-    pub fn sources(&self) -> impl Iterator<Item = &Source> {
-        std::iter::once(&self.source).chain(self.stages.iter().filter_map(|s| match &s.kind {
-            StageKind::Join { source, .. } => Some(source),
-            _ => None,
-        }))
+    /// Every source in text order: the pipeline's own, then each joined one (a joined
+    /// pipeline's own sources in their place).
+    pub fn sources(&self) -> Vec<&Source> {
+        let mut out = vec![&self.source];
+        for s in &self.stages {
+            if let StageKind::Join { source, .. } = &s.kind {
+                match &source.kind {
+                    SourceKind::Pipeline(q) => out.extend(q.sources()),
+                    _ => out.push(source),
+                }
+            }
+        }
+        out
     }
 
     /// The `promql(…)` sources, numbered as the lowering numbers their tables.
     pub fn promql_sources(&self) -> Vec<PromqlSource<'_>> {
         self.sources()
+            .into_iter()
             .filter_map(|s| match &s.kind {
                 SourceKind::Promql { expr, step } => Some((s, expr, step)),
-                SourceKind::Table(_) => None,
+                SourceKind::Table(_) | SourceKind::Pipeline(_) => None,
             })
             .enumerate()
             .map(|(i, (s, expr, step))| PromqlSource {
@@ -121,6 +129,26 @@ impl Query {
         }
         out
     }
+}
+
+/// One function of the language, as an editor's completion shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionDoc {
+    pub name: &'static str,
+    /// `scalar` (anywhere), `aggregate` (a `stats` item), `per-series` (inside an
+    /// aggregate, on a telemetry source) or `bucket` (a `stats … by` key).
+    pub kind: &'static str,
+    /// How the arguments read: "one argument", "a duration, e.g. bucket(1h)".
+    pub arity: &'static str,
+}
+
+/// Every function of the language, from the one table the lowering checks calls against.
+pub fn functions() -> impl Iterator<Item = FunctionDoc> {
+    lower::functions::FUNCTIONS.iter().map(|f| FunctionDoc {
+        name: f.name,
+        kind: f.kind.word(),
+        arity: f.arity,
+    })
 }
 
 /// Parses and lowers `text` in one go (for callers without `promql(…)` sources to

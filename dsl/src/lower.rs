@@ -17,8 +17,10 @@
 //! `SELECT` (an `ORDER BY` inside a subquery orders nothing); `top` materialises its
 //! `ORDER BY … LIMIT` and is re-sorted at the end.
 
+mod domain;
 mod expr;
-mod functions;
+mod fill;
+pub(crate) mod functions;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -38,65 +40,88 @@ pub struct Lowered {
 
 /// Lowers `query` (parsed from `text`) against the caller's `catalog`.
 pub fn lower(text: &str, query: &Query, catalog: &dyn Catalog) -> Result<Lowered, Error> {
-    let mut l = Lowerer {
-        loc: Locator { text },
-        catalog,
-        ctes: Vec::new(),
-        cols: Vec::new(),
-        what: query.source.qualifier().to_string(),
-        primary: query.source.qualifier(),
-        noun: None,
-        joined: false,
-        aliases: Vec::new(),
-        order: Vec::new(),
-        promql_sources: 0,
-    };
-    let (sql, cols) = l.source_sql(&query.source)?;
-    if let SourceKind::Table(n) = query.source.kind {
-        l.noun = Some(n);
-        l.aliases = n.aliases().iter().map(|&(a, c)| (None, a, c)).collect();
-    }
-    l.cols = cols;
-    l.push(sql);
-    let mut explain = query.explain;
-    for stage in &query.stages {
-        match &stage.kind {
-            StageKind::Where(e) => {
-                let (cond, _) = l.expr(e)?;
-                let prev = l.rel();
-                l.push(format!("SELECT * FROM {prev} WHERE {cond}"));
-            }
-            StageKind::Extend(assigns) => {
-                for a in assigns {
-                    l.extend(&a.name.name, &a.value)?;
-                }
-            }
-            StageKind::Stats { aggs, by } => l.stats(aggs, by)?,
-            StageKind::Join { source, on } => l.join(source, on)?,
-            StageKind::Sort(keys) => {
-                let mut order = Vec::new();
-                for k in keys {
-                    order.push((l.resolve(&k.field)?.name.clone(), k.desc));
-                }
-                l.order = order;
-            }
-            StageKind::Top { n, by } => {
-                let col = l.resolve(by)?.name.clone();
-                let prev = l.rel();
-                l.push(format!(
-                    "SELECT * FROM {prev} ORDER BY {} DESC NULLS LAST LIMIT {n}",
-                    quote(&col)
-                ));
-                l.order = vec![(col, true)];
-            }
-            StageKind::Select(fields) => l.select(fields)?,
-            StageKind::Explain => explain = true,
-        }
-    }
+    let mut l = Lowerer::new(Locator { text }, catalog, query, String::new());
+    let explain = l.pipeline(query)?;
     Ok(Lowered {
         sql: l.finish(),
         explain,
     })
+}
+
+impl<'t, 'c> Lowerer<'t, 'c> {
+    fn new(loc: Locator<'t>, catalog: &'c dyn Catalog, query: &Query, prefix: String) -> Self {
+        Lowerer {
+            loc,
+            catalog,
+            ctes: Vec::new(),
+            prefix,
+            steps: 0,
+            joins: 0,
+            cols: Vec::new(),
+            what: query.source.qualifier().to_string(),
+            primary: query.source.qualifier(),
+            noun: None,
+            range: None,
+            bucket: None,
+            joined: false,
+            aliases: Vec::new(),
+            order: Vec::new(),
+            promql_sources: 0,
+        }
+    }
+
+    /// Lowers the source and every stage; whether `explain` was asked for.
+    fn pipeline(&mut self, query: &Query) -> Result<bool, Error> {
+        let l = self;
+        let (sql, cols) = l.source_sql(&query.source)?;
+        if let SourceKind::Table(n) = query.source.kind {
+            l.noun = Some(n);
+            l.aliases = n.aliases().iter().map(|&(a, c)| (None, a, c)).collect();
+            l.range = query.source.range.as_ref().map(|r| l.range_of(r));
+        }
+        l.cols = cols;
+        l.push(sql);
+        let mut explain = query.explain;
+        for stage in &query.stages {
+            // Only a `sort` keeps what `fill` needs to know of the stats before it.
+            let bucket = l.bucket.take();
+            match &stage.kind {
+                StageKind::Where(e) => {
+                    let (cond, _) = l.expr(e)?;
+                    let prev = l.rel();
+                    l.push(format!("SELECT * FROM {prev} WHERE {cond}"));
+                }
+                StageKind::Extend(assigns) => {
+                    for a in assigns {
+                        l.extend(&a.name.name, &a.value)?;
+                    }
+                }
+                StageKind::Stats { aggs, by } => l.stats(aggs, by)?,
+                StageKind::Join { source, on, left } => l.join(source, on, *left)?,
+                StageKind::Sort(keys) => {
+                    let mut order = Vec::new();
+                    for k in keys {
+                        order.push((l.resolve(&k.field)?.name.clone(), k.desc));
+                    }
+                    l.order = order;
+                    l.bucket = bucket;
+                }
+                StageKind::Fill(value) => l.fill(stage.span, bucket, value.as_ref())?,
+                StageKind::Top { n, by } => {
+                    let col = l.resolve(by)?.name.clone();
+                    let prev = l.rel();
+                    l.push(format!(
+                        "SELECT * FROM {prev} ORDER BY {} DESC NULLS LAST LIMIT {n}",
+                        quote(&col)
+                    ));
+                    l.order = vec![(col, true)];
+                }
+                StageKind::Select(fields) => l.select(fields)?,
+                StageKind::Explain => explain = true,
+            }
+        }
+        Ok(explain)
+    }
 }
 
 /// A column of the relation at some step.
@@ -107,11 +132,28 @@ pub(crate) struct Col {
     pub ty: Ty,
 }
 
+/// A source's time range, for `uptime()` and `fill`.
+#[derive(Debug, Clone)]
+pub(crate) struct Range {
+    /// Its length.
+    pub ms: i64,
+    /// Its first instant, as SQL.
+    pub start_sql: String,
+    /// Its end, as SQL.
+    pub end_sql: String,
+}
+
 pub(crate) struct Lowerer<'t, 'c> {
     pub loc: Locator<'t>,
     catalog: &'c dyn Catalog,
-    /// `(name, SELECT …)` of each step.
+    /// `(name, SELECT …)` of each step, a joined pipeline's steps before the join's.
     ctes: Vec<(String, String)>,
+    /// Before each step's name: empty for the query, `j1_` for its first joined pipeline.
+    prefix: String,
+    /// This pipeline's own steps so far.
+    steps: usize,
+    /// Joined pipelines so far (to name their steps apart).
+    joins: usize,
     /// The columns of the latest step.
     pub cols: Vec<Col>,
     /// What the latest step reads, for messages ("gpus", "leases joined with gpus").
@@ -121,6 +163,10 @@ pub(crate) struct Lowerer<'t, 'c> {
     /// The source noun while the rows are still that source's rows (not aggregated or
     /// joined): per-series functions need them.
     pub noun: Option<Noun>,
+    /// The source's time range while the rows are still that source's rows.
+    pub range: Option<Range>,
+    /// Set by a `stats … by bucket(…)` for a following `fill`.
+    pub bucket: Option<fill::Bucketed>,
     /// Whether columns are qualified (`leases.x`) by a join.
     pub joined: bool,
     /// DSL names for columns: `(qualifier after a join, name, column)`.
@@ -134,16 +180,30 @@ pub(crate) struct Lowerer<'t, 'c> {
 impl Lowerer<'_, '_> {
     /// The latest step's name.
     pub fn rel(&self) -> String {
-        match self.ctes.len() {
-            0 => "s0".into(),
-            n => format!("s{}", n - 1),
-        }
+        format!("{}s{}", self.prefix, self.steps.saturating_sub(1))
     }
 
     /// Adds a step.
     pub fn push(&mut self, select: String) {
-        let name = format!("s{}", self.ctes.len());
+        let name = format!("{}s{}", self.prefix, self.steps);
+        self.steps += 1;
         self.ctes.push((name, select));
+    }
+
+    /// The range of a source, as `uptime()` and `fill` need it.
+    fn range_of(&self, r: &TimeRange) -> Range {
+        match r {
+            TimeRange::Last(d) => Range {
+                ms: d.ms,
+                start_sql: format!("now() - {}", interval(d.ms)),
+                end_sql: "now()".into(),
+            },
+            TimeRange::Between { from, to, .. } => Range {
+                ms: to.unix_ms() - from.unix_ms(),
+                start_sql: format!("TIMESTAMP '{}'", from.sql()),
+                end_sql: format!("TIMESTAMP '{}'", to.sql()),
+            },
+        }
     }
 
     /// The statement: every step, then the final `SELECT` with the pending order.
@@ -179,6 +239,7 @@ impl Lowerer<'_, '_> {
                 self.promql_sources += 1;
                 TableRef::promql(self.promql_sources - 1)
             }
+            SourceKind::Pipeline(q) => return self.joined_pipeline(q),
         };
         let schema = self.catalog.schema(&table).ok_or_else(|| Error::NoTable {
             pos: self.loc.pos(source.span),
@@ -263,14 +324,67 @@ impl Lowerer<'_, '_> {
                 rule: "orders by: select it too, or sort after the select",
             });
         }
-        let list: Vec<String> = cols.iter().map(|c| quote(&c.name)).collect();
+        // After a join a selected field is named by its last part (`leases.supplier` is
+        // `supplier`) unless another selected field has the same last part.
+        let last = |n: &str| n.rsplit_once('.').map_or(n, |(_, l)| l).to_string();
+        let renamed: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                let short = last(&c.name);
+                let unique = cols.iter().filter(|o| last(&o.name) == short).count() == 1;
+                if self.joined && unique {
+                    short
+                } else {
+                    c.name.clone()
+                }
+            })
+            .collect();
+        let list: Vec<String> = cols
+            .iter()
+            .zip(&renamed)
+            .map(|(c, n)| {
+                if &c.name == n {
+                    quote(n)
+                } else {
+                    format!("{} AS {}", quote(&c.name), quote(n))
+                }
+            })
+            .collect();
         let prev = self.rel();
         self.push(format!("SELECT {} FROM {prev}", list.join(", ")));
-        self.cols = cols;
+        for (o, _) in &mut self.order {
+            if let Some(i) = cols.iter().position(|c| &c.name == o) {
+                *o = renamed[i].clone();
+            }
+        }
+        self.cols = cols
+            .into_iter()
+            .zip(renamed)
+            .map(|(c, name)| Col { name, ty: c.ty })
+            .collect();
+        if self.joined && !self.cols.iter().any(|c| c.name.contains('.')) {
+            self.joined = false;
+            self.aliases.clear();
+            self.what = "the selected fields".into();
+        }
         Ok(())
     }
 
-    fn join(&mut self, source: &Source, on: &[JoinKey]) -> Result<(), Error> {
+    /// A `join (…)` pipeline: its steps join this query's (named apart), and its result is
+    /// read like a table.
+    fn joined_pipeline(&mut self, q: &Query) -> Result<(String, Vec<Col>), Error> {
+        self.joins += 1;
+        let prefix = format!("{}j{}_", self.prefix, self.joins);
+        let mut inner = Lowerer::new(self.loc, self.catalog, q, prefix);
+        inner.promql_sources = self.promql_sources;
+        inner.pipeline(q)?;
+        self.promql_sources = inner.promql_sources;
+        let sql = format!("SELECT * FROM {}", inner.rel());
+        self.ctes.append(&mut inner.ctes);
+        Ok((sql, inner.cols))
+    }
+
+    fn join(&mut self, source: &Source, on: &[JoinKey], left_join: bool) -> Result<(), Error> {
         let q = source.qualifier();
         let taken = q == self.primary && !self.joined
             || self
@@ -334,8 +448,9 @@ impl Lowerer<'_, '_> {
             cols.push(Col { name, ty: c.ty });
         }
         let prev = self.rel();
+        let kind = if left_join { "LEFT JOIN" } else { "JOIN" };
         self.push(format!(
-            "SELECT {} FROM {prev} AS l JOIN ({right_sql}) AS r ON {}",
+            "SELECT {} FROM {prev} AS l {kind} ({right_sql}) AS r ON {}",
             list.join(", "),
             conds.join(" AND ")
         ));
@@ -352,6 +467,7 @@ impl Lowerer<'_, '_> {
         self.cols = cols;
         self.joined = true;
         self.noun = None;
+        self.range = None;
         self.order.clear();
         Ok(())
     }
@@ -361,6 +477,7 @@ impl Lowerer<'_, '_> {
         self.cols = cols;
         self.what = "the stats result".into();
         self.noun = None;
+        self.range = None;
         self.joined = false;
         self.aliases.clear();
         self.order.clear();

@@ -5,8 +5,9 @@
 //! source := noun [range] | "promql" "(" string ["," "step" "=" duration] ")" [range]
 //! range  := "[" duration "]" | "[" time ".." time "]"
 //! stage  := "where" expr | "extend" (name "=" expr),* | "stats" named,* ["by" named,*]
-//!         | "join" source "on" key,* | "sort" field [asc|desc],* | "top" n "by" field
-//!         | "select" field,* | "explain"
+//!         | "join" ["left"] (source | "(" source ("|" stage)* ")") "on" key,*
+//!         | "sort" field [asc|desc],* | "top" n "by" field | "select" field,*
+//!         | "fill" [literal] | "explain"
 //! ```
 //!
 //! The error type plugs into nom: a recoverable error remembers how far the input got and
@@ -35,6 +36,7 @@ pub fn parse(text: &str) -> Result<Query, Error> {
     let p = P {
         full: text,
         depth: std::cell::Cell::new(0),
+        joins: std::cell::Cell::new(0),
     };
     match p.query(text) {
         Ok((_, q)) => Ok(q),
@@ -129,15 +131,21 @@ pub(crate) struct P<'a> {
     full: &'a str,
     /// How deep the expression parser has recursed.
     depth: std::cell::Cell<usize>,
+    /// How many `join (…)` pipelines enclose the parser's position.
+    joins: std::cell::Cell<usize>,
 }
 
 /// The most stages a query may have (each is a step of the SQL the planner recurses over).
 pub const MAX_STAGES: usize = 64;
+/// How deep `join (…)` pipelines may nest in each other.
+const MAX_JOIN_NESTING: usize = 4;
 
-const STAGES: &[&str] = &[
-    "where", "extend", "stats", "join", "sort", "top", "select", "explain",
+/// The stage keywords, in the order the reference lists them.
+pub const STAGES: &[&str] = &[
+    "where", "extend", "stats", "join", "sort", "top", "select", "fill", "explain",
 ];
-const SOURCES: &str = "gpus, faults, health, leases, jobs, earnings, heartbeats or promql(…)";
+const SOURCES: &str =
+    "gpus, faults, health, leases, jobs, earnings, heartbeats, payouts or promql(…)";
 
 impl<'a> P<'a> {
     fn span(&self, start: &'a str, end: &'a str) -> Span {
@@ -172,11 +180,19 @@ impl<'a> P<'a> {
             Ok((rest, _)) => (rest, true),
             Err(_) => (i, false),
         };
+        let (i, mut q) = self.pipeline(i, false)?;
+        q.explain = explain;
+        Ok((i, q))
+    }
+
+    /// A source and its stages, up to the end of the text or, `nested` in a `join (…)`, up
+    /// to the closing parenthesis (not consumed).
+    fn pipeline(&self, i: &'a str, nested: bool) -> PResult<'a, Query> {
         let (mut i, source) = self.source(i)?;
         let mut stages: Vec<Stage> = Vec::new();
         loop {
             let at_end = ws(i);
-            if at_end.is_empty() {
+            if at_end.is_empty() || nested && at_end.starts_with(')') {
                 break;
             }
             if stages.len() == MAX_STAGES {
@@ -186,9 +202,14 @@ impl<'a> P<'a> {
                 }));
             }
             let Ok((rest, _)) = sym("|")(i) else {
+                let end = if nested {
+                    "`)`"
+                } else {
+                    "the end of the query"
+                };
                 return Err(nom::Err::Error(PError::Expected {
                     at: at_end,
-                    what: vec!["`|`".into(), "the end of the query".into()],
+                    what: vec!["`|`".into(), end.into()],
                 }));
             };
             if let Some(last) = stages.last().filter(|s| s.kind == StageKind::Explain) {
@@ -199,15 +220,51 @@ impl<'a> P<'a> {
                 }));
             }
             let (rest, stage) = self.stage(rest)?;
+            if nested && stage.kind == StageKind::Explain {
+                return Err(self.fatal(Error::Misplaced {
+                    pos: self.pos_of(stage.span),
+                    what: "`explain`".into(),
+                    rule: "belongs to the whole query, not to a joined pipeline",
+                }));
+            }
             stages.push(stage);
             i = rest;
         }
         Ok((
-            "",
+            i,
             Query {
-                explain,
+                explain: false,
                 source,
                 stages,
+            },
+        ))
+    }
+
+    /// The right side of a `join`: a source, or a pipeline in parentheses.
+    fn join_source(&self, i: &'a str) -> PResult<'a, Source> {
+        let start = ws(i);
+        let Ok((inner, _)) = sym("(")(start) else {
+            return self.source(start);
+        };
+        // Joined pipelines may join pipelines: bounded like nested expressions.
+        let depth = self.joins.get();
+        if depth >= MAX_JOIN_NESTING {
+            return Err(self.fatal(Error::Value {
+                pos: self.pos(start),
+                message: "pipelines nest too deep in joins (at most 4)",
+            }));
+        }
+        self.joins.set(depth + 1);
+        let parsed = self.pipeline(inner, true);
+        self.joins.set(depth);
+        let (rest, q) = parsed?;
+        let (rest, _) = sym(")")(rest)?;
+        Ok((
+            rest,
+            Source {
+                kind: SourceKind::Pipeline(Box::new(q)),
+                range: None,
+                span: self.span(start, rest),
             },
         ))
     }
@@ -343,7 +400,11 @@ impl<'a> P<'a> {
         } else if let Ok((i, _)) = kw("stats")(start) {
             self.stats(i)?
         } else if let Ok((i, _)) = kw("join")(start) {
-            let (i, source) = self.source(i)?;
+            let (i, left) = match kw("left")(i) {
+                Ok((i, _)) => (i, true),
+                Err(_) => (i, false),
+            };
+            let (i, source) = self.join_source(i)?;
             let (i, _) = kw("on")(i)?;
             let (i, on) = self.list(i, |i| {
                 let (i, left) = self.field(i)?;
@@ -355,7 +416,7 @@ impl<'a> P<'a> {
                     Err(_) => Ok((i, JoinKey::Same(left))),
                 }
             })?;
-            (i, StageKind::Join { source, on })
+            (i, StageKind::Join { source, on, left })
         } else if let Ok((i, _)) = kw("sort")(start) {
             let (i, keys) = self.list(i, |i| {
                 let (i, field) = self.field(i)?;
@@ -382,6 +443,14 @@ impl<'a> P<'a> {
         } else if let Ok((i, _)) = kw("select")(start) {
             let (i, fields) = self.list(i, |i| self.field(i))?;
             (i, StageKind::Select(fields))
+        } else if let Ok((i, _)) = kw("fill")(start) {
+            let after = ws(i);
+            if after.is_empty() || after.starts_with('|') || after.starts_with(')') {
+                (i, StageKind::Fill(None))
+            } else {
+                let (i, e) = self.expr(i)?;
+                (i, StageKind::Fill(Some(e)))
+            }
         } else if let Ok((i, _)) = kw("explain")(start) {
             (i, StageKind::Explain)
         } else {

@@ -145,11 +145,15 @@ impl Lowerer<'_, '_> {
                 for a in args {
                     lowered.push(self.expr(a)?);
                 }
-                if f.name == "xid_class" && !lowered[0].1.numeric() {
+                if matches!(f.name, "xid_class" | "throttled") && !lowered[0].1.numeric() {
                     return Err(Error::Type {
                         pos: self.loc.pos(args[0].span),
                         function: f.name.to_string(),
-                        expected: "an XID code (a number)",
+                        expected: if f.name == "xid_class" {
+                            "an XID code (a number)"
+                        } else {
+                            "a throttle_reasons bitmask (a number)"
+                        },
                         argument: args[0].to_string(),
                         found: lowered[0].1.describe(),
                     });
@@ -175,21 +179,10 @@ impl Lowerer<'_, '_> {
             _ => self.expr(left)?,
         };
         let (r, rt) = self.expr(right)?;
-        let sql_op = match op {
-            BinOp::Or => "OR",
-            BinOp::And => "AND",
-            BinOp::Eq => "=",
-            BinOp::NotEq => "<>",
-            BinOp::Lt => "<",
-            BinOp::LtEq => "<=",
-            BinOp::Gt => ">",
-            BinOp::GtEq => ">=",
-            BinOp::Add => "+",
-            BinOp::Sub => "-",
-            BinOp::Mul => "*",
-            BinOp::Div => "/",
-        };
-        Ok((format!("{l} {sql_op} {r}"), arithmetic_type(*op, lt, rt)))
+        Ok((
+            format!("{l} {} {r}", op.sql()),
+            arithmetic_type(*op, lt, rt),
+        ))
     }
 
     /// The function `name`, checked to exist and to take `given` arguments.
@@ -249,7 +242,7 @@ pub(crate) fn misplaced(l: &Lowerer<'_, '_>, e: &Expr, kind: Kind) -> Error {
     }
 }
 
-fn arithmetic_type(op: BinOp, l: Ty, r: Ty) -> Ty {
+pub(crate) fn arithmetic_type(op: BinOp, l: Ty, r: Ty) -> Ty {
     match op {
         BinOp::Or
         | BinOp::And

@@ -18,6 +18,18 @@ pub(crate) enum Kind {
     Bucket,
 }
 
+impl Kind {
+    /// The word for editors and the reference.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Kind::Scalar => "scalar",
+            Kind::Aggregate => "aggregate",
+            Kind::PerSeries => "per-series",
+            Kind::Bucket => "bucket",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Function {
     pub name: &'static str,
@@ -52,19 +64,46 @@ pub(crate) const FUNCTIONS: &[Function] = &[
     f("max", Kind::Aggregate, 1, 1, "one argument"),
     f("count_distinct", Kind::Aggregate, 1, 1, "one argument"),
     f(
+        "gpu_hours",
+        Kind::Aggregate,
+        0,
+        0,
+        "no arguments: GPU-hours offered (gpus), rented (leases) or paid (earnings)",
+    ),
+    f(
+        "uptime",
+        Kind::Aggregate,
+        0,
+        0,
+        "no arguments: the share of minutes each GPU (gpus) or worker (heartbeats) reported",
+    ),
+    f(
         "rate",
         Kind::PerSeries,
         2,
         2,
         "a counter field and a window, e.g. rate(energy_mj, 1m)",
     ),
-    f("bucket", Kind::Bucket, 1, 1, "a duration, e.g. bucket(1h)"),
+    f(
+        "bucket",
+        Kind::Bucket,
+        1,
+        2,
+        "a duration and optionally a time zone, e.g. bucket(1h) or bucket(1d, \"Europe/Berlin\")",
+    ),
     f(
         "xid_class",
         Kind::Scalar,
         1,
         1,
         "one argument (an XID code)",
+    ),
+    f(
+        "throttled",
+        Kind::Scalar,
+        1,
+        1,
+        "one argument (throttle_reasons)",
     ),
     f("now", Kind::Scalar, 0, 0, "no arguments"),
     f(
@@ -87,11 +126,25 @@ pub(crate) const FUNCTIONS: &[Function] = &[
     f("lower", Kind::Scalar, 1, 1, "one argument"),
     f("upper", Kind::Scalar, 1, 1, "one argument"),
     f("coalesce", Kind::Scalar, 1, 16, "one to 16 arguments"),
+    f(
+        "if",
+        Kind::Scalar,
+        3,
+        3,
+        "a condition, the value when true and the value otherwise",
+    ),
+    f(
+        "nullif",
+        Kind::Scalar,
+        2,
+        2,
+        "a value and the value that makes it null",
+    ),
 ];
 
 /// For "unknown function" messages.
-pub(crate) const FUNCTION_LIST: &str = "one of count, sum, avg, min, max, count_distinct, rate, \
-     bucket, xid_class, now, from_ms, abs, round, floor, ceil, lower, upper, coalesce";
+pub(crate) const FUNCTION_LIST: &str = "one of count, sum, avg, min, max, count_distinct, \
+     gpu_hours, uptime, rate, bucket, xid_class, throttled, now, from_ms, abs, round, floor, ceil, lower, upper, coalesce, if, nullif";
 
 pub(crate) fn lookup(name: &str) -> Option<&'static Function> {
     FUNCTIONS.iter().find(|f| f.name == name)
@@ -107,9 +160,34 @@ pub(crate) fn scalar_sql(name: &str, args: &[(String, Ty)]) -> (String, Ty) {
     let first = args.first().map_or(Ty::Other, |(_, t)| *t);
     match name {
         "xid_class" => (xid_class_sql(&args[0].0), Ty::Str),
+        "throttled" => (
+            format!(
+                "((CAST({} AS BIGINT) & {}) <> 0)",
+                args[0].0,
+                rigwatch_scheduler::health::throttle::SLOWDOWN
+            ),
+            Ty::Bool,
+        ),
         "now" => ("now()".into(), Ty::Time),
         "from_ms" => (format!("to_timestamp_millis({joined})"), Ty::Time),
         "lower" | "upper" => (format!("{name}({joined})"), Ty::Str),
+        "if" => {
+            let ty = match (args[1].1, args[2].1) {
+                (a, b) if a == b => a,
+                (Ty::Null, b) => b,
+                (a, Ty::Null) => a,
+                (Ty::Int | Ty::Float, Ty::Int | Ty::Float) => Ty::Float,
+                (Ty::Tag | Ty::Str, Ty::Tag | Ty::Str) => Ty::Str,
+                _ => Ty::Other,
+            };
+            (
+                format!(
+                    "CASE WHEN {} THEN {} ELSE {} END",
+                    args[0].0, args[1].0, args[2].0
+                ),
+                ty,
+            )
+        }
         "round" | "floor" | "ceil" => (format!("{name}({joined})"), Ty::Float),
         _ => (format!("{name}({joined})"), first),
     }

@@ -13,12 +13,20 @@
 //! A negative Δv is a counter reset: the counter restarted from zero, so `v` itself is the
 //! increase since. Sample pairs further apart than `window` (a gap in the data) give no rate.
 
-use super::expr::misplaced;
+use super::expr::{arithmetic_type, misplaced};
+use super::fill::Bucketed;
 use super::functions::Kind;
 use super::{Col, Lowerer};
-use crate::ast::{Expr, ExprKind, Named};
+use crate::ast::{BinOp, Expr, ExprKind, Named, UnaryOp};
 use crate::catalog::{Ty, interval, quote};
 use crate::error::Error;
+
+/// A `bucket(…)` key: its length and time zone.
+#[derive(Debug, Clone)]
+pub(crate) struct BucketKey {
+    pub ms: i64,
+    pub tz: Option<String>,
+}
 
 /// One `rate(field, window)` of a stats step.
 struct Rate {
@@ -31,20 +39,32 @@ impl Lowerer<'_, '_> {
         let mut out: Vec<(String, Col)> = Vec::new();
         let mut group = Vec::new();
         let mut names: Vec<(String, crate::ast::Span)> = Vec::new();
+        let mut bucket: Option<(String, BucketKey)> = None;
         for key in by {
-            let (sql, ty, default) = self.key(&key.expr)?;
+            let (sql, ty, default, b) = self.key(&key.expr)?;
             let name = match (&key.alias, default) {
                 (Some(a), _) => a.name.clone(),
                 (None, Some(d)) => d,
                 (None, None) => return Err(unnamed(self, &key.expr, "key")),
             };
+            if let Some(b) = b {
+                if bucket.is_some() {
+                    return Err(Error::Misplaced {
+                        pos: self.loc.pos(key.expr.span),
+                        what: "a second `bucket(…)` key:".into(),
+                        rule: "a stats step has at most one",
+                    });
+                }
+                bucket = Some((name.clone(), b));
+            }
             group.push(sql.clone());
             names.push((name.clone(), key.expr.span));
             out.push((sql, Col { name, ty }));
         }
+        let bucket_ms = bucket.as_ref().map(|(_, b)| b.ms);
         let mut rates: Vec<Rate> = Vec::new();
         for agg in aggs {
-            let (sql, ty, default) = self.aggregate(&agg.expr, &mut rates)?;
+            let (sql, ty, default) = self.aggregate_item(&agg.expr, &mut rates, bucket_ms)?;
             let name = match (&agg.alias, default) {
                 (Some(a), _) => a.name.clone(),
                 (None, Some(d)) => d,
@@ -74,12 +94,68 @@ impl Lowerer<'_, '_> {
             select.push_str(&format!(" GROUP BY {}", group.join(", ")));
         }
         self.push(select);
-        self.reset_after_stats(out.into_iter().map(|(_, c)| c).collect());
+        let range = self.range.take();
+        let cols: Vec<Col> = out.into_iter().map(|(_, c)| c).collect();
+        self.reset_after_stats(cols.clone());
+        self.bucket = bucket.map(|(column, key)| Bucketed {
+            column,
+            key,
+            keys: by.len() - 1,
+            range,
+            cols,
+        });
         Ok(())
     }
 
-    /// A `by` key: its SQL, type and default column name.
-    fn key(&self, e: &Expr) -> Result<(String, Ty, Option<String>), Error> {
+    /// A stats item: an aggregate, or arithmetic and scalar functions over aggregates and
+    /// numbers (`sum(amount) / gpu_hours()`). Its SQL, type and default column name.
+    fn aggregate_item(
+        &self,
+        e: &Expr,
+        rates: &mut Vec<Rate>,
+        bucket_ms: Option<i64>,
+    ) -> Result<(String, Ty, Option<String>), Error> {
+        match &e.kind {
+            ExprKind::Binary { op, left, right }
+                if matches!(op, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div) =>
+            {
+                let (l, lt, _) = self.aggregate_item(left, rates, bucket_ms)?;
+                let (r, rt, _) = self.aggregate_item(right, rates, bucket_ms)?;
+                let ty = arithmetic_type(*op, lt, rt);
+                Ok((format!("({l} {} {r})", op.sql()), ty, None))
+            }
+            ExprKind::Unary {
+                op: UnaryOp::Neg,
+                expr,
+            } => {
+                let (s, ty, _) = self.aggregate_item(expr, rates, bucket_ms)?;
+                Ok((format!("(- {s})"), ty, None))
+            }
+            ExprKind::Int(_) | ExprKind::Float(_) | ExprKind::Null => {
+                let (s, ty) = self.expr(e)?;
+                Ok((s, ty, None))
+            }
+            ExprKind::Call { name, args }
+                if super::functions::lookup(&name.name)
+                    .is_some_and(|f| f.kind == Kind::Scalar && f.name != "now")
+                    && !args.is_empty() =>
+            {
+                let f = self.function(name, args.len())?;
+                let mut lowered = Vec::new();
+                for a in args {
+                    let (s, ty, _) = self.aggregate_item(a, rates, bucket_ms)?;
+                    lowered.push((s, ty));
+                }
+                let (sql, ty) = super::functions::scalar_sql(f.name, &lowered);
+                Ok((sql, ty, None))
+            }
+            _ => self.aggregate(e, rates, bucket_ms),
+        }
+    }
+
+    /// A `by` key: its SQL, type, default column name and, for `bucket(…)`, its length.
+    #[allow(clippy::type_complexity)]
+    fn key(&self, e: &Expr) -> Result<(String, Ty, Option<String>, Option<BucketKey>), Error> {
         match &e.kind {
             ExprKind::Call { name, args } if name.name == "bucket" => {
                 self.function(name, args.len())?;
@@ -103,22 +179,80 @@ impl Lowerer<'_, '_> {
                     name: "time".into(),
                     span: e.span,
                 })?;
-                let sql = format!("date_bin({}, {})", interval(ms), quote(&time.name));
-                Ok((sql, Ty::Time, Some("bucket".into())))
+                let time = quote(&time.name);
+                let (sql, tz) = match args.get(1) {
+                    None => (format!("date_bin({}, {time})", interval(ms)), None),
+                    Some(zone) => {
+                        let (sql, tz) = self.zoned_bucket(zone, ms, args[0].span, &time)?;
+                        (sql, Some(tz))
+                    }
+                };
+                Ok((
+                    sql,
+                    Ty::Time,
+                    Some("bucket".into()),
+                    Some(BucketKey { ms, tz }),
+                ))
             }
             ExprKind::Field(f) => {
                 let c = self.resolve(f)?;
-                Ok((quote(&c.name), c.ty, Some(f.name.clone())))
+                Ok((quote(&c.name), c.ty, Some(f.name.clone()), None))
             }
             ExprKind::Call { name, .. } => {
                 let (sql, ty) = self.expr(e)?;
-                Ok((sql, ty, Some(name.name.clone())))
+                Ok((sql, ty, Some(name.name.clone()), None))
             }
             _ => {
                 let (sql, ty) = self.expr(e)?;
-                Ok((sql, ty, None))
+                Ok((sql, ty, None, None))
             }
         }
+    }
+
+    /// `bucket(<d>, "<zone>")`: calendar units truncated in that zone (a day starts at the
+    /// zone's midnight, daylight saving included). The SQL and the zone's name.
+    fn zoned_bucket(
+        &self,
+        zone: &Expr,
+        ms: i64,
+        d_span: crate::ast::Span,
+        time: &str,
+    ) -> Result<(String, String), Error> {
+        let ExprKind::Str(tz) = &zone.kind else {
+            return Err(Error::Type {
+                pos: self.loc.pos(zone.span),
+                function: "bucket".into(),
+                expected: "a time zone name such as \"Europe/Berlin\"",
+                argument: zone.to_string(),
+                found: "not a text literal",
+            });
+        };
+        if tz.parse::<arrow::array::timezone::Tz>().is_err() || tz.contains(['\'', '"']) {
+            return Err(Error::Value {
+                pos: self.loc.pos(zone.span),
+                message: "unknown time zone: use an IANA name such as \"Europe/Berlin\", \
+                          \"America/New_York\" or \"UTC\"",
+            });
+        }
+        let unit = match ms {
+            60_000 => "minute",
+            3_600_000 => "hour",
+            86_400_000 => "day",
+            604_800_000 => "week",
+            _ => {
+                return Err(Error::Value {
+                    pos: self.loc.pos(d_span),
+                    message: "with a time zone, a bucket is 1m, 1h, 1d or 1w \
+                              (calendar units in that zone)",
+                });
+            }
+        };
+        // The stored time is UTC without a zone: mark it UTC, then show it in the zone.
+        let zoned = format!(
+            "arrow_cast(arrow_cast({time}, 'Timestamp(Nanosecond, Some(\"UTC\"))'), \
+             'Timestamp(Nanosecond, Some(\"{tz}\"))')"
+        );
+        Ok((format!("date_trunc('{unit}', {zoned})"), tz.clone()))
     }
 
     /// An aggregate item: its SQL, type and default column name.
@@ -126,6 +260,7 @@ impl Lowerer<'_, '_> {
         &self,
         e: &Expr,
         rates: &mut Vec<Rate>,
+        bucket_ms: Option<i64>,
     ) -> Result<(String, Ty, Option<String>), Error> {
         let ExprKind::Call { name, args } = &e.kind else {
             return Err(Error::Misplaced {
@@ -143,6 +278,10 @@ impl Lowerer<'_, '_> {
                 rule: "is not an aggregate: a stats item is count(), sum(x), avg(x), min(x), \
                        max(x) or count_distinct(x)",
             });
+        }
+        if matches!(f.name, "gpu_hours" | "uptime") {
+            let (sql, ty) = self.domain_aggregate(f.name, e, bucket_ms)?;
+            return Ok((sql, ty, Some(f.name.to_string())));
         }
         let Some(arg) = args.first() else {
             return Ok(("count(*)".into(), Ty::Int, Some("count".into())));

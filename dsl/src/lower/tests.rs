@@ -137,6 +137,10 @@ pub(crate) fn catalog(table: &TableRef) -> Option<SchemaRef> {
                 ("ledger_version", I),
             ],
         ),
+        (None, "payout") => schema(
+            &["payout_id", "supplier"],
+            &[("amount_micro", I), ("reference", S), ("paid_ms", I)],
+        ),
         (Some("dsl"), name) if name.starts_with("promql_") => Arc::new(Schema::new(vec![
             time(),
             Field::new("gpu_uuid", S, true),

@@ -26,7 +26,12 @@ fn the_examples_parse_and_render_back() {
     }
     let q = parse(EXAMPLES[4]).unwrap();
     assert_eq!(q.source.kind, SourceKind::Table(Noun::Leases));
-    let StageKind::Join { source, on } = &q.stages[0].kind else {
+    let StageKind::Join {
+        source,
+        on,
+        left: false,
+    } = &q.stages[0].kind
+    else {
         panic!("{:?}", q.stages[0]);
     };
     assert_eq!(source.kind, SourceKind::Table(Noun::Gpus));
@@ -218,7 +223,7 @@ fn unknown_words_get_suggestions() {
     assert_eq!(
         e.to_string(),
         "line 1, column 1 (byte 0): unknown source `gpu` (expected one of gpus, faults, \
-         health, leases, jobs, earnings, heartbeats or promql(…)); did you mean `gpus`?"
+         health, leases, jobs, earnings, heartbeats, payouts or promql(…)); did you mean `gpus`?"
     );
     assert_eq!(e.suggestion(), Some("gpus"));
     let e = err("gpus | wher x > 1");
@@ -364,6 +369,30 @@ fn source() -> impl Strategy<Value = Source> {
     })
 }
 
+/// A `(…)` pipeline for the right side of a join: a source and simple stages.
+fn nested() -> impl Strategy<Value = Source> {
+    let simple = prop_oneof![
+        expr().prop_map(StageKind::Where),
+        prop::collection::vec(field(), 1..4).prop_map(StageKind::Select),
+        (1..1000u64, field()).prop_map(|(n, by)| StageKind::Top { n, by }),
+    ];
+    (source(), prop::collection::vec(simple, 0..3)).prop_map(|(source, kinds)| Source {
+        kind: SourceKind::Pipeline(Box::new(Query {
+            explain: false,
+            source,
+            stages: kinds
+                .into_iter()
+                .map(|kind| Stage {
+                    kind,
+                    span: Span::default(),
+                })
+                .collect(),
+        })),
+        range: None,
+        span: Span::default(),
+    })
+}
+
 fn stage() -> impl Strategy<Value = StageKind> {
     prop_oneof![
         expr().prop_map(StageKind::Where),
@@ -386,16 +415,26 @@ fn stage() -> impl Strategy<Value = StageKind> {
                 || !b.is_empty())
             .prop_map(|(aggs, by)| StageKind::Stats { aggs, by }),
         (
-            source(),
+            prop_oneof![source(), nested()],
             prop::collection::vec(
                 prop_oneof![
                     field().prop_map(JoinKey::Same),
                     (field(), field()).prop_map(|(l, r)| JoinKey::Pair(l, r)),
                 ],
                 1..3
-            )
+            ),
+            any::<bool>()
         )
-            .prop_map(|(source, on)| StageKind::Join { source, on }),
+            .prop_map(|(source, on, left)| StageKind::Join { source, on, left }),
+        prop_oneof![
+            Just(None),
+            Just(Some(ExprKind::Null)),
+            (-5i64..100).prop_map(|v| Some(ExprKind::Int(v))),
+        ]
+        .prop_map(|v| StageKind::Fill(v.map(|kind| Expr {
+            kind,
+            span: Span::default()
+        }))),
         prop::collection::vec(
             (field(), any::<bool>()).prop_map(|(field, desc)| SortKey { field, desc }),
             1..3

@@ -17,6 +17,10 @@ pub mod throttle {
     pub const SW_THERMAL_SLOWDOWN: u64 = 0x20;
     pub const HW_THERMAL_SLOWDOWN: u64 = 0x40;
     pub const HW_POWER_BRAKE_SLOWDOWN: u64 = 0x80;
+    /// The bits that slow a GPU down against its load: thermal and hardware slowdowns and
+    /// the power brake (software power capping alone is normal at full load).
+    pub const SLOWDOWN: u64 =
+        HW_SLOWDOWN | SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN | HW_POWER_BRAKE_SLOWDOWN;
 }
 
 /// Thresholds and windows. Durations are nanoseconds.
