@@ -155,3 +155,23 @@ async fn fill_adds_the_missing_buckets() {
     let nulls = answer(&service, &format!("{q} | fill null | sort bucket"), None).await;
     assert!(nulls.lines().nth(1).unwrap().ends_with(','), "{nulls}");
 }
+
+/// `bucket(1d, zone)` starts a day at the zone's midnight: the four hours after midnight
+/// UTC on 2026-11-02 are the evening of 2026-11-01 in New York, a day that began in
+/// summer time (UTC-4; UTC-5 from 02:00), and the small hours of 2026-11-02 in Tokyo.
+#[tokio::test]
+async fn zoned_buckets_start_at_the_zones_midnight() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_fixture(dir.path(), false).await;
+    let service = QueryService::new(db);
+    for (zone, day) in [
+        ("America/New_York", "2026-11-01T00:00:00-04:00"),
+        ("Asia/Tokyo", "2026-11-02T00:00:00+09:00"),
+    ] {
+        let q = format!(
+            "earnings[2026-11-01 .. 2026-11-04] | stats sum(amount) as micro by bucket(1d, \"{zone}\")"
+        );
+        let csv = answer(&service, &q, None).await;
+        assert_eq!(csv, format!("bucket,micro\n{day},23837500\n"), "{zone}");
+    }
+}

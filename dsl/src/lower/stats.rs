@@ -227,7 +227,7 @@ impl Lowerer<'_, '_> {
                 found: "not a text literal",
             });
         };
-        if tz.parse::<arrow::array::timezone::Tz>().is_err() || tz.contains(['\'', '"']) {
+        if tz.parse::<chrono_tz::Tz>().is_err() || tz.contains(['\'', '"']) {
             return Err(Error::Value {
                 pos: self.loc.pos(zone.span),
                 message: "unknown time zone: use an IANA name such as \"Europe/Berlin\", \

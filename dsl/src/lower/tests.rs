@@ -474,3 +474,156 @@ fn chains_of_one_operator_stay_flat() {
     // A right operand keeps its parentheses: a - (b - c) is not a - b - c.
     assert!(sql("gpus | extend d = 1 - (2 - 3)").contains("(1 - (2 - 3)) AS \"d\""));
 }
+
+#[test]
+fn aggregates_combine_with_arithmetic_and_scalar_functions() {
+    let s = sql("earnings[1d] | stats round(sum(amount) / gpu_hours(), 2) as yield by model");
+    assert!(
+        s.contains("round((sum(\"amount_micro\") / (sum(CAST(\"duration_ms\" AS DOUBLE)"),
+        "{s}"
+    );
+    let e = err("earnings | stats sum(amount) / count()");
+    assert!(e.to_string().contains("name it with `as`"), "{e}");
+    let e = err("gpus | stats utilization + 1 as x");
+    assert!(e.to_string().contains("is not an aggregate"), "{e}");
+}
+
+#[test]
+fn domain_aggregates_read_the_raw_rows_of_their_sources() {
+    let s = sql("gpus[2026-11-02 .. 2026-11-03] | stats uptime() by supplier");
+    assert!(s.contains("least(1.0, CAST(count(DISTINCT concat_ws('/', concat_ws('/', \"supplier\", \"gpu_uuid\")"), "{s}");
+    assert!(s.contains("* 1440.0))"), "{s}");
+    // A bucket is what the minutes count against when there is one.
+    let s = sql("heartbeats[1d] | stats uptime() by bucket(1h)");
+    assert!(s.contains("* 60.0))"), "{s}");
+    assert!(sql("leases | stats gpu_hours()").contains("coalesce(CAST(\"end_ms\" AS DOUBLE)"));
+    for (text, needle) in [
+        ("gpus | stats uptime()", "needs a time range"),
+        ("faults[1d] | stats gpu_hours()", "`gpu_hours()` on faults"),
+        ("leases[1d] | stats uptime()", "reads gpus or heartbeats"),
+        (
+            "leases[1d] | join gpus[1d] on gpu_uuid | stats gpu_hours()",
+            "before any join",
+        ),
+        (
+            "gpus | extend x = gpu_hours()",
+            "belongs at the top of a `stats` item",
+        ),
+    ] {
+        let e = err(text);
+        assert!(e.to_string().contains(needle), "{text}: {e}");
+    }
+    let s = sql("gpus | where throttled(throttle_reasons)");
+    assert!(
+        s.contains("((CAST(\"throttle_reasons\" AS BIGINT) & 232) <> 0)"),
+        "{s}"
+    );
+    let e = err("gpus | where throttled(model)");
+    assert!(e.to_string().contains("throttle_reasons bitmask"), "{e}");
+}
+
+#[test]
+fn zoned_buckets_truncate_calendar_units_in_the_zone() {
+    let s = sql("earnings[7d] | stats sum(amount) by bucket(1d, \"Europe/Berlin\")");
+    assert!(
+        s.contains(
+            "date_trunc('day', arrow_cast(arrow_cast(\"time\", 'Timestamp(Nanosecond, Some(\"UTC\"))'), \
+             'Timestamp(Nanosecond, Some(\"Europe/Berlin\"))')) AS \"bucket\""
+        ),
+        "{s}"
+    );
+    for (text, needle) in [
+        (
+            "gpus | stats count() by bucket(1d, \"Mars/Olympus\")",
+            "unknown time zone",
+        ),
+        (
+            "gpus | stats count() by bucket(2h, \"UTC\")",
+            "1m, 1h, 1d or 1w",
+        ),
+        ("gpus | stats count() by bucket(1d, 5)", "a time zone name"),
+        (
+            "gpus | stats count() by bucket(1h), bucket(1d)",
+            "at most one",
+        ),
+    ] {
+        let e = err(text);
+        assert!(e.to_string().contains(needle), "{text}: {e}");
+    }
+}
+
+#[test]
+fn fill_follows_a_bucketed_stats() {
+    let s = sql("gpus[1h] | stats avg(utilization) by model, bucket(5m) | sort bucket | fill");
+    assert!(s.contains("unnest(range(0, 14))"), "{s}");
+    assert!(
+        s.contains("CROSS JOIN (SELECT DISTINCT \"model\" FROM s1) AS k LEFT JOIN s1 AS s"),
+        "{s}"
+    );
+    assert!(
+        s.contains("coalesce(s.\"avg_utilization\", 0) AS \"avg_utilization\""),
+        "{s}"
+    );
+    assert!(s.ends_with("ORDER BY \"bucket\" ASC NULLS LAST"), "{s}");
+    // Without a range (or with a zone), the buckets are those some key has.
+    let s = sql("gpus | stats count() by bucket(1h) | fill null");
+    assert!(
+        s.contains("(SELECT DISTINCT \"bucket\" FROM s1) AS b"),
+        "{s}"
+    );
+    assert!(s.contains("coalesce(s.\"count\", NULL)"), "{s}");
+    for (text, needle) in [
+        (
+            "gpus | stats count() by model | fill",
+            "follows a `stats … by bucket(…)`",
+        ),
+        (
+            "gpus[1h] | stats count() by bucket(1m) | where count > 1 | fill",
+            "follows",
+        ),
+        (
+            "gpus[1h] | stats count() by bucket(1m) | fill \"x\"",
+            "a number or null",
+        ),
+        (
+            "gpus[30d] | stats count() by bucket(1s) | fill",
+            "100,000 buckets",
+        ),
+    ] {
+        let e = err(text);
+        assert!(e.to_string().contains(needle), "{text}: {e}");
+    }
+}
+
+#[test]
+fn joined_pipelines_and_left_joins() {
+    let s = sql("gpus[1d] | stats gpu_hours() as offered by gpu_uuid \
+         | join left (leases[1d] | stats gpu_hours() as rented by gpu_uuid) on gpu_uuid \
+         | select gpu_uuid, offered, rented");
+    // The joined pipeline's steps come first, named apart.
+    assert!(s.contains("j1_s0 AS (SELECT * FROM \"lease\" WHERE"), "{s}");
+    assert!(
+        s.contains("LEFT JOIN (SELECT * FROM j1_s1) AS r ON l.\"gpu_uuid\" = r.\"gpu_uuid\""),
+        "{s}"
+    );
+    // A select after a join names fields by their last part when that is unique.
+    assert!(
+        s.contains("SELECT \"gpus.gpu_uuid\" AS \"gpu_uuid\", \"gpus.offered\" AS \"offered\", \"leases.rented\" AS \"rented\""),
+        "{s}"
+    );
+    let s = sql("leases | join gpus on gpu_uuid | select leases.gpu_uuid, gpus.gpu_uuid");
+    assert!(
+        s.contains("SELECT \"leases.gpu_uuid\", \"gpus.gpu_uuid\" FROM"),
+        "{s}"
+    );
+    // Names resolve against the joined pipeline's result.
+    let e = err(
+        "gpus | join (leases | stats count() by gpu_uuid) on gpu_uuid | where leases.rented > 1",
+    );
+    assert!(
+        e.to_string().contains("unknown field `leases.rented`"),
+        "{e}"
+    );
+    let e = parse("gpus | join (leases | explain) on gpu_uuid").unwrap_err();
+    assert!(e.to_string().contains("not to a joined pipeline"), "{e}");
+}
