@@ -23,6 +23,8 @@ use crate::error::Error;
 
 /// The most buckets `fill` generates for a range (a year of hours is 8,760).
 pub(crate) const MAX_FILL_BUCKETS: i64 = 100_000;
+/// The longest bucket `fill` generates (its steps are nanoseconds in 64 bits).
+const MAX_FILL_BUCKET_MS: i64 = 366 * 86_400_000;
 
 /// What a `stats … by bucket(…)` step leaves for a `fill` after it.
 #[derive(Debug, Clone)]
@@ -118,6 +120,12 @@ impl Lowerer<'_, '_> {
         column: &str,
     ) -> Result<String, Error> {
         let count = range.ms / bucket_ms + 2;
+        if bucket_ms > MAX_FILL_BUCKET_MS {
+            return Err(Error::Value {
+                pos: self.loc.pos(span),
+                message: "`fill` takes buckets of at most 366 days",
+            });
+        }
         if count > MAX_FILL_BUCKETS {
             return Err(Error::Value {
                 pos: self.loc.pos(span),
