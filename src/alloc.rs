@@ -103,6 +103,24 @@ impl std::fmt::Display for SubmitError {
     }
 }
 
+/// Why ending a job was not acknowledged.
+#[derive(Debug)]
+pub enum EndError {
+    NotFound(String),
+    /// It already ended (and its rows are stored).
+    Ended(String),
+    /// It ended, but its rows are not durable yet (retried every tick).
+    NotStored(String),
+}
+
+impl std::fmt::Display for EndError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndError::NotFound(m) | EndError::Ended(m) | EndError::NotStored(m) => f.write_str(m),
+        }
+    }
+}
+
 struct Inner {
     alloc: Allocator,
     ledger: Ledger,
@@ -201,6 +219,8 @@ impl JobRequest {
 mod earnings;
 mod http;
 mod rows;
+#[cfg(test)]
+mod tests;
 
 use rows::{
     earnings_row, entry_from_row, job_from_row, job_row, lease_row, node_name, parse_unpaid,
@@ -445,7 +465,8 @@ impl AllocService {
             offline_after_ms: duration_ms(offline_after),
         };
         if !pending.is_empty() {
-            svc.persist(pending).await;
+            // Rows found missing at start; a failure here leaves them to the first tick.
+            let _ = svc.persist(pending).await;
         }
         svc.spawn_feeder();
         svc.spawn_ticker(tick);
@@ -455,14 +476,17 @@ impl AllocService {
     /// Writes the allocator's rows. The in-memory ledger and leases already moved on, so a
     /// batch that fails is kept and written again, before anything newer, on the next call
     /// (every tick calls): a failed write delays rows, it never loses a paid minute.
-    async fn persist(&self, batch: WriteBatch) {
+    ///
+    /// `Ok` when every row so far, `batch` included, is durable; otherwise the storage
+    /// error, and the rows wait in order for the next call.
+    async fn persist(&self, batch: WriteBatch) -> Result<(), String> {
         if !batch.is_empty() {
             self.outbox.lock().push_back(batch);
         }
         let _writer = self.writer.lock().await;
         loop {
             let Some(next) = self.outbox.lock().front().cloned() else {
-                return;
+                return Ok(());
             };
             match self.db.write(next, WriteOptions::default()).await {
                 Ok(_) => {
@@ -471,9 +495,40 @@ impl AllocService {
                 Err(e) => {
                     let waiting = self.outbox.lock().len();
                     warn!(error = %e, batches = waiting, "allocator rows not written yet; retried on the next tick");
-                    return;
+                    return Err(e.to_string());
                 }
             }
+        }
+    }
+
+    /// Ends a job (queued or running) with `reason` and answers once its rows (closed
+    /// leases, final earnings, the job's state) are durable. When they cannot be stored
+    /// yet the job has ended all the same and its rows wait in order, written again every
+    /// tick: [`EndError::NotStored`]; asking again confirms once they are in.
+    pub async fn end_durable(&self, id: u64, reason: EndReason) -> Result<JobRecord, EndError> {
+        let not_stored = |rec: &JobRecord, e: String| {
+            EndError::NotStored(format!(
+                "job {id} is {}, but its rows are not stored yet ({e}); they are written again \
+                 every tick: repeat the request to confirm",
+                rec.state
+            ))
+        };
+        match self.end(id, reason) {
+            Ok((rec, b)) => match self.persist(b).await {
+                Ok(()) => Ok(rec),
+                Err(e) => Err(not_stored(&rec, e)),
+            },
+            Err(e) if e.starts_with("no job") => Err(EndError::NotFound(e)),
+            Err(e) => match self.job(id) {
+                // The same end asked again while rows wait: a confirmation.
+                Some(rec) if rec.end_reason == Some(reason) && !self.outbox.lock().is_empty() => {
+                    match self.persist(WriteBatch::default()).await {
+                        Ok(()) => Ok(rec),
+                        Err(e) => Err(not_stored(&rec, e)),
+                    }
+                }
+                _ => Err(EndError::Ended(e)),
+            },
         }
     }
 
@@ -562,7 +617,7 @@ impl AllocService {
                 svc.expire_bindings(now_ms());
                 let batch = svc.tick(now_ms());
                 // Also when empty: rows a failed write left behind go out now.
-                svc.persist(batch).await;
+                let _ = svc.persist(batch).await;
             }
         });
     }
@@ -749,7 +804,7 @@ impl AllocService {
             b
         };
         if !b.is_empty() {
-            self.persist(b).await;
+            let _ = self.persist(b).await;
         }
     }
 
@@ -758,18 +813,17 @@ impl AllocService {
         let rec = self.submit_durable(req).await.map_err(|e| e.to_string())?;
         let b = self.tick(now_ms());
         if !b.is_empty() {
-            self.persist(b).await;
+            let _ = self.persist(b).await;
         }
         Ok(rec.job.id)
     }
 
-    /// Ends a job as completed and persists its closed leases and final earnings.
+    /// Ends a job as completed, once its closed leases and final earnings are durable.
     pub async fn complete(&self, id: u64) -> Result<(), String> {
-        let (_, b) = self.end(id, EndReason::Completed)?;
-        if !b.is_empty() {
-            self.persist(b).await;
-        }
-        Ok(())
+        self.end_durable(id, EndReason::Completed)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// (thousandths of a GPU leased, thousandths of capacity) over GPUs that can take work.

@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::earnings;
 use super::rows::{job_row, lease_row, node_name};
-use super::{AllocService, JobRecord, JobRequest, SubmitError, now_ms};
+use super::{AllocService, EndError, JobRecord, JobRequest, SubmitError, now_ms};
 
 /// Every route of the allocator service.
 pub(super) fn router(svc: AllocService) -> Router {
@@ -71,7 +71,9 @@ impl AllocatorHost for ExtenderHost {
             st.jobs.insert(first.job_id, rec);
         }
         let svc = self.svc.clone();
-        tokio::spawn(async move { svc.persist(b).await });
+        tokio::spawn(async move {
+            let _ = svc.persist(b).await;
+        });
     }
 
     fn node_key(&self, name: &str) -> String {
@@ -91,7 +93,9 @@ impl AllocatorHost for ExtenderHost {
         match self.svc.end(job, reason) {
             Ok((_, b)) => {
                 let svc = self.svc.clone();
-                tokio::spawn(async move { svc.persist(b).await });
+                tokio::spawn(async move {
+                    let _ = svc.persist(b).await;
+                });
             }
             Err(e) => warn!(job, error = %e, "extender binding ended, but its job could not be"),
         }
@@ -127,7 +131,7 @@ async fn submit_job(State(svc): State<AllocService>, body: axum::body::Bytes) ->
             // Place at once rather than waiting for the next tick.
             let b = svc.tick(now_ms());
             if !b.is_empty() {
-                svc.persist(b).await;
+                let _ = svc.persist(b).await;
             }
             let rec = svc.job(rec.job.id).unwrap_or(rec);
             (
@@ -141,16 +145,21 @@ async fn submit_job(State(svc): State<AllocService>, body: axum::body::Bytes) ->
     }
 }
 
+/// Answers once the job's end is durable: 503 with `Retry-After` while its rows cannot be
+/// stored (the job has ended; the same request again confirms once they are in).
 async fn end_job(svc: AllocService, id: u64, reason: EndReason) -> Response {
-    match svc.end(id, reason) {
-        Ok((rec, b)) => {
-            if !b.is_empty() {
-                svc.persist(b).await;
-            }
-            Json(serde_json::json!({"status": "success", "data": rec})).into_response()
+    match svc.end_durable(id, reason).await {
+        Ok(rec) => Json(serde_json::json!({"status": "success", "data": rec})).into_response(),
+        Err(EndError::NotFound(e)) => err(StatusCode::NOT_FOUND, e),
+        Err(EndError::Ended(e)) => err(StatusCode::CONFLICT, e),
+        Err(EndError::NotStored(e)) => {
+            let mut r = err(StatusCode::SERVICE_UNAVAILABLE, e);
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            r
         }
-        Err(e) if e.starts_with("no job") => err(StatusCode::NOT_FOUND, e),
-        Err(e) => err(StatusCode::CONFLICT, e),
     }
 }
 
