@@ -12,9 +12,13 @@ use crate::wal::WalOptions;
 /// Where persisted Parquet files and catalog versions live.
 #[derive(Debug, Clone, Default)]
 pub enum StoreConfig {
-    /// `<data_dir>/objects` on the local file system.
+    /// `<data_dir>/objects` on the local file system, each write fsynced before it returns
+    /// ([`crate::durable::SyncedLocalStore`]).
     #[default]
     Local,
+    /// As `Local`, with the fsyncs made through this [`FileSync`] (a power-cut test's model
+    /// of the page cache).
+    LocalWith(Arc<dyn crate::durable::FileSync>),
     /// Any object store (S3-compatible, in-memory for tests, ...).
     Custom(Arc<dyn ObjectStore>),
 }

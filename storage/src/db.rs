@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::durable::{RealSync, SyncedLocalStore};
 use arrow::array::RecordBatch;
 use futures::StreamExt;
 use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, broadcast, oneshot, watch};
 use tracing::{error, info, warn};
@@ -139,11 +139,14 @@ impl Db {
             source,
         })?;
         let store: Arc<dyn ObjectStore> = match &config.store {
-            StoreConfig::Local => {
-                let dir = data_dir.join("objects");
-                std::fs::create_dir_all(&dir)?;
-                Arc::new(LocalFileSystem::new_with_prefix(&dir)?)
-            }
+            StoreConfig::Local => Arc::new(SyncedLocalStore::new(
+                &data_dir.join("objects"),
+                Arc::new(RealSync),
+            )?),
+            StoreConfig::LocalWith(sync) => Arc::new(SyncedLocalStore::new(
+                &data_dir.join("objects"),
+                sync.clone(),
+            )?),
             StoreConfig::Custom(s) => s.clone(),
         };
         let catalog = CatalogStore::new(store.clone());

@@ -24,6 +24,7 @@ pub mod config;
 pub mod crash;
 pub mod db;
 pub mod dedup;
+pub mod durable;
 pub mod error;
 pub mod metrics;
 pub mod persist;

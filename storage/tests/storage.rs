@@ -3,6 +3,7 @@
 mod storage {
     mod differential;
     mod model;
+    mod power_cut;
     mod time_filters;
     mod upsert;
     mod util;
