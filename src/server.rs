@@ -36,6 +36,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_MAX_BODY", default_value = "32MiB")]
     pub max_body: ByteSize,
 
+    /// Most time partitions (--partition wide) one request to the generic write routes
+    /// (/api/v2/write, /write, /api/v1/write, /api/v1/import/prometheus) may touch; more is
+    /// 400 and nothing is stored. Agents have their own, tighter limit.
+    #[arg(long, env = "RIGWATCH_MAX_WRITE_PARTITIONS", default_value_t = rigwatch_ingest::routes::DEFAULT_MAX_WRITE_PARTITIONS)]
+    pub max_write_partitions: usize,
+
     /// Memory the write buffer may use before writes get 503 + Retry-After.
     #[arg(long, env = "RIGWATCH_MEMORY_BUDGET", default_value = "1GiB")]
     pub memory_budget: ByteSize,
@@ -457,6 +463,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             rigwatch_ingest::routes::IngestState {
                 db: db.clone(),
                 max_body_bytes: args.max_body.as_u64() as usize,
+                max_partitions: args.max_write_partitions,
             },
         ))
         .merge(rigwatch_query::routes::router(query.clone()))

@@ -11,6 +11,11 @@
 //! stored even when others are bad: the answer is then 400 with every rejected line, its
 //! number, column, byte offset and reason, and the count of accepted lines (as InfluxDB 3
 //! does for partial writes). `no_sync=true` acknowledges before the WAL fsync.
+//!
+//! These routes are for operators and take any time (backfill), but one request may touch
+//! at most [`IngestState::max_partitions`] time partitions (`--max-write-partitions`): each
+//! opens buffer chunks and, at persist, Parquet files. Beyond it the answer is 400 naming the
+//! first line past the limit, and nothing of the request is stored.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,7 +40,13 @@ pub struct IngestState {
     pub db: Arc<Db>,
     /// Largest accepted body, before and after decompression.
     pub max_body_bytes: usize,
+    /// Most time partitions one request may touch.
+    pub max_partitions: usize,
 }
+
+/// Default of [`IngestState::max_partitions`]: with hourly partitions, six weeks of backfill
+/// in one request.
+pub const DEFAULT_MAX_WRITE_PARTITIONS: usize = 1_000;
 
 /// The write routes.
 pub fn router(state: IngestState) -> Router {
@@ -246,6 +257,21 @@ async fn finish_write(
         Ok(p) => p,
         Err(r) => return r,
     };
+    if let Some((line, time)) =
+        partition_overflow(&batch, state.db.partition_ns(), state.max_partitions)
+    {
+        let what = if text.is_some() { "line" } else { "series" };
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!(
+                "{what} {line}: time {time} ns is in a time partition past the {} this request \
+                 may touch (--max-write-partitions); nothing was stored: split the backfill \
+                 into smaller requests",
+                state.max_partitions
+            ),
+        );
+    }
     let outcome = match state.db.write(batch, WriteOptions { no_sync }).await {
         Ok(o) => o,
         Err(e) => {
@@ -304,6 +330,24 @@ async fn finish_write(
         }),
     )
         .into_response()
+}
+
+/// The first row (its line and time) past `max` distinct time partitions, if any. Rows of
+/// a request mostly come in time order, so only a change of partition costs a set lookup.
+fn partition_overflow(batch: &WriteBatch, partition_ns: i64, max: usize) -> Option<(u32, i64)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut last = None;
+    for row in batch.rows() {
+        let p = row.time().div_euclid(partition_ns.max(1));
+        if last == Some(p) {
+            continue;
+        }
+        last = Some(p);
+        if seen.insert(p) && seen.len() > max {
+            return Some((row.line(), row.time()));
+        }
+    }
+    None
 }
 
 /// Byte offset of the start of each line.

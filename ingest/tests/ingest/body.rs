@@ -208,3 +208,39 @@ async fn unsupported_content_encoding_is_415() {
     }
     assert!(!s.has_table("gpu"));
 }
+
+#[tokio::test]
+async fn a_request_touching_too_many_time_partitions_stores_nothing() {
+    let s = Server::start().await;
+    let hour = 3_600_000_000_000i64;
+    // Within the limit: three hourly partitions, several rows each, out of order.
+    let mut ok = String::new();
+    for (i, p) in [0, 1, 0, 2, 1, 2].iter().enumerate() {
+        ok.push_str(&format!("m v={i} {}\n", p * hour + i as i64));
+    }
+    let r = s.post("/api/v2/write", ok).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    // One more partition, on line 3: refused whole.
+    let body = format!(
+        "m v=10 {}\nm v=11 {}\nm v=12 {}\nm v=13 {}\n",
+        hour,
+        5 * hour,
+        100 * 168 * hour,
+        6 * hour
+    );
+    let r = s.post("/api/v2/write", body).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.message().contains("line 4:"), "{}", r.message());
+    assert!(
+        r.message().contains("--max-write-partitions"),
+        "{}",
+        r.message()
+    );
+    assert!(
+        r.message().contains("nothing was stored"),
+        "{}",
+        r.message()
+    );
+    let rows = s.query("SELECT count(*) AS n FROM m").await;
+    assert!(rows.contains("| 6 |"), "{rows}");
+}

@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 
 /// The body size limit the test servers run with.
 pub const LIMIT: usize = 64 * 1024;
+/// The most time partitions one request may touch on the test servers.
+pub const MAX_PARTITIONS: usize = 3;
 
 pub struct Server {
     pub db: Arc<Db>,
@@ -69,6 +71,7 @@ impl Server {
         let app = router(IngestState {
             db: db.clone(),
             max_body_bytes: LIMIT,
+            max_partitions: MAX_PARTITIONS,
         });
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
