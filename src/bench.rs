@@ -27,6 +27,20 @@ pub enum BenchCommand {
     Agents(crate::demo::AgentBenchArgs),
     /// One dataset and one PromQL list against rigwatch, Prometheus and VictoriaMetrics.
     Compare(crate::bench_compare::CompareArgs),
+    /// What a pipe-DSL query costs over the SQL it lowers to (the budget: at most 10 % more).
+    ///
+    /// Loads a simulated fleet into an in-process store (gpu telemetry, leases, earnings,
+    /// jobs, faults, heartbeats; the older half persisted to Parquet, the newer half in the
+    /// buffer) and, for each query, times `rigwatch_query::dsl::run` (parse, catalog lookup,
+    /// lowering, execution: what /api/v1/dsl does) against `QueryService::sql_scoped` running
+    /// the SQL that the query's `explain` prints (what /api/v1/sql does), as the operator and
+    /// as one supplier. HTTP and encoding are left out: they are the same code on both routes.
+    /// The two sides alternate (A B, B A, ...) and their medians are compared; `lower` is the
+    /// median of `... | explain` alone. The `promql(...)` example has no SQL route equivalent
+    /// and is shown beside its source alone, outside the ratio. Exits non-zero when the DSL
+    /// and its SQL answer differently; a worst ratio above 1.10 is a warning, or a failure
+    /// with --max-ratio.
+    Dsl(crate::bench_dsl::DslBenchArgs),
 }
 
 /// Options of `rigwatch bench ingest`.
@@ -58,6 +72,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Agents(args) => crate::demo::bench_agents(args).await,
         BenchCommand::Compare(args) => crate::bench_compare::run(args).await,
+        BenchCommand::Dsl(args) => crate::bench_dsl::run(args).await,
     }
 }
 

@@ -5,6 +5,7 @@ mod agent_cli;
 mod alloc;
 mod bench;
 mod bench_compare;
+mod bench_dsl;
 mod demo;
 mod dsl_cli;
 mod fleet;
