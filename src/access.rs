@@ -141,6 +141,12 @@ pub const ROUTES: &[Route] = &[
         methods: GET_POST,
         access: Access::Roles(READERS),
     },
+    // The DSL's words for an editor's completion: static, no data, the same readers.
+    Route {
+        path: "/api/v1/dsl/vocabulary",
+        methods: GET,
+        access: Access::Roles(READERS),
+    },
     // The Prometheus HTTP API.
     Route {
         path: "/api/v1/query",

@@ -175,3 +175,31 @@ async fn zoned_buckets_start_at_the_zones_midnight() {
         assert_eq!(csv, format!("bucket,micro\n{day},23837500\n"), "{zone}");
     }
 }
+
+/// The deepest queries the language accepts parse and lower on an async worker's stack
+/// (short queries are not moved to a blocking thread); deeper ones are refused, located.
+#[tokio::test]
+async fn the_deepest_accepted_queries_run_on_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_fixture(dir.path(), false).await;
+    let service = QueryService::new(db);
+    let nested = format!(
+        "gpus[2026-11-02 .. 2026-11-03] | where {}utilization{} > 50 | stats count()",
+        "(".repeat(30),
+        ")".repeat(30)
+    );
+    let chain = format!(
+        "gpus[2026-11-02 .. 2026-11-03] | where {} | stats count()",
+        vec!["utilization > 200"; 60].join(" or ")
+    );
+    assert!(nested.len() < 4096 && chain.len() < 4096);
+    for q in [&nested, &chain] {
+        let csv = answer(&service, q, None).await;
+        assert!(csv.starts_with("count\n"), "{csv}");
+    }
+    let too_deep = format!("gpus | where {}x{}", "(".repeat(40), ")".repeat(40));
+    let e = rigwatch_query::dsl::run(&service, &PromOptions::default(), &too_deep, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status_code(), 400, "{e}");
+}

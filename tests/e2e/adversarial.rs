@@ -333,7 +333,7 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
     );
     let mut before = Vec::new();
     for _ in 0..100 {
-        before = server.rows(&b_leases).await;
+        before = server.rows_when_ready(&b_leases).await;
         if before.len() == 2 {
             break;
         }
@@ -382,6 +382,24 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
             );
         }
     }
+    // The DSL's vocabulary (for the console's completion): a token is needed, and it is
+    // static, so nothing of B's is in it.
+    let r = http
+        .get(format!("{base}/api/v1/dsl/vocabulary"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let req = probe
+        .http
+        .get(format!("{}/api/v1/dsl/vocabulary", probe.base))
+        .bearer_auth(&a.read);
+    let (status, body) = probe.send("DSL vocabulary", req).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("\"stats\"") && body.contains("\"gpu\""),
+        "{body}"
+    );
     let req = probe
         .http
         .post(format!("{}/api/v1/dsl", probe.base))

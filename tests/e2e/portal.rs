@@ -2,7 +2,9 @@
 //! HTTP, then a real headless Chromium (driven by `dashboards/web/e2e/portal.mjs` with
 //! playwright-core over the DevTools protocol) signing in, watching a live update, opening a
 //! GPU's charts, seeing an injected fault, watching the earnings ticker move while a job runs
-//! and a settled day's statement turn `paid` once an admin records the payout.
+//! and a settled day's statement turn `paid` once an admin records the payout; then an
+//! analyst queries in the console (PromQL, SQL and the pipe DSL with its completion, chart,
+//! SQL and error placement).
 //!
 //! Needs `chromium` (Debian package) and `npm ci` in `dashboards/web` (both done by
 //! `.ci/run`). Screenshots go to `$CARGO_TARGET_TMPDIR/portal/`.
@@ -514,6 +516,21 @@ async fn a_supplier_uses_the_portal_in_a_real_browser() {
     );
     assert_eq!(result["overview_gpus"], serde_json::json!(gpus));
     assert_eq!(result["sql_suppliers"], serde_json::json!(["supplier-a"]));
+    // The console's DSL tab: `| st` completed to `stats`, the query ran, Show SQL lowered it,
+    // and a misspelt field was selected where the server placed the error.
+    let dsl = &result["dsl"];
+    assert!(
+        dsl["completion"]
+            .as_array()
+            .is_some_and(|c| c.contains(&serde_json::json!("stats"))),
+        "{result}"
+    );
+    assert_eq!(dsl["typed"], "gpus | stats count() by model", "{result}");
+    assert!(
+        dsl["sql"].as_str().is_some_and(|s| s.contains("SELECT")),
+        "{result}"
+    );
+    assert_eq!(dsl["caret"], serde_json::json!([17, 18, true]), "{result}");
     for s in result["screenshots"].as_array().unwrap() {
         let p = Path::new(s.as_str().unwrap());
         let bytes = std::fs::read(p).unwrap();

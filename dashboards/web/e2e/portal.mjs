@@ -280,6 +280,57 @@ try {
     const consoleText = await p2.textContent('#out');
     if (!consoleText.includes('H100')) fail(`SQL console result: ${consoleText}`);
     await shot(p2, '10-console-sql');
+
+    // 11. The pipe DSL in the console: completion, a table, a chart, the SQL, an error's place.
+    const dsl = {};
+    await p2.selectOption('#lang', 'dsl');
+    await p2.fill('#q', 'gpus ');
+    await p2.focus('#q');
+    await p2.press('#q', 'End');
+    await p2.locator('#q').pressSequentially('| st');
+    await p2.waitForSelector('#dsl-complete:not([hidden]) li[data-word="stats"]');
+    dsl.completion = await p2.$$eval('#dsl-complete li', (lis) => lis.map((li) => li.dataset.word));
+    await shot(p2, '11-console-dsl-completion');
+    await p2.keyboard.press('Tab');
+    await p2.keyboard.type('count() by model');
+    dsl.typed = await p2.inputValue('#q');
+    if (dsl.typed !== 'gpus | stats count() by model') fail(`the completed DSL query reads ${dsl.typed}`);
+    // A field of the caller's own tables completes too (from information_schema.columns).
+    await p2.fill('#q', 'gpus | stats avg(utiliz');
+    await p2.waitForSelector('#dsl-complete:not([hidden]) li[data-word="utilization"]');
+    await p2.fill('#q', dsl.typed);
+    await p2.click('#run');
+    await p2.waitForSelector('#out[data-state="done"] table');
+    dsl.columns = await p2.$$eval('#out th', (ths) => ths.map((th) => th.textContent));
+    if (!dsl.columns.includes('count') || !dsl.columns.includes('model')) fail(`DSL result columns: ${dsl.columns}`);
+    if (!(await p2.textContent('#out')).includes('A100')) fail('the analyst\'s DSL result lacks supplier B\'s A100s');
+    await p2.fill('#q', 'gpus | stats avg(utilization) by bucket(1m)');
+    await p2.click('#run');
+    await p2.waitForSelector('#out[data-state="done"] canvas');
+    await shot(p2, '12-console-dsl-chart');
+    await p2.click('#show-sql');
+    await p2.waitForFunction(() => document.querySelector('#dsl-sql').textContent.includes('SELECT'));
+    dsl.sql = await p2.textContent('#dsl-sql');
+    if (!dsl.sql.includes('date_bin')) fail(`Show SQL: ${dsl.sql}`);
+    await p2.fill('#q', 'gpus | stats avg(utilisation)');
+    await p2.click('#run');
+    await p2.waitForSelector('#out[data-state="error"] #dsl-error');
+    dsl.error = await p2.textContent('#dsl-error');
+    if (!dsl.error.includes('did you mean')) fail(`DSL error: ${dsl.error}`);
+    dsl.suggestion = await p2.textContent('#dsl-suggestion');
+    if (!dsl.suggestion.includes('utilization')) fail(`DSL suggestion: ${dsl.suggestion}`);
+    // The misspelt field is selected in the editor.
+    dsl.caret = await p2.$eval('#q', (t) => [t.selectionStart, t.selectionEnd, document.activeElement === t]);
+    const at = 'gpus | stats avg('.length;
+    if (dsl.caret[0] !== at || dsl.caret[1] !== at + 1 || !dsl.caret[2]) fail(`the error's caret is at ${dsl.caret}, expected ${at}`);
+    await shot(p2, '13-console-dsl-error');
+    // The suggestion replaces the misspelt word, and the query runs.
+    await p2.click('#dsl-apply');
+    dsl.fixed = await p2.inputValue('#q');
+    if (dsl.fixed !== 'gpus | stats avg(utilization)') fail(`the suggestion made ${dsl.fixed}`);
+    await p2.click('#run');
+    await p2.waitForSelector('#out[data-state="done"] table');
+    result.dsl = dsl;
   }
   if (errors.length) fail('page errors: ' + errors.join('; '));
   console.log('RESULT ' + JSON.stringify(result));

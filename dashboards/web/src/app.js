@@ -3,6 +3,7 @@
 // /api/v1/payouts), authenticated by the session cookie, so the supplier scope is enforced by
 // the server, not here.
 import uPlot from 'uplot';
+import { consolePage } from './console.js';
 
 const state = {
   me: null,
@@ -53,7 +54,8 @@ async function api(path, opts = {}) {
   const text = await r.text();
   let body;
   try { body = JSON.parse(text); } catch (_) { body = text; }
-  if (!r.ok) throw new Error((body && body.error) || `${r.status} ${text}`);
+  // The error keeps the status and body: the DSL's carries where the error is.
+  if (!r.ok) throw Object.assign(new Error((body && body.error) || `${r.status} ${text}`), { status: r.status, body });
   return body;
 }
 
@@ -633,39 +635,6 @@ async function onboardPage() {
   });
 }
 
-async function consolePage() {
-  const page = clearPage();
-  page.innerHTML = `<section class="card"><h2>Query console</h2>
-    <select id="lang"><option value="promql">PromQL</option><option value="sql">SQL</option></select>
-    <select id="crange"><option value="3600">last 1 h</option><option value="21600">last 6 h</option><option value="86400">last 24 h</option></select>
-    <textarea id="q">avg by (model) (gpu_utilization)</textarea><button id="run">Run</button></section>
-    <section class="card" id="out"></section>`;
-  $('#lang').addEventListener('change', () => {
-    $('#q').value = $('#lang').value === 'sql' ? 'SELECT model, count(DISTINCT gpu_uuid) AS gpus, avg(utilization) AS util FROM gpu GROUP BY model' : 'avg by (model) (gpu_utilization)';
-  });
-  $('#run').addEventListener('click', async () => {
-    for (const c of state.charts) c.destroy();
-    state.charts = [];
-    const out = $('#out');
-    out.innerHTML = '<p class="muted">running…</p>';
-    try {
-      if ($('#lang').value === 'sql') { out.innerHTML = genericTable(await sql($('#q').value)); return; }
-      const secs = Number($('#crange').value), end = Math.floor(Date.now() / 1000), start = end - secs, step = Math.max(10, Math.ceil(secs / 720));
-      const result = await promRange($('#q').value, start, end, step);
-      out.innerHTML = '';
-      if (!result.length) { out.innerHTML = '<p class="muted">empty result</p>'; return; }
-      const xs = [];
-      for (let t = start; t <= end; t += step) xs.push(t);
-      const index = new Map(xs.map((t, j) => [t, j]));
-      const palette = ['#58a6ff', '#3fb950', '#d29922', '#f85149', '#bc8cff', '#39c5cf'];
-      const ys = result.slice(0, 30).map((s) => { const a = new Array(xs.length).fill(null); for (const [t, v] of s.values) { const j = index.get(Math.round(t)); if (j !== undefined) a[j] = Number(v); } return a; });
-      const label = (m) => Object.entries(m).map(([k, v]) => `${k}=${v}`).join(',') || 'value';
-      state.charts.push(new uPlot({ width: out.clientWidth - 28, height: 320, series: [{}, ...result.slice(0, 30).map((s, i) => ({ label: label(s.metric), stroke: palette[i % palette.length] }))], axes: [{ stroke: '#8a96a3' }, { stroke: '#8a96a3' }] }, [xs, ...ys], out));
-      out.insertAdjacentHTML('beforeend', genericTable(result.map((s) => Object.assign({}, s.metric, { last: s.values.length ? s.values[s.values.length - 1][1] : null }))));
-    } catch (e) { out.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
-  });
-}
-
 // ---- routing ----------------------------------------------------------------------------
 
 async function route() {
@@ -682,7 +651,7 @@ async function route() {
     else if (h === '/earnings') await earningsPage();
     else if (h === '/health') await healthPage();
     else if (h === '/onboard') await onboardPage();
-    else if (h === '/console' && isOperator()) await consolePage();
+    else if (h === '/console' && isOperator()) consolePage(clearPage(), { state, api, sql, promRange, esc, genericTable });
     else await overview();
   } catch (e) {
     if (gen === state.routeGen) $('#page').innerHTML = `<p class="error">${esc(e.message)}</p>`;
