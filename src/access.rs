@@ -390,8 +390,8 @@ impl Gate {
         }
     }
 
-    /// The same gate allowing `limit` failed checks per client address in `window` (tests).
-    #[cfg(test)]
+    /// The same gate allowing `limit` failed checks per client address in `window`
+    /// (`--auth-failures-per-minute`).
     pub fn with_failure_limit(mut self, limit: usize, window: Duration) -> Self {
         self.failures = Arc::new(Throttle::new(limit, window, AUTH_FAILURE_ADDRESSES));
         self
@@ -569,7 +569,7 @@ fn throttled(wait: Duration, limit: usize, window: Duration) -> Response {
             "status": "error",
             "errorType": "too_many_requests",
             "error": format!(
-                "too many failed sign-ins from this address ({limit} wrong tokens or sessions within {} s): credentials are not checked for {secs} s",
+                "too many failed sign-ins from this address ({limit} wrong tokens or sessions within {} s, --auth-failures-per-minute): credentials are not checked for {secs} s",
                 window.as_secs()
             ),
         })),

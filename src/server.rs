@@ -42,6 +42,23 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_MAX_WRITE_PARTITIONS", default_value_t = rigwatch_ingest::routes::DEFAULT_MAX_WRITE_PARTITIONS)]
     pub max_write_partitions: usize,
 
+    /// Failed authentications (bad token, bad password) one client address may make per
+    /// minute; beyond it, 429 with Retry-After.
+    #[arg(long, env = "RIGWATCH_AUTH_FAILURES_PER_MINUTE", default_value_t = crate::access::AUTH_FAILURES_PER_WINDOW)]
+    pub auth_failures_per_minute: usize,
+
+    /// Live portal event streams one token or session may hold open (429 beyond).
+    #[arg(long, env = "RIGWATCH_MAX_STREAMS_PER_TOKEN", default_value_t = rigwatch_dashboards::live::MAX_STREAMS_PER_PRINCIPAL)]
+    pub max_streams_per_token: usize,
+
+    /// Live portal event streams open in all (503 beyond).
+    #[arg(long, env = "RIGWATCH_MAX_STREAMS", default_value_t = rigwatch_dashboards::live::MAX_STREAMS)]
+    pub max_streams: usize,
+
+    /// Agent tokens one supplier may mint in the portal per hour (429 beyond).
+    #[arg(long, env = "RIGWATCH_AGENT_TOKEN_MINTS_PER_HOUR", default_value_t = rigwatch_dashboards::routes::MINTS_PER_SUPPLIER)]
+    pub agent_token_mints_per_hour: usize,
+
     /// Memory the write buffer may use before writes get 503 + Retry-After.
     #[arg(long, env = "RIGWATCH_MEMORY_BUDGET", default_value = "1GiB")]
     pub memory_budget: ByteSize,
@@ -416,7 +433,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     )
     .await
     .context("cannot start the allocator")?;
-    let gate = access::Gate::new(auth.clone(), args.admin_token.as_deref());
+    let gate = access::Gate::new(auth.clone(), args.admin_token.as_deref())
+        .with_failure_limit(args.auth_failures_per_minute, access::AUTH_FAILURE_WINDOW);
     let to_alloc = alloc.clone();
     let gpu_health = crate::health_task::spawn(
         db.clone(),
@@ -494,7 +512,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         .merge(rigwatch_dashboards::router(
             // The same query service: one session cache, and the portal's queries count
             // in /metrics like every other.
-            rigwatch_dashboards::PortalState::new(gate.sessions().clone(), auth.clone(), query),
+            rigwatch_dashboards::PortalState::new(gate.sessions().clone(), auth.clone(), query)
+                .with_limits(rigwatch_dashboards::PortalLimits {
+                    streams_per_principal: args.max_streams_per_token,
+                    streams: args.max_streams,
+                    mints_per_supplier_per_hour: args.agent_token_mints_per_hour,
+                }),
         ))
         .layer(axum::middleware::from_fn_with_state(
             gate,

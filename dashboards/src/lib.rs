@@ -22,5 +22,5 @@ pub mod session;
 pub mod throttle;
 
 pub use error::{Error, Result};
-pub use routes::{PortalState, router};
+pub use routes::{PortalLimits, PortalState, router};
 pub use session::{Credential, Sessions};

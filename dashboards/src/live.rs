@@ -184,10 +184,10 @@ pub struct Live {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum StreamRefused {
     #[error(
-        "at most {max} live streams per token may be open at once; close one (another tab or script) first"
+        "at most {max} live streams per token may be open at once (--max-streams-per-token); close one (another tab or script) first"
     )]
     PerPrincipal { max: usize },
-    #[error("the server holds its maximum of {max} live streams; try again later")]
+    #[error("the server holds its maximum of {max} live streams (--max-streams); try again later")]
     Total { max: usize },
 }
 

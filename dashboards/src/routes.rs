@@ -45,7 +45,43 @@ pub struct PortalState {
     pub mints: Arc<Throttle<String>>,
 }
 
+/// The portal's per-principal limits (server flags; [`Default`] gives the constants).
+#[derive(Debug, Clone, Copy)]
+pub struct PortalLimits {
+    /// Live event streams one token or session may hold open.
+    pub streams_per_principal: usize,
+    /// Live event streams open in all.
+    pub streams: usize,
+    /// Agent tokens one supplier may mint in the portal per hour.
+    pub mints_per_supplier_per_hour: usize,
+}
+
+impl Default for PortalLimits {
+    fn default() -> Self {
+        Self {
+            streams_per_principal: crate::live::MAX_STREAMS_PER_PRINCIPAL,
+            streams: crate::live::MAX_STREAMS,
+            mints_per_supplier_per_hour: MINTS_PER_SUPPLIER,
+        }
+    }
+}
+
 impl PortalState {
+    /// The same portal with `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: PortalLimits) -> Self {
+        self.live = Live::with_limits(
+            self.query.clone(),
+            limits.streams_per_principal,
+            limits.streams,
+        );
+        self.mints = Arc::new(Throttle::new(
+            limits.mints_per_supplier_per_hour,
+            MINT_WINDOW,
+            MINT_KEYS,
+        ));
+        self
+    }
+
     /// The portal over `sessions` (shared with the access layer), `auth` and `query`, with
     /// the default limits.
     pub fn new(sessions: Arc<Sessions>, auth: Arc<AuthStore>, query: QueryService) -> Self {
@@ -257,7 +293,8 @@ async fn agent_token(
     if let Err(wait) = st.mints.record(supplier.clone(), None) {
         return Err(Error::TooMany {
             what: format!(
-                "at most {MINTS_PER_SUPPLIER} agent tokens per supplier per {} minutes may be issued in the portal; `{supplier}` may have the next in {} s",
+                "at most {} agent tokens per supplier per {} minutes may be issued in the portal (--agent-token-mints-per-hour); `{supplier}` may have the next in {} s",
+                st.mints.limit(),
                 MINT_WINDOW.as_secs() / 60,
                 crate::throttle::retry_after_secs(wait)
             ),

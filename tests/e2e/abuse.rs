@@ -237,3 +237,78 @@ async fn sign_ins_mints_and_streams_are_capped_per_principal() {
     let rest = read_to_end(a_stream, Duration::from_secs(30)).await;
     assert!(rest.contains("event: end"), "{rest}");
 }
+
+/// Each front-door limit is a flag: a server started with small ones applies them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_front_door_limits_follow_their_flags() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        &[
+            "--auth-failures-per-minute",
+            "3",
+            "--agent-token-mints-per-hour",
+            "2",
+            "--max-streams-per-token",
+            "1",
+        ],
+        &[],
+    )
+    .await;
+    let base = server.base.clone();
+    let auth = AuthStore::open(&data).unwrap();
+    auth.add_supplier("acme").unwrap();
+    let a = auth.issue(Role::Supplier, Some("acme"), None, "t").unwrap();
+    let c = client();
+    for _ in 0..2 {
+        let r = c
+            .post(format!("{base}/portal/api/agent-token"))
+            .bearer_auth(&a.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let r = c
+        .post(format!("{base}/portal/api/agent-token"))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("at most 2 agent tokens"), "{body}");
+    assert!(body.contains("--agent-token-mints-per-hour"), "{body}");
+
+    let sc = stream_client();
+    let open = || {
+        sc.get(format!("{base}/portal/events"))
+            .bearer_auth(&a.token)
+            .send()
+    };
+    let first = open().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let r = open().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.text().await.unwrap().contains("at most 1 live streams"));
+    drop(first);
+
+    // Three distinct wrong tokens, then the address waits.
+    for i in 0..3 {
+        let r = c
+            .get(format!("{base}/portal/api/me"))
+            .bearer_auth(format!("rw_guess_{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = c
+        .get(format!("{base}/portal/api/me"))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}
