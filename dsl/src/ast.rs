@@ -275,6 +275,8 @@ pub enum ExprKind {
     Null,
     /// A duration literal (`5m`), for time arithmetic and `bucket(…)`.
     Duration(i64),
+    /// A UTC time literal: `2026-11-02`, `2026-11-02T02:30`.
+    Time(Timestamp),
     Unary {
         op: UnaryOp,
         expr: Box<Expr>,
@@ -406,6 +408,7 @@ impl Expr {
             ExprKind::Bool(b) => write!(f, "{b}"),
             ExprKind::Null => write!(f, "null"),
             ExprKind::Duration(ms) => write_duration(f, *ms),
+            ExprKind::Time(t) => write!(f, "{t}"),
             ExprKind::Unary { op, expr } => match op {
                 UnaryOp::Not => {
                     write!(f, "not ")?;

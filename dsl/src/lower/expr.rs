@@ -112,6 +112,7 @@ impl Lowerer<'_, '_> {
             ExprKind::Bool(b) => ((if *b { "TRUE" } else { "FALSE" }).into(), Ty::Bool),
             ExprKind::Null => ("NULL".into(), Ty::Null),
             ExprKind::Duration(ms) => (interval(*ms), Ty::Interval),
+            ExprKind::Time(t) => (format!("TIMESTAMP '{}'", t.sql()), Ty::Time),
             ExprKind::Unary { op, expr } => {
                 let (s, ty) = self.expr(expr)?;
                 match op {

@@ -627,3 +627,21 @@ fn joined_pipelines_and_left_joins() {
     let e = parse("gpus | join (leases | explain) on gpu_uuid").unwrap_err();
     assert!(e.to_string().contains("not to a joined pipeline"), "{e}");
 }
+
+#[test]
+fn time_literals_are_timestamps() {
+    let s = sql("gpus | where time >= 2026-11-02T02:30 and time < 2026-11-03");
+    assert!(
+        s.contains("(\"time\" >= TIMESTAMP '2026-11-02 02:30:00') AND (\"time\" < TIMESTAMP '2026-11-03 00:00:00')"),
+        "{s}"
+    );
+    let q = parse("leases | where from_ms(start_ms) <= 2026-11-02T02:30:05").unwrap();
+    assert_eq!(
+        q.to_string(),
+        "leases | where from_ms(start_ms) <= 2026-11-02T02:30:05"
+    );
+    // Arithmetic on numbers stays arithmetic.
+    assert!(sql("gpus | extend x = 2026 - 11 - 2").contains("(2026 - 11 - 2) AS \"x\""));
+    let e = parse("gpus | where time > 2026-02-30").unwrap_err();
+    assert!(e.to_string().contains("not a valid UTC date"), "{e}");
+}

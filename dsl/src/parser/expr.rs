@@ -8,7 +8,7 @@
 //! add := mul (("+" | "-") mul)*
 //! mul := neg (("*" | "/") neg)*
 //! neg := "-" neg | primary
-//! primary := "(" or ")" | string | number | duration | true | false | null
+//! primary := "(" or ")" | string | number | duration | time | true | false | null
 //!          | name "(" expr,* ")" | field
 //! ```
 //!
@@ -267,6 +267,10 @@ impl<'a> P<'a> {
             let (rest, (s, _)) = self.string(start)?;
             return lit(rest, ExprKind::Str(s));
         }
+        if is_date(start) {
+            let (rest, (t, _)) = self.timestamp(start)?;
+            return lit(rest, ExprKind::Time(t));
+        }
         if start.starts_with(|c: char| c.is_ascii_digit()) {
             let (rest, n) = self.number(start)?;
             let kind = match n {
@@ -290,4 +294,19 @@ impl<'a> P<'a> {
             Err(_) => Err(expected(start, "an expression")),
         }
     }
+}
+
+/// Whether `s` starts with a date, `YYYY-MM-DD` (not followed by a letter or digit): a
+/// time literal rather than arithmetic on numbers.
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 10
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5..7].iter().all(u8::is_ascii_digit)
+        && b[7] == b'-'
+        && b[8..10].iter().all(u8::is_ascii_digit)
+        && !b.get(10).is_some_and(|c| {
+            c.is_ascii_digit() || c.is_ascii_alphabetic() && *c != b'T' && *c != b'Z'
+        })
 }
