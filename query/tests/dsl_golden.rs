@@ -154,6 +154,16 @@ async fn fill_adds_the_missing_buckets() {
     );
     let nulls = answer(&service, &format!("{q} | fill null | sort bucket"), None).await;
     assert!(nulls.lines().nth(1).unwrap().ends_with(','), "{nulls}");
+    // A range that ends now and has no rows at all: every minute of it, each 0.
+    let empty = answer(
+        &service,
+        "gpus[5m] | stats count() by bucket(1m) | fill",
+        None,
+    )
+    .await;
+    let rows: Vec<&str> = empty.lines().skip(1).collect();
+    assert!((5..=6).contains(&rows.len()), "{empty}");
+    assert!(rows.iter().all(|r| r.ends_with(",0")), "{empty}");
 }
 
 /// `bucket(1d, zone)` starts a day at the zone's midnight: the four hours after midnight
