@@ -406,8 +406,8 @@ impl Gate {
         }
     }
 
-    /// The same gate with `sessions` as its session store (tests use short lifetimes).
-    #[cfg(test)]
+    /// The same gate with `sessions` as its session store (the server's session limits;
+    /// tests use short lifetimes).
     pub fn with_sessions(mut self, sessions: Arc<Sessions>) -> Self {
         self.sessions = sessions;
         self

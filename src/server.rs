@@ -47,6 +47,14 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_AUTH_FAILURES_PER_MINUTE", default_value_t = crate::access::AUTH_FAILURES_PER_WINDOW)]
     pub auth_failures_per_minute: usize,
 
+    /// Portal sessions one token may hold; signing in again ends its own oldest.
+    #[arg(long, env = "RIGWATCH_MAX_SESSIONS_PER_TOKEN", default_value_t = rigwatch_dashboards::session::MAX_SESSIONS_PER_PRINCIPAL)]
+    pub max_sessions_per_token: usize,
+
+    /// Portal sessions in all; beyond it a sign-in is refused (503), nobody's session ends.
+    #[arg(long, env = "RIGWATCH_MAX_SESSIONS", default_value_t = rigwatch_dashboards::session::MAX_SESSIONS)]
+    pub max_sessions: usize,
+
     /// Live portal event streams one token or session may hold open (429 beyond).
     #[arg(long, env = "RIGWATCH_MAX_STREAMS_PER_TOKEN", default_value_t = rigwatch_dashboards::live::MAX_STREAMS_PER_PRINCIPAL)]
     pub max_streams_per_token: usize,
@@ -434,7 +442,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     .await
     .context("cannot start the allocator")?;
     let gate = access::Gate::new(auth.clone(), args.admin_token.as_deref())
-        .with_failure_limit(args.auth_failures_per_minute, access::AUTH_FAILURE_WINDOW);
+        .with_failure_limit(args.auth_failures_per_minute, access::AUTH_FAILURE_WINDOW)
+        .with_sessions(Arc::new(rigwatch_dashboards::Sessions::with_limits(
+            rigwatch_dashboards::session::DEFAULT_TTL,
+            args.max_sessions_per_token,
+            args.max_sessions,
+        )));
     let to_alloc = alloc.clone();
     let gpu_health = crate::health_task::spawn(
         db.clone(),

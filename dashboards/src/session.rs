@@ -83,7 +83,7 @@ pub enum SessionError {
 /// A sign-in refused because the server holds its maximum of live sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the server holds its maximum of {max} portal sessions; try again later, or call the API with the token itself"
+    "the server holds its maximum of {max} portal sessions (--max-sessions); try again later, or call the API with the token itself"
 )]
 pub struct SessionsFull {
     pub max: usize,

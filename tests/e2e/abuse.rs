@@ -252,6 +252,8 @@ async fn the_front_door_limits_follow_their_flags() {
             "2",
             "--max-streams-per-token",
             "1",
+            "--max-sessions-per-token",
+            "1",
         ],
         &[],
     )
@@ -261,6 +263,18 @@ async fn the_front_door_limits_follow_their_flags() {
     auth.add_supplier("acme").unwrap();
     let a = auth.issue(Role::Supplier, Some("acme"), None, "t").unwrap();
     let c = client();
+    // One session per token: signing in again ends the first.
+    let (first_cookie, _) = sign_in(&c, &base, &a.token).await;
+    let (second_cookie, _) = sign_in(&c, &base, &a.token).await;
+    for (cookie, status) in [(first_cookie, 401), (second_cookie, 200)] {
+        let r = c
+            .get(format!("{base}/portal/api/me"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+    }
     for _ in 0..2 {
         let r = c
             .post(format!("{base}/portal/api/agent-token"))
@@ -294,8 +308,8 @@ async fn the_front_door_limits_follow_their_flags() {
     assert!(r.text().await.unwrap().contains("at most 1 live streams"));
     drop(first);
 
-    // Three distinct wrong tokens, then the address waits.
-    for i in 0..3 {
+    // Three failed checks (the ended session above was one), then the address waits.
+    for i in 0..2 {
         let r = c
             .get(format!("{base}/portal/api/me"))
             .bearer_auth(format!("rw_guess_{i}"))
