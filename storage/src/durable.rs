@@ -9,7 +9,7 @@
 //!  put(objects/gpu/p1/00042.parquet)
 //!    └─ LocalFileSystem: write staging file, rename into place
 //!    └─ fsync the file                 its bytes are on disk
-//!    └─ fsync every directory from its parent up to `objects/`
+//!    └─ fsync its directory, and up from there each directory not yet known durable
 //!                                      its name (and any new directory's) is on disk
 //! ```
 //!
@@ -18,6 +18,7 @@
 //! The fsyncs go through a [`FileSync`], which a power-cut test replaces with a model of the
 //! page cache. Multipart uploads are refused: the engine writes whole objects only.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -52,6 +53,9 @@ pub struct SyncedLocalStore {
     inner: LocalFileSystem,
     root: PathBuf,
     sync: Arc<dyn FileSync>,
+    /// Directories whose own name is durable in their parent (fsynced once after they were
+    /// made; the store never removes a directory), so a put stops climbing at them.
+    durable_dirs: Arc<parking_lot::Mutex<HashSet<PathBuf>>>,
 }
 
 impl SyncedLocalStore {
@@ -70,17 +74,18 @@ impl SyncedLocalStore {
         }
         Ok(Self {
             inner: LocalFileSystem::new_with_prefix(&root)?,
+            durable_dirs: Arc::new(parking_lot::Mutex::new(HashSet::from([root.clone()]))),
             root,
             sync,
         })
     }
 
-    /// fsyncs the object's file, then every directory from its parent up to the root, on
+    /// fsyncs the object's file, then its directory and the new ones above it ([`sync_chain`]), on
     /// a blocking thread.
     async fn make_durable(&self, location: &Path) -> Result<()> {
         let file = self.inner.path_to_filesystem(location)?;
-        let (sync, root) = (self.sync.clone(), self.root.clone());
-        tokio::task::spawn_blocking(move || sync_chain(&*sync, &root, &file))
+        let (sync, known) = (self.sync.clone(), self.durable_dirs.clone());
+        tokio::task::spawn_blocking(move || sync_chain(&*sync, &known, &file))
             .await
             .map_err(|e| object_store::Error::Generic {
                 store: "local",
@@ -89,20 +94,32 @@ impl SyncedLocalStore {
     }
 }
 
-fn sync_chain(sync: &dyn FileSync, root: &FsPath, file: &FsPath) -> Result<()> {
+/// fsyncs `file`, then its directory (the file's new name); a directory not yet known
+/// durable (one this put may have created) has its own name in its parent, so the climb
+/// goes on to the parent, and stops after the first known one (the root is known from the
+/// start).
+fn sync_chain(
+    sync: &dyn FileSync,
+    known: &parking_lot::Mutex<HashSet<PathBuf>>,
+    file: &FsPath,
+) -> Result<()> {
     let fail = |path: &FsPath, source: std::io::Error| object_store::Error::Generic {
         store: "local",
         source: format!("fsync of {} failed: {source}", path.display()).into(),
     };
     sync.sync(file).map_err(|e| fail(file, e))?;
+    let mut made = Vec::new();
     let mut dir = file.parent();
     while let Some(d) = dir {
         sync.sync(d).map_err(|e| fail(d, e))?;
-        if d == root {
+        if known.lock().contains(d) {
             break;
         }
+        made.push(d.to_path_buf());
         dir = d.parent();
     }
+    // Only once every parent up to a known directory is synced.
+    known.lock().extend(made);
     Ok(())
 }
 
