@@ -69,6 +69,13 @@ pub const ROUTES: &[Route] = &[
         methods: GET,
         access: Access::Public,
     },
+    // A browser opening the server's address: sent on to the portal (which asks it to sign
+    // in). Carries no data.
+    Route {
+        path: "/",
+        methods: GET,
+        access: Access::Public,
+    },
     Route {
         path: "/metrics",
         methods: GET,
@@ -294,7 +301,7 @@ pub const ROUTES: &[Route] = &[
 
 /// Routes anyone may call: liveness, and the portal's sign-in page and static assets.
 #[cfg(test)]
-pub const PUBLIC: &[&str] = &["/health", "/portal/login", "/portal/assets/*"];
+pub const PUBLIC: &[&str] = &["/health", "/", "/portal/login", "/portal/assets/*"];
 
 fn path_matches(r: &Route, path: &str) -> bool {
     match r.path.strip_suffix('*') {

@@ -480,9 +480,7 @@ impl AllocService {
     /// `Ok` when every row so far, `batch` included, is durable; otherwise the storage
     /// error, and the rows wait in order for the next call.
     async fn persist(&self, batch: WriteBatch) -> Result<(), String> {
-        if !batch.is_empty() {
-            self.outbox.lock().push_back(batch);
-        }
+        self.queue_rows(batch);
         let _writer = self.writer.lock().await;
         loop {
             let Some(next) = self.outbox.lock().front().cloned() else {
@@ -498,6 +496,14 @@ impl AllocService {
                     return Err(e.to_string());
                 }
             }
+        }
+    }
+
+    /// Puts rows in the outbox, behind every earlier one, without waiting; the next
+    /// [`AllocService::persist`] (every tick calls it) writes them.
+    fn queue_rows(&self, batch: WriteBatch) {
+        if !batch.is_empty() {
+            self.outbox.lock().push_back(batch);
         }
     }
 

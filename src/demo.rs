@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use rigwatch_ingest::agent::lag::{LagHistogram, quantile};
 use rigwatch_ingest::agent::sim::Simulator;
 use rigwatch_ingest::agent::{AgentConfig, AgentHandle, AgentStats};
 use rigwatch_storage::auth::{AuthStore, Role};
@@ -218,7 +219,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 /// Options of `rigwatch bench agents`.
 #[derive(Debug, Clone, Args)]
 pub struct AgentBenchArgs {
-    /// Simulated GPUs (8 per agent).
+    /// Simulated GPUs (8 per agent) in the first phase.
     #[arg(long, default_value_t = 1000)]
     pub gpus: usize,
 
@@ -226,22 +227,71 @@ pub struct AgentBenchArgs {
     #[arg(long, default_value_t = 25)]
     pub suppliers: usize,
 
-    /// How long to run.
+    /// How long the first phase runs.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
 
     /// Time between samples of each GPU.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
+
+    /// A second phase: stop agents until this many GPUs are left, and measure how long the
+    /// server takes to catch up (acknowledgement lag back under 1 s, the remaining agents'
+    /// spools drained). Use it with a first phase past the server's capacity.
+    #[arg(long)]
+    pub recover_gpus: Option<usize>,
+
+    /// Longest the second phase runs.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub recover_for: Duration,
+
+    /// Length of a measurement window (one printed line each).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub window: Duration,
 }
 
-fn sum(fleet: &DemoFleet, f: impl Fn(&AgentStats) -> u64) -> u64 {
-    fleet.stats().map(|s| f(s)).sum()
+fn sum<'a>(
+    stats: impl Iterator<Item = &'a Arc<AgentStats>>,
+    f: impl Fn(&AgentStats) -> u64,
+) -> u64 {
+    stats.map(|s| f(s)).sum()
 }
 
-/// Runs the fleet against a fresh server and prints, every 5 s: GPU samples acknowledged
-/// per second, mean and max sampling-to-acknowledgement lag, and the spool backlog. A
-/// server that keeps up shows flat lag and an empty spool.
+/// One measurement window of `bench agents`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    t_s: f64,
+    samples_per_s: f64,
+    mean_lag_ms: f64,
+    spooled_running: u64,
+}
+
+/// Counters read at a window's end, to difference with the previous one.
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    acked: u64,
+    lag_us: u64,
+    rows_acked: u64,
+}
+
+/// GPU samples acknowledged so far: batches acknowledged × the GPUs of their agent.
+fn totals(stats: &[Arc<AgentStats>], gpus_per_agent: &[u64]) -> Totals {
+    let mut t = Totals::default();
+    for (s, g) in stats.iter().zip(gpus_per_agent) {
+        let acked = s.batches_acked.load(Relaxed);
+        t.acked += acked;
+        t.lag_us += s.sum_lag_us.load(Relaxed);
+        t.rows_acked += acked * g;
+    }
+    t
+}
+
+/// Runs the fleet against a fresh server and prints, every window: GPU samples
+/// acknowledged per second, mean and max sampling-to-acknowledgement lag, and the spool
+/// backlog. A server that keeps up shows flat lag and an empty spool; one past its capacity
+/// should keep acknowledging at its capacity (the plateau) and refuse the rest with 503, so
+/// that agents spool and back off. With `--recover-gpus`, a second phase drops the load and
+/// reports how long the backlog takes to clear.
 pub async fn bench_agents(args: AgentBenchArgs) -> anyhow::Result<ExitCode> {
     let tmp = tempfile::tempdir()?;
     let mut serve = ServeArgs::with_defaults(tmp.path().join("data"))?;
@@ -251,7 +301,7 @@ pub async fn bench_agents(args: AgentBenchArgs) -> anyhow::Result<ExitCode> {
     init_tracing(&serve.log);
     let running = start(&serve).await?;
     let base = format!("http://{}", running.addr);
-    let fleet = DemoFleet::start(
+    let mut fleet = DemoFleet::start(
         &running.auth,
         &base,
         args.suppliers,
@@ -260,63 +310,171 @@ pub async fn bench_agents(args: AgentBenchArgs) -> anyhow::Result<ExitCode> {
         &tmp.path().join("spool"),
         0.0,
     )?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!(
-        "bench agents: {} GPUs, {} agents, interval {:?}, for {:?} (server and agents in one process)",
+        "bench agents: {} GPUs, {} agents, interval {:?}, for {:?}; server and agents in one process on {cores} cores; write queue: {} in flight, {} queued, {} wait",
         args.gpus,
         fleet.agents.len(),
         args.interval,
-        args.duration
+        args.duration,
+        serve.max_concurrent_writes,
+        serve.max_queued_writes,
+        serve.write_queue_timeout,
     );
     println!(
-        "{:>6} {:>12} {:>12} {:>12} {:>10}",
-        "t_s", "samples/s", "mean_lag_ms", "max_lag_ms", "spooled"
+        "{:>6} {:>6} {:>12} {:>12} {:>12} {:>12} {:>10}",
+        "phase", "t_s", "samples/s", "mean_lag_ms", "p99_lag_ms", "max_lag_ms", "spooled"
     );
+    let all: Vec<Arc<AgentStats>> = fleet.stats().cloned().collect();
+    // The simulator gives each agent up to 8 GPUs; the last of a supplier may have fewer.
+    let gpus_per_agent: Vec<u64> = fleet.sims.iter().map(|s| s.len() as u64).collect();
     let started = Instant::now();
-    let mut last = (0u64, 0u64, 0u64);
-    let mut window_means = Vec::new();
-    while started.elapsed() < args.duration {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let acked = sum(&fleet, |s| s.batches_acked.load(Relaxed));
-        let lag = sum(&fleet, |s| s.sum_lag_us.load(Relaxed));
-        let rows = sum(&fleet, |s| s.gpu_rows.load(Relaxed));
-        let max_lag = fleet
-            .stats()
+    let mut last = Totals::default();
+    let mut last_hist = LagHistogram::counts();
+    let mut windows: Vec<(u8, Window)> = Vec::new();
+    let mut running_agents = all.len();
+    let mut phase = 1u8;
+    let mut phase_started = started;
+    loop {
+        let limit = if phase == 1 {
+            args.duration
+        } else {
+            args.recover_for
+        };
+        if phase_started.elapsed() >= limit {
+            if phase == 1
+                && let Some(keep_gpus) = args.recover_gpus
+            {
+                let keep = keep_gpus.div_ceil(8).min(fleet.agents.len());
+                let dropped = fleet.agents.split_off(keep);
+                eprintln!(
+                    "phase 2: stopping {} agents, {} keep running",
+                    dropped.len(),
+                    keep
+                );
+                DemoFleet {
+                    agents: dropped,
+                    gpus: 0,
+                    sims: Vec::new(),
+                }
+                .stop()
+                .await;
+                running_agents = keep;
+                phase = 2;
+                phase_started = Instant::now();
+                continue;
+            }
+            break;
+        }
+        tokio::time::sleep(args.window).await;
+        let now = totals(&all, &gpus_per_agent);
+        let max_lag = all
+            .iter()
             .map(|s| s.max_lag_us.swap(0, Relaxed))
             .max()
             .unwrap_or(0);
-        let spooled = sum(&fleet, |s| s.spool.batches.load(Relaxed));
-        let d_acked = acked - last.0;
-        let mean_ms = if d_acked > 0 {
-            (lag - last.1) as f64 / d_acked as f64 / 1000.0
-        } else {
-            f64::NAN
+        let mut hist = LagHistogram::counts();
+        for s in &all {
+            s.lag.add_to(&mut hist);
+        }
+        let in_window: Vec<u64> = hist.iter().zip(&last_hist).map(|(a, b)| a - b).collect();
+        let p99 = quantile(&in_window, 0.99).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+        last_hist = hist;
+        let spooled_running = sum(all[..running_agents].iter(), |s| {
+            s.spool.batches.load(Relaxed)
+        });
+        let d_acked = now.acked - last.acked;
+        let w = Window {
+            t_s: started.elapsed().as_secs_f64(),
+            samples_per_s: (now.rows_acked - last.rows_acked) as f64 / args.window.as_secs_f64(),
+            mean_lag_ms: if d_acked > 0 {
+                (now.lag_us - last.lag_us) as f64 / d_acked as f64 / 1000.0
+            } else {
+                f64::NAN
+            },
+            spooled_running,
         };
-        window_means.push(mean_ms);
         println!(
-            "{:>6.0} {:>12.0} {:>12.1} {:>12.1} {:>10}",
-            started.elapsed().as_secs_f64(),
-            (rows - last.2) as f64 / 5.0,
-            mean_ms,
+            "{:>6} {:>6.0} {:>12.0} {:>12.1} {:>12.1} {:>12.1} {:>10}",
+            phase,
+            w.t_s,
+            w.samples_per_s,
+            w.mean_lag_ms,
+            p99,
             max_lag as f64 / 1000.0,
-            spooled
+            w.spooled_running
         );
-        last = (acked, lag, rows);
+        windows.push((phase, w));
+        last = now;
     }
-    let stats: Vec<Arc<AgentStats>> = fleet.stats().cloned().collect();
     fleet.stop().await;
     // Read after the agents stopped, so that produced and stored cover the same samples.
-    let spooled: u64 = stats.iter().map(|s| s.spool.batches.load(Relaxed)).sum();
-    let rows: u64 = stats.iter().map(|s| s.gpu_rows.load(Relaxed)).sum();
+    let spooled: u64 = sum(all.iter(), |s| s.spool.batches.load(Relaxed));
+    let rows: u64 = sum(all.iter(), |s| s.gpu_rows.load(Relaxed));
+    let acked_rows = totals(&all, &gpus_per_agent).rows_acked;
     let stored = crate::server::count_rows(&running.db, "gpu").await?;
+    let refused = running.admission_refusals();
     running.stop().await?;
-    let half = window_means.len() / 2;
-    let mean = |w: &[f64]| w.iter().sum::<f64>() / w.len().max(1) as f64;
+
+    // The plateau: acknowledged samples/s over phase 1 after its first window (ramp-up).
+    let phase1: Vec<Window> = windows
+        .iter()
+        .filter(|(p, _)| *p == 1)
+        .map(|(_, w)| *w)
+        .collect();
+    let steady = if phase1.len() > 1 {
+        &phase1[1..]
+    } else {
+        &phase1[..]
+    };
+    let mut rates: Vec<f64> = steady.iter().map(|w| w.samples_per_s).collect();
+    rates.sort_by(f64::total_cmp);
+    let median = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+    let lowest = rates.first().copied().unwrap_or(0.0);
+    let offered = args.gpus as f64 / args.interval.as_secs_f64();
     println!(
-        "summary: {} GPUs at {:?}: {rows} samples produced, {stored} stored, {spooled} batches left in spools at stop; mean lag first half {:.1} ms, second half {:.1} ms",
+        "summary: {} GPUs at {:?} offer {offered:.0} samples/s; acknowledged (median of phase-1 windows after the first) {median:.0} samples/s, lowest window {lowest:.0}: {:.0} samples/s per core",
         args.gpus,
         args.interval,
-        mean(&window_means[..half]),
-        mean(&window_means[half..]),
+        median / cores as f64,
+    );
+    let mut hist = LagHistogram::counts();
+    for s in &all {
+        s.lag.add_to(&mut hist);
+    }
+    let ms = |q: f64| quantile(&hist, q).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+    println!(
+        "summary: {rows} samples produced, {acked_rows} acknowledged, {stored} stored, {spooled} batches left in spools at stop; {refused} write requests refused with 503 by admission control; acknowledgement lag p50 {:.1} ms, p99 {:.1} ms (bucket bounds, within 19 %)",
+        ms(0.5),
+        ms(0.99)
+    );
+    if args.recover_gpus.is_some() {
+        let phase2: Vec<Window> = windows
+            .iter()
+            .filter(|(p, _)| *p == 2)
+            .map(|(_, w)| *w)
+            .collect();
+        let p2_start = phase1.last().map_or(0.0, |w| w.t_s);
+        match phase2
+            .iter()
+            .find(|w| w.mean_lag_ms < 1_000.0 && w.spooled_running == 0)
+        {
+            Some(w) => println!(
+                "summary: recovery: {:.0} s after the load dropped, lag {:.1} ms and the running agents' spools empty",
+                w.t_s - p2_start,
+                w.mean_lag_ms
+            ),
+            None => println!(
+                "summary: recovery: not within {:?} (last window: lag {:.1} ms, {} batches spooled)",
+                args.recover_for,
+                phase2.last().map_or(f64::NAN, |w| w.mean_lag_ms),
+                phase2.last().map_or(0, |w| w.spooled_running)
+            ),
+        }
+    }
+    anyhow::ensure!(
+        stored >= acked_rows,
+        "{acked_rows} samples were acknowledged but only {stored} are stored"
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -12,18 +12,8 @@ pub struct JobArgs {
     #[command(subcommand)]
     pub command: JobCommand,
 
-    /// Base URL of the rigwatch server.
-    #[arg(
-        long,
-        global = true,
-        env = "RIGWATCH_URL",
-        default_value = "http://127.0.0.1:9800"
-    )]
-    pub url: String,
-
-    /// Access token (admin to submit or end jobs; analyst to read).
-    #[arg(long, global = true, env = "RIGWATCH_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub conn: crate::client_args::Connection,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,12 +59,9 @@ fn parse_price(s: &str) -> Result<i64, String> {
 }
 
 pub async fn run(args: JobArgs) -> anyhow::Result<ExitCode> {
-    let base = args.url.trim_end_matches('/').to_string();
+    let base = args.conn.base().to_string();
     let client = reqwest::Client::new();
-    let auth = |r: reqwest::RequestBuilder| match &args.token {
-        Some(t) => r.bearer_auth(t),
-        None => r,
-    };
+    let auth = |r: reqwest::RequestBuilder| args.conn.auth(r);
     let req = match &args.command {
         JobCommand::Submit {
             gpus,

@@ -6,6 +6,7 @@ mod alloc;
 mod bench;
 mod bench_compare;
 mod bench_dsl;
+mod client_args;
 mod demo;
 mod dsl_cli;
 mod fleet;

@@ -29,13 +29,8 @@ pub struct QueryArgs {
     #[arg(long, default_value = "1m")]
     pub step: String,
 
-    /// Base URL of the rigwatch server.
-    #[arg(long, env = "RIGWATCH_URL", default_value = "http://127.0.0.1:9800")]
-    pub url: String,
-
-    /// Access token (admin, analyst or supplier; a supplier sees only its own series).
-    #[arg(long, env = "RIGWATCH_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub conn: crate::client_args::Connection,
 
     /// Output: a table of series, or the server's JSON as is.
     #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
@@ -49,7 +44,7 @@ pub enum QueryFormat {
 }
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
-    let base = args.url.trim_end_matches('/');
+    let base = args.conn.base();
     let (path, mut form) = match (&args.start, &args.end) {
         (Some(s), Some(e)) => (
             "query_range",
@@ -68,12 +63,11 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         ),
     };
     form.push(("query", args.expr.clone()));
-    let mut req = reqwest::Client::new()
-        .post(format!("{base}/api/v1/{path}"))
-        .form(&form);
-    if let Some(t) = &args.token {
-        req = req.bearer_auth(t);
-    }
+    let req = args.conn.auth(
+        reqwest::Client::new()
+            .post(format!("{base}/api/v1/{path}"))
+            .form(&form),
+    );
     let resp = req.send().await.with_context(|| {
         format!("no rigwatch server answered at {base} (start one with `rigwatch serve`)")
     })?;

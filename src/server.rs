@@ -14,6 +14,7 @@ use axum::routing::get;
 use bytesize::ByteSize;
 use clap::Args;
 use prometheus_client::registry::Registry;
+use rigwatch_ingest::admission::{Admission, AdmissionLimits};
 use rigwatch_ingest::agent::routes::AgentLimits;
 use rigwatch_storage::auth::{AuthStore, Role};
 use rigwatch_storage::{Db, DbConfig};
@@ -41,6 +42,32 @@ pub struct ServeArgs {
     /// 400 and nothing is stored. Agents have their own, tighter limit.
     #[arg(long, env = "RIGWATCH_MAX_WRITE_PARTITIONS", default_value_t = rigwatch_ingest::routes::DEFAULT_MAX_WRITE_PARTITIONS)]
     pub max_write_partitions: usize,
+
+    /// Write requests (agent batches and the generic write routes together) read, parsed and
+    /// stored at once. Beyond it requests wait in a queue.
+    #[arg(long, env = "RIGWATCH_MAX_CONCURRENT_WRITES", default_value_t = AdmissionLimits::DEFAULT.max_in_flight)]
+    pub max_concurrent_writes: usize,
+
+    /// Write requests that may wait for a slot; one more is answered 503 with Retry-After at
+    /// once, before its body is read.
+    #[arg(long, env = "RIGWATCH_MAX_QUEUED_WRITES", default_value_t = AdmissionLimits::DEFAULT.max_queued)]
+    pub max_queued_writes: usize,
+
+    /// Longest a write request waits in the queue; then 503 with Retry-After. Keeps the
+    /// acknowledgement latency bounded past capacity instead of growing until clients time out.
+    #[arg(long, env = "RIGWATCH_WRITE_QUEUE_TIMEOUT", default_value_t = AdmissionLimits::DEFAULT.max_wait.into())]
+    pub write_queue_timeout: humantime::Duration,
+
+    /// Write slots (in progress and queued together) one principal may hold: all agents of a
+    /// supplier count as one, every other token as itself. So one cannot shut out the rest.
+    #[arg(long, env = "RIGWATCH_MAX_QUEUED_WRITES_PER_PRINCIPAL", default_value_t = AdmissionLimits::DEFAULT.max_per_principal)]
+    pub max_queued_writes_per_principal: usize,
+
+    /// Distinct time partitions one token may write into per hour through the generic write
+    /// routes (429 beyond, until its hour is over); partitions it wrote into earlier in the
+    /// hour stay open to it.
+    #[arg(long, env = "RIGWATCH_MAX_WRITE_PARTITIONS_PER_HOUR", default_value_t = rigwatch_ingest::partition_budget::DEFAULT_WRITE_PER_HOUR)]
+    pub max_write_partitions_per_hour: usize,
 
     /// Failed authentications (bad token, bad password) one client address may make per
     /// minute; beyond it, 429 with Retry-After.
@@ -203,6 +230,11 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_AGENT_MAX_PARTITIONS", default_value_t = AgentLimits::DEFAULT.max_partitions)]
     pub agent_max_partitions: usize,
 
+    /// Distinct time partitions one supplier's agents together may write into per hour (429
+    /// beyond, until the hour is over). The default covers a week-long spool draining.
+    #[arg(long, env = "RIGWATCH_AGENT_MAX_PARTITIONS_PER_HOUR", default_value_t = AgentLimits::DEFAULT.max_partitions_per_hour)]
+    pub agent_max_partitions_per_hour: usize,
+
     /// Pay for a lease pauses once its GPU has sent no row for this long (the agent reports
     /// every few seconds): the silent time is not paid (the lease shows it as `unpaid`,
     /// `unpaid_ms`, `paused`), and pay resumes when the GPU is heard again.
@@ -364,9 +396,15 @@ struct AppState {
 pub fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, and never when NO_COLOR is set
+    // (https://no-color.org): log files and pipes get plain text.
+    use std::io::IsTerminal as _;
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 
@@ -380,11 +418,20 @@ pub struct Running {
     pub alloc: crate::alloc::AllocService,
     /// Fault detection, GPU health and alerting.
     pub health: crate::health_task::HealthHandle,
+    /// The write queue (agent and generic write routes).
+    pub admission: Arc<Admission>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
+    /// Write requests refused by admission control so far (queue full, waited too long, or
+    /// a principal's share).
+    pub fn admission_refusals(&self) -> u64 {
+        let m = self.admission.metrics();
+        m.refused_queue_full.get() + m.refused_timeout.get() + m.refused_principal.get()
+    }
+
     /// Stops accepting requests, waits for in-flight ones, syncs the WAL.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
@@ -483,11 +530,23 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     };
     let seen_batches = seen_batches(&query).await;
     query.metrics().register(&mut registry);
+    let admission = Admission::new(AdmissionLimits {
+        max_in_flight: args.max_concurrent_writes,
+        max_queued: args.max_queued_writes,
+        max_wait: args.write_queue_timeout.into(),
+        max_per_principal: args.max_queued_writes_per_principal,
+    });
+    admission.register(&mut registry);
     let state = AppState {
         registry: Arc::new(registry),
     };
     let app = Router::new()
         .route("/health", get(health))
+        // A browser opening the server's address goes to the portal (303).
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/portal") }),
+        )
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(rigwatch_ingest::routes::router(
@@ -495,6 +554,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                 db: db.clone(),
                 max_body_bytes: args.max_body.as_u64() as usize,
                 max_partitions: args.max_write_partitions,
+                admission: admission.clone(),
+                partitions_per_hour: Arc::new(
+                    rigwatch_ingest::partition_budget::PartitionBudget::new(
+                        args.max_write_partitions_per_hour,
+                    ),
+                ),
             },
         ))
         .merge(rigwatch_query::routes::router(query.clone()))
@@ -519,7 +584,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                     max_age: args.agent_max_age.into(),
                     max_future: args.agent_max_future.into(),
                     max_partitions: args.agent_max_partitions,
+                    max_partitions_per_hour: args.agent_max_partitions_per_hour,
                 },
+                admission: admission.clone(),
             },
         )?)
         .merge(rigwatch_dashboards::router(
@@ -537,16 +604,31 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             access::authorize,
         ))
         .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                |req: &axum::http::Request<axum::body::Body>| {
+            tower_http::trace::TraceLayer::new_for_http()
+                // Refusals past capacity (503) are flow control, answered by the thousand
+                // under overload: not errors for the log. Other server errors still are.
+                .on_failure(
+                    |class: tower_http::classify::ServerErrorsFailureClass,
+                     latency: Duration,
+                     _span: &tracing::Span| match class {
+                        tower_http::classify::ServerErrorsFailureClass::StatusCode(s)
+                            if s == axum::http::StatusCode::SERVICE_UNAVAILABLE =>
+                        {
+                            tracing::debug!(?latency, "refused: 503")
+                        }
+                        other => {
+                            tracing::error!(classification = %other, ?latency, "response failed")
+                        }
+                    },
+                )
+                .make_span_with(|req: &axum::http::Request<axum::body::Body>| {
                     // The path, never the query string or an extender token in the path.
                     tracing::debug_span!(
                         "request",
                         method = %req.method(),
                         path = %access::redacted_path(req.uri().path()),
                     )
-                },
-            ),
+                }),
         );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -570,6 +652,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         auth,
         alloc,
         health: gpu_health,
+        admission,
         stop,
         task,
     })

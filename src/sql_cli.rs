@@ -19,13 +19,8 @@ pub struct SqlArgs {
 /// Where to send a query and how to print its answer.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// Base URL of the rigwatch server.
-    #[arg(long, env = "RIGWATCH_URL", default_value = "http://127.0.0.1:9800")]
-    pub url: String,
-
-    /// Access token (admin, analyst or supplier; a supplier sees only its own rows).
-    #[arg(long, env = "RIGWATCH_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub conn: crate::client_args::Connection,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
@@ -52,15 +47,14 @@ pub async fn send(path: &str, query: String, args: &ServerArgs) -> anyhow::Resul
         OutputFormat::Csv => "csv",
         OutputFormat::Json => "json",
     };
-    let url = format!("{}{path}?format={format}", args.url.trim_end_matches('/'));
-    let mut req = reqwest::Client::new().post(&url).body(query);
-    if let Some(t) = &args.token {
-        req = req.bearer_auth(t);
-    }
+    let url = format!("{}{path}?format={format}", args.conn.base());
+    let req = args
+        .conn
+        .auth(reqwest::Client::new().post(&url).body(query));
     let resp = req.send().await.with_context(|| {
         format!(
             "no rigwatch server answered at {} (start one with `rigwatch serve`)",
-            args.url
+            args.conn.server
         )
     })?;
     let status = resp.status();

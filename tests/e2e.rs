@@ -25,5 +25,6 @@ mod e2e {
     pub mod promql;
     pub mod promql_diff;
     pub mod shutdown;
+    pub mod soak;
     pub mod tenancy;
 }

@@ -23,6 +23,7 @@ pub mod claims;
 pub mod dcgm;
 pub mod dedup;
 pub mod fields;
+pub mod lag;
 pub mod nvml;
 pub mod registry;
 pub mod routes;

@@ -17,10 +17,12 @@
 //! that can is parsed line by line, and each bad line becomes a [`LineError`] while every
 //! good line is kept.
 
+pub mod admission;
 pub mod agent;
 pub mod error;
 pub mod gzip;
 pub mod line_protocol;
+pub mod partition_budget;
 pub mod prom_text;
 pub mod remote_write;
 pub mod routes;

@@ -20,18 +20,22 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use rigwatch_storage::auth::Principal;
 use rigwatch_storage::batch::WriteBatch;
 use rigwatch_storage::{Db, WriteOptions};
 use serde::{Deserialize, Serialize};
 
+use crate::admission::{Admission, BODY_READ_TIMEOUT, principal_key};
 use crate::error::{IngestError, LineError, utf8};
 use crate::line_protocol::{self, Precision};
+use crate::partition_budget::PartitionBudget;
 use crate::{gzip, prom_text, remote_write};
 
 /// Shared state of the write routes.
@@ -42,6 +46,11 @@ pub struct IngestState {
     pub max_body_bytes: usize,
     /// Most time partitions one request may touch.
     pub max_partitions: usize,
+    /// The write queue these routes share with the agent write route.
+    pub admission: Arc<Admission>,
+    /// Distinct time partitions each token may write into per hour
+    /// (`--max-write-partitions-per-hour`).
+    pub partitions_per_hour: Arc<PartitionBudget>,
 }
 
 /// Default of [`IngestState::max_partitions`]: with hourly partitions, six weeks of backfill
@@ -55,6 +64,10 @@ pub fn router(state: IngestState) -> Router {
         .route("/write", post(write_lp))
         .route("/api/v1/import/prometheus", post(write_prom_text))
         .route("/api/v1/write", post(write_remote))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.admission.clone(),
+            crate::admission::admit,
+        ))
         .with_state(state)
 }
 
@@ -103,6 +116,26 @@ fn error_response(status: StatusCode, code: &'static str, message: String) -> Re
     resp
 }
 
+/// The body as sent, up to `limit` bytes and within [`BODY_READ_TIMEOUT`].
+async fn read_raw(limit: usize, body: Body) -> Result<Bytes, Response> {
+    tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| body_timeout())?
+        .map_err(|_| ingest_error(IngestError::TooLarge { limit }))
+}
+
+/// 408: the body did not arrive within [`BODY_READ_TIMEOUT`] of the request's admission.
+fn body_timeout() -> Response {
+    error_response(
+        StatusCode::REQUEST_TIMEOUT,
+        "timeout",
+        format!(
+            "the request body did not arrive within {} s; nothing of it was stored",
+            BODY_READ_TIMEOUT.as_secs()
+        ),
+    )
+}
+
 fn ingest_error(e: IngestError) -> Response {
     let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::BAD_REQUEST);
     let code = match status {
@@ -120,9 +153,7 @@ async fn read_body(
     body: Body,
 ) -> Result<Bytes, Response> {
     let limit = state.max_body_bytes;
-    let raw = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ingest_error(IngestError::TooLarge { limit }))?;
+    let raw = read_raw(limit, body).await?;
     let encoding = headers.get(header::CONTENT_ENCODING).map(|v| {
         String::from_utf8_lossy(v.as_bytes())
             .trim()
@@ -173,6 +204,7 @@ where
 
 async fn write_lp(
     State(state): State<IngestState>,
+    principal: Option<Extension<Principal>>,
     Query(params): Query<WriteParams>,
     headers: HeaderMap,
     body: Body,
@@ -196,11 +228,19 @@ async fn write_lp(
         Ok((batch, errors))
     })
     .await;
-    finish_write(&state, Some(&body), parsed, params.no_sync.unwrap_or(false)).await
+    finish_write(
+        &state,
+        principal.as_deref(),
+        Some(&body),
+        parsed,
+        params.no_sync.unwrap_or(false),
+    )
+    .await
 }
 
 async fn write_prom_text(
     State(state): State<IngestState>,
+    principal: Option<Extension<Principal>>,
     Query(params): Query<WriteParams>,
     headers: HeaderMap,
     body: Body,
@@ -218,19 +258,27 @@ async fn write_prom_text(
         Ok((batch, errors))
     })
     .await;
-    finish_write(&state, Some(&body), parsed, params.no_sync.unwrap_or(false)).await
+    finish_write(
+        &state,
+        principal.as_deref(),
+        Some(&body),
+        parsed,
+        params.no_sync.unwrap_or(false),
+    )
+    .await
 }
 
 async fn write_remote(
     State(state): State<IngestState>,
+    principal: Option<Extension<Principal>>,
     Query(params): Query<WriteParams>,
     body: Body,
 ) -> Response {
     // remote_write bodies are snappy-compressed protobuf, never gzip.
     let limit = state.max_body_bytes;
-    let body = match axum::body::to_bytes(body, limit).await {
+    let body = match read_raw(limit, body).await {
         Ok(b) => b,
-        Err(_) => return ingest_error(IngestError::TooLarge { limit }),
+        Err(r) => return r,
     };
     let raw = body.clone();
     let parsed = parse_off_thread(body.len(), move || {
@@ -241,7 +289,14 @@ async fn write_remote(
     })
     .await;
     // Line numbers of remote_write errors are series indices, not text lines.
-    finish_write(&state, None, parsed, params.no_sync.unwrap_or(false)).await
+    finish_write(
+        &state,
+        principal.as_deref(),
+        None,
+        parsed,
+        params.no_sync.unwrap_or(false),
+    )
+    .await
 }
 
 /// Writes the good rows and reports the bad ones. `text` is the body for formats whose
@@ -249,6 +304,7 @@ async fn write_remote(
 /// series indices.
 async fn finish_write(
     state: &IngestState,
+    principal: Option<&Principal>,
     text: Option<&Bytes>,
     parsed: Result<(WriteBatch, Vec<LineError>), Response>,
     no_sync: bool,
@@ -257,20 +313,39 @@ async fn finish_write(
         Ok(p) => p,
         Err(r) => return r,
     };
-    if let Some((line, time)) =
-        partition_overflow(&batch, state.db.partition_ns(), state.max_partitions)
-    {
-        let what = if text.is_some() { "line" } else { "series" };
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "invalid",
+    let partitions = match partitions_of(&batch, state.db.partition_ns(), state.max_partitions) {
+        Ok(p) => p,
+        Err((line, time)) => {
+            let what = if text.is_some() { "line" } else { "series" };
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!(
+                    "{what} {line}: time {time} ns is in a time partition past the {} this \
+                     request may touch (--max-write-partitions); nothing was stored: split the \
+                     backfill into smaller requests",
+                    state.max_partitions
+                ),
+            );
+        }
+    };
+    let key = principal.map_or_else(|| "anonymous".to_string(), principal_key);
+    if let Err(e) = state.partitions_per_hour.charge(&key, partitions) {
+        let mut resp = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "limit",
             format!(
-                "{what} {line}: time {time} ns is in a time partition past the {} this request \
-                 may touch (--max-write-partitions); nothing was stored: split the backfill \
-                 into smaller requests",
-                state.max_partitions
+                "this token has written into {} distinct time partitions this hour, the most \
+                 it may (--max-write-partitions-per-hour); nothing of this request was stored; \
+                 partitions written earlier this hour are still open to it",
+                e.limit
             ),
         );
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(e.retry_after.as_secs().max(1)),
+        );
+        return resp;
     }
     let outcome = match state.db.write(batch, WriteOptions { no_sync }).await {
         Ok(o) => o,
@@ -334,7 +409,13 @@ async fn finish_write(
 
 /// The first row (its line and time) past `max` distinct time partitions, if any. Rows of
 /// a request mostly come in time order, so only a change of partition costs a set lookup.
-fn partition_overflow(batch: &WriteBatch, partition_ns: i64, max: usize) -> Option<(u32, i64)> {
+/// The distinct time partitions of `batch`, or the line and time of the first row past the
+/// `max` one request may touch.
+fn partitions_of(
+    batch: &WriteBatch,
+    partition_ns: i64,
+    max: usize,
+) -> Result<Vec<i64>, (u32, i64)> {
     let mut seen = std::collections::HashSet::new();
     let mut last = None;
     for row in batch.rows() {
@@ -344,10 +425,10 @@ fn partition_overflow(batch: &WriteBatch, partition_ns: i64, max: usize) -> Opti
         }
         last = Some(p);
         if seen.insert(p) && seen.len() > max {
-            return Some((row.line(), row.time()));
+            return Err((row.line(), row.time()));
         }
     }
-    None
+    Ok(seen.into_iter().collect())
 }
 
 /// Byte offset of the start of each line.

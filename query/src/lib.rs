@@ -10,6 +10,7 @@
 
 pub mod dsl;
 pub mod error;
+mod executor;
 pub mod format;
 pub mod promql;
 pub mod routes;

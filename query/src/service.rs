@@ -358,28 +358,36 @@ impl QueryService {
         }
     }
 
-    /// The answer's batches, stopping at the row cap.
+    /// The answer's batches, stopping at the row cap; executed on the query runtime
+    /// ([`crate::executor`]).
     async fn collect(&self, df: datafusion::dataframe::DataFrame) -> Result<Vec<RecordBatch>> {
-        use futures::StreamExt;
-        let mut stream = df.execute_stream().await?;
-        let mut out = Vec::new();
-        let mut rows = 0usize;
-        while let Some(b) = stream.next().await {
-            let b = b.map_err(|e| match e.find_root() {
-                datafusion::error::DataFusionError::ResourcesExhausted(_) => Error::MemoryLimit {
-                    limit: self.limits.max_memory,
-                    source: e,
-                },
-                _ => Error::DataFusion(e),
-            })?;
-            rows += b.num_rows();
-            if rows > self.limits.max_rows {
-                return Err(Error::TooManyRows {
-                    limit: self.limits.max_rows,
-                });
-            }
-            out.push(b);
-        }
-        Ok(out)
+        let (max_rows, max_memory) = (self.limits.max_rows, self.limits.max_memory);
+        crate::executor::run(collect_capped(df, max_rows, max_memory)).await
     }
+}
+
+async fn collect_capped(
+    df: datafusion::dataframe::DataFrame,
+    max_rows: usize,
+    max_memory: usize,
+) -> Result<Vec<RecordBatch>> {
+    use futures::StreamExt;
+    let mut stream = df.execute_stream().await?;
+    let mut out = Vec::new();
+    let mut rows = 0usize;
+    while let Some(b) = stream.next().await {
+        let b = b.map_err(|e| match e.find_root() {
+            datafusion::error::DataFusionError::ResourcesExhausted(_) => Error::MemoryLimit {
+                limit: max_memory,
+                source: e,
+            },
+            _ => Error::DataFusion(e),
+        })?;
+        rows += b.num_rows();
+        if rows > max_rows {
+            return Err(Error::TooManyRows { limit: max_rows });
+        }
+        out.push(b);
+    }
+    Ok(out)
 }

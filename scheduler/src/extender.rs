@@ -73,7 +73,17 @@ pub trait AllocatorHost: Send + Sync {
             let _ = a.finish(job, reason, now_ms);
         });
     }
+    /// Resolves once the rows of every change reported so far ([`Self::leases_started`],
+    /// [`Self::job_ended`]) are durable, or says why they are not yet: `/bind` and `/unbind`
+    /// answer only after it. The default (a host that persists nothing): at once.
+    fn durable(&self) -> DurableFuture<'_> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
+
+/// What [`AllocatorHost::durable`] returns.
+pub type DurableFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// Most pods remembered between `/filter` and `/bind`, and most bindings held; past it the
 /// oldest half is forgotten (a pod then has to pass `/filter` again).
@@ -459,7 +469,17 @@ async fn bind(State(st): State<Arc<ExtenderState>>, body: Bytes) -> Result<Respo
             "ExtenderBindingArgs needs PodUID (or PodName) and Node".into(),
         ));
     }
-    let error = bind_pod(&st, uid, node);
+    let mut error = bind_pod(&st, uid, node);
+    // Acknowledge a binding only once its leases are stored: kube-scheduler treats an error
+    // as a failed bind and tries again, and the retry (same pod, same node) confirms.
+    if error.is_none()
+        && let Err(e) = st.allocator.durable().await
+    {
+        error = Some(format!(
+            "pod {uid} is bound to {node}, but its leases are not stored yet ({e}); retry to \
+             confirm"
+        ));
+    }
     Ok(axum::Json(json!({ "Error": error.unwrap_or_default() })).into_response())
 }
 
@@ -551,7 +571,13 @@ async fn unbind(State(st): State<Arc<ExtenderState>>, body: Bytes) -> Result<Res
                 st.allocator
                     .job_ended(job, EndReason::Completed, (st.clock)());
             }
-            String::new()
+            match st.allocator.durable().await {
+                Ok(()) => String::new(),
+                Err(e) => format!(
+                    "pod {uid} is unbound, but the end of its leases is not stored yet ({e}); \
+                     it is written again every tick"
+                ),
+            }
         }
     };
     Ok(axum::Json(json!({ "Error": error })).into_response())

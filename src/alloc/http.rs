@@ -70,10 +70,12 @@ impl AllocatorHost for ExtenderHost {
             job_row(&mut b, &rec);
             st.jobs.insert(first.job_id, rec);
         }
-        let svc = self.svc.clone();
-        tokio::spawn(async move {
-            let _ = svc.persist(b).await;
-        });
+        // Queued in order; `/bind` answers after `durable` has written it.
+        self.svc.queue_rows(b);
+    }
+
+    fn durable(&self) -> rigwatch_scheduler::extender::DurableFuture<'_> {
+        Box::pin(self.svc.persist(WriteBatch::default()))
     }
 
     fn node_key(&self, name: &str) -> String {
@@ -91,12 +93,9 @@ impl AllocatorHost for ExtenderHost {
 
     fn job_ended(&self, job: u64, reason: EndReason, _now_ms: i64) {
         match self.svc.end(job, reason) {
-            Ok((_, b)) => {
-                let svc = self.svc.clone();
-                tokio::spawn(async move {
-                    let _ = svc.persist(b).await;
-                });
-            }
+            // Queued in order; `/unbind` answers after `durable`, a lapsed binding's rows go
+            // out with the next tick.
+            Ok((_, b)) => self.svc.queue_rows(b),
             Err(e) => warn!(job, error = %e, "extender binding ended, but its job could not be"),
         }
     }

@@ -104,3 +104,47 @@ async fn sql_is_bounded_in_time_rows_memory_and_concurrency() {
     let (s, body) = sql(&base, &token, "SELECT 1 AS one").await;
     assert_eq!(s, StatusCode::OK, "{body}");
 }
+
+/// The generic write routes bound the distinct time partitions one token writes into per
+/// hour: many small requests cannot spread rows over decades where one large one may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_opens_a_bounded_number_of_partitions_per_hour() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--max-write-partitions-per-hour", "2"], &[]).await;
+    let week = 7 * 86_400 * 1_000_000_000i64;
+    assert_eq!(
+        server
+            .write(&format!("m v=1 {}", 1_000 * week))
+            .await
+            .unwrap(),
+        204
+    );
+    assert_eq!(
+        server
+            .write(&format!("m v=2 {}", 1_001 * week))
+            .await
+            .unwrap(),
+        204
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v2/write", server.base))
+        .bearer_auth(super::harness::ADMIN_TOKEN)
+        .body(format!("m v=3 {}", 1_002 * week))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    let body = r.text().await.unwrap();
+    assert!(body.contains("--max-write-partitions-per-hour"), "{body}");
+    // The partitions it opened stay open to it.
+    assert_eq!(
+        server
+            .write(&format!("m v=4 {}", 1_000 * week + 1))
+            .await
+            .unwrap(),
+        204
+    );
+    assert_eq!(server.count("m").await, 3);
+}

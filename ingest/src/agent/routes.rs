@@ -98,6 +98,8 @@ pub struct AgentLimits {
     /// Time partitions one request may touch (`--agent-max-partitions`): each is a Parquet
     /// file at persist, and an agent's batch holds one tick.
     pub max_partitions: usize,
+    /// Distinct time partitions one supplier's agents together may write into per hour.
+    pub max_partitions_per_hour: usize,
 }
 
 impl AgentLimits {
@@ -108,6 +110,7 @@ impl AgentLimits {
         max_age: Duration::from_secs(7 * 86_400),
         max_future: Duration::from_secs(5 * 60),
         max_partitions: 48,
+        max_partitions_per_hour: crate::partition_budget::DEFAULT_AGENT_PER_HOUR,
     };
 }
 
@@ -128,6 +131,8 @@ pub struct AgentState {
     /// them is recognised.
     pub seen_batches: Vec<dedup::Seen>,
     pub limits: AgentLimits,
+    /// The write queue the agent write route shares with the generic write routes.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 #[derive(Debug)]
@@ -143,6 +148,8 @@ struct Shared {
     reported: Mutex<HashMap<(String, String), i64>>,
     /// Distinct `region` values each supplier's agents have written this run.
     regions: Mutex<HashMap<String, std::collections::HashSet<String>>>,
+    /// Time partitions each supplier's agents opened this hour.
+    partitions: crate::partition_budget::PartitionBudget,
 }
 
 /// Admits a batch's `region` values for `supplier`, or says why not: at most
@@ -180,16 +187,25 @@ pub fn router(mut state: AgentState) -> std::io::Result<Router> {
     Ok(Router::new()
         .route("/api/v1/agent/register", post(register::register))
         .route("/api/v1/agent/inventory", get(inventory))
-        .route("/api/v1/agent/write", post(write))
+        .route(
+            "/api/v1/agent/write",
+            post(write).layer(axum::middleware::from_fn_with_state(
+                state.admission.clone(),
+                crate::admission::admit,
+            )),
+        )
         .route("/api/v1/agent/gpus/{uuid}", delete(register::release))
         .with_state(Arc::new(Shared {
-            state,
             registry,
             claims,
             batches,
             changing: tokio::sync::Mutex::new(()),
             reported: Mutex::new(HashMap::new()),
             regions: Mutex::new(HashMap::new()),
+            partitions: crate::partition_budget::PartitionBudget::new(
+                state.limits.max_partitions_per_hour,
+            ),
+            state,
         })))
 }
 
@@ -443,6 +459,32 @@ async fn write(
     if let Err(m) = admit_regions(&shared.regions, &supplier, &regions) {
         return error(StatusCode::CONFLICT, "limit", m);
     }
+    let partition_ns = shared.state.db.partition_ns().max(1);
+    let mut partitions: Vec<i64> = batch
+        .rows()
+        .map(|r| r.time().div_euclid(partition_ns))
+        .collect();
+    partitions.dedup();
+    if let Err(e) = shared
+        .partitions
+        .charge(&format!("supplier:{supplier}"), partitions)
+    {
+        let mut resp = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "limit",
+            format!(
+                "supplier `{supplier}`'s agents have written into {} distinct time partitions \
+                 this hour, the most they may (--agent-max-partitions-per-hour); nothing of this \
+                 request was stored",
+                e.limit
+            ),
+        );
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(e.retry_after.as_secs().max(1)),
+        );
+        return resp;
+    }
     let key = id.map_or(BatchKey::Digest(digest), BatchKey::Id);
     match shared.batches.begin(&supplier, &worker, key, digest) {
         Begin::New => {}
@@ -491,19 +533,58 @@ async fn write(
         // Two fixed tags, two integer fields and a string: always a valid row.
         let _ = r.finish(0);
     }
-    let res = store(&shared.state.db, batch).await;
-    // A partial write (400) stored the rows it accepted, its batch row included: a retry
-    // must not store them again. Only a write refused as a whole is forgotten.
-    let stored = match &res {
-        Ok(()) => true,
-        Err(r) => r.status() == StatusCode::BAD_REQUEST,
+    // The store and the end of the claim run to completion on their own task, even when
+    // the client goes away meanwhile (its timeout): otherwise the claim would stay "in
+    // flight" for ever and every retry of this batch would be told to come back later.
+    let task = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut claim = ClaimGuard {
+                batches: &shared.batches,
+                supplier: &supplier,
+                worker: &worker,
+                key,
+                digest,
+                stored: false,
+            };
+            let res = store(&shared.state.db, batch).await;
+            // A partial write (400) stored the rows it accepted, its batch row included: a
+            // retry must not store them again. Only a write refused as a whole is forgotten.
+            claim.stored = match &res {
+                Ok(()) => true,
+                Err(r) => r.status() == StatusCode::BAD_REQUEST,
+            };
+            drop(claim);
+            res
+        })
     };
-    shared
-        .batches
-        .finish(&supplier, &worker, key, digest, stored);
-    match res {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => *r,
+    match task.await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(r)) => *r,
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// Ends a [`Begin::New`] claim when dropped, also when the store panicked (then as not
+/// stored, so a retry is taken).
+struct ClaimGuard<'a> {
+    batches: &'a dedup::Batches,
+    supplier: &'a str,
+    worker: &'a str,
+    key: BatchKey,
+    digest: i64,
+    stored: bool,
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        self.batches.finish(
+            self.supplier,
+            self.worker,
+            self.key,
+            self.digest,
+            self.stored,
+        );
     }
 }
 
@@ -803,13 +884,26 @@ async fn store(db: &Db, batch: WriteBatch) -> Result<(), Reject> {
 }
 
 async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Bytes, Reject> {
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        reject(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too large",
-            format!("body over {limit} bytes"),
-        )
-    })?;
+    let timeout = crate::admission::BODY_READ_TIMEOUT;
+    let raw = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            reject(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request body did not arrive within {} s; nothing of it was stored",
+                    timeout.as_secs()
+                ),
+            )
+        })?
+        .map_err(|_| {
+            reject(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too large",
+                format!("body over {limit} bytes"),
+            )
+        })?;
     let encoding = headers.get(header::CONTENT_ENCODING).map(|v| {
         String::from_utf8_lossy(v.as_bytes())
             .trim()

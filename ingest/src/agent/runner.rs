@@ -88,6 +88,8 @@ pub struct AgentStats {
     pub last_lag_us: AtomicU64,
     pub max_lag_us: AtomicU64,
     pub sum_lag_us: AtomicU64,
+    /// Every acknowledgement's lag, spooled batches' included (sampled in this run).
+    pub lag: super::lag::LagHistogram,
     pub spool: Arc<SpoolStats>,
 }
 
@@ -311,6 +313,28 @@ fn record_ack(stats: &AgentStats, sampled: Option<Instant>) {
         stats.last_lag_us.store(us, Ordering::Relaxed);
         stats.max_lag_us.fetch_max(us, Ordering::Relaxed);
         stats.sum_lag_us.fetch_add(us, Ordering::Relaxed);
+        stats.lag.record(t.elapsed());
+    }
+}
+
+/// When each batch spooled by this run was sampled, so that its lag is known when the drain
+/// gets it acknowledged. Bounded: past the bound, older entries' lag goes unrecorded.
+#[derive(Debug, Default)]
+struct SpoolTimes(std::collections::HashMap<BatchId, Instant>);
+
+impl SpoolTimes {
+    const MAX: usize = 100_000;
+
+    fn spooled(&mut self, b: &Batch) {
+        if let Some(id) = b.id
+            && self.0.len() < Self::MAX
+        {
+            self.0.insert(id, b.sampled);
+        }
+    }
+
+    fn take(&mut self, id: Option<BatchId>) -> Option<Instant> {
+        id.and_then(|id| self.0.remove(&id))
     }
 }
 
@@ -393,6 +417,7 @@ async fn run_transport(
     let mut registered = false;
     let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
     let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut times = SpoolTimes::default();
     let worker = config.worker.as_str();
     loop {
         if retry_at.is_none() {
@@ -405,7 +430,7 @@ async fn run_transport(
                     }
                     Err(e @ SendError::Unauthorized(_)) => return Err(e.into()),
                     Err(e) => {
-                        let wait = backoff.next_delay();
+                        let wait = backoff.next_delay_after(e.retry_after());
                         warn!(error = %e, retry_in = ?wait, "registration failed");
                         retry_at = Some(tokio::time::Instant::now() + wait);
                     }
@@ -419,6 +444,7 @@ async fn run_transport(
                 }
                 while let Ok(b) = batches.try_recv() {
                     stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
+                    times.spooled(&b);
                     blocking(spool, move |s| s.push_batch(&b.gz, b.id)).await?;
                 }
                 let Some(spooled) = blocking(spool, |s| s.peek_batch()).await? else {
@@ -428,10 +454,11 @@ async fn run_transport(
                 match client.write(worker, spooled.id, spooled.body.into()).await {
                     Ok(()) => {
                         backoff.reset();
-                        record_ack(stats, None);
+                        record_ack(stats, times.take(spooled.id));
                         blocking(spool, move |s| s.pop(seq)).await?;
                     }
                     Err(SendError::Rejected(msg)) => {
+                        times.take(spooled.id);
                         error!(%msg, seq, "server rejected a spooled batch; dropping it");
                         stats.batches_rejected.fetch_add(1, Ordering::Relaxed);
                         blocking(spool, move |s| s.pop(seq)).await?;
@@ -442,8 +469,14 @@ async fn run_transport(
                     }
                     Err(e @ SendError::Unauthorized(_)) => return Err(e.into()),
                     Err(e) => {
-                        let wait = backoff.next_delay();
-                        warn!(error = %e, retry_in = ?wait, spooled = spool.lock().len(), "server unavailable");
+                        let wait = backoff.next_delay_after(e.retry_after());
+                        let spooled = spool.lock().len();
+                        // A busy server is flow control, not a fault: not a warning.
+                        if e.retry_after().is_some() {
+                            info!(error = %e, retry_in = ?wait, spooled, "server busy");
+                        } else {
+                            warn!(error = %e, retry_in = ?wait, spooled, "server unavailable");
+                        }
                         retry_at = Some(tokio::time::Instant::now() + wait);
                     }
                 }
@@ -461,6 +494,7 @@ async fn run_transport(
                 let direct = registered && retry_at.is_none() && spool.lock().is_empty();
                 if !direct {
                     stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
+                    times.spooled(&b);
                     blocking(spool, move |s| s.push_batch(&b.gz, b.id)).await?;
                     continue;
                 }
@@ -477,6 +511,7 @@ async fn run_transport(
                     }
                     Err(e) => {
                         stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
+                        times.spooled(&b);
                         blocking(spool, move |s| s.push_batch(&b.gz, b.id)).await?;
                         match e {
                             e @ SendError::Unauthorized(_) => return Err(e.into()),
@@ -485,8 +520,12 @@ async fn run_transport(
                                 registered = false;
                             }
                             e => {
-                                let wait = backoff.next_delay();
-                                warn!(error = %e, retry_in = ?wait, "server unavailable; spooling");
+                                let wait = backoff.next_delay_after(e.retry_after());
+                                if e.retry_after().is_some() {
+                                    info!(error = %e, retry_in = ?wait, "server busy; spooling");
+                                } else {
+                                    warn!(error = %e, retry_in = ?wait, "server unavailable; spooling");
+                                }
                                 retry_at = Some(tokio::time::Instant::now() + wait);
                             }
                         }

@@ -25,9 +25,16 @@ pub struct Registration {
 /// Why a request to the server did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// The server is unreachable, overloaded or failed: keep the batch and retry later.
+    /// The server is unreachable or failed: keep the batch and retry later.
     #[error("server unavailable: {0}")]
     Retryable(String),
+    /// The server is at capacity (503 or 429) and said when to come back (`Retry-After`):
+    /// keep the batch and wait at least that long, plus jitter.
+    #[error("server busy (retry after {}s): {message}", retry_after.as_secs())]
+    Busy {
+        message: String,
+        retry_after: Duration,
+    },
     /// The server does not know this worker (e.g. its registry was reset): register again.
     #[error("worker is not registered: {0}")]
     Unregistered(String),
@@ -41,7 +48,15 @@ pub enum SendError {
 
 impl SendError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SendError::Retryable(_))
+        matches!(self, SendError::Retryable(_) | SendError::Busy { .. })
+    }
+
+    /// How long the server asked to be left alone, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SendError::Busy { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
     }
 }
 
@@ -142,8 +157,24 @@ async fn classify(resp: reqwest::Response) -> Result<(), SendError> {
         let _ = resp.bytes().await;
         return Ok(());
     }
+    // Seconds only (the HTTP-date form is not sent by rigwatch); capped so a hostile or
+    // broken server cannot park an agent for long.
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(MAX_RETRY_AFTER_SECS)));
     let body = resp.text().await.unwrap_or_default();
     let msg = format!("{status}: {}", body.trim());
+    if let Some(retry_after) = retry_after
+        && (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
+    {
+        return Err(SendError::Busy {
+            message: msg,
+            retry_after,
+        });
+    }
     Err(match status {
         StatusCode::UNAUTHORIZED => SendError::Unauthorized(msg),
         StatusCode::FORBIDDEN if body.contains("\"unregistered\"") => SendError::Unregistered(msg),
@@ -153,6 +184,9 @@ async fn classify(resp: reqwest::Response) -> Result<(), SendError> {
         _ => SendError::Rejected(msg),
     })
 }
+
+/// The longest `Retry-After` an agent honours.
+const MAX_RETRY_AFTER_SECS: u64 = 60;
 
 /// Exponential backoff with full jitter: the n-th wait is uniform in
 /// `[base·2^n / 2, base·2^n]`, capped at `max`.
@@ -183,6 +217,20 @@ impl Backoff {
         Duration::from_secs_f64(rand::rng().random_range(lo..=exp.as_secs_f64()))
     }
 
+    /// The next wait when the server asked for `retry_after` (if it did): at least that,
+    /// spread by up to half again at random so a fleet refused together does not come back
+    /// together; and never less than the backoff's own next wait.
+    pub fn next_delay_after(&mut self, retry_after: Option<Duration>) -> Duration {
+        let own = self.next_delay();
+        match retry_after {
+            Some(ra) if ra > Duration::ZERO => {
+                let spread = ra.as_secs_f64() * rand::rng().random_range(1.0..=1.5);
+                own.max(Duration::from_secs_f64(spread))
+            }
+            _ => own,
+        }
+    }
+
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
@@ -206,6 +254,23 @@ mod tests {
         assert!(d[7] >= Duration::from_secs(1));
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_retry_after_is_honoured_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let waits: Vec<_> = (0..50)
+            .map(|_| {
+                b.reset();
+                b.next_delay_after(Some(Duration::from_secs(2)))
+            })
+            .collect();
+        assert!(waits.iter().all(|w| *w >= Duration::from_secs(2)));
+        assert!(waits.iter().all(|w| *w <= Duration::from_secs(3)));
+        // Spread, not all the same.
+        assert!(waits.iter().any(|w| *w != waits[0]));
+        b.reset();
+        assert!(b.next_delay_after(None) <= Duration::from_millis(100));
     }
 
     #[test]

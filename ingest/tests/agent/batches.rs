@@ -283,3 +283,91 @@ async fn free_tag_values_are_bounded_per_supplier() {
     assert!(a.text.contains("regions"), "{}", a.text);
     assert_eq!(server.count("heartbeat").await, cap as u64 + 1);
 }
+
+#[tokio::test]
+async fn a_supplier_opens_a_bounded_number_of_partitions_per_hour() {
+    let limits = AgentLimits {
+        max_partitions_per_hour: 3,
+        ..AgentLimits::DEFAULT
+    };
+    let server = AgentServer::start_with(tempfile::tempdir().unwrap(), "127.0.0.1:0", limits).await;
+    let token = server_with_worker(&server).await;
+    // Align to the store's hour so that "this hour" and "an hour ago" are two partitions.
+    let now = now_ns();
+    let hour = now - now.rem_euclid(HOUR);
+    // Three requests, each within the per-request limit, into three partitions: allowed.
+    for (i, h) in (0..3).enumerate() {
+        stored(
+            write(
+                &server,
+                &token,
+                Some(id(i as u64 + 1)),
+                &xid(hour - h * HOUR + S),
+            )
+            .await,
+        );
+    }
+    // A fourth partition in the same hour is refused, naming the flag, with Retry-After.
+    let resp = server
+        .client
+        .post(format!("{}/api/v1/agent/write?worker=n1", server.base))
+        .bearer_auth(&token)
+        .header(BATCH_HEADER, id(10).to_string())
+        .body(xid(hour - 3 * HOUR + S))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3_600).contains(&retry), "Retry-After {retry}");
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("--agent-max-partitions-per-hour"), "{text}");
+    assert_eq!(server.count("gpu_fault").await, 3);
+    // Partitions opened earlier this hour stay open.
+    stored(write(&server, &token, Some(id(11)), &xid(hour + 2 * S)).await);
+    assert_eq!(server.count("gpu_fault").await, 4);
+}
+
+/// A client that gives up while its batch is being stored must not leave the batch "in
+/// flight" for ever: the retry is answered (stored once) within moments, however early or
+/// late the first attempt was abandoned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_abandoned_mid_write_can_be_retried() {
+    let server = AgentServer::start().await;
+    let token = server_with_worker(&server).await;
+    let now = now_ns();
+    for n in 0..30u64 {
+        let body = xid(now - (n as i64 + 1) * S);
+        let impatient = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_micros(200 + 300 * n))
+            .build()
+            .unwrap();
+        let _ = impatient
+            .post(format!("{}/api/v1/agent/write?worker=n1", server.base))
+            .bearer_auth(&token)
+            .header(BATCH_HEADER, id(100 + n).to_string())
+            .body(body.clone())
+            .send()
+            .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let a = write(&server, &token, Some(id(100 + n)), &body).await;
+            if a.status == StatusCode::NO_CONTENT {
+                break;
+            }
+            assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "attempt {n}: the retry is still told to wait: {}",
+                a.text
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(server.count("gpu_fault").await, 30);
+}

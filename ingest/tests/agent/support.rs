@@ -50,6 +50,7 @@ impl AgentServer {
             max_body_bytes: 1 << 20,
             seen_batches,
             limits,
+            admission: rigwatch_ingest::admission::Admission::new(Default::default()),
         })
         .expect("read the GPU claims");
         let task = tokio::spawn(async move {

@@ -72,6 +72,10 @@ impl Server {
             db: db.clone(),
             max_body_bytes: LIMIT,
             max_partitions: MAX_PARTITIONS,
+            admission: rigwatch_ingest::admission::Admission::new(Default::default()),
+            partitions_per_hour: Arc::new(rigwatch_ingest::partition_budget::PartitionBudget::new(
+                rigwatch_ingest::partition_budget::DEFAULT_WRITE_PER_HOUR,
+            )),
         });
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
