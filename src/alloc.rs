@@ -644,11 +644,22 @@ impl AllocService {
     }
 
     /// One scheduling and accrual pass at `now`; the rows to persist.
+    ///
+    /// While rows of earlier changes wait in the outbox (the store refused them), nothing new
+    /// is placed: a job must not start on a GPU whose lease could still be lost, which would
+    /// leave its supplier unpaid for work done. Leases already open keep accruing (their
+    /// minutes are re-accrued from the last durable row after a restart, exactly once).
     pub fn tick(&self, now: i64) -> WriteBatch {
         let mut b = WriteBatch::default();
+        let backlog = !self.outbox.lock().is_empty();
         let mut st = self.state.lock();
         let st = &mut *st;
-        for started in st.alloc.schedule(now) {
+        let started = if backlog {
+            Vec::new()
+        } else {
+            st.alloc.schedule(now)
+        };
+        for started in started {
             if let Some(rec) = st.jobs.get_mut(&started.job) {
                 rec.state = "running".into();
                 rec.started_ms = Some(now);

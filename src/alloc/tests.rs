@@ -123,3 +123,53 @@ async fn a_job_ends_acknowledged_only_once_its_rows_are_durable() {
     let e = svc.end_durable(id, EndReason::Completed).await.unwrap_err();
     assert!(matches!(e, EndError::Ended(_)), "{e}");
 }
+
+#[tokio::test]
+async fn nothing_new_is_placed_while_earlier_rows_wait_to_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = DbConfig::new(dir.path());
+    config.background = false;
+    config.memory_budget = 4 << 20;
+    let db: Arc<Db> = Db::open(config).await.unwrap();
+    let svc = AllocService::start(
+        db.clone(),
+        AllocSettings {
+            policy: "rigwatch".into(),
+            tick: Duration::from_secs(3600),
+            rates: Vec::new(),
+            currency: Currency::USD,
+            extender_ttl: Duration::from_secs(60),
+            pay_grace: Duration::from_secs(120),
+            offline_after: Duration::from_secs(600),
+        },
+    )
+    .await
+    .unwrap();
+    gpu_row(&db).await;
+    for _ in 0..100 {
+        if svc.gpu_load(GPU).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A holds the only GPU; B waits for it.
+    let a = svc.submit_now(&JobRequest::whole(1, 3600)).await.unwrap();
+    let b = svc.submit_now(&JobRequest::whole(1, 3600)).await.unwrap();
+    assert_eq!(svc.job(a).unwrap().state, "running");
+    assert_eq!(svc.job(b).unwrap().state, "queued");
+
+    // The store refuses writes; A ends, its rows wait in the outbox.
+    spend_the_budget(&db).await;
+    assert!(svc.end_durable(a, EndReason::Completed).await.is_err());
+    // The GPU is free in memory, but B must not start on it while A's end is not stored.
+    let _ = svc.persist(svc.tick(now_ms())).await;
+    assert_eq!(svc.job(b).unwrap().state, "queued");
+
+    // Once the rows are in, B is placed.
+    db.persist().await.unwrap();
+    svc.end_durable(a, EndReason::Completed).await.unwrap();
+    let _ = svc.persist(svc.tick(now_ms())).await;
+    assert_eq!(svc.job(b).unwrap().state, "running");
+    let rows = lease_rows(&svc).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+}
