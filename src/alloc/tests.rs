@@ -46,23 +46,10 @@ async fn spend_the_budget(db: &Db) {
     panic!("the store never refused a write");
 }
 
-async fn lease_rows(svc: &AllocService) -> Vec<Value> {
-    let (_, batches) = svc
-        .query
-        .sql_scoped("SELECT * FROM lease", None)
-        .await
-        .expect("lease rows");
-    let bytes = rigwatch_query::format::encode(
-        rigwatch_query::format::Format::Json,
-        &batches[0].schema(),
-        &batches,
-    )
-    .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-#[tokio::test]
-async fn a_job_ends_acknowledged_only_once_its_rows_are_durable() {
+/// A store that refuses writes once 4 MiB are buffered (nothing persists in the
+/// background), an allocator on it that the test drives (the ticker stays out of the way),
+/// and one H100 it has seen.
+async fn service_with_one_gpu() -> (tempfile::TempDir, Arc<Db>, AllocService) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = DbConfig::new(dir.path());
     config.background = false;
@@ -72,7 +59,6 @@ async fn a_job_ends_acknowledged_only_once_its_rows_are_durable() {
         db.clone(),
         AllocSettings {
             policy: "rigwatch".into(),
-            // The test drives every step; the ticker stays out of the way.
             tick: Duration::from_secs(3600),
             rates: Vec::new(),
             currency: Currency::USD,
@@ -90,6 +76,27 @@ async fn a_job_ends_acknowledged_only_once_its_rows_are_durable() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (dir, db, svc)
+}
+
+async fn lease_rows(svc: &AllocService) -> Vec<Value> {
+    let (_, batches) = svc
+        .query
+        .sql_scoped("SELECT * FROM lease", None)
+        .await
+        .expect("lease rows");
+    let bytes = rigwatch_query::format::encode(
+        rigwatch_query::format::Format::Json,
+        &batches[0].schema(),
+        &batches,
+    )
+    .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn a_job_ends_acknowledged_only_once_its_rows_are_durable() {
+    let (_dir, db, svc) = service_with_one_gpu().await;
     let id = svc.submit_now(&JobRequest::whole(1, 3600)).await.unwrap();
     assert_eq!(svc.job(id).unwrap().state, "running");
     let open = lease_rows(&svc).await;
@@ -126,32 +133,7 @@ async fn a_job_ends_acknowledged_only_once_its_rows_are_durable() {
 
 #[tokio::test]
 async fn nothing_new_is_placed_while_earlier_rows_wait_to_be_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = DbConfig::new(dir.path());
-    config.background = false;
-    config.memory_budget = 4 << 20;
-    let db: Arc<Db> = Db::open(config).await.unwrap();
-    let svc = AllocService::start(
-        db.clone(),
-        AllocSettings {
-            policy: "rigwatch".into(),
-            tick: Duration::from_secs(3600),
-            rates: Vec::new(),
-            currency: Currency::USD,
-            extender_ttl: Duration::from_secs(60),
-            pay_grace: Duration::from_secs(120),
-            offline_after: Duration::from_secs(600),
-        },
-    )
-    .await
-    .unwrap();
-    gpu_row(&db).await;
-    for _ in 0..100 {
-        if svc.gpu_load(GPU).is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_dir, db, svc) = service_with_one_gpu().await;
     // A holds the only GPU; B waits for it.
     let a = svc.submit_now(&JobRequest::whole(1, 3600)).await.unwrap();
     let b = svc.submit_now(&JobRequest::whole(1, 3600)).await.unwrap();

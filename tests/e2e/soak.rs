@@ -71,6 +71,13 @@ fn record(out: &Shared, who: &'static str, status: StatusCode, allowed: &[u16], 
     }
 }
 
+/// Sends `req` and records its answer as `who`'s, failing on a transport error.
+async fn send(out: &Shared, who: &'static str, allowed: &[u16], req: reqwest::RequestBuilder) {
+    let r = req.send().await.unwrap();
+    let s = r.status();
+    record(out, who, s, allowed, &r.text().await.unwrap());
+}
+
 /// Runs `f` again and again until `until`, pausing `pause` between rounds.
 async fn repeat<F, Fut>(until: Instant, pause: Duration, mut f: F)
 where
@@ -150,15 +157,15 @@ async fn agents_stay_prompt_and_lose_nothing_while_every_abuse_runs() {
         async move {
             let chain = vec!["1"; 250_000].join("+");
             repeat(until, Duration::from_millis(500), || async {
-                let r = c
-                    .post(format!("{base}/api/v1/query"))
-                    .bearer_auth(&evil)
-                    .form(&[("query", chain.as_str())])
-                    .send()
-                    .await
-                    .unwrap();
-                let s = r.status();
-                record(&out, "deep promql", s, &[400], &r.text().await.unwrap());
+                send(
+                    &out,
+                    "deep promql",
+                    &[400],
+                    c.post(format!("{base}/api/v1/query"))
+                        .bearer_auth(&evil)
+                        .form(&[("query", chain.as_str())]),
+                )
+                .await;
             })
             .await;
         }
@@ -168,20 +175,20 @@ async fn agents_stay_prompt_and_lose_nothing_while_every_abuse_runs() {
         let (c, base, evil, out) = (abuser_client(), base.clone(), evil.clone(), out.clone());
         async move {
             repeat(until, Duration::from_millis(200), || async {
-                let r = c
-                    .get(format!("{base}/api/v1/query_range"))
-                    .bearer_auth(&evil)
-                    .query(&[
-                        ("query", "gpu_utilization"),
-                        ("start", "-1e300"),
-                        ("end", "1e300"),
-                        ("step", "1"),
-                    ])
-                    .send()
-                    .await
-                    .unwrap();
-                let s = r.status();
-                record(&out, "huge range", s, &[400], &r.text().await.unwrap());
+                send(
+                    &out,
+                    "huge range",
+                    &[400],
+                    c.get(format!("{base}/api/v1/query_range"))
+                        .bearer_auth(&evil)
+                        .query(&[
+                            ("query", "gpu_utilization"),
+                            ("start", "-1e300"),
+                            ("end", "1e300"),
+                            ("step", "1"),
+                        ]),
+                )
+                .await;
             })
             .await;
         }
@@ -206,15 +213,8 @@ async fn agents_stay_prompt_and_lose_nothing_while_every_abuse_runs() {
                 i += 1;
                 let (c, base, evil, out) = (c.clone(), base.clone(), evil.clone(), out.clone());
                 async move {
-                    let r = c
-                        .post(format!("{base}/api/v1/sql"))
-                        .bearer_auth(&evil)
-                        .body(q)
-                        .send()
-                        .await
-                        .unwrap();
-                    let s = r.status();
-                    record(&out, who, s, allowed, &r.text().await.unwrap());
+                    let req = c.post(format!("{base}/api/v1/sql")).bearer_auth(&evil);
+                    send(&out, who, allowed, req.body(q)).await;
                 }
             })
             .await;
@@ -235,20 +235,10 @@ async fn agents_stay_prompt_and_lose_nothing_while_every_abuse_runs() {
                 n += 1;
                 let (c, base, out) = (c.clone(), base.clone(), out.clone());
                 async move {
-                    let r = c
+                    let req = c
                         .get(format!("{base}/api/v1/labels"))
-                        .bearer_auth(format!("rw_guess_{n}_0000000000000000"))
-                        .send()
-                        .await
-                        .unwrap();
-                    let s = r.status();
-                    record(
-                        &out,
-                        "token guessing",
-                        s,
-                        &[401, 429],
-                        &r.text().await.unwrap(),
-                    );
+                        .bearer_auth(format!("rw_guess_{n}_0000000000000000"));
+                    send(&out, "token guessing", &[401, 429], req).await;
                 }
             })
             .await;
@@ -259,14 +249,13 @@ async fn agents_stay_prompt_and_lose_nothing_while_every_abuse_runs() {
         let (c, base, evil, out) = (abuser_client(), base.clone(), evil.clone(), out.clone());
         async move {
             repeat(until, Duration::from_millis(20), || async {
-                let r = c
-                    .post(format!("{base}/portal/login"))
-                    .bearer_auth(&evil)
-                    .send()
-                    .await
-                    .unwrap();
-                let s = r.status();
-                record(&out, "sign-in flood", s, &[200], &r.text().await.unwrap());
+                send(
+                    &out,
+                    "sign-in flood",
+                    &[200],
+                    c.post(format!("{base}/portal/login")).bearer_auth(&evil),
+                )
+                .await;
             })
             .await;
         }
@@ -310,21 +299,9 @@ async fn agents_stay_prompt_and_lose_nothing_while_every_abuse_runs() {
                 .map(|i| format!("bomb,k=v x=1 {}\n", i * week))
                 .collect();
             repeat(until, Duration::from_millis(500), || async {
-                let r = c
-                    .post(format!("{base}/api/v2/write"))
-                    .bearer_auth(ADMIN_TOKEN)
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                let s = r.status();
-                record(
-                    &out,
-                    "partition bomb",
-                    s,
-                    &[400, 503],
-                    &r.text().await.unwrap(),
-                );
+                let req = c.post(format!("{base}/api/v2/write"));
+                let req = req.bearer_auth(ADMIN_TOKEN).body(body.clone());
+                send(&out, "partition bomb", &[400, 503], req).await;
             })
             .await;
         }
@@ -383,21 +360,9 @@ async fn agents_stay_prompt_and_lose_nothing_while_every_abuse_runs() {
                 repeat(until, Duration::from_millis(1), || {
                     let (c, base, out, body) = (c.clone(), base.clone(), out.clone(), body.clone());
                     async move {
-                        let r = c
-                            .post(format!("{base}/api/v2/write"))
-                            .bearer_auth(ADMIN_TOKEN)
-                            .body(body)
-                            .send()
-                            .await
-                            .unwrap();
-                        let s = r.status();
-                        record(
-                            &out,
-                            "write flood",
-                            s,
-                            &[204, 503],
-                            &r.text().await.unwrap(),
-                        );
+                        let req = c.post(format!("{base}/api/v2/write"));
+                        let req = req.bearer_auth(ADMIN_TOKEN).body(body);
+                        send(&out, "write flood", &[204, 503], req).await;
                     }
                 })
                 .await;
