@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use rigwatch_scheduler::sim::{self, Mode, SimOptions};
+use rigwatch_scheduler::sim::{self, Mode, SimOptions, VariantSpec, sweep};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SimMode {
@@ -57,9 +57,30 @@ pub struct SimArgs {
     /// Decisions timed by --bench-latency.
     #[arg(long, default_value_t = 20_000)]
     latency_decisions: usize,
+    /// Replace the pod list by a generated variant of it (FGD's method): `key=value` pairs
+    /// joined by `+` (share, multi, spec, cpu, cpux, seed) or a family name such as
+    /// `gpushare60`, e.g. `share=0.6+cpux=1.5+seed=2`.
+    #[arg(long, env = "RIGWATCH_SIM_VARIANT", value_parser = parse_variant)]
+    variant: Option<VariantSpec>,
+    /// Packing mode over the shared openb pod lists next to --pods and the standard
+    /// variants of --pods, for seeds 1..=N (`3`) or FROM..=TO (`4-6`): one table of the
+    /// allocation ratio at 100 % arrived demand per list and policy.
+    #[arg(long, env = "RIGWATCH_SIM_SWEEP", value_parser = parse_seeds)]
+    sweep: Option<std::ops::RangeInclusive<u64>>,
+    /// Time mode: plain backfilling (no EASY reservation for the first blocked job).
+    #[arg(long, env = "RIGWATCH_SIM_NO_RESERVE")]
+    no_reserve: bool,
     /// Also write the results as JSON to this file.
     #[arg(long, env = "RIGWATCH_SIM_JSON")]
     json: Option<PathBuf>,
+}
+
+fn parse_variant(s: &str) -> Result<VariantSpec, String> {
+    VariantSpec::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_seeds(s: &str) -> Result<std::ops::RangeInclusive<u64>, String> {
+    sweep::parse_seeds(s).ok_or_else(|| format!("{s:?}: expected N or FROM-TO"))
 }
 
 fn must_exist(what: &str, p: &Path) -> anyhow::Result<()> {
@@ -95,8 +116,20 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         node_stride: args.node_stride.max(1),
         latency_gpus: args.bench_latency,
         latency_decisions: args.latency_decisions,
+        variant: args.variant,
+        reserve: !args.no_reserve,
         ..SimOptions::default()
     };
+    if let Some(seeds) = args.sweep {
+        let rows = sweep::standard(&opts, seeds)?;
+        print!("{}", sweep::render(&rows, 100));
+        if let Some(path) = args.json {
+            let text = serde_json::to_string_pretty(&rows)?;
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = sim::run(&opts)?;
     print!("{}", report.render_table());
     if let Some(path) = args.json {

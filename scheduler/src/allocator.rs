@@ -6,11 +6,13 @@
 //! time (FIFO; a job put back with [`Allocator::requeue`] keeps its original time). Effective priority is the submitted priority plus one for every
 //! [`AllocatorConfig::aging_ms`] the job has waited, so a low-priority job eventually
 //! outranks any fixed priority. A pass ([`Allocator::schedule`]) tries the jobs in that
-//! order and backfills: a job that does not fit is skipped and smaller jobs behind it may
-//! start — except when the skipped job has waited [`AllocatorConfig::starvation_ms`] or
-//! more: then the pass stops there, so capacity freed by departures accumulates for it
-//! instead of being taken by later jobs. A large job therefore waits at most
-//! `starvation_ms` plus the time for enough of its node's leases to end: it cannot starve.
+//! order and backfills with a reservation (EASY backfilling, [`reserve`]): the first job that
+//! does not fit holds the node where it will fit soonest, given the running jobs' expected
+//! durations; jobs behind it start anywhere else, and on that node only if they are expected
+//! to end before the held time, so backfilling never delays it. When no node can be held
+//! (the jobs in the way declared no duration) the old guard applies: a skipped job that has
+//! waited [`AllocatorConfig::starvation_ms`] or more stops the pass, so capacity freed by
+//! departures accumulates for it. A large job therefore cannot starve.
 //!
 //! # Leases
 //!
@@ -18,6 +20,8 @@
 //! (completion, cancel, fault, preemption) closes all its leases and returns their shares
 //! and host resources. Closed leases are handed to the caller (for the ledger and the
 //! store); [`Allocator::rebuild`] restores running jobs from the open lease rows.
+
+pub mod reserve;
 
 use std::collections::{HashMap, HashSet};
 
@@ -36,6 +40,10 @@ pub struct AllocatorConfig {
     pub starvation_ms: i64,
     /// Most queued jobs one pass tries (bounds the cost of a pass on a long queue).
     pub max_attempts_per_pass: usize,
+    /// EASY backfilling: the first job of a pass that does not fit reserves the node where
+    /// it fits soonest (by running jobs' expected durations), and later jobs use that node
+    /// only if they are expected to end before ([`reserve`]). Off: plain backfilling.
+    pub reserve: bool,
 }
 
 impl Default for AllocatorConfig {
@@ -44,6 +52,7 @@ impl Default for AllocatorConfig {
             aging_ms: 10 * 60_000,
             starvation_ms: 60 * 60_000,
             max_attempts_per_pass: 256,
+            reserve: true,
         }
     }
 }
@@ -93,6 +102,9 @@ struct Running {
     job: Job,
     node: NodeIdx,
     leases: Vec<(LeaseId, GpuIdx)>,
+    started_ms: i64,
+    /// Expected earnings booked to the node's supplier ([`LiveView::book_supplier`]).
+    booked_micro: i64,
 }
 
 /// The allocator: live view + policy + queue + open leases.
@@ -107,6 +119,12 @@ pub struct Allocator {
     open: HashMap<LeaseId, Lease>,
     next_lease: LeaseId,
     next_seq: u64,
+    /// The last reservation and the job it is for, reused while it can still be met
+    /// ([`Allocator::schedule`]).
+    held: Option<(JobId, reserve::Reservation)>,
+    /// Set when capacity came back other than as expected (a job ended early, a GPU
+    /// failed): the reservation is computed again.
+    replan: bool,
 }
 
 impl Allocator {
@@ -126,6 +144,8 @@ impl Allocator {
             open: HashMap::new(),
             next_lease: 1,
             next_seq: 0,
+            held: None,
+            replan: true,
         }
     }
 
@@ -179,6 +199,8 @@ impl Allocator {
                 job: Job::new(row.job_id, GpuDemand::None),
                 node,
                 leases: Vec::new(),
+                started_ms: row.start_ms,
+                booked_micro: 0,
             });
             r.leases.push((row.lease_id, g));
             a.open.insert(row.lease_id, row.clone());
@@ -335,39 +357,59 @@ impl Allocator {
         let mut started = Vec::new();
         let mut attempts = 0;
         // Placements only take capacity, so a shape that failed once fails for the rest of
-        // the pass: remember failed shapes and skip their twins.
-        let mut failed: HashSet<ShapeKey> = HashSet::new();
+        // the pass (with the same node held back): remember failed shapes, skip their twins.
+        let mut failed: HashSet<(ShapeKey, bool)> = HashSet::new();
         let queue = std::mem::take(&mut self.queue);
         let mut rest = Vec::with_capacity(queue.len());
         let mut stop = false;
+        let mut held: Option<reserve::Reservation> = None;
+        let mut reserved = false;
         for q in queue {
             if stop || attempts >= self.config.max_attempts_per_pass {
                 rest.push(q);
                 continue;
             }
-            let key = shape_key(&q.job);
+            let except = held
+                .filter(|r| !r.allows(now_ms, q.job.expected_duration_ms))
+                .map(|r| r.node);
+            let key = (shape_key(&q.job), except.is_some());
             let starved = now_ms - q.submitted_ms >= self.config.starvation_ms;
             if failed.contains(&key) {
-                stop = starved;
+                stop = starved && held.is_none();
                 rest.push(q);
                 continue;
             }
             attempts += 1;
-            let plan = policy::choose(
-                &self.view,
-                &self.dist,
-                self.policy.as_mut(),
-                &q.job,
-                now_ms,
-                None,
-            );
+            let plan = match except {
+                None => policy::choose(
+                    &self.view,
+                    &self.dist,
+                    self.policy.as_mut(),
+                    &q.job,
+                    now_ms,
+                    None,
+                ),
+                Some(n) => policy::choose_except(
+                    &self.view,
+                    &self.dist,
+                    self.policy.as_mut(),
+                    &q.job,
+                    now_ms,
+                    n,
+                ),
+            };
             match plan {
                 Some((p, _)) => {
                     let waited = now_ms - q.submitted_ms;
                     started.push(self.commit(q.job, p, now_ms, waited));
                 }
                 None => {
-                    stop = starved;
+                    // The first job that does not fit holds the node where it fits soonest.
+                    if self.config.reserve && !reserved {
+                        reserved = true;
+                        held = self.reservation(&q.job, now_ms);
+                    }
+                    stop = starved && held.is_none();
                     failed.insert(key);
                     rest.push(q);
                 }
@@ -377,9 +419,67 @@ impl Allocator {
         started
     }
 
+    /// The reservation for `job`: the last one while it is for the same job, its time is
+    /// still ahead and nothing came back unexpectedly (with exact durations, starts elsewhere
+    /// or ending before the held time cannot move it); otherwise computed again.
+    fn reservation(&mut self, job: &Job, now_ms: i64) -> Option<reserve::Reservation> {
+        if !self.replan
+            && let Some((j, r)) = self.held
+            && j == job.id
+            && r.at_ms > now_ms
+        {
+            return Some(r);
+        }
+        self.replan = false;
+        let r = reserve::earliest(&self.view, job, now_ms, &self.releases());
+        self.held = r.map(|r| (job.id, r));
+        r
+    }
+
+    /// Running jobs as reservations see them, sorted by node then expected end (a job
+    /// without a declared duration never ends).
+    fn releases(&self) -> Vec<reserve::Release> {
+        let mut out: Vec<reserve::Release> = self
+            .running
+            .values()
+            .map(|r| reserve::Release {
+                node: r.node,
+                end_ms: match i64::try_from(r.job.expected_duration_ms) {
+                    Ok(d) if d > 0 => r.started_ms.saturating_add(d),
+                    _ => i64::MAX,
+                },
+                cpu_milli: r.job.cpu_milli,
+                memory_mib: r.job.memory_mib,
+                shares: r
+                    .leases
+                    .iter()
+                    .map(|&(l, g)| (g, self.open.get(&l).map_or(0, |l| l.share_milli)))
+                    .collect(),
+            })
+            .collect();
+        out.sort_by_key(|r| (r.node, r.end_ms));
+        out
+    }
+
     fn commit(&mut self, job: Job, p: Placement, now_ms: i64, waited_ms: i64) -> Started {
         let node = p.node;
         self.view.take_host(node, job.cpu_milli, job.memory_mib);
+        // Expected earnings (rate × share × expected duration, one hour if none declared),
+        // booked to the supplier while the job runs: what fairness steering evens out.
+        let hours = match job.expected_duration_ms {
+            0 => 1.0,
+            ms => ms as f64 / 3_600_000.0,
+        };
+        let booked_micro: i64 = p
+            .gpus
+            .iter()
+            .map(|&(g, share)| {
+                let rate = self.view.models[usize::from(self.view.gpus[g as usize].model)]
+                    .price_micro_per_gpu_hour;
+                (rate as f64 * f64::from(share) / f64::from(WHOLE_GPU) * hours) as i64
+            })
+            .sum();
+        self.view.book_supplier(node, booked_micro);
         let node_name = self.view.nodes[node as usize].name.clone();
         let supplier = self.view.suppliers[self.view.nodes[node as usize].supplier as usize]
             .name
@@ -415,6 +515,8 @@ impl Allocator {
                 job,
                 node,
                 leases: ids,
+                started_ms: now_ms,
+                booked_micro,
             },
         );
         Started {
@@ -431,6 +533,12 @@ impl Allocator {
         let r = self.running.remove(&job).ok_or(Error::UnknownJob { job })?;
         self.view
             .return_host(r.node, r.job.cpu_milli, r.job.memory_mib);
+        self.view.book_supplier(r.node, -r.booked_micro);
+        let expected_end = i64::try_from(r.job.expected_duration_ms)
+            .map_or(i64::MAX, |d| r.started_ms.saturating_add(d));
+        if r.job.expected_duration_ms == 0 || now_ms < expected_end {
+            self.replan = true;
+        }
         let mut closed = Vec::with_capacity(r.leases.len());
         for (id, g) in r.leases {
             self.view.return_share(g, id);
@@ -450,6 +558,7 @@ impl Allocator {
     /// A GPU failed: marks it unhealthy and ends every job with a lease on it
     /// (`FaultHardware`). The caller decides whether to resubmit those jobs.
     pub fn fault_gpu(&mut self, uuid: &str, now_ms: i64) -> Result<Vec<Lease>> {
+        self.replan = true;
         self.view.set_health(uuid, Health::Unhealthy)?;
         let g = self.view.gpu_index(uuid).ok_or_else(|| Error::UnknownGpu {
             uuid: uuid.to_owned(),

@@ -37,6 +37,10 @@ pub struct Shape {
 #[derive(Clone, Debug)]
 pub struct TaskDistribution {
     shapes: Vec<Shape>,
+    /// Mean host CPU (thousandths of a core) per thousandth of GPU over the GPU shapes.
+    cpu_per_milli: f64,
+    /// Mean host memory (MiB) per thousandth of GPU over the GPU shapes.
+    memory_per_milli: f64,
     /// Unique per distribution value, so caches keyed on it never mix two distributions.
     generation: u64,
 }
@@ -56,16 +60,49 @@ fn next_generation() -> u64 {
 pub const DEFAULT_TOP_SHAPES: usize = 32;
 
 impl TaskDistribution {
-    /// Shapes from a list of jobs: the `top_k` most frequent (demand, host CPU, host memory,
-    /// models) combinations, weights renormalised over them. Bounding `k` bounds the cost of
-    /// one placement decision (`O(k)` per candidate GPU).
+    /// Changes whenever the distribution does (for caches keyed on it).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A distribution over `shapes` (weights as given).
+    pub fn new(shapes: Vec<Shape>) -> TaskDistribution {
+        let (mut cpu, mut mem, mut gpu) = (0.0, 0.0, 0.0);
+        for s in shapes.iter().filter(|s| s.demand != GpuDemand::None) {
+            cpu += s.weight * f64::from(s.cpu_milli);
+            mem += s.weight * s.memory_mib as f64;
+            gpu += s.weight * f64::from(s.demand.total_milli());
+        }
+        let per = |x: f64| if gpu > 0.0 { x / gpu } else { 0.0 };
+        TaskDistribution {
+            cpu_per_milli: per(cpu),
+            memory_per_milli: per(mem),
+            shapes,
+            generation: next_generation(),
+        }
+    }
+
+    /// Shapes from a list of jobs, at most `top_k` of them (bounding `k` bounds the cost of
+    /// one placement decision, `O(k)` per candidate GPU), keyed by (demand, host CPU, host
+    /// memory, models):
+    ///
+    /// 1. every (demand, models) group, most popular first, gets its most frequent host
+    ///    shape, while groups fill at most half of the `k` slots;
+    /// 2. the remaining slots go to the most frequent other shapes of those groups;
+    /// 3. a job whose exact shape was not kept counts for the kept shape of its group with
+    ///    the nearest host CPU (then memory), so a group's popularity is never lost to the
+    ///    cut (a plain top-k of exact shapes covers only 67% of `gpuspec33`'s tasks and drops
+    ///    whole GPU-model pools from the measure).
+    ///
+    /// Ties go to first appearance, so the result is deterministic.
     pub fn from_jobs<'a>(
         view: &LiveView,
         jobs: impl IntoIterator<Item = &'a Job>,
         top_k: usize,
     ) -> TaskDistribution {
-        let mut counts: HashMap<(GpuDemand, u32, u64, u64), u64> = HashMap::new();
-        let mut order = Vec::new();
+        type Key = (GpuDemand, u32, u64, u64);
+        let mut counts: HashMap<Key, u64> = HashMap::new();
+        let mut order: Vec<Key> = Vec::new();
         for j in jobs {
             let key = (
                 j.demand,
@@ -79,29 +116,57 @@ impl TaskDistribution {
             }
             *c += 1;
         }
-        // Most frequent first; first appearance breaks ties so the result is deterministic.
-        let mut ranked: Vec<(usize, (GpuDemand, u32, u64, u64))> =
-            order.into_iter().enumerate().collect();
-        ranked.sort_by_key(|&(i, k)| (std::cmp::Reverse(counts[&k]), i));
-        ranked.truncate(top_k.max(1));
-        let total: u64 = ranked.iter().map(|(_, k)| counts[k]).sum();
+        let total: u64 = counts.values().sum();
         if total == 0 {
             return TaskDistribution::generic();
         }
-        let shapes = ranked
+        let k = top_k.max(1);
+        let group = |key: &Key| (key.0, key.3);
+        // Exact shapes, most frequent first.
+        let mut ranked: Vec<(usize, Key)> = order.iter().copied().enumerate().collect();
+        ranked.sort_by_key(|&(i, key)| (std::cmp::Reverse(counts[&key]), i));
+        // Groups by popularity (first appearance of their top shape breaks ties).
+        let mut groups: Vec<((GpuDemand, u64), u64, Key)> = Vec::new();
+        for &(_, key) in &ranked {
+            match groups.iter_mut().find(|g| g.0 == group(&key)) {
+                Some(g) => g.1 += counts[&key],
+                None => groups.push((group(&key), counts[&key], key)),
+            }
+        }
+        groups.sort_by_key(|g| std::cmp::Reverse(g.1));
+        let mut kept: Vec<Key> = groups.iter().take(k.div_ceil(2)).map(|g| g.2).collect();
+        for &(_, key) in &ranked {
+            if kept.len() >= k {
+                break;
+            }
+            if !kept.contains(&key) && kept.iter().any(|c| group(c) == group(&key)) {
+                kept.push(key);
+            }
+        }
+        let mut weights = vec![0u64; kept.len()];
+        for (key, &c) in &counts {
+            let best = kept
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| group(s) == group(key))
+                .min_by_key(|(i, s)| (s.1.abs_diff(key.1), s.2.abs_diff(key.2), *i));
+            if let Some((i, _)) = best {
+                weights[i] += c;
+            }
+        }
+        let covered: u64 = weights.iter().sum();
+        let shapes = kept
             .into_iter()
-            .map(|(_, k)| Shape {
-                demand: k.0,
-                cpu_milli: k.1,
-                memory_mib: k.2,
-                models: ModelSet(k.3),
-                weight: counts[&k] as f64 / total as f64,
+            .zip(weights)
+            .map(|(key, w)| Shape {
+                demand: key.0,
+                cpu_milli: key.1,
+                memory_mib: key.2,
+                models: ModelSet(key.3),
+                weight: w as f64 / covered.max(1) as f64,
             })
             .collect();
-        TaskDistribution {
-            shapes,
-            generation: next_generation(),
-        }
+        TaskDistribution::new(shapes)
     }
 
     /// A neutral distribution for a fleet that has seen no jobs yet: ¼, ½, 1, 2, 4 and 8
@@ -116,8 +181,8 @@ impl TaskDistribution {
             GpuDemand::Whole(8),
         ];
         let w = 1.0 / demands.len() as f64;
-        TaskDistribution {
-            shapes: demands
+        TaskDistribution::new(
+            demands
                 .into_iter()
                 .map(|demand| Shape {
                     demand,
@@ -127,12 +192,20 @@ impl TaskDistribution {
                     weight: w,
                 })
                 .collect(),
-            generation: next_generation(),
-        }
+        )
     }
 
     pub fn shapes(&self) -> &[Shape] {
         &self.shapes
+    }
+
+    /// Host CPU the GPU tasks ask per thousandth of GPU (thousandths of a core): compared
+    /// with the fleet's free CPU per free GPU share, it says which of the two runs out first
+    /// under GPU work. CPU-only tasks are left out: they are small and fit anywhere, and
+    /// counting them calls CPU-bound a fleet whose GPU work is not (−2.5 points on
+    /// `spec=0.33+cpu=2`).
+    pub fn cpu_per_gpu_milli(&self) -> f64 {
+        self.cpu_per_milli
     }
 }
 
@@ -142,6 +215,21 @@ impl TaskDistribution {
 struct ShapeStat {
     usable: u32,
     unusable_free: Milli,
+}
+
+/// How a node's fragmentation treats host CPU and memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HostModel {
+    /// FGD as published: a shape the host cannot take once makes every free share on the
+    /// node a fragment; otherwise host resources do not matter.
+    #[default]
+    Cliff,
+    /// Host-aware: the host's free CPU and memory can feed `cpu_free / ρ_cpu` (and
+    /// `memory_free / ρ_mem`) of GPU share, `ρ` being the workload's mean host demand per
+    /// GPU share; a shape's usable free share beyond that is stranded and counts as a
+    /// fragment (growing smoothly as CPU is taken, where FGD's cliff sees nothing until a
+    /// shape no longer fits at all). CPU-only shapes keep FGD's definition.
+    Stranding,
 }
 
 /// A node's GPUs as fragmentation sees them, with a per-shape summary so that the effect
@@ -158,6 +246,8 @@ pub struct NodeFrag {
     version: u64,
     generation: u64,
     loaded: bool,
+    /// The measure this cache was computed with.
+    pub host: HostModel,
     /// `F_n` of the node as it is.
     pub before: f64,
 }
@@ -247,6 +337,24 @@ impl NodeFrag {
         total_free: Milli,
         stat: impl Fn(&Shape, &ShapeStat) -> (u32, Milli),
     ) -> f64 {
+        // Stranding: the GPU share the host's free CPU/memory can feed at the workload's
+        // mean host demand per GPU share; free usable share beyond it is stranded.
+        let feed = match self.host {
+            HostModel::Cliff => f64::INFINITY,
+            HostModel::Stranding => {
+                let cpu = if cpu_free == u32::MAX || dist.cpu_per_milli <= 0.0 {
+                    f64::INFINITY
+                } else {
+                    f64::from(cpu_free) / dist.cpu_per_milli
+                };
+                let mem = if memory_free == u64::MAX || dist.memory_per_milli <= 0.0 {
+                    f64::INFINITY
+                } else {
+                    memory_free as f64 / dist.memory_per_milli
+                };
+                cpu.min(mem)
+            }
+        };
         dist.shapes
             .iter()
             .zip(&self.stats)
@@ -259,7 +367,16 @@ impl NodeFrag {
                         GpuDemand::Fraction(_) => usable > 0,
                         GpuDemand::Whole(k) => usable >= u32::from(k),
                     };
-                s.weight * f64::from(if can_host { unusable_free } else { total_free })
+                if !can_host {
+                    return s.weight * f64::from(total_free);
+                }
+                let usable_free = f64::from(total_free - unusable_free);
+                let stranded = if s.demand == GpuDemand::None {
+                    0.0
+                } else {
+                    (usable_free - feed).max(0.0)
+                };
+                s.weight * (f64::from(unusable_free) + stranded)
             })
             .sum()
     }
@@ -300,6 +417,87 @@ impl NodeFrag {
                 (usable, unusable)
             },
         )
+    }
+}
+
+/// How hard each GPU model's pool is pressed by work that can run only on a few models.
+///
+/// From the target workload: `f_X`, the share of its GPU demand that is *dedicated* to
+/// model `X` (tasks restricted to a model set, their demand split over the set by
+/// capacity). Until the fleet is full about as much demand again as there is free capacity
+/// `F` arrives, so dedicated work will want about `f_X × F` of `X`'s free capacity `F_X`:
+/// the pressure is `π_X = f_X × F / F_X`. At `π_X ≥ 1` every free share of `X` taken by a
+/// task that could have run elsewhere is a share that dedicated work will miss. FGD's
+/// per-node measure cannot see this: it weighs shapes by popularity, not by the demand on
+/// a pool relative to the pool's size, so it happily fills a small pool (P100, T4) with
+/// unconstrained work and leaves the big one (G2) idle.
+#[derive(Clone, Debug, Default)]
+pub struct PoolPressure {
+    generation: u64,
+    gpus: usize,
+    /// Dedicated demand share per model id.
+    dedicated: Vec<f64>,
+    any_dedicated: bool,
+    /// Current pressure per model id.
+    pub pressure: Vec<f64>,
+}
+
+impl PoolPressure {
+    /// Recomputes the pressure for the view as it is (`O(GPUs)`; the dedicated shares only
+    /// when the distribution or the fleet changed).
+    pub fn update(&mut self, view: &LiveView, dist: &TaskDistribution, now_ms: i64) {
+        let models = view.models.len();
+        if self.generation != dist.generation || self.gpus != view.gpus.len() {
+            self.generation = dist.generation;
+            self.gpus = view.gpus.len();
+            let mut cap = vec![0.0f64; models];
+            for g in &view.gpus {
+                cap[usize::from(g.model)] += 1.0;
+            }
+            self.dedicated = vec![0.0; models];
+            let mut total = 0.0;
+            for s in &dist.shapes {
+                let d = s.weight * f64::from(s.demand.total_milli());
+                total += d;
+                if s.models == ModelSet::ANY || d == 0.0 {
+                    continue;
+                }
+                let ids: Vec<usize> = (0..models)
+                    .filter(|&m| s.models.contains(m as ModelId) && cap[m] > 0.0)
+                    .collect();
+                if ids.len() == models {
+                    continue;
+                }
+                let c: f64 = ids.iter().map(|&m| cap[m]).sum();
+                for m in ids {
+                    self.dedicated[m] += d * cap[m] / c;
+                }
+            }
+            if total > 0.0 {
+                self.dedicated.iter_mut().for_each(|x| *x /= total);
+            }
+            self.any_dedicated = self.dedicated.iter().any(|&x| x > 0.0);
+        }
+        self.pressure.clear();
+        self.pressure.resize(models, 0.0);
+        if !self.any_dedicated {
+            return;
+        }
+        let mut free = vec![0.0f64; models];
+        for (i, g) in view.gpus.iter().enumerate() {
+            if view.effective_health(i as u32, now_ms).placeable() {
+                free[usize::from(g.model)] += f64::from(g.free_milli());
+            }
+        }
+        let all: f64 = free.iter().sum();
+        for ((p, d), f) in self.pressure.iter_mut().zip(&self.dedicated).zip(&free) {
+            *p = d * all / f.max(1.0);
+        }
+    }
+
+    /// Pressure of model `m` (0 when nothing is dedicated to it).
+    pub fn of(&self, m: ModelId) -> f64 {
+        self.pressure.get(usize::from(m)).copied().unwrap_or(0.0)
     }
 }
 
@@ -355,16 +553,129 @@ mod tests {
     }
 
     fn one(demand: GpuDemand) -> TaskDistribution {
-        TaskDistribution {
-            shapes: vec![Shape {
-                demand,
+        TaskDistribution::new(vec![Shape {
+            demand,
+            cpu_milli: 0,
+            memory_mib: 0,
+            models: ModelSet::ANY,
+            weight: 1.0,
+        }])
+    }
+
+    fn shape(demand: GpuDemand, cpu_milli: u32, models: ModelSet, weight: f64) -> Shape {
+        Shape {
+            demand,
+            cpu_milli,
+            memory_mib: 0,
+            models,
+            weight,
+        }
+    }
+
+    #[test]
+    fn stranding_sees_gpus_the_host_cannot_feed_and_the_cliff_does_not() {
+        let mut v = LiveView::new();
+        let n = v.add_node(NodeSpec {
+            name: "n".into(),
+            supplier: "s".into(),
+            cpu_milli: 8000,
+            memory_mib: 0,
+        });
+        for i in 0..4 {
+            let spec = GpuSpec {
+                uuid: format!("g{i}"),
+                node: "n".into(),
+                model: "T4".into(),
+                memory_total_mib: 0,
+            };
+            v.add_gpu(spec, 0).unwrap();
+        }
+        // One-GPU tasks needing 2 cores: 8 cores feed all 4 GPUs.
+        let d = TaskDistribution::new(vec![shape(GpuDemand::Whole(1), 2000, ModelSet::ANY, 1.0)]);
+        let mut nf = NodeFrag {
+            host: HostModel::Stranding,
+            ..NodeFrag::default()
+        };
+        nf.load(&v, &d, n, 0);
+        assert_eq!(nf.before, 0.0);
+        // A CPU-only task taking 4 cores leaves 2 GPUs without CPU: 2000 stranded.
+        assert_eq!(nf.after(&d, &[], 0, 4000, 0), 2000.0);
+        // 3 cores: 1.5 GPUs fed, 2.5 stranded — smooth, not a step.
+        assert_eq!(nf.after(&d, &[], 0, 5000, 0), 2500.0);
+        // FGD's cliff sees nothing while one more task still fits.
+        let mut cliff = NodeFrag::default();
+        cliff.load(&v, &d, n, 0);
+        assert_eq!(cliff.after(&d, &[], 0, 5000, 0), 0.0);
+        assert_eq!(cliff.after(&d, &[], 0, 7000, 0), 4000.0);
+    }
+
+    #[test]
+    fn pool_pressure_is_dedicated_demand_over_free_capacity() {
+        let mut v = LiveView::new();
+        for (node, model, gpus) in [("a", "G2", 8), ("b", "T4", 2)] {
+            v.add_node(NodeSpec {
+                name: node.into(),
+                supplier: "s".into(),
                 cpu_milli: 0,
                 memory_mib: 0,
-                models: ModelSet::ANY,
-                weight: 1.0,
-            }],
-            generation: next_generation(),
+            });
+            for i in 0..gpus {
+                let spec = GpuSpec {
+                    uuid: format!("{node}{i}"),
+                    node: node.into(),
+                    model: model.into(),
+                    memory_total_mib: 0,
+                };
+                v.add_gpu(spec, 0).unwrap();
+            }
         }
+        let t4 = v.model_set(&["T4".to_owned()]);
+        let d = TaskDistribution::new(vec![
+            shape(GpuDemand::Whole(1), 0, t4, 0.5),
+            shape(GpuDemand::Whole(1), 0, ModelSet::ANY, 0.5),
+        ]);
+        let mut p = PoolPressure::default();
+        p.update(&v, &d, 0);
+        let (g2, t4id) = (v.model_id("G2").unwrap(), v.model_id("T4").unwrap());
+        // Half the demand needs T4: 0.5 × 10 free GPUs / 2 free T4s.
+        assert!((p.of(t4id) - 2.5).abs() < 1e-9, "{:?}", p.pressure);
+        assert_eq!(p.of(g2), 0.0);
+        // Taking G2 capacity raises the T4 pressure (less room elsewhere is not less need).
+        v.take_share(0, 1, 1000);
+        p.update(&v, &d, 0);
+        assert!((p.of(t4id) - 0.5 * 9.0 / 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn from_jobs_keeps_every_popular_group_and_its_mass() {
+        let v = LiveView::new();
+        let mut jobs = Vec::new();
+        // 60 whole-GPU jobs spread over 12 CPU sizes, 40 half-GPU jobs of one size.
+        for i in 0..60u64 {
+            jobs.push(Job {
+                cpu_milli: 1000 * (1 + (i % 12) as u32),
+                ..Job::new(i, GpuDemand::Whole(1))
+            });
+        }
+        for i in 60..100u64 {
+            jobs.push(Job {
+                cpu_milli: 500,
+                ..Job::new(i, GpuDemand::Fraction(500))
+            });
+        }
+        let d = TaskDistribution::from_jobs(&v, &jobs, 4);
+        assert_eq!(d.shapes().len(), 4);
+        let mass = |dem: GpuDemand| -> f64 {
+            d.shapes()
+                .iter()
+                .filter(|s| s.demand == dem)
+                .map(|s| s.weight)
+                .sum()
+        };
+        assert!((mass(GpuDemand::Whole(1)) - 0.6).abs() < 1e-9);
+        assert!((mass(GpuDemand::Fraction(500)) - 0.4).abs() < 1e-9);
+        // A plain top-4 of exact shapes would hold the half-GPU shape and three 5-job ones.
+        assert!((d.shapes().iter().map(|s| s.weight).sum::<f64>() - 1.0).abs() < 1e-9);
     }
 
     #[test]

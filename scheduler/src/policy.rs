@@ -10,7 +10,7 @@
 //! price is within the job's cap, the shares on it stay ≤ 1000, multi-GPU jobs take whole
 //! free GPUs on one node, and the node's host CPU/memory can take the job.
 
-use crate::frag::{NodeFrag, TaskDistribution};
+use crate::frag::{HostModel, NodeFrag, PoolPressure, TaskDistribution};
 use crate::model::{GpuDemand, Health, Job, Milli, WHOLE_GPU};
 use crate::rng::SplitMix64;
 use crate::view::{GpuIdx, LiveView, ModelSet, NodeIdx};
@@ -112,6 +112,12 @@ fn parse_weights(name: &str) -> Option<RigwatchWeights> {
             "fairness" => w.fairness = v,
             "deadband" => w.fairness_deadband = v,
             "packing" => w.packing = v,
+            "stranding" => w.stranding = v != 0.0,
+            "pool" => w.pool = v,
+            "cpubound" => w.cpu_bound = v,
+            "poolpack" => w.pool_packing = v,
+            "kappa0" => w.kappa0 = v,
+            "kappa1" => w.kappa1 = v,
             _ => return None,
         }
     }
@@ -157,6 +163,30 @@ pub fn choose(
     now_ms: i64,
     only_node: Option<NodeIdx>,
 ) -> Option<(Placement, f64)> {
+    choose_in(view, dist, policy, job, now_ms, only_node, None)
+}
+
+/// [`choose`] on every node but `except` (a node reserved for another job).
+pub fn choose_except(
+    view: &LiveView,
+    dist: &TaskDistribution,
+    policy: &mut dyn Policy,
+    job: &Job,
+    now_ms: i64,
+    except: NodeIdx,
+) -> Option<(Placement, f64)> {
+    choose_in(view, dist, policy, job, now_ms, None, Some(except))
+}
+
+fn choose_in(
+    view: &LiveView,
+    dist: &TaskDistribution,
+    policy: &mut dyn Policy,
+    job: &Job,
+    now_ms: i64,
+    only_node: Option<NodeIdx>,
+    except: Option<NodeIdx>,
+) -> Option<(Placement, f64)> {
     let models = view.model_set(&job.models);
     let d = Decision {
         view,
@@ -176,7 +206,7 @@ pub fn choose(
     };
     for n in nodes {
         let node = &view.nodes[n as usize];
-        if !node.host_fits(job.cpu_milli, job.memory_mib) {
+        if except == Some(n) || !node.host_fits(job.cpu_milli, job.memory_mib) {
             continue;
         }
         let quick_reject = match job.demand {
@@ -388,6 +418,8 @@ pub struct Fgd {
     nodes: Vec<NodeFrag>,
     cur: usize,
     memo: Vec<(Milli, u16, f64)>,
+    /// How host CPU/memory enter the measure (the paper's cliff for `fgd`).
+    host: HostModel,
 }
 
 impl Fgd {
@@ -415,8 +447,10 @@ impl Fgd {
         }
         self.cur = n;
         self.memo.clear();
-        if !self.nodes[n].is_current(d.view, d.dist, node, d.now_ms) {
-            self.nodes[n].load(d.view, d.dist, node, d.now_ms);
+        let nf = &mut self.nodes[n];
+        if nf.host != self.host || !nf.is_current(d.view, d.dist, node, d.now_ms) {
+            nf.host = self.host;
+            nf.load(d.view, d.dist, node, d.now_ms);
         }
     }
 }
@@ -452,6 +486,24 @@ pub struct RigwatchWeights {
     /// between candidates of equal fragmentation; larger values, or counting host CPU and
     /// memory too, cost up to 5 points of allocation on the gpushare40 trace).
     pub packing: f64,
+    /// Measure fragmentation with host CPU/memory stranding ([`HostModel::Stranding`])
+    /// instead of FGD's cliff.
+    pub stranding: bool,
+    /// Cost per GPU share taken from a model pool, × the pool's pressure (capped at 1):
+    /// keeps flexible work off models that type-constrained work will need
+    /// ([`PoolPressure`]).
+    pub pool: f64,
+    /// Spread weight once the arrived workload is CPU-bound (see [`cpu_bound_level`]): the
+    /// candidate's node GPU allocation after placement, × this, is added to the score.
+    pub cpu_bound: f64,
+    /// CPU-bound level `κ` (workload CPU per GPU over the fleet's free CPU per free GPU) at
+    /// which the spread term starts, and where it reaches full weight.
+    pub kappa0: f64,
+    pub kappa1: f64,
+    /// Packing tie-break added while some model pool is pressed (× the highest pressure,
+    /// capped at 1): with type-constrained work oversubscribing a pool, filling nodes one
+    /// after the other keeps the other pools' nodes whole.
+    pub pool_packing: f64,
 }
 
 impl Default for RigwatchWeights {
@@ -463,6 +515,12 @@ impl Default for RigwatchWeights {
             fairness: 0.02,
             fairness_deadband: 0.5,
             packing: 0.0,
+            stranding: true,
+            pool: 2.0,
+            cpu_bound: 1.0,
+            kappa0: 1.0,
+            kappa1: 1.5,
+            pool_packing: 0.05,
         }
     }
 }
@@ -476,6 +534,11 @@ pub struct Rigwatch {
     fgd: Fgd,
     pub weights: RigwatchWeights,
     mean_epg: f64,
+    pools: PoolPressure,
+    /// Spread weight of this decision (0 unless the workload is CPU-bound).
+    spread: f64,
+    /// Packing weight of this decision from pool pressure.
+    pool_packing: f64,
 }
 
 impl Policy for Rigwatch {
@@ -483,11 +546,37 @@ impl Policy for Rigwatch {
         "rigwatch"
     }
     fn begin(&mut self, d: &Decision<'_>) {
+        self.fgd.host = if self.weights.stranding {
+            HostModel::Stranding
+        } else {
+            HostModel::Cliff
+        };
+        if self.weights.pool > 0.0 {
+            self.pools.update(d.view, d.dist, d.now_ms);
+        }
+        let w = self.weights;
+        self.pool_packing = if w.pool > 0.0 && w.pool_packing > 0.0 {
+            w.pool_packing
+                * self
+                    .pools
+                    .pressure
+                    .iter()
+                    .fold(0.0f64, |a, &b| a.max(b))
+                    .min(1.0)
+        } else {
+            0.0
+        };
+        self.spread = if w.cpu_bound > 0.0 {
+            let k = cpu_bound_level(d.view, d.dist);
+            w.cpu_bound * ((k - w.kappa0) / (w.kappa1 - w.kappa0).max(1e-9)).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let s = d.view.suppliers();
         let offered: u32 = s.iter().map(|s| s.offered_gpus).sum();
         let earned: f64 = s
             .iter()
-            .map(|s| s.earned_micro as f64 + s.active_rate_milli as f64 / 1000.0)
+            .map(|s| (s.earned_micro + s.booked_micro) as f64)
             .sum();
         self.mean_epg = if offered == 0 {
             0.0
@@ -502,6 +591,10 @@ impl Policy for Rigwatch {
         let w = self.weights;
         let mut s = self.fgd.delta(d, c) / f64::from(WHOLE_GPU);
         for &g in c.gpus {
+            if w.pool > 0.0 {
+                let pi = self.pools.of(d.view.gpus[g as usize].model).min(1.0);
+                s += w.pool * pi * f64::from(c.share) / f64::from(WHOLE_GPU);
+            }
             if d.view.effective_health(g, d.now_ms) == Health::Degraded {
                 s += w.degraded;
             }
@@ -522,6 +615,31 @@ impl Policy for Rigwatch {
             };
             s += w.fairness * rel;
         }
-        s - w.packing * node_gpu_allocation_after(d, c)
+        let packing = w.packing + self.pool_packing - self.spread;
+        if packing != 0.0 {
+            s -= packing * node_gpu_allocation_after(d, c);
+        }
+        s
     }
+}
+
+/// How CPU-bound the workload is on this fleet: the host CPU the target workload asks per
+/// GPU share, over the free host CPU per free GPU share of the nodes that track CPU. Above
+/// 1 the fleet's CPU runs out before its GPUs: then packing GPUs tightly only strands them
+/// behind CPU that is gone, and spreading GPU work keeps CPU next to every free GPU (on
+/// openb with every task's CPU doubled, spread beats FGD and first-fit by 1-3 points).
+pub fn cpu_bound_level(view: &LiveView, dist: &TaskDistribution) -> f64 {
+    let want = dist.cpu_per_gpu_milli();
+    if want <= 0.0 {
+        return 0.0;
+    }
+    let (mut cpu, mut gpu) = (0.0f64, 0.0f64);
+    for n in view.nodes.iter().filter(|n| n.cpu_total_milli > 0) {
+        cpu += f64::from(n.cpu_total_milli.saturating_sub(n.cpu_used_milli));
+        gpu += n.free_gpu_milli as f64;
+    }
+    if gpu <= 0.0 {
+        return 0.0;
+    }
+    want / (cpu / gpu)
 }

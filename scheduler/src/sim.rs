@@ -13,8 +13,10 @@
 
 pub mod latency;
 pub mod packing;
+pub mod sweep;
 pub mod timed;
 pub mod trace;
+pub mod variant;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -27,6 +29,7 @@ use crate::policy::POLICY_NAMES;
 pub use latency::LatencyResult;
 pub use packing::PackingResult;
 pub use timed::TimedResult;
+pub use variant::VariantSpec;
 
 /// Default trace locations, relative to the repository root.
 pub const DEFAULT_NODES: &str = "../shared/data/alibaba-openb-2023/openb_node_list_gpu_node.csv";
@@ -62,6 +65,14 @@ pub struct SimOptions {
     /// Also measure placement latency on a synthetic fleet of this many GPUs (0 = skip).
     pub latency_gpus: usize,
     pub latency_decisions: usize,
+    /// Measure fragmentation against the whole pod list known up front instead of the
+    /// workload estimated online from the tasks that arrived so far (FGD's way).
+    pub oracle_dist: bool,
+    /// Replace the pod list by this variant of it ([`variant`]).
+    pub variant: Option<VariantSpec>,
+    /// Time mode: EASY backfilling with a reservation for the first blocked job
+    /// ([`crate::allocator::reserve`]); off, plain backfilling with the starvation guard.
+    pub reserve: bool,
 }
 
 impl Default for SimOptions {
@@ -79,6 +90,9 @@ impl Default for SimOptions {
             node_stride: 1,
             latency_gpus: 0,
             latency_decisions: 20_000,
+            variant: None,
+            oracle_dist: false,
+            reserve: true,
         }
     }
 }
@@ -123,7 +137,10 @@ pub fn run(opts: &SimOptions) -> Result<SimReport> {
     if opts.node_stride > 1 {
         nodes = nodes.into_iter().step_by(opts.node_stride).collect();
     }
-    let pods = trace::load_pods(&opts.pods)?;
+    let mut pods = trace::load_pods(&opts.pods)?;
+    if let Some(v) = &opts.variant {
+        pods = variant::generate(&pods, &nodes, v);
+    }
     let runtimes = match opts.mode {
         Mode::Time => Some(trace::load_runtimes(&opts.runtimes)?),
         Mode::Packing => None,
@@ -158,7 +175,10 @@ pub fn run(opts: &SimOptions) -> Result<SimReport> {
     Ok(SimReport {
         mode: opts.mode,
         nodes_file: opts.nodes.display().to_string(),
-        pods_file: opts.pods.display().to_string(),
+        pods_file: match &opts.variant {
+            Some(v) => format!("{} variant {v}", opts.pods.display()),
+            None => opts.pods.display().to_string(),
+        },
         nodes: nodes.len(),
         gpus: nodes.iter().map(|n| u64::from(n.gpus)).sum(),
         pods: pods.len(),
@@ -221,6 +241,11 @@ impl SimReport {
                     "bound (in-window demand)".into(),
                     i,
                     format!("{:.2}%", t.bound * 100.0),
+                );
+                put(
+                    "bound, capped at capacity".into(),
+                    i,
+                    format!("{:.2}%", t.clipped_bound * 100.0),
                 );
                 put(
                     "offered load (all demand)".into(),

@@ -117,6 +117,8 @@ pub struct NodeState {
     pub idle_gpus: u32,
     /// Largest free share of any GPU on the node (any health): a pre-check for fractions.
     pub max_free_milli: Milli,
+    /// Free share summed over the node's GPUs (any health).
+    pub free_gpu_milli: u64,
     /// Bumped on every change that can alter the node's fragmentation (shares, host
     /// resources, health), so policies can cache per-node work.
     pub version: u64,
@@ -141,17 +143,22 @@ pub struct SupplierState {
     pub earned_micro: i64,
     /// Σ rate × share over current leases: micro-units per hour × 1000.
     pub active_rate_milli: i64,
+    /// What the current leases are expected to earn over their whole run, micro-units:
+    /// rate × share × the job's expected duration, or one hour when it declared none
+    /// ([`LiveView::book_supplier`]; the allocator books at start and unbooks at the end).
+    pub booked_micro: i64,
 }
 
 impl SupplierState {
-    /// Earnings per offered GPU, counting current leases as one more hour: the quantity the
-    /// `rigwatch` policy evens out across suppliers.
+    /// Earnings per offered GPU, counting what the current leases are expected to earn
+    /// ([`Self::booked_micro`]): the quantity the `rigwatch` policy evens out across
+    /// suppliers. A steering signal, not money: where earnings are credited while a lease
+    /// runs (the server accrues every minute), its accrued part counts twice.
     pub fn earnings_per_gpu(&self) -> f64 {
         if self.offered_gpus == 0 {
             return 0.0;
         }
-        (self.earned_micro as f64 + self.active_rate_milli as f64 / 1000.0)
-            / f64::from(self.offered_gpus)
+        (self.earned_micro + self.booked_micro) as f64 / f64::from(self.offered_gpus)
     }
 }
 
@@ -312,6 +319,7 @@ impl LiveView {
             memory_used_mib: 0,
             idle_gpus: 0,
             max_free_milli: 0,
+            free_gpu_milli: 0,
             version: 0,
         });
         self.node_by_name.insert(spec.name, id);
@@ -357,6 +365,7 @@ impl LiveView {
         n.gpus.push(id);
         n.idle_gpus += 1;
         n.max_free_milli = WHOLE_GPU;
+        n.free_gpu_milli += u64::from(WHOLE_GPU);
         n.version += 1;
         self.suppliers[supplier as usize].offered_gpus += 1;
         self.total_capacity_milli += u64::from(WHOLE_GPU);
@@ -430,6 +439,13 @@ impl LiveView {
         self.suppliers[s as usize].earned_micro += amount_micro;
     }
 
+    /// Adds `amount_micro` (negative: removes it) to the expected earnings of the supplier
+    /// of node `n` ([`SupplierState::booked_micro`]).
+    pub(crate) fn book_supplier(&mut self, n: NodeIdx, amount_micro: i64) {
+        let s = self.nodes[n as usize].supplier as usize;
+        self.suppliers[s].booked_micro += amount_micro;
+    }
+
     pub(crate) fn take_share(&mut self, g: GpuIdx, lease: LeaseId, share: Milli) {
         let gpu = &mut self.gpus[g as usize];
         debug_assert!(gpu.used_milli + share <= WHOLE_GPU);
@@ -440,6 +456,7 @@ impl LiveView {
         let rate = self.models[usize::from(gpu.model)].price_micro_per_gpu_hour;
         self.suppliers[gpu.supplier as usize].active_rate_milli += rate * i64::from(share);
         self.total_used_milli += u64::from(share);
+        self.nodes[node as usize].free_gpu_milli -= u64::from(share);
         if was_idle {
             self.nodes[node as usize].idle_gpus -= 1;
         }
@@ -468,6 +485,7 @@ impl LiveView {
         self.suppliers[gpu.supplier as usize].active_rate_milli -= rate * i64::from(share);
         self.total_used_milli -= u64::from(share);
         let node = gpu.node;
+        self.nodes[node as usize].free_gpu_milli += u64::from(share);
         if gpu.used_milli == 0 {
             self.nodes[node as usize].idle_gpus += 1;
         }

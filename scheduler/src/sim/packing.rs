@@ -14,6 +14,8 @@ use crate::{Result, WHOLE_GPU};
 
 /// Arrived-demand levels (percent of capacity) at which a snapshot is taken.
 pub const LEVELS: [u32; 6] = [50, 80, 90, 100, 110, 120];
+/// Online estimate of the target workload: refreshed every this many arrivals.
+const REFRESH: usize = 256;
 /// Arrivals stop when demand reaches this share of capacity.
 pub const STOP_AT: f64 = 1.3;
 
@@ -54,7 +56,14 @@ pub fn run(
         .enumerate()
         .map(|(i, p)| p.to_job(i as u64))
         .collect();
-    let dist = TaskDistribution::from_jobs(&view, &jobs, opts.top_shapes);
+    // The target workload: the whole list up front (`--oracle-dist`), or, as FGD does,
+    // estimated online from the tasks that have arrived so far (refreshed at 1, 2, 4, …,
+    // 256 arrivals, then every 256).
+    let dist = if opts.oracle_dist {
+        TaskDistribution::from_jobs(&view, &jobs, opts.top_shapes)
+    } else {
+        TaskDistribution::generic()
+    };
     let mut alloc = Allocator::new(
         view,
         policy_by_name(policy, opts.seed)?,
@@ -77,6 +86,7 @@ pub fn run(
         return Ok(res);
     }
     let mut decide_time = 0.0f64;
+    let mut seen: Vec<&Job> = Vec::new();
     let mut seq = 0u64;
     'outer: loop {
         for base in &jobs {
@@ -86,6 +96,18 @@ pub fn run(
             let mut job = base.clone();
             job.id = seq;
             seq += 1;
+            if !opts.oracle_dist {
+                seen.push(base);
+                let n = seen.len();
+                if n.is_power_of_two() && n <= REFRESH || n.is_multiple_of(REFRESH) {
+                    let d = TaskDistribution::from_jobs(
+                        &alloc.view,
+                        seen.iter().copied(),
+                        opts.top_shapes,
+                    );
+                    alloc.set_distribution(d);
+                }
+            }
             arrived += u64::from(job.demand.total_milli());
             res.tasks_arrived += 1;
             if job.demand == GpuDemand::None {

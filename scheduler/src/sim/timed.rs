@@ -43,6 +43,10 @@ pub struct TimedResult {
     /// GPU-time inside the horizon if every job started on arrival / (capacity × horizon),
     /// at most 1: no policy can do better.
     pub bound: f64,
+    /// The bound with the in-window demand capped at the fleet's capacity at every instant
+    /// (jobs that would overlap beyond capacity must wait in any schedule): a bound no
+    /// placement or queue policy without preemption can beat.
+    pub clipped_bound: f64,
     /// All GPU-time demanded (also after the horizon) / (capacity × horizon).
     pub offered_load: f64,
     /// How many times the pod list was replayed (one replay after the other, each in creation order).
@@ -94,12 +98,25 @@ pub fn run(
         view,
         policy_by_name(policy, opts.seed)?,
         dist,
-        AllocatorConfig::default(),
+        AllocatorConfig {
+            reserve: opts.reserve,
+            ..AllocatorConfig::default()
+        },
     );
     let mut rng = SplitMix64::new(opts.seed ^ 0x5157_1e00);
     let durations: Vec<i64> = jobs
         .iter()
         .map(|_| runtimes_ms[rng.below(runtimes_ms.len() as u64) as usize] as i64)
+        .collect();
+    // Jobs declare their duration (exactly: the simulator's users estimate perfectly), for
+    // reservations and for booking expected earnings.
+    let jobs: Vec<Job> = jobs
+        .into_iter()
+        .zip(&durations)
+        .map(|(j, &d)| Job {
+            expected_duration_ms: u64::try_from(d).unwrap_or(0),
+            ..j
+        })
         .collect();
     let demand: f64 = jobs
         .iter()
@@ -137,6 +154,24 @@ pub fn run(
     }
     let horizon = hi;
     let ideal = in_window(horizon);
+    // The same demand, but never more than the fleet at any instant: what a perfect
+    // packer without preemption could at best run inside the window.
+    let clipped = {
+        let mut steps: Vec<(f64, f64)> = Vec::with_capacity(2 * jobs.len());
+        for ((j, &d), &u) in jobs.iter().zip(&durations).zip(&fractions) {
+            let (a, m) = (u * horizon, f64::from(j.demand.total_milli()));
+            steps.push((a, m));
+            steps.push(((a + d as f64).min(horizon), -m));
+        }
+        steps.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (mut level, mut last, mut area) = (0.0f64, 0.0f64, 0.0f64);
+        for (t, dm) in steps {
+            area += level.min(capacity) * (t - last);
+            level += dm;
+            last = t;
+        }
+        area
+    };
 
     // Events: (time, kind, job index); departures (kind 0) before arrivals at equal times.
     let mut events: BinaryHeap<Reverse<(i64, u8, usize)>> = BinaryHeap::new();
@@ -199,6 +234,7 @@ pub fn run(
         horizon_s: horizon / 1000.0,
         utilization: gpu_time_in_horizon / (capacity * horizon),
         bound: (ideal / (capacity * horizon)).min(1.0),
+        clipped_bound: clipped / (capacity * horizon),
         offered_load: demand / (capacity * horizon),
         repeats,
         queue_delay_mean_s: mean,

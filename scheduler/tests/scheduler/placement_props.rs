@@ -110,18 +110,28 @@ proptest! {
         ops in prop::collection::vec(op(), 1..80),
         seed in any::<u64>(),
     ) {
-        for name in POLICY_NAMES {
+        // Each policy against the neutral distribution, and against one with model-bound
+        // and CPU-hungry shapes (rigwatch's pool pressure and host stranding then act).
+        for (name, skewed) in POLICY_NAMES.iter().map(|n| (*n, false)).chain([("rigwatch", true)]) {
             let (view, uuids) = build(&f);
-            let mut a = Allocator::new(view, policy_by_name(name, seed).unwrap(), TaskDistribution::generic(), AllocatorConfig::default());
+            let dist = if skewed { skewed_distribution(&view) } else { TaskDistribution::generic() };
+            let mut a = Allocator::new(view, policy_by_name(name, seed).unwrap(), dist, AllocatorConfig::default());
             let mut now = 0i64;
             let mut running: Vec<u64> = Vec::new();
             let mut next = 0u64;
+            let mut wants: std::collections::HashMap<u64, (Vec<String>, u32, GpuDemand)> = std::collections::HashMap::new();
             for op in &ops {
                 match op {
                     Op::Submit { demand, models, min_mem, cpu } => {
                         let names: Vec<String> = (0..4).filter(|b| models & (1 << b) != 0).map(|b| MODELS[b].to_string()).collect();
-                        let job = Job { models: names.clone(), min_gpu_memory_mib: *min_mem, cpu_milli: *cpu, ..Job::new(next, *demand) };
+                        let job = Job { models: names.clone(), min_gpu_memory_mib: *min_mem, cpu_milli: *cpu, expected_duration_ms: (next % 4) * 700, ..Job::new(next, *demand) };
                         next += 1;
+                        wants.insert(job.id, (names.clone(), *min_mem, *demand));
+                        // Every other job goes through the queue (reservations, backfilling).
+                        if job.id % 2 == 1 {
+                            let _ = a.submit(job, now);
+                            continue;
+                        }
                         // State the placement is decided on, to check against.
                         let eff: Vec<Health> = (0..uuids.len() as u32).map(|g| a.view.effective_health(g, now)).collect();
                         if let Some(s) = a.try_start(job, now).unwrap() {
@@ -156,6 +166,19 @@ proptest! {
                     Op::Tick(d) => now += d,
                     Op::Finish(_) => {}
                 }
+                let eff: Vec<Health> = (0..uuids.len() as u32).map(|g| a.view.effective_health(g, now)).collect();
+                for st in a.schedule(now) {
+                    running.push(st.job);
+                    let (names, min_mem, demand) = &wants[&st.job];
+                    prop_assert_eq!(st.leases.len(), demand.gpu_count(), "{}: wrong GPU count (queued)", name);
+                    for l in &st.leases {
+                        let g = a.view.gpu_index(&l.gpu_uuid).unwrap();
+                        prop_assert!(eff[g as usize].placeable(), "{}: queued job placed on {:?} GPU", name, eff[g as usize]);
+                        prop_assert!(names.is_empty() || names.contains(&l.model), "{}: queued model {} not in {:?}", name, l.model, names);
+                        prop_assert!(a.view.gpu(&l.gpu_uuid).unwrap().memory_total_mib >= *min_mem);
+                        prop_assert_eq!(l.node.as_str(), st.leases[0].node.as_str());
+                    }
+                }
                 for (i, g) in a.view.gpus().iter().enumerate() {
                     prop_assert!(g.used_milli <= WHOLE_GPU, "{}: GPU {} over-allocated: {}", name, i, g.used_milli);
                     prop_assert_eq!(g.leases.iter().map(|l| l.1).sum::<u32>(), g.used_milli);
@@ -174,6 +197,84 @@ proptest! {
             prop_assert_eq!(a.running_jobs(), b.running_jobs());
         }
     }
+}
+
+fn skewed_distribution(view: &LiveView) -> TaskDistribution {
+    let jobs: Vec<Job> = (0..40u64)
+        .map(|i| Job {
+            models: if i % 2 == 0 {
+                vec!["T4".into()]
+            } else {
+                Vec::new()
+            },
+            cpu_milli: 4000 + 2000 * (i % 5) as u32,
+            ..Job::new(
+                i,
+                if i % 3 == 0 {
+                    GpuDemand::Fraction(300)
+                } else {
+                    GpuDemand::Whole(1 + (i % 2) as u8)
+                },
+            )
+        })
+        .collect();
+    TaskDistribution::from_jobs(view, &jobs, 32)
+}
+
+/// Half the expected work can run only on T4: rigwatch keeps an unconstrained job off the
+/// T4 pool even where the T4 node comes first; FGD (and first-fit) take the T4.
+#[test]
+fn rigwatch_keeps_flexible_work_off_a_pool_that_constrained_work_needs() {
+    let fleet = || {
+        let mut v = LiveView::new();
+        for (node, model, gpus) in [("a", "T4", 2), ("b", "H100", 8)] {
+            v.add_node(NodeSpec {
+                name: node.into(),
+                supplier: "s".into(),
+                cpu_milli: 0,
+                memory_mib: 0,
+            });
+            for i in 0..gpus {
+                let spec = GpuSpec {
+                    uuid: format!("{node}{i}"),
+                    node: node.into(),
+                    model: model.into(),
+                    memory_total_mib: 0,
+                };
+                v.add_gpu(spec, 0).unwrap();
+            }
+        }
+        v
+    };
+    let v = fleet();
+    let shapes: Vec<Job> = (0..10u64)
+        .map(|i| Job {
+            models: if i % 2 == 0 {
+                vec!["T4".into()]
+            } else {
+                Vec::new()
+            },
+            ..Job::new(i, GpuDemand::Whole(1))
+        })
+        .collect();
+    let dist = TaskDistribution::from_jobs(&v, &shapes, 32);
+    let place = |name: &str| -> String {
+        let mut a = Allocator::new(
+            fleet(),
+            policy_by_name(name, 1).unwrap(),
+            dist.clone(),
+            AllocatorConfig::default(),
+        );
+        let s = a
+            .try_start(Job::new(100, GpuDemand::Whole(1)), 0)
+            .unwrap()
+            .unwrap();
+        s.leases[0].model.clone()
+    };
+    assert_eq!(place("rigwatch"), "H100");
+    assert_eq!(place("first-fit"), "T4");
+    // Without the pool term rigwatch behaves like FGD here.
+    assert_eq!(place("rigwatch:pool=0"), place("fgd"));
 }
 
 fn small() -> (LiveView, Vec<String>) {
@@ -249,6 +350,7 @@ fn full_small_fleet(aging_ms: i64, starvation_ms: i64) -> Allocator {
         aging_ms,
         starvation_ms,
         max_attempts_per_pass: 100,
+        ..AllocatorConfig::default()
     };
     let mut a = Allocator::new(
         view,
@@ -394,4 +496,125 @@ fn requeue_keeps_the_original_place_and_accepts_what_the_seen_fleet_cannot_hold(
     a.finish(101, EndReason::Completed, 100).unwrap();
     let s: Vec<u64> = a.schedule(100).iter().map(|s| s.job).collect();
     assert_eq!(s, vec![1, 2]);
+}
+
+/// node-0 (4 H100) runs a 2-GPU job until t=1000, node-1 (2 A100) is full until t=5000; a
+/// 4-GPU job (node-0 only) is blocked at t=10. With EASY backfilling it holds node-0 from
+/// t=1000: a 1-GPU job that would run past that waits, one that ends before starts; without
+/// reservations the long one takes node-0 and the big job misses t=1000.
+fn easy_fleet(reserve: bool) -> Allocator {
+    let (view, _) = small();
+    let cfg = AllocatorConfig {
+        reserve,
+        ..AllocatorConfig::default()
+    };
+    let mut a = Allocator::new(
+        view,
+        policy_by_name("first-fit", 1).unwrap(),
+        TaskDistribution::generic(),
+        cfg,
+    );
+    let timed = |id, k, ms| Job {
+        expected_duration_ms: ms,
+        ..Job::new(id, GpuDemand::Whole(k))
+    };
+    a.try_start_on(timed(100, 2, 1000), 0, 0).unwrap().unwrap();
+    a.try_start_on(timed(101, 2, 5000), 1, 0).unwrap().unwrap();
+    a.submit(timed(1, 4, 3000), 10).unwrap();
+    a.submit(timed(2, 1, 2000), 10).unwrap();
+    a.submit(timed(3, 1, 500), 10).unwrap();
+    a
+}
+
+#[test]
+fn easy_backfilling_never_delays_the_blocked_job() {
+    let mut a = easy_fleet(true);
+    let s: Vec<u64> = a.schedule(10).iter().map(|s| s.job).collect();
+    assert_eq!(s, vec![3], "only the job that ends before t=1000 backfills");
+    a.finish(3, EndReason::Completed, 510).unwrap();
+    assert!(
+        a.schedule(510).is_empty(),
+        "job 2 would still run past t=1000"
+    );
+    a.finish(100, EndReason::Completed, 1000).unwrap();
+    let s: Vec<u64> = a.schedule(1000).iter().map(|s| s.job).collect();
+    assert_eq!(s, vec![1], "the 4-GPU job starts at its reserved time");
+
+    let mut b = easy_fleet(false);
+    let s: Vec<u64> = b.schedule(10).iter().map(|s| s.job).collect();
+    assert_eq!(s, vec![2, 3], "plain backfilling takes node-0");
+    b.finish(100, EndReason::Completed, 1000).unwrap();
+    assert!(
+        b.schedule(1000).is_empty(),
+        "and the 4-GPU job misses t=1000"
+    );
+}
+
+#[test]
+fn expected_earnings_are_booked_while_a_job_runs() {
+    let (view, _) = small();
+    let mut a = Allocator::new(
+        view,
+        policy_by_name("first-fit", 1).unwrap(),
+        TaskDistribution::generic(),
+        AllocatorConfig::default(),
+    );
+    let booked = |a: &Allocator| -> i64 { a.view.suppliers().iter().map(|s| s.booked_micro).sum() };
+    // 2 H100 (2.50/h in the catalog) for two hours: 10.00 booked.
+    let job = Job {
+        expected_duration_ms: 7_200_000,
+        ..Job::new(1, GpuDemand::Whole(2))
+    };
+    a.try_start(job, 0).unwrap().unwrap();
+    assert_eq!(booked(&a), 10_000_000);
+    // No declared duration: one hour.
+    a.try_start(Job::new(2, GpuDemand::Fraction(500)), 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(booked(&a), 11_250_000);
+    a.finish(1, EndReason::Completed, 10).unwrap();
+    a.finish(2, EndReason::Cancelled, 10).unwrap();
+    assert_eq!(booked(&a), 0);
+}
+
+#[test]
+fn cpu_bound_level_compares_workload_cpu_per_gpu_with_the_fleet() {
+    // Two nodes of 4 GPUs and 8 cores: 2 cores per free GPU.
+    let f: Fleet = vec![
+        (8, vec![(0, Health::Healthy); 4]),
+        (8, vec![(0, Health::Healthy); 4]),
+    ];
+    let (view, _) = build(&f);
+    let dist = |cores: u32| {
+        let jobs: Vec<Job> = (0..10u64)
+            .map(|i| Job {
+                cpu_milli: cores * 1000,
+                ..Job::new(i, GpuDemand::Whole(1))
+            })
+            .collect();
+        TaskDistribution::from_jobs(&view, &jobs, 32)
+    };
+    let level = rigwatch_scheduler::policy::cpu_bound_level;
+    assert!((level(&view, &dist(4)) - 2.0).abs() < 1e-9);
+    assert!((level(&view, &dist(1)) - 0.5).abs() < 1e-9);
+    // Equal fragmentation either way: CPU-bound, rigwatch spreads a 1-GPU job to the
+    // emptier node; GPU-bound, the tie goes to the lower node (fairness off, so that
+    // supplier earnings do not break the tie).
+    for (cores, want) in [(4, "node-1"), (1, "node-0")] {
+        let (view, _) = build(&f);
+        let d = dist(cores);
+        let mut a = Allocator::new(
+            view,
+            policy_by_name("rigwatch:fairness=0", 1).unwrap(),
+            d,
+            AllocatorConfig::default(),
+        );
+        let one = |id| Job {
+            cpu_milli: 1000,
+            ..Job::new(id, GpuDemand::Whole(1))
+        };
+        a.try_start_on(one(1), 0, 0).unwrap().unwrap();
+        let s = a.try_start(one(2), 0).unwrap().unwrap();
+        assert_eq!(s.node, want, "workload of {cores} cores per GPU");
+    }
 }

@@ -98,6 +98,34 @@ fn time_mode_on_a_subset_is_bounded_and_fair() {
     }
 }
 
+/// Generated variants (paper-style resampling) keep every invariant for every policy, and
+/// rigwatch's host- and pool-aware measure beats FGD's on a type-constrained, CPU-heavy mix.
+#[test]
+fn packing_on_a_generated_variant_keeps_invariants() {
+    let mut o = opts(Mode::Packing, 8);
+    o.variant = Some(sim::VariantSpec::parse("spec=0.33+cpu=2+seed=2").unwrap());
+    let report = sim::run(&o).unwrap();
+    assert!(report.pods_file.contains("spec=0.33"));
+    let at100 = |name: &str| {
+        let r = report.results.iter().find(|r| r.policy == name).unwrap();
+        r.packing.as_ref().unwrap().snapshots[3].allocation_ratio
+    };
+    for r in &report.results {
+        let p = r.packing.as_ref().unwrap();
+        assert!(p.invariants_ok, "{}: over-allocation", r.policy);
+        assert_eq!(p.tasks_placed + p.tasks_failed, p.tasks_arrived);
+    }
+    println!("{}", report.render_table());
+    assert!(
+        at100("rigwatch") > at100("fgd"),
+        "{}",
+        report.render_table()
+    );
+    assert!(at100("rigwatch") > at100("random"));
+    let rows = sim::sweep::run(&o, &[None]).unwrap();
+    assert!(sim::sweep::render(&rows, 100).contains("rigwatch"));
+}
+
 #[test]
 fn missing_trace_file_names_the_path() {
     let mut o = opts(Mode::Packing, 1);
