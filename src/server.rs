@@ -261,6 +261,15 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// A file whose first line is the admin token (instead of --admin-token: a token on the
+    /// command line can be read by every user of the machine through `ps`).
+    #[arg(
+        long,
+        env = "RIGWATCH_ADMIN_TOKEN_FILE",
+        conflicts_with = "admin_token"
+    )]
+    pub admin_token_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub health: crate::health_task::HealthArgs,
 
@@ -459,12 +468,13 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         Arc::new(AuthStore::open(&args.data_dir).with_context(|| {
             format!("cannot open the auth file in {}", args.data_dir.display())
         })?);
-    if let Some(t) = &args.admin_token
-        && t.len() < 16
-    {
-        anyhow::bail!("--admin-token must be at least 16 characters");
+    let admin_token = admin_token(args)?;
+    if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+        anyhow::bail!(
+            "the admin token (--admin-token or --admin-token-file) must be at least 16 characters"
+        );
     }
-    if args.admin_token.is_none() && !auth.has_admin() {
+    if admin_token.is_none() && !auth.has_admin() {
         let t = auth
             .issue(Role::Admin, None, None, "bootstrap")
             .context("cannot create the first admin token")?;
@@ -488,7 +498,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     )
     .await
     .context("cannot start the allocator")?;
-    let gate = access::Gate::new(auth.clone(), args.admin_token.as_deref())
+    let gate = access::Gate::new(auth.clone(), admin_token.as_deref())
         .with_failure_limit(args.auth_failures_per_minute, access::AUTH_FAILURE_WINDOW)
         .with_sessions(Arc::new(rigwatch_dashboards::Sessions::with_limits(
             rigwatch_dashboards::session::DEFAULT_TTL,
@@ -658,6 +668,36 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     })
 }
 
+/// The admin token from --admin-token (or RIGWATCH_ADMIN_TOKEN) or the first line of
+/// --admin-token-file; warns when it was typed on the command line.
+fn admin_token(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &args.admin_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --admin-token-file {}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "--admin-token-file {} is empty: its first line must be the token",
+            path.display()
+        );
+        return Ok(Some(token));
+    }
+    if args.admin_token.is_some() && on_command_line(std::env::args()) {
+        tracing::warn!(
+            "the admin token was given on the command line, where every user of this machine can read it (ps, /proc); use RIGWATCH_ADMIN_TOKEN or --admin-token-file instead"
+        );
+        eprintln!(
+            "rigwatch: warning: the admin token is on the command line, readable by every user of this machine; use RIGWATCH_ADMIN_TOKEN or --admin-token-file"
+        );
+    }
+    Ok(args.admin_token.clone())
+}
+
+/// Whether `--admin-token` (not `--admin-token-file`) is among the process's arguments.
+fn on_command_line(mut argv: impl Iterator<Item = String>) -> bool {
+    argv.any(|a| a == "--admin-token" || a.starts_with("--admin-token="))
+}
+
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -725,4 +765,60 @@ pub async fn count_rows(db: &Arc<Db>, table: &str) -> anyhow::Result<u64> {
         })
         .context("count(*) returned no rows")?;
     Ok(n as u64)
+}
+
+#[cfg(test)]
+mod admin_token_tests {
+    use super::*;
+
+    #[test]
+    fn the_token_comes_from_a_file_and_a_command_line_token_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = ServeArgs::with_defaults(dir.path().join("data")).unwrap();
+        args.admin_token = None;
+        let file = dir.path().join("admin-token");
+        std::fs::write(&file, "file-token-0123456789\nignored\n").unwrap();
+        args.admin_token_file = Some(file.clone());
+        assert_eq!(
+            admin_token(&args).unwrap().as_deref(),
+            Some("file-token-0123456789")
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let e = admin_token(&args).unwrap_err().to_string();
+        assert!(
+            e.contains("--admin-token-file") && e.contains("empty"),
+            "{e}"
+        );
+        args.admin_token_file = Some(dir.path().join("missing"));
+        assert!(
+            admin_token(&args)
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read")
+        );
+
+        let argv = |a: &[&str]| {
+            a.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        assert!(on_command_line(argv(&[
+            "rigwatch",
+            "serve",
+            "--admin-token",
+            "x"
+        ])));
+        assert!(on_command_line(argv(&[
+            "rigwatch",
+            "serve",
+            "--admin-token=x"
+        ])));
+        assert!(!on_command_line(argv(&[
+            "rigwatch",
+            "serve",
+            "--admin-token-file",
+            "f"
+        ])));
+    }
 }
