@@ -301,13 +301,20 @@ pub async fn bench_agents(args: AgentBenchArgs) -> anyhow::Result<ExitCode> {
     init_tracing(&serve.log);
     let running = start(&serve).await?;
     let base = format!("http://{}", running.addr);
+    // Real agents keep their spools on their own machines' disks: here they go to memory
+    // (tmpfs) when there is one, so that a thousand agents' spool fsyncs do not queue on
+    // the disk behind the server's WAL, which no real fleet would do.
+    let spool_root = match tempfile::tempdir_in("/dev/shm") {
+        Ok(d) => d,
+        Err(_) => tempfile::tempdir_in(tmp.path())?,
+    };
     let mut fleet = DemoFleet::start(
         &running.auth,
         &base,
         args.suppliers,
         args.gpus,
         args.interval,
-        &tmp.path().join("spool"),
+        spool_root.path(),
         0.0,
     )?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -326,6 +333,21 @@ pub async fn bench_agents(args: AgentBenchArgs) -> anyhow::Result<ExitCode> {
         "phase", "t_s", "samples/s", "mean_lag_ms", "p99_lag_ms", "max_lag_ms", "spooled"
     );
     let all: Vec<Arc<AgentStats>> = fleet.stats().cloned().collect();
+    // Measure the steady state: first every agent registers (each registration is a
+    // durable write of the GPU claims, one at a time).
+    let registering = Instant::now();
+    while all.iter().any(|s| !s.registered.load(Relaxed))
+        && registering.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let registered = all.iter().filter(|s| s.registered.load(Relaxed)).count();
+    eprintln!(
+        "{registered} of {} agents registered in {:.1} s; spools in {}",
+        all.len(),
+        registering.elapsed().as_secs_f64(),
+        spool_root.path().display()
+    );
     // The simulator gives each agent up to 8 GPUs; the last of a supplier may have fewer.
     let gpus_per_agent: Vec<u64> = fleet.sims.iter().map(|s| s.len() as u64).collect();
     let started = Instant::now();

@@ -90,6 +90,8 @@ pub struct AgentStats {
     pub sum_lag_us: AtomicU64,
     /// Every acknowledgement's lag, spooled batches' included (sampled in this run).
     pub lag: super::lag::LagHistogram,
+    /// Whether the server has accepted this agent's registration (this run).
+    pub registered: std::sync::atomic::AtomicBool,
     pub spool: Arc<SpoolStats>,
 }
 
@@ -426,6 +428,7 @@ async fn run_transport(
                     Ok(()) => {
                         info!(worker, gpus = registration.gpus.len(), "registered");
                         registered = true;
+                        stats.registered.store(true, Ordering::Relaxed);
                         backoff.reset();
                     }
                     Err(e @ SendError::Unauthorized(_)) => return Err(e.into()),
