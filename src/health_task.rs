@@ -4,9 +4,10 @@
 //!  Db::subscribe ─rows─► HealthEngine ─Fault──────► gpu_fault rows (detector=health)
 //!                            ▲ tick 1s  └Transition─► gpu_health rows, HealthHandle::subscribe(),
 //!                                                    the on_transition callback (allocator)
-//!  rule groups (interval) ─► PromQL over the store ─► ALERTS rows, notifications
+//!  rule groups (interval) ─► PromQL over the store ─► recorded series, ALERTS rows,
+//!                                                     notifications
 //!                                                          │
-//!                          one bounded queue + sender per webhook: POST, retry with backoff
+//!        one bounded queue + sender per webhook and per Alertmanager: POST, retry with backoff
 //! ```
 //!
 //! Rows written (both tables append-only):
@@ -28,6 +29,9 @@
 //! (pending clocks, what was announced) is saved after each evaluation that changes it and
 //! restored at start when under an hour old, so a restart neither re-announces a firing
 //! alert nor forgets to resolve one that cleared while the server was down.
+//!
+//! Alertmanager (`--alertmanager`): alerts are posted to its `/api/v2/alerts` as Prometheus
+//! posts them, re-sent while firing; see `alertmanager`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -64,12 +68,29 @@ pub struct HealthArgs {
     )]
     pub alert_webhooks: Vec<String>,
 
+    /// Alertmanager to send alerts to, as Prometheus does: `POST URL/api/v2/alerts`, firing
+    /// alerts re-sent every --alertmanager-resend-delay, resolved ones with their end time
+    /// (repeatable or comma-separated).
+    #[arg(
+        long = "alertmanager",
+        env = "RIGWATCH_ALERTMANAGER",
+        value_delimiter = ','
+    )]
+    pub alertmanagers: Vec<String>,
+
+    /// How often firing alerts are re-sent to Alertmanager (Prometheus'
+    /// --rules.alert.resend-delay); Alertmanager resolves an alert by itself once 4 times
+    /// this (or the longest group interval, if longer) passes without it.
+    #[arg(long, env = "RIGWATCH_ALERTMANAGER_RESEND_DELAY", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub alertmanager_resend_delay: Duration,
+
     /// The URL this server is reached at, for `externalURL` and `generatorURL` in
     /// notifications (default: http://LISTEN).
     #[arg(long, env = "RIGWATCH_EXTERNAL_URL")]
     pub external_url: Option<String>,
 
-    /// Most undelivered notifications kept per webhook (oldest dropped beyond it).
+    /// Most undelivered notifications kept per webhook or Alertmanager (oldest dropped
+    /// beyond it).
     #[arg(long, env = "RIGWATCH_ALERT_QUEUE", default_value_t = 10_000)]
     pub alert_queue: usize,
 
@@ -96,6 +117,8 @@ impl Default for HealthArgs {
         Self {
             rules: None,
             alert_webhooks: Vec::new(),
+            alertmanagers: Vec::new(),
+            alertmanager_resend_delay: alertmanager::DEFAULT_RESEND_DELAY,
             external_url: None,
             alert_queue: 10_000,
             health_offline_after: Duration::from_nanos(c.offline_after_ns as u64),
@@ -183,8 +206,8 @@ impl HealthHandle {
     pub fn router(&self) -> axum::Router {
         use axum::routing::get;
         axum::Router::new()
-            .route("/api/v1/rules", get(rules_api))
-            .route("/api/v1/alerts", get(alerts_api))
+            .route("/api/v1/rules", get(api::rules))
+            .route("/api/v1/alerts", get(api::alerts))
             .with_state(self.rule_set.clone())
     }
 
@@ -245,7 +268,7 @@ pub async fn spawn(
     lease_oracle: Option<rigwatch_scheduler::health::LeaseOracle>,
 ) -> anyhow::Result<HealthHandle> {
     let groups = args.rule_groups()?;
-    let rule_count: usize = groups.iter().map(|g| g.rules.len()).sum();
+    let rule_count: usize = groups.iter().map(rules::RuleGroup::len).sum();
     let metrics = Metrics::default();
     let (changes, _) = broadcast::channel(4_096);
     let set = RuleSet::new(groups);
@@ -292,6 +315,15 @@ pub async fn spawn(
         )));
         queues.push(q);
     }
+    let alertmanagers = alertmanager::Alertmanagers::start(
+        &args.alertmanagers,
+        args.alertmanager_resend_delay,
+        &data_dir,
+        args.alert_queue,
+        &metrics,
+        &mut tasks,
+    )?;
+    let alertmanager_count = alertmanagers.len();
     let state_path = outbox::state_path(&data_dir);
     if rule_count > 0
         && let Some(snap) = outbox::load_state(&state_path)
@@ -311,6 +343,7 @@ pub async fn spawn(
             db,
             rule_set.clone(),
             queues,
+            alertmanagers,
             external_url,
             state_path,
             metrics.clone(),
@@ -319,6 +352,7 @@ pub async fn spawn(
     info!(
         rules = rule_count,
         webhooks = args.alert_webhooks.len(),
+        alertmanagers = alertmanager_count,
         "fault detection and alerting started"
     );
     Ok(HealthHandle {
@@ -328,98 +362,6 @@ pub async fn spawn(
         metrics,
         tasks,
     })
-}
-
-fn rfc3339_ms(ms: i64) -> String {
-    rules::payload::rfc3339(ms)
-}
-
-fn alert_json(a: &rules::Alert) -> serde_json::Value {
-    serde_json::json!({
-        "labels": a
-            .labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
-            .collect::<serde_json::Map<_, _>>(),
-        "annotations": a.annotations,
-        "state": a.state.as_str(),
-        "activeAt": rfc3339_ms(a.active_at),
-        "value": format!("{}", a.value),
-    })
-}
-
-async fn rules_api(
-    axum::extract::State(set): axum::extract::State<Arc<tokio::sync::Mutex<RuleSet>>>,
-) -> axum::Json<serde_json::Value> {
-    let set = set.lock().await;
-    let groups: Vec<serde_json::Value> = set
-        .groups
-        .iter()
-        .map(|g| {
-            let rules: Vec<serde_json::Value> = g
-                .rules
-                .iter()
-                .map(|r| {
-                    let state = if r
-                        .alerts
-                        .values()
-                        .any(|a| a.state == rules::AlertState::Firing)
-                    {
-                        "firing"
-                    } else if r.alerts.is_empty() {
-                        "inactive"
-                    } else {
-                        "pending"
-                    };
-                    let tpl = |m: &std::collections::BTreeMap<String, rules::Template>| {
-                        m.iter()
-                            .map(|(k, t)| (k.clone(), serde_json::Value::from(t.source())))
-                            .collect::<serde_json::Map<_, _>>()
-                    };
-                    serde_json::json!({
-                        "type": "alerting",
-                        "name": r.rule.name,
-                        "query": r.rule.expr_text,
-                        "duration": r.rule.for_.as_secs_f64(),
-                        "keepFiringFor": r.rule.keep_firing_for.as_secs_f64(),
-                        "labels": tpl(&r.rule.labels),
-                        "annotations": tpl(&r.rule.annotations),
-                        "alerts": r.alerts.values().map(alert_json).collect::<Vec<_>>(),
-                        "health": match (&r.health.last_error, r.health.last_eval_ms) {
-                            (Some(_), _) => "err",
-                            (None, 0) => "unknown",
-                            (None, _) => "ok",
-                        },
-                        "lastError": r.health.last_error.clone().unwrap_or_default(),
-                        "evaluationFailures": r.health.failures,
-                        "lastEvaluation": rfc3339_ms(r.health.last_eval_ms),
-                        "state": state,
-                    })
-                })
-                .collect();
-            serde_json::json!({
-                "name": g.name,
-                "file": "",
-                "interval": g.interval.as_secs_f64(),
-                "rules": rules,
-            })
-        })
-        .collect();
-    axum::Json(serde_json::json!({"status": "success", "data": {"groups": groups}}))
-}
-
-async fn alerts_api(
-    axum::extract::State(set): axum::extract::State<Arc<tokio::sync::Mutex<RuleSet>>>,
-) -> axum::Json<serde_json::Value> {
-    let set = set.lock().await;
-    let alerts: Vec<serde_json::Value> = set
-        .groups
-        .iter()
-        .flat_map(|g| g.rules.iter())
-        .flat_map(|r| r.alerts.values())
-        .map(alert_json)
-        .collect();
-    axum::Json(serde_json::json!({"status": "success", "data": {"alerts": alerts}}))
 }
 
 fn num(v: FieldValue<'_>) -> Option<f64> {
@@ -723,6 +665,7 @@ async fn evaluate(
     db: Arc<Db>,
     set: Arc<tokio::sync::Mutex<RuleSet>>,
     queues: Vec<Arc<outbox::Queue>>,
+    mut alertmanagers: alertmanager::Alertmanagers,
     external_url: String,
     state_path: std::path::PathBuf,
     metrics: Metrics,
@@ -731,9 +674,10 @@ async fn evaluate(
     let mut saved: Option<Vec<u8>> = None;
     loop {
         let now_ms = now_ns() / 1_000_000;
-        let (out, next, state) = {
+        let (out, next, state, am_body) = {
             let mut s = set.lock().await;
             let out = s.eval_due(&service, now_ms).await;
+            let am_body = alertmanagers.body(&s, &out, &external_url, now_ms);
             let mut snap = s.snapshot(0);
             // Compared without its time, so an unchanged state is not rewritten.
             let unchanged = serde_json::to_vec(&snap).ok();
@@ -742,6 +686,7 @@ async fn evaluate(
                 out,
                 s.next_due_ms().unwrap_or(now_ms + 60_000),
                 (unchanged, serde_json::to_vec(&snap)),
+                am_body,
             )
         };
         let t = now_ms;
@@ -768,6 +713,9 @@ async fn evaluate(
             // On disk before the state that says they were sent (see `outbox`).
             outbox::push_all(&queues, bodies, &metrics).await;
         }
+        if let Some(body) = am_body {
+            outbox::push_all(alertmanagers.queues(), vec![body], &metrics).await;
+        }
         if let (Some(key), Ok(bytes)) = state
             && saved.as_ref() != Some(&key)
         {
@@ -791,6 +739,8 @@ fn log_notes(notes: &[Notification]) {
     }
 }
 
+mod alertmanager;
+mod api;
 mod outbox;
 
 #[cfg(test)]

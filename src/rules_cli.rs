@@ -1,11 +1,11 @@
-//! `rigwatch rules check FILE...`: validates alerting rule files offline.
+//! `rigwatch rules check FILE...`: validates alerting and recording rule files offline.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-/// Alerting rule files.
+/// Alerting and recording rule files.
 #[derive(Debug, Args)]
 pub struct RulesArgs {
     #[command(subcommand)]
@@ -14,8 +14,9 @@ pub struct RulesArgs {
 
 #[derive(Debug, Subcommand)]
 enum RulesCommand {
-    /// Validate rule files (Prometheus format): YAML shape, durations, PromQL expressions and
-    /// templates. Prints FILE:LINE:COLUMN: REASON for each problem; exits 1 if any.
+    /// Validate rule files (Prometheus format): YAML shape, durations, PromQL expressions,
+    /// templates, recording rule names and labels. Prints FILE:LINE:COLUMN: REASON for each
+    /// problem; exits 1 if any.
     /// `rigwatch rules check --defaults` checks the embedded default rules.
     Check {
         /// Rule files to check.
@@ -58,8 +59,13 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitCode> {
     for (name, text) in inputs {
         match rigwatch_query::rules::parse_rule_file(&text) {
             Ok(groups) => {
-                let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
-                println!("{name}: OK, {} group(s), {rules} rule(s)", groups.len());
+                let alerting: usize = groups.iter().map(|g| g.rules.len()).sum();
+                let recording: usize = groups.iter().map(|g| g.records.len()).sum();
+                println!(
+                    "{name}: OK, {} group(s), {} rule(s) ({alerting} alerting, {recording} recording)",
+                    groups.len(),
+                    alerting + recording
+                );
             }
             Err(errs) => {
                 ok = false;

@@ -9,6 +9,7 @@ mod e2e {
     pub mod abuse;
     pub mod adversarial;
     pub mod agent;
+    pub mod alertmanager;
     pub mod alloc;
     pub mod compare;
     pub mod corruption;
@@ -24,6 +25,7 @@ mod e2e {
     pub mod prometheus;
     pub mod promql;
     pub mod promql_diff;
+    pub mod recording;
     pub mod shutdown;
     pub mod soak;
     pub mod tenancy;

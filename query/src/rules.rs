@@ -1,10 +1,12 @@
-//! Alerting rules: Prometheus rule files evaluated on a schedule against the store.
+//! Alerting and recording rules: Prometheus rule files evaluated on a schedule against the
+//! store.
 //!
 //! ```text
-//!  rule file ──parse_rule_file──▶ RuleGroup ──▶ RuleSet (per group: interval, RuleState per rule)
+//!  rule file ──parse_rule_file──▶ RuleGroup ──▶ RuleSet (per group: interval, its rules in file order)
 //!                                                   │ eval_due(now): fetch selectors via DataFusion,
-//!                                                   ▼ evaluate PromQL, update alert states
-//!                                 Notification (firing / resolved) + ALERTS{alertstate} rows
+//!                                                   ▼ evaluate PromQL
+//!      recording rule: rows of table `record` written at once (later rules see them)
+//!      alerting rule:  alert states ─▶ Notification (firing / resolved) + ALERTS{alertstate} rows
 //! ```
 //!
 //! A rule whose query fails is logged, counted in `rigwatch_rule_evaluation_failures_total`
@@ -16,6 +18,7 @@
 mod alerts;
 mod file;
 pub mod payload;
+pub mod record;
 mod template;
 
 use std::sync::Arc;
@@ -23,13 +26,16 @@ use std::time::Duration;
 
 pub use alerts::{Alert, AlertState, EvalOutput, Notification, RuleHealth, RuleState, SavedAlert};
 pub use file::{
-    AlertRule, DEFAULT_INTERVAL, DEFAULT_RULES, RuleFileError, RuleFileErrors, RuleGroup,
-    parse_rule_file,
+    AlertRule, DEFAULT_INTERVAL, DEFAULT_RULES, RecordingRule, RuleFileError, RuleFileErrors,
+    RuleGroup, parse_rule_file,
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
+pub use record::RecordState;
 use rigwatch_promql::eval::{self, EvalOptions};
-use rigwatch_promql::value::Labels;
+/// The label set of alerts and recorded series.
+pub use rigwatch_promql::value::Labels;
+use rigwatch_storage::WriteOptions;
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
 use serde::{Deserialize, Serialize};
 pub use template::Template;
@@ -47,24 +53,30 @@ pub struct RuleMetrics {
     pub evaluations: Counter,
     pub evaluation_failures: Counter,
     pub notifications: Counter,
+    pub recorded_samples: Counter,
 }
 
 impl RuleMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "rigwatch_rule_evaluations",
-            "Alerting rule evaluations",
+            "Alerting and recording rule evaluations",
             self.evaluations.clone(),
         );
         registry.register(
             "rigwatch_rule_evaluation_failures",
-            "Alerting rule evaluations that failed (query or type error)",
+            "Rule evaluations that failed (query, type or write error)",
             self.evaluation_failures.clone(),
         );
         registry.register(
             "rigwatch_rule_notifications",
             "Firing and resolved notifications produced by alerting rules",
             self.notifications.clone(),
+        );
+        registry.register(
+            "rigwatch_rule_recorded_samples",
+            "Samples stored by recording rules",
+            self.recorded_samples.clone(),
         );
     }
 }
@@ -96,7 +108,11 @@ pub struct SavedRule {
 pub struct GroupState {
     pub name: String,
     pub interval: Duration,
+    /// Alerting rules, in file order.
     pub rules: Vec<RuleState>,
+    /// Recording rules, in file order; each runs before the alerting rule at its
+    /// `alerts_before` (after all of them when that is `rules.len()`).
+    pub records: Vec<RecordState>,
     /// Next evaluation time (ms); 0 = at once.
     pub next_ms: i64,
 }
@@ -119,6 +135,7 @@ impl RuleSet {
                     name: g.name,
                     interval: g.interval,
                     rules: g.rules.into_iter().map(RuleState::new).collect(),
+                    records: g.records.into_iter().map(RecordState::new).collect(),
                     next_ms: 0,
                 })
                 .collect(),
@@ -198,6 +215,24 @@ impl RuleSet {
         self.groups.iter().map(|g| g.next_ms).min()
     }
 
+    /// The longest group interval (zero without groups).
+    pub fn max_interval(&self) -> Duration {
+        self.groups
+            .iter()
+            .map(|g| g.interval)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Every firing alert, as a firing notification (what Alertmanager is re-sent).
+    pub fn firing(&self) -> Vec<Notification> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .flat_map(RuleState::firing)
+            .collect()
+    }
+
     /// Evaluates every group due at `now_ms` against the store.
     pub async fn eval_due(&mut self, service: &QueryService, now_ms: i64) -> EvalOutput {
         let mut out = EvalOutput::default();
@@ -209,7 +244,37 @@ impl RuleSet {
             // Evaluate at aligned times, like Prometheus' group offsets (here: no offset).
             let t = now_ms - now_ms.rem_euclid(interval_ms.max(1));
             self.groups[gi].next_ms = t + interval_ms;
-            for ri in 0..self.groups[gi].rules.len() {
+            // File order: the recording rules before alerting rule `ri`, then `ri`.
+            let mut next_record = 0;
+            for ri in 0..=self.groups[gi].rules.len() {
+                while self.groups[gi]
+                    .records
+                    .get(next_record)
+                    .is_some_and(|r| r.rule.alerts_before <= ri)
+                {
+                    let res = self.eval_record(service, gi, next_record, t).await;
+                    self.metrics.evaluations.inc();
+                    let g = &mut self.groups[gi];
+                    let r = &mut g.records[next_record];
+                    r.health.last_eval_ms = t;
+                    match res {
+                        Ok(n) => {
+                            r.health.last_error = None;
+                            r.last_series = n;
+                            self.metrics.recorded_samples.inc_by(n as u64);
+                        }
+                        Err(error) => {
+                            warn!(group = %g.name, rule = %r.rule.name, %error, "recording rule evaluation failed");
+                            r.health.last_error = Some(error);
+                            r.health.failures += 1;
+                            self.metrics.evaluation_failures.inc();
+                        }
+                    }
+                    next_record += 1;
+                }
+                if ri == self.groups[gi].rules.len() {
+                    break;
+                }
                 let before = out.notifications.len();
                 let res = self.eval_rule(service, gi, ri, t, &mut out).await;
                 self.metrics.evaluations.inc();
@@ -223,6 +288,47 @@ impl RuleSet {
             }
         }
         out
+    }
+
+    /// Evaluates recording rule `ri` of group `gi` at `t` and stores its samples; the
+    /// number stored.
+    async fn eval_record(
+        &self,
+        service: &QueryService,
+        gi: usize,
+        ri: usize,
+        t: i64,
+    ) -> Result<usize, String> {
+        let opts = EvalOptions {
+            deadline: Some(std::time::Instant::now() + Duration::from_secs(30)),
+            ..self.opts.clone()
+        };
+        let state = &self.groups[gi].records[ri];
+        let selections = eval::selections(&state.rule.expr, t, t, &opts);
+        let ctx = service.session_context().map_err(|e| e.to_string())?;
+        let fetched = source::fetch(&ctx, service.db(), selections, opts.max_samples)
+            .await
+            .map_err(|e| e.to_string())?;
+        let samples = state.eval(&fetched, t, &opts)?;
+        if samples.is_empty() {
+            return Ok(0);
+        }
+        record::check_target(service.db(), &state.rule.name)?;
+        let (batch, mut problems) = record::record_batch(&samples, t);
+        let outcome = service
+            .db()
+            .write(batch, WriteOptions::default())
+            .await
+            .map_err(|e| format!("cannot store the recorded series: {e}"))?;
+        problems.extend(outcome.rejected.iter().map(|r| r.error.to_string()));
+        match problems.first() {
+            None => Ok(outcome.rows),
+            Some(first) => Err(format!(
+                "{} of {} series not stored, first: {first}",
+                problems.len(),
+                samples.len()
+            )),
+        }
     }
 
     async fn eval_rule(

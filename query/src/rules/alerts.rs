@@ -137,6 +137,14 @@ impl RuleState {
         }
     }
 
+    /// The firing alerts, as firing notifications.
+    pub fn firing(&self) -> impl Iterator<Item = Notification> + '_ {
+        self.alerts
+            .iter()
+            .filter(|(_, a)| a.state == AlertState::Firing)
+            .map(|(fp, a)| notification(&self.rule, a, *fp, None))
+    }
+
     /// Applies one evaluation's samples (labels, value) at `t`.
     pub fn apply(&mut self, samples: Vec<(Labels, f64)>, t: i64, out: &mut EvalOutput) {
         let rule = &self.rule;

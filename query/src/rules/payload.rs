@@ -1,5 +1,6 @@
-//! Alertmanager's webhook payload (`version: "4"`), as Alertmanager POSTs it to a
-//! `webhook_config` receiver.
+//! The two shapes notifications leave in: Alertmanager's webhook payload (`version: "4"`),
+//! as Alertmanager POSTs it to a `webhook_config` receiver, and the alerts Prometheus POSTs
+//! to Alertmanager's `/api/v2/alerts` ([`postable_alerts`]).
 
 use std::collections::BTreeMap;
 
@@ -49,6 +50,21 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| ZERO_TIME.to_string())
 }
 
+/// Where an alert comes from: the expression's graph page, as Prometheus links it.
+pub fn generator_url(external_url: &str, expr: &str) -> String {
+    format!(
+        "{external_url}/graph?g0.expr={}&g0.tab=1",
+        form_urlencoded::byte_serialize(expr.as_bytes()).collect::<String>()
+    )
+}
+
+fn labels_map(labels: &rigwatch_promql::value::Labels) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 fn intersect(maps: &[&BTreeMap<String, String>]) -> BTreeMap<String, String> {
     let Some((first, rest)) = maps.split_first() else {
         return BTreeMap::new();
@@ -72,18 +88,11 @@ pub fn message(
         .iter()
         .map(|n| WebhookAlert {
             status: if n.resolved { "resolved" } else { "firing" }.into(),
-            labels: n
-                .labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            labels: labels_map(&n.labels),
             annotations: n.annotations.clone(),
             starts_at: rfc3339(n.starts_at_ms),
             ends_at: n.ends_at_ms.map_or_else(|| ZERO_TIME.to_string(), rfc3339),
-            generator_url: format!(
-                "{external_url}/graph?g0.expr={}&g0.tab=1",
-                form_urlencoded::byte_serialize(n.expr.as_bytes()).collect::<String>()
-            ),
+            generator_url: generator_url(external_url, &n.expr),
             fingerprint: format!("{:016x}", n.fingerprint),
         })
         .collect();
@@ -103,4 +112,39 @@ pub fn message(
         external_url: external_url.into(),
         alerts,
     }
+}
+
+/// One alert of Alertmanager's `POST /api/v2/alerts` body (its `postableAlert`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostableAlert {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: String,
+    pub ends_at: String,
+    #[serde(rename = "generatorURL")]
+    pub generator_url: String,
+}
+
+/// The alerts of one `POST /api/v2/alerts`, as Prometheus sends them: a firing alert ends
+/// at `valid_until_ms` (Alertmanager resolves it by itself if it is not sent again by
+/// then), a resolved one at its resolution time.
+pub fn postable_alerts(
+    notes: &[Notification],
+    external_url: &str,
+    valid_until_ms: i64,
+) -> Vec<PostableAlert> {
+    notes
+        .iter()
+        .map(|n| PostableAlert {
+            labels: labels_map(&n.labels),
+            annotations: n.annotations.clone(),
+            starts_at: rfc3339(n.starts_at_ms),
+            ends_at: rfc3339(match (n.resolved, n.ends_at_ms) {
+                (true, Some(end)) => end,
+                _ => valid_until_ms,
+            }),
+            generator_url: generator_url(external_url, &n.expr),
+        })
+        .collect()
 }
