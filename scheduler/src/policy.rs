@@ -113,6 +113,7 @@ fn parse_weights(name: &str) -> Option<RigwatchWeights> {
             "deadband" => w.fairness_deadband = v,
             "packing" => w.packing = v,
             "stranding" => w.stranding = v != 0.0,
+            "shapefeed" => w.shape_feed = v != 0.0,
             "pool" => w.pool = v,
             "cpubound" => w.cpu_bound = v,
             "poolpack" => w.pool_packing = v,
@@ -489,6 +490,9 @@ pub struct RigwatchWeights {
     /// Measure fragmentation with host CPU/memory stranding ([`HostModel::Stranding`])
     /// instead of FGD's cliff.
     pub stranding: bool,
+    /// With `stranding`, feed multi-GPU shapes at their own host demand per GPU share
+    /// ([`HostModel::ShapeStranding`]) rather than the workload's mean.
+    pub shape_feed: bool,
     /// Cost per GPU share taken from a model pool, × the pool's pressure (capped at 1):
     /// keeps flexible work off models that type-constrained work will need
     /// ([`PoolPressure`]).
@@ -516,6 +520,7 @@ impl Default for RigwatchWeights {
             fairness_deadband: 0.5,
             packing: 0.0,
             stranding: true,
+            shape_feed: true,
             pool: 2.0,
             cpu_bound: 1.0,
             kappa0: 1.0,
@@ -546,7 +551,9 @@ impl Policy for Rigwatch {
         "rigwatch"
     }
     fn begin(&mut self, d: &Decision<'_>) {
-        self.fgd.host = if self.weights.stranding {
+        self.fgd.host = if self.weights.stranding && self.weights.shape_feed {
+            HostModel::ShapeStranding
+        } else if self.weights.stranding {
             HostModel::Stranding
         } else {
             HostModel::Cliff
