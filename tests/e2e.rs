@@ -14,6 +14,7 @@ mod e2e {
     pub mod compare;
     pub mod corruption;
     pub mod crash;
+    pub mod dcgm;
     pub mod dsl;
     pub mod earnings;
     pub mod harness;

@@ -4,8 +4,11 @@
 //!   model's memory, power, thermal slowdown temperature and illustrative price. The
 //!   allocator, the earnings ledger, fault detection and agent registration all read it, so
 //!   they agree on what a GPU is.
+//! - [`dcgm`]: which `gpu` field each dcgm-exporter metric carries, and where its labels
+//!   come from, so the agent's scraper and the PromQL source agree on NVIDIA's names.
 //! - [`money`]: amounts in integer micro-units, exact decimal parsing and formatting, and
 //!   currencies' minor units.
 
+pub mod dcgm;
 pub mod gpu_model;
 pub mod money;

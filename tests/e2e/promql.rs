@@ -222,6 +222,8 @@ async fn prometheus_api_answers_like_prometheus() {
     assert_eq!(
         v["data"],
         serde_json::json!([
+            // `gpu.utilization` under its dcgm-exporter name too.
+            "DCGM_FI_DEV_GPU_UTIL",
             "gpu_energy",
             "gpu_fault_code",
             "gpu_utilization",

@@ -35,6 +35,9 @@
 //! XID errors (`nvmlEventTypeXidCriticalError`, `DCGM_FI_DEV_XID_ERRORS`) are rows of
 //! `gpu_fault` (append-only): tags as above plus `kind=xid`, fields `code`, `severity`.
 //!
+//! The DCGM column is kept once, in [`rigwatch_common::dcgm::FIELDS`] (the PromQL source
+//! serves each field under that name too); a new field with a DCGM name gets its row there.
+//!
 //! These names and types are the whole schema of what an agent may write; the server
 //! refuses anything else (see [`schema`](super::schema)).
 
@@ -56,13 +59,14 @@ pub struct MetricSpec {
     pub name: &'static str,
     pub unit: &'static str,
     pub kind: Kind,
-    /// The DCGM field (also the dcgm-exporter metric name); empty if DCGM has none.
+    /// The DCGM field (also the dcgm-exporter metric name); empty if DCGM has none. From
+    /// the one table of DCGM names, [`rigwatch_common::dcgm::FIELDS`].
     pub dcgm: &'static str,
     pub nvml: &'static str,
 }
 
 macro_rules! metrics {
-    ($($variant:ident => $name:literal, $unit:literal, $kind:ident, $dcgm:literal, $nvml:literal;)*) => {
+    ($($variant:ident => $name:literal, $unit:literal, $kind:ident, $nvml:literal;)*) => {
         /// The metrics of a `gpu` row, in field order.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(usize)]
@@ -70,34 +74,40 @@ macro_rules! metrics {
 
         /// Every metric's specification, indexed by `Metric as usize`.
         pub const METRICS: &[MetricSpec] = &[
-            $(MetricSpec { name: $name, unit: $unit, kind: Kind::$kind, dcgm: $dcgm, nvml: $nvml }),*
+            $(MetricSpec {
+                name: $name,
+                unit: $unit,
+                kind: Kind::$kind,
+                dcgm: rigwatch_common::dcgm::metric_of($name),
+                nvml: $nvml,
+            }),*
         ];
     };
 }
 
 metrics! {
-    Utilization => "utilization", "%", Float, "DCGM_FI_DEV_GPU_UTIL", "nvmlDeviceGetUtilizationRates.gpu";
-    MemoryUtilization => "memory_utilization", "%", Float, "DCGM_FI_DEV_MEM_COPY_UTIL", "nvmlDeviceGetUtilizationRates.memory";
-    MemoryUsedMib => "memory_used_mib", "MiB", Int, "DCGM_FI_DEV_FB_USED", "nvmlDeviceGetMemoryInfo.used";
-    MemoryFreeMib => "memory_free_mib", "MiB", Int, "DCGM_FI_DEV_FB_FREE", "nvmlDeviceGetMemoryInfo.free";
-    Temperature => "temperature", "C", Float, "DCGM_FI_DEV_GPU_TEMP", "nvmlDeviceGetTemperature(GPU)";
-    MemoryTemperature => "memory_temperature", "C", Float, "DCGM_FI_DEV_MEMORY_TEMP", "nvmlDeviceGetFieldValues(NVML_FI_DEV_MEMORY_TEMP)";
-    PowerWatts => "power_watts", "W", Float, "DCGM_FI_DEV_POWER_USAGE", "nvmlDeviceGetPowerUsage";
-    EnergyMj => "energy_mj", "mJ", Int, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "nvmlDeviceGetTotalEnergyConsumption";
-    SmClockMhz => "sm_clock_mhz", "MHz", Int, "DCGM_FI_DEV_SM_CLOCK", "nvmlDeviceGetClockInfo(SM)";
-    MemoryClockMhz => "memory_clock_mhz", "MHz", Int, "DCGM_FI_DEV_MEM_CLOCK", "nvmlDeviceGetClockInfo(MEM)";
-    PcieTxBytesPerS => "pcie_tx_bytes_per_s", "B/s", Int, "DCGM_FI_PROF_PCIE_TX_BYTES", "nvmlDeviceGetPcieThroughput(TX)";
-    PcieRxBytesPerS => "pcie_rx_bytes_per_s", "B/s", Int, "DCGM_FI_PROF_PCIE_RX_BYTES", "nvmlDeviceGetPcieThroughput(RX)";
-    PcieReplayTotal => "pcie_replay_total", "count", Int, "DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "nvmlDeviceGetPcieReplayCounter";
-    EccSbeTotal => "ecc_sbe_total", "count", Int, "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "nvmlDeviceGetTotalEccErrors(CORRECTED,VOLATILE)";
-    EccDbeTotal => "ecc_dbe_total", "count", Int, "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "nvmlDeviceGetTotalEccErrors(UNCORRECTED,VOLATILE)";
-    RetiredPagesSbe => "retired_pages_sbe", "pages", Int, "DCGM_FI_DEV_RETIRED_SBE", "nvmlDeviceGetRetiredPages(MULTIPLE_SINGLE_BIT)";
-    RetiredPagesDbe => "retired_pages_dbe", "pages", Int, "DCGM_FI_DEV_RETIRED_DBE", "nvmlDeviceGetRetiredPages(DOUBLE_BIT)";
-    RemappedRowsCorrectable => "remapped_rows_correctable", "rows", Int, "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "nvmlDeviceGetRemappedRows.corrRows";
-    RemappedRowsUncorrectable => "remapped_rows_uncorrectable", "rows", Int, "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "nvmlDeviceGetRemappedRows.uncRows";
-    RowRemapFailure => "row_remap_failure", "bool", Int, "DCGM_FI_DEV_ROW_REMAP_FAILURE", "nvmlDeviceGetRemappedRows.isFailureOccurred";
-    ThrottleReasons => "throttle_reasons", "bitmask", Int, "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "nvmlDeviceGetCurrentClocksEventReasons";
-    ComputeProcesses => "compute_processes", "count", Int, "", "nvmlDeviceGetComputeRunningProcesses";
+    Utilization => "utilization", "%", Float, "nvmlDeviceGetUtilizationRates.gpu";
+    MemoryUtilization => "memory_utilization", "%", Float, "nvmlDeviceGetUtilizationRates.memory";
+    MemoryUsedMib => "memory_used_mib", "MiB", Int, "nvmlDeviceGetMemoryInfo.used";
+    MemoryFreeMib => "memory_free_mib", "MiB", Int, "nvmlDeviceGetMemoryInfo.free";
+    Temperature => "temperature", "C", Float, "nvmlDeviceGetTemperature(GPU)";
+    MemoryTemperature => "memory_temperature", "C", Float, "nvmlDeviceGetFieldValues(NVML_FI_DEV_MEMORY_TEMP)";
+    PowerWatts => "power_watts", "W", Float, "nvmlDeviceGetPowerUsage";
+    EnergyMj => "energy_mj", "mJ", Int, "nvmlDeviceGetTotalEnergyConsumption";
+    SmClockMhz => "sm_clock_mhz", "MHz", Int, "nvmlDeviceGetClockInfo(SM)";
+    MemoryClockMhz => "memory_clock_mhz", "MHz", Int, "nvmlDeviceGetClockInfo(MEM)";
+    PcieTxBytesPerS => "pcie_tx_bytes_per_s", "B/s", Int, "nvmlDeviceGetPcieThroughput(TX)";
+    PcieRxBytesPerS => "pcie_rx_bytes_per_s", "B/s", Int, "nvmlDeviceGetPcieThroughput(RX)";
+    PcieReplayTotal => "pcie_replay_total", "count", Int, "nvmlDeviceGetPcieReplayCounter";
+    EccSbeTotal => "ecc_sbe_total", "count", Int, "nvmlDeviceGetTotalEccErrors(CORRECTED,VOLATILE)";
+    EccDbeTotal => "ecc_dbe_total", "count", Int, "nvmlDeviceGetTotalEccErrors(UNCORRECTED,VOLATILE)";
+    RetiredPagesSbe => "retired_pages_sbe", "pages", Int, "nvmlDeviceGetRetiredPages(MULTIPLE_SINGLE_BIT)";
+    RetiredPagesDbe => "retired_pages_dbe", "pages", Int, "nvmlDeviceGetRetiredPages(DOUBLE_BIT)";
+    RemappedRowsCorrectable => "remapped_rows_correctable", "rows", Int, "nvmlDeviceGetRemappedRows.corrRows";
+    RemappedRowsUncorrectable => "remapped_rows_uncorrectable", "rows", Int, "nvmlDeviceGetRemappedRows.uncRows";
+    RowRemapFailure => "row_remap_failure", "bool", Int, "nvmlDeviceGetRemappedRows.isFailureOccurred";
+    ThrottleReasons => "throttle_reasons", "bitmask", Int, "nvmlDeviceGetCurrentClocksEventReasons";
+    ComputeProcesses => "compute_processes", "count", Int, "nvmlDeviceGetComputeRunningProcesses";
 }
 
 /// Number of metrics in a `gpu` row.
@@ -112,14 +122,11 @@ impl Metric {
     }
 
     /// The metric fed by a DCGM field name (`DCGM_FI_DEV_GPU_UTIL`, ...).
+    /// Every name DCGM has for a field is accepted (dcgm-exporter 3.x renamed the throttle
+    /// field).
     pub fn from_dcgm(name: &str) -> Option<Metric> {
-        // dcgm-exporter 3.x renamed the throttle field; accept both.
-        if name == "DCGM_FI_DEV_CLOCKS_EVENT_REASONS" {
-            return Some(Metric::ThrottleReasons);
-        }
-        Metric::ALL
-            .into_iter()
-            .find(|m| !m.spec().dcgm.is_empty() && m.spec().dcgm == name)
+        let field = rigwatch_common::dcgm::field_of(name)?;
+        Metric::ALL.into_iter().find(|m| m.spec().name == field)
     }
 }
 
@@ -365,6 +372,21 @@ mod tests {
             Some(Metric::MemoryUsedMib)
         );
         assert_eq!(Metric::from_dcgm(""), None);
+        assert_eq!(
+            Metric::from_dcgm("DCGM_FI_DEV_CLOCKS_EVENT_REASONS"),
+            Some(Metric::ThrottleReasons)
+        );
+        assert_eq!(Metric::Temperature.spec().dcgm, "DCGM_FI_DEV_GPU_TEMP");
+        assert_eq!(Metric::ComputeProcesses.spec().dcgm, "");
+        // Every DCGM name is of a field the agent writes (a metric or an attribute).
+        for d in rigwatch_common::dcgm::FIELDS {
+            assert!(
+                METRICS.iter().any(|m| m.name == d.field)
+                    || GpuLine::ATTRIBUTES.iter().any(|(a, _)| *a == d.field),
+                "{} names no field of `gpu`",
+                d.metric
+            );
+        }
     }
 
     #[test]

@@ -564,11 +564,7 @@ async fn labels(
             names.insert("__name__".to_string());
         }
         for m in metrics {
-            for c in &m.table.columns {
-                if c.kind == rigwatch_storage::schema::ColumnKind::Tag {
-                    names.insert(c.name.clone());
-                }
-            }
+            names.extend(m.label_names());
         }
         names
     } else {
@@ -621,24 +617,10 @@ async fn metadata(
         if wanted.is_some_and(|w| w != m.name) || data.len() >= limit {
             continue;
         }
-        let kind = if m.name.ends_with("_total") || m.field.ends_with("_total") {
-            "counter"
-        } else if m.field == "value" {
-            "unknown"
-        } else {
-            "gauge"
-        };
+        let (kind, help) = m.metadata();
         data.insert(
             m.name.clone(),
-            serde_json::json!([{
-                "type": kind,
-                "help": if m.field.is_empty() {
-                    format!("counter derived from the rows of table `{}`", m.table.name)
-                } else {
-                    format!("field `{}` of table `{}`", m.field, m.table.name)
-                },
-                "unit": "",
-            }]),
+            serde_json::json!([{ "type": kind, "help": help, "unit": "" }]),
         );
     }
     Ok(axum::Json(serde_json::json!({"status": "success", "data": data})).into_response())

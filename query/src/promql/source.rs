@@ -2,7 +2,8 @@
 //!
 //! Name mapping (DESIGN.md): metric `<table>_<field>` reads field `<field>` of `<table>`; a
 //! table written in Prometheus form (field `value`) reads back as `<table>`. Tags become
-//! labels. Each selector the evaluator will read ([`rigwatch_promql::eval::selections`]) is
+//! labels. Table `gpu` also reads back under dcgm-exporter's metric and label names
+//! ([`view`]), over the same rows. Each selector the evaluator will read ([`rigwatch_promql::eval::selections`]) is
 //! planned on DataFusion with its time span and its equality matchers pushed into the scan,
 //! so a query over one GPU reads one GPU's data; regex matchers are applied to the label sets
 //! afterwards, once per series. The scan runs in the caller's (possibly supplier-scoped)
@@ -25,8 +26,11 @@ use rigwatch_storage::FieldType;
 use rigwatch_storage::schema::{ColumnKind, TableDef};
 
 mod series;
+mod view;
 
 use series::SeriesAccumulator;
+pub use view::{DCGM_TABLE, View};
+use view::{LabelPlan, Pushdown};
 
 /// One metric name and where it lives.
 #[derive(Debug, Clone)]
@@ -34,6 +38,8 @@ pub struct MetricRef {
     pub name: String,
     pub table: Arc<TableDef>,
     pub field: String,
+    /// Which names its series carry.
+    pub view: View,
 }
 
 /// Whether a field type can be read as a float sample.
@@ -64,6 +70,7 @@ pub fn metrics(ctx: &SessionContext, db: &rigwatch_storage::Db) -> Vec<MetricRef
                 name: d.metric.to_string(),
                 table: def.clone(),
                 field: String::new(),
+                view: View::Native,
             });
         }
         for c in &def.columns {
@@ -74,19 +81,13 @@ pub fn metrics(ctx: &SessionContext, db: &rigwatch_storage::Db) -> Vec<MetricRef
                     name: metric_name(&name, &c.name),
                     table: def.clone(),
                     field: c.name.clone(),
+                    view: View::Native,
                 });
             }
         }
+        out.extend(view::dcgm_metrics(&def));
     }
     out
-}
-
-fn tag_names(def: &TableDef) -> Vec<String> {
-    def.columns
-        .iter()
-        .filter(|c| c.kind == ColumnKind::Tag)
-        .map(|c| c.name.clone())
-        .collect()
 }
 
 fn ts(ns: i64) -> Expr {
@@ -278,12 +279,12 @@ pub async fn fetch(
     Ok(out)
 }
 
-/// The metrics a selector's `__name__` matchers allow, grouped by table.
+/// The metrics a selector's `__name__` matchers allow, grouped by table and view.
 fn candidates<'a>(
     catalog: &'a [MetricRef],
     matchers: &[Matcher],
-) -> Vec<(Arc<TableDef>, Vec<&'a MetricRef>)> {
-    let mut by_table: Vec<(Arc<TableDef>, Vec<&MetricRef>)> = Vec::new();
+) -> Vec<(Arc<TableDef>, View, Vec<&'a MetricRef>)> {
+    let mut by_table: Vec<(Arc<TableDef>, View, Vec<&MetricRef>)> = Vec::new();
     for m in catalog.iter().filter(|m| !m.field.is_empty()) {
         let ok = matchers
             .iter()
@@ -292,9 +293,12 @@ fn candidates<'a>(
         if !ok {
             continue;
         }
-        match by_table.iter_mut().find(|(t, _)| t.name == m.table.name) {
-            Some((_, v)) => v.push(m),
-            None => by_table.push((m.table.clone(), vec![m])),
+        match by_table
+            .iter_mut()
+            .find(|(t, view, _)| t.name == m.table.name && *view == m.view)
+        {
+            Some((_, _, v)) => v.push(m),
+            None => by_table.push((m.table.clone(), m.view, vec![m])),
         }
     }
     by_table
@@ -318,42 +322,28 @@ async fn fetch_one(
             result.extend(derived_series(ctx, &m.table, d, sel, total).await?);
         }
     }
-    'tables: for (def, metrics) in candidates(catalog, &sel.matchers) {
-        let tags = tag_names(&def);
+    for (def, view, metrics) in candidates(catalog, &sel.matchers) {
+        let plan = LabelPlan::new(&def, view);
+        // Matchers no row of this view can satisfy skip the scan; regex matchers run on
+        // the label sets below.
+        let Some(pushdowns) = plan.translate(&sel.matchers) else {
+            continue;
+        };
         let mut filter = column("time")
             .gt_eq(ts(ms_to_ns(sel.min_t)))
             .and(column("time").lt_eq(ts(ms_to_ns(sel.max_t))));
-        for m in sel.matchers.iter().filter(|m| m.name != METRIC_NAME) {
-            if !tags.contains(&m.name) {
-                // The label does not exist in this table: it reads as "".
-                if !m.matches("") {
-                    continue 'tables;
-                }
-                continue;
-            }
-            match m.op {
-                MatchOp::Equal if m.value.is_empty() => {
-                    filter = filter.and(column(&m.name).is_null());
-                }
-                MatchOp::Equal => {
-                    filter = filter.and(column(&m.name).eq(tag_lit(&m.value)));
-                }
-                MatchOp::NotEqual if !m.value.is_empty() => {
-                    filter = filter.and(
-                        column(&m.name)
-                            .is_null()
-                            .or(column(&m.name).not_eq(tag_lit(&m.value))),
-                    );
-                }
-                // Regex matchers run on the label sets below.
-                _ => {}
-            }
+        for p in pushdowns {
+            filter = filter.and(match p {
+                Pushdown::IsNull(c) => column(&c).is_null(),
+                Pushdown::Eq(c, v) => column(&c).eq(tag_lit(&v)),
+                Pushdown::NotEq(c, v) => column(&c).is_null().or(column(&c).not_eq(tag_lit(&v))),
+            });
         }
-        let mut cols: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let mut cols: Vec<&str> = plan.columns.iter().map(|(c, _)| c.as_str()).collect();
         cols.extend(metrics.iter().map(|m| m.field.as_str()));
         cols.push("time");
         let batches = scan(ctx, &def.name, &cols, filter).await?;
-        let mut acc = SeriesAccumulator::new(tags.len(), metrics.len());
+        let mut acc = SeriesAccumulator::new(plan.columns.len(), metrics.len());
         for b in &batches {
             acc.push(b)?;
             if *total + acc.samples > max_samples {
@@ -366,15 +356,7 @@ async fn fetch_one(
                 if samples.is_empty() {
                     continue;
                 }
-                let labels = Labels::from_pairs(
-                    tags.iter()
-                        .zip(&tag_values)
-                        .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
-                        .chain(std::iter::once((
-                            METRIC_NAME.to_string(),
-                            metrics[i].name.clone(),
-                        ))),
-                );
+                let labels = plan.labels(&tag_values, &metrics[i].name);
                 if !sel
                     .matchers
                     .iter()
