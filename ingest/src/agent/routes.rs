@@ -188,7 +188,15 @@ pub fn router(mut state: AgentState) -> std::io::Result<Router> {
     adopt_registered(&registry, &claims)?;
     let batches = dedup::Batches::seeded(std::mem::take(&mut state.seen_batches));
     Ok(Router::new()
-        .route("/api/v1/agent/register", post(register::register))
+        // Registrations take a write slot too: each is a durable write, and a fleet
+        // starting at once must be told "later" rather than left to time out.
+        .route(
+            "/api/v1/agent/register",
+            post(register::register).layer(axum::middleware::from_fn_with_state(
+                state.admission.clone(),
+                crate::admission::admit,
+            )),
+        )
         .route("/api/v1/agent/inventory", get(inventory))
         .route(
             "/api/v1/agent/write",
