@@ -389,3 +389,21 @@ pub fn seed(default: u64) -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
 }
+
+/// Runs `rigwatch rules check` on a file `bad.yml` holding `yaml`: the exit code, stderr and
+/// stdout.
+pub fn rules_check(yaml: &str) -> (Option<i32>, String, String) {
+    let dir = temp_dir();
+    let file = dir.path().join("bad.yml");
+    std::fs::write(&file, yaml).expect("write the rules file");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rigwatch"))
+        .args(["rules", "check"])
+        .arg(&file)
+        .output()
+        .expect("run rigwatch rules check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}

@@ -674,20 +674,10 @@ async fn health_state_survives_a_restart() {
 
 #[test]
 fn rules_check_reports_line_and_reason() {
-    let dir = temp_dir();
-    let bad = dir.path().join("bad.yml");
-    std::fs::write(
-        &bad,
+    let (code, stderr, _) = super::harness::rules_check(
         "groups:\n  - name: g\n    rules:\n      - alert: Hot\n        expr: gpu_temperature > \n        for: 5m\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rigwatch"))
-        .args(["rules", "check"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    );
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("bad.yml:5:") && stderr.contains("invalid expr"),
         "{stderr}"

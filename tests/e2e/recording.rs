@@ -256,20 +256,10 @@ async fn recorded_series_are_queryable_and_scoped_by_supplier() {
 
 #[test]
 fn rules_check_places_a_bad_recording_rule() {
-    let dir = temp_dir();
-    let bad = dir.path().join("bad.yml");
-    std::fs::write(
-        &bad,
+    let (code, stderr, _) = super::harness::rules_check(
         "groups:\n  - name: g\n    rules:\n      - record: ok:sum\n        expr: sum(gpu_power)\n      - record: gpu-util\n        expr: avg(gpu_utilization)\n      - record: x:y\n        expr: avg(gpu_utilization\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rigwatch"))
-        .args(["rules", "check"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    );
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr
             .contains("bad.yml:6:17: group \"g\", rule \"gpu-util\": invalid recording rule name"),
@@ -279,22 +269,9 @@ fn rules_check_places_a_bad_recording_rule() {
         stderr.contains("bad.yml:9:") && stderr.contains("rule \"x:y\": invalid expr"),
         "{stderr}"
     );
-    let good = dir.path().join("good.yml");
-    std::fs::write(
-        &good,
+    let (code, stderr, stdout) = super::harness::rules_check(
         "groups:\n  - name: g\n    rules:\n      - record: ok:sum\n        expr: sum(gpu_power)\n        labels:\n          scope: fleet\n      - alert: High\n        expr: ok:sum > 1000\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rigwatch"))
-        .args(["rules", "check"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("1 alerting, 1 recording"), "{stdout}");
 }
