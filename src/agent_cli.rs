@@ -63,6 +63,17 @@ pub struct AgentArgs {
     #[arg(long, env = "RIGWATCH_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_backoff: Duration,
 
+    /// Time between rows of table `host` (CPU, memory, swap, disk use and I/O, network
+    /// errors of this machine, from /proc); 0 sends none. With --simulate the host is
+    /// simulated too.
+    #[arg(long, env = "RIGWATCH_HOST_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub host_interval: Duration,
+
+    /// The file system whose size and use `host` rows report (give the one your jobs'
+    /// data lives on).
+    #[arg(long, env = "RIGWATCH_HOST_DISK", default_value = "/")]
+    pub host_disk: PathBuf,
+
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "RIGWATCH_LOG", default_value = "info")]
     pub log: String,
@@ -111,6 +122,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     config.interval = args.interval;
     config.spool_max_bytes = args.spool_max.as_u64();
     config.backoff_max = args.max_backoff;
+    config.host_interval = (!args.host_interval.is_zero()).then_some(args.host_interval);
+    if config.host_interval.is_some() {
+        rigwatch_ingest::agent::host::check_disk(&args.host_disk).map_err(anyhow::Error::msg)?;
+    }
+    config.host_disk = args.host_disk.clone();
     eprintln!(
         "rigwatch agent: worker `{worker}` sending to {} every {:?} (spool {})",
         args.server,

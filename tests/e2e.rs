@@ -15,10 +15,12 @@ mod e2e {
     pub mod corruption;
     pub mod crash;
     pub mod dcgm;
+    pub mod dcgm_rules;
     pub mod dsl;
     pub mod earnings;
     pub mod harness;
     pub mod health;
+    pub mod host;
     pub mod ledger;
     pub mod limits;
     pub mod models;

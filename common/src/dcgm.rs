@@ -11,9 +11,11 @@
 //! - the PromQL source serves every field under its DCGM name too, with the labels of
 //!   [`LABELS`], over the same rows (no second copy).
 //!
-//! A field the agent does not write (the profiling fields `DCGM_FI_PROF_PIPE_TENSOR_ACTIVE`,
-//! `DCGM_FI_PROF_GR_ENGINE_ACTIVE`, ...) is not in [`FIELDS`]: a query for it has no series.
-//! A new `gpu` field with a DCGM counterpart gets its row here.
+//! The profiling fields (`DCGM_FI_PROF_SM_ACTIVE`, `DCGM_FI_PROF_PIPE_TENSOR_ACTIVE`, ...)
+//! are ratios (0 to 1) in DCGM and in the `gpu` row alike; a GPU that cannot measure them
+//! has no value (never zero), so a query for one has no series of that GPU. A DCGM field the
+//! agent does not write (`DCGM_FI_PROF_PIPE_FP64_ACTIVE`, ...) is not in [`FIELDS`]: a query
+//! for it has no series. A new `gpu` field with a DCGM counterpart gets its row here.
 
 /// Whether dcgm-exporter publishes a field as a gauge or a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +212,47 @@ pub const FIELDS: &[DcgmField] = &[
         Gauge,
         "Current clock event reasons (bitmask of nvmlClocksEventReasons).",
     ),
+    // The profiling (activity) fields: ratios over the sample interval, on GPUs that have
+    // them (DCGM's profiling module on data-centre GPUs; NVML GPM on Hopper and newer).
+    f(
+        "gr_engine_active",
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        Gauge,
+        "Ratio of time the graphics engine is active.",
+    ),
+    f(
+        "sm_active",
+        "DCGM_FI_PROF_SM_ACTIVE",
+        Gauge,
+        "The ratio of cycles an SM has at least 1 warp assigned.",
+    ),
+    f(
+        "sm_occupancy",
+        "DCGM_FI_PROF_SM_OCCUPANCY",
+        Gauge,
+        "The ratio of number of warps resident on an SM.",
+    ),
+    f(
+        "tensor_active",
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+        Gauge,
+        "Ratio of cycles the tensor (HMMA) pipe is active.",
+    ),
+    f(
+        "dram_active",
+        "DCGM_FI_PROF_DRAM_ACTIVE",
+        Gauge,
+        "Ratio of cycles the device memory interface is active sending or receiving data.",
+    ),
+];
+
+/// The activity (profiling) fields of [`FIELDS`]: measured only on GPUs that support them.
+pub const ACTIVITY_FIELDS: [&str; 5] = [
+    "gr_engine_active",
+    "sm_active",
+    "sm_occupancy",
+    "tensor_active",
+    "dram_active",
 ];
 
 /// The field a dcgm-exporter metric carries, if the agent writes it.
@@ -310,7 +353,15 @@ mod tests {
             field_of("DCGM_FI_DEV_CLOCKS_EVENT_REASONS"),
             Some("throttle_reasons")
         );
-        assert_eq!(field_of("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"), None);
+        assert_eq!(
+            field_of("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"),
+            Some("tensor_active")
+        );
+        // A DCGM field the agent does not write.
+        assert_eq!(field_of("DCGM_FI_PROF_PIPE_FP64_ACTIVE"), None);
+        for a in ACTIVITY_FIELDS {
+            assert!(metric_of(a).starts_with("DCGM_FI_PROF_"), "{a}");
+        }
         assert_eq!(
             metric_of("throttle_reasons"),
             "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS"

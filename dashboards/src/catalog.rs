@@ -2,8 +2,9 @@
 //! their export as Grafana dashboard JSON against rigwatch's Prometheus API.
 //!
 //! A dashboard file is `{"title", "description", "variables": [..], "panels": [{"title",
-//! "expr", "unit", "legend"}]}`; `$name` in an expression refers to a variable (the portal
-//! fills `$gpu` with the GPU being shown; Grafana gets a query variable for it).
+//! "expr", "unit", "legend", "absent"?}]}`; `$name` in an expression refers to a variable
+//! (the portal fills `$gpu` with the GPU being shown, `$worker` with the worker; Grafana
+//! gets a query variable for each).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -22,6 +23,10 @@ pub struct Panel {
     /// Legend template (Grafana's `legendFormat`), e.g. `{{gpu_uuid}}`.
     #[serde(default)]
     pub legend: String,
+    /// What the portal says instead of "no data" when the subject reports other readings
+    /// but never this one (a field some models cannot measure).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub absent: String,
 }
 
 /// A variable the expressions use (`$name`), filled from a label's values.
@@ -70,6 +75,9 @@ fn grafana_unit(unit: &str) -> &str {
         "watts" => "watt",
         "mib" => "mbytes",
         "mhz" => "rotmhz",
+        "ratio" => "percentunit",
+        "bytes" => "bytes",
+        "bytes_per_s" => "Bps",
         other => other,
     }
 }

@@ -42,11 +42,12 @@ pub enum Noun {
     Jobs,
     Earnings,
     Heartbeats,
+    Hosts,
     Payouts,
 }
 
 impl Noun {
-    pub const ALL: [Noun; 8] = [
+    pub const ALL: [Noun; 9] = [
         Noun::Gpus,
         Noun::Faults,
         Noun::Health,
@@ -54,6 +55,7 @@ impl Noun {
         Noun::Jobs,
         Noun::Earnings,
         Noun::Heartbeats,
+        Noun::Hosts,
         Noun::Payouts,
     ];
 
@@ -67,6 +69,7 @@ impl Noun {
             Noun::Jobs => "jobs",
             Noun::Earnings => "earnings",
             Noun::Heartbeats => "heartbeats",
+            Noun::Hosts => "hosts",
             Noun::Payouts => "payouts",
         }
     }

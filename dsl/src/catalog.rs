@@ -66,6 +66,7 @@ impl Noun {
             Noun::Jobs => "job",
             Noun::Earnings => "earnings",
             Noun::Heartbeats => "heartbeat",
+            Noun::Hosts => "host",
             Noun::Payouts => "payout",
         }
     }
@@ -84,7 +85,7 @@ impl Noun {
         match self {
             // A GPU is (supplier, UUID).
             Noun::Gpus => Some(&["supplier", "gpu_uuid"]),
-            Noun::Heartbeats => Some(&["supplier", "worker"]),
+            Noun::Heartbeats | Noun::Hosts => Some(&["supplier", "worker"]),
             _ => None,
         }
     }

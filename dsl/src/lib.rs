@@ -10,7 +10,7 @@
 //! ```
 //!
 //! A pipeline is a source (`gpus`, `faults`, `health`, `leases`, `jobs`, `earnings`,
-//! `heartbeats`, or `promql("…")`) with an optional time range, then stages separated by
+//! `heartbeats`, `hosts`, `payouts`, or `promql("…")`) with an optional time range, then stages separated by
 //! `|`. It lowers to ONE SQL statement over the same tables as `/api/v1/sql`, and the server
 //! runs it in the caller's scoped session: a supplier sees only its own rows through the
 //! DSL exactly as through SQL, because the scoping is below both. Field names are checked

@@ -145,7 +145,7 @@ pub const STAGES: &[&str] = &[
     "where", "extend", "stats", "join", "sort", "top", "select", "fill", "explain",
 ];
 const SOURCES: &str =
-    "gpus, faults, health, leases, jobs, earnings, heartbeats, payouts or promql(…)";
+    "gpus, faults, health, leases, jobs, earnings, heartbeats, hosts, payouts or promql(…)";
 
 impl<'a> P<'a> {
     fn span(&self, start: &'a str, end: &'a str) -> Span {

@@ -6,7 +6,7 @@
 //!  │ Collector: nvml::Nvml | sim::Simulator | dcgm::…  │        │ gzip → POST /api/v1/agent/write│
 //!  │   inventory() once, then every --interval:        │ batch  │   2xx: done                    │
 //!  │   sample(now) + events(now) → line protocol       ├───────►│   down: spool (on disk, bounded│
-//!  │   (gpu, gpu_fault, heartbeat rows)                │        │   oldest dropped, counted) and │
+//!  │   (gpu, gpu_fault, heartbeat, host rows)          │        │   oldest dropped, counted) and │
 //!  └──────────────────────────────────────────────────┘        │   drain in order when back     │
 //!                                                               └───────────────────────────────┘
 //!   server: routes::router — register (gpu_inventory; claims: a GPU belongs to the first
@@ -23,6 +23,7 @@ pub mod claims;
 pub mod dcgm;
 pub mod dedup;
 pub mod fields;
+pub mod host;
 pub mod lag;
 pub mod nvml;
 pub mod registry;
@@ -70,6 +71,12 @@ pub trait Collector: Send + 'static {
 
     /// Appends the fault events (XID errors) seen since the last call.
     fn events(&mut self, now_ns: i64, out: &mut Vec<GpuEvent>);
+
+    /// Reads the host the GPUs sit in (table `host`) into `out`. Real collectors read this
+    /// machine through `proc`; the simulator simulates a host of its own.
+    fn host(&mut self, now_ns: i64, proc: &mut host::ProcHost, out: &mut host::HostSample) {
+        proc.sample(now_ns, out);
+    }
 }
 
 impl Collector for Box<dyn Collector> {
@@ -81,6 +88,9 @@ impl Collector for Box<dyn Collector> {
     }
     fn events(&mut self, now_ns: i64, out: &mut Vec<GpuEvent>) {
         (**self).events(now_ns, out)
+    }
+    fn host(&mut self, now_ns: i64, proc: &mut host::ProcHost, out: &mut host::HostSample) {
+        (**self).host(now_ns, proc, out)
     }
 }
 

@@ -107,6 +107,12 @@ async fn seed_agent(http: &reqwest::Client, base: &str, t: &Tenant) {
             "heartbeat,region=r-{m} seq={k}i,gpus=2i,agent_version=\"v-{m}\" {ts}\n",
             m = t.mark
         ));
+        lp.push_str(&format!(
+            "host,region=r-{m} cpu_utilization={},cpu_count=32i,memory_total_mib=65536i,memory_used_mib={}i,net_rx_errors_total={k}i {ts}\n",
+            30 + k,
+            1000 * k,
+            m = t.mark
+        ));
     }
     // An application XID (no hardware fault, so the GPU stays placeable).
     lp.push_str(&format!(
@@ -176,6 +182,9 @@ const SQL: &[&str] = &[
     "SELECT CASE WHEN gpu_uuid <> '' THEN CAST(concat(gpu_uuid, 'x') AS INT) ELSE 0 END FROM gpu",
     "SELECT arrow_cast(gpu_uuid, 'Int32') FROM gpu",
     "SELECT * FROM heartbeat WHERE CAST(agent_version AS INT) = 1",
+    "SELECT * FROM host",
+    "SELECT * FROM host WHERE CAST(worker AS INT) = 0 OR CAST(region AS INT) = 0",
+    "SELECT worker, max(cpu_utilization) FROM host GROUP BY worker",
     "SELECT * FROM gpu_fault WHERE CAST(severity AS BIGINT) > 0",
     "SELECT * FROM gpu_inventory WHERE CAST(driver_version AS INT) = 1",
     "SELECT regexp_match(gpu_uuid, '(') FROM gpu",
@@ -231,6 +240,8 @@ const DSL: &[&str] = &[
     "gpus | where xid_class(driver_version) == \"x\"",
     "faults | extend c = xid_class(code) | stats count() by c, severity, gpu_uuid",
     "heartbeats | stats max(seq), max(rate(seq, 1m)) by worker, agent_version, region",
+    "hosts | stats max(cpu_utilization), max(rate(net_rx_errors_total, 1m)) by worker, region, supplier",
+    "hosts | join gpus on worker | select hosts.worker, gpus.gpu_uuid",
     "leases | stats count() by supplier, gpu_uuid, worker",
     "leases | join gpus on gpu_uuid | stats count() by gpus.worker, gpus.region, leases.supplier",
     "gpus | join leases on gpu_uuid == gpu_uuid | select leases.worker, gpus.driver_version",
@@ -256,6 +267,8 @@ const PROMQL: &[&str] = &[
     "topk(1, gpu_utilization)",
     "count_values(\"v\", gpu_temperature)",
     "group by (region) (heartbeat_seq)",
+    "host_cpu_utilization",
+    "max by (worker, region, supplier) (rate(host_net_rx_errors_total[1m]))",
     "rigwatch_earnings_total",
     "rigwatch_faults_total",
     "gpu_fault_code",
@@ -436,6 +449,7 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
         ("gpu", "gpu_uuid", b.uuids[0].as_str()),
         ("gpu", "worker", b.worker.as_str()),
         ("heartbeat", "supplier", b.name.as_str()),
+        ("host", "worker", b.worker.as_str()),
     ] {
         let fake = real.replace(&b.mark, "qzzzzzzzzzzzz");
         let mut answers = Vec::new();
@@ -458,6 +472,7 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
                 "{} | where {col} == \"{v}\" | stats count() as n",
                 match table {
                     "heartbeat" => "heartbeats",
+                    "host" => "hosts",
                     _ => "gpus",
                 }
             );

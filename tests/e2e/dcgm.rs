@@ -7,8 +7,9 @@
 //! through the Prometheus HTTP API the way Grafana sends it, with the token as the Basic
 //! password: variables through `/api/v1/label/<name>/values` and `/api/v1/series`, panels
 //! through `/api/v1/query_range` and `/api/v1/query`, with `$var` replaced by the "All" regex
-//! and by values the variable queries returned. Each must return series, except a panel on a
-//! DCGM field the agent does not write (the profiling fields), which must return none.
+//! and by values the variable queries returned. Each must return series. The profiling
+//! (activity) fields have series for the data-centre GPUs only: the consumer cards cannot
+//! measure them, so they have none (never zeros).
 //!
 //! Also: the DCGM names read the same rows as rigwatch's own (`DCGM_FI_DEV_GPU_TEMP` sums to
 //! `gpu_temperature`), metadata lists them, and a supplier's token sees only its own GPUs
@@ -459,14 +460,18 @@ async fn nvidias_dcgm_dashboard_runs_unchanged_on_agent_data() {
             }
         }
     }
-    // The profiling fields are not written today: no series, no error.
-    for name in [
-        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
-        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
-    ] {
-        if !written(&server, name).await {
-            assert!(grafana.panel(name).await.is_empty(), "{name}");
-        }
+    // The activity (profiling) fields: a series per H100, none for the GeForce cards, which
+    // cannot measure them (absent, not zero).
+    for field in dcgm::ACTIVITY_FIELDS {
+        let name = dcgm::metric_of(field);
+        let series = grafana.panel(name).await;
+        assert_eq!(series.len(), 4, "{name}: {series:?}");
+        assert!(
+            series.iter().all(|s| s["metric"]["modelName"] == "H100"),
+            "{name}: {series:?}"
+        );
+        let value: f64 = series[0]["values"][0][1].as_str().unwrap().parse().unwrap();
+        assert!((0.0..=1.0).contains(&value), "{name} is a ratio: {value}");
     }
 
     // The same rows under both names: sums agree at every step.

@@ -152,6 +152,24 @@ try {
   });
   const drawn7d = await page.$$eval('.chart canvas', (c) => c.length);
   if (drawn7d < 4) fail(`only ${drawn7d} charts drawn for 7 days`);
+  // Activity this GPU's rows never carry is "not available", not "no data" (nor a zero line).
+  const absent = await page.$$eval('.chart .absent', (p) => p.map((x) => x.textContent));
+  if (absent.length !== 3 || !absent.every((t) => t.includes('not available on this model'))) fail(`activity panels: ${JSON.stringify(absent)}`);
+
+  if (!PERF) {
+    // 4b. The worker's host: its latest reading and charts, one click from the GPU.
+    const now = nowNs();
+    await write([0n, 1n, 2n].map((k) => `host,supplier=${SUPPLIER},worker=w-live cpu_utilization=${37n + k},cpu_count=64i,memory_total_mib=262144i,memory_used_mib=131072i,`
+      + `disk_total_bytes=4000000000000i,disk_used_bytes=1000000000000i,disk_busy_percent=12,net_rx_errors_total=0i,net_tx_errors_total=0i ${now - (2n - k) * 10000000000n}`).join('\n') + '\n');
+    await page.click('#gpu-now a[href^="#/worker/"]');
+    await page.waitForSelector('body[data-worker-ready="w-live"]');
+    await page.waitForFunction(() => (document.querySelector('#host-cpu') || {}).textContent === '39 %');
+    const hostCharts = await page.$$eval('.chart canvas', (c) => c.length);
+    if (hostCharts < 4) fail(`only ${hostCharts} host charts drawn`);
+    await shot(page, '03b-worker-host');
+    await page.goBack();
+    await page.waitForSelector(`body[data-gpu-ready="${target}"]`);
+  }
 
   if (!PERF) {
     // 5. An injected fault appears on the GPU page, with its recommended action.

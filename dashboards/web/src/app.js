@@ -259,7 +259,7 @@ async function overview() {
       const mem = g.memory_used_mib !== undefined ? `${fmt(g.memory_used_mib, 0)}${g.memory_total_mib ? ' / ' + fmt(g.memory_total_mib, 0) : ''}` : '–';
       return `<tr data-gpu="${esc(g.gpu_uuid)}" class="${changedSet.has(g.gpu_uuid) ? 'flash' : ''}">
         <td><a href="#/gpu/${encodeURIComponent(g.gpu_uuid)}">${esc(g.gpu_uuid)}</a></td><td>${esc(g.model)}</td>
-        ${isOperator() ? `<td>${esc(g.supplier)}</td>` : ''}<td>${esc(g.worker)}</td>
+        ${isOperator() ? `<td>${esc(g.supplier)}</td>` : ''}<td><a href="#/worker/${encodeURIComponent(g.worker || '')}">${esc(g.worker)}</a></td>
         <td class="${cls}" title="${esc(why)}">${h}</td>
         <td class="num util">${fmt(g.utilization)}</td><td class="num">${fmt(g.temperature)}</td>
         <td class="num">${fmt(g.power_watts)}</td><td class="num">${mem}</td>
@@ -314,13 +314,111 @@ function faultMarkers(getFaults) {
   };
 }
 
+// Substitutes `$name` variables in a panel's expression (values quoted for PromQL).
+const fillVars = (expr, vars) => expr.replace(/\$(\w+)/g, (m, k) => (k in vars ? String(vars[k]).replace(/["\\]/g, '\\$&') : m));
+
+// Draws a dashboard's panels for the last `seconds` into `#charts` of `page`. A panel with
+// `absent` says so instead of "no data" when its subject reported other readings in the
+// range (`presence`, the first panel's expression): a field the model cannot measure.
+async function drawPanels(page, dash, vars, seconds, plugins = () => []) {
+  for (const b of page.querySelectorAll('[data-range]')) b.classList.toggle('active', Number(b.dataset.range) === seconds);
+  for (const c of state.charts) c.destroy();
+  state.charts = [];
+  const end = Math.floor(Date.now() / 1000), start = end - seconds;
+  const step = Math.max(10, Math.ceil(seconds / 720));
+  const box = $('#charts', page);
+  box.innerHTML = '';
+  let presence;
+  const reported = () => (presence ??= promRange(fillVars(dash.panels[0].expr, vars), start, end, step).then((r) => r.length > 0, () => false));
+  await Promise.all(dash.panels.map(async (p, i) => {
+    const div = document.createElement('div');
+    div.className = 'card chart';
+    div.id = 'chart-' + i;
+    div.innerHTML = `<h3>${esc(p.title)}</h3>`;
+    box.appendChild(div);
+    try {
+      const result = await promRange(fillVars(p.expr, vars), start, end, step);
+      const xs = [];
+      for (let t = start; t <= end; t += step) xs.push(t);
+      const index = new Map(xs.map((t, j) => [t, j]));
+      const series = result.map((s) => {
+        const ys = new Array(xs.length).fill(null);
+        for (const [t, v] of s.values) { const j = index.get(Math.round(t)); if (j !== undefined) ys[j] = Number(v); }
+        return ys;
+      });
+      if (!series.length) {
+        const absent = p.absent && i > 0 && await reported();
+        div.insertAdjacentHTML('beforeend', absent ? `<p class="muted absent">${esc(p.absent)}</p>` : '<p class="muted">no data in this range</p>');
+        return;
+      }
+      const u = new uPlot({
+        width: Math.max(400, div.clientWidth - 28), height: 220,
+        cursor: { drag: { x: true, y: false } },
+        series: [{}, ...series.map(() => ({ label: p.legend || p.title, stroke: '#58a6ff', width: 1.5 }))],
+        axes: [{ stroke: '#8a96a3' }, { stroke: '#8a96a3', label: p.unit }],
+        plugins: plugins(),
+      }, [xs, ...series], div);
+      state.charts.push(u);
+    } catch (e) {
+      div.insertAdjacentHTML('beforeend', `<p class="error">${esc(e.message)}</p>`);
+    }
+  }));
+  document.body.dataset.range = String(seconds);
+}
+
+const RANGES = [['15m', 900], ['1h', 3600], ['6h', 21600], ['24h', 86400], ['7d', 604800]];
+const rangeButtons = () => `<section class="card"><div class="ranges">${RANGES.map(([n, s]) => `<button class="secondary" data-range="${s}">${n}</button>`).join('')}
+      <span class="muted">drag on a chart to zoom, double-click to reset</span></div></section>`;
+
+// The latest `host` row of a worker, summarised; '' when there is none.
+async function hostSummary(worker) {
+  if (!state.tables.has('host')) await refreshTables();
+  if (!state.tables.has('host')) return '';
+  const rows = await sql(`SELECT * FROM host WHERE worker = ${sqlStr(worker)} ORDER BY time DESC LIMIT 1`);
+  if (!rows.length) return '';
+  const h = rows[0];
+  const pct = (a, b) => (a !== null && a !== undefined && b ? fmt(100 * a / b, 0) + ' %' : '–');
+  const swap = (h.swap_in_pages_per_s ?? 0) + (h.swap_out_pages_per_s ?? 0);
+  return `<div><b id="host-cpu">${fmt(h.cpu_utilization, 0)} %</b>CPU (${fmt(h.cpu_count, 0)})</div>
+    <div><b>${pct(h.memory_used_mib, h.memory_total_mib)}</b>memory used</div>
+    <div><b class="${swap > 0 ? 'health-warn' : ''}">${fmt(swap, 0)}</b>pages swapped / s</div>
+    <div><b>${pct(h.disk_used_bytes, h.disk_total_bytes)}</b>disk used</div>
+    <div><b>${fmt(h.disk_busy_percent, 0)} %</b>disk busy</div>
+    <div><b>${fmt((h.net_rx_errors_total ?? 0) + (h.net_tx_errors_total ?? 0), 0)}</b>network errors</div>`;
+}
+
+async function workerPage(worker) {
+  const page = clearPage();
+  page.innerHTML = `
+    <section class="card"><h2 id="worker-title">${esc(worker)}</h2><div id="host-now" class="totals"><span class="muted">loading…</span></div></section>
+    ${rangeButtons()}
+    <section class="charts" id="charts"></section>
+    <section class="card"><h3>GPUs</h3><div id="worker-gpus" class="muted"></div></section>`;
+  const dash = await api('/portal/api/dashboards/worker');
+  const showHost = async () => {
+    const html = await hostSummary(worker).catch((e) => `<span class="error">${esc(e.message)}</span>`);
+    $('#host-now').innerHTML = html || '<span class="muted">No host readings from this worker yet (the agent sends them every 10 s; `--host-interval 0` turns them off).</span>';
+  };
+  const showGpus = () => {
+    const gpus = [...state.gpus.values()].filter((g) => g.worker === worker);
+    $('#worker-gpus').innerHTML = gpus.length ? `<table><thead><tr><th>GPU</th><th>model</th><th class="num">util %</th><th class="num">temp °C</th></tr></thead><tbody>${
+      gpus.map((g) => `<tr><td><a href="#/gpu/${encodeURIComponent(g.gpu_uuid)}">${esc(g.gpu_uuid)}</a></td><td>${esc(g.model)}</td><td class="num">${fmt(g.utilization)}</td><td class="num">${fmt(g.temperature)}</td></tr>`).join('')}</tbody></table>` : 'No GPU of this worker reported in the last 24 hours.';
+  };
+  state.listeners.add(showGpus);
+  showGpus();
+  const draw = (seconds) => drawPanels(page, dash, { worker }, seconds);
+  page.querySelectorAll('[data-range]').forEach((b) => b.addEventListener('click', () => draw(Number(b.dataset.range))));
+  await Promise.all([draw(3600), showHost()]);
+  every(10000, showHost);
+  document.body.dataset.workerReady = worker;
+}
+
 async function gpuDetail(uuid) {
   const page = clearPage();
-  const ranges = [['15m', 900], ['1h', 3600], ['6h', 21600], ['24h', 86400], ['7d', 604800]];
   page.innerHTML = `
     <section class="card"><h2 id="gpu-title">${esc(uuid)}</h2><div id="gpu-now" class="totals"></div></section>
-    <section class="card"><div class="ranges">${ranges.map(([n, s]) => `<button class="secondary" data-range="${s}">${n}</button>`).join('')}
-      <span class="muted">drag on a chart to zoom, double-click to reset</span></div></section>
+    <section class="card" id="gpu-host" hidden><h3>Host <a id="gpu-host-link"></a></h3><div id="gpu-host-now" class="totals"></div></section>
+    ${rangeButtons()}
     <section class="charts" id="charts"></section>
     <section class="card"><h3>Faults</h3><div id="gpu-faults" class="muted">loading…</div></section>
     <section class="card"><h3>Leases</h3><div id="gpu-leases" class="muted"></div></section>`;
@@ -332,7 +430,16 @@ async function gpuDetail(uuid) {
     const [h, cls] = health(g);
     $('#gpu-now').innerHTML = `<div><b class="${cls}">${h}</b>health</div><div><b id="now-util">${fmt(g.utilization)} %</b>utilization</div>
       <div><b>${fmt(g.temperature)} °C</b>temperature</div><div><b>${fmt(g.power_watts)} W</b>power</div>
-      <div><b>${esc(g.model)}</b>${esc(g.worker || '')}</div>`;
+      <div><b>${esc(g.model)}</b><a href="#/worker/${encodeURIComponent(g.worker || '')}">${esc(g.worker || '')}</a></div>`;
+  };
+  const showHost = async () => {
+    const g = state.gpus.get(uuid);
+    if (!g || !g.worker) return;
+    const html = await hostSummary(g.worker).catch(() => '');
+    $('#gpu-host').hidden = !html;
+    $('#gpu-host-link').textContent = g.worker;
+    $('#gpu-host-link').href = '#/worker/' + encodeURIComponent(g.worker);
+    $('#gpu-host-now').innerHTML = html;
   };
   state.listeners.add(showNow);
   showNow();
@@ -352,47 +459,12 @@ async function gpuDetail(uuid) {
     $('#gpu-leases').innerHTML = rows.length ? genericTable(rows) : 'No leases on this GPU.';
   };
   const draw = async (seconds) => {
-    for (const b of page.querySelectorAll('[data-range]')) b.classList.toggle('active', Number(b.dataset.range) === seconds);
-    for (const c of state.charts) c.destroy();
-    state.charts = [];
-    const end = Math.floor(Date.now() / 1000), start = end - seconds;
-    const step = Math.max(10, Math.ceil(seconds / 720));
-    const box = $('#charts');
-    box.innerHTML = '';
-    await Promise.all(dash.panels.map(async (p, i) => {
-      const div = document.createElement('div');
-      div.className = 'card chart';
-      div.id = 'chart-' + i;
-      div.innerHTML = `<h3>${esc(p.title)}</h3>`;
-      box.appendChild(div);
-      try {
-        const result = await promRange(p.expr.replaceAll('$gpu', uuid.replace(/["\\]/g, '\\$&')), start, end, step);
-        const xs = [];
-        for (let t = start; t <= end; t += step) xs.push(t);
-        const index = new Map(xs.map((t, j) => [t, j]));
-        const series = result.map((s) => {
-          const ys = new Array(xs.length).fill(null);
-          for (const [t, v] of s.values) { const j = index.get(Math.round(t)); if (j !== undefined) ys[j] = Number(v); }
-          return ys;
-        });
-        if (!series.length) { div.insertAdjacentHTML('beforeend', '<p class="muted">no data in this range</p>'); return; }
-        const u = new uPlot({
-          width: Math.max(400, div.clientWidth - 28), height: 220,
-          cursor: { drag: { x: true, y: false } },
-          series: [{}, ...series.map(() => ({ label: p.legend || p.title, stroke: '#58a6ff', width: 1.5 }))],
-          axes: [{ stroke: '#8a96a3' }, { stroke: '#8a96a3', label: p.unit }],
-          plugins: [faultMarkers(() => faultTimes)],
-        }, [xs, ...series], div);
-        state.charts.push(u);
-      } catch (e) {
-        div.insertAdjacentHTML('beforeend', `<p class="error">${esc(e.message)}</p>`);
-      }
-    }));
-    document.body.dataset.range = String(seconds);
+    await drawPanels(page, dash, { gpu: uuid }, seconds, () => [faultMarkers(() => faultTimes)]);
   };
   page.querySelectorAll('[data-range]').forEach((b) => b.addEventListener('click', () => draw(Number(b.dataset.range))));
-  await Promise.all([draw(3600), loadFaults().catch((e) => { $('#gpu-faults').textContent = e.message; }), loadLeases().catch(() => {})]);
+  await Promise.all([draw(3600), loadFaults().catch((e) => { $('#gpu-faults').textContent = e.message; }), loadLeases().catch(() => {}), showHost()]);
   every(3000, loadFaults);
+  every(10000, showHost);
   document.body.dataset.gpuReady = uuid;
 }
 
@@ -642,12 +714,14 @@ async function route() {
   // touch the page that replaced it (nor report its errors there).
   const gen = state.routeGen = (state.routeGen || 0) + 1;
   const h = location.hash.replace(/^#/, '') || '/';
-  const name = h.startsWith('/gpu/') ? 'overview' : h.slice(1) || 'overview';
+  const name = h.startsWith('/gpu/') || h.startsWith('/worker/') ? 'overview' : h.slice(1) || 'overview';
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.page === name);
   document.body.dataset.page = h;
   delete document.body.dataset.gpuReady;
+  delete document.body.dataset.workerReady;
   try {
     if (h.startsWith('/gpu/')) await gpuDetail(decodeURIComponent(h.slice(5)));
+    else if (h.startsWith('/worker/')) await workerPage(decodeURIComponent(h.slice(8)));
     else if (h === '/earnings') await earningsPage();
     else if (h === '/health') await healthPage();
     else if (h === '/onboard') await onboardPage();

@@ -223,7 +223,7 @@ fn unknown_words_get_suggestions() {
     assert_eq!(
         e.to_string(),
         "line 1, column 1 (byte 0): unknown source `gpu` (expected one of gpus, faults, \
-         health, leases, jobs, earnings, heartbeats, payouts or promql(…)); did you mean `gpus`?"
+         health, leases, jobs, earnings, heartbeats, hosts, payouts or promql(…)); did you mean `gpus`?"
     );
     assert_eq!(e.suggestion(), Some("gpus"));
     let e = err("gpus | wher x > 1");

@@ -25,7 +25,18 @@
 //! | `row_remap_failure` | 0/1 | integer | `DCGM_FI_DEV_ROW_REMAP_FAILURE` | `nvmlDeviceGetRemappedRows().isFailureOccurred` |
 //! | `throttle_reasons` | bitmask (`nvmlClocksEventReasons`) | integer | `DCGM_FI_DEV_CLOCK_THROTTLE_REASONS` | `nvmlDeviceGetCurrentClocksEventReasons()` |
 //! | `compute_processes` | count | integer | — | `nvmlDeviceGetComputeRunningProcesses()` length |
+//! | `gr_engine_active` | ratio 0–1 | float | `DCGM_FI_PROF_GR_ENGINE_ACTIVE` | GPM `GRAPHICS_UTIL` / 100 |
+//! | `sm_active` | ratio 0–1 | float | `DCGM_FI_PROF_SM_ACTIVE` | GPM `SM_UTIL` / 100 |
+//! | `sm_occupancy` | ratio 0–1 | float | `DCGM_FI_PROF_SM_OCCUPANCY` | GPM `SM_OCCUPANCY` / 100 |
+//! | `tensor_active` | ratio 0–1 | float | `DCGM_FI_PROF_PIPE_TENSOR_ACTIVE` | GPM `ANY_TENSOR_UTIL` / 100 |
+//! | `dram_active` | ratio 0–1 | float | `DCGM_FI_PROF_DRAM_ACTIVE` | GPM `DRAM_BW_UTIL` / 100 |
 //!
+//! The last five are the **activity** fields: how busy the GPU's units were over the
+//! interval, where `utilization` only says that some kernel ran. NVML measures them through
+//! GPM (GPU performance monitoring: `nvmlGpmSampleGet` twice, `nvmlGpmMetricsGet` on the
+//! pair), on Hopper and newer; dcgm-exporter's profiling module has them on data-centre GPUs
+//! from Volta on (`--scrape`). Consumer GPUs (GeForce) have neither: their rows carry no
+//! activity field at all, never a zero.
 //! Stable attributes copied onto every `gpu` row (from the inventory): `memory_total_mib`
 //! (`DCGM_FI_DEV_FB_TOTAL`, `nvmlDeviceGetMemoryInfo().total`), `power_limit_watts`
 //! (`DCGM_FI_DEV_POWER_MGMT_LIMIT`, `nvmlDeviceGetEnforcedPowerLimit()`), `pci_bus_id`,
@@ -108,6 +119,11 @@ metrics! {
     RowRemapFailure => "row_remap_failure", "bool", Int, "nvmlDeviceGetRemappedRows.isFailureOccurred";
     ThrottleReasons => "throttle_reasons", "bitmask", Int, "nvmlDeviceGetCurrentClocksEventReasons";
     ComputeProcesses => "compute_processes", "count", Int, "nvmlDeviceGetComputeRunningProcesses";
+    GrEngineActive => "gr_engine_active", "ratio", Float, "nvmlGpmMetricsGet(GRAPHICS_UTIL)";
+    SmActive => "sm_active", "ratio", Float, "nvmlGpmMetricsGet(SM_UTIL)";
+    SmOccupancy => "sm_occupancy", "ratio", Float, "nvmlGpmMetricsGet(SM_OCCUPANCY)";
+    TensorActive => "tensor_active", "ratio", Float, "nvmlGpmMetricsGet(ANY_TENSOR_UTIL)";
+    DramActive => "dram_active", "ratio", Float, "nvmlGpmMetricsGet(DRAM_BW_UTIL)";
 }
 
 /// Number of metrics in a `gpu` row.
@@ -153,7 +169,23 @@ const METRIC_BY_INDEX: [Metric; METRIC_COUNT] = [
     Metric::RowRemapFailure,
     Metric::ThrottleReasons,
     Metric::ComputeProcesses,
+    Metric::GrEngineActive,
+    Metric::SmActive,
+    Metric::SmOccupancy,
+    Metric::TensorActive,
+    Metric::DramActive,
 ];
+
+impl Metric {
+    /// The activity fields (see the module's table), measured only where the GPU can.
+    pub const ACTIVITY: [Metric; 5] = [
+        Metric::GrEngineActive,
+        Metric::SmActive,
+        Metric::SmOccupancy,
+        Metric::TensorActive,
+        Metric::DramActive,
+    ];
+}
 
 /// A GPU as found at registration: what does not change while the agent runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -378,6 +410,15 @@ mod tests {
         );
         assert_eq!(Metric::Temperature.spec().dcgm, "DCGM_FI_DEV_GPU_TEMP");
         assert_eq!(Metric::ComputeProcesses.spec().dcgm, "");
+        // The activity metrics are the one list of activity fields DCGM's table names.
+        assert_eq!(
+            Metric::ACTIVITY.map(|m| m.spec().name),
+            rigwatch_common::dcgm::ACTIVITY_FIELDS
+        );
+        assert_eq!(
+            Metric::from_dcgm("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"),
+            Some(Metric::TensorActive)
+        );
         // Every DCGM name is of a field the agent writes (a metric or an attribute).
         for d in rigwatch_common::dcgm::FIELDS {
             assert!(

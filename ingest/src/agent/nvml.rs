@@ -9,6 +9,11 @@
 //! allocates for them), so they are read every 30th sample and repeated in between.
 //! XID errors come from an NVML event set registered for `nvmlEventTypeXidCriticalError`,
 //! polled without blocking at every sample.
+//!
+//! The activity fields (SM active, SM occupancy, tensor active, DRAM active, graphics engine
+//! active) come from GPM where the GPU has it (`nvmlGpmQueryDeviceSupport`: Hopper and
+//! newer): each sample takes a GPM sample and computes the metrics over the interval since
+//! the previous one. A GPU without GPM, and every GPU's first sample, has no activity field.
 
 use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::enum_wrappers::device::{
@@ -16,7 +21,9 @@ use nvml_wrapper::enum_wrappers::device::{
 };
 use nvml_wrapper::enums::device::SampleValue;
 use nvml_wrapper::enums::event::XidError;
+use nvml_wrapper::enums::gpm::GpmMetricId;
 use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::gpm::{GpmSample, gpm_metrics_get};
 use nvml_wrapper::structs::device::FieldId;
 use nvml_wrapper::sys_exports::field_id::{
     NVML_FI_DEV_MEMORY_TEMP, NVML_FI_DEV_REMAPPED_COR, NVML_FI_DEV_REMAPPED_FAILURE,
@@ -34,6 +41,26 @@ pub const LIBRARY: &str = "libnvidia-ml.so.1";
 /// How often (in samples) the slow counters are re-read.
 const SLOW_EVERY: u64 = 30;
 
+/// The GPM metric behind each activity field, in [`Metric::ACTIVITY`] order; GPM reports
+/// percentages, the fields are ratios.
+const GPM_METRICS: [GpmMetricId; 5] = [
+    GpmMetricId::GraphicsUtil,
+    GpmMetricId::SmUtil,
+    GpmMetricId::SmOccupancy,
+    GpmMetricId::AnyTensorUtil,
+    GpmMetricId::DramBwUtil,
+];
+
+/// A GPU's GPM state.
+enum Gpm {
+    /// Not asked yet.
+    Unprobed,
+    /// No GPM on this GPU (or it failed): no activity fields.
+    Unsupported,
+    /// Supported; the previous GPM sample, to pair with the next.
+    Ready(Option<GpmSample<'static>>),
+}
+
 /// A collector over every NVIDIA GPU of this machine.
 pub struct NvmlCollector {
     nvml: &'static Nvml,
@@ -43,6 +70,8 @@ pub struct NvmlCollector {
     warned: Vec<u32>,
     /// Per GPU: the slow counters (retired pages SBE/DBE, remapped rows C/U/failure).
     slow: Vec<[Option<f64>; 5]>,
+    /// Per GPU: GPM state for the activity fields.
+    gpm: Vec<Gpm>,
     ticks: u64,
 }
 
@@ -93,6 +122,7 @@ impl NvmlCollector {
             events,
             warned: vec![0; count as usize],
             slow: vec![[None; 5]; count as usize],
+            gpm: (0..count).map(|_| Gpm::Unprobed).collect(),
             ticks: 0,
         })
     }
@@ -121,6 +151,60 @@ impl NvmlCollector {
                     warn!(gpu = s.gpu, metric = m.spec().name, error = %e, "metric unavailable; omitting it");
                 }
             }
+        }
+    }
+}
+
+impl NvmlCollector {
+    /// Sets the activity fields of `s` from GPM, where the GPU has it.
+    fn activity(&mut self, d: &Device<'static>, s: &mut GpuSample) {
+        let Some(state) = self.gpm.get_mut(s.gpu) else {
+            return;
+        };
+        if matches!(state, Gpm::Unprobed) {
+            let supported = d.gpm_support().unwrap_or(false);
+            info!(
+                gpu = s.gpu,
+                gpm = supported,
+                "activity fields (SM, tensor, DRAM active) {}",
+                if supported {
+                    "recorded through GPM"
+                } else {
+                    "not available on this GPU"
+                }
+            );
+            *state = if supported {
+                Gpm::Ready(None)
+            } else {
+                Gpm::Unsupported
+            };
+        }
+        let Gpm::Ready(prev) = state else {
+            return;
+        };
+        let now = match d.gpm_sample() {
+            Ok(now) => now,
+            Err(e) => {
+                *state = Gpm::Unsupported;
+                self.put::<f64>(s, Metric::SmActive, Err(e));
+                return;
+            }
+        };
+        let Some(before) = prev.take() else {
+            *prev = Some(now);
+            return;
+        };
+        let result = gpm_metrics_get(self.nvml, &before, &now, &GPM_METRICS);
+        *prev = Some(now);
+        match result {
+            Ok(values) => {
+                for (m, v) in Metric::ACTIVITY.into_iter().zip(values) {
+                    if let Ok(v) = v {
+                        s.set(m, (v.value / 100.0).clamp(0.0, 1.0));
+                    }
+                }
+            }
+            Err(e) => self.put::<f64>(s, Metric::SmActive, Err(e)),
         }
     }
 }
@@ -238,6 +322,7 @@ impl Collector for NvmlCollector {
             self.put(&mut s, Metric::ThrottleReasons, v);
             let v = d.running_compute_processes_count();
             self.put(&mut s, Metric::ComputeProcesses, v);
+            self.activity(&d, &mut s);
             // Memory temperature (HBM GPUs) only exists as a field value.
             if let Ok(values) = d.field_values_for(&[FieldId(NVML_FI_DEV_MEMORY_TEMP)])
                 && let Some(Ok(fv)) = values.first()

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use super::dedup::BatchId;
 use super::fields::{GpuEvent, GpuInfo, GpuLine, GpuSample, push_escaped_tag};
+use super::host;
 use super::spool::{BatchIds, Spool, SpoolError, SpoolStats};
 use super::transport::{Backoff, Client, Registration, SendError, gzip};
 use super::{CollectError, Collector, now_ns};
@@ -36,6 +37,11 @@ pub struct AgentConfig {
     /// Wait this long before the first sample (spreads a fleet started at once over the
     /// interval, as real machines are).
     pub start_delay: Duration,
+    /// Time between `host` rows (rounded up to a whole number of `interval`s); `None`: no
+    /// host rows.
+    pub host_interval: Option<Duration>,
+    /// The file system whose use `host` rows report.
+    pub host_disk: PathBuf,
 }
 
 impl AgentConfig {
@@ -53,6 +59,8 @@ impl AgentConfig {
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             start_delay: Duration::ZERO,
+            host_interval: Some(Duration::from_secs(10)),
+            host_disk: PathBuf::from("/"),
         }
     }
 }
@@ -191,8 +199,17 @@ fn collector_thread(
         region,
         interval,
         start_delay,
+        host_interval,
+        host_disk,
         ..
     } = config;
+    // Every `host_every` ticks (the first tick included) a `host` row.
+    let host_every = host_interval.map(|h| {
+        (h.as_nanos().div_ceil(interval.as_nanos().max(1))).clamp(1, u64::MAX as u128) as u64
+    });
+    let mut proc_host = host::ProcHost::new(host_disk);
+    let mut host_sample = host::HostSample::default();
+    let host_tags = host::tags(region.as_deref());
     let inventory = match collector.inventory() {
         Ok(inv) => inv,
         Err(e) => {
@@ -245,6 +262,10 @@ fn collector_thread(
             if let Some(line) = lines.get(e.gpu) {
                 line.push_event(&mut body, e);
             }
+        }
+        if host_every.is_some_and(|every| seq.is_multiple_of(every)) {
+            collector.host(now, &mut proc_host, &mut host_sample);
+            host_sample.push_line(&mut body, &host_tags, now);
         }
         let spool = &stats.spool;
         let _ = writeln!(

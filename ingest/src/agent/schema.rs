@@ -1,4 +1,4 @@
-//! The fixed schemas of the tables agents write: `gpu`, `gpu_fault`, `heartbeat`.
+//! The fixed schemas of the tables agents write: `gpu`, `gpu_fault`, `heartbeat`, `host`.
 //!
 //! The tables are shared by every supplier, so their columns are the server's, not any
 //! agent's: a row with a tag or field outside this schema, or a field of another type, is
@@ -7,7 +7,7 @@
 //! first refuses every other supplier's numbers) nor fill the table's column cap.
 //!
 //! The schema is what the agent writes ([`GpuLine`](super::fields::GpuLine) for `gpu` and
-//! `gpu_fault`, the runner's heartbeat): the `gpu` metrics come from
+//! `gpu_fault`, the runner's heartbeat, [`host`](super::host)): the `gpu` metrics come from
 //! [`METRICS`](super::fields::METRICS) itself. `supplier` and `worker` are stamped by the
 //! server on every row and are not listed here. A numeric value is converted to the
 //! schema's type when nothing is lost (`5i` for a float field, `5` or `5u` for an integer
@@ -50,7 +50,7 @@ pub const MAX_REGIONS_PER_SUPPLIER: usize = 64;
 /// Every table an agent may write. Everything else (leases, earnings, jobs, health verdicts,
 /// alert state, batch digests, security events) is the server's own account and must not be
 /// forgeable by a supplier's machine.
-pub const AGENT_TABLES: [AgentTable; 3] = [
+pub const AGENT_TABLES: [AgentTable; 4] = [
     AgentTable {
         name: "gpu",
         tags: &GpuLine::TAGS,
@@ -80,6 +80,13 @@ pub const AGENT_TABLES: [AgentTable; 3] = [
             ("spool_dropped_batches", I64),
             ("agent_version", Str),
         ],
+        metrics: false,
+        per_gpu: false,
+    },
+    AgentTable {
+        name: super::host::TABLE,
+        tags: &["region"],
+        fields: super::host::FIELDS,
         metrics: false,
         per_gpu: false,
     },
@@ -311,10 +318,15 @@ mod tests {
                 xid: 79,
             },
         );
+        let mut host = crate::agent::host::HostSample::default();
+        for (i, &f) in crate::agent::host::HostField::ALL.iter().enumerate() {
+            host.set(f, i as f64 + 1.0);
+        }
+        host.push_line(&mut text, &crate::agent::host::tags(Some("eu-west")), 3);
         let mut batch = WriteBatch::with_capacity(4, 4096);
         let errors = line_protocol::parse(&text, Precision::Ns, 0, &mut batch);
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.len(), 3);
         for row in batch.rows() {
             let t = table(row.table()).expect("an agent table");
             for (k, _) in row.tags() {

@@ -10,6 +10,12 @@
 //!   `ambient + power × R_thermal`; above the model's slowdown temperature the GPU throttles
 //!   (HW slowdown + SW thermal bits, SM clock −25 %);
 //! - energy integrates power; PCIe throughput follows utilization;
+//! - on GPUs with activity metrics ([`GpuModel::activity`]: data-centre models; GeForce has
+//!   none), each job has a kernel mix drawn when it starts (share of SMs it keeps busy, warp
+//!   occupancy, tensor-core share, memory-bandwidth share): `gr_engine_active` is the
+//!   utilization as a ratio, `sm_active` ≤ it, `sm_occupancy` and `tensor_active` ≤
+//!   `sm_active`, `dram_active` ≤ `gr_engine_active`; older models use their tensor cores
+//!   less ([`GpuModel::tensor_scale`]);
 //! - rarely, a cooling failure (thermal resistance +40 % for minutes) that makes a loaded
 //!   GPU throttle;
 //! - rarely, an XID: application (13, 31, 43), hardware (48, 64, 79, 95) or informational
@@ -28,6 +34,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::fields::{GpuEvent, GpuInfo, GpuSample, Metric};
+use super::host::{HostField, HostSample, ProcHost};
 use super::{CollectError, Collector};
 
 /// A GPU model with its real specifications.
@@ -45,6 +52,12 @@ pub struct GpuModel {
     pub slowdown_c: f64,
     /// Has HBM (reports memory temperature) and MIG.
     pub datacenter: bool,
+    /// Reports the activity fields (SM, tensor, DRAM active): what DCGM's profiling module
+    /// measures on data-centre GPUs. GeForce cards have none.
+    pub activity: bool,
+    /// How much of a job's SM activity uses the tensor cores on this model, relative to the
+    /// newest (1.0): older tensor cores handle fewer data types.
+    pub tensor_scale: f64,
 }
 
 /// The catalog the simulator draws from.
@@ -58,6 +71,8 @@ pub const CATALOG: &[GpuModel] = &[
         mem_clock_mhz: 2619,
         slowdown_c: 87.0,
         datacenter: true,
+        activity: true,
+        tensor_scale: 1.0,
     },
     GpuModel {
         name: "NVIDIA A100-SXM4-80GB",
@@ -68,6 +83,8 @@ pub const CATALOG: &[GpuModel] = &[
         mem_clock_mhz: 1593,
         slowdown_c: 90.0,
         datacenter: true,
+        activity: true,
+        tensor_scale: 0.9,
     },
     GpuModel {
         name: "NVIDIA A100-SXM4-40GB",
@@ -78,6 +95,8 @@ pub const CATALOG: &[GpuModel] = &[
         mem_clock_mhz: 1215,
         slowdown_c: 90.0,
         datacenter: true,
+        activity: true,
+        tensor_scale: 0.9,
     },
     GpuModel {
         name: "NVIDIA L40S",
@@ -88,6 +107,8 @@ pub const CATALOG: &[GpuModel] = &[
         mem_clock_mhz: 9001,
         slowdown_c: 88.0,
         datacenter: false,
+        activity: true,
+        tensor_scale: 0.8,
     },
     GpuModel {
         name: "NVIDIA GeForce RTX 4090",
@@ -98,6 +119,8 @@ pub const CATALOG: &[GpuModel] = &[
         mem_clock_mhz: 10_501,
         slowdown_c: 88.0,
         datacenter: false,
+        activity: false,
+        tensor_scale: 0.8,
     },
     GpuModel {
         name: "NVIDIA GeForce RTX 3090",
@@ -108,6 +131,8 @@ pub const CATALOG: &[GpuModel] = &[
         mem_clock_mhz: 9751,
         slowdown_c: 93.0,
         datacenter: false,
+        activity: false,
+        tensor_scale: 0.6,
     },
     GpuModel {
         name: "Tesla T4",
@@ -118,6 +143,8 @@ pub const CATALOG: &[GpuModel] = &[
         mem_clock_mhz: 5001,
         slowdown_c: 85.0,
         datacenter: false,
+        activity: true,
+        tensor_scale: 0.5,
     },
     GpuModel {
         name: "Tesla V100-SXM2-16GB",
@@ -128,6 +155,8 @@ pub const CATALOG: &[GpuModel] = &[
         mem_clock_mhz: 877,
         slowdown_c: 87.0,
         datacenter: true,
+        activity: true,
+        tensor_scale: 0.5,
     },
 ];
 
@@ -156,6 +185,47 @@ enum Load {
     Pinned { util: f64, mem_mib: f64 },
 }
 
+/// What a job's kernels do with the GPU while they run (ratios, 0–1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct KernelMix {
+    /// Share of the SMs kept busy while a kernel runs.
+    coverage: f64,
+    /// Resident warps over the maximum, on a busy SM.
+    occupancy: f64,
+    /// Share of busy SM cycles with the tensor pipe active (on the newest model).
+    tensor: f64,
+    /// Share of the engine's active time the memory interface is busy.
+    dram: f64,
+}
+
+impl KernelMix {
+    /// A job's mix, from the GPU's own generator (not the shared stream: activity must not
+    /// shift any other draw of a seed). A third of jobs barely use tensor cores (FP32 or
+    /// integer work); the rest are mixed-precision training or inference.
+    fn draw(state: &mut u64) -> Self {
+        let mut r = || {
+            // SplitMix64.
+            *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = *state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let tensor_user = r() < 0.67;
+        let tensor_level = r();
+        KernelMix {
+            coverage: 0.55 + 0.43 * r(),
+            occupancy: 0.2 + 0.5 * r(),
+            tensor: if tensor_user {
+                0.25 + 0.5 * tensor_level
+            } else {
+                0.02 * tensor_level
+            },
+            dram: 0.15 + 0.55 * r(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct SimGpu {
     info: GpuInfo,
@@ -178,6 +248,9 @@ struct SimGpu {
     /// Steps left of a cooling failure (a dead fan, a blocked intake): thermal resistance
     /// is 40 % higher, so a loaded GPU runs past its slowdown temperature and throttles.
     overheating: u32,
+    /// The current job's kernel mix, and the generator it is drawn from.
+    mix: KernelMix,
+    mix_rng: u64,
 }
 
 #[derive(Debug)]
@@ -254,6 +327,13 @@ impl Simulator {
                     remapped_unc: 0,
                     disconnected: 0,
                     overheating: 0,
+                    mix: KernelMix {
+                        coverage: 0.0,
+                        occupancy: 0.0,
+                        tensor: 0.0,
+                        dram: 0.0,
+                    },
+                    mix_rng: seed ^ (i as u64).wrapping_mul(0xa076_1d64_78bd_642f),
                 }
             })
             .collect();
@@ -294,6 +374,7 @@ impl Simulator {
                 util: util.clamp(0.0, 100.0),
                 mem_mib: (mem_mib as f64).min(g.model.memory_mib as f64),
             };
+            g.mix = KernelMix::draw(&mut g.mix_rng);
         }
     }
 
@@ -414,6 +495,7 @@ impl SimState {
                         if r_job < 0.7 {
                             *util = 60.0 + 40.0 * r_level;
                             *mem_frac = 0.2 + 0.75 * r_level;
+                            g.mix = KernelMix::draw(&mut g.mix_rng);
                         } else {
                             *util = 0.0;
                             *mem_frac = 0.0;
@@ -532,6 +614,19 @@ impl SimState {
                 Metric::ComputeProcesses,
                 if g.util > 0.0 { 1.0 } else { 0.0 },
             );
+            if m.activity {
+                let ratio = |x: f64| (x.clamp(0.0, 1.0) * 1000.0).round() / 1000.0;
+                let engine = g.util / 100.0;
+                let sm = engine * g.mix.coverage;
+                s.set(Metric::GrEngineActive, ratio(engine));
+                s.set(Metric::SmActive, ratio(sm));
+                s.set(Metric::SmOccupancy, ratio(sm * g.mix.occupancy));
+                s.set(
+                    Metric::TensorActive,
+                    ratio(sm * g.mix.tensor * m.tensor_scale),
+                );
+                s.set(Metric::DramActive, ratio(engine * g.mix.dram));
+            }
             out.push(s);
         }
     }
@@ -550,6 +645,51 @@ impl Collector for Simulator {
     fn events(&mut self, _now_ns: i64, out: &mut Vec<GpuEvent>) {
         let mut s = self.state.lock();
         out.append(&mut s.events);
+    }
+
+    /// A host sized for its GPUs (16 CPUs and 64 GiB per GPU, a 4 TB disk a third full) whose
+    /// CPU, memory, disk and network follow the GPUs' load: the data loaders feeding a busy
+    /// GPU keep CPUs, disks and the network busy too. No swapping, no network errors.
+    fn host(&mut self, _now_ns: i64, _proc: &mut ProcHost, out: &mut HostSample) {
+        let s = self.state.lock();
+        out.clear();
+        let n = s.gpus.len().max(1) as f64;
+        let load = s.gpus.iter().map(|g| g.util / 100.0).sum::<f64>() / n;
+        let pinned_mib: f64 = s.gpus.iter().map(|g| g.mem_used * 0.5).sum();
+        let cpus = (16.0 * n).min(256.0);
+        let memory_mib = (65_536.0 * n).min(2_097_152.0);
+        let cpu = 4.0 + 56.0 * load;
+        out.set(HostField::CpuCount, cpus);
+        out.set(HostField::CpuUtilization, (cpu * 10.0).round() / 10.0);
+        out.set(HostField::CpuIowait, (2.0 * load * 10.0).round() / 10.0);
+        out.set(
+            HostField::Load1,
+            (cpus * cpu / 100.0 * 100.0).round() / 100.0,
+        );
+        out.set(HostField::MemoryTotalMib, memory_mib);
+        out.set(
+            HostField::MemoryUsedMib,
+            (8_192.0 + pinned_mib).min(memory_mib).round(),
+        );
+        out.set(HostField::SwapTotalMib, 8_192.0);
+        out.set(HostField::SwapUsedMib, 0.0);
+        out.set(HostField::SwapInPagesPerS, 0.0);
+        out.set(HostField::SwapOutPagesPerS, 0.0);
+        out.set(HostField::DiskTotalBytes, 4.0e12);
+        out.set(HostField::DiskUsedBytes, 1.3e12);
+        out.set(HostField::DiskReadBytesPerS, (load * n * 2.0e8).round());
+        out.set(HostField::DiskWriteBytesPerS, (load * n * 2.0e7).round());
+        out.set(HostField::DiskBusyPercent, (load * 70.0).round());
+        out.set(HostField::NetRxBytesPerS, (load * n * 1.2e8).round());
+        out.set(HostField::NetTxBytesPerS, (load * n * 4.0e7).round());
+        for f in [
+            HostField::NetRxErrorsTotal,
+            HostField::NetTxErrorsTotal,
+            HostField::NetRxDroppedTotal,
+            HostField::NetTxDroppedTotal,
+        ] {
+            out.set(f, 0.0);
+        }
     }
 }
 
@@ -587,6 +727,49 @@ mod tests {
             "a 1% fault rate over 2,400 GPU-steps yields faults"
         );
         assert_ne!(sa, sc);
+    }
+
+    #[test]
+    fn activity_fields_follow_utilization_and_are_absent_on_geforce() {
+        let dt = Duration::from_secs(1);
+        let h100 = CATALOG[0];
+        let rtx = *CATALOG.iter().find(|m| m.name.contains("4090")).unwrap();
+        let mut sim = Simulator::with_models(&[h100, h100, rtx], 5, dt);
+        sim.set_fault_rate(0.0);
+        let (samples, _) = run(&mut sim, 3000);
+        let (mut busy, mut tensor_jobs, mut idle) = (0, 0, 0);
+        for s in &samples {
+            let get = |m| s.get(m);
+            if s.gpu == 2 {
+                for m in Metric::ACTIVITY {
+                    assert_eq!(get(m), None, "GeForce has no {}", m.spec().name);
+                }
+                continue;
+            }
+            let act = Metric::ACTIVITY.map(|m| get(m).expect("H100 reports activity"));
+            let [engine, sm, occupancy, tensor, dram] = act;
+            assert!(act.iter().all(|v| (0.0..=1.0).contains(v)), "{act:?}");
+            let util = get(Metric::Utilization).unwrap();
+            assert!((engine - util / 100.0).abs() < 1e-3, "{engine} vs {util}");
+            assert!(sm <= engine + 1e-3 && occupancy <= sm + 1e-3 && tensor <= sm + 1e-3);
+            assert!(dram <= engine + 1e-3);
+            if util == 0.0 {
+                idle += 1;
+                assert_eq!(act, [0.0; 5]);
+            } else {
+                busy += 1;
+                // A busy GPU keeps at least half of its SMs busy: SM activity is below
+                // utilization, never far below.
+                assert!(sm >= 0.5 * engine - 1e-3, "{sm} vs {engine}");
+                tensor_jobs += usize::from(tensor > 0.1 * sm);
+            }
+        }
+        assert!(busy > 1000 && idle > 100, "busy {busy}, idle {idle}");
+        // Jobs differ: some use tensor cores, some do not.
+        assert!(
+            tensor_jobs > busy / 4 && tensor_jobs < busy,
+            "{tensor_jobs} of {busy}"
+        );
     }
 
     #[test]
