@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::model::{GpuDemand, Job, Milli};
-use crate::view::{LiveView, ModelId, ModelSet, NodeIdx};
+use crate::view::{GpuIdx, LiveView, ModelId, ModelSet, NodeIdx};
 
 /// One task shape and its popularity.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +41,10 @@ pub struct TaskDistribution {
     cpu_per_milli: f64,
     /// Mean host memory (MiB) per thousandth of GPU over the GPU shapes.
     memory_per_milli: f64,
+    /// Every distinct GPU demand (GPUs on one node, host CPU and memory, models) with its
+    /// share of the GPU demand, over every job the distribution was made from, kept shape
+    /// or not: what [`PoolPressure`] reads.
+    demands: Vec<DemandShare>,
     /// Unique per distribution value, so caches keyed on it never mix two distributions.
     generation: u64,
 }
@@ -74,9 +78,14 @@ impl TaskDistribution {
             gpu += s.weight * f64::from(s.demand.total_milli());
         }
         let per = |x: f64| if gpu > 0.0 { x / gpu } else { 0.0 };
+        let demands = demand_shares(shapes.iter().map(|s| {
+            let d = s.weight * f64::from(s.demand.total_milli());
+            (s.demand, s.cpu_milli, s.memory_mib, s.models, d)
+        }));
         TaskDistribution {
             cpu_per_milli: per(cpu),
             memory_per_milli: per(mem),
+            demands,
             shapes,
             generation: next_generation(),
         }
@@ -166,7 +175,18 @@ impl TaskDistribution {
                 weight: w as f64 / covered.max(1) as f64,
             })
             .collect();
-        TaskDistribution::new(shapes)
+        // The pools' dedicated demand from every job, not the kept shapes: rare (demand,
+        // model set) groups fall out of the top-k, and with them whole small pools (on
+        // `spec=0.33` seed 4 at 25% demand no shape restricted to V100M16, G3 or P100 was
+        // kept, so [`PoolPressure`] saw those pools as free for anyone).
+        let demands = demand_shares(order.iter().map(|key| {
+            let d = counts[key] as f64 * f64::from(key.0.total_milli());
+            (key.0, key.1, key.2, ModelSet(key.3), d)
+        }));
+        TaskDistribution {
+            demands,
+            ..TaskDistribution::new(shapes)
+        }
     }
 
     /// A neutral distribution for a fleet that has seen no jobs yet: ¼, ½, 1, 2, 4 and 8
@@ -199,6 +219,11 @@ impl TaskDistribution {
         &self.shapes
     }
 
+    /// Every distinct GPU demand with its share of the GPU demand.
+    pub fn demands(&self) -> &[DemandShare] {
+        &self.demands
+    }
+
     /// Host CPU the GPU tasks ask per thousandth of GPU (thousandths of a core): compared
     /// with the fleet's free CPU per free GPU share, it says which of the two runs out first
     /// under GPU work. CPU-only tasks are left out: they are small and fit anywhere, and
@@ -207,6 +232,55 @@ impl TaskDistribution {
     pub fn cpu_per_gpu_milli(&self) -> f64 {
         self.cpu_per_milli
     }
+}
+
+/// One distinct GPU demand of the workload and its share of the GPU demand.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DemandShare {
+    /// GPUs it needs on one node (1 for a fraction).
+    pub gpus: u8,
+    pub cpu_milli: u32,
+    pub memory_mib: u64,
+    pub models: ModelSet,
+    pub share: f64,
+}
+
+/// `(demand, CPU, memory, models, GPU demand)` → shares of the GPU demand, merged by
+/// (GPUs, CPU, memory, models), in first-appearance order; CPU-only demands left out.
+fn demand_shares(
+    demands: impl Iterator<Item = (GpuDemand, u32, u64, ModelSet, f64)>,
+) -> Vec<DemandShare> {
+    let mut out: Vec<DemandShare> = Vec::new();
+    let mut index: HashMap<(u8, u32, u64, u64), usize> = HashMap::new();
+    let mut total = 0.0;
+    for (demand, cpu_milli, memory_mib, models, d) in demands {
+        total += d;
+        let gpus = match demand {
+            GpuDemand::None => continue,
+            GpuDemand::Fraction(_) => 1,
+            GpuDemand::Whole(k) => k,
+        };
+        if d == 0.0 {
+            continue;
+        }
+        let i = *index
+            .entry((gpus, cpu_milli, memory_mib, models.0))
+            .or_insert_with(|| {
+                out.push(DemandShare {
+                    gpus,
+                    cpu_milli,
+                    memory_mib,
+                    models,
+                    share: 0.0,
+                });
+                out.len() - 1
+            });
+        out[i].share += d;
+    }
+    if total > 0.0 {
+        out.iter_mut().for_each(|c| c.share /= total);
+    }
+    out
 }
 
 /// Per-shape summary of one node: how many GPUs could take the shape's per-GPU share,
@@ -448,73 +522,102 @@ fn shape_feed(s: &Shape, cpu_free: u32, memory_free: u64) -> f64 {
     cpu.min(mem)
 }
 
-/// How hard each GPU model's pool is pressed by work that can run only on a few models.
+/// How hard each pool of GPUs is pressed by work that can run only on a few pools.
 ///
-/// From the target workload: `f_X`, the share of its GPU demand that is *dedicated* to
-/// model `X` (tasks restricted to a model set, their demand split over the set by
-/// capacity). Until the fleet is full about as much demand again as there is free capacity
+/// A pool is the GPUs of one model, or (with `host`) of one model on one kind of node: GPU
+/// count, host CPU and memory. From the target workload (every arrived job, not only the
+/// kept shapes): `f_X`, the share of its GPU demand that is *dedicated* to pool `X` (tasks
+/// that only some pools can hold, by model or by size, their demand split over those pools
+/// by capacity). Until the fleet is full about as much demand again as there is free capacity
 /// `F` arrives, so dedicated work will want about `f_X × F` of `X`'s free capacity `F_X`:
 /// the pressure is `π_X = f_X × F / F_X`. At `π_X ≥ 1` every free share of `X` taken by a
 /// task that could have run elsewhere is a share that dedicated work will miss. FGD's
 /// per-node measure cannot see this: it weighs shapes by popularity, not by the demand on
 /// a pool relative to the pool's size, so it happily fills a small pool (P100, T4) with
-/// unconstrained work and leaves the big one (G2) idle.
+/// unconstrained work and leaves the big one (G2) idle; and it fills the 39 128-core G3
+/// nodes, the only ones an 8-GPU task asking 120 cores fits, with work any node could
+/// hold (`multi=0.5`).
 #[derive(Clone, Debug, Default)]
 pub struct PoolPressure {
     generation: u64,
     gpus: usize,
-    /// Dedicated demand share per model id.
+    host: bool,
+    /// Pool of each GPU.
+    gpu_pool: Vec<u32>,
+    /// Per pool: its model, and (with `host`) the GPU count, CPU and memory of its nodes.
+    pools: Vec<(ModelId, u32, u32, u64)>,
+    /// Dedicated demand share per pool.
     dedicated: Vec<f64>,
     any_dedicated: bool,
-    /// Current pressure per model id.
+    /// Current pressure per pool.
     pub pressure: Vec<f64>,
 }
 
 impl PoolPressure {
     /// Recomputes the pressure for the view as it is (`O(GPUs)`; the dedicated shares only
-    /// when the distribution or the fleet changed).
-    pub fn update(&mut self, view: &LiveView, dist: &TaskDistribution, now_ms: i64) {
-        let models = view.models.len();
-        if self.generation != dist.generation || self.gpus != view.gpus.len() {
+    /// when the distribution or the fleet changed). A pool is a GPU model, or with `host`
+    /// a GPU model on one kind of node (GPU count, host CPU and memory): work that only
+    /// such nodes can hold (an 8-GPU task asking 120 cores) is dedicated to them too.
+    pub fn update(&mut self, view: &LiveView, dist: &TaskDistribution, now_ms: i64, host: bool) {
+        if self.generation != dist.generation || self.gpus != view.gpus.len() || self.host != host {
             self.generation = dist.generation;
             self.gpus = view.gpus.len();
-            let mut cap = vec![0.0f64; models];
+            self.host = host;
+            self.pools.clear();
+            self.gpu_pool.clear();
+            let mut index: HashMap<(ModelId, u32, u32, u64), u32> = HashMap::new();
+            let mut cap: Vec<f64> = Vec::new();
             for g in &view.gpus {
-                cap[usize::from(g.model)] += 1.0;
+                let key = if host {
+                    let n = &view.nodes[g.node as usize];
+                    (
+                        g.model,
+                        n.gpus.len() as u32,
+                        n.cpu_total_milli,
+                        n.memory_total_mib,
+                    )
+                } else {
+                    (g.model, 0, 0, 0)
+                };
+                let i = *index.entry(key).or_insert_with(|| {
+                    self.pools.push(key);
+                    cap.push(0.0);
+                    (self.pools.len() - 1) as u32
+                });
+                cap[i as usize] += 1.0;
+                self.gpu_pool.push(i);
             }
-            self.dedicated = vec![0.0; models];
-            let mut total = 0.0;
-            for s in &dist.shapes {
-                let d = s.weight * f64::from(s.demand.total_milli());
-                total += d;
-                if s.models == ModelSet::ANY || d == 0.0 {
+            self.dedicated = vec![0.0; self.pools.len()];
+            let mut ids: Vec<usize> = Vec::new();
+            for d in &dist.demands {
+                ids.clear();
+                ids.extend((0..self.pools.len()).filter(|&i| {
+                    let (m, gpus, cpu, mem) = self.pools[i];
+                    d.models.contains(m)
+                        && (!host
+                            || (gpus >= u32::from(d.gpus)
+                                && (cpu == 0 || cpu >= d.cpu_milli)
+                                && (mem == 0 || mem >= d.memory_mib)))
+                }));
+                if ids.is_empty() || ids.len() == self.pools.len() {
                     continue;
                 }
-                let ids: Vec<usize> = (0..models)
-                    .filter(|&m| s.models.contains(m as ModelId) && cap[m] > 0.0)
-                    .collect();
-                if ids.len() == models {
-                    continue;
+                let c: f64 = ids.iter().map(|&i| cap[i]).sum();
+                for &i in &ids {
+                    self.dedicated[i] += d.share * cap[i] / c;
                 }
-                let c: f64 = ids.iter().map(|&m| cap[m]).sum();
-                for m in ids {
-                    self.dedicated[m] += d * cap[m] / c;
-                }
-            }
-            if total > 0.0 {
-                self.dedicated.iter_mut().for_each(|x| *x /= total);
             }
             self.any_dedicated = self.dedicated.iter().any(|&x| x > 0.0);
         }
         self.pressure.clear();
-        self.pressure.resize(models, 0.0);
+        self.pressure.resize(self.pools.len(), 0.0);
         if !self.any_dedicated {
             return;
         }
-        let mut free = vec![0.0f64; models];
+        let mut free = vec![0.0f64; self.pools.len()];
         for (i, g) in view.gpus.iter().enumerate() {
             if view.effective_health(i as u32, now_ms).placeable() {
-                free[usize::from(g.model)] += f64::from(g.free_milli());
+                free[self.gpu_pool[i] as usize] += f64::from(g.free_milli());
             }
         }
         let all: f64 = free.iter().sum();
@@ -523,9 +626,13 @@ impl PoolPressure {
         }
     }
 
-    /// Pressure of model `m` (0 when nothing is dedicated to it).
-    pub fn of(&self, m: ModelId) -> f64 {
-        self.pressure.get(usize::from(m)).copied().unwrap_or(0.0)
+    /// Pressure of GPU `g`'s pool (0 when nothing is dedicated to it).
+    pub fn of(&self, g: GpuIdx) -> f64 {
+        self.gpu_pool
+            .get(g as usize)
+            .and_then(|&i| self.pressure.get(i as usize))
+            .copied()
+            .unwrap_or(0.0)
     }
 }
 
@@ -703,15 +810,91 @@ mod tests {
             shape(GpuDemand::Whole(1), 0, ModelSet::ANY, 0.5),
         ]);
         let mut p = PoolPressure::default();
-        p.update(&v, &d, 0);
-        let (g2, t4id) = (v.model_id("G2").unwrap(), v.model_id("T4").unwrap());
+        p.update(&v, &d, 0, false);
+        let (g2_gpu, t4_gpu) = (0, 8); // the first GPU of each pool
         // Half the demand needs T4: 0.5 × 10 free GPUs / 2 free T4s.
-        assert!((p.of(t4id) - 2.5).abs() < 1e-9, "{:?}", p.pressure);
-        assert_eq!(p.of(g2), 0.0);
+        assert!((p.of(t4_gpu) - 2.5).abs() < 1e-9, "{:?}", p.pressure);
+        assert_eq!(p.of(g2_gpu), 0.0);
         // Taking G2 capacity raises the T4 pressure (less room elsewhere is not less need).
         v.take_share(0, 1, 1000);
-        p.update(&v, &d, 0);
-        assert!((p.of(t4id) - 0.5 * 9.0 / 2.0).abs() < 1e-9);
+        p.update(&v, &d, 0, false);
+        assert!((p.of(t4_gpu) - 0.5 * 9.0 / 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn pool_pressure_by_kind_of_node_sees_work_only_big_hosts_can_hold() {
+        // 8 GPUs on a 96-core node, 8 on a 128-core node, same model.
+        let mut v = LiveView::new();
+        for (node, cpu) in [("small", 96_000), ("big", 128_000)] {
+            v.add_node(NodeSpec {
+                name: node.into(),
+                supplier: "s".into(),
+                cpu_milli: cpu,
+                memory_mib: 0,
+            });
+            for i in 0..8 {
+                let spec = GpuSpec {
+                    uuid: format!("{node}{i}"),
+                    node: node.into(),
+                    model: "G2".into(),
+                    memory_total_mib: 0,
+                };
+                v.add_gpu(spec, 0).unwrap();
+            }
+        }
+        // A quarter of the demand is 8-GPU tasks asking 120 cores: only "big" holds them.
+        let d = TaskDistribution::new(vec![
+            shape(GpuDemand::Whole(8), 120_000, ModelSet::ANY, 0.04),
+            shape(GpuDemand::Whole(1), 4_000, ModelSet::ANY, 0.96),
+        ]);
+        let (small, big) = (0, 8);
+        let mut p = PoolPressure::default();
+        p.update(&v, &d, 0, false);
+        assert_eq!((p.of(small), p.of(big)), (0.0, 0.0));
+        p.update(&v, &d, 0, true);
+        // 0.25 of the demand × 16 free GPUs / 8 free on "big".
+        assert!((p.of(big) - 0.5).abs() < 1e-9, "{:?}", p.pressure);
+        assert_eq!(p.of(small), 0.0);
+    }
+
+    #[test]
+    fn pool_pressure_counts_constrained_jobs_the_top_shapes_dropped() {
+        let mut v = LiveView::new();
+        for (node, model, gpus) in [("a", "G2", 8), ("b", "T4", 2)] {
+            v.add_node(NodeSpec {
+                name: node.into(),
+                supplier: "s".into(),
+                cpu_milli: 0,
+                memory_mib: 0,
+            });
+            for i in 0..gpus {
+                let spec = GpuSpec {
+                    uuid: format!("{node}{i}"),
+                    node: node.into(),
+                    model: model.into(),
+                    memory_total_mib: 0,
+                };
+                v.add_gpu(spec, 0).unwrap();
+            }
+        }
+        // 90 unconstrained one-GPU jobs, 10 that only T4 can take.
+        let jobs: Vec<Job> = (0..100u64)
+            .map(|i| Job {
+                models: if i % 10 == 0 {
+                    vec!["T4".into()]
+                } else {
+                    Vec::new()
+                },
+                ..Job::new(i, GpuDemand::Whole(1))
+            })
+            .collect();
+        // One shape kept: the T4 group is cut from the shapes ...
+        let d = TaskDistribution::from_jobs(&v, &jobs, 1);
+        assert!(d.shapes().iter().all(|s| s.models == ModelSet::ANY));
+        // ... but not from the demand the pools are pressed by: 0.1 × 10 free / 2 free T4s.
+        let mut p = PoolPressure::default();
+        p.update(&v, &d, 0, false);
+        assert!((p.of(8) - 0.5).abs() < 1e-9, "{:?}", p.pressure);
     }
 
     #[test]

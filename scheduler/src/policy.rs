@@ -119,6 +119,7 @@ fn parse_weights(name: &str) -> Option<RigwatchWeights> {
             "poolpack" => w.pool_packing = v,
             "kappa0" => w.kappa0 = v,
             "kappa1" => w.kappa1 = v,
+            "poolhost" => w.pool_host = v != 0.0,
             _ => return None,
         }
     }
@@ -508,6 +509,10 @@ pub struct RigwatchWeights {
     /// capped at 1): with type-constrained work oversubscribing a pool, filling nodes one
     /// after the other keeps the other pools' nodes whole.
     pub pool_packing: f64,
+    /// Pool pressure by kind of node (GPU model, GPU count, host CPU and memory) rather
+    /// than by GPU model alone: work that only some nodes can hold (an 8-GPU task asking
+    /// 120 cores fits only the 128-core nodes) presses those nodes' pool.
+    pub pool_host: bool,
 }
 
 impl Default for RigwatchWeights {
@@ -526,6 +531,7 @@ impl Default for RigwatchWeights {
             kappa0: 1.0,
             kappa1: 1.5,
             pool_packing: 0.05,
+            pool_host: true,
         }
     }
 }
@@ -559,7 +565,8 @@ impl Policy for Rigwatch {
             HostModel::Cliff
         };
         if self.weights.pool > 0.0 {
-            self.pools.update(d.view, d.dist, d.now_ms);
+            self.pools
+                .update(d.view, d.dist, d.now_ms, self.weights.pool_host);
         }
         let w = self.weights;
         self.pool_packing = if w.pool > 0.0 && w.pool_packing > 0.0 {
@@ -599,7 +606,7 @@ impl Policy for Rigwatch {
         let mut s = self.fgd.delta(d, c) / f64::from(WHOLE_GPU);
         for &g in c.gpus {
             if w.pool > 0.0 {
-                let pi = self.pools.of(d.view.gpus[g as usize].model).min(1.0);
+                let pi = self.pools.of(g).min(1.0);
                 s += w.pool * pi * f64::from(c.share) / f64::from(WHOLE_GPU);
             }
             if d.view.effective_health(g, d.now_ms) == Health::Degraded {
