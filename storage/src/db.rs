@@ -23,6 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::durable::{RealSync, SyncedLocalStore};
 use arrow::array::RecordBatch;
+use datafusion::execution::cache::cache_manager::FileMetadataCache;
+use datafusion::execution::cache::default_cache::DefaultCache;
 use futures::StreamExt;
 use object_store::ObjectStore;
 use parking_lot::{Mutex, RwLock};
@@ -121,7 +123,13 @@ pub struct Db {
     wakeup: Arc<Notify>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Parsed Parquet footers and page indexes of data files, shared by every session's
+    /// scans (files are immutable and never reuse a path, so an entry never goes stale).
+    parquet_metadata: Arc<FileMetadataCache>,
 }
+
+/// Most memory the Parquet footer and page-index cache holds.
+const PARQUET_METADATA_CACHE_BYTES: usize = 64 << 20;
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -216,6 +224,10 @@ impl Db {
             wakeup: Arc::new(Notify::new()),
             shutdown_tx,
             tasks: Mutex::new(Vec::new()),
+            parquet_metadata: Arc::new(
+                DefaultCache::new(PARQUET_METADATA_CACHE_BYTES)
+                    .with_name("rigwatch-parquet-metadata"),
+            ),
             config,
         });
         let (tx, rx) = std::sync::mpsc::channel();
@@ -246,6 +258,11 @@ impl Db {
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// The cache of data files' Parquet metadata that scans read footers through.
+    pub fn parquet_metadata(&self) -> Arc<FileMetadataCache> {
+        self.parquet_metadata.clone()
     }
 
     pub fn metrics(&self) -> &StorageMetrics {

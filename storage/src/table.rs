@@ -8,9 +8,9 @@
 //!           /         \
 //!  DataSourceExec     DataSourceExec (memory)
 //!  (Parquet: files      buffered chunks, and partitions whose files and buffer overlap,
-//!   alone in their      merged here with last-write-wins per field
-//!   partition; stats
-//!   and page pruning)
+//!   alone in their      merged here with last-write-wins per field (each file read with
+//!   partition; stats    the query's tag and time terms pushed into it: pruned by
+//!   and page pruning)   statistics and page index, footers from the metadata cache)
 //! ```
 //!
 //! Filters are pushed down as `Inexact`: they prune, and DataFusion still applies them.
@@ -22,25 +22,29 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::SessionContext;
 
 use crate::batch::TIME_COLUMN;
 use crate::catalog::FileMeta;
 use crate::db::Db;
-use crate::schema::TableDef;
-use crate::{dedup, persist};
+use crate::dedup;
+use crate::schema::{ColumnKind, TableDef};
 
 pub mod scope;
 
@@ -253,6 +257,24 @@ impl TableProvider for DbTable {
         }
         let mut direct = Vec::new();
         let mut memory = Vec::new();
+        // Rows of one key (tags, time) agree on every term that reads only tags and time, so
+        // such terms may run before the merge: a partition is merged from the rows the query
+        // can use, read with pruning, not from whole files. Only terms that cannot fail run
+        // here (the others run above, as always).
+        let key_filter = conjunction(
+            filters
+                .iter()
+                .flat_map(|f| split_conjunction(f))
+                .filter(|e| reads_only_keys(e, &self.def) && scope::prunes_safely(e))
+                .cloned(),
+        );
+        let key_filter = match key_filter {
+            Some(e) => {
+                let df_schema = DFSchema::try_from(self.schema.clone())?;
+                Some(state.create_physical_expr(e, &df_schema)?)
+            }
+            None => None,
+        };
         for (_, (files, batches)) in parts {
             if self.def.append_only || files.len() + batches.len() <= 1 {
                 direct.extend(files);
@@ -261,19 +283,24 @@ impl TableProvider for DbTable {
             }
             let mut inputs = Vec::new();
             for f in &files {
-                match persist::read(self.db.store(), &f.path, &self.schema).await {
+                match self.read_file(state, f, key_filter.as_ref()).await {
                     Ok(b) => inputs.extend(b),
                     Err(e) => self.db.quarantine(f, &e.to_string()),
                 }
             }
-            inputs.extend(batches);
+            for b in batches {
+                inputs.push(match &key_filter {
+                    Some(p) => filter_batch(&b, p)?,
+                    None => b,
+                });
+            }
             memory.push(dedup::merge(&self.def, &self.schema, &inputs)?);
         }
 
         let target = state.config().target_partitions().max(1);
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !direct.is_empty() {
-            let mut source = ParquetSource::new(self.schema.clone()).with_enable_page_index(true);
+            let mut source = self.parquet_source();
             if let Some(expr) = conjunction(filters.to_vec()) {
                 let df_schema = DFSchema::try_from(self.schema.clone())?;
                 source = source.with_predicate(state.create_physical_expr(expr, &df_schema)?);
@@ -306,6 +333,73 @@ impl TableProvider for DbTable {
         }
         UnionExec::try_new(plans)
     }
+}
+
+impl DbTable {
+    /// The rows of one data file (every column, in the table's schema) that `predicate`
+    /// keeps, read with footer, statistics and page-index pruning.
+    async fn read_file(
+        &self,
+        state: &dyn Session,
+        file: &FileMeta,
+        predicate: Option<&Arc<dyn PhysicalExpr>>,
+    ) -> DFResult<Vec<RecordBatch>> {
+        let mut source = self.parquet_source();
+        if let Some(p) = predicate {
+            source = source.with_predicate(p.clone());
+        }
+        let config =
+            FileScanConfigBuilder::new(ObjectStoreUrl::parse(OBJECT_STORE_URL)?, Arc::new(source))
+                .with_file_groups(vec![FileGroup::new(vec![PartitionedFile::new(
+                    file.path.clone(),
+                    file.size,
+                )])])
+                .build();
+        let mut plan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+        if let Some(p) = predicate {
+            plan = Arc::new(FilterExec::try_new(p.clone(), plan)?);
+        }
+        datafusion::physical_plan::collect(plan, state.task_ctx()).await
+    }
+
+    /// A Parquet source over the table's schema that reads footers through the store's
+    /// metadata cache.
+    fn parquet_source(&self) -> ParquetSource {
+        ParquetSource::new(self.schema.clone())
+            .with_enable_page_index(true)
+            .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+                self.db.store().clone(),
+                self.db.parquet_metadata(),
+            )))
+    }
+}
+
+/// Whether `e` reads no column but tags and `time`.
+fn reads_only_keys(e: &Expr, def: &TableDef) -> bool {
+    let mut ok = true;
+    let _ = e.apply(|x| {
+        if let Expr::Column(c) = x
+            && c.name != TIME_COLUMN
+            && !def
+                .column_index(&c.name)
+                .is_some_and(|i| def.columns[i].kind == ColumnKind::Tag)
+        {
+            ok = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    ok && !matches!(e, Expr::Literal(..))
+}
+
+/// The rows of `batch` that `predicate` keeps.
+fn filter_batch(batch: &RecordBatch, predicate: &Arc<dyn PhysicalExpr>) -> DFResult<RecordBatch> {
+    let mask = predicate.evaluate(batch)?.into_array(batch.num_rows())?;
+    let mask = mask
+        .as_any()
+        .downcast_ref::<arrow::array::BooleanArray>()
+        .ok_or_else(|| DataFusionError::Internal("a filter that is not boolean".into()))?;
+    Ok(arrow::compute::filter_record_batch(batch, mask)?)
 }
 
 /// The `[min, max]` time range (ns, inclusive) that `filters` allow.

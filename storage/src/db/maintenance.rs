@@ -165,13 +165,26 @@ impl Db {
         Ok(())
     }
 
-    /// Merges each partition that has at least `compaction_min_files` files into one file.
+    /// Merges each partition that has at least `compaction_min_files` files into one file,
+    /// and each closed partition (it ended more than `persist_age` ago, so its writes have
+    /// been persisted) that has two or more: a query reads a closed partition's one file
+    /// straight, with pruning, instead of merging its files on every read.
     pub async fn compact(&self) -> Result<CompactStats> {
-        self.compact_with(self.config.compaction_min_files).await
+        let closed_before = (now_ms().saturating_mul(1_000_000))
+            .saturating_sub(self.config.persist_age.as_nanos() as i64)
+            .saturating_sub(self.partition_ns);
+        self.compact_where(self.config.compaction_min_files, closed_before)
+            .await
     }
 
     /// As [`Db::compact`], with an explicit threshold (2 compacts every multi-file partition).
     pub async fn compact_with(&self, min_files: usize) -> Result<CompactStats> {
+        self.compact_where(min_files, i64::MIN).await
+    }
+
+    /// Compacts partitions with at least `min_files` files, and those starting before
+    /// `closed_before` (ns) with at least two.
+    async fn compact_where(&self, min_files: usize, closed_before: i64) -> Result<CompactStats> {
         let mut cw = self.persist_lock.lock().await;
         let start = Instant::now();
         self.delete_pending(&mut cw, DELETE_GRACE).await;
@@ -185,7 +198,12 @@ impl Db {
         }
         let mut stats = CompactStats::default();
         for ((table, partition), group) in groups {
-            if group.len() < min_files.max(2) {
+            let threshold = if partition < closed_before {
+                2
+            } else {
+                min_files.max(2)
+            };
+            if group.len() < threshold {
                 continue;
             }
             let Some(def) = self.schemas.get(table) else {

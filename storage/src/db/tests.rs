@@ -7,6 +7,7 @@ use datafusion::prelude::SessionContext;
 
 use super::*;
 use crate::batch::FieldValue;
+use crate::buffer::partition_of;
 
 fn config(dir: &std::path::Path) -> DbConfig {
     let mut c = DbConfig::new(dir);
@@ -160,5 +161,27 @@ async fn compaction_excludes_a_file_corrupted_while_running() {
     let stats = db.compact_with(2).await.unwrap();
     assert_eq!((stats.files_in, stats.files_out), (2, 1));
     assert_eq!(count(&db).await, 2);
+    db.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_closed_partition_is_compacted_from_two_files_an_open_one_waits_for_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(config(dir.path())).await.unwrap();
+    let now = now_ms() * 1_000_000;
+    // An hour ago: long closed (1-minute partitions, persist age 5 minutes). Now: open.
+    let old = now - 3_600_000_000_000;
+    for t in [old, old + 1, now, now + 1] {
+        db.write(rows(&[t]), WriteOptions::default()).await.unwrap();
+        db.persist().await.unwrap();
+    }
+    assert_eq!(db.files().len(), 4);
+    let stats = db.compact().await.unwrap();
+    assert_eq!((stats.partitions, stats.files_in), (1, 2), "{stats:?}");
+    let files = db.files();
+    assert_eq!(files.len(), 3);
+    let closed = partition_of(old, db.partition_ns());
+    assert_eq!(files.iter().filter(|f| f.partition == closed).count(), 1);
+    assert_eq!(count(&db).await, 4);
     db.shutdown().await.unwrap();
 }
