@@ -352,7 +352,7 @@ async fn fetch_one(
         }
         *total += acc.samples;
         for (tag_values, per_metric) in acc.finish() {
-            for (i, mut samples) in per_metric.into_iter().enumerate() {
+            for (i, samples) in per_metric.into_iter().enumerate() {
                 if samples.is_empty() {
                     continue;
                 }
@@ -364,7 +364,6 @@ async fn fetch_one(
                 {
                     continue;
                 }
-                samples.sort_unstable_by_key(|s| s.t);
                 result.push(Series { labels, samples });
             }
         }

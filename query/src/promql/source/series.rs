@@ -2,18 +2,26 @@
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch};
+use arrow::buffer::ScalarBuffer;
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, TimestampNanosecondType};
+use arrow::datatypes::{DataType, Float64Type, Int32Type, TimestampNanosecondType};
 use rigwatch_promql::value::Sample;
 
 use super::FetchError;
 
-/// Groups rows into series by their tag values without touching strings per row: each tag
-/// column is dictionary-encoded (as the store keeps tags), each distinct value is interned
-/// once per batch into a small id, and a row's series is found by its tuple of ids. Files
-/// are sorted by series, so rows come in runs of one series: a run is looked up once and
-/// its samples are appended column by column.
+/// Groups rows into series by their tag values without touching strings per row, and
+/// builds each series' samples with one allocation and one copy.
+///
+/// - Each tag column is dictionary-encoded (as the store keeps tags). Files are sorted by
+///   series, so rows come in runs of one series: a run starts where any tag column's key
+///   changes, found with one pass over each column's keys. Only a run's first row turns
+///   its keys into interned ids (one string lookup per distinct key and batch).
+/// - A run adds a *segment* (batch, rows) to its series, per metric: no sample is copied
+///   while scanning. `finish` orders each series' segments by time (files are scanned in
+///   parallel, so they arrive interleaved), sizes the sample vector exactly, and copies
+///   each segment once. Only segments that overlap in time (a series written twice over
+///   the same span in one partition's buffer and file, say) cost a sort.
 pub(super) struct SeriesAccumulator {
     ntags: usize,
     nmetrics: usize,
@@ -22,8 +30,21 @@ pub(super) struct SeriesAccumulator {
     /// Per tag column: id -> value.
     names: Vec<Vec<Option<String>>>,
     index: HashMap<Box<[u32]>, usize>,
-    series: Vec<TagSeries>,
+    /// Per series: its tag ids' values and, per metric, its segments.
+    series: Vec<(Vec<Option<String>>, Vec<Vec<Segment>>)>,
+    /// The scanned columns the segments point into: per batch, its metrics and times.
+    batches: Vec<(Vec<Float64Array>, ScalarBuffer<i64>)>,
     pub samples: usize,
+}
+
+/// Rows `start..end` of batch `batch`, all of one series.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    batch: u32,
+    start: u32,
+    end: u32,
+    /// Time (ns) of the first row, to order segments.
+    first_ns: i64,
 }
 
 /// One tag set's values (`None` where the tag is absent) and its samples per metric.
@@ -38,51 +59,47 @@ impl SeriesAccumulator {
             names: vec![vec![None]; ntags],
             index: HashMap::new(),
             series: Vec::new(),
+            batches: Vec::new(),
             samples: 0,
         }
     }
 
-    /// The dictionary keys of `col` per row (-1 where null) and, per key, the interned
-    /// id of its value (0 = absent or empty). Rows are compared by key, and a key is
-    /// turned into an id only where a run of one series starts.
-    fn keys(&mut self, t: usize, col: &ArrayRef) -> Result<(Vec<i32>, Vec<u32>), FetchError> {
-        let dict_type = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
-        let col = if col.data_type() == &dict_type {
-            col.clone()
-        } else {
-            cast(col, &dict_type)?
+    /// The interned id (0 = absent or empty) of the value under dictionary key `key` of
+    /// tag column `t`, whose values are `values`; `cache` remembers this batch's answers.
+    fn intern(
+        &mut self,
+        t: usize,
+        values: &arrow::array::StringArray,
+        key: Option<i32>,
+        cache: &mut [u32],
+    ) -> u32 {
+        let Some(k) = key.map(|k| k as usize) else {
+            return 0;
         };
-        let dict = col.as_dictionary::<arrow::datatypes::Int32Type>();
-        let values = cast(dict.values(), &DataType::Utf8)?;
-        let values = values.as_string::<i32>();
-        // Dictionary key -> id, resolved once per distinct value of this batch.
-        let (interned, names) = (&mut self.interned[t], &mut self.names[t]);
-        let by_key: Vec<u32> = (0..values.len())
-            .map(|k| {
-                if !values.is_valid(k) || values.value(k).is_empty() {
-                    return 0;
-                }
-                let v = values.value(k);
-                match interned.get(v) {
-                    Some(&id) => id,
-                    None => {
-                        let id = names.len() as u32;
-                        names.push(Some(v.to_string()));
-                        interned.insert(v.to_string(), id);
-                        id
-                    }
-                }
-            })
-            .collect();
-        let keys = dict.keys();
-        let keys: Vec<i32> = if keys.null_count() == 0 {
-            keys.values().to_vec()
+        if let Some(&id) = cache.get(k)
+            && id != u32::MAX
+        {
+            return id;
+        }
+        let id = if k >= values.len() || !values.is_valid(k) || values.value(k).is_empty() {
+            0
         } else {
-            (0..keys.len())
-                .map(|r| if keys.is_valid(r) { keys.value(r) } else { -1 })
-                .collect()
+            let v = values.value(k);
+            let (interned, names) = (&mut self.interned[t], &mut self.names[t]);
+            match interned.get(v) {
+                Some(&id) => id,
+                None => {
+                    let id = names.len() as u32;
+                    names.push(Some(v.to_string()));
+                    interned.insert(v.to_string(), id);
+                    id
+                }
+            }
         };
-        Ok((keys, by_key))
+        if let Some(slot) = cache.get_mut(k) {
+            *slot = id;
+        }
+        id
     }
 
     /// The series of the tag ids in `key`, created on first sight.
@@ -108,94 +125,131 @@ impl SeriesAccumulator {
         if n == 0 {
             return Ok(());
         }
-        let tags: Vec<(Vec<i32>, Vec<u32>)> = (0..self.ntags)
-            .map(|t| self.keys(t, batch.column(t)))
+        let dict_type = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let mut tags: Vec<(ArrayRef, ArrayRef)> = Vec::with_capacity(self.ntags);
+        for t in 0..self.ntags {
+            let col = batch.column(t);
+            let col = if col.data_type() == &dict_type {
+                col.clone()
+            } else {
+                cast(col, &dict_type)?
+            };
+            let values = cast(col.as_dictionary::<Int32Type>().values(), &DataType::Utf8)?;
+            tags.push((col, values));
+        }
+        // Run starts: rows where some tag column's key (or its nullness) changes.
+        let mut starts = vec![false; n];
+        starts[0] = true;
+        for (col, _) in &tags {
+            let keys = col.as_dictionary::<Int32Type>().keys();
+            let k = keys.values();
+            match keys.nulls() {
+                None => {
+                    for i in 1..n {
+                        starts[i] |= k[i] != k[i - 1];
+                    }
+                }
+                Some(nulls) => {
+                    for i in 1..n {
+                        let (a, b) = (nulls.is_valid(i - 1), nulls.is_valid(i));
+                        starts[i] |= a != b || (b && k[i] != k[i - 1]);
+                    }
+                }
+            }
+        }
+        let values: Vec<Float64Array> = (0..self.nmetrics)
+            .map(|i| {
+                cast(batch.column(self.ntags + i), &DataType::Float64)
+                    .map(|c| c.as_primitive::<Float64Type>().clone())
+            })
             .collect::<Result<_, _>>()?;
-        let values: Vec<ArrayRef> = (0..self.nmetrics)
-            .map(|i| cast(batch.column(self.ntags + i), &DataType::Float64))
-            .collect::<Result<_, _>>()?;
-        let values: Vec<&arrow::array::Float64Array> = values
-            .iter()
-            .map(|c| c.as_primitive::<Float64Type>())
-            .collect();
-        let time = batch.column(self.ntags + self.nmetrics);
-        let time = time.as_primitive::<TimestampNanosecondType>().values();
+        let time = batch
+            .column(self.ntags + self.nmetrics)
+            .as_primitive::<TimestampNanosecondType>()
+            .values()
+            .clone();
+        let b = self.batches.len() as u32;
+        let mut caches: Vec<Vec<u32>> = tags.iter().map(|(_, v)| vec![u32::MAX; v.len()]).collect();
         let mut key: Vec<u32> = vec![0; self.ntags];
         let mut start = 0;
         while start < n {
-            // The run of rows with the same tags as row `start`.
             let mut end = start + 1;
-            while end < n && tags.iter().all(|(k, _)| k[end] == k[start]) {
+            while end < n && !starts[end] {
                 end += 1;
             }
-            for (id, (keys, by_key)) in key.iter_mut().zip(&tags) {
-                let k = keys[start];
-                *id = if k < 0 { 0 } else { by_key[k as usize] };
+            for (t, (col, vals)) in tags.iter().enumerate() {
+                let keys = col.as_dictionary::<Int32Type>().keys();
+                let k = keys.is_valid(start).then(|| keys.value(start));
+                key[t] = self.intern(t, vals.as_string::<i32>(), k, &mut caches[t]);
             }
             let id = self.series_id(&key);
-            let per_metric = &mut self.series[id].1;
-            for (samples, col) in per_metric.iter_mut().zip(&values) {
-                let before = samples.len();
-                let vals = &col.values()[start..end];
-                let times = &time[start..end];
-                if col.null_count() == 0 {
-                    samples.extend(times.iter().zip(vals).map(|(&t, &v)| Sample {
-                        t: t.div_euclid(1_000_000),
-                        v,
-                    }));
-                } else {
-                    samples.extend((start..end).filter(|&r| col.is_valid(r)).map(|r| Sample {
-                        t: time[r].div_euclid(1_000_000),
-                        v: col.value(r),
-                    }));
+            for (m, col) in values.iter().enumerate() {
+                let present = match col.nulls() {
+                    None => end - start,
+                    Some(nulls) => (start..end).filter(|&r| nulls.is_valid(r)).count(),
+                };
+                if present == 0 {
+                    continue;
                 }
-                self.samples += samples.len() - before;
+                self.samples += present;
+                self.series[id].1[m].push(Segment {
+                    batch: b,
+                    start: start as u32,
+                    end: end as u32,
+                    first_ns: time[start],
+                });
             }
             start = end;
         }
+        self.batches.push((values, time));
         Ok(())
     }
 
     /// Every tag set with its samples per metric, each sorted by time.
-    pub fn finish(mut self) -> Vec<TagSeries> {
-        for (_, per_metric) in &mut self.series {
-            for samples in per_metric {
-                sort_runs(samples);
-            }
-        }
+    pub fn finish(self) -> Vec<TagSeries> {
+        let batches = self.batches;
         self.series
+            .into_iter()
+            .map(|(tags, per_metric)| {
+                let samples = per_metric
+                    .into_iter()
+                    .enumerate()
+                    .map(|(m, mut segs)| {
+                        segs.sort_unstable_by_key(|s| s.first_ns);
+                        let total: usize = segs.iter().map(|s| (s.end - s.start) as usize).sum();
+                        let mut out = Vec::with_capacity(total);
+                        for s in &segs {
+                            let (cols, time) = &batches[s.batch as usize];
+                            let col = &cols[m];
+                            let (a, b) = (s.start as usize, s.end as usize);
+                            let ms = |t: i64| t.div_euclid(1_000_000);
+                            match col.nulls() {
+                                None => out.extend(
+                                    time[a..b]
+                                        .iter()
+                                        .zip(&col.values()[a..b])
+                                        .map(|(&t, &v)| Sample { t: ms(t), v }),
+                                ),
+                                Some(_) => {
+                                    out.extend((a..b).filter(|&r| col.is_valid(r)).map(|r| {
+                                        Sample {
+                                            t: ms(time[r]),
+                                            v: col.value(r),
+                                        }
+                                    }))
+                                }
+                            }
+                        }
+                        if !out.is_sorted_by_key(|s| s.t) {
+                            out.sort_by_key(|s| s.t);
+                        }
+                        out
+                    })
+                    .collect();
+                (tags, samples)
+            })
+            .collect()
     }
-}
-
-/// Sorts `samples` by time. Each file and buffer yields a series' rows in time order, but
-/// files are scanned in parallel, so the samples arrive as a few sorted runs, usually one
-/// per time partition and not overlapping: those are put in order with one copy. Runs
-/// that overlap go to the stable sort, which merges runs in about linear time.
-fn sort_runs(samples: &mut Vec<Sample>) {
-    if samples.is_sorted_by_key(|s| s.t) {
-        return;
-    }
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    let mut start = 0;
-    for i in 1..=samples.len() {
-        if i == samples.len() || samples[i].t < samples[i - 1].t {
-            runs.push((start, i));
-            start = i;
-        }
-    }
-    runs.sort_unstable_by_key(|&(a, _)| samples[a].t);
-    let disjoint = runs
-        .windows(2)
-        .all(|w| samples[w[0].1 - 1].t < samples[w[1].0].t);
-    if !disjoint {
-        samples.sort_by_key(|s| s.t);
-        return;
-    }
-    let mut out = Vec::with_capacity(samples.len());
-    for (a, b) in runs {
-        out.extend_from_slice(&samples[a..b]);
-    }
-    *samples = out;
 }
 
 #[cfg(test)]
@@ -222,22 +276,25 @@ mod tests {
     }
 
     #[test]
-    fn sort_runs_orders_disjoint_and_overlapping_runs() {
-        let mk =
-            |ts: &[i64]| -> Vec<Sample> { ts.iter().map(|&t| Sample { t, v: t as f64 }).collect() };
-        for ts in [
-            &[5, 6, 7, 1, 2, 3, 10, 11][..],
-            &[1, 2, 3],
-            &[3, 2, 1],
-            &[1, 5, 2, 6, 3, 7],
-            &[],
-        ] {
-            let mut got = mk(ts);
-            sort_runs(&mut got);
-            let mut want = mk(ts);
-            want.sort_by_key(|s| s.t);
-            assert_eq!(got, want, "{ts:?}");
+    fn segments_interleaved_across_batches_come_out_in_order() {
+        // Two files scanned in parallel: batches of one series arrive interleaved, each
+        // batch a sorted run; one batch also splits a file's rows for the series.
+        let mut acc = SeriesAccumulator::new(1, 1);
+        for times in [&[1, 2, 3][..], &[7, 8], &[4, 5, 6], &[10], &[9]] {
+            let tags = vec![Some("a"); times.len()];
+            let vals: Vec<Option<f64>> = times.iter().map(|&t| Some(t as f64)).collect();
+            acc.push(&batch(&tags, &vals, times)).unwrap();
         }
+        // Overlapping runs (the same span written twice) still come out sorted.
+        acc.push(&batch(
+            &[Some("a"), Some("a")],
+            &[Some(2.5), Some(11.0)],
+            &[2, 11],
+        ))
+        .unwrap();
+        let got = acc.finish();
+        let ts: Vec<i64> = got[0].1[0].iter().map(|s| s.t).collect();
+        assert_eq!(ts, [1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     }
 
     #[test]
