@@ -255,6 +255,21 @@ pub const ACTIVITY_FIELDS: [&str; 5] = [
     "dram_active",
 ];
 
+/// dcgm-exporter's XID gauge: the code of a GPU's last XID error. XIDs are events here, rows
+/// of `gpu_fault` (`kind=xid`, as the agent writes them), so this name reads those rows: a
+/// sample with the code at each XID, with the labels of [`LABELS`]. A query at time `t`
+/// therefore sees a GPU's last XID for the lookback (5 minutes) after it, where
+/// dcgm-exporter keeps exporting it until the driver reloads: `DCGM_FI_DEV_XID_ERRORS > 0`
+/// fires on a fresh XID and resolves by itself.
+pub const XID_METRIC: &str = "DCGM_FI_DEV_XID_ERRORS";
+
+/// dcgm-exporter's help text for [`XID_METRIC`].
+pub const XID_HELP: &str = "Value of the last XID error encountered.";
+
+/// The table and field [`XID_METRIC`] reads.
+pub const XID_TABLE: &str = "gpu_fault";
+pub const XID_FIELD: &str = "code";
+
 /// The field a dcgm-exporter metric carries, if the agent writes it.
 pub fn field_of(metric: &str) -> Option<&'static str> {
     FIELDS.iter().find(|d| d.metric == metric).map(|d| d.field)

@@ -268,6 +268,8 @@ const PROMQL: &[&str] = &[
     "count_values(\"v\", gpu_temperature)",
     "group by (region) (heartbeat_seq)",
     "host_cpu_utilization",
+    "DCGM_FI_DEV_XID_ERRORS",
+    "count by (Hostname, UUID, supplier, region) (DCGM_FI_DEV_XID_ERRORS)",
     "max by (worker, region, supplier) (rate(host_net_rx_errors_total[1m]))",
     "rigwatch_earnings_total",
     "rigwatch_faults_total",

@@ -1,6 +1,6 @@
 //! Alert rules written for dcgm-exporter data, unchanged: the usual GPU alerts people keep
 //! in Prometheus (temperature, memory nearly full, double-bit ECC, power at its limit, a
-//! busy GPU whose tensor cores idle), on DCGM metric and label names. NVIDIA's repository
+//! busy GPU whose tensor cores idle, an XID), on DCGM metric and label names. NVIDIA's repository
 //! ships no alert rules of its own, so these are the common shapes of community rule files.
 //!
 //! `rigwatch rules check` accepts the file; the server evaluates it over agent-shaped rows
@@ -39,6 +39,12 @@ groups:
         expr: DCGM_FI_DEV_POWER_USAGE / DCGM_FI_DEV_POWER_MGMT_LIMIT > 0.98
         labels:
           severity: info
+      - alert: GPUXidError
+        expr: DCGM_FI_DEV_XID_ERRORS > 0
+        labels:
+          severity: critical
+        annotations:
+          summary: "XID {{ $value }} on GPU {{ $labels.gpu }} of {{ $labels.Hostname }}"
       - alert: GPUTensorCoresIdle
         expr: avg_over_time(DCGM_FI_DEV_GPU_UTIL[5m]) > 50 and avg_over_time(DCGM_FI_PROF_PIPE_TENSOR_ACTIVE[5m]) < 0.05
         labels:
@@ -82,6 +88,13 @@ power_limit_watts=700,utilization=90,tensor_active=0.6 {ts}\n",
             k.min(1)
         ));
     }
+    // An XID 79 on the hot GPU as the agent records it, and the health engine's verdict on
+    // it (which the XID gauge must not count twice).
+    lp.push_str(&format!(
+        "gpu_fault,supplier=acme,worker=node-7,gpu_uuid=GPU-hot,gpu_index=0,model=H100,kind=xid code=79i,severity=\"hardware\" {t}\n\
+gpu_fault,supplier=acme,worker=node-7,gpu_uuid=GPU-hot,model=H100,kind=xid,class=hardware,\
+detector=health code=79i,severity=\"critical\" {t}\n"
+    ));
     s.write_ok(&lp).await;
 
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -91,6 +104,7 @@ power_limit_watts=700,utilization=90,tensor_active=0.6 {ts}\n",
         "GPUDoubleBitEccErrors",
         "GPUPowerAtLimit",
         "GPUTensorCoresIdle",
+        "GPUXidError",
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
     let alerts = loop {
@@ -137,6 +151,25 @@ power_limit_watts=700,utilization=90,tensor_active=0.6 {ts}\n",
         by("GPUHighTemperature")["annotations"]["summary"],
         "GPU 0 on node-7 is at 86 C"
     );
+    assert_eq!(
+        by("GPUXidError")["annotations"]["summary"],
+        "XID 79 on GPU 0 of node-7"
+    );
+    // One XID, one series: the health engine's verdict row is not a second one.
+    let xid: Value = http
+        .get(format!("{}/api/v1/query", s.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .query(&[("query", "DCGM_FI_DEV_XID_ERRORS")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let series = xid["data"]["result"].as_array().unwrap();
+    assert_eq!(series.len(), 1, "{xid}");
+    assert_eq!(series[0]["value"][1], "79", "{xid}");
+    assert!(series[0]["metric"].get("detector").is_none(), "{xid}");
     let memory = by("GPUMemoryNearlyFull")["annotations"]["summary"]
         .as_str()
         .unwrap()

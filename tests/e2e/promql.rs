@@ -222,8 +222,10 @@ async fn prometheus_api_answers_like_prometheus() {
     assert_eq!(
         v["data"],
         serde_json::json!([
-            // `gpu.utilization` under its dcgm-exporter name too.
+            // `gpu.utilization` under its dcgm-exporter name too, and the agent's XID
+            // rows as dcgm-exporter's XID gauge.
             "DCGM_FI_DEV_GPU_UTIL",
+            "DCGM_FI_DEV_XID_ERRORS",
             "gpu_energy",
             "gpu_fault_code",
             "gpu_utilization",

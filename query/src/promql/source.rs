@@ -114,10 +114,14 @@ fn tag_lit(v: &str) -> Expr {
 /// physical planner, which cost more than the scan itself for a small selection. The
 /// provider comes from `ctx`'s catalog, so a supplier-scoped session still gets the
 /// scoped table, whose scan filters on the supplier below everything built here.
+///
+/// `filter_only` are columns the filter reads besides `cols`: scanned, and dropped from the
+/// batches returned, which hold `cols` only.
 async fn scan(
     ctx: &SessionContext,
     table: &str,
     cols: &[&str],
+    filter_only: &[&str],
     filter: Expr,
 ) -> Result<Vec<RecordBatch>, FetchError> {
     use datafusion::physical_plan::ExecutionPlan;
@@ -129,6 +133,7 @@ async fn scan(
     let schema = provider.schema();
     let projection: Vec<usize> = cols
         .iter()
+        .chain(filter_only)
         .map(|c| schema.index_of(c))
         .collect::<Result<_, _>>()?;
     let state = ctx.state();
@@ -139,7 +144,11 @@ async fn scan(
     let [filter] = filters;
     let df_schema = datafusion::common::DFSchema::try_from(plan.schema().as_ref().clone())?;
     let predicate = state.create_physical_expr(filter, &df_schema)?;
-    let plan: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(predicate, plan)?);
+    let mut filter = FilterExec::try_new(predicate, plan)?;
+    if !filter_only.is_empty() {
+        filter = filter.with_projection(Some((0..cols.len()).collect()))?;
+    }
+    let plan: Arc<dyn ExecutionPlan> = Arc::new(filter);
     Ok(datafusion::physical_plan::collect(plan, state.task_ctx()).await?)
 }
 
@@ -332,6 +341,20 @@ async fn fetch_one(
         let mut filter = column("time")
             .gt_eq(ts(ms_to_ns(sel.min_t)))
             .and(column("time").lt_eq(ts(ms_to_ns(sel.max_t))));
+        let mut pushdowns = pushdowns;
+        let mut filter_only: Vec<&str> = Vec::new();
+        if view == View::Dcgm && def.name == rigwatch_common::dcgm::XID_TABLE {
+            // The XID gauge reads the agent's XID rows, not the health engine's verdicts.
+            if def.column_index("kind").is_none() {
+                continue;
+            }
+            pushdowns.push(Pushdown::Eq("kind".into(), "xid".into()));
+            filter_only.push("kind");
+            if def.column_index("detector").is_some() {
+                pushdowns.push(Pushdown::IsNull("detector".into()));
+                filter_only.push("detector");
+            }
+        }
         for p in pushdowns {
             filter = filter.and(match p {
                 Pushdown::IsNull(c) => column(&c).is_null(),
@@ -342,7 +365,7 @@ async fn fetch_one(
         let mut cols: Vec<&str> = plan.columns.iter().map(|(c, _)| c.as_str()).collect();
         cols.extend(metrics.iter().map(|m| m.field.as_str()));
         cols.push("time");
-        let batches = scan(ctx, &def.name, &cols, filter).await?;
+        let batches = scan(ctx, &def.name, &cols, &filter_only, filter).await?;
         let mut acc = SeriesAccumulator::new(plan.columns.len(), metrics.len());
         for b in &batches {
             acc.push(b)?;

@@ -41,8 +41,25 @@ pub enum View {
 /// The table the dcgm-exporter view reads.
 pub const DCGM_TABLE: &str = "gpu";
 
-/// The dcgm-exporter metrics of `def`: one per DCGM name of a numeric field it has.
+/// Tags without a dcgm-exporter name that series in that view keep.
+const KEPT_TAGS: [&str; 2] = ["supplier", "region"];
+
+/// The dcgm-exporter metrics of `def`: one per DCGM name of a numeric field it has, and the
+/// XID gauge over the agent's fault rows ([`dcgm::XID_METRIC`]).
 pub(super) fn dcgm_metrics(def: &std::sync::Arc<TableDef>) -> Vec<MetricRef> {
+    if def.name == dcgm::XID_TABLE
+        && def.columns.iter().any(|c| {
+            c.name == dcgm::XID_FIELD
+                && matches!(c.kind, ColumnKind::Field(t) if t != FieldType::Str)
+        })
+    {
+        return vec![MetricRef {
+            name: dcgm::XID_METRIC.to_string(),
+            table: def.clone(),
+            field: dcgm::XID_FIELD.to_string(),
+            view: View::Dcgm,
+        }];
+    }
     if def.name != DCGM_TABLE {
         return Vec::new();
     }
@@ -80,6 +97,14 @@ impl MetricRef {
                 self.table.name
             );
             return ("counter", help);
+        }
+        if self.name == dcgm::XID_METRIC {
+            let help = format!(
+                "{} (the agent's XID rows of table `{}`: a sample at each XID)",
+                dcgm::XID_HELP,
+                self.table.name
+            );
+            return ("gauge", help);
         }
         if self.view == View::Dcgm
             && let Some(d) = dcgm::FIELDS.iter().find(|d| d.metric == self.name)
@@ -182,8 +207,9 @@ impl LabelPlan {
                 plan.push_column(name.to_string(), column, tag, prefix);
             }
         }
-        // Tags dcgm-exporter has no name for keep theirs (`supplier`, `region`).
-        for t in tags.filter(|t| !used.contains(t)) {
+        // Tags dcgm-exporter has no name for keep theirs: `supplier` and `region` (a fault
+        // row's `kind`, `class` and `detector` say what the metric name already says).
+        for t in tags.filter(|t| !used.contains(t) && KEPT_TAGS.contains(t)) {
             plan.push_column(t.to_string(), t, true, "");
         }
         plan
@@ -430,5 +456,35 @@ mod tests {
         let mut other = gpu_table();
         other.name = "host".into();
         assert!(dcgm_metrics(&std::sync::Arc::new(other)).is_empty());
+    }
+
+    #[test]
+    fn fault_rows_read_as_the_xid_gauge_with_dcgm_labels_only() {
+        let mut def = gpu_table();
+        def.name = dcgm::XID_TABLE.into();
+        def.columns.retain(|c| c.kind == ColumnKind::Tag);
+        for (name, kind) in [
+            ("kind", ColumnKind::Tag),
+            ("detector", ColumnKind::Tag),
+            (dcgm::XID_FIELD, ColumnKind::Field(FieldType::I64)),
+        ] {
+            def.columns.push(ColumnDef {
+                name: name.into(),
+                kind,
+            });
+        }
+        def.reindex();
+        let def = std::sync::Arc::new(def);
+        let metrics = dcgm_metrics(&def);
+        assert_eq!(metrics.len(), 1);
+        assert_eq!(metrics[0].name, dcgm::XID_METRIC);
+        assert_eq!(metrics[0].metadata().0, "gauge");
+        let names = metrics[0].label_names();
+        for l in ["gpu", "UUID", "Hostname", "modelName", "supplier", "region"] {
+            assert!(names.iter().any(|n| n == l), "{l} missing from {names:?}");
+        }
+        for l in ["kind", "detector", "gpu_uuid", "worker"] {
+            assert!(!names.iter().any(|n| n == l), "{l} in {names:?}");
+        }
     }
 }
