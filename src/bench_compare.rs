@@ -59,17 +59,22 @@ pub enum Size {
     Default,
     /// 4,000 GPUs x 24 h.
     Large,
+    /// 1,000 GPUs x 30 days at 60 s: the long ranges (1 h steps over the month, one GPU's
+    /// 7 days at 1 m).
+    Month,
 }
 
 impl Size {
-    /// (GPUs, duration, query repetitions).
-    fn preset(self) -> (usize, Duration, usize) {
+    /// (GPUs, duration, sample interval, query repetitions).
+    fn preset(self) -> (usize, Duration, Duration, usize) {
         let h = |n: u64| Duration::from_secs(n * 3600);
+        let s10 = Duration::from_secs(10);
         match self {
-            Size::Ci => (100, h(1), 3),
-            Size::Small => (200, h(6), 5),
-            Size::Default => (1000, h(24), 10),
-            Size::Large => (4000, h(24), 10),
+            Size::Ci => (100, h(1), s10, 3),
+            Size::Small => (200, h(6), s10, 5),
+            Size::Default => (1000, h(24), s10, 10),
+            Size::Large => (4000, h(24), s10, 10),
+            Size::Month => (1000, h(24 * 30), Duration::from_secs(60), 5),
         }
     }
 }
@@ -89,9 +94,9 @@ pub struct CompareArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Sample interval; must divide one minute.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub interval: Duration,
+    /// Sample interval; must divide one minute (default: the preset's, 10s; 1m for month).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
 
     /// Timed repetitions of each query per system (after one untimed run whose answer is
     /// compared).
@@ -128,11 +133,11 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
-    let (gpus, duration, runs) = args.size.preset();
+    let (gpus, duration, interval, runs) = args.size.preset();
     let ds = Dataset::new(
         args.gpus.unwrap_or(gpus),
         args.duration.unwrap_or(duration),
-        args.interval,
+        args.interval.unwrap_or(interval),
     )?;
     let runs = args.runs.unwrap_or(runs).max(1);
     if args.concurrency == 0 {
@@ -296,6 +301,12 @@ impl Dataset {
     /// Start of range queries: the first whole minute after the first sample, plus a minute.
     fn range_start_ms(&self) -> i64 {
         (self.first_ms().div_euclid(60_000) + 2) * 60_000
+    }
+
+    /// Whether the data spans more than a week: range queries then step by the hour (at
+    /// one minute a month is 43,200 points a series, past Prometheus' 11,000).
+    fn long(&self) -> bool {
+        self.eval_ms() - self.range_start_ms() > 7 * 86_400_000
     }
 
     /// Renders chunk `c` into `shards` line-protocol bodies (shard `s` holds GPUs

@@ -16,6 +16,11 @@ pub(super) struct Query {
     /// VictoriaMetrics' expression when MetricsQL's semantics differ from PromQL's.
     pub(super) vm_expr: Option<String>,
     pub(super) range: bool,
+    /// Step of a range query, seconds.
+    pub(super) step_s: i64,
+    /// A range query over only the last this many ms (on a step boundary); `None`: from the
+    /// dataset's start.
+    pub(super) span_ms: Option<i64>,
     /// Tied values may pick different series (topk): compare values only.
     pub(super) ties: bool,
 }
@@ -27,9 +32,15 @@ pub(super) fn queries(ds: &Dataset) -> Vec<Query> {
         expr,
         vm_expr: None,
         range,
+        step_s: 60,
+        span_ms: None,
         ties: false,
     };
-    vec![
+    let hourly = |name, expr: &str| Query {
+        step_s: 3600,
+        ..q(name, expr.to_string(), true)
+    };
+    let instant_and_short = vec![
         q(
             "one GPU, instant",
             format!("gpu_utilization{{gpu_uuid=\"{uuid}\"}}"),
@@ -66,18 +77,49 @@ pub(super) fn queries(ds: &Dataset) -> Vec<Query> {
             "sum(count_over_time(gpu_power_watts[1h]))".into(),
             false,
         ),
-        q(
-            "one GPU, range 1m",
-            format!("gpu_utilization{{gpu_uuid=\"{uuid}\"}}"),
-            true,
+    ];
+    let mut out = instant_and_short;
+    if !ds.long() {
+        out.extend([
+            q(
+                "one GPU, range 1m",
+                format!("gpu_utilization{{gpu_uuid=\"{uuid}\"}}"),
+                true,
+            ),
+            q("fleet avg, range 1m", "avg(gpu_utilization)".into(), true),
+            q(
+                "avg by region, range 1m",
+                "avg by (region) (gpu_power_watts)".into(),
+                true,
+            ),
+        ]);
+        return out;
+    }
+    // A month: the long ranges at an hour's step, and one GPU's last week at a minute's.
+    out.extend([
+        Query {
+            span_ms: Some(7 * 86_400_000),
+            ..q(
+                "one GPU, 7-day range 1m",
+                format!("gpu_utilization{{gpu_uuid=\"{uuid}\"}}"),
+                true,
+            )
+        },
+        hourly("fleet avg, range 1h", "avg(gpu_utilization)"),
+        hourly(
+            "avg by region, range 1h",
+            "avg by (region) (gpu_power_watts)",
         ),
-        q("fleet avg, range 1m", "avg(gpu_utilization)".into(), true),
-        q(
-            "avg by region, range 1m",
-            "avg by (region) (gpu_power_watts)".into(),
-            true,
-        ),
-    ]
+        Query {
+            // MetricsQL keeps the metric name on max_over_time(); PromQL drops it.
+            vm_expr: Some("label_del(max_over_time(gpu_temperature[1h]), \"__name__\")".into()),
+            ..hourly(
+                "per-GPU max 1h, range 1h",
+                "max_over_time(gpu_temperature[1h])",
+            )
+        },
+    ]);
+    out
 }
 
 /// One answer, normalised: series sorted by label set, samples as (ms, value).
@@ -204,13 +246,20 @@ pub(super) fn request(
 ) -> (&'static str, Vec<(&'static str, String)>) {
     let secs = |ms: i64| format!("{}", ms as f64 / 1000.0);
     if q.range {
+        let step_ms = q.step_s * 1000;
+        let end = ds.eval_ms().div_euclid(step_ms) * step_ms;
+        // The first step boundary at or after the range start (a whole minute).
+        let mut start = (ds.range_start_ms() + step_ms - 1).div_euclid(step_ms) * step_ms;
+        if let Some(span) = q.span_ms {
+            start = start.max(end - span);
+        }
         (
             "/api/v1/query_range",
             vec![
                 ("query", expr.to_string()),
-                ("start", secs(ds.range_start_ms())),
-                ("end", secs(ds.eval_ms())),
-                ("step", "60".into()),
+                ("start", secs(start)),
+                ("end", secs(end)),
+                ("step", q.step_s.to_string()),
             ],
         )
     } else {

@@ -167,6 +167,8 @@ impl Report {
                     "expr": q.query.expr,
                     "victoriametrics_expr": q.query.vm_expr,
                     "kind": if q.query.range { "range" } else { "instant" },
+                    "step_s": q.query.range.then_some(q.query.step_s),
+                    "span_ms": q.query.span_ms,
                     "series": q.series,
                     "first_value": q.first_value.filter(|v| v.is_finite()),
                     "agree": q.notes.is_empty(),

@@ -125,7 +125,7 @@ async fn scan(
     filter: Expr,
 ) -> Result<Vec<RecordBatch>, FetchError> {
     use datafusion::physical_plan::ExecutionPlan;
-    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::filter::FilterExecBuilder;
 
     let provider = ctx
         .table_provider(datafusion::common::TableReference::bare(table))
@@ -144,11 +144,11 @@ async fn scan(
     let [filter] = filters;
     let df_schema = datafusion::common::DFSchema::try_from(plan.schema().as_ref().clone())?;
     let predicate = state.create_physical_expr(filter, &df_schema)?;
-    let mut filter = FilterExec::try_new(predicate, plan)?;
+    let mut filter = FilterExecBuilder::new(predicate, plan);
     if !filter_only.is_empty() {
-        filter = filter.with_projection(Some((0..cols.len()).collect()))?;
+        filter = filter.apply_projection(Some((0..cols.len()).collect()))?;
     }
-    let plan: Arc<dyn ExecutionPlan> = Arc::new(filter);
+    let plan: Arc<dyn ExecutionPlan> = Arc::new(filter.build()?);
     Ok(datafusion::physical_plan::collect(plan, state.task_ctx()).await?)
 }
 
