@@ -8,7 +8,9 @@
 //!   come from, so the agent's scraper and the PromQL source agree on NVIDIA's names.
 //! - [`money`]: amounts in integer micro-units, exact decimal parsing and formatting, and
 //!   currencies' minor units.
+//! - [`rng`]: the seeded generator simulations draw from.
 
 pub mod dcgm;
 pub mod gpu_model;
 pub mod money;
+pub mod rng;

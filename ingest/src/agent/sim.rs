@@ -32,6 +32,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rigwatch_common::rng::SplitMix64;
 
 use super::fields::{GpuEvent, GpuInfo, GpuSample, Metric};
 use super::host::{HostField, HostSample, ProcHost};
@@ -202,15 +203,8 @@ impl KernelMix {
     /// A job's mix, from the GPU's own generator (not the shared stream: activity must not
     /// shift any other draw of a seed). A third of jobs barely use tensor cores (FP32 or
     /// integer work); the rest are mixed-precision training or inference.
-    fn draw(state: &mut u64) -> Self {
-        let mut r = || {
-            // SplitMix64.
-            *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = *state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-        };
+    fn draw(rng: &mut SplitMix64) -> Self {
+        let mut r = || rng.next_f64();
         let tensor_user = r() < 0.67;
         let tensor_level = r();
         KernelMix {
@@ -250,7 +244,7 @@ struct SimGpu {
     overheating: u32,
     /// The current job's kernel mix, and the generator it is drawn from.
     mix: KernelMix,
-    mix_rng: u64,
+    mix_rng: SplitMix64,
 }
 
 #[derive(Debug)]
@@ -333,7 +327,7 @@ impl Simulator {
                         tensor: 0.0,
                         dram: 0.0,
                     },
-                    mix_rng: seed ^ (i as u64).wrapping_mul(0xa076_1d64_78bd_642f),
+                    mix_rng: SplitMix64::new(seed ^ (i as u64).wrapping_mul(0xa076_1d64_78bd_642f)),
                 }
             })
             .collect();
