@@ -36,7 +36,7 @@ use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::filter::{FilterExec, batch_filter};
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::SessionContext;
 
@@ -261,26 +261,22 @@ impl TableProvider for DbTable {
         // such terms may run before the merge: a partition is merged from the rows the query
         // can use, read with pruning, not from whole files. Only terms that cannot fail run
         // here (the others run above, as always).
-        let key_filter = conjunction(
-            filters
-                .iter()
-                .flat_map(|f| split_conjunction(f))
-                .filter(|e| reads_only_keys(e, &self.def) && scope::prunes_safely(e))
-                .cloned(),
-        );
-        let key_filter = match key_filter {
-            Some(e) => {
-                let df_schema = DFSchema::try_from(self.schema.clone())?;
-                Some(state.create_physical_expr(e, &df_schema)?)
-            }
-            None => None,
-        };
+        // Built at the first partition that needs a merge (most scans have none).
+        let mut key_filter: Option<Option<Arc<dyn PhysicalExpr>>> = None;
         for (_, (files, batches)) in parts {
             if self.def.append_only || files.len() + batches.len() <= 1 {
                 direct.extend(files);
                 memory.extend(batches);
                 continue;
             }
+            let key_filter = match &key_filter {
+                Some(k) => k.clone(),
+                None => {
+                    let k = self.key_filter(state, filters)?;
+                    key_filter = Some(k.clone());
+                    k
+                }
+            };
             let mut inputs = Vec::new();
             for f in &files {
                 match self.read_file(state, f, key_filter.as_ref()).await {
@@ -290,7 +286,7 @@ impl TableProvider for DbTable {
             }
             for b in batches {
                 inputs.push(match &key_filter {
-                    Some(p) => filter_batch(&b, p)?,
+                    Some(p) => batch_filter(&b, p)?,
                     None => b,
                 });
             }
@@ -336,6 +332,26 @@ impl TableProvider for DbTable {
 }
 
 impl DbTable {
+    /// The conjunction of `filters`' terms that read only tags and `time` and cannot fail,
+    /// as a physical expression over the table's schema; `None` when there is none.
+    fn key_filter(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+    ) -> DFResult<Option<Arc<dyn PhysicalExpr>>> {
+        let Some(e) = conjunction(
+            filters
+                .iter()
+                .flat_map(|f| split_conjunction(f))
+                .filter(|e| reads_only_keys(e, &self.def) && scope::prunes_safely(e))
+                .cloned(),
+        ) else {
+            return Ok(None);
+        };
+        let df_schema = DFSchema::try_from(self.schema.clone())?;
+        Ok(Some(state.create_physical_expr(e, &df_schema)?))
+    }
+
     /// The rows of one data file (every column, in the table's schema) that `predicate`
     /// keeps, read with footer, statistics and page-index pruning.
     async fn read_file(
@@ -390,16 +406,6 @@ fn reads_only_keys(e: &Expr, def: &TableDef) -> bool {
         Ok(TreeNodeRecursion::Continue)
     });
     ok && !matches!(e, Expr::Literal(..))
-}
-
-/// The rows of `batch` that `predicate` keeps.
-fn filter_batch(batch: &RecordBatch, predicate: &Arc<dyn PhysicalExpr>) -> DFResult<RecordBatch> {
-    let mask = predicate.evaluate(batch)?.into_array(batch.num_rows())?;
-    let mask = mask
-        .as_any()
-        .downcast_ref::<arrow::array::BooleanArray>()
-        .ok_or_else(|| DataFusionError::Internal("a filter that is not boolean".into()))?;
-    Ok(arrow::compute::filter_record_batch(batch, mask)?)
 }
 
 /// The `[min, max]` time range (ns, inclusive) that `filters` allow.
