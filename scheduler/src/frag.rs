@@ -707,24 +707,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn stranding_sees_gpus_the_host_cannot_feed_and_the_cliff_does_not() {
-        let mut v = LiveView::new();
+    /// Adds node `name` (supplier `s`, `cpu_milli` cores, untracked memory) with `gpus`
+    /// GPUs of `model`, named `<name><i>`; returns the node.
+    fn add_node(v: &mut LiveView, name: &str, cpu_milli: u32, model: &str, gpus: usize) -> NodeIdx {
         let n = v.add_node(NodeSpec {
-            name: "n".into(),
+            name: name.into(),
             supplier: "s".into(),
-            cpu_milli: 8000,
+            cpu_milli,
             memory_mib: 0,
         });
-        for i in 0..4 {
+        for i in 0..gpus {
             let spec = GpuSpec {
-                uuid: format!("g{i}"),
-                node: "n".into(),
-                model: "T4".into(),
+                uuid: format!("{name}{i}"),
+                node: name.into(),
+                model: model.into(),
                 memory_total_mib: 0,
             };
             v.add_gpu(spec, 0).unwrap();
         }
+        n
+    }
+
+    #[test]
+    fn stranding_sees_gpus_the_host_cannot_feed_and_the_cliff_does_not() {
+        let mut v = LiveView::new();
+        let n = add_node(&mut v, "n", 8000, "T4", 4);
         // One-GPU tasks needing 2 cores: 8 cores feed all 4 GPUs.
         let d = TaskDistribution::new(vec![shape(GpuDemand::Whole(1), 2000, ModelSet::ANY, 1.0)]);
         let mut nf = NodeFrag {
@@ -747,21 +754,7 @@ mod tests {
     #[test]
     fn multi_gpu_shapes_are_fed_at_their_own_cpu_demand() {
         let mut v = LiveView::new();
-        let n = v.add_node(NodeSpec {
-            name: "n".into(),
-            supplier: "s".into(),
-            cpu_milli: 32000,
-            memory_mib: 0,
-        });
-        for i in 0..8 {
-            let spec = GpuSpec {
-                uuid: format!("g{i}"),
-                node: "n".into(),
-                model: "G2".into(),
-                memory_total_mib: 0,
-            };
-            v.add_gpu(spec, 0).unwrap();
-        }
+        let n = add_node(&mut v, "n", 32000, "G2", 8);
         // Half-GPU tasks with 8 cores, 8-GPU tasks with 32 cores (4 per GPU), equally
         // popular: the mean, 20 cores per 4.25 GPUs, feeds 6.8 of the 8 free GPUs.
         let d = TaskDistribution::new(vec![
@@ -787,23 +780,8 @@ mod tests {
     #[test]
     fn pool_pressure_is_dedicated_demand_over_free_capacity() {
         let mut v = LiveView::new();
-        for (node, model, gpus) in [("a", "G2", 8), ("b", "T4", 2)] {
-            v.add_node(NodeSpec {
-                name: node.into(),
-                supplier: "s".into(),
-                cpu_milli: 0,
-                memory_mib: 0,
-            });
-            for i in 0..gpus {
-                let spec = GpuSpec {
-                    uuid: format!("{node}{i}"),
-                    node: node.into(),
-                    model: model.into(),
-                    memory_total_mib: 0,
-                };
-                v.add_gpu(spec, 0).unwrap();
-            }
-        }
+        add_node(&mut v, "a", 0, "G2", 8);
+        add_node(&mut v, "b", 0, "T4", 2);
         let t4 = v.model_set(&["T4".to_owned()]);
         let d = TaskDistribution::new(vec![
             shape(GpuDemand::Whole(1), 0, t4, 0.5),
@@ -825,23 +803,8 @@ mod tests {
     fn pool_pressure_by_kind_of_node_sees_work_only_big_hosts_can_hold() {
         // 8 GPUs on a 96-core node, 8 on a 128-core node, same model.
         let mut v = LiveView::new();
-        for (node, cpu) in [("small", 96_000), ("big", 128_000)] {
-            v.add_node(NodeSpec {
-                name: node.into(),
-                supplier: "s".into(),
-                cpu_milli: cpu,
-                memory_mib: 0,
-            });
-            for i in 0..8 {
-                let spec = GpuSpec {
-                    uuid: format!("{node}{i}"),
-                    node: node.into(),
-                    model: "G2".into(),
-                    memory_total_mib: 0,
-                };
-                v.add_gpu(spec, 0).unwrap();
-            }
-        }
+        add_node(&mut v, "small", 96_000, "G2", 8);
+        add_node(&mut v, "big", 128_000, "G2", 8);
         // A quarter of the demand is 8-GPU tasks asking 120 cores: only "big" holds them.
         let d = TaskDistribution::new(vec![
             shape(GpuDemand::Whole(8), 120_000, ModelSet::ANY, 0.04),
@@ -860,23 +823,8 @@ mod tests {
     #[test]
     fn pool_pressure_counts_constrained_jobs_the_top_shapes_dropped() {
         let mut v = LiveView::new();
-        for (node, model, gpus) in [("a", "G2", 8), ("b", "T4", 2)] {
-            v.add_node(NodeSpec {
-                name: node.into(),
-                supplier: "s".into(),
-                cpu_milli: 0,
-                memory_mib: 0,
-            });
-            for i in 0..gpus {
-                let spec = GpuSpec {
-                    uuid: format!("{node}{i}"),
-                    node: node.into(),
-                    model: model.into(),
-                    memory_total_mib: 0,
-                };
-                v.add_gpu(spec, 0).unwrap();
-            }
-        }
+        add_node(&mut v, "a", 0, "G2", 8);
+        add_node(&mut v, "b", 0, "T4", 2);
         // 90 unconstrained one-GPU jobs, 10 that only T4 can take.
         let jobs: Vec<Job> = (0..100u64)
             .map(|i| Job {
