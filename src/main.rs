@@ -7,6 +7,7 @@ mod bench;
 mod bench_compare;
 mod bench_dsl;
 mod client_args;
+mod cluster;
 mod demo;
 mod dsl_cli;
 mod fleet;

@@ -140,23 +140,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_WAL_SEGMENT_SIZE", default_value = "64MiB")]
     pub wal_segment_size: ByteSize,
 
-    /// Keep Parquet files and the catalog in this S3-compatible bucket instead of
-    /// <data-dir>/objects (the WAL stays in --data-dir). Credentials come from the usual
-    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN variables.
-    #[arg(long, env = "RIGWATCH_S3_BUCKET")]
-    pub s3_bucket: Option<String>,
-
-    /// Endpoint of an S3-compatible store (MinIO, Ceph, R2, ...); AWS when unset.
-    #[arg(long, env = "RIGWATCH_S3_ENDPOINT", requires = "s3_bucket")]
-    pub s3_endpoint: Option<String>,
-
-    /// Region of the bucket.
-    #[arg(long, env = "RIGWATCH_S3_REGION", default_value = "us-east-1")]
-    pub s3_region: String,
-
-    /// Allow plain http:// endpoints (for a local MinIO).
-    #[arg(long, env = "RIGWATCH_S3_ALLOW_HTTP")]
-    pub s3_allow_http: bool,
+    #[command(flatten)]
+    pub store: crate::cluster::StoreArgs,
 
     /// How far back an instant query-language selector looks for a sample.
     #[arg(long, env = "RIGWATCH_LOOKBACK_DELTA", default_value = "5m", value_parser = humantime::parse_duration)]
@@ -318,21 +303,9 @@ impl ServeArgs {
         Ok(args)
     }
 
-    fn db_config(&self) -> anyhow::Result<DbConfig> {
+    async fn db_config(&self) -> anyhow::Result<DbConfig> {
         let mut c = DbConfig::new(&self.data_dir);
-        if let Some(bucket) = &self.s3_bucket {
-            let mut b = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .with_region(&self.s3_region)
-                .with_allow_http(self.s3_allow_http);
-            if let Some(endpoint) = &self.s3_endpoint {
-                b = b.with_endpoint(endpoint);
-            }
-            let store = b
-                .build()
-                .with_context(|| format!("cannot configure S3 bucket `{bucket}`"))?;
-            c.store = rigwatch_storage::StoreConfig::Custom(Arc::new(store));
-        }
+        self.store.configure(&mut c).await?;
         c.partition = self.partition;
         c.memory_budget = self.memory_budget.as_u64() as usize;
         c.persist_bytes = self.persist_bytes.as_u64() as usize;
@@ -461,7 +434,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             humantime::format_duration(args.pay_grace)
         );
     }
-    let db = Db::open(args.db_config()?)
+    let db = Db::open(args.db_config().await?)
         .await
         .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
     let auth =

@@ -24,11 +24,13 @@ mod e2e {
     pub mod ledger;
     pub mod limits;
     pub mod models;
+    pub mod multinode;
     pub mod portal;
     pub mod prometheus;
     pub mod promql;
     pub mod promql_diff;
     pub mod recording;
+    pub mod services;
     pub mod shutdown;
     pub mod soak;
     pub mod tenancy;

@@ -1,25 +1,27 @@
 //! The catalog: table definitions, the Parquet files that hold persisted data, and how far
 //! the WAL is covered by them.
 //!
-//! Each change writes a new, complete version as `catalog/<version:020>.json` on the object
-//! store; the newest version that parses wins on start, so a torn write of the newest file
-//! falls back to the one before it. The format carries `format_version` from the first release.
+//! Two homes, one contract. Without `--catalog` it lives on the object store beside the data
+//! ([`ObjectCatalog`]: one JSON document per version, written create-only). With
+//! `--catalog postgres://…` it lives in PostgreSQL ([`PgCatalog`]: a row per table and per
+//! file), where several nodes can share it. Either way a commit names the version it was made
+//! from and succeeds only if the catalog is still at that version (compare-and-swap), so two
+//! writers can never silently overwrite each other's changes.
 
-use std::sync::Arc;
+mod object;
+mod pg;
 
-use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
 
-use crate::error::{Error, Result};
+pub use object::ObjectCatalog;
+pub use pg::PgCatalog;
+
+use crate::error::Result;
 use crate::schema::TableDef;
 use crate::wal::SegmentId;
 
 /// The catalog format this build writes and reads.
 pub const CATALOG_FORMAT_VERSION: u32 = 1;
-/// How many old catalog versions to keep beside the newest.
-const KEEP_VERSIONS: u64 = 8;
 
 /// One persisted Parquet file: the rows of one table in one time partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,109 +51,54 @@ pub struct CatalogState {
     pub next_file_id: u64,
 }
 
-/// Reads and writes catalog versions on an object store.
+/// Where the catalog lives.
 #[derive(Debug, Clone)]
-pub struct CatalogStore {
-    store: Arc<dyn ObjectStore>,
+pub enum Catalog {
+    Object(ObjectCatalog),
+    Postgres(PgCatalog),
 }
 
-fn version_path(v: u64) -> Path {
-    Path::from(format!("catalog/{v:020}.json"))
-}
-
-impl CatalogStore {
-    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
-    }
-
-    async fn versions(&self) -> Result<Vec<u64>> {
-        let prefix = Path::from("catalog");
-        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
-        let mut versions: Vec<u64> = metas
-            .iter()
-            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
-            .collect();
-        versions.sort_unstable();
-        Ok(versions)
-    }
-
-    /// The newest catalog version that can be read, or `None` for a new database.
+impl Catalog {
+    /// The newest committed version, or `None` for a new database.
     pub async fn load(&self) -> Result<Option<CatalogState>> {
-        for v in self.versions().await?.into_iter().rev() {
-            let path = version_path(v);
-            let bytes = match self.store.get(&path).await {
-                Ok(r) => r.bytes().await?,
-                Err(error) => {
-                    warn!(%error, %path, "skipping unreadable catalog version");
-                    continue;
-                }
-            };
-            match serde_json::from_slice::<CatalogState>(&bytes) {
-                Ok(state) if state.format_version == CATALOG_FORMAT_VERSION => {
-                    info!(
-                        version = state.version,
-                        files = state.files.len(),
-                        "loaded catalog"
-                    );
-                    return Ok(Some(state));
-                }
-                Ok(state) => {
-                    return Err(Error::Catalog(format!(
-                        "catalog {path} has format version {}, this build reads {CATALOG_FORMAT_VERSION}",
-                        state.format_version
-                    )));
-                }
-                Err(error) => warn!(%error, %path, "skipping corrupt catalog version"),
-            }
+        match self {
+            Catalog::Object(c) => c.load().await,
+            Catalog::Postgres(c) => c.load().await,
         }
-        Ok(None)
     }
 
-    /// Writes `state` as a new version and prunes old ones.
-    pub async fn save(&self, state: &CatalogState) -> Result<()> {
-        let json = serde_json::to_vec_pretty(state)
-            .map_err(|e| Error::Catalog(format!("cannot encode catalog: {e}")))?;
-        self.store
-            .put(&version_path(state.version), PutPayload::from(json))
-            .await?;
-        if state.version > KEEP_VERSIONS {
-            for v in self.versions().await? {
-                if v + KEEP_VERSIONS < state.version {
-                    // A leftover old version is harmless; it is retried next time.
-                    let _ = self.store.delete(&version_path(v)).await;
-                }
-            }
+    /// Commits `next` if the catalog is still at the version before it, whose files were
+    /// `prev_files` and whose WAL coverage was `prev_wal`; otherwise fails with
+    /// [`crate::Error::CatalogConflict`] and changes nothing.
+    pub async fn commit(
+        &self,
+        prev_files: &[FileMeta],
+        prev_wal: Option<SegmentId>,
+        next: &CatalogState,
+    ) -> Result<()> {
+        match self {
+            Catalog::Object(c) => c.save(next).await,
+            Catalog::Postgres(c) => c.commit(prev_files, prev_wal, next).await,
         }
-        Ok(())
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use object_store::memory::InMemory;
-
-    #[tokio::test]
-    async fn newest_readable_version_wins() {
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let cat = CatalogStore::new(store.clone());
-        assert!(cat.load().await.unwrap().is_none());
-        for v in 1..=12 {
-            let s = CatalogState {
-                format_version: CATALOG_FORMAT_VERSION,
-                version: v,
-                next_file_id: v,
-                ..Default::default()
-            };
-            cat.save(&s).await.unwrap();
+    /// An id for a new data file, never handed out before. `counter` is the id the object
+    /// catalog records in its next version; PostgreSQL draws from a sequence instead, so that
+    /// nodes writing side by side never collide.
+    pub async fn next_file_id(&self, counter: &mut u64) -> Result<u64> {
+        match self {
+            Catalog::Object(_) => {
+                let id = *counter;
+                *counter += 1;
+                Ok(id)
+            }
+            Catalog::Postgres(c) => c.next_file_id().await,
         }
-        assert_eq!(cat.load().await.unwrap().unwrap().version, 12);
-        assert_eq!(cat.versions().await.unwrap().len(), 9);
-        // A torn newest version falls back to the previous one.
-        store
-            .put(&version_path(13), PutPayload::from(&b"{\"format_ver"[..]))
-            .await
-            .unwrap();
-        assert_eq!(cat.load().await.unwrap().unwrap().version, 12);
+    }
+
+    /// Whether other nodes may write beside this one (so files the catalog does not list may
+    /// be another node's persist in progress).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Catalog::Postgres(_))
     }
 }

@@ -23,12 +23,24 @@ pub enum StoreConfig {
     Custom(Arc<dyn ObjectStore>),
 }
 
+/// Where the catalog lives.
+#[derive(Debug, Clone, Default)]
+pub enum CatalogConfig {
+    /// On the object store beside the data: one node.
+    #[default]
+    Object,
+    /// In PostgreSQL, shared by several nodes; `writer` names whose WAL coverage this node
+    /// keeps (its node id).
+    Postgres { pg: crate::pg::Pg, writer: String },
+}
+
 /// Everything a database needs to open. [`DbConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct DbConfig {
     /// WAL (and, for a local store, Parquet files) live here.
     pub data_dir: PathBuf,
     pub store: StoreConfig,
+    pub catalog: CatalogConfig,
     /// Width of a time partition.
     pub partition: Duration,
     /// Above this many buffered bytes, writes get `Backpressure` (HTTP 503).
@@ -56,6 +68,7 @@ impl DbConfig {
         Self {
             data_dir: data_dir.into(),
             store: StoreConfig::Local,
+            catalog: CatalogConfig::Object,
             partition: Duration::from_secs(3600),
             memory_budget: 1 << 30,
             persist_bytes: 256 << 20,

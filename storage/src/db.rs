@@ -36,8 +36,10 @@ use wal_thread::WalCmd;
 
 use crate::batch::WriteBatch;
 use crate::buffer::{Buffer, Frozen};
-use crate::catalog::{CATALOG_FORMAT_VERSION, CatalogState, CatalogStore, FileMeta};
-use crate::config::{DbConfig, StoreConfig};
+use crate::catalog::{
+    CATALOG_FORMAT_VERSION, Catalog, CatalogState, FileMeta, ObjectCatalog, PgCatalog,
+};
+use crate::config::{CatalogConfig, DbConfig, StoreConfig};
 use crate::error::{Error, Result};
 use crate::metrics::StorageMetrics;
 use crate::schema::{RejectedRow, Schemas, TableDef};
@@ -109,7 +111,7 @@ pub struct Db {
     schemas: Arc<Schemas>,
     pub(crate) state: RwLock<State>,
     store: Arc<dyn ObjectStore>,
-    catalog: CatalogStore,
+    pub(crate) catalog: Catalog,
     wal_dir: PathBuf,
     wal_tx: OnceLock<std::sync::mpsc::Sender<WalCmd>>,
     wal_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -157,7 +159,12 @@ impl Db {
             )?),
             StoreConfig::Custom(s) => s.clone(),
         };
-        let catalog = CatalogStore::new(store.clone());
+        let catalog = match &config.catalog {
+            CatalogConfig::Object => Catalog::Object(ObjectCatalog::new(store.clone())),
+            CatalogConfig::Postgres { pg, writer } => {
+                Catalog::Postgres(PgCatalog::new(pg.clone(), writer))
+            }
+        };
         let loaded = catalog.load().await?.unwrap_or(CatalogState {
             format_version: CATALOG_FORMAT_VERSION,
             ..Default::default()
@@ -166,7 +173,14 @@ impl Db {
         schemas.load(loaded.tables.iter().cloned());
 
         let corrupt = check_files(&store, &loaded.files).await;
-        remove_orphans(&store, &loaded.files).await;
+        // Beside other nodes, a file the catalog does not list may be another node's persist
+        // in progress: only files older than any persist could take are orphans.
+        let orphan_age = if catalog.is_shared() {
+            SHARED_ORPHAN_AGE
+        } else {
+            Duration::ZERO
+        };
+        remove_orphans(&store, &loaded.files, orphan_age).await;
 
         let partition_ns = i64::try_from(config.partition.as_nanos())
             .ok()
@@ -463,15 +477,21 @@ async fn check_files(store: &Arc<dyn ObjectStore>, files: &[FileMeta]) -> HashSe
 
 /// Deletes data files the catalog does not know: leftovers of a persist or compaction that
 /// crashed before (or after) its catalog commit.
-async fn remove_orphans(store: &Arc<dyn ObjectStore>, files: &[FileMeta]) {
+async fn remove_orphans(store: &Arc<dyn ObjectStore>, files: &[FileMeta], min_age: Duration) {
     use object_store::ObjectStoreExt;
     let known: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let cutoff = chrono_cutoff(min_age);
     let prefix = object_store::path::Path::from("tables");
     let mut listing = store.list(Some(&prefix));
     let mut orphans = Vec::new();
     while let Some(item) = listing.next().await {
         match item {
-            Ok(meta) if !known.contains(meta.location.as_ref()) => orphans.push(meta.location),
+            Ok(meta)
+                if !known.contains(meta.location.as_ref())
+                    && cutoff.is_none_or(|c| meta.last_modified < c) =>
+            {
+                orphans.push(meta.location)
+            }
             Ok(_) => {}
             Err(error) => {
                 warn!(%error, "cannot list data files; orphans are kept");
@@ -485,6 +505,18 @@ async fn remove_orphans(store: &Arc<dyn ObjectStore>, files: &[FileMeta]) {
             warn!(%error, %path, "cannot remove orphaned data file");
         }
     }
+}
+
+/// How old an unlisted data file must be before a node sharing its catalog removes it.
+const SHARED_ORPHAN_AGE: Duration = Duration::from_secs(3600);
+
+/// The instant before which an unlisted file counts as orphaned; `None`: every one does.
+fn chrono_cutoff(min_age: Duration) -> Option<chrono::DateTime<chrono::Utc>> {
+    if min_age.is_zero() {
+        return None;
+    }
+    let age = chrono::Duration::from_std(min_age).ok()?;
+    Some(chrono::Utc::now() - age)
 }
 
 /// A short pause used by the background loop.

@@ -49,6 +49,11 @@ pub enum Error {
     #[error("catalog error: {0}")]
     Catalog(String),
 
+    #[error(
+        "catalog conflict: this node committed from version {expected}, but {detail}; its change was not applied"
+    )]
+    CatalogConflict { expected: u64, detail: String },
+
     #[error("object store error: {0}")]
     ObjectStore(#[from] object_store::Error),
 

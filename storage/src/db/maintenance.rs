@@ -81,8 +81,7 @@ impl Db {
                 })
                 .await
                 .map_err(|e| Error::Internal(format!("sort panicked: {e}")))??;
-                let id = cw.next_file_id;
-                cw.next_file_id += 1;
+                let id = self.catalog.next_file_id(&mut cw.next_file_id).await?;
                 let rows = sorted.num_rows() as u64;
                 let path = persist::file_path(table, *partition, id);
                 let size = persist::write(&self.store, &path, sorted).await?;
@@ -144,19 +143,19 @@ impl Db {
         files: Vec<FileMeta>,
         wal_through: Option<wal::SegmentId>,
     ) -> Result<()> {
-        if wal_through.is_some() {
-            cw.wal_persisted_through = wal_through;
-        }
+        let prev_wal = cw.wal_persisted_through;
         let state = CatalogState {
             format_version: CATALOG_FORMAT_VERSION,
             version: cw.version + 1,
             tables: self.schemas.all().iter().map(|d| (**d).clone()).collect(),
             files,
-            wal_persisted_through: cw.wal_persisted_through,
+            wal_persisted_through: wal_through.or(prev_wal),
             next_file_id: cw.next_file_id,
         };
-        self.catalog.save(&state).await?;
+        let prev_files = self.state.read().files.clone();
+        self.catalog.commit(&prev_files, prev_wal, &state).await?;
         cw.version = state.version;
+        cw.wal_persisted_through = state.wal_persisted_through;
         self.metrics.files.set(state.files.len() as i64);
         self.metrics
             .file_bytes
@@ -231,8 +230,7 @@ impl Db {
                 tokio::task::spawn_blocking(move || dedup::merge(&def2, &schema2, &batches))
                     .await
                     .map_err(|e| Error::Internal(format!("merge panicked: {e}")))??;
-            let id = cw.next_file_id;
-            cw.next_file_id += 1;
+            let id = self.catalog.next_file_id(&mut cw.next_file_id).await?;
             let path = persist::file_path(table, partition, id);
             let rows = merged.num_rows() as u64;
             let size = persist::write(&self.store, &path, merged).await?;

@@ -1,0 +1,248 @@
+//! The state several nodes share, in real engines: the catalog in PostgreSQL, data in
+//! SeaweedFS's S3 gateway, the start-up probe of conditional writes, and the clear refusals
+//! when credentials or conditional writes are missing.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use rigwatch_storage::pg::Pg;
+
+use super::harness::{Server, temp_dir};
+use super::services::{Postgres, S3_ENV, SeaweedFs};
+
+/// Serves `rigwatch serve` args for a node keeping its catalog at `pg`.
+fn node_args<'a>(pg: &'a Postgres, node: &'a str) -> Vec<&'a str> {
+    vec![
+        "--catalog",
+        &pg.url,
+        "--node-id",
+        node,
+        "--persist-age",
+        "1s",
+    ]
+}
+
+/// Rows of `rw_files` for `table`.
+async fn catalog_files(pg: &Postgres, table: &str) -> i64 {
+    let pg = Pg::connect(&pg.url).await.expect("connect");
+    let client = pg.client().await.expect("client");
+    client
+        .query_one(
+            "SELECT count(*) FROM rw_files WHERE table_name = $1",
+            &[&table],
+        )
+        .await
+        .expect("count files")
+        .get(0)
+}
+
+async fn wait_for_files(pg: &Postgres, table: &str, server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while catalog_files(pg, table).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no `{table}` file reached the PostgreSQL catalog within 60 s; log:\n{}",
+            server.log_tail(60)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_lives_in_postgres_and_survives_kill9() {
+    let Some(pg) = Postgres::start() else { return };
+    let tmp = temp_dir();
+    let dir = tmp.path().join("data");
+    let mut server = Server::start(&dir, &node_args(&pg, "n1"), &[]).await;
+    let lines: String = (0..50)
+        .map(|i| {
+            format!(
+                "cpu,host=h{} v={i} {}\n",
+                i % 5,
+                1_700_000_000_000_000_000i64 + i * 1_000_000_000
+            )
+        })
+        .collect();
+    server.write_ok(&lines).await;
+    wait_for_files(&pg, "cpu", &server).await;
+    // Written after the persist: only in the WAL.
+    server
+        .write_ok("cpu,host=late v=99 1700000100000000000\n")
+        .await;
+    server.kill9();
+
+    // The catalog is not on the object store: PostgreSQL is its one home.
+    assert!(
+        !dir.join("objects").join("catalog").exists(),
+        "a catalog version was written beside the data"
+    );
+    let server = Server::start(&dir, &node_args(&pg, "n1"), &[]).await;
+    assert_eq!(
+        server.count("cpu").await,
+        51,
+        "log:\n{}",
+        server.log_tail(40)
+    );
+    // Tables come back with their definitions.
+    let rows = server
+        .rows("SELECT max(v) AS m FROM cpu WHERE host = 'late'")
+        .await;
+    assert_eq!(rows[0]["m"], 99.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_from_a_newer_build_is_refused() {
+    let Some(pg) = Postgres::start() else { return };
+    {
+        let db = Pg::connect(&pg.url).await.expect("migrate");
+        db.client()
+            .await
+            .unwrap()
+            .execute("INSERT INTO rw_migrations (version) VALUES (999)", &[])
+            .await
+            .unwrap();
+    }
+    let tmp = temp_dir();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rigwatch"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--catalog", &pg.url])
+        .env("RIGWATCH_ADMIN_TOKEN", super::harness::ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a newer schema:\n{err}");
+    assert!(err.contains("schema version 999"), "{err}");
+}
+
+/// Runs `rigwatch serve` expecting it to refuse to start; returns its stderr.
+fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
+    let tmp = temp_dir();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rigwatch"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(args)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("RIGWATCH_ADMIN_TOKEN", super::harness::ADMIN_TOKEN)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run rigwatch");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "rigwatch started:\n{err}");
+    err
+}
+
+#[test]
+fn missing_s3_credentials_are_a_clear_error() {
+    let err = refused_start(
+        &[
+            "--s3-bucket",
+            "data",
+            "--s3-endpoint",
+            "http://127.0.0.1:9",
+            "--s3-allow-http",
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("no S3 credentials") && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
+    let err = refused_start(
+        &["--s3-bucket", "data", "--s3-endpoint", "http://127.0.0.1:9"],
+        &S3_ENV,
+    );
+    assert!(err.contains("--s3-allow-http"), "{err}");
+}
+
+/// An S3 proxy in front of `upstream` that drops `If-None-Match`: a store that ignores
+/// conditional writes.
+async fn header_dropping_proxy(upstream: String) -> String {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let forward = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        async move {
+            let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            let mut req = client.request(method, format!("{upstream}{path}"));
+            for (name, value) in &headers {
+                if !matches!(name.as_str(), "host" | "if-none-match" | "content-length") {
+                    req = req.header(name, value);
+                }
+            }
+            match req.body(body).send().await {
+                Ok(r) => {
+                    let status = r.status();
+                    let mut out = HeaderMap::new();
+                    for (name, value) in r.headers() {
+                        if !matches!(name.as_str(), "content-length" | "transfer-encoding") {
+                            out.insert(name, value.clone());
+                        }
+                    }
+                    (status, out, r.bytes().await.unwrap_or_default())
+                }
+                Err(_) => (StatusCode::BAD_GATEWAY, HeaderMap::new(), Bytes::new()),
+            }
+        }
+    };
+    let app = axum::Router::new().fallback(forward);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_seaweedfs_only_if_it_honours_conditional_writes() {
+    let Some(pg) = Postgres::start() else { return };
+    let Some(weed) = SeaweedFs::start("rigwatch").await else {
+        return;
+    };
+    // Behind a proxy that drops If-None-Match, both racing writers "win": refused.
+    let proxy = header_dropping_proxy(weed.endpoint.clone()).await;
+    let err = {
+        let mut args = node_args(&pg, "n1");
+        args.extend([
+            "--s3-bucket",
+            "rigwatch",
+            "--s3-endpoint",
+            &proxy,
+            "--s3-allow-http",
+        ]);
+        refused_start(&args, &S3_ENV)
+    };
+    assert!(
+        err.contains("conditional-write probe") && err.contains("does not honour create-only"),
+        "{err}"
+    );
+
+    // SeaweedFS itself honours them: the node starts, and its files land in the bucket.
+    let tmp = temp_dir();
+    let dir = tmp.path().join("data");
+    let mut args = node_args(&pg, "n1");
+    args.extend([
+        "--s3-bucket",
+        "rigwatch",
+        "--s3-endpoint",
+        &weed.endpoint,
+        "--s3-allow-http",
+    ]);
+    let mut server = Server::start(&dir, &args, &S3_ENV).await;
+    server
+        .write_ok("gpu_probe,worker=w1 v=1 1700000000000000000\n")
+        .await;
+    wait_for_files(&pg, "gpu_probe", &server).await;
+    let keys = weed.keys("rigwatch", "tables/gpu_probe/").await;
+    assert!(
+        keys.iter().any(|k| k.ends_with(".parquet")),
+        "no Parquet file in the bucket: {keys:?}"
+    );
+    assert!(
+        weed.keys("rigwatch", "probe/").await.is_empty(),
+        "the probe left its key"
+    );
+    server.kill9();
+    let server = Server::start(&dir, &args, &S3_ENV).await;
+    assert_eq!(server.count("gpu_probe").await, 1);
+}
