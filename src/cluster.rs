@@ -3,12 +3,15 @@
 //! name among them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use rigwatch_storage::lease::{self, Held};
 use rigwatch_storage::pg::{Pg, redact};
-use rigwatch_storage::{CatalogConfig, DbConfig, StoreConfig};
-use tracing::info;
+use rigwatch_storage::wal::ShardLog;
+use rigwatch_storage::{CatalogConfig, DbConfig, StoreConfig, WalHome};
+use tracing::{error, info, warn};
 
 /// Options of the object store, the catalog and the node.
 #[derive(Debug, Clone, Args)]
@@ -49,6 +52,87 @@ pub struct StoreArgs {
     /// nodes must not share a name.
     #[arg(long, env = "RIGWATCH_NODE_ID")]
     pub node_id: Option<String>,
+
+    /// How long a node's lease on its shard lasts without renewal (renewed every third of
+    /// it). A node that dies is replaced after at most this long; one that is paused past it
+    /// is fenced off: its writes are refused.
+    #[arg(long, env = "RIGWATCH_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+}
+
+/// The one shard of this release: every write goes to its owner's log.
+pub const SHARD: &str = "0";
+
+/// The lease on a shard's WAL that this node holds while it serves, renewed in the
+/// background. Dropping it stops the renewal; [`ShardOwner::release`] also hands the lease
+/// back, so the next owner need not wait for it to expire.
+#[derive(Debug)]
+pub struct ShardOwner {
+    pg: Pg,
+    held: Held,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl ShardOwner {
+    /// Takes `shard`'s lease for `node`, waiting while another live node holds it. Answers
+    /// the owner and the shard's WAL head.
+    async fn take(pg: &Pg, shard: &str, node: &str, ttl: Duration) -> anyhow::Result<(Self, u64)> {
+        let name = lease::shard_lease(shard);
+        let mut last_note = None::<std::time::Instant>;
+        let (held, head) = loop {
+            if let Some(got) = lease::acquire(pg, &name, node, "", ttl, Some(shard)).await? {
+                break got;
+            }
+            if last_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                last_note = Some(std::time::Instant::now());
+                let h = lease::holder(pg, &name).await?;
+                let (who, left) = h.map_or((String::new(), 0), |h| (h.holder, h.expires_in_ms));
+                info!(lease = %name, holder = %who, expires_in_ms = left, "waiting for the shard's lease");
+            }
+            tokio::time::sleep((ttl / 10).max(Duration::from_millis(100))).await;
+        };
+        info!(lease = %held.name, epoch = held.epoch, head, "took the shard's lease");
+        let renew = {
+            let (pg, held) = (pg.clone(), held.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    match lease::renew(&pg, &held, ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            error!(lease = %held.name, epoch = held.epoch, "lost the shard's lease: another node took it over; this node's writes are refused from now on");
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, lease = %held.name, "cannot renew the shard's lease; retrying")
+                        }
+                    }
+                }
+            })
+        };
+        Ok((
+            Self {
+                pg: pg.clone(),
+                held: held.clone(),
+                renew,
+            },
+            head as u64,
+        ))
+    }
+
+    /// Stops renewing and lets the lease expire now.
+    pub async fn release(self) {
+        self.renew.abort();
+        if let Err(e) = lease::release(&self.pg, &self.held).await {
+            warn!(error = %e, lease = %self.held.name, "cannot release the shard's lease; it expires by itself");
+        }
+    }
+}
+
+impl Drop for ShardOwner {
+    fn drop(&mut self) {
+        self.renew.abort();
+    }
 }
 
 impl StoreArgs {
@@ -61,12 +145,13 @@ impl StoreArgs {
 
     /// Fills in `c`'s object store and catalog: builds the S3 client, connects to
     /// PostgreSQL and, when nodes share a catalog, probes the store's conditional writes.
-    pub async fn configure(&self, c: &mut DbConfig) -> anyhow::Result<()> {
+    /// Answers the shard lease it took, if nodes share a catalog.
+    pub async fn configure(&self, c: &mut DbConfig) -> anyhow::Result<Option<ShardOwner>> {
         if let Some(bucket) = &self.s3_bucket {
             c.store = StoreConfig::Custom(Arc::new(self.s3(bucket)?));
         }
         let Some(url) = &self.catalog else {
-            return Ok(());
+            return Ok(None);
         };
         let node = self.node_id();
         let pg = Pg::connect(url)
@@ -86,8 +171,22 @@ impl StoreArgs {
             .await
             .context("the object store failed the conditional-write probe")?;
         info!(node = %node, catalog = %redact(url), "catalog in PostgreSQL; the object store honours create-only writes");
-        c.catalog = CatalogConfig::Postgres { pg, writer: node };
-        Ok(())
+        let (owner, head) = ShardOwner::take(&pg, SHARD, &node, self.lease_ttl).await?;
+        c.catalog = CatalogConfig::Postgres {
+            pg: pg.clone(),
+            writer: SHARD.to_string(),
+            fence: Some(owner.held.clone()),
+        };
+        c.wal_home = WalHome::Shard {
+            log: ShardLog {
+                pg,
+                store,
+                shard: SHARD.to_string(),
+            },
+            held: owner.held.clone(),
+            head,
+        };
+        Ok(Some(owner))
     }
 
     fn s3(&self, bucket: &str) -> anyhow::Result<object_store::aws::AmazonS3> {

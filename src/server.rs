@@ -303,9 +303,9 @@ impl ServeArgs {
         Ok(args)
     }
 
-    async fn db_config(&self) -> anyhow::Result<DbConfig> {
+    async fn db_config(&self) -> anyhow::Result<(DbConfig, Option<crate::cluster::ShardOwner>)> {
         let mut c = DbConfig::new(&self.data_dir);
-        self.store.configure(&mut c).await?;
+        let owner = self.store.configure(&mut c).await?;
         c.partition = self.partition;
         c.memory_budget = self.memory_budget.as_u64() as usize;
         c.persist_bytes = self.persist_bytes.as_u64() as usize;
@@ -324,7 +324,7 @@ impl ServeArgs {
         .collect();
         c.append_only_tables = self.append_only_tables.clone();
         c.wal.segment_max_bytes = self.wal_segment_size.as_u64();
-        Ok(c)
+        Ok((c, owner))
     }
 }
 
@@ -402,6 +402,8 @@ pub struct Running {
     pub health: crate::health_task::HealthHandle,
     /// The write queue (agent and generic write routes).
     pub admission: Arc<Admission>,
+    /// The shard lease, when nodes share a catalog.
+    owner: Option<crate::cluster::ShardOwner>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -421,6 +423,9 @@ impl Running {
         // Stop fault detection and alerting before the WAL is synced.
         drop(self.health);
         self.db.shutdown().await?;
+        if let Some(owner) = self.owner {
+            owner.release().await;
+        }
         Ok(())
     }
 }
@@ -434,7 +439,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             humantime::format_duration(args.pay_grace)
         );
     }
-    let db = Db::open(args.db_config().await?)
+    let (config, owner) = args.db_config().await?;
+    let db = Db::open(config)
         .await
         .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
     let auth =
@@ -636,6 +642,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         alloc,
         health: gpu_health,
         admission,
+        owner,
         stop,
         task,
     })

@@ -30,8 +30,27 @@ pub enum CatalogConfig {
     #[default]
     Object,
     /// In PostgreSQL, shared by several nodes; `writer` names whose WAL coverage this node
-    /// keeps (its node id).
-    Postgres { pg: crate::pg::Pg, writer: String },
+    /// keeps (the shard it writes). With `fence`, every commit first checks that this node
+    /// still holds the shard's lease at that epoch.
+    Postgres {
+        pg: crate::pg::Pg,
+        writer: String,
+        fence: Option<crate::lease::Held>,
+    },
+}
+
+/// Where the WAL lives.
+#[derive(Debug, Clone, Default)]
+pub enum WalHome {
+    /// `<data_dir>/wal`.
+    #[default]
+    Local,
+    /// A shard's log on the shared object store, held under `held` from `head` on.
+    Shard {
+        log: crate::wal::ShardLog,
+        held: crate::lease::Held,
+        head: u64,
+    },
 }
 
 /// Everything a database needs to open. [`DbConfig::new`] gives the defaults.
@@ -41,6 +60,7 @@ pub struct DbConfig {
     pub data_dir: PathBuf,
     pub store: StoreConfig,
     pub catalog: CatalogConfig,
+    pub wal_home: WalHome,
     /// Width of a time partition.
     pub partition: Duration,
     /// Above this many buffered bytes, writes get `Backpressure` (HTTP 503).
@@ -69,6 +89,7 @@ impl DbConfig {
             data_dir: data_dir.into(),
             store: StoreConfig::Local,
             catalog: CatalogConfig::Object,
+            wal_home: WalHome::Local,
             partition: Duration::from_secs(3600),
             memory_budget: 1 << 30,
             persist_bytes: 256 << 20,

@@ -4,7 +4,8 @@
 //! as `kill -9`: no destructors, no flush) the `n`-th time (default 1st) it reaches `point`.
 //! Points: `wal:after_append` (written, not yet fsynced), `wal:after_sync` (durable, not yet
 //! acknowledged), `persist:after_files` (Parquet written, catalog not), `persist:after_catalog`
-//! (catalog saved, WAL not yet truncated), `compact:after_file`, `compact:after_catalog`.
+//! (catalog saved, WAL not yet truncated), `compact:after_file`, `compact:after_catalog`,
+//! `wal:after_upload` (a shared WAL's segment object written, its head not yet advanced).
 //! Without the variable, each check is one relaxed atomic load.
 
 use std::sync::OnceLock;

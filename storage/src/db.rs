@@ -39,11 +39,11 @@ use crate::buffer::{Buffer, Frozen};
 use crate::catalog::{
     CATALOG_FORMAT_VERSION, Catalog, CatalogState, FileMeta, ObjectCatalog, PgCatalog,
 };
-use crate::config::{CatalogConfig, DbConfig, StoreConfig};
+use crate::config::{CatalogConfig, DbConfig, StoreConfig, WalHome};
 use crate::error::{Error, Result};
 use crate::metrics::StorageMetrics;
 use crate::schema::{RejectedRow, Schemas, TableDef};
-use crate::wal::{self, SegmentId, WalWriter};
+use crate::wal::{self, RemoteWal, SegmentId, ShardLog, Wal, WalWriter};
 
 /// Per-request write options.
 #[derive(Debug, Clone, Copy, Default)]
@@ -113,6 +113,8 @@ pub struct Db {
     store: Arc<dyn ObjectStore>,
     pub(crate) catalog: Catalog,
     wal_dir: PathBuf,
+    /// The shared log this node writes instead of `wal_dir`, if any.
+    pub(crate) shard_log: Option<ShardLog>,
     wal_tx: OnceLock<std::sync::mpsc::Sender<WalCmd>>,
     wal_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Active plus frozen buffer bytes.
@@ -161,8 +163,8 @@ impl Db {
         };
         let catalog = match &config.catalog {
             CatalogConfig::Object => Catalog::Object(ObjectCatalog::new(store.clone())),
-            CatalogConfig::Postgres { pg, writer } => {
-                Catalog::Postgres(PgCatalog::new(pg.clone(), writer))
+            CatalogConfig::Postgres { pg, writer, fence } => {
+                Catalog::Postgres(PgCatalog::new(pg.clone(), writer, fence.clone()))
             }
         };
         let loaded = catalog.load().await?.unwrap_or(CatalogState {
@@ -187,16 +189,33 @@ impl Db {
             .filter(|p| *p > 0)
             .ok_or_else(|| Error::Internal("partition duration must be > 0".into()))?;
         let wal_dir = data_dir.join("wal");
-        let (buffer, wal_writer) = {
-            let schemas = schemas.clone();
-            let wal_dir = wal_dir.clone();
-            let opts = config.wal.clone();
-            let after = loaded.wal_persisted_through;
-            tokio::task::spawn_blocking(move || {
-                replay(&wal_dir, after, &schemas, partition_ns, opts)
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("WAL replay panicked: {e}")))??
+        let (buffer, wal_writer) = match &config.wal_home {
+            WalHome::Local => {
+                let schemas = schemas.clone();
+                let wal_dir = wal_dir.clone();
+                let opts = config.wal.clone();
+                let after = loaded.wal_persisted_through;
+                tokio::task::spawn_blocking(move || {
+                    replay(&wal_dir, after, &schemas, partition_ns, opts)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("WAL replay panicked: {e}")))??
+            }
+            WalHome::Shard { log, held, head } => {
+                let after = loaded.wal_persisted_through.map_or(0, |s| s.0);
+                let buffer = replay_shard(log, after, *head, &schemas, partition_ns).await?;
+                let wal = RemoteWal::new(
+                    log.clone(),
+                    held.clone(),
+                    *head,
+                    tokio::runtime::Handle::current(),
+                );
+                (buffer, Wal::Remote(wal))
+            }
+        };
+        let shard_log = match &config.wal_home {
+            WalHome::Shard { log, .. } => Some(log.clone()),
+            WalHome::Local => None,
         };
 
         let metrics = StorageMetrics::default();
@@ -220,6 +239,7 @@ impl Db {
             store,
             catalog,
             wal_dir,
+            shard_log,
             wal_tx: OnceLock::new(),
             wal_thread: Mutex::new(None),
             buffer_bytes: AtomicUsize::new(buffered),
@@ -432,7 +452,7 @@ fn replay(
     schemas: &Schemas,
     partition_ns: i64,
     opts: wal::WalOptions,
-) -> Result<(Buffer, WalWriter)> {
+) -> Result<(Buffer, Wal)> {
     let mut buffer = Buffer::new(partition_ns);
     let mut rejected = 0usize;
     let stats = wal::replay(dir, after, |_, batch| {
@@ -454,7 +474,44 @@ fn replay(
         "replayed WAL"
     );
     let writer = WalWriter::open(dir, opts)?;
-    Ok((buffer, writer))
+    Ok((buffer, Wal::Local(writer)))
+}
+
+/// Replays a shard's acknowledged segments past `after` (through `head`) into a fresh buffer.
+pub(crate) async fn replay_shard(
+    log: &ShardLog,
+    after: u64,
+    head: u64,
+    schemas: &Schemas,
+    partition_ns: i64,
+) -> Result<Buffer> {
+    let mut buffer = Buffer::new(partition_ns);
+    let (mut rows, mut rejected) = (0usize, 0usize);
+    let segments = log.segments(after, head).await?;
+    for (id, path) in &segments {
+        let bytes = log.read(path).await?;
+        ShardLog::decode(*id, path, bytes, |batch| {
+            let (v, rej) = schemas.validate(batch);
+            rejected += rej.len();
+            rows += v.batch.len();
+            buffer.apply(&v);
+        });
+    }
+    if rejected > 0 {
+        warn!(
+            rejected,
+            "WAL replay rejected rows that no longer fit their table"
+        );
+    }
+    info!(
+        shard = %log.shard,
+        segments = segments.len(),
+        rows,
+        covered_through = after,
+        head,
+        "replayed the shard's WAL from the object store"
+    );
+    Ok(buffer)
 }
 
 /// Reads every file's footer; returns the ids of those that fail.

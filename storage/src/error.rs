@@ -54,6 +54,9 @@ pub enum Error {
     )]
     CatalogConflict { expected: u64, detail: String },
 
+    #[error("{0}")]
+    Fenced(String),
+
     #[error("object store error: {0}")]
     ObjectStore(#[from] object_store::Error),
 
@@ -95,14 +98,17 @@ impl Error {
     pub fn status_code(&self) -> u16 {
         match self {
             Error::TypeConflict { .. } | Error::InvalidRow(_) | Error::TooManyColumns { .. } => 400,
-            Error::Backpressure { .. } | Error::ShuttingDown => 503,
+            Error::Backpressure { .. } | Error::ShuttingDown | Error::Fenced(_) => 503,
             _ => 500,
         }
     }
 
     /// Whether the same request may succeed if retried later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Backpressure { .. } | Error::ShuttingDown)
+        matches!(
+            self,
+            Error::Backpressure { .. } | Error::ShuttingDown | Error::Fenced(_)
+        )
     }
 }
 

@@ -27,6 +27,7 @@ pub mod db;
 pub mod dedup;
 pub mod durable;
 pub mod error;
+pub mod lease;
 pub mod metrics;
 pub mod persist;
 pub mod pg;
@@ -35,7 +36,7 @@ pub mod table;
 pub mod wal;
 
 pub use batch::{FieldType, FieldValue, WriteBatch};
-pub use config::{CatalogConfig, DbConfig, StoreConfig};
+pub use config::{CatalogConfig, DbConfig, StoreConfig, WalHome};
 pub use db::{Db, WriteOptions, WriteOutcome};
 pub use error::{Error, Result};
 pub use metrics::StorageMetrics;

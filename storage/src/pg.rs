@@ -48,6 +48,12 @@ const MIGRATIONS: &[&str] = &[
          expires_at timestamptz NOT NULL,
          address text NOT NULL DEFAULT ''
      );",
+    // 2: each shard's WAL head and the epoch allowed to advance it.
+    "CREATE TABLE rw_wal_heads (
+         shard text PRIMARY KEY,
+         head bigint NOT NULL,
+         epoch bigint NOT NULL
+     );",
 ];
 
 /// A key for `pg_advisory_xact_lock` that no other application is likely to use.

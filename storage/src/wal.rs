@@ -48,6 +48,7 @@
 //! [`WalWriter::rotate`] always leaves the current segment (a higher id) in place.
 
 pub mod codec;
+pub mod remote;
 mod replay;
 mod segment;
 mod writer;
@@ -58,11 +59,49 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use remote::{RemoteWal, ShardLog};
 pub use replay::{ReplayStats, replay};
 pub use segment::{file_name, list_segments};
 pub use writer::WalWriter;
 
-#[cfg(doc)]
+/// The log a node writes: its own directory, or a shard's log on the shared object store.
+#[derive(Debug)]
+pub enum Wal {
+    Local(WalWriter),
+    Remote(RemoteWal),
+}
+
+impl Wal {
+    /// Adds `batch`; durable after [`sync`](Self::sync). Returns its encoded size.
+    pub fn append(&mut self, batch: &WriteBatch) -> Result<u64> {
+        match self {
+            Wal::Local(w) => w.append(batch),
+            Wal::Remote(w) => w.append(batch),
+        }
+    }
+
+    pub fn sync(&mut self) -> Result<()> {
+        match self {
+            Wal::Local(w) => w.sync(),
+            Wal::Remote(w) => w.sync(),
+        }
+    }
+
+    /// Ends the current segment; every record appended so far is in a segment `<=` the answer.
+    pub fn rotate(&mut self) -> Result<SegmentId> {
+        match self {
+            Wal::Local(w) => w.rotate(),
+            Wal::Remote(w) => w.rotate(),
+        }
+    }
+
+    /// Whether every group must be committed before it is acknowledged, whatever the writer
+    /// asked (a shared log: there is no page cache to leave it in).
+    pub fn always_syncs(&self) -> bool {
+        matches!(self, Wal::Remote(_))
+    }
+}
+
 use crate::batch::WriteBatch;
 use crate::error::Result;
 

@@ -246,3 +246,148 @@ async fn nodes_share_seaweedfs_only_if_it_honours_conditional_writes() {
     let server = Server::start(&dir, &args, &S3_ENV).await;
     assert_eq!(server.count("gpu_probe").await, 1);
 }
+
+/// `rigwatch serve` args for a node sharing `pg` and `weed`'s bucket.
+fn shared_args<'a>(pg: &'a Postgres, weed: &'a SeaweedFs, node: &'a str) -> Vec<&'a str> {
+    let mut args = node_args(pg, node);
+    args.extend([
+        "--s3-bucket",
+        "rigwatch",
+        "--s3-endpoint",
+        &weed.endpoint,
+        "--s3-allow-http",
+        "--lease-ttl",
+        "2s",
+        "--append-only-tables",
+        "gpu_fault,gpu_health,events",
+    ]);
+    args
+}
+
+fn sigstop(server: &Server, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(server.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_owner_is_replaced_and_nothing_acknowledged_is_lost() {
+    let Some(pg) = Postgres::start() else { return };
+    let Some(weed) = SeaweedFs::start("rigwatch").await else {
+        return;
+    };
+    let tmp = temp_dir();
+    let mut n1 = Server::start(
+        &tmp.path().join("n1"),
+        &shared_args(&pg, &weed, "n1"),
+        &S3_ENV,
+    )
+    .await;
+    // Some rows reach Parquet (persist after 1 s), the last ones only the shared WAL.
+    let mut acked = 0u64;
+    for round in 0..6i64 {
+        let lines: String = (0..20)
+            .map(|i| {
+                let t = 1_700_000_000_000_000_000i64 + (round * 20 + i) * 1_000_000_000;
+                format!("events,gpu=g{} code={i}i {t}\n", i % 4)
+            })
+            .collect();
+        n1.write_ok(&lines).await;
+        acked += 20;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    wait_for_files(&pg, "events", &n1).await;
+    n1.kill9();
+    assert!(
+        !weed.keys("rigwatch", "wal/0/").await.is_empty(),
+        "the shard's WAL objects should hold the unpersisted rows"
+    );
+
+    // Another node, with its own empty data directory, takes the shard over once n1's lease
+    // expires, replays the shard's log past the catalog's coverage, and serves everything.
+    let n2 = Server::start(
+        &tmp.path().join("n2"),
+        &shared_args(&pg, &weed, "n2"),
+        &S3_ENV,
+    )
+    .await;
+    assert_eq!(n2.count("events").await, acked, "log:\n{}", n2.log_tail(40));
+    assert!(n2.log().contains("took the shard's lease"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_segment_is_not_replayed_so_a_retry_is_stored_once() {
+    let Some(pg) = Postgres::start() else { return };
+    let Some(weed) = SeaweedFs::start("rigwatch").await else {
+        return;
+    };
+    let tmp = temp_dir();
+    let mut n1 = Server::start(
+        &tmp.path().join("n1"),
+        &shared_args(&pg, &weed, "n1"),
+        &[
+            S3_ENV[0],
+            S3_ENV[1],
+            ("RIGWATCH_CRASH_AT", "wal:after_upload"),
+        ],
+    )
+    .await;
+    let line = "events,gpu=g1 code=43i 1700000000000000000\n";
+    // The segment object lands, then the node dies before advancing the head: no answer.
+    assert!(n1.write(line).await.is_err(), "the write was acknowledged");
+    n1.wait_exit(Duration::from_secs(10)).await;
+    assert!(
+        weed.keys("rigwatch", "wal/0/").await.len() == 1,
+        "the unacknowledged segment object should be in the bucket"
+    );
+    // The agent retries on whichever node now owns the shard: stored exactly once.
+    let n2 = Server::start(
+        &tmp.path().join("n2"),
+        &shared_args(&pg, &weed, "n2"),
+        &S3_ENV,
+    )
+    .await;
+    n2.write_ok(line).await;
+    assert_eq!(n2.count("events").await, 1, "log:\n{}", n2.log_tail(40));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_paused_past_its_lease_is_fenced_off() {
+    let Some(pg) = Postgres::start() else { return };
+    let Some(weed) = SeaweedFs::start("rigwatch").await else {
+        return;
+    };
+    let tmp = temp_dir();
+    let n1 = Server::start(
+        &tmp.path().join("n1"),
+        &shared_args(&pg, &weed, "n1"),
+        &S3_ENV,
+    )
+    .await;
+    n1.write_ok("events,gpu=g1 code=1i 1700000000000000000\n")
+        .await;
+    sigstop(&n1, "STOP");
+    let n2 = Server::start(
+        &tmp.path().join("n2"),
+        &shared_args(&pg, &weed, "n2"),
+        &S3_ENV,
+    )
+    .await;
+    n2.write_ok("events,gpu=g1 code=2i 1700000001000000000\n")
+        .await;
+    sigstop(&n1, "CONT");
+    // n1 wakes up believing it owns the shard: its write must not be acknowledged.
+    let status = n1
+        .write("events,gpu=g1 code=3i 1700000002000000000\n")
+        .await
+        .expect("n1 answers");
+    assert_eq!(status.as_u16(), 503, "log:\n{}", n1.log_tail(20));
+    // Its catalog commits are refused too: its persist cannot cover the shard's log.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(n2.count("events").await, 2, "log:\n{}", n2.log_tail(40));
+    let rows = n2.rows("SELECT code FROM events ORDER BY time").await;
+    assert_eq!(rows.len(), 2);
+}

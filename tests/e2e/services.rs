@@ -218,6 +218,7 @@ impl SeaweedFs {
             .arg(format!("-filer.port={}", port("f")))
             .arg(format!("-filer.port.grpc={}", port("fg")))
             .args(["-master.volumeSizeLimitMB=64", "-volume.max=8", "-s3"])
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
             .arg(format!("-s3.port={s3}"))
             .arg(format!("-s3.port.grpc={}", port("sg")))
             .stdin(Stdio::null())

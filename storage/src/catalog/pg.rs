@@ -12,6 +12,7 @@ use tracing::info;
 
 use super::{CATALOG_FORMAT_VERSION, CatalogState, FileMeta};
 use crate::error::{Error, Result};
+use crate::lease::{Held, fenced};
 use crate::pg::Pg;
 use crate::schema::TableDef;
 use crate::wal::SegmentId;
@@ -24,6 +25,8 @@ pub struct PgCatalog {
     writer: Arc<str>,
     /// The tables as last committed or loaded, to send only the ones that changed.
     committed_tables: Arc<Mutex<HashMap<String, serde_json::Value>>>,
+    /// The shard lease every commit must still hold.
+    fence: Option<Held>,
 }
 
 fn int(v: u64, what: &str) -> Result<i64> {
@@ -32,11 +35,12 @@ fn int(v: u64, what: &str) -> Result<i64> {
 }
 
 impl PgCatalog {
-    pub fn new(pg: Pg, writer: &str) -> Self {
+    pub fn new(pg: Pg, writer: &str, fence: Option<Held>) -> Self {
         Self {
             pg,
             writer: writer.into(),
             committed_tables: Arc::default(),
+            fence,
         }
     }
 
@@ -168,6 +172,19 @@ impl PgCatalog {
         let mut client = self.pg.client().await?;
         let err = |e| self.pg.error("cannot commit the catalog to", e);
         let tx = client.transaction().await.map_err(err)?;
+        if let Some(held) = &self.fence {
+            // FOR SHARE: a takeover of the shard waits until this commit is done.
+            let holds = tx
+                .query_opt(
+                    "SELECT 1 FROM rw_wal_heads WHERE shard = $1 AND epoch = $2 FOR SHARE",
+                    &[&&*self.writer, &held.epoch],
+                )
+                .await
+                .map_err(err)?;
+            if holds.is_none() {
+                return Err(fenced("catalog commit refused", held));
+            }
+        }
         let (from, to) = (int(prev_version, "version")?, int(next.version, "version")?);
         let swapped = tx
             .execute(

@@ -115,12 +115,15 @@ impl Db {
         self.metrics
             .buffer_bytes
             .set(self.buffer_bytes.load(Ordering::Relaxed) as i64);
-        let dir = self.wal_dir.clone();
         let through = generation.wal_through;
-        stats.wal_segments_removed =
+        stats.wal_segments_removed = if let Some(log) = &self.shard_log {
+            log.remove_through(through).await?
+        } else {
+            let dir = self.wal_dir.clone();
             tokio::task::spawn_blocking(move || wal::remove_segments_through(&dir, through))
                 .await
-                .map_err(|e| Error::Internal(format!("WAL truncation panicked: {e}")))??;
+                .map_err(|e| Error::Internal(format!("WAL truncation panicked: {e}")))??
+        };
         self.metrics.persists.inc();
         self.metrics.persisted_bytes.inc_by(stats.bytes);
         self.metrics

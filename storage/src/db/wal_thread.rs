@@ -1,6 +1,6 @@
 //! The WAL thread: group commit, buffer apply, and the freeze that starts a persist.
 //!
-//! One OS thread owns the [`WalWriter`]. It takes every command that is waiting, appends all
+//! One OS thread owns the [`Wal`]. It takes every command that is waiting, appends all
 //! writes, fsyncs once for the group (if any member asked for it), applies the group to the
 //! buffer in order, publishes it to subscribers and only then acknowledges.
 
@@ -15,7 +15,7 @@ use tracing::{error, warn};
 use super::{Db, FrozenGen, now_ms};
 use crate::error::{Error, Result};
 use crate::schema::ValidatedBatch;
-use crate::wal::WalWriter;
+use crate::wal::Wal;
 
 /// Most commands taken into one group.
 const MAX_GROUP: usize = 4096;
@@ -37,7 +37,7 @@ pub(crate) enum WalCmd {
 
 type Pending = Vec<(ValidatedBatch, oneshot::Sender<Result<()>>)>;
 
-pub(crate) fn run(db: Weak<Db>, mut wal: WalWriter, rx: Receiver<WalCmd>) {
+pub(crate) fn run(db: Weak<Db>, mut wal: Wal, rx: Receiver<WalCmd>) {
     let mut pending: Pending = Vec::new();
     let mut scratch_group = Vec::with_capacity(64);
     while let Ok(first) = rx.recv() {
@@ -56,7 +56,7 @@ pub(crate) fn run(db: Weak<Db>, mut wal: WalWriter, rx: Receiver<WalCmd>) {
                     Ok(bytes) => {
                         crate::crash::point("wal:after_append");
                         db.metrics.wal_bytes.inc_by(bytes);
-                        need_sync |= sync;
+                        need_sync |= sync || wal.always_syncs();
                         pending.push((batch, done));
                     }
                     Err(e) => {
@@ -85,13 +85,13 @@ pub(crate) fn run(db: Weak<Db>, mut wal: WalWriter, rx: Receiver<WalCmd>) {
 
 /// After a failed append the segment may end in a partial record; later records must not
 /// follow it, or replay would stop before them.
-fn recover(wal: &mut WalWriter) {
+fn recover(wal: &mut Wal) {
     if let Err(e) = wal.rotate() {
         error!(error = %e, "cannot rotate WAL after a failed append");
     }
 }
 
-fn commit(db: &Db, wal: &mut WalWriter, pending: &mut Pending, need_sync: bool) {
+fn commit(db: &Db, wal: &mut Wal, pending: &mut Pending, need_sync: bool) {
     if pending.is_empty() {
         return;
     }
@@ -100,8 +100,13 @@ fn commit(db: &Db, wal: &mut WalWriter, pending: &mut Pending, need_sync: bool) 
         if let Err(e) = wal.sync() {
             error!(error = %e, "WAL fsync failed; failing the group");
             let msg = e.to_string();
+            let fenced = matches!(e, Error::Fenced(_));
             for (_, done) in pending.drain(..) {
-                let _ = done.send(Err(Error::Internal(format!("WAL fsync failed: {msg}"))));
+                let _ = done.send(Err(if fenced {
+                    Error::Fenced(msg.clone())
+                } else {
+                    Error::Internal(format!("WAL fsync failed: {msg}"))
+                }));
             }
             recover(wal);
             return;
@@ -142,7 +147,7 @@ fn commit(db: &Db, wal: &mut WalWriter, pending: &mut Pending, need_sync: bool) 
     }
 }
 
-fn freeze(db: &Db, wal: &mut WalWriter) -> Result<Option<Arc<FrozenGen>>> {
+fn freeze(db: &Db, wal: &mut Wal) -> Result<Option<Arc<FrozenGen>>> {
     if db.state.read().buffer.is_empty() {
         return Ok(None);
     }

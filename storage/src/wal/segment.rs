@@ -93,7 +93,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| io_error(dir, e))
 }
 
-fn encode_header(id: SegmentId) -> [u8; HEADER_LEN] {
+pub(crate) fn encode_header(id: SegmentId) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(&MAGIC);
     h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -220,7 +220,7 @@ pub(crate) enum Step {
 pub(crate) struct SegmentReader {
     id: SegmentId,
     path: PathBuf,
-    file: BufReader<File>,
+    file: Box<dyn Read + Send>,
     file_len: u64,
     offset: u64,
     payload: Vec<u8>,
@@ -239,12 +239,26 @@ impl SegmentReader {
         Ok(Some(Self {
             id,
             path,
-            file: BufReader::with_capacity(READ_BUFFER, file),
+            file: Box::new(BufReader::with_capacity(READ_BUFFER, file)),
             file_len,
             offset: 0,
             payload: Vec::new(),
             done: false,
         }))
+    }
+
+    /// A reader over a segment held in memory (an object of a shared WAL); `path` names it
+    /// in errors.
+    pub fn from_bytes(path: PathBuf, id: SegmentId, bytes: bytes::Bytes) -> Self {
+        Self {
+            id,
+            path,
+            file_len: bytes.len() as u64,
+            file: Box::new(io::Cursor::new(bytes)),
+            offset: 0,
+            payload: Vec::new(),
+            done: false,
+        }
     }
 
     pub fn file_len(&self) -> u64 {
