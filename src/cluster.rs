@@ -53,6 +53,19 @@ pub struct StoreArgs {
     #[arg(long, env = "RIGWATCH_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// What this node does when nodes share a catalog. `all`: takes the shard's lease
+    /// (waiting while another live node holds it), then writes, persists, compacts, runs the
+    /// allocator and alert rules. `query`: never writes; follows the catalog and the shard's
+    /// WAL to answer queries (SQL, PromQL, the DSL, the portal) and passes every other request
+    /// to the shard's owner.
+    #[arg(long, env = "RIGWATCH_MODE", value_enum, default_value_t = Mode::All)]
+    pub mode: Mode,
+
+    /// The URL other nodes reach this one at, for requests they pass on (default:
+    /// http://LISTEN-ADDRESS, with the port actually bound).
+    #[arg(long, env = "RIGWATCH_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
     /// How long a node's lease on its shard lasts without renewal (renewed every third of
     /// it). A node that dies is replaced after at most this long; one that is paused past it
     /// is fenced off: its writes are refused.
@@ -60,8 +73,28 @@ pub struct StoreArgs {
     pub lease_ttl: Duration,
 }
 
+/// A node's part among nodes sharing a catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Owns the shard (once its lease is free): writes, persists, compacts, allocates.
+    All,
+    /// Answers queries from the shared data; passes everything else to the owner.
+    Query,
+}
+
 /// The one shard of this release: every write goes to its owner's log.
 pub const SHARD: &str = "0";
+
+/// What a node turned out to be.
+#[derive(Debug)]
+pub enum Role {
+    /// No shared catalog.
+    Alone,
+    /// Owns the shard.
+    Owner(ShardOwner),
+    /// Follows the shard; passes requests that are not reads to its owner.
+    Query(Pg),
+}
 
 /// The lease on a shard's WAL that this node holds while it serves, renewed in the
 /// background. Dropping it stops the renewal; [`ShardOwner::release`] also hands the lease
@@ -120,6 +153,12 @@ impl ShardOwner {
         ))
     }
 
+    /// Publishes where this node serves, so that query nodes can pass requests on.
+    pub async fn advertise(&self, url: &str) -> anyhow::Result<()> {
+        lease::set_address(&self.pg, &self.held, url).await?;
+        Ok(())
+    }
+
     /// Stops renewing and lets the lease expire now.
     pub async fn release(self) {
         self.renew.abort();
@@ -145,13 +184,19 @@ impl StoreArgs {
 
     /// Fills in `c`'s object store and catalog: builds the S3 client, connects to
     /// PostgreSQL and, when nodes share a catalog, probes the store's conditional writes.
-    /// Answers the shard lease it took, if nodes share a catalog.
-    pub async fn configure(&self, c: &mut DbConfig) -> anyhow::Result<Option<ShardOwner>> {
+    /// Answers the node's part: the shard lease it took, or the connection a query node
+    /// passes requests on through; nothing for a node on its own.
+    pub async fn configure(&self, c: &mut DbConfig) -> anyhow::Result<Role> {
         if let Some(bucket) = &self.s3_bucket {
             c.store = StoreConfig::Custom(Arc::new(self.s3(bucket)?));
         }
         let Some(url) = &self.catalog else {
-            return Ok(None);
+            if self.mode == Mode::Query {
+                anyhow::bail!(
+                    "--mode query needs --catalog: a query node follows a shared catalog"
+                );
+            }
+            return Ok(Role::Alone);
         };
         let node = self.node_id();
         let pg = Pg::connect(url)
@@ -170,7 +215,21 @@ impl StoreArgs {
         rigwatch_storage::conditional::probe_create_only(&store, &node)
             .await
             .context("the object store failed the conditional-write probe")?;
-        info!(node = %node, catalog = %redact(url), "catalog in PostgreSQL; the object store honours create-only writes");
+        info!(node = %node, catalog = %redact(url), mode = ?self.mode, "catalog in PostgreSQL; the object store honours create-only writes");
+        let log = ShardLog {
+            pg: pg.clone(),
+            store,
+            shard: SHARD.to_string(),
+        };
+        if self.mode == Mode::Query {
+            c.catalog = CatalogConfig::Postgres {
+                pg: pg.clone(),
+                writer: SHARD.to_string(),
+                fence: None,
+            };
+            c.wal_home = WalHome::Follow { log };
+            return Ok(Role::Query(pg));
+        }
         let (owner, head) = ShardOwner::take(&pg, SHARD, &node, self.lease_ttl).await?;
         c.catalog = CatalogConfig::Postgres {
             pg: pg.clone(),
@@ -178,15 +237,11 @@ impl StoreArgs {
             fence: Some(owner.held.clone()),
         };
         c.wal_home = WalHome::Shard {
-            log: ShardLog {
-                pg,
-                store,
-                shard: SHARD.to_string(),
-            },
+            log,
             held: owner.held.clone(),
             head,
         };
-        Ok(Some(owner))
+        Ok(Role::Owner(owner))
     }
 
     fn s3(&self, bucket: &str) -> anyhow::Result<object_store::aws::AmazonS3> {

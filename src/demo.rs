@@ -183,7 +183,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     // Jobs from the traces, placed by the allocator; the simulated GPUs follow their leases.
     let workload = (!args.no_workload).then(|| {
-        let alloc = running.alloc.clone();
+        let alloc = running
+            .alloc
+            .clone()
+            .expect("the demo's server runs the allocator");
         let cfg = crate::workload::WorkloadConfig {
             trace_dir: args.trace_dir.clone(),
             ..Default::default()

@@ -11,6 +11,7 @@ mod cluster;
 mod demo;
 mod dsl_cli;
 mod fleet;
+mod forward;
 mod health_task;
 mod job_cli;
 mod query_cli;

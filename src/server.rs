@@ -303,7 +303,7 @@ impl ServeArgs {
         Ok(args)
     }
 
-    async fn db_config(&self) -> anyhow::Result<(DbConfig, Option<crate::cluster::ShardOwner>)> {
+    async fn db_config(&self) -> anyhow::Result<(DbConfig, crate::cluster::Role)> {
         let mut c = DbConfig::new(&self.data_dir);
         let owner = self.store.configure(&mut c).await?;
         c.partition = self.partition;
@@ -396,10 +396,10 @@ pub struct Running {
     pub db: Arc<Db>,
     /// Suppliers and tokens (`auth.json` in the data directory).
     pub auth: Arc<AuthStore>,
-    /// The allocator: live view, jobs, leases, earnings.
-    pub alloc: crate::alloc::AllocService,
-    /// Fault detection, GPU health and alerting.
-    pub health: crate::health_task::HealthHandle,
+    /// The allocator: live view, jobs, leases, earnings (not on a query node).
+    pub alloc: Option<crate::alloc::AllocService>,
+    /// Fault detection, GPU health and alerting (not on a query node).
+    pub health: Option<crate::health_task::HealthHandle>,
     /// The write queue (agent and generic write routes).
     pub admission: Arc<Admission>,
     /// The shard lease, when nodes share a catalog.
@@ -439,7 +439,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             humantime::format_duration(args.pay_grace)
         );
     }
-    let (config, owner) = args.db_config().await?;
+    let (config, role) = args.db_config().await?;
     let db = Db::open(config)
         .await
         .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
@@ -463,20 +463,29 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             t.token
         );
     }
-    let alloc = crate::alloc::AllocService::start(
-        db.clone(),
-        crate::alloc::AllocSettings {
-            policy: args.policy.clone(),
-            tick: args.alloc_tick,
-            rates: args.rates.clone(),
-            currency: args.currency,
-            extender_ttl: args.extender_lease_ttl,
-            pay_grace: args.pay_grace,
-            offline_after: args.offline_after,
-        },
-    )
-    .await
-    .context("cannot start the allocator")?;
+    let query_node = matches!(role, crate::cluster::Role::Query(_));
+    // A query node writes nothing: the allocator, fault detection and alert rules run on the
+    // shard's owner, and their routes are passed on to it.
+    let alloc = if query_node {
+        None
+    } else {
+        Some(
+            crate::alloc::AllocService::start(
+                db.clone(),
+                crate::alloc::AllocSettings {
+                    policy: args.policy.clone(),
+                    tick: args.alloc_tick,
+                    rates: args.rates.clone(),
+                    currency: args.currency,
+                    extender_ttl: args.extender_lease_ttl,
+                    pay_grace: args.pay_grace,
+                    offline_after: args.offline_after,
+                },
+            )
+            .await
+            .context("cannot start the allocator")?,
+        )
+    };
     let gate = access::Gate::new(auth.clone(), admin_token.as_deref())
         .with_failure_limit(args.auth_failures_per_minute, access::AUTH_FAILURE_WINDOW)
         .with_sessions(Arc::new(rigwatch_dashboards::Sessions::with_limits(
@@ -484,23 +493,32 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             args.max_sessions_per_token,
             args.max_sessions,
         )));
-    let to_alloc = alloc.clone();
-    let gpu_health = crate::health_task::spawn(
-        db.clone(),
-        &args.health,
-        args.listen,
-        Some(Box::new(move |t| {
-            to_alloc.health_changed(&t.gpu.gpu_uuid, t.to, t.hardware)
-        })),
-        Some({
+    let gpu_health = match &alloc {
+        None => None,
+        Some(alloc) => {
+            let to_alloc = alloc.clone();
             let alloc = alloc.clone();
-            Box::new(move |uuid: &str| alloc.gpu_load(uuid).map(|milli| milli > 0))
-        }),
-    )
-    .await
-    .context("cannot start fault detection and alerting")?;
+            Some(
+                crate::health_task::spawn(
+                    db.clone(),
+                    &args.health,
+                    args.listen,
+                    Some(Box::new(move |t| {
+                        to_alloc.health_changed(&t.gpu.gpu_uuid, t.to, t.hardware)
+                    })),
+                    Some(Box::new(move |uuid: &str| {
+                        alloc.gpu_load(uuid).map(|milli| milli > 0)
+                    })),
+                )
+                .await
+                .context("cannot start fault detection and alerting")?,
+            )
+        }
+    };
     let mut registry = Registry::default();
-    gpu_health.register(&mut registry);
+    if let Some(h) = &gpu_health {
+        h.register(&mut registry);
+    }
     db.metrics().register(&mut registry);
     let query = rigwatch_query::QueryService::with_limits(
         db.clone(),
@@ -529,7 +547,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     let state = AppState {
         registry: Arc::new(registry),
     };
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/health", get(health))
         // A browser opening the server's address goes to the portal (303).
         .route(
@@ -552,8 +570,6 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             },
         ))
         .merge(rigwatch_query::routes::router(query.clone()))
-        .merge(alloc.router())
-        .merge(gpu_health.router())
         .merge(rigwatch_query::promql::router(
             query.clone(),
             prom_options.clone(),
@@ -587,42 +603,75 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                     streams: args.max_streams,
                     mints_per_supplier_per_hour: args.agent_token_mints_per_hour,
                 }),
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            gate,
-            access::authorize,
-        ))
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                // Refusals past capacity (503) are flow control, answered by the thousand
-                // under overload: not errors for the log. Other server errors still are.
-                .on_failure(
-                    |class: tower_http::classify::ServerErrorsFailureClass,
-                     latency: Duration,
-                     _span: &tracing::Span| match class {
-                        tower_http::classify::ServerErrorsFailureClass::StatusCode(s)
-                            if s == axum::http::StatusCode::SERVICE_UNAVAILABLE =>
-                        {
-                            tracing::debug!(?latency, "refused: 503")
-                        }
-                        other => {
-                            tracing::error!(classification = %other, ?latency, "response failed")
-                        }
-                    },
+        ));
+    if let Some(alloc) = &alloc {
+        app = app.merge(alloc.router());
+    }
+    if let Some(h) = &gpu_health {
+        app = app.merge(h.router());
+    }
+    // Every route above is behind the access layer: it must be added after the last merge.
+    app = app.layer(axum::middleware::from_fn_with_state(
+        gate,
+        access::authorize,
+    ));
+    if let crate::cluster::Role::Query(pg) = &role {
+        // Outside the access layer: the owner authenticates what it is passed.
+        let fwd = Arc::new(crate::forward::Forward::new(
+            pg.clone(),
+            crate::cluster::SHARD,
+            args.max_body.as_u64() as usize,
+        )?);
+        app = app.layer(axum::middleware::from_fn_with_state(
+            fwd,
+            crate::forward::forward,
+        ));
+    }
+    let app = app.layer(
+        tower_http::trace::TraceLayer::new_for_http()
+            // Refusals past capacity (503) are flow control, answered by the thousand
+            // under overload: not errors for the log. Other server errors still are.
+            .on_failure(
+                |class: tower_http::classify::ServerErrorsFailureClass,
+                 latency: Duration,
+                 _span: &tracing::Span| match class {
+                    tower_http::classify::ServerErrorsFailureClass::StatusCode(s)
+                        if s == axum::http::StatusCode::SERVICE_UNAVAILABLE =>
+                    {
+                        tracing::debug!(?latency, "refused: 503")
+                    }
+                    other => {
+                        tracing::error!(classification = %other, ?latency, "response failed")
+                    }
+                },
+            )
+            .make_span_with(|req: &axum::http::Request<axum::body::Body>| {
+                // The path, never the query string or an extender token in the path.
+                tracing::debug_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %access::redacted_path(req.uri().path()),
                 )
-                .make_span_with(|req: &axum::http::Request<axum::body::Body>| {
-                    // The path, never the query string or an extender token in the path.
-                    tracing::debug_span!(
-                        "request",
-                        method = %req.method(),
-                        path = %access::redacted_path(req.uri().path()),
-                    )
-                }),
-        );
+            }),
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let owner = match role {
+        crate::cluster::Role::Owner(owner) => {
+            let url = args.store.advertise_url.clone().unwrap_or_else(|| {
+                if addr.ip().is_unspecified() {
+                    format!("http://{}:{}", crate::agent_cli::host_name(), addr.port())
+                } else {
+                    format!("http://{addr}")
+                }
+            });
+            owner.advertise(&url).await?;
+            Some(owner)
+        }
+        _ => None,
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         // The peer address lets the access layer throttle failed sign-ins per client.

@@ -51,6 +51,8 @@ pub enum WalHome {
         held: crate::lease::Held,
         head: u64,
     },
+    /// No WAL of its own: follow a shard another node owns, and refuse writes.
+    Follow { log: crate::wal::ShardLog },
 }
 
 /// Everything a database needs to open. [`DbConfig::new`] gives the defaults.

@@ -10,6 +10,7 @@
 //!    are covered; only after it is saved are the segments deleted. Replay skips covered
 //!    segments, so nothing is applied twice (which matters for append-only tables).
 
+mod follow;
 mod maintenance;
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, broadcast, oneshot, watch};
 use tracing::{error, info, warn};
 
+pub use follow::FOLLOW_INTERVAL;
 pub use maintenance::{CompactStats, PersistStats};
 use wal_thread::WalCmd;
 
@@ -189,17 +191,19 @@ impl Db {
             .filter(|p| *p > 0)
             .ok_or_else(|| Error::Internal("partition duration must be > 0".into()))?;
         let wal_dir = data_dir.join("wal");
+        let mut follow_from = None;
         let (buffer, wal_writer) = match &config.wal_home {
             WalHome::Local => {
                 let schemas = schemas.clone();
                 let wal_dir = wal_dir.clone();
                 let opts = config.wal.clone();
                 let after = loaded.wal_persisted_through;
-                tokio::task::spawn_blocking(move || {
+                let (buffer, wal) = tokio::task::spawn_blocking(move || {
                     replay(&wal_dir, after, &schemas, partition_ns, opts)
                 })
                 .await
-                .map_err(|e| Error::Internal(format!("WAL replay panicked: {e}")))??
+                .map_err(|e| Error::Internal(format!("WAL replay panicked: {e}")))??;
+                (buffer, Some(wal))
             }
             WalHome::Shard { log, held, head } => {
                 let after = loaded.wal_persisted_through.map_or(0, |s| s.0);
@@ -210,12 +214,23 @@ impl Db {
                     *head,
                     tokio::runtime::Handle::current(),
                 );
-                (buffer, Wal::Remote(wal))
+                (buffer, Some(Wal::Remote(wal)))
+            }
+            WalHome::Follow { log } => {
+                let after = loaded.wal_persisted_through.map_or(0, |s| s.0);
+                let head = log.head().await?.max(after);
+                let buffer = replay_shard(log, after, head, &schemas, partition_ns).await?;
+                follow_from = Some(follow::Position {
+                    log: log.clone(),
+                    catalog_version: loaded.version,
+                    applied: head,
+                });
+                (buffer, None)
             }
         };
         let shard_log = match &config.wal_home {
             WalHome::Shard { log, .. } => Some(log.clone()),
-            WalHome::Local => None,
+            WalHome::Local | WalHome::Follow { .. } => None,
         };
 
         let metrics = StorageMetrics::default();
@@ -264,6 +279,17 @@ impl Db {
             ),
             config,
         });
+        if let Some(at) = follow_from {
+            // A follower: no WAL thread (writes are refused), no persist or compaction.
+            let task = tokio::spawn(follow::run(
+                Arc::downgrade(&db),
+                at,
+                db.shutdown_tx.subscribe(),
+            ));
+            db.tasks.lock().push(task);
+            return Ok(db);
+        }
+        let wal_writer = wal_writer.expect("a writer has a WAL");
         let (tx, rx) = std::sync::mpsc::channel();
         let _ = db.wal_tx.set(tx);
         let weak = Arc::downgrade(&db);
@@ -346,7 +372,15 @@ impl Db {
         Ok(outcome)
     }
 
+    /// Whether this node follows another's shard (and refuses writes).
+    pub fn is_follower(&self) -> bool {
+        matches!(self.config.wal_home, WalHome::Follow { .. })
+    }
+
     fn send(&self, cmd: WalCmd) -> Result<()> {
+        if self.is_follower() {
+            return Err(Error::ReadOnly);
+        }
         self.wal_tx
             .get()
             .ok_or(Error::ShuttingDown)?

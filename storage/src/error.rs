@@ -57,6 +57,11 @@ pub enum Error {
     #[error("{0}")]
     Fenced(String),
 
+    #[error(
+        "this node serves queries only (--mode query): writes go to the node that owns the shard"
+    )]
+    ReadOnly,
+
     #[error("object store error: {0}")]
     ObjectStore(#[from] object_store::Error),
 
@@ -98,7 +103,10 @@ impl Error {
     pub fn status_code(&self) -> u16 {
         match self {
             Error::TypeConflict { .. } | Error::InvalidRow(_) | Error::TooManyColumns { .. } => 400,
-            Error::Backpressure { .. } | Error::ShuttingDown | Error::Fenced(_) => 503,
+            Error::Backpressure { .. }
+            | Error::ShuttingDown
+            | Error::Fenced(_)
+            | Error::ReadOnly => 503,
             _ => 500,
         }
     }

@@ -122,6 +122,24 @@ pub async fn renew(pg: &Pg, held: &Held, ttl: Duration) -> Result<bool> {
     Ok(n == 1)
 }
 
+/// Records where the holder of `held` serves HTTP.
+pub async fn set_address(pg: &Pg, held: &Held, address: &str) -> Result<()> {
+    let client = pg.client().await?;
+    client
+        .execute(
+            "UPDATE rw_leases SET address = $4 WHERE name = $1 AND holder = $2 AND epoch = $3",
+            &[&held.name, &held.holder, &held.epoch, &address],
+        )
+        .await
+        .map_err(|e| {
+            pg.error(
+                &format!("cannot publish the address of lease `{}` on", held.name),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
 /// Lets a held lease expire now, so another node need not wait out its time.
 pub async fn release(pg: &Pg, held: &Held) -> Result<()> {
     let client = pg.client().await?;

@@ -391,3 +391,130 @@ async fn an_owner_paused_past_its_lease_is_fenced_off() {
     let rows = n2.rows("SELECT code FROM events ORDER BY time").await;
     assert_eq!(rows.len(), 2);
 }
+
+/// Polls `count(table)` on `server` until it is `want` (a query node catches up within a
+/// second or two).
+async fn wait_for_count(server: &Server, table: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = server
+            .rows_when_ready(&format!("SELECT count(*) AS n FROM \"{table}\""))
+            .await;
+        let got = rows.first().and_then(|r| r["n"].as_u64()).unwrap_or(0);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{table}: {got} rows, want {want}; log:\n{}",
+            server.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_node_reads_everything_and_passes_writes_to_the_owner() {
+    let Some(pg) = Postgres::start() else { return };
+    let Some(weed) = SeaweedFs::start("rigwatch").await else {
+        return;
+    };
+    let tmp = temp_dir();
+    let mut n1 = Server::start(
+        &tmp.path().join("n1"),
+        &shared_args(&pg, &weed, "n1"),
+        &S3_ENV,
+    )
+    .await;
+    let mut query_args = shared_args(&pg, &weed, "q1");
+    query_args.extend(["--mode", "query"]);
+    let q1 = Server::start(&tmp.path().join("q1"), &query_args, &S3_ENV).await;
+    let batch = |from: i64| -> String {
+        (from..from + 10)
+            .map(|i| {
+                format!(
+                    "events,gpu=g{} code={i}i {}\n",
+                    i % 3,
+                    1_700_000_000_000_000_000i64 + i * 1_000_000_000
+                )
+            })
+            .collect()
+    };
+    // Written through the owner and through the query node (passed on to the owner).
+    n1.write_ok(&batch(0)).await;
+    q1.write_ok(&batch(10)).await;
+    wait_for_count(&q1, "events", 20).await;
+    assert_eq!(n1.count("events").await, 20);
+    // Once the owner persists, the query node reads the rows from Parquet instead, still once.
+    wait_for_files(&pg, "events", &n1).await;
+    n1.write_ok(&batch(20)).await;
+    wait_for_count(&q1, "events", 30).await;
+    let rows = q1
+        .rows("SELECT count(DISTINCT code) AS n FROM events")
+        .await;
+    assert_eq!(rows[0]["n"], 30);
+    // PromQL on the query node too.
+    let r: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", q1.base))
+        .bearer_auth(super::harness::ADMIN_TOKEN)
+        .query(&[
+            ("query", "count(count_over_time(events_code[10y]))"),
+            ("time", "1700000100"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["data"]["result"][0]["value"][1], "3", "{r}");
+
+    // Nothing passes unauthenticated: reads are checked here, what is passed on by the owner.
+    let anon = reqwest::Client::new();
+    let write = anon
+        .post(format!("{}/api/v2/write", q1.base))
+        .body(batch(90))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status().as_u16(), 401);
+    let read = anon
+        .post(format!("{}/api/v1/sql", q1.base))
+        .body("SELECT count(*) FROM events")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status().as_u16(), 401);
+    let jobs = anon
+        .get(format!("{}/api/v1/jobs", q1.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jobs.status().as_u16(), 401);
+    wait_for_count(&q1, "events", 30).await;
+
+    // The owner dies; another takes over; the query node passes writes to the new owner.
+    n1.kill9();
+    let n2 = Server::start(
+        &tmp.path().join("n2"),
+        &shared_args(&pg, &weed, "n2"),
+        &S3_ENV,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match q1.write(&batch(30)).await {
+            Ok(s) if s.is_success() => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "writes through q1 still fail: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    wait_for_count(&q1, "events", 40).await;
+    assert_eq!(n2.count("events").await, 40);
+}

@@ -276,6 +276,16 @@ impl PgCatalog {
         Ok(())
     }
 
+    /// The committed version (cheap: one row).
+    pub async fn version(&self) -> Result<u64> {
+        let client = self.pg.client().await?;
+        let row = client
+            .query_one("SELECT version FROM rw_catalog WHERE id = 1", &[])
+            .await
+            .map_err(|e| self.pg.error("cannot read the catalog version from", e))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     /// A file id from the shared sequence.
     pub async fn next_file_id(&self) -> Result<u64> {
         let client = self.pg.client().await?;

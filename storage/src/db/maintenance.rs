@@ -45,6 +45,9 @@ const DELETE_GRACE: Duration = Duration::from_secs(60);
 impl Db {
     /// Writes everything buffered to Parquet, records it in the catalog and truncates the WAL.
     pub async fn persist(&self) -> Result<PersistStats> {
+        if self.is_follower() {
+            return Ok(PersistStats::default());
+        }
         let mut cw = self.persist_lock.lock().await;
         let (done, rx) = oneshot::channel();
         self.send(WalCmd::Freeze { done })?;
@@ -187,6 +190,9 @@ impl Db {
     /// Compacts partitions with at least `min_files` files, and those starting before
     /// `closed_before` (ns) with at least two.
     async fn compact_where(&self, min_files: usize, closed_before: i64) -> Result<CompactStats> {
+        if self.is_follower() {
+            return Ok(CompactStats::default());
+        }
         let mut cw = self.persist_lock.lock().await;
         let start = Instant::now();
         self.delete_pending(&mut cw, DELETE_GRACE).await;
@@ -285,6 +291,9 @@ impl Db {
 
     /// Drops files whose newest row is older than their table's retention. Returns how many.
     pub async fn enforce_retention(&self) -> Result<usize> {
+        if self.is_follower() {
+            return Ok(0);
+        }
         let mut cw = self.persist_lock.lock().await;
         let now_ns = now_ms().saturating_mul(1_000_000);
         let files = self.state.read().files.clone();
