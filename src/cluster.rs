@@ -96,6 +96,49 @@ pub enum Role {
     Query(Pg),
 }
 
+impl Role {
+    /// The shared database, when nodes share a catalog.
+    pub fn pg(&self) -> Option<&Pg> {
+        match self {
+            Role::Alone => None,
+            Role::Owner(o) => Some(&o.pg),
+            Role::Query(pg) => Some(pg),
+        }
+    }
+}
+
+/// Keeps this node's supplier and token registry in step with the shared one: one exchange
+/// now (so a new node knows every token before it serves), then one per interval until
+/// dropped.
+pub async fn share_auth(
+    pg: &Pg,
+    auth: &Arc<rigwatch_storage::auth::AuthStore>,
+) -> anyhow::Result<AbortOnDrop> {
+    use rigwatch_storage::auth_sync::{AUTH_SYNC_INTERVAL, sync_once};
+    sync_once(pg, auth)
+        .await
+        .context("cannot exchange the supplier and token registry with PostgreSQL")?;
+    let (pg, auth) = (pg.clone(), auth.clone());
+    Ok(AbortOnDrop(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(AUTH_SYNC_INTERVAL).await;
+            if let Err(e) = sync_once(&pg, &auth).await {
+                warn!(error = %e, "cannot exchange the auth registry; retrying");
+            }
+        }
+    })))
+}
+
+/// A background task that ends with its owner.
+#[derive(Debug)]
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The lease on a shard's WAL that this node holds while it serves, renewed in the
 /// background. Dropping it stops the renewal; [`ShardOwner::release`] also hands the lease
 /// back, so the next owner need not wait for it to expire.

@@ -404,6 +404,8 @@ pub struct Running {
     pub admission: Arc<Admission>,
     /// The shard lease, when nodes share a catalog.
     owner: Option<crate::cluster::ShardOwner>,
+    /// The exchange of the auth registry with the other nodes.
+    _auth_sync: Option<crate::cluster::AbortOnDrop>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -447,6 +449,11 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         Arc::new(AuthStore::open(&args.data_dir).with_context(|| {
             format!("cannot open the auth file in {}", args.data_dir.display())
         })?);
+    // Beside other nodes, the registry is shared: learn every supplier and token first.
+    let auth_sync = match role.pg() {
+        Some(pg) => Some(crate::cluster::share_auth(pg, &auth).await?),
+        None => None,
+    };
     let admin_token = admin_token(args)?;
     if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
         anyhow::bail!(
@@ -692,6 +699,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         health: gpu_health,
         admission,
         owner,
+        _auth_sync: auth_sync,
         stop,
         task,
     })

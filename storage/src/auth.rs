@@ -541,6 +541,75 @@ fn issue_into(
     }
 }
 
+/// `b`'s suppliers and tokens folded into `a`: the union by name and by id, where a disabled
+/// supplier or a revoked token stays so and every other field keeps `a`'s value. Changes only
+/// ever add records or set those flags, so merging in any order gives the same registry.
+/// Answers whether `a` changed.
+fn merge_into(a: &mut AuthFile, b: &AuthFile) -> bool {
+    let mut changed = false;
+    for s in &b.suppliers {
+        match a.suppliers.iter_mut().find(|x| x.name == s.name) {
+            Some(x) => {
+                if s.disabled && !x.disabled {
+                    x.disabled = true;
+                    changed = true;
+                }
+            }
+            None => {
+                a.suppliers.push(s.clone());
+                changed = true;
+            }
+        }
+    }
+    for t in &b.tokens {
+        match a.tokens.iter_mut().find(|x| x.id == t.id) {
+            Some(x) if x.sha256 != t.sha256 => {
+                tracing::error!(id = %t.id, "two tokens share an id; keeping the first one seen");
+            }
+            Some(x) => {
+                if t.revoked && !x.revoked {
+                    x.revoked = true;
+                    changed = true;
+                }
+            }
+            None => {
+                a.tokens.push(t.clone());
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+impl AuthStore {
+    /// The registry (hashes only, never a secret) as JSON, for sharing with other nodes.
+    pub fn export(&self) -> Result<serde_json::Value, AuthError> {
+        self.refresh()?;
+        let mut file = self.cached.read().file.clone();
+        // One canonical order, so that equal registries compare equal across nodes.
+        file.suppliers.sort_by(|a, b| a.name.cmp(&b.name));
+        file.tokens.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(serde_json::to_value(&file).expect("auth file serializes"))
+    }
+
+    /// Folds another node's registry into this one (see [`AuthStore::export`]): new
+    /// suppliers and tokens are added; disabling and revoking carry over, nothing is undone.
+    /// Answers whether this registry changed.
+    pub fn merge(&self, other: &serde_json::Value) -> Result<bool, AuthError> {
+        let other: AuthFile =
+            serde_json::from_value(other.clone()).map_err(|e| AuthError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("the shared registry does not parse: {e}"),
+            })?;
+        self.refresh()?;
+        let mut probe = self.cached.read().file.clone();
+        if !merge_into(&mut probe, &other) {
+            return Ok(false);
+        }
+        self.modify(|file| Ok(merge_into(file, &other)))
+    }
+}
+
 #[cfg(unix)]
 fn create_private(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -628,6 +697,31 @@ mod tests {
         assert_eq!(cli.revoke("acme").unwrap(), 1);
         assert!(server.authenticate(&t.token).is_none());
         assert!(cli.revoke("nobody").is_err());
+    }
+
+    #[test]
+    fn registries_merge_to_the_same_result_in_any_order_and_never_undo_a_revocation() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (
+            AuthStore::open(da.path()).unwrap(),
+            AuthStore::open(db.path()).unwrap(),
+        );
+        let ta = a.add_supplier("acme").unwrap();
+        let tb = b.add_supplier("globex").unwrap();
+        // Each learns the other's supplier and token.
+        assert!(a.merge(&b.export().unwrap()).unwrap());
+        assert!(b.merge(&a.export().unwrap()).unwrap());
+        assert_eq!(a.export().unwrap(), b.export().unwrap());
+        assert!(b.authenticate(&ta.token).is_some());
+        // A revocation on one side survives a merge with the stale other side...
+        a.revoke("globex").unwrap();
+        let stale = b.export().unwrap();
+        assert!(!a.merge(&stale).unwrap(), "nothing new in the stale copy");
+        assert!(a.authenticate(&tb.token).is_none());
+        // ...and reaches it.
+        assert!(b.merge(&a.export().unwrap()).unwrap());
+        assert!(b.authenticate(&tb.token).is_none());
+        assert_eq!(a.export().unwrap(), b.export().unwrap());
     }
 
     #[test]

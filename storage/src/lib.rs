@@ -17,6 +17,7 @@
 //! every row.
 
 pub mod auth;
+pub mod auth_sync;
 pub mod batch;
 pub mod buffer;
 pub mod catalog;

@@ -54,6 +54,13 @@ const MIGRATIONS: &[&str] = &[
          head bigint NOT NULL,
          epoch bigint NOT NULL
      );",
+    // 3: the supplier and token registry (hashes only), shared by every node.
+    "CREATE TABLE rw_auth (
+         id int PRIMARY KEY CHECK (id = 1),
+         version bigint NOT NULL,
+         doc jsonb NOT NULL
+     );
+     INSERT INTO rw_auth (id, version, doc) VALUES (1, 0, 'null');",
 ];
 
 /// A key for `pg_advisory_xact_lock` that no other application is likely to use.

@@ -518,3 +518,104 @@ async fn a_query_node_reads_everything_and_passes_writes_to_the_owner() {
     wait_for_count(&q1, "events", 40).await;
     assert_eq!(n2.count("events").await, 40);
 }
+
+/// `rigwatch supplier ARGS --data-dir DIR`; the token it printed, if any.
+fn supplier_cli(data_dir: &std::path::Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rigwatch"))
+        .arg("supplier")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run rigwatch supplier");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "supplier {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .map(|t| t.trim().to_string())
+}
+
+/// `SELECT count(*) FROM events` on `base` as `token`: the status and the count.
+async fn count_as(base: &str, token: &str) -> (u16, Option<u64>) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/sql"))
+        .bearer_auth(token)
+        .body("SELECT count(*) AS n FROM events")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    (status, body[0]["n"].as_u64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppliers_and_tokens_are_shared_by_every_node() {
+    let Some(pg) = Postgres::start() else { return };
+    let Some(weed) = SeaweedFs::start("rigwatch").await else {
+        return;
+    };
+    let tmp = temp_dir();
+    let n1_dir = tmp.path().join("n1");
+    let n1 = Server::start(&n1_dir, &shared_args(&pg, &weed, "n1"), &S3_ENV).await;
+    let mut query_args = shared_args(&pg, &weed, "q1");
+    query_args.extend(["--mode", "query"]);
+    let q1 = Server::start(&tmp.path().join("q1"), &query_args, &S3_ENV).await;
+    n1.write_ok(
+        "events,supplier=acme,gpu=a code=1i 1700000000000000000\n\
+         events,supplier=acme,gpu=b code=2i 1700000001000000000\n\
+         events,supplier=globex,gpu=c code=3i 1700000002000000000\n",
+    )
+    .await;
+    // Tokens issued on the owner's data directory (while it runs) reach the query node.
+    supplier_cli(&n1_dir, &["add", "acme"]);
+    supplier_cli(&n1_dir, &["add", "globex"]);
+    let acme = supplier_cli(&n1_dir, &["token", "acme", "--role", "supplier"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match count_as(&q1.base, &acme).await {
+            // Scoped on the query node too: acme sees its two rows, never globex's.
+            (200, Some(n)) if n == 2 => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "acme on the query node: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    assert_eq!(count_as(&n1.base, &acme).await, (200, Some(2)));
+    // A revocation on one node holds on every node.
+    supplier_cli(&n1_dir, &["revoke", "acme"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count_as(&q1.base, &acme).await.0 != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "acme's revoked token still works on q1"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(count_as(&n1.base, &acme).await.0, 401);
+    // The shared copy holds hashes only.
+    let shared = {
+        let db = Pg::connect(&pg.url).await.unwrap();
+        let c = db.client().await.unwrap();
+        let doc: serde_json::Value = c
+            .query_one("SELECT doc FROM rw_auth", &[])
+            .await
+            .unwrap()
+            .get(0);
+        doc.to_string()
+    };
+    assert!(
+        !shared.contains(&acme),
+        "a token's secret reached PostgreSQL"
+    );
+    assert!(shared.contains("globex"));
+}
