@@ -28,7 +28,7 @@ use rigwatch_query::QueryService;
 use rigwatch_scheduler::extender::ExtenderState;
 use rigwatch_scheduler::{
     Allocator, AllocatorConfig, EndReason, GpuDemand, GpuSpec, Health, Job, Lease, LiveView,
-    NodeSpec, RateCard, Sample, TaskDistribution, ledger::Ledger, policy_by_name,
+    NodeSpec, Sample, TaskDistribution, ledger::Ledger, policy_by_name,
 };
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
 use rigwatch_storage::{Db, WriteOptions};
@@ -218,6 +218,7 @@ impl JobRequest {
 
 mod earnings;
 mod http;
+mod rates;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -312,10 +313,11 @@ impl AllocService {
         let alloc =
             Allocator::rebuild(view, policy_box, dist, AllocatorConfig::default(), &open)
                 .map_err(|e| anyhow::anyhow!("rebuilding the allocator from lease rows: {e}"))?;
-        let mut card = RateCard::illustrative();
-        for (model, rate) in rates {
-            card.set_rate(model, now, *rate)
-                .map_err(|e| anyhow::anyhow!("rate for {model}: {e}"))?;
+        let (card, price_changes) = rates::load_card(&q, rates, now).await?;
+        if !price_changes.is_empty() {
+            db.write(price_changes, WriteOptions::default())
+                .await
+                .context("cannot store this start's price changes")?;
         }
         let mut ledger = Ledger::new(card);
         let entries = rows(

@@ -205,6 +205,7 @@ const SQL: &[&str] = &[
     "SELECT * FROM custom_t WHERE CAST(tagx AS INT) = 0 OR CAST(note AS INT) = 0",
     "SELECT * FROM datafusion.public.gpu",
     "SELECT * FROM job",
+    "SELECT * FROM rate_card",
     "SELECT * FROM security_event",
     "SELECT * FROM information_schema.tables",
     "SELECT * FROM information_schema.columns",
