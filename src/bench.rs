@@ -41,6 +41,11 @@ pub enum BenchCommand {
     /// and its SQL answer differently; a worst ratio above 1.10 is a warning, or a failure
     /// with --max-ratio.
     Dsl(crate::bench_dsl::DslBenchArgs),
+    /// Ingest and query throughput with 1, 2, 3... nodes sharing a real PostgreSQL and
+    /// SeaweedFS on this machine (the owner plus query nodes): values and queries per second
+    /// and per CPU second, how soon every node sees every row, and object store requests and
+    /// bytes per million values. Needs PostgreSQL and SeaweedFS installed.
+    Nodes(crate::bench_nodes::NodesArgs),
 }
 
 /// Options of `rigwatch bench ingest`.
@@ -73,6 +78,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Agents(args) => crate::demo::bench_agents(args).await,
         BenchCommand::Compare(args) => crate::bench_compare::run(args).await,
         BenchCommand::Dsl(args) => crate::bench_dsl::run(args).await,
+        BenchCommand::Nodes(args) => crate::bench_nodes::run(args).await,
     }
 }
 

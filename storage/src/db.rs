@@ -163,6 +163,16 @@ impl Db {
             )?),
             StoreConfig::Custom(s) => s.clone(),
         };
+        let metrics = StorageMetrics::default();
+        let store: Arc<dyn ObjectStore> = Arc::new(crate::counted::CountedStore::new(
+            store,
+            metrics.object_store.clone(),
+        ));
+        // The shared WAL goes through the same counted store.
+        let counted = |log: &ShardLog| ShardLog {
+            store: store.clone(),
+            ..log.clone()
+        };
         let catalog = match &config.catalog {
             CatalogConfig::Object => Catalog::Object(ObjectCatalog::new(store.clone())),
             CatalogConfig::Postgres { pg, writer, fence } => {
@@ -206,6 +216,7 @@ impl Db {
                 (buffer, Some(wal))
             }
             WalHome::Shard { log, held, head } => {
+                let log = &counted(log);
                 let after = loaded.wal_persisted_through.map_or(0, |s| s.0);
                 let buffer = replay_shard(log, after, *head, &schemas, partition_ns).await?;
                 let wal = RemoteWal::new(
@@ -217,6 +228,7 @@ impl Db {
                 (buffer, Some(Wal::Remote(wal)))
             }
             WalHome::Follow { log } => {
+                let log = &counted(log);
                 let after = loaded.wal_persisted_through.map_or(0, |s| s.0);
                 let head = log.head().await?.max(after);
                 let buffer = replay_shard(log, after, head, &schemas, partition_ns).await?;
@@ -229,11 +241,10 @@ impl Db {
             }
         };
         let shard_log = match &config.wal_home {
-            WalHome::Shard { log, .. } => Some(log.clone()),
+            WalHome::Shard { log, .. } => Some(counted(log)),
             WalHome::Local | WalHome::Follow { .. } => None,
         };
 
-        let metrics = StorageMetrics::default();
         metrics.files.set(loaded.files.len() as i64);
         metrics
             .file_bytes

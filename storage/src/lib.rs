@@ -23,6 +23,7 @@ pub mod buffer;
 pub mod catalog;
 pub mod conditional;
 pub mod config;
+pub mod counted;
 pub mod crash;
 pub mod db;
 pub mod dedup;

