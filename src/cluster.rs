@@ -121,7 +121,10 @@ pub async fn share_auth(
     let (pg, auth) = (pg.clone(), auth.clone());
     Ok(AbortOnDrop(tokio::spawn(async move {
         loop {
-            tokio::time::sleep(AUTH_SYNC_INTERVAL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(AUTH_SYNC_INTERVAL) => {}
+                _ = auth.changed().notified() => {}
+            }
             if let Err(e) = sync_once(&pg, &auth).await {
                 warn!(error = %e, "cannot exchange the auth registry; retrying");
             }
@@ -194,6 +197,11 @@ impl ShardOwner {
             },
             head as u64,
         ))
+    }
+
+    /// The shared database.
+    pub fn pg(&self) -> &Pg {
+        &self.pg
     }
 
     /// Publishes where this node serves, so that query nodes can pass requests on.

@@ -449,6 +449,24 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         Arc::new(AuthStore::open(&args.data_dir).with_context(|| {
             format!("cannot open the auth file in {}", args.data_dir.display())
         })?);
+    // The owner's GPU claims and worker registrations come from the shared log, so that a
+    // node taking over knows every claim before it serves.
+    let shared_lines = match &role {
+        crate::cluster::Role::Owner(o) => {
+            let lines = rigwatch_storage::shared_lines::SharedLines::new(o.pg().clone());
+            for file in [
+                rigwatch_ingest::agent::claims::CLAIMS_FILE,
+                rigwatch_ingest::agent::registry::REGISTRY_FILE,
+            ] {
+                lines
+                    .restore(&args.data_dir, file)
+                    .await
+                    .with_context(|| format!("cannot restore {file} from PostgreSQL"))?;
+            }
+            Some(lines)
+        }
+        _ => None,
+    };
     // Beside other nodes, the registry is shared: learn every supplier and token first.
     let auth_sync = match role.pg() {
         Some(pg) => Some(crate::cluster::share_auth(pg, &auth).await?),
@@ -599,6 +617,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                     max_partitions_per_hour: args.agent_max_partitions_per_hour,
                 },
                 admission: admission.clone(),
+                shared: shared_lines,
             },
         )?)
         .merge(rigwatch_dashboards::router(

@@ -181,6 +181,9 @@ pub struct AuthStore {
     path: PathBuf,
     lock_path: PathBuf,
     cached: RwLock<Cached>,
+    /// Signalled after every change this process makes (the shared registry's exchange
+    /// pushes it at once instead of at its next interval).
+    changed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -246,6 +249,7 @@ impl AuthStore {
             path: dir.join("auth.json"),
             lock_path: dir.join("auth.lock"),
             cached: RwLock::new(Cached::default()),
+            changed: tokio::sync::Notify::new(),
         };
         store.refresh()?;
         Ok(store)
@@ -338,7 +342,13 @@ impl AuthStore {
             file,
         };
         drop(lock);
+        self.changed.notify_one();
         Ok(out)
+    }
+
+    /// Notified after each change this process makes.
+    pub fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
     }
 
     /// Verifies a bearer token. Returns `None` for unknown, revoked, expired or malformed

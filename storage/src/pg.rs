@@ -61,6 +61,12 @@ const MIGRATIONS: &[&str] = &[
          doc jsonb NOT NULL
      );
      INSERT INTO rw_auth (id, version, doc) VALUES (1, 0, 'null');",
+    // 4: the agents' GPU claims and worker registrations, as the lines of their files.
+    "CREATE TABLE rw_agent_lines (
+         seq bigserial PRIMARY KEY,
+         file text NOT NULL,
+         lines text NOT NULL
+     );",
 ];
 
 /// A key for `pg_advisory_xact_lock` that no other application is likely to use.

@@ -547,6 +547,18 @@ fn supplier_cli(data_dir: &std::path::Path, args: &[&str]) -> Option<String> {
         .map(|t| t.trim().to_string())
 }
 
+/// The shared supplier and token registry, as JSON text.
+async fn shared_registry(pg: &Postgres) -> String {
+    let db = Pg::connect(&pg.url).await.unwrap();
+    let c = db.client().await.unwrap();
+    let doc: serde_json::Value = c
+        .query_one("SELECT doc FROM rw_auth", &[])
+        .await
+        .unwrap()
+        .get(0);
+    doc.to_string()
+}
+
 /// `SELECT count(*) FROM events` on `base` as `token`: the status and the count.
 async fn count_as(base: &str, token: &str) -> (u16, Option<u64>) {
     let r = reqwest::Client::new()
@@ -611,16 +623,7 @@ async fn suppliers_and_tokens_are_shared_by_every_node() {
     }
     assert_eq!(count_as(&n1.base, &acme).await.0, 401);
     // The shared copy holds hashes only.
-    let shared = {
-        let db = Pg::connect(&pg.url).await.unwrap();
-        let c = db.client().await.unwrap();
-        let doc: serde_json::Value = c
-            .query_one("SELECT doc FROM rw_auth", &[])
-            .await
-            .unwrap()
-            .get(0);
-        doc.to_string()
-    };
+    let shared = shared_registry(&pg).await;
     assert!(
         !shared.contains(&acme),
         "a token's secret reached PostgreSQL"
@@ -748,4 +751,111 @@ async fn the_allocator_moves_with_the_shard_and_no_millisecond_is_paid_twice() {
     assert_eq!(paid_micro, paid_ms, "{entries:?}");
     // Both leaders paid: entries before and after the failover.
     assert!(n2.log().contains("took the shard's lease"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_retry_is_recognised_on_whichever_node_gets_it() {
+    let _slot = slot();
+    let Some(pg) = postgres() else { return };
+    let Some(weed) = seaweedfs("rigwatch").await else {
+        return;
+    };
+    let tmp = temp_dir();
+    let n1_dir = tmp.path().join("n1");
+    let mut n1 = Server::start(&n1_dir, &shared_args(&pg, &weed, "n1"), &S3_ENV).await;
+    let mut query_args = shared_args(&pg, &weed, "q1");
+    query_args.extend(["--mode", "query"]);
+    let q1 = Server::start(&tmp.path().join("q1"), &query_args, &S3_ENV).await;
+    let token = supplier_cli(&n1_dir, &["add", "acme"]).expect("agent token");
+    // The CLI wrote n1's registry file; n1 passes it on within its exchange interval.
+    let id = token
+        .split('_')
+        .nth(1)
+        .expect("rw_<id>_<secret>")
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !shared_registry(&pg).await.contains(&id) {
+        assert!(
+            Instant::now() < deadline,
+            "the token never reached PostgreSQL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = reqwest::Client::new();
+    // Registered through the query node (passed on to the owner) once the token reached it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = client
+            .post(format!("{}/api/v1/agent/register", q1.base))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"worker": "w1", "gpus": [
+                {"index": 0, "uuid": "GPU-x", "model": "Tesla T4", "memory_total_mib": 15360}
+            ]}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "register: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let now = rigwatch_ingest::agent::now_ns();
+    let batch = format!(
+        "gpu_fault,gpu_uuid=GPU-x,kind=xid code=79i,severity=\"hardware\" {now}\n\
+         gpu,gpu_uuid=GPU-x utilization=5 {now}\n"
+    );
+    let send = |base: String| {
+        let (client, token, batch) = (client.clone(), token.clone(), batch.clone());
+        async move {
+            client
+                .post(format!("{base}/api/v1/agent/write?worker=w1"))
+                .bearer_auth(&token)
+                .header(
+                    rigwatch_ingest::agent::dedup::BATCH_HEADER,
+                    "00000000000000bb-7",
+                )
+                .body(batch)
+                .send()
+                .await
+        }
+    };
+    // Stored by n1, whose acknowledgement the agent never saw: n1 dies.
+    let first = send(n1.base.clone()).await.unwrap();
+    assert_eq!(first.status(), 204);
+    n1.kill9();
+    let n2 = Server::start(
+        &tmp.path().join("n2"),
+        &shared_args(&pg, &weed, "n2"),
+        &S3_ENV,
+    )
+    .await;
+    // The agent retries through the query node: n2 recognises the batch n1 stored.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        match send(q1.base.clone()).await {
+            Ok(r) if r.status() == 204 => break r,
+            other => {
+                assert!(Instant::now() < deadline, "retry through q1: {other:?}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    assert_eq!(again.headers()["x-rigwatch-duplicate"], "1");
+    // The agent's own XID rows: fault detection may add its own, with `detector=health`
+    // (`*`: the column exists only once it has).
+    let q = "SELECT * FROM gpu_fault WHERE gpu_uuid = 'GPU-x' AND kind = 'xid'";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = n2.rows_when_ready(q).await;
+        let agent = rows.iter().filter(|r| r["detector"].is_null()).count();
+        if agent == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent's XID should be stored once: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -26,6 +26,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use parking_lot::Mutex;
+use rigwatch_storage::shared_lines::SharedLines;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -148,6 +149,8 @@ pub struct Claims {
     /// Serialises appends (held across the write and fsync, not while serving reads): every
     /// change goes through it, so what a writer checked still holds when it applies.
     append: Mutex<()>,
+    /// Where nodes sharing a catalog keep every claim (written before the file).
+    mirror: Option<SharedLines>,
 }
 
 impl Claims {
@@ -182,7 +185,14 @@ impl Claims {
             path,
             inner: Mutex::new(inner),
             append: Mutex::new(()),
+            mirror: None,
         })
+    }
+
+    /// Every claim from now on also goes to `mirror`, first.
+    pub fn with_mirror(mut self, mirror: Option<SharedLines>) -> Self {
+        self.mirror = mirror;
+        self
     }
 
     /// Who holds `uuid`, if anyone.
@@ -327,6 +337,9 @@ impl Claims {
         for r in records {
             serde_json::to_writer(&mut buf, r).expect("a claim serializes");
             buf.push(b'\n');
+        }
+        if let Some(m) = &self.mirror {
+            m.append_blocking(CLAIMS_FILE, &buf)?;
         }
         let mut f = OpenOptions::new()
             .create(true)

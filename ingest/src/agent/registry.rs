@@ -36,6 +36,8 @@ pub struct Registry {
     workers: Mutex<BTreeMap<String, WorkerRecord>>,
     /// Serialises appends (held across the write and fsync, not while serving reads).
     append: Mutex<()>,
+    /// Where nodes sharing a catalog keep every registration (written before the file).
+    mirror: Option<rigwatch_storage::shared_lines::SharedLines>,
 }
 
 impl Registry {
@@ -57,7 +59,17 @@ impl Registry {
             path,
             workers: Mutex::new(workers),
             append: Mutex::new(()),
+            mirror: None,
         }
+    }
+
+    /// Every registration from now on also goes to `mirror`, first.
+    pub fn with_mirror(
+        mut self,
+        mirror: Option<rigwatch_storage::shared_lines::SharedLines>,
+    ) -> Self {
+        self.mirror = mirror;
+        self
     }
 
     fn key(supplier: &str, worker: &str) -> String {
@@ -101,6 +113,9 @@ impl Registry {
         if !unchanged {
             let mut line = serde_json::to_vec(&rec).expect("registration serializes");
             line.push(b'\n');
+            if let Some(m) = &self.mirror {
+                m.append_blocking(REGISTRY_FILE, &line)?;
+            }
             let mut f = OpenOptions::new()
                 .create(true)
                 .append(true)

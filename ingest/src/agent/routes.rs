@@ -136,6 +136,9 @@ pub struct AgentState {
     pub limits: AgentLimits,
     /// The write queue the agent write route shares with the generic write routes.
     pub admission: Arc<crate::admission::Admission>,
+    /// With nodes sharing a catalog: where GPU claims and registrations are kept for all of
+    /// them (the local files must have been restored from it first).
+    pub shared: Option<rigwatch_storage::shared_lines::SharedLines>,
 }
 
 #[derive(Debug)]
@@ -183,8 +186,8 @@ fn admit_regions(
 /// let any supplier take any GPU).
 pub fn router(mut state: AgentState) -> std::io::Result<Router> {
     let dir = state.db.config().data_dir.clone();
-    let registry = Registry::open(dir.join(REGISTRY_FILE));
-    let claims = Claims::open(dir.join(CLAIMS_FILE))?;
+    let registry = Registry::open(dir.join(REGISTRY_FILE)).with_mirror(state.shared.clone());
+    let claims = Claims::open(dir.join(CLAIMS_FILE))?.with_mirror(state.shared.clone());
     adopt_registered(&registry, &claims)?;
     let batches = dedup::Batches::seeded(std::mem::take(&mut state.seen_batches));
     Ok(Router::new()

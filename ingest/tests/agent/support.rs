@@ -51,6 +51,7 @@ impl AgentServer {
             seen_batches,
             limits,
             admission: rigwatch_ingest::admission::Admission::new(Default::default()),
+            shared: None,
         })
         .expect("read the GPU claims");
         let task = tokio::spawn(async move {
