@@ -351,7 +351,7 @@ async fn agent_without_a_driver_names_the_library_and_suggests_simulate() {
 }
 
 /// Runs `rigwatch supplier ARGS --data-dir DIR` and returns its stdout.
-fn supplier_cmd(data_dir: &Path, args: &[&str]) -> String {
+pub fn supplier_cmd(data_dir: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_rigwatch"))
         .arg("supplier")
         .args(args)

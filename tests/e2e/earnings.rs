@@ -16,7 +16,7 @@ fn now_ms() -> i64 {
 }
 
 /// One fresh sample for `gpus` H100s of supplier acme on worker w0.
-fn samples(gpus: &[&str]) -> String {
+pub fn samples(gpus: &[&str]) -> String {
     let t = now_ms() * 1_000_000;
     gpus.iter()
         .map(|g| {
@@ -27,7 +27,7 @@ fn samples(gpus: &[&str]) -> String {
         .collect()
 }
 
-async fn admin(server: &Server, method: &str, path: &str, body: Option<Value>) -> Value {
+pub async fn admin(server: &Server, method: &str, path: &str, body: Option<Value>) -> Value {
     let client = reqwest::Client::new();
     let url = format!("{}{path}", server.base);
     let mut req = match method {

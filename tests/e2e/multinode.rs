@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use rigwatch_storage::pg::Pg;
 
+use super::earnings::{admin, samples};
 use super::harness::{Server, temp_dir};
 use super::services::{Postgres, S3_ENV, SeaweedFs, keys, postgres, seaweedfs, slot};
 
@@ -267,6 +268,45 @@ fn shared_args<'a>(pg: &'a Postgres, weed: &'a SeaweedFs, node: &'a str) -> Vec<
     args
 }
 
+/// PostgreSQL and SeaweedFS for one test, and a directory for its nodes.
+struct Shared {
+    _slot: super::services::Slot,
+    pg: Postgres,
+    weed: SeaweedFs,
+    tmp: tempfile::TempDir,
+}
+
+impl Shared {
+    /// `None` where the engines are not installed (outside CI).
+    async fn start() -> Option<Shared> {
+        let slot = slot();
+        let pg = postgres()?;
+        let weed = seaweedfs("rigwatch").await?;
+        Some(Shared {
+            _slot: slot,
+            pg,
+            weed,
+            tmp: temp_dir(),
+        })
+    }
+
+    fn dir(&self, node: &str) -> std::path::PathBuf {
+        self.tmp.path().join(node)
+    }
+
+    /// `rigwatch serve` as `node` on the shared engines, with `extra` arguments.
+    async fn node(&self, node: &str, extra: &[&str]) -> Server {
+        self.node_env(node, extra, &[]).await
+    }
+
+    async fn node_env(&self, node: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut args = shared_args(&self.pg, &self.weed, node);
+        args.extend(extra);
+        let env: Vec<(&str, &str)> = S3_ENV.iter().chain(env).copied().collect();
+        Server::start(&self.dir(node), &args, &env).await
+    }
+}
+
 fn sigstop(server: &Server, signal: &str) {
     let status = std::process::Command::new("kill")
         .arg(format!("-{signal}"))
@@ -278,18 +318,10 @@ fn sigstop(server: &Server, signal: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_owner_is_replaced_and_nothing_acknowledged_is_lost() {
-    let _slot = slot();
-    let Some(pg) = postgres() else { return };
-    let Some(weed) = seaweedfs("rigwatch").await else {
+    let Some(c) = Shared::start().await else {
         return;
     };
-    let tmp = temp_dir();
-    let mut n1 = Server::start(
-        &tmp.path().join("n1"),
-        &shared_args(&pg, &weed, "n1"),
-        &S3_ENV,
-    )
-    .await;
+    let mut n1 = c.node("n1", &[]).await;
     // Some rows reach Parquet (persist after 1 s), the last ones only the shared WAL.
     let mut acked = 0u64;
     for round in 0..6i64 {
@@ -303,85 +335,52 @@ async fn a_dead_owner_is_replaced_and_nothing_acknowledged_is_lost() {
         acked += 20;
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    wait_for_files(&pg, "events", &n1).await;
+    wait_for_files(&c.pg, "events", &n1).await;
     n1.kill9();
     assert!(
-        !keys(&weed, "rigwatch", "wal/0/").await.is_empty(),
+        !keys(&c.weed, "rigwatch", "wal/0/").await.is_empty(),
         "the shard's WAL objects should hold the unpersisted rows"
     );
 
     // Another node, with its own empty data directory, takes the shard over once n1's lease
     // expires, replays the shard's log past the catalog's coverage, and serves everything.
-    let n2 = Server::start(
-        &tmp.path().join("n2"),
-        &shared_args(&pg, &weed, "n2"),
-        &S3_ENV,
-    )
-    .await;
+    let n2 = c.node("n2", &[]).await;
     assert_eq!(n2.count("events").await, acked, "log:\n{}", n2.log_tail(40));
     assert!(n2.log().contains("took the shard's lease"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unacknowledged_segment_is_not_replayed_so_a_retry_is_stored_once() {
-    let _slot = slot();
-    let Some(pg) = postgres() else { return };
-    let Some(weed) = seaweedfs("rigwatch").await else {
+    let Some(c) = Shared::start().await else {
         return;
     };
-    let tmp = temp_dir();
-    let mut n1 = Server::start(
-        &tmp.path().join("n1"),
-        &shared_args(&pg, &weed, "n1"),
-        &[
-            S3_ENV[0],
-            S3_ENV[1],
-            ("RIGWATCH_CRASH_AT", "wal:after_upload"),
-        ],
-    )
-    .await;
+    let mut n1 = c
+        .node_env("n1", &[], &[("RIGWATCH_CRASH_AT", "wal:after_upload")])
+        .await;
     let line = "events,gpu=g1 code=43i 1700000000000000000\n";
     // The segment object lands, then the node dies before advancing the head: no answer.
     assert!(n1.write(line).await.is_err(), "the write was acknowledged");
     n1.wait_exit(Duration::from_secs(10)).await;
     assert!(
-        keys(&weed, "rigwatch", "wal/0/").await.len() == 1,
+        keys(&c.weed, "rigwatch", "wal/0/").await.len() == 1,
         "the unacknowledged segment object should be in the bucket"
     );
     // The agent retries on whichever node now owns the shard: stored exactly once.
-    let n2 = Server::start(
-        &tmp.path().join("n2"),
-        &shared_args(&pg, &weed, "n2"),
-        &S3_ENV,
-    )
-    .await;
+    let n2 = c.node("n2", &[]).await;
     n2.write_ok(line).await;
     assert_eq!(n2.count("events").await, 1, "log:\n{}", n2.log_tail(40));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_paused_past_its_lease_is_fenced_off() {
-    let _slot = slot();
-    let Some(pg) = postgres() else { return };
-    let Some(weed) = seaweedfs("rigwatch").await else {
+    let Some(c) = Shared::start().await else {
         return;
     };
-    let tmp = temp_dir();
-    let n1 = Server::start(
-        &tmp.path().join("n1"),
-        &shared_args(&pg, &weed, "n1"),
-        &S3_ENV,
-    )
-    .await;
+    let n1 = c.node("n1", &[]).await;
     n1.write_ok("events,gpu=g1 code=1i 1700000000000000000\n")
         .await;
     sigstop(&n1, "STOP");
-    let n2 = Server::start(
-        &tmp.path().join("n2"),
-        &shared_args(&pg, &weed, "n2"),
-        &S3_ENV,
-    )
-    .await;
+    let n2 = c.node("n2", &[]).await;
     n2.write_ok("events,gpu=g1 code=2i 1700000001000000000\n")
         .await;
     sigstop(&n1, "CONT");
@@ -421,21 +420,11 @@ async fn wait_for_count(server: &Server, table: &str, want: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_node_reads_everything_and_passes_writes_to_the_owner() {
-    let _slot = slot();
-    let Some(pg) = postgres() else { return };
-    let Some(weed) = seaweedfs("rigwatch").await else {
+    let Some(c) = Shared::start().await else {
         return;
     };
-    let tmp = temp_dir();
-    let mut n1 = Server::start(
-        &tmp.path().join("n1"),
-        &shared_args(&pg, &weed, "n1"),
-        &S3_ENV,
-    )
-    .await;
-    let mut query_args = shared_args(&pg, &weed, "q1");
-    query_args.extend(["--mode", "query"]);
-    let q1 = Server::start(&tmp.path().join("q1"), &query_args, &S3_ENV).await;
+    let mut n1 = c.node("n1", &[]).await;
+    let q1 = c.node("q1", &["--mode", "query"]).await;
     let batch = |from: i64| -> String {
         (from..from + 10)
             .map(|i| {
@@ -453,7 +442,7 @@ async fn a_query_node_reads_everything_and_passes_writes_to_the_owner() {
     wait_for_count(&q1, "events", 20).await;
     assert_eq!(n1.count("events").await, 20);
     // Once the owner persists, the query node reads the rows from Parquet instead, still once.
-    wait_for_files(&pg, "events", &n1).await;
+    wait_for_files(&c.pg, "events", &n1).await;
     n1.write_ok(&batch(20)).await;
     wait_for_count(&q1, "events", 30).await;
     let rows = q1
@@ -503,12 +492,7 @@ async fn a_query_node_reads_everything_and_passes_writes_to_the_owner() {
 
     // The owner dies; another takes over; the query node passes writes to the new owner.
     n1.kill9();
-    let n2 = Server::start(
-        &tmp.path().join("n2"),
-        &shared_args(&pg, &weed, "n2"),
-        &S3_ENV,
-    )
-    .await;
+    let n2 = c.node("n2", &[]).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match q1.write(&batch(30)).await {
@@ -528,20 +512,7 @@ async fn a_query_node_reads_everything_and_passes_writes_to_the_owner() {
 
 /// `rigwatch supplier ARGS --data-dir DIR`; the token it printed, if any.
 fn supplier_cli(data_dir: &std::path::Path, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rigwatch"))
-        .arg("supplier")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .expect("run rigwatch supplier");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "supplier {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    super::agent::supplier_cmd(data_dir, args)
         .lines()
         .find_map(|l| l.strip_prefix("token: "))
         .map(|t| t.trim().to_string())
@@ -575,17 +546,12 @@ async fn count_as(base: &str, token: &str) -> (u16, Option<u64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suppliers_and_tokens_are_shared_by_every_node() {
-    let _slot = slot();
-    let Some(pg) = postgres() else { return };
-    let Some(weed) = seaweedfs("rigwatch").await else {
+    let Some(c) = Shared::start().await else {
         return;
     };
-    let tmp = temp_dir();
-    let n1_dir = tmp.path().join("n1");
-    let n1 = Server::start(&n1_dir, &shared_args(&pg, &weed, "n1"), &S3_ENV).await;
-    let mut query_args = shared_args(&pg, &weed, "q1");
-    query_args.extend(["--mode", "query"]);
-    let q1 = Server::start(&tmp.path().join("q1"), &query_args, &S3_ENV).await;
+    let n1_dir = c.dir("n1");
+    let n1 = c.node("n1", &[]).await;
+    let q1 = c.node("q1", &["--mode", "query"]).await;
     n1.write_ok(
         "events,supplier=acme,gpu=a code=1i 1700000000000000000\n\
          events,supplier=acme,gpu=b code=2i 1700000001000000000\n\
@@ -623,7 +589,7 @@ async fn suppliers_and_tokens_are_shared_by_every_node() {
     }
     assert_eq!(count_as(&n1.base, &acme).await.0, 401);
     // The shared copy holds hashes only.
-    let shared = shared_registry(&pg).await;
+    let shared = shared_registry(&c.pg).await;
     assert!(
         !shared.contains(&acme),
         "a token's secret reached PostgreSQL"
@@ -631,49 +597,11 @@ async fn suppliers_and_tokens_are_shared_by_every_node() {
     assert!(shared.contains("globex"));
 }
 
-/// A fresh sample of H100 `gpu` of supplier acme, now.
-fn gpu_sample(gpu: &str) -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "gpu,supplier=acme,worker=w0,gpu_uuid={gpu},gpu_index=0,model=H100 utilization=50.0,temperature=40.0,memory_total_mib=81559i,memory_free_mib=81000i {t}\n"
-    )
-}
-
-async fn admin_call(
-    server: &Server,
-    post: bool,
-    path: &str,
-    body: serde_json::Value,
-) -> serde_json::Value {
-    let c = reqwest::Client::new();
-    let url = format!("{}{path}", server.base);
-    let req = if post {
-        c.post(url).json(&body)
-    } else {
-        c.get(url)
-    };
-    let r = req
-        .bearer_auth(super::harness::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let v: serde_json::Value = r.json().await.unwrap_or_default();
-    assert!(status.is_success(), "{path}: {status} {v}");
-    v
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_allocator_moves_with_the_shard_and_no_millisecond_is_paid_twice() {
-    let _slot = slot();
-    let Some(pg) = postgres() else { return };
-    let Some(weed) = seaweedfs("rigwatch").await else {
+    let Some(c) = Shared::start().await else {
         return;
     };
-    let tmp = temp_dir();
     let money = [
         "--alloc-tick",
         "100ms",
@@ -684,35 +612,36 @@ async fn the_allocator_moves_with_the_shard_and_no_millisecond_is_paid_twice() {
         "--offline-after",
         "60s",
     ];
-    let args = |node| {
-        let mut a = shared_args(&pg, &weed, node);
-        a.extend(money);
-        a
-    };
-    let mut n1 = Server::start(&tmp.path().join("n1"), &args("n1"), &S3_ENV).await;
-    n1.write_ok(&gpu_sample("GPU-a")).await;
+    let mut n1 = c.node("n1", &money).await;
+    n1.write_ok(&samples(&["GPU-a"])).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let v = admin_call(&n1, true, "/api/v1/jobs", serde_json::json!({"gpus": 1})).await;
+    let v = admin(
+        &n1,
+        "POST",
+        "/api/v1/jobs",
+        Some(serde_json::json!({"gpus": 1})),
+    )
+    .await;
     assert_eq!(v["data"]["state"], "running", "{v}");
     let job = v["data"]["job"]["id"].as_u64().unwrap();
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
-        n1.write_ok(&gpu_sample("GPU-a")).await;
+        n1.write_ok(&samples(&["GPU-a"])).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The leader dies mid-accrual.
     n1.kill9();
-    let n2 = Server::start(&tmp.path().join("n2"), &args("n2"), &S3_ENV).await;
+    let n2 = c.node("n2", &money).await;
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
-        n2.write_ok(&gpu_sample("GPU-a")).await;
+        n2.write_ok(&samples(&["GPU-a"])).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    admin_call(
+    admin(
         &n2,
-        true,
+        "POST",
         &format!("/api/v1/jobs/{job}/complete"),
-        serde_json::json!({}),
+        Some(serde_json::json!({})),
     )
     .await;
 
@@ -755,17 +684,12 @@ async fn the_allocator_moves_with_the_shard_and_no_millisecond_is_paid_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_retry_is_recognised_on_whichever_node_gets_it() {
-    let _slot = slot();
-    let Some(pg) = postgres() else { return };
-    let Some(weed) = seaweedfs("rigwatch").await else {
+    let Some(c) = Shared::start().await else {
         return;
     };
-    let tmp = temp_dir();
-    let n1_dir = tmp.path().join("n1");
-    let mut n1 = Server::start(&n1_dir, &shared_args(&pg, &weed, "n1"), &S3_ENV).await;
-    let mut query_args = shared_args(&pg, &weed, "q1");
-    query_args.extend(["--mode", "query"]);
-    let q1 = Server::start(&tmp.path().join("q1"), &query_args, &S3_ENV).await;
+    let n1_dir = c.dir("n1");
+    let mut n1 = c.node("n1", &[]).await;
+    let q1 = c.node("q1", &["--mode", "query"]).await;
     let token = supplier_cli(&n1_dir, &["add", "acme"]).expect("agent token");
     // The CLI wrote n1's registry file; n1 passes it on within its exchange interval.
     let id = token
@@ -774,7 +698,7 @@ async fn an_agents_retry_is_recognised_on_whichever_node_gets_it() {
         .expect("rw_<id>_<secret>")
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !shared_registry(&pg).await.contains(&id) {
+    while !shared_registry(&c.pg).await.contains(&id) {
         assert!(
             Instant::now() < deadline,
             "the token never reached PostgreSQL"
@@ -824,12 +748,7 @@ async fn an_agents_retry_is_recognised_on_whichever_node_gets_it() {
     let first = send(n1.base.clone()).await.unwrap();
     assert_eq!(first.status(), 204);
     n1.kill9();
-    let n2 = Server::start(
-        &tmp.path().join("n2"),
-        &shared_args(&pg, &weed, "n2"),
-        &S3_ENV,
-    )
-    .await;
+    let n2 = c.node("n2", &[]).await;
     // The agent retries through the query node: n2 recognises the batch n1 stored.
     let deadline = Instant::now() + Duration::from_secs(30);
     let again = loop {
