@@ -1,7 +1,9 @@
-//! A query node (`--mode query`) answers reads itself and passes everything else — writes,
-//! agent registration, jobs, rules — to the node that owns the shard, found through the
-//! shard's lease in PostgreSQL. The owner authenticates and authorizes the request again;
-//! this node adds nothing to it.
+//! A query node (`--mode query`) answers reads made with a token itself (SQL, PromQL, the
+//! DSL, the portal's assets) and passes everything else — writes, agent registration, jobs,
+//! rules, and every portal request made with a session, so that sessions live in one place —
+//! to the node that owns the shard, found through the shard's lease in PostgreSQL. The owner
+//! authenticates and authorizes the request again; this node adds nothing to it. Answers
+//! stream through (the portal's live events included).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +19,8 @@ use rigwatch_storage::pg::Pg;
 
 /// How long the owner's address is reused before the lease is read again.
 const OWNER_TTL: Duration = Duration::from_secs(1);
-/// Longest a forwarded request may take.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a forwarded request may wait for its answer to start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where requests that need the owner go.
 #[derive(Debug)]
@@ -37,8 +39,9 @@ impl Forward {
             shard: shard.to_string(),
             client: reqwest::Client::builder()
                 .no_proxy()
-                .timeout(FORWARD_TIMEOUT)
-                .connect_timeout(Duration::from_secs(5))
+                // No overall timeout: the portal's live events stream for as long as the
+                // browser listens. The owner bounds every other request itself.
+                .connect_timeout(CONNECT_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
             max_body,
@@ -64,10 +67,15 @@ impl Forward {
     }
 }
 
-/// Reads a query node answers from its own view of the data.
-pub fn is_local(path: &str) -> bool {
+/// Whether a query node answers this request from its own view of the data: `/health`, and
+/// reads made with a token (tokens are shared by every node; sessions are the owner's).
+pub fn is_local(path: &str, headers: &axum::http::HeaderMap) -> bool {
+    path == "/health" || (headers.contains_key(header::AUTHORIZATION) && is_read(path))
+}
+
+/// The read routes a query node can serve.
+fn is_read(path: &str) -> bool {
     const EXACT: &[&str] = &[
-        "/health",
         "/metrics",
         "/api/v1/query",
         "/api/v1/query_range",
@@ -81,7 +89,7 @@ pub fn is_local(path: &str) -> bool {
     EXACT.contains(&path)
         || path.starts_with("/api/v1/label/")
         || path.starts_with("/api/v1/status/")
-        || (path.starts_with("/portal") && path != "/portal/api/agent-token")
+        || path.starts_with("/portal/assets/")
 }
 
 fn unavailable(msg: &str) -> Response {
@@ -97,7 +105,7 @@ fn unavailable(msg: &str) -> Response {
 
 /// The middleware: local reads go on, the rest to the owner.
 pub async fn forward(State(f): State<Arc<Forward>>, req: Request, next: Next) -> Response {
-    if is_local(req.uri().path()) {
+    if is_local(req.uri().path(), req.headers()) {
         return next.run(req).await;
     }
     let Some(owner) = f.owner().await else {
@@ -145,8 +153,7 @@ pub async fn forward(State(f): State<Arc<Forward>>, req: Request, next: Next) ->
             builder = builder.header(name, value);
         }
     }
-    let body = resp.bytes().await.unwrap_or_default();
     builder
-        .body(Body::from(body))
+        .body(Body::from_stream(resp.bytes_stream()))
         .unwrap_or_else(|_| unavailable("bad answer from the shard's owner"))
 }

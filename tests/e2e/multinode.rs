@@ -577,6 +577,41 @@ async fn suppliers_and_tokens_are_shared_by_every_node() {
         }
     }
     assert_eq!(count_as(&n1.base, &acme).await, (200, Some(2)));
+    // The portal through the query node: the session is made and kept by the owner, and
+    // every request carrying it is passed on.
+    let http = reqwest::Client::new();
+    let login = http
+        .post(format!("{}/portal/login", q1.base))
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let me: serde_json::Value = http
+        .get(format!("{}/portal/api/me", q1.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["supplier"], "acme", "{me}");
+    // ...including the allocator's routes, which only the owner serves.
+    let live = http
+        .get(format!("{}/api/v1/earnings/live", q1.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200, "{:?}", live.text().await);
     // A revocation on one node holds on every node.
     supplier_cli(&n1_dir, &["revoke", "acme"]);
     let deadline = Instant::now() + Duration::from_secs(20);
