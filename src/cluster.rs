@@ -132,6 +132,32 @@ pub async fn share_auth(
     })))
 }
 
+/// The middleware of an owner: once it lost the shard's lease, its data no longer follows
+/// the shard (another node writes it), so every request, `/health` included, gets 503 and
+/// clients and load balancers go to a node that serves the shard.
+pub async fn refuse_when_deposed(
+    axum::extract::State(lost): axum::extract::State<Arc<std::sync::atomic::AtomicBool>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if lost.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut r = (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({
+                "error": "this node lost the shard's lease to another node: it serves nothing until restarted (then it stands by)"
+            })),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        return r;
+    }
+    next.run(req).await
+}
+
 /// A background task that ends with its owner.
 #[derive(Debug)]
 pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -150,6 +176,8 @@ pub struct ShardOwner {
     pg: Pg,
     held: Held,
     renew: tokio::task::JoinHandle<()>,
+    /// Set once another node took the lease over.
+    lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ShardOwner {
@@ -171,15 +199,17 @@ impl ShardOwner {
             tokio::time::sleep((ttl / 10).max(Duration::from_millis(100))).await;
         };
         info!(lease = %held.name, epoch = held.epoch, head, "took the shard's lease");
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let renew = {
-            let (pg, held) = (pg.clone(), held.clone());
+            let (pg, held, lost) = (pg.clone(), held.clone(), lost.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
                     match lease::renew(&pg, &held, ttl).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            error!(lease = %held.name, epoch = held.epoch, "lost the shard's lease: another node took it over; this node's writes are refused from now on");
+                            error!(lease = %held.name, epoch = held.epoch, "lost the shard's lease: another node took it over; this node answers every request with 503 from now on (restart it to make it a standby)");
+                            lost.store(true, std::sync::atomic::Ordering::Relaxed);
                             return;
                         }
                         Err(e) => {
@@ -194,9 +224,15 @@ impl ShardOwner {
                 pg: pg.clone(),
                 held: held.clone(),
                 renew,
+                lost,
             },
             head as u64,
         ))
+    }
+
+    /// Whether another node took the lease over (this node's view is then stale).
+    pub fn lost(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.lost.clone()
     }
 
     /// The shared database.

@@ -641,6 +641,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         gate,
         access::authorize,
     ));
+    if let crate::cluster::Role::Owner(owner) = &role {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            owner.lost(),
+            crate::cluster::refuse_when_deposed,
+        ));
+    }
     if let crate::cluster::Role::Query(pg) = &role {
         // Outside the access layer: the owner authenticates what it is passed.
         let fwd = Arc::new(crate::forward::Forward::new(

@@ -390,6 +390,26 @@ async fn an_owner_paused_past_its_lease_is_fenced_off() {
         .await
         .expect("n1 answers");
     assert_eq!(status.as_u16(), 503, "log:\n{}", n1.log_tail(20));
+    // Once its renewal finds the lease gone, it serves nothing (its view no longer follows
+    // the shard): reads and /health are 503, so load balancers move on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = reqwest::get(format!("{}/health", n1.base)).await.unwrap();
+        if health.status() == 503 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n1 still reports healthy after losing its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        n1.try_sql("SELECT count(*) FROM events")
+            .await
+            .unwrap_err()
+            .starts_with("503")
+    );
     // Its catalog commits are refused too: its persist cannot cover the shard's log.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(n2.count("events").await, 2, "log:\n{}", n2.log_tail(40));
