@@ -188,13 +188,17 @@ impl Db {
 
         let corrupt = check_files(&store, &loaded.files).await;
         // Beside other nodes, a file the catalog does not list may be another node's persist
-        // in progress: only files older than any persist could take are orphans.
+        // in progress: only files older than any persist could take are orphans. A follower
+        // deletes nothing: a file just replaced by the owner's compaction is still being read
+        // there until its grace ends.
         let orphan_age = if catalog.is_shared() {
             SHARED_ORPHAN_AGE
         } else {
             Duration::ZERO
         };
-        remove_orphans(&store, &loaded.files, orphan_age).await;
+        if !matches!(config.wal_home, WalHome::Follow { .. }) {
+            remove_orphans(&store, &loaded.files, orphan_age).await;
+        }
 
         let partition_ns = i64::try_from(config.partition.as_nanos())
             .ok()
