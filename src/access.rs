@@ -513,6 +513,22 @@ fn deny(status: StatusCode, message: String) -> Response {
     resp
 }
 
+/// 503 with `Retry-After: 1`, in the same shape as the refusals above: this node cannot
+/// serve the request now (no shard owner yet, or this node was deposed); another try, or
+/// another node, can.
+pub fn unavailable(message: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        axum::Json(serde_json::json!({
+            "status": "error",
+            "errorType": "unavailable",
+            "error": message,
+        })),
+    )
+        .into_response()
+}
+
 /// The session cookie's value, if the request carries one.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers

@@ -140,20 +140,10 @@ pub async fn refuse_when_deposed(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
     if lost.load(std::sync::atomic::Ordering::Relaxed) {
-        let mut r = (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({
-                "error": "this node lost the shard's lease to another node: it serves nothing until restarted (then it stands by)"
-            })),
-        )
-            .into_response();
-        r.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("1"),
+        return crate::access::unavailable(
+            "this node lost the shard's lease to another node: it serves nothing until restarted (then it stands by)",
         );
-        return r;
     }
     next.run(req).await
 }

@@ -203,8 +203,13 @@ impl SeaweedFs {
         };
         // The gateway answers once the filer is up; creating the bucket also proves a volume
         // can be written.
-        let http = reqwest::Client::builder().no_proxy().build()?;
-        let deadline = Instant::now() + Duration::from_secs(90);
+        // Every request bounded: a gateway whose volume server never registers accepts a PUT
+        // and holds it.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let deadline = Instant::now() + Duration::from_secs(45);
         let url = format!("{}/{bucket}", weed.endpoint);
         let mut weed = weed;
         loop {
@@ -227,7 +232,7 @@ impl SeaweedFs {
             }
             if Instant::now() > deadline {
                 anyhow::bail!(
-                    "SeaweedFS did not come up within 90 s; log:\n{}",
+                    "SeaweedFS did not come up within 45 s; log:\n{}",
                     weed.log_text()
                 );
             }

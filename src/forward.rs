@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
@@ -70,7 +70,7 @@ impl Forward {
 /// Whether a query node answers this request from its own view of the data: `/health`, and
 /// reads made with a token (tokens are shared by every node; sessions are the owner's).
 pub fn is_local(path: &str, headers: &axum::http::HeaderMap) -> bool {
-    path == "/health" || (headers.contains_key(header::AUTHORIZATION) && is_read(path))
+    path == "/health" || (crate::access::presented_token(headers).is_some() && is_read(path))
 }
 
 /// The read routes a query node can serve.
@@ -92,24 +92,13 @@ fn is_read(path: &str) -> bool {
         || path.starts_with("/portal/assets/")
 }
 
-fn unavailable(msg: &str) -> Response {
-    let mut r = (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(serde_json::json!({ "error": msg })),
-    )
-        .into_response();
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
-}
-
 /// The middleware: local reads go on, the rest to the owner.
 pub async fn forward(State(f): State<Arc<Forward>>, req: Request, next: Next) -> Response {
     if is_local(req.uri().path(), req.headers()) {
         return next.run(req).await;
     }
     let Some(owner) = f.owner().await else {
-        return unavailable(
+        return crate::access::unavailable(
             "no node owns the shard right now (the owner died and no other has taken over yet); retry shortly",
         );
     };
@@ -141,7 +130,9 @@ pub async fn forward(State(f): State<Arc<Forward>>, req: Request, next: Next) ->
         Ok(r) => r,
         Err(e) => {
             *f.owner.lock() = None;
-            return unavailable(&format!("the shard's owner at {owner} did not answer: {e}"));
+            return crate::access::unavailable(&format!(
+                "the shard's owner at {owner} did not answer: {e}"
+            ));
         }
     };
     let mut builder = Response::builder().status(resp.status());
@@ -155,5 +146,5 @@ pub async fn forward(State(f): State<Arc<Forward>>, req: Request, next: Next) ->
     }
     builder
         .body(Body::from_stream(resp.bytes_stream()))
-        .unwrap_or_else(|_| unavailable("bad answer from the shard's owner"))
+        .unwrap_or_else(|_| crate::access::unavailable("bad answer from the shard's owner"))
 }
