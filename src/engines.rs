@@ -169,7 +169,15 @@ impl SeaweedFs {
         let dir = tempfile::Builder::new()
             .prefix("rigwatch-weed-")
             .tempdir()?;
-        let port = |_: &str| free_port().to_string();
+        // Seven ports, each free when picked and all different: the OS may hand one back
+        // twice once it is released.
+        let mut taken = std::collections::HashSet::new();
+        let mut port = |_: &str| loop {
+            let p = free_port();
+            if taken.insert(p) {
+                break p.to_string();
+            }
+        };
         let s3 = port("s3");
         let log = dir.path().join("weed.log");
         let child = Command::new("weed")
