@@ -191,7 +191,15 @@ async fn one_run(
     rows: u64,
 ) -> anyhow::Result<Run> {
     let pg = Postgres::start()?;
-    let weed = SeaweedFs::start("rigwatch").await?;
+    // A port picked free may be taken before SeaweedFS binds it: try again with new ones.
+    let mut weed = SeaweedFs::start("rigwatch").await;
+    for _ in 0..2 {
+        if weed.is_ok() {
+            break;
+        }
+        weed = SeaweedFs::start("rigwatch").await;
+    }
+    let weed = weed?;
     let tmp = tempfile::Builder::new()
         .prefix("rigwatch-bench-nodes-")
         .tempdir()?;
