@@ -14,7 +14,7 @@ use rigwatch_ingest::agent::sim::Simulator;
 use rigwatch_ingest::agent::{AgentConfig, AgentHandle, Collector};
 use tracing::info;
 
-use crate::server::{init_tracing, shutdown_signal};
+use rigwatch_server::{init_tracing, shutdown_signal};
 
 /// Options of `rigwatch agent`.
 #[derive(Debug, Clone, Args)]
@@ -79,33 +79,12 @@ pub struct AgentArgs {
     pub log: String,
 }
 
-/// The host name, reduced to the characters a worker name may hold.
-pub fn host_name() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .unwrap_or_default();
-    let name: String = raw
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect();
-    if name.is_empty() {
-        "worker".to_string()
-    } else {
-        name
-    }
-}
-
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     init_tracing(&args.log);
-    let worker = args.worker.clone().unwrap_or_else(host_name);
+    let worker = args
+        .worker
+        .clone()
+        .unwrap_or_else(rigwatch_ingest::agent::host::host_name);
     let collector: Box<dyn Collector> = if let Some(n) = args.simulate {
         anyhow::ensure!(n > 0, "--simulate needs at least 1 GPU");
         info!(gpus = n, seed = args.seed, "simulating GPUs");

@@ -1,28 +1,14 @@
 //! The `rigwatch` command line: parse arguments, call into the library crates.
 
-mod access;
 mod agent_cli;
-mod alloc;
-mod bench;
-mod bench_compare;
-mod bench_dsl;
-mod bench_nodes;
 mod client_args;
-mod cluster;
-mod demo;
 mod dsl_cli;
-mod engines;
-mod fleet;
-mod forward;
-mod health_task;
 mod job_cli;
 mod query_cli;
 mod rules_cli;
-mod server;
 mod sim_cli;
 mod sql_cli;
 mod supplier_cli;
-mod workload;
 
 use std::process::ExitCode;
 
@@ -44,9 +30,9 @@ struct Cli {
 enum Command {
     /// Run the server: writes, SQL, PromQL (Prometheus API), allocator, fault detection and
     /// alerts, the supplier portal, on a local data directory.
-    Serve(server::ServeArgs),
+    Serve(rigwatch_server::ServeArgs),
     /// Run a server plus a simulated GPU fleet writing to it, and print the URLs to try.
-    Demo(demo::DemoArgs),
+    Demo(rigwatch_server::demo::DemoArgs),
     /// Run a SQL query against a running server and print the result as a table.
     Sql(sql_cli::SqlArgs),
     /// Run a pipe-DSL query (`gpus[5m] | stats avg(utilization) by model`) against a running
@@ -64,7 +50,7 @@ enum Command {
     Rules(rules_cli::RulesArgs),
     /// Benchmarks that print numbers (ingest throughput, bytes per value, peak RSS).
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(rigwatch_bench::BenchCommand),
     /// Replay the openb trace through the placement policies and compare them.
     Sim(sim_cli::SimArgs),
 }
@@ -87,13 +73,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => server::serve(args).await,
-            Command::Demo(args) => demo::run(args).await,
+            Command::Serve(args) => rigwatch_server::serve(args).await,
+            Command::Demo(args) => rigwatch_server::demo::run(args).await,
             Command::Sql(args) => sql_cli::run(args).await,
             Command::Dsl(args) => dsl_cli::run(args).await,
             Command::Query(args) => query_cli::run(args).await,
             Command::Job(args) => job_cli::run(args).await,
-            Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Bench(cmd) => rigwatch_bench::run(cmd).await,
             Command::Agent(args) => agent_cli::run(args).await,
             Command::Supplier(args) => supplier_cli::run(args),
             Command::Rules(args) => rules_cli::run(args),

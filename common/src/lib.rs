@@ -9,8 +9,11 @@
 //! - [`money`]: amounts in integer micro-units, exact decimal parsing and formatting, and
 //!   currencies' minor units.
 //! - [`rng`]: the seeded generator simulations draw from.
+//! - [`http_error`]: the one error body of rigwatch's own HTTP APIs and the error trait behind
+//!   it.
 
 pub mod dcgm;
 pub mod gpu_model;
+pub mod http_error;
 pub mod money;
 pub mod rng;

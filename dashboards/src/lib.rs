@@ -1,7 +1,7 @@
 //! rigwatch's supplier portal: what GPU suppliers (and analysts) see in a browser.
 //!
 //! ```text
-//!  browser ──cookie──▶ access layer (src/access.rs: route table, token or session,
+//!  browser ──cookie──▶ access layer (server/src/access.rs: route table, token or session,
 //!     │                  CSRF + Origin on writes) ──▶ portal routes (this crate)
 //!     │                                                 ├─ /portal, /portal/login, assets
 //!     │                                                 ├─ /portal/api/{me,agent-token,dashboards}
@@ -11,10 +11,10 @@
 //!
 //! Sessions ([`session::Sessions`]) live here; the binary's access layer reads them. Charts
 //! are drawn in the browser with uPlot from the Prometheus API; prebuilt dashboards are
-//! `dashboards/*.json` files ([`catalog`]), exportable as Grafana JSON.
+//! `dashboards/*.json` files ([`builtin`]), exportable as Grafana JSON.
 
 pub mod assets;
-pub mod catalog;
+pub mod builtin;
 pub mod error;
 pub mod live;
 pub mod routes;

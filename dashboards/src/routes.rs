@@ -15,7 +15,7 @@ use rigwatch_storage::auth::{AuthStore, Principal, Role};
 use serde::Deserialize;
 
 use crate::assets;
-use crate::catalog;
+use crate::builtin;
 use crate::error::{Error, Result};
 use crate::live::{self, Live, StreamRefused};
 use crate::session::{self, Credential, Sessions};
@@ -323,19 +323,19 @@ async fn agent_token(
 
 async fn dashboards() -> Result<Response> {
     let mut out = Vec::new();
-    for n in catalog::names() {
-        let d = catalog::get(n)?;
+    for n in builtin::names() {
+        let d = builtin::get(n)?;
         out.push(serde_json::json!({ "name": n, "title": d.title, "description": d.description }));
     }
     Ok(axum::Json(out).into_response())
 }
 
 async fn dashboard(Path(name): Path<String>) -> Result<Response> {
-    Ok(axum::Json(catalog::get(&name)?).into_response())
+    Ok(axum::Json(builtin::get(&name)?).into_response())
 }
 
 async fn grafana(Path(name): Path<String>) -> Result<Response> {
-    let g = catalog::grafana(&name)?;
+    let g = builtin::grafana(&name)?;
     let disposition = format!("attachment; filename=\"rigwatch-{name}.json\"");
     Ok((
         [(

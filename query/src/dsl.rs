@@ -39,7 +39,7 @@ use rigwatch_dsl::{PROMQL_SCHEMA, STAGES, TableRef};
 use rigwatch_storage::auth::Principal;
 
 use crate::error::{Error, Result};
-use crate::promql::PromOptions;
+use crate::prometheus::PromOptions;
 use crate::routes::{MAX_QUERY_BYTES, SqlParams, answer, error, query_request};
 use crate::service::QueryService;
 

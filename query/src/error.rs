@@ -91,7 +91,7 @@ pub enum PromqlError {
     #[error("{0}")]
     Eval(#[from] rigwatch_promql::eval::EvalError),
     #[error("{0}")]
-    Fetch(#[from] crate::promql::source::FetchError),
+    Fetch(#[from] crate::prometheus::source::FetchError),
     /// Reading the series took longer than the query may.
     #[error("query timed out in query preparation")]
     Timeout,
@@ -113,7 +113,7 @@ pub enum PromqlError {
 impl PromqlError {
     /// The HTTP status, as the Prometheus API answers it.
     pub fn status_code(&self) -> u16 {
-        use crate::promql::source::FetchError;
+        use crate::prometheus::source::FetchError;
         match self {
             PromqlError::Parse(_) | PromqlError::TooManyPoints { .. } => 400,
             PromqlError::NotSeries { .. } => 400,

@@ -8,12 +8,14 @@
 //!                         JSON | CSV | Arrow IPC (by Accept or ?format=)
 //! ```
 
+pub mod alerting;
 pub mod dsl;
 pub mod error;
 mod executor;
 pub mod format;
-pub mod promql;
+pub mod prometheus;
 pub mod routes;
+pub mod rows;
 pub mod rules;
 mod service;
 

@@ -42,7 +42,7 @@ pub use template::Template;
 use tracing::warn;
 
 use crate::QueryService;
-use crate::promql::source;
+use crate::prometheus::source;
 
 /// The table alert state is written to (reads back in PromQL as `ALERTS`).
 pub const ALERTS_TABLE: &str = "ALERTS";

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rigwatch_query::QueryService;
 use rigwatch_query::format::{Format, encode};
-use rigwatch_query::promql::PromOptions;
+use rigwatch_query::prometheus::PromOptions;
 use rigwatch_storage::{Db, DbConfig};
 
 fn golden_dir() -> PathBuf {

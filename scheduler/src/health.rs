@@ -6,7 +6,7 @@
 //!  resets ───────┘        ▲ tick(now)      └──▶ Transition (gpu_health row; to the allocator)
 //! ```
 //!
-//! Plain data in and out: the server task (`src/health_task.rs`) reads rows from the store's
+//! Plain data in and out: the fault detector (`rigwatch-scheduler-service`'s `faults`) reads rows from the store's
 //! write subscription, calls the engine, and writes what it emits back as rows.
 //!
 //! # Rules

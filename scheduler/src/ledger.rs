@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog;
+use crate::gpu_models;
 use crate::model::{Lease, LeaseId, Milli};
 use crate::{Error, Result};
 
@@ -67,10 +67,10 @@ impl RateCard {
         }
     }
 
-    /// The catalog's illustrative prices ([`crate::catalog`]), in force since forever.
+    /// The catalog's illustrative prices ([`crate::gpu_models`]), in force since forever.
     pub fn illustrative() -> RateCard {
-        let mut card = RateCard::flat(catalog::FALLBACK_PRICE_MICRO_PER_GPU_HOUR);
-        for m in catalog::MODELS {
+        let mut card = RateCard::flat(gpu_models::FALLBACK_PRICE_MICRO_PER_GPU_HOUR);
+        for m in gpu_models::MODELS {
             card.changes.insert(
                 m.name.to_ascii_uppercase(),
                 vec![(i64::MIN, m.price_micro_per_gpu_hour)],
@@ -84,7 +84,7 @@ impl RateCard {
     pub fn set_rate(&mut self, model: &str, effective_ms: i64, rate: i64) -> Result<()> {
         let v = self
             .changes
-            .entry(catalog::canonical_or_same(model).to_ascii_uppercase())
+            .entry(gpu_models::canonical_or_same(model).to_ascii_uppercase())
             .or_default();
         if let Some(&(last, _)) = v.last()
             && effective_ms < last
@@ -104,7 +104,7 @@ impl RateCard {
 
     fn changes_of(&self, model: &str) -> &[(i64, i64)] {
         self.changes
-            .get(&catalog::canonical_or_same(model).to_ascii_uppercase())
+            .get(&gpu_models::canonical_or_same(model).to_ascii_uppercase())
             .map_or(&[], |v| v.as_slice())
     }
 

@@ -17,12 +17,13 @@
 //! lease rows.
 
 pub mod allocator;
-pub mod catalog;
 mod error;
 #[cfg(feature = "extender")]
 pub mod extender;
 pub mod frag;
+pub mod gpu_models;
 pub mod health;
+pub mod job_state;
 pub mod ledger;
 pub mod model;
 pub mod payout;
@@ -34,6 +35,7 @@ pub mod view;
 pub use allocator::{Allocator, AllocatorConfig, HeartbeatChanges, Started};
 pub use error::Error;
 pub use frag::TaskDistribution;
+pub use job_state::{JobState, MAX_FAULT_RESTARTS};
 pub use ledger::{LedgerEntry, RateCard};
 pub use model::{EndReason, GpuDemand, Health, Job, JobId, Lease, LeaseId, Milli, WHOLE_GPU};
 pub use policy::{Placement, Policy, policy_by_name};

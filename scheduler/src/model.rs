@@ -170,6 +170,33 @@ pub enum EndReason {
     Offline,
 }
 
+impl EndReason {
+    /// The reason's name, as the API and the `lease`/`job` rows spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Completed => "completed",
+            EndReason::Cancelled => "cancelled",
+            EndReason::FaultHardware => "fault_hardware",
+            EndReason::FaultApplication => "fault_application",
+            EndReason::Preempted => "preempted",
+            EndReason::Offline => "offline",
+        }
+    }
+
+    /// The reason [`EndReason::as_str`] names (and `lost`, the old name of `offline`).
+    pub fn parse(s: &str) -> Option<EndReason> {
+        Some(match s {
+            "completed" => EndReason::Completed,
+            "cancelled" => EndReason::Cancelled,
+            "fault_hardware" => EndReason::FaultHardware,
+            "fault_application" => EndReason::FaultApplication,
+            "preempted" => EndReason::Preempted,
+            "offline" | "lost" => EndReason::Offline,
+            _ => return None,
+        })
+    }
+}
+
 /// One GPU's part of one job's placement: the unit earnings accrue on. A persisted row.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Lease {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::catalog;
+use crate::gpu_models;
 use crate::model::{Health, LeaseId, Milli, WHOLE_GPU};
 use crate::{Error, Result};
 
@@ -225,7 +225,7 @@ impl LiveView {
     /// Interns `name`, seeding its thermal limit and rate from the catalog.
     pub fn intern_model(&mut self, name: &str) -> Result<ModelId> {
         // One model, whichever of its names is given ("NVIDIA H100 80GB HBM3" is "H100").
-        let name = catalog::canonical_or_same(name);
+        let name = gpu_models::canonical_or_same(name);
         if let Some(&m) = self.model_by_name.get(name) {
             return Ok(m);
         }
@@ -235,13 +235,14 @@ impl LiveView {
                 max: MAX_MODELS,
             });
         }
-        let facts = catalog::lookup(name);
+        let facts = gpu_models::lookup(name);
         let id = self.models.len() as ModelId;
         self.models.push(ModelInfo {
             name: name.to_owned(),
-            thermal_limit_c: facts.map_or(catalog::FALLBACK_THERMAL_LIMIT_C, |f| f.thermal_limit_c),
+            thermal_limit_c: facts
+                .map_or(gpu_models::FALLBACK_THERMAL_LIMIT_C, |f| f.thermal_limit_c),
             price_micro_per_gpu_hour: facts
-                .map_or(catalog::FALLBACK_PRICE_MICRO_PER_GPU_HOUR, |f| {
+                .map_or(gpu_models::FALLBACK_PRICE_MICRO_PER_GPU_HOUR, |f| {
                     f.price_micro_per_gpu_hour
                 }),
         });
@@ -256,7 +257,7 @@ impl LiveView {
         }
         let mut bits = 0u64;
         for n in names {
-            let n = catalog::canonical_or_same(n);
+            let n = gpu_models::canonical_or_same(n);
             if let Some(&m) = self.model_by_name.get(n) {
                 bits |= 1u64 << m;
             } else if let Some((_, &m)) = self
@@ -340,7 +341,7 @@ impl LiveView {
         }
         let model = self.intern_model(&spec.model)?;
         let memory_total_mib = if spec.memory_total_mib == 0 {
-            catalog::lookup(&spec.model).map_or(0, |f| f.memory_mib)
+            gpu_models::lookup(&spec.model).map_or(0, |f| f.memory_mib)
         } else {
             spec.memory_total_mib
         };

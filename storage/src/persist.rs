@@ -23,8 +23,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::batch::TIME_COLUMN;
-use crate::dedup::align;
 use crate::error::{Error, Result};
+use crate::merge::align;
 
 /// The object path of a data file.
 pub fn file_path(table: &str, partition: i64, id: u64) -> Path {

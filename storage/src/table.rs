@@ -43,7 +43,7 @@ use datafusion::prelude::SessionContext;
 use crate::batch::TIME_COLUMN;
 use crate::catalog::FileMeta;
 use crate::db::Db;
-use crate::dedup;
+use crate::merge;
 use crate::schema::{ColumnKind, TableDef};
 
 pub mod scope;
@@ -290,7 +290,7 @@ impl TableProvider for DbTable {
                     None => b,
                 });
             }
-            memory.push(dedup::merge(&self.def, &self.schema, &inputs)?);
+            memory.push(merge::merge(&self.def, &self.schema, &inputs)?);
         }
 
         let target = state.config().target_partitions().max(1);

@@ -1,9 +1,8 @@
-//! The engines several nodes share (`src/engines.rs`: PostgreSQL and SeaweedFS, started for
-//! real on loopback), for the tests: installed by `scripts/test`; on a developer machine
+//! The engines several nodes share (`rigwatch_bench::engines`: PostgreSQL and SeaweedFS,
+//! started for real on loopback), for the tests: installed by `scripts/test`; on a developer machine
 //! without them the tests that need them skip, under `CI` they fail.
 
-#[path = "../../src/engines.rs"]
-mod engines;
+use rigwatch_bench::engines;
 
 pub use engines::{Postgres, S3_ENV, SeaweedFs};
 

@@ -1,6 +1,6 @@
 //! Access control and tenancy, over the server's own route table.
 //!
-//! Every route in `src/access.rs`'s `ROUTES` is called with no token, a bad token and a token
+//! Every route in `server/src/access.rs`'s `ROUTES` is called with no token, a bad token and a token
 //! of every role; supplier A's credentials must never reveal supplier B's rows through any
 //! route or either query language. The route table is compiled into this test from the
 //! binary's source, so a route added there is tested here without anyone remembering to.
@@ -12,9 +12,7 @@ use rigwatch_storage::auth::{AuthStore, Role};
 
 use super::harness::{Server, temp_dir};
 
-#[allow(dead_code)]
-#[path = "../../src/access.rs"]
-mod access;
+use rigwatch_server::access;
 
 /// Marks of supplier B's data: none may appear in anything supplier A is answered.
 const B_MARKS: &[&str] = &["supplier-b", "GPU-bbbb", "worker-b"];

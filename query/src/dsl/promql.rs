@@ -14,8 +14,8 @@ use rigwatch_promql::eval::EvalOptions;
 use rigwatch_promql::value::{Labels, Sample, Value};
 
 use crate::error::{Error, PromqlError, Result};
-use crate::promql::PromOptions;
-use crate::promql::api::{evaluate, now_ms};
+use crate::prometheus::PromOptions;
+use crate::prometheus::api::{evaluate, now_ms};
 use crate::service::QueryService;
 
 /// Evaluates every `promql(…)` source of `query` (parsed from `text`) for `scope`.

@@ -203,7 +203,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     if s != "0" && s.bytes().last().is_some_and(|b| b.is_ascii_digit()) {
         return Err(format!("duration {s:?} has no unit (use e.g. 30s, 5m, 1h)"));
     }
-    crate::promql::api::parse_duration(s)
+    crate::prometheus::api::parse_duration(s)
         .and_then(|ms| {
             u64::try_from(ms)
                 .map(Duration::from_millis)

@@ -15,8 +15,8 @@ use tracing::{info, warn};
 use super::wal_thread::WalCmd;
 use super::{CatalogWriter, Db, FrozenGen, TICK, now_ms};
 use crate::catalog::{CATALOG_FORMAT_VERSION, CatalogState, FileMeta};
-use crate::dedup;
 use crate::error::{Error, Result};
+use crate::merge;
 use crate::persist;
 use crate::wal;
 
@@ -80,7 +80,7 @@ impl Db {
                 let (min_time, max_time) = chunk.time_range();
                 let (chunk, def2) = (chunk.clone(), def.clone());
                 let sorted = tokio::task::spawn_blocking(move || {
-                    dedup::sort(&def2, &chunk.to_record_batch(&def2))
+                    merge::sort(&def2, &chunk.to_record_batch(&def2))
                 })
                 .await
                 .map_err(|e| Error::Internal(format!("sort panicked: {e}")))??;
@@ -236,7 +236,7 @@ impl Db {
             }
             let (def2, schema2) = (def.clone(), schema.clone());
             let merged =
-                tokio::task::spawn_blocking(move || dedup::merge(&def2, &schema2, &batches))
+                tokio::task::spawn_blocking(move || merge::merge(&def2, &schema2, &batches))
                     .await
                     .map_err(|e| Error::Internal(format!("merge panicked: {e}")))??;
             let id = self.catalog.next_file_id(&mut cw.next_file_id).await?;

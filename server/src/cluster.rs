@@ -1,0 +1,354 @@
+//! Where the store keeps its state: the object store (local disk or an S3-compatible bucket)
+//! and the catalog (beside the data, or in PostgreSQL for several nodes), and this node's
+//! name among them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use rigwatch_storage::lease::{self, Held};
+use rigwatch_storage::pg::{Pg, redact};
+use rigwatch_storage::wal::ShardLog;
+use rigwatch_storage::{CatalogConfig, DbConfig, StoreConfig, WalHome};
+use tracing::{error, info, warn};
+
+/// Options of the object store, the catalog and the node.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Keep Parquet files and the catalog in this S3-compatible bucket instead of
+    /// <data-dir>/objects (the WAL stays in --data-dir). Credentials come from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN); without them
+    /// rigwatch refuses to start unless --s3-instance-credentials is given.
+    #[arg(long, env = "RIGWATCH_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// Endpoint of an S3-compatible store (SeaweedFS, MinIO, Ceph, R2, ...); AWS when unset.
+    #[arg(long, env = "RIGWATCH_S3_ENDPOINT", requires = "s3_bucket")]
+    pub s3_endpoint: Option<String>,
+
+    /// Region of the bucket.
+    #[arg(long, env = "RIGWATCH_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// Allow plain http:// endpoints (a store on loopback or a trusted network).
+    #[arg(long, env = "RIGWATCH_S3_ALLOW_HTTP")]
+    pub s3_allow_http: bool,
+
+    /// Take S3 credentials from the environment's instance metadata, web identity or container
+    /// credentials when AWS_ACCESS_KEY_ID is not set. Off by default, so a missing key is an
+    /// error instead of a silent request to a metadata endpoint.
+    #[arg(long, env = "RIGWATCH_S3_INSTANCE_CREDENTIALS")]
+    pub s3_instance_credentials: bool,
+
+    /// Keep the catalog (tables, data files, WAL coverage) and leases in PostgreSQL, so that
+    /// several nodes can share one bucket: postgres://USER:PASSWORD@HOST:PORT/DATABASE.
+    /// The schema is created on first use. Without it the catalog lives beside the data (one
+    /// node). At start the object store must pass a conditional-write probe.
+    #[arg(long, env = "RIGWATCH_CATALOG")]
+    pub catalog: Option<String>,
+
+    /// This node's name among the nodes sharing a catalog (default: the host name). Two live
+    /// nodes must not share a name.
+    #[arg(long, env = "RIGWATCH_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// What this node does when nodes share a catalog. `all`: takes the shard's lease
+    /// (waiting while another live node holds it), then writes, persists, compacts, runs the
+    /// allocator and alert rules. `query`: never writes; follows the catalog and the shard's
+    /// WAL to answer queries (SQL, PromQL, the DSL, the portal) and passes every other request
+    /// to the shard's owner.
+    #[arg(long, env = "RIGWATCH_MODE", value_enum, default_value_t = Mode::All)]
+    pub mode: Mode,
+
+    /// The URL other nodes reach this one at, for requests they pass on (default:
+    /// http://LISTEN-ADDRESS, with the port actually bound).
+    #[arg(long, env = "RIGWATCH_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// How long a node's lease on its shard lasts without renewal (renewed every third of
+    /// it). A node that dies is replaced after at most this long; one that is paused past it
+    /// is fenced off: its writes are refused.
+    #[arg(long, env = "RIGWATCH_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+}
+
+/// A node's part among nodes sharing a catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Owns the shard (once its lease is free): writes, persists, compacts, allocates.
+    All,
+    /// Answers queries from the shared data; passes everything else to the owner.
+    Query,
+}
+
+/// The one shard of this release: every write goes to its owner's log.
+pub const SHARD: &str = "0";
+
+/// What a node turned out to be.
+#[derive(Debug)]
+pub enum Role {
+    /// No shared catalog.
+    Alone,
+    /// Owns the shard.
+    Owner(ShardOwner),
+    /// Follows the shard; passes requests that are not reads to its owner.
+    Query(Pg),
+}
+
+impl Role {
+    /// The shared database, when nodes share a catalog.
+    pub fn pg(&self) -> Option<&Pg> {
+        match self {
+            Role::Alone => None,
+            Role::Owner(o) => Some(&o.pg),
+            Role::Query(pg) => Some(pg),
+        }
+    }
+}
+
+/// Keeps this node's supplier and token registry in step with the shared one: one exchange
+/// now (so a new node knows every token before it serves), then one per interval until
+/// dropped.
+pub async fn share_auth(
+    pg: &Pg,
+    auth: &Arc<rigwatch_storage::auth::AuthStore>,
+) -> anyhow::Result<AbortOnDrop> {
+    use rigwatch_storage::auth_sync::{AUTH_SYNC_INTERVAL, sync_once};
+    sync_once(pg, auth)
+        .await
+        .context("cannot exchange the supplier and token registry with PostgreSQL")?;
+    let (pg, auth) = (pg.clone(), auth.clone());
+    Ok(AbortOnDrop(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(AUTH_SYNC_INTERVAL) => {}
+                _ = auth.changed().notified() => {}
+            }
+            if let Err(e) = sync_once(&pg, &auth).await {
+                warn!(error = %e, "cannot exchange the auth registry; retrying");
+            }
+        }
+    })))
+}
+
+/// The middleware of an owner: once it lost the shard's lease, its data no longer follows
+/// the shard (another node writes it), so every request, `/health` included, gets 503 and
+/// clients and load balancers go to a node that serves the shard.
+pub async fn refuse_when_deposed(
+    axum::extract::State(lost): axum::extract::State<Arc<std::sync::atomic::AtomicBool>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if lost.load(std::sync::atomic::Ordering::Relaxed) {
+        return crate::access::unavailable(
+            "this node lost the shard's lease to another node: it serves nothing until restarted (then it stands by)",
+        );
+    }
+    next.run(req).await
+}
+
+/// A background task that ends with its owner.
+#[derive(Debug)]
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The lease on a shard's WAL that this node holds while it serves, renewed in the
+/// background. Dropping it stops the renewal; [`ShardOwner::release`] also hands the lease
+/// back, so the next owner need not wait for it to expire.
+#[derive(Debug)]
+pub struct ShardOwner {
+    pg: Pg,
+    held: Held,
+    renew: tokio::task::JoinHandle<()>,
+    /// Set once another node took the lease over.
+    lost: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ShardOwner {
+    /// Takes `shard`'s lease for `node`, waiting while another live node holds it. Answers
+    /// the owner and the shard's WAL head.
+    async fn take(pg: &Pg, shard: &str, node: &str, ttl: Duration) -> anyhow::Result<(Self, u64)> {
+        let name = lease::shard_lease(shard);
+        let mut last_note = None::<std::time::Instant>;
+        let (held, head) = loop {
+            if let Some(got) = lease::acquire(pg, &name, node, "", ttl, Some(shard)).await? {
+                break got;
+            }
+            if last_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                last_note = Some(std::time::Instant::now());
+                let h = lease::holder(pg, &name).await?;
+                let (who, left) = h.map_or((String::new(), 0), |h| (h.holder, h.expires_in_ms));
+                info!(lease = %name, holder = %who, expires_in_ms = left, "waiting for the shard's lease");
+            }
+            tokio::time::sleep((ttl / 10).max(Duration::from_millis(100))).await;
+        };
+        info!(lease = %held.name, epoch = held.epoch, head, "took the shard's lease");
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let renew = {
+            let (pg, held, lost) = (pg.clone(), held.clone(), lost.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    match lease::renew(&pg, &held, ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            error!(lease = %held.name, epoch = held.epoch, "lost the shard's lease: another node took it over; this node answers every request with 503 from now on (restart it to make it a standby)");
+                            lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, lease = %held.name, "cannot renew the shard's lease; retrying")
+                        }
+                    }
+                }
+            })
+        };
+        Ok((
+            Self {
+                pg: pg.clone(),
+                held: held.clone(),
+                renew,
+                lost,
+            },
+            head as u64,
+        ))
+    }
+
+    /// Whether another node took the lease over (this node's view is then stale).
+    pub fn lost(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.lost.clone()
+    }
+
+    /// The shared database.
+    pub fn pg(&self) -> &Pg {
+        &self.pg
+    }
+
+    /// Publishes where this node serves, so that query nodes can pass requests on.
+    pub async fn advertise(&self, url: &str) -> anyhow::Result<()> {
+        lease::set_address(&self.pg, &self.held, url).await?;
+        Ok(())
+    }
+
+    /// Stops renewing and lets the lease expire now.
+    pub async fn release(self) {
+        self.renew.abort();
+        if let Err(e) = lease::release(&self.pg, &self.held).await {
+            warn!(error = %e, lease = %self.held.name, "cannot release the shard's lease; it expires by itself");
+        }
+    }
+}
+
+impl Drop for ShardOwner {
+    fn drop(&mut self) {
+        self.renew.abort();
+    }
+}
+
+impl StoreArgs {
+    /// This node's name.
+    pub fn node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .unwrap_or_else(rigwatch_ingest::agent::host::host_name)
+    }
+
+    /// Fills in `c`'s object store and catalog: builds the S3 client, connects to
+    /// PostgreSQL and, when nodes share a catalog, probes the store's conditional writes.
+    /// Answers the node's part: the shard lease it took, or the connection a query node
+    /// passes requests on through; nothing for a node on its own.
+    pub async fn configure(&self, c: &mut DbConfig) -> anyhow::Result<Role> {
+        if let Some(bucket) = &self.s3_bucket {
+            c.store = StoreConfig::Custom(Arc::new(self.s3(bucket)?));
+        }
+        let Some(url) = &self.catalog else {
+            if self.mode == Mode::Query {
+                anyhow::bail!(
+                    "--mode query needs --catalog: a query node follows a shared catalog"
+                );
+            }
+            return Ok(Role::Alone);
+        };
+        let node = self.node_id();
+        let pg = Pg::connect(url)
+            .await
+            .with_context(|| format!("cannot use the catalog at {}", redact(url)))?;
+        let store = match &c.store {
+            StoreConfig::Custom(s) => s.clone(),
+            _ => {
+                let dir = c.data_dir.join("objects");
+                Arc::new(rigwatch_storage::durable::SyncedLocalStore::new(
+                    &dir,
+                    Arc::new(rigwatch_storage::durable::RealSync),
+                )?) as Arc<dyn object_store::ObjectStore>
+            }
+        };
+        rigwatch_storage::conditional::probe_create_only(&store, &node)
+            .await
+            .context("the object store failed the conditional-write probe")?;
+        info!(node = %node, catalog = %redact(url), mode = ?self.mode, "catalog in PostgreSQL; the object store honours create-only writes");
+        let log = ShardLog {
+            pg: pg.clone(),
+            store,
+            shard: SHARD.to_string(),
+        };
+        if self.mode == Mode::Query {
+            c.catalog = CatalogConfig::Postgres {
+                pg: pg.clone(),
+                writer: SHARD.to_string(),
+                fence: None,
+            };
+            c.wal_home = WalHome::Follow { log };
+            return Ok(Role::Query(pg));
+        }
+        let (owner, head) = ShardOwner::take(&pg, SHARD, &node, self.lease_ttl).await?;
+        c.catalog = CatalogConfig::Postgres {
+            pg: pg.clone(),
+            writer: SHARD.to_string(),
+            fence: Some(owner.held.clone()),
+        };
+        c.wal_home = WalHome::Shard {
+            log,
+            held: owner.held.clone(),
+            head,
+        };
+        Ok(Role::Owner(owner))
+    }
+
+    fn s3(&self, bucket: &str) -> anyhow::Result<object_store::aws::AmazonS3> {
+        let has_key = std::env::var_os("AWS_ACCESS_KEY_ID").is_some_and(|v| !v.is_empty());
+        let has_secret = std::env::var_os("AWS_SECRET_ACCESS_KEY").is_some_and(|v| !v.is_empty());
+        match (has_key, has_secret) {
+            (true, true) => {}
+            (true, false) => anyhow::bail!(
+                "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not: set both to reach bucket `{bucket}`"
+            ),
+            _ if !self.s3_instance_credentials => anyhow::bail!(
+                "no S3 credentials for bucket `{bucket}`: set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, or pass --s3-instance-credentials to use the instance's \
+                 metadata or web-identity credentials"
+            ),
+            _ => {}
+        }
+        let mut b = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_region(&self.s3_region)
+            .with_allow_http(self.s3_allow_http);
+        if let Some(endpoint) = &self.s3_endpoint {
+            if endpoint.starts_with("http://") && !self.s3_allow_http {
+                anyhow::bail!(
+                    "--s3-endpoint {endpoint} is plain http: pass --s3-allow-http to allow it"
+                );
+            }
+            b = b.with_endpoint(endpoint);
+        }
+        b.build()
+            .with_context(|| format!("cannot configure S3 bucket `{bucket}`"))
+    }
+}
