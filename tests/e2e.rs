@@ -18,6 +18,7 @@ mod e2e {
     pub mod dcgm_rules;
     pub mod dsl;
     pub mod earnings;
+    pub mod error_body;
     pub mod harness;
     pub mod health;
     pub mod host;

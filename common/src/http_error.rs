@@ -45,7 +45,6 @@ pub fn error_type(status: StatusCode) -> &'static str {
         401 => "unauthorized",
         403 => "forbidden",
         404 => "not_found",
-        405 => "method_not_allowed",
         408 | 504 => "timeout",
         409 => "conflict",
         413 => "too_large",
@@ -157,7 +156,10 @@ mod response {
     pub fn error_response(e: &(impl HttpError + ?Sized)) -> Response {
         let mut body = ErrorBody::of(e);
         if let Some(wait) = e.retry_after() {
-            body = body.with("retry_after_s", wait.as_secs().max(1));
+            body = body.with(
+                "retry_after_s",
+                u64::try_from(wait.as_millis().div_ceil(1000)).unwrap_or(u64::MAX),
+            );
         }
         body.response(e.status_code())
     }

@@ -9,6 +9,7 @@
 //! - [`money`]: amounts in integer micro-units, exact decimal parsing and formatting, and
 //!   currencies' minor units.
 //! - [`rng`]: the seeded generator simulations draw from.
+//! - `task` (feature `task`): spawned tasks that stop when their handle is dropped.
 //! - [`http_error`]: the one error body of rigwatch's own HTTP APIs and the error trait behind
 //!   it.
 
@@ -17,3 +18,5 @@ pub mod gpu_model;
 pub mod http_error;
 pub mod money;
 pub mod rng;
+#[cfg(feature = "task")]
+pub mod task;

@@ -1,7 +1,7 @@
 //! The portal's errors: each knows its HTTP status and says what was wrong.
 
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use rigwatch_common::http_error::{HttpError, StatusCode, error_response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,12 +33,10 @@ pub enum Error {
     Internal(String),
 }
 
-impl Error {
-    pub fn status_code(&self) -> StatusCode {
+impl HttpError for Error {
+    fn status_code(&self) -> StatusCode {
         match self {
-            Error::Query(e) => {
-                StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-            }
+            Error::Query(e) => e.status_code(),
             Error::NoDashboard { .. } => StatusCode::NOT_FOUND,
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -56,7 +54,7 @@ impl Error {
     }
 
     /// How long the caller should wait before trying again, when waiting can help.
-    pub fn retry_after(&self) -> Option<std::time::Duration> {
+    fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Error::TooMany { retry_after, .. } => Some(*retry_after),
             Error::SessionsFull(_) => Some(SESSIONS_FULL_RETRY),
@@ -70,20 +68,7 @@ const SESSIONS_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = self.status_code();
-        let retry = self.retry_after();
-        let mut resp = (
-            status,
-            axum::Json(serde_json::json!({ "status": "error", "error": self.to_string() })),
-        )
-            .into_response();
-        if let Some(wait) = retry {
-            resp.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                crate::throttle::retry_after_secs(wait).into(),
-            );
-        }
-        resp
+        error_response(&self)
     }
 }
 

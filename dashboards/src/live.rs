@@ -33,7 +33,6 @@ use rigwatch_query::format::{Format, encode};
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
@@ -149,7 +148,7 @@ type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
 #[derive(Debug)]
 struct Producer {
     rx: SnapshotRx,
-    task: JoinHandle<()>,
+    task: rigwatch_common::task::Task<()>,
 }
 
 impl Drop for Producer {
@@ -259,7 +258,7 @@ impl Live {
             Some(p) => p,
             None => {
                 let (tx, rx) = watch::channel(None);
-                let task = tokio::spawn(produce(
+                let task = rigwatch_common::task::spawn(produce(
                     self.inner.query.clone(),
                     scope.clone(),
                     tx,

@@ -138,14 +138,14 @@ async fn login_page() -> Response {
 
 async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     let Some(a) = assets::get(&file) else {
-        return (
+        return rigwatch_common::http_error::ErrorBody::for_status(
             StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({
-                "status": "error",
-                "error": format!("no portal asset `{file}` (known: {})", assets::names().join(", ")),
-            })),
+            format!(
+                "no portal asset `{file}` (known: {})",
+                assets::names().join(", ")
+            ),
         )
-            .into_response();
+        .response(StatusCode::NOT_FOUND);
     };
     let gzip_ok = headers
         .get_all(header::ACCEPT_ENCODING)

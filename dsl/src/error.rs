@@ -1,6 +1,8 @@
 //! The DSL's error type: every error is the query's fault (HTTP 400) and names where in the
 //! text it is, by byte offset, line and column.
 
+use rigwatch_common::http_error::{HttpError, StatusCode};
+
 use std::fmt;
 
 use crate::ast::Span;
@@ -163,11 +165,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status: every DSL error is a problem with the query.
-    pub fn status_code(&self) -> u16 {
-        400
-    }
-
     /// Where in the text the problem is.
     pub fn pos(&self) -> Pos {
         match self {
@@ -195,6 +192,13 @@ impl Error {
             | Error::UnknownFunction { suggestion, .. } => suggestion.0.as_deref(),
             _ => None,
         }
+    }
+}
+
+impl HttpError for Error {
+    /// The HTTP status: every DSL error is a problem with the query.
+    fn status_code(&self) -> StatusCode {
+        StatusCode::BAD_REQUEST
     }
 }
 

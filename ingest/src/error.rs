@@ -8,6 +8,8 @@
 //!   body; the parsers collect them and keep every good line. It names the line, the column
 //!   and the absolute byte offset, and its [`LineErrorKind`] says what was expected.
 
+use rigwatch_common::http_error::{HttpError, StatusCode};
+
 use std::fmt;
 
 use nom::error::{ErrorKind, ParseError};
@@ -43,19 +45,19 @@ pub enum IngestError {
     UnsupportedEncoding { encoding: String },
 }
 
-impl IngestError {
+impl HttpError for IngestError {
     /// The HTTP status this error maps to: 413 for [`IngestError::TooLarge`], else 400.
-    pub fn status_code(&self) -> u16 {
+    fn status_code(&self) -> StatusCode {
         match self {
-            IngestError::TooLarge { .. } => 413,
-            IngestError::UnsupportedEncoding { .. } => 415,
-            _ => 400,
+            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
         }
     }
 
     /// Whether sending the same request again could succeed. Never: these are all client
     /// errors that depend only on the bytes sent.
-    pub fn is_retryable(&self) -> bool {
+    fn is_retryable(&self) -> bool {
         false
     }
 }
@@ -350,13 +352,21 @@ mod tests {
 
     #[test]
     fn status_codes() {
-        assert_eq!(IngestError::TooLarge { limit: 1 }.status_code(), 413);
-        assert_eq!(IngestError::NotUtf8 { byte_offset: 1 }.status_code(), 400);
+        assert_eq!(
+            IngestError::TooLarge { limit: 1 }.status_code().as_u16(),
+            413
+        );
+        assert_eq!(
+            IngestError::NotUtf8 { byte_offset: 1 }
+                .status_code()
+                .as_u16(),
+            400
+        );
         let e = IngestError::BadGzip {
             offset: 3,
             message: "corrupt deflate stream".into(),
         };
-        assert_eq!(e.status_code(), 400);
+        assert_eq!(e.status_code().as_u16(), 400);
         assert!(!e.is_retryable());
     }
 

@@ -54,6 +54,8 @@ pub fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use rigwatch_common::http_error::HttpError;
+
     use std::io::Write;
 
     use flate2::Compression;
@@ -85,7 +87,7 @@ mod tests {
         assert!(bomb.len() < 1 << 20);
         let err = decompress(&bomb, 1 << 20).unwrap_err();
         assert!(matches!(err, IngestError::TooLarge { limit } if limit == 1 << 20));
-        assert_eq!(err.status_code(), 413);
+        assert_eq!(err.status_code().as_u16(), 413);
     }
 
     #[test]
@@ -95,7 +97,7 @@ mod tests {
             matches!(err, IngestError::BadGzip { offset: 0, .. }),
             "{err}"
         );
-        assert_eq!(err.status_code(), 400);
+        assert_eq!(err.status_code().as_u16(), 400);
         assert_eq!(
             err.to_string(),
             "invalid gzip stream near compressed byte 0: \

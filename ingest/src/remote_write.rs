@@ -63,6 +63,7 @@ pub struct Sample {
 /// allocated.
 ///
 /// ```
+/// use rigwatch_common::http_error::HttpError;
 /// use rigwatch_ingest::remote_write::{decode, encode, Label, Sample, TimeSeries, WriteRequest};
 /// let req = WriteRequest {
 ///     timeseries: vec![TimeSeries {
@@ -71,7 +72,7 @@ pub struct Sample {
 ///     }],
 /// };
 /// assert_eq!(decode(&encode(&req), 1 << 20).unwrap(), req);
-/// assert_eq!(decode(&encode(&req), 4).unwrap_err().status_code(), 413);
+/// assert_eq!(decode(&encode(&req), 4).unwrap_err().status_code().as_u16(), 413);
 /// ```
 pub fn decode(body: &[u8], max_decompressed: usize) -> Result<WriteRequest> {
     let len =
@@ -154,6 +155,8 @@ fn add_series(series: &TimeSeries, line: u32, batch: &mut WriteBatch) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use rigwatch_common::http_error::HttpError;
+
     use super::*;
     use rigwatch_storage::batch::RowError;
 
@@ -282,7 +285,7 @@ mod tests {
         // Not snappy: a length header claiming more bytes than follow.
         let err = decode(b"\xff\xff\x03garbage", 1 << 30).unwrap_err();
         assert!(matches!(err, IngestError::BadSnappy { .. }), "{err}");
-        assert_eq!(err.status_code(), 400);
+        assert_eq!(err.status_code().as_u16(), 400);
         // A header that claims 2 GiB is refused before allocating.
         let err = decode(b"\x80\x80\x80\x80\x08", 1 << 20).unwrap_err();
         assert!(matches!(err, IngestError::TooLarge { .. }), "{err}");

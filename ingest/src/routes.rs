@@ -27,6 +27,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use rigwatch_common::http_error::HttpError;
 use rigwatch_storage::auth::Principal;
 use rigwatch_storage::batch::WriteBatch;
 use rigwatch_storage::{Db, WriteOptions};
@@ -137,7 +138,7 @@ fn body_timeout() -> Response {
 }
 
 fn ingest_error(e: IngestError) -> Response {
-    let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::BAD_REQUEST);
+    let status = e.status_code();
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "too large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported",
@@ -350,8 +351,7 @@ async fn finish_write(
     let outcome = match state.db.write(batch, WriteOptions { no_sync }).await {
         Ok(o) => o,
         Err(e) => {
-            let status =
-                StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status = e.status_code();
             let code = if e.is_retryable() {
                 "unavailable"
             } else {

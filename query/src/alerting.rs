@@ -27,8 +27,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
+use rigwatch_common::task::{self, Task};
 use rigwatch_storage::{Db, WriteOptions};
-use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::QueryService;
@@ -125,15 +125,7 @@ pub struct AlertHandle {
     rule_metrics: rules::RuleMetrics,
     rule_set: Arc<tokio::sync::Mutex<RuleSet>>,
     metrics: Metrics,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Drop for AlertHandle {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
+    _tasks: Vec<Task<()>>,
 }
 
 impl AlertHandle {
@@ -203,7 +195,7 @@ pub async fn spawn(
     let mut queues = Vec::new();
     for url in &args.alert_webhooks {
         let q = Arc::new(outbox::Queue::open_for(&data_dir, url, args.alert_queue)?);
-        tasks.push(tokio::spawn(outbox::deliver(
+        tasks.push(task::spawn(outbox::deliver(
             url.clone(),
             q.clone(),
             metrics.clone(),
@@ -234,7 +226,7 @@ pub async fn spawn(
         }
     }
     if rule_count > 0 {
-        tasks.push(tokio::spawn(evaluate(
+        tasks.push(task::spawn(evaluate(
             db,
             rule_set.clone(),
             queues,
@@ -254,7 +246,7 @@ pub async fn spawn(
         rule_metrics,
         rule_set,
         metrics,
-        tasks,
+        _tasks: tasks,
     })
 }
 

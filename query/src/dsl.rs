@@ -31,9 +31,10 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
+use rigwatch_common::http_error::{ErrorBody, HttpError};
 use rigwatch_dsl::ast::Noun;
 use rigwatch_dsl::{PROMQL_SCHEMA, STAGES, TableRef};
 use rigwatch_storage::auth::Principal;
@@ -103,17 +104,17 @@ fn dsl_error(e: Error) -> Response {
         Error::DslPromql { pos, .. } => Some((*pos, None)),
         _ => None,
     };
-    let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = e.status_code();
     match located {
         Some((pos, suggestion)) if status.is_client_error() => {
-            let mut body = serde_json::json!({
-                "error": e.to_string(),
-                "position": { "offset": pos.offset, "line": pos.line, "column": pos.column },
-            });
+            let mut body = ErrorBody::of(&e).with(
+                "position",
+                serde_json::json!({ "offset": pos.offset, "line": pos.line, "column": pos.column }),
+            );
             if let Some(s) = suggestion {
-                body["suggestion"] = s.into();
+                body = body.with("suggestion", s);
             }
-            (status, axum::Json(body)).into_response()
+            body.response(status)
         }
         _ => error(e),
     }

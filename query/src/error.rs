@@ -1,5 +1,7 @@
 //! The query crate's error type.
 
+use rigwatch_common::http_error::{HttpError, StatusCode};
+
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -110,60 +112,64 @@ pub enum PromqlError {
     Panicked(#[from] tokio::task::JoinError),
 }
 
-impl PromqlError {
+impl HttpError for PromqlError {
     /// The HTTP status, as the Prometheus API answers it.
-    pub fn status_code(&self) -> u16 {
+    fn status_code(&self) -> StatusCode {
         use crate::prometheus::source::FetchError;
         match self {
-            PromqlError::Parse(_) | PromqlError::TooManyPoints { .. } => 400,
-            PromqlError::NotSeries { .. } => 400,
+            PromqlError::Parse(_) | PromqlError::TooManyPoints { .. } => StatusCode::BAD_REQUEST,
+            PromqlError::NotSeries { .. } => StatusCode::BAD_REQUEST,
             PromqlError::Eval(e) => match e.kind().http_status() {
                 // 499 (client gone) is not a status a client can see.
-                499 => 503,
-                s => s,
+                499 => StatusCode::SERVICE_UNAVAILABLE,
+                s => StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             },
-            PromqlError::Fetch(FetchError::TooManySamples { .. }) => 422,
-            PromqlError::Fetch(_) | PromqlError::Panicked(_) => 500,
-            PromqlError::Timeout => 503,
+            PromqlError::Fetch(FetchError::TooManySamples { .. }) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            PromqlError::Fetch(_) | PromqlError::Panicked(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            PromqlError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             PromqlError::Session(e) => e.status_code(),
         }
     }
 }
 
-impl Error {
+impl HttpError for Error {
     /// The HTTP status: 400 for problems with the query, 500 for failures while running it.
-    pub fn status_code(&self) -> u16 {
+    fn status_code(&self) -> StatusCode {
         use datafusion::error::DataFusionError as D;
         match self {
             Error::EmptyQuery
             | Error::UnknownFormat(_)
             | Error::BodyJson(_)
-            | Error::BodyUtf8(_) => 400,
-            Error::NotAuthenticated => 401,
+            | Error::BodyUtf8(_) => StatusCode::BAD_REQUEST,
+            Error::NotAuthenticated => StatusCode::UNAUTHORIZED,
             Error::Dsl(e) => e.status_code(),
             Error::DslPromql { source, .. } => source.status_code(),
-            Error::ExplainRefused => 403,
-            Error::TooManyRows { .. } => 413,
-            Error::TooManyQueries { .. } => 429,
-            Error::Timeout { .. } | Error::MemoryLimit { .. } => 503,
+            Error::ExplainRefused => StatusCode::FORBIDDEN,
+            Error::TooManyRows { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::TooManyQueries { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Timeout { .. } | Error::MemoryLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::DataFusion(e) => match e.find_root() {
-                D::SQL(..) | D::Plan(_) | D::SchemaError(..) | D::NotImplemented(_) => 400,
+                D::SQL(..) | D::Plan(_) | D::SchemaError(..) | D::NotImplemented(_) => {
+                    StatusCode::BAD_REQUEST
+                }
                 // The query failed on the data it reads (a cast, a division by zero, a bad
                 // regex, an overflow): the query's problem, reported as it is.
-                D::Execution(_) => 400,
+                D::Execution(_) => StatusCode::BAD_REQUEST,
                 D::ArrowError(e, _) => match e.as_ref() {
                     arrow::error::ArrowError::CastError(_)
                     | arrow::error::ArrowError::DivideByZero
                     | arrow::error::ArrowError::ComputeError(_)
                     | arrow::error::ArrowError::ParseError(_)
                     | arrow::error::ArrowError::InvalidArgumentError(_)
-                    | arrow::error::ArrowError::ArithmeticOverflow(_) => 400,
-                    _ => 500,
+                    | arrow::error::ArrowError::ArithmeticOverflow(_) => StatusCode::BAD_REQUEST,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
                 },
-                D::ResourcesExhausted(_) => 503,
-                _ => 500,
+                D::ResourcesExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            Error::Encode { .. } | Error::Task(_) => 500,
+            Error::Encode { .. } | Error::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

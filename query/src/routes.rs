@@ -1,8 +1,10 @@
 //! `POST /api/v1/sql` (and `GET ?q=`): run SQL, answer JSON, CSV or Arrow IPC.
 //!
 //! The body is the SQL text, or JSON `{"query": "..."}` / `{"q": "..."}`. The format comes from
-//! `?format=json|jsonl|csv|arrow`, else from `Accept`, else JSON. Errors answer
-//! `{"error": "..."}` with 400 for a bad query and 500 for a failure while running it.
+//! `?format=json|jsonl|csv|arrow`, else from `Accept`, else JSON. Errors answer the one error
+//! body (`{"status": "error", "errorType": "bad_data", "error": "..."}`, see
+//! `rigwatch_common::http_error`) with 400 for a bad query and 500, with a `request_id`, for a
+//! failure while running it.
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -12,6 +14,7 @@ use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use rigwatch_common::http_error::{ErrorBody, HttpError};
 use rigwatch_storage::auth::Principal;
 use serde::Deserialize;
 
@@ -45,14 +48,18 @@ struct JsonBody {
 /// The answer for a failed query: 400-class errors say what is wrong; a 500 gets a request
 /// id and the detail goes to the log.
 pub(crate) fn error(e: Error) -> Response {
-    let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = if status == StatusCode::INTERNAL_SERVER_ERROR {
+    let status = e.status_code();
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
         let id = crate::error::log_internal(&e);
-        serde_json::json!({ "error": crate::error::internal_message(&id), "request_id": id })
-    } else {
-        serde_json::json!({ "error": e.to_string() })
-    };
-    (status, axum::Json(body)).into_response()
+        return ErrorBody::for_status(status, crate::error::internal_message(&id))
+            .with("request_id", id)
+            .response(status);
+    }
+    let mut body = ErrorBody::of(&e);
+    if let Some(wait) = e.retry_after() {
+        body = body.with("retry_after_s", wait.as_secs().max(1));
+    }
+    body.response(status)
 }
 
 /// The output format: `?format=`, else `Accept`, else JSON.

@@ -9,6 +9,7 @@
 #[path = "dsl-golden/fixture.rs"]
 mod fixture;
 
+use rigwatch_common::http_error::HttpError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -211,5 +212,5 @@ async fn the_deepest_accepted_queries_run_on_the_worker() {
     let e = rigwatch_query::dsl::run(&service, &PromOptions::default(), &too_deep, None)
         .await
         .unwrap_err();
-    assert_eq!(e.status_code(), 400, "{e}");
+    assert_eq!(e.status_code().as_u16(), 400, "{e}");
 }

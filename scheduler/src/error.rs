@@ -1,5 +1,7 @@
 //! The scheduler's one error type.
 
+use rigwatch_common::http_error::{HttpError, StatusCode};
+
 use thiserror::Error;
 
 /// Everything that can go wrong in the allocator, the ledger and the simulator.
@@ -63,19 +65,21 @@ pub enum Error {
     },
 }
 
-impl Error {
+impl HttpError for Error {
     /// HTTP status a client should see for this error (used by the extender routes).
-    pub fn status_code(&self) -> u16 {
+    fn status_code(&self) -> StatusCode {
         match self {
-            Error::UnknownGpu { .. } | Error::UnknownNode { .. } | Error::UnknownJob { .. } => 404,
-            Error::DuplicateGpu { .. } | Error::DuplicateJob { .. } => 409,
-            Error::Io { .. } => 500,
-            _ => 400,
+            Error::UnknownGpu { .. } | Error::UnknownNode { .. } | Error::UnknownJob { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            Error::DuplicateGpu { .. } | Error::DuplicateJob { .. } => StatusCode::CONFLICT,
+            Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
         }
     }
 
     /// Whether repeating the same request later can succeed.
-    pub fn retryable(&self) -> bool {
+    fn is_retryable(&self) -> bool {
         matches!(self, Error::Io { .. } | Error::UnknownNode { .. })
     }
 }

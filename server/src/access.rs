@@ -29,6 +29,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use rigwatch_common::http_error::ErrorBody;
 use rigwatch_dashboards::session::{self, Credential, SessionError, Sessions};
 use rigwatch_dashboards::throttle::{Throttle, retry_after_secs};
 use rigwatch_storage::auth::{AuthStore, Principal, Role};
@@ -494,39 +495,17 @@ pub fn presented_token(headers: &HeaderMap) -> Option<String> {
     None
 }
 
+/// 401 (with `WWW-Authenticate`) or 403, in the one error body.
 fn deny(status: StatusCode, message: String) -> Response {
-    let mut resp = (
-        status,
-        axum::Json(serde_json::json!({
-            "status": "error",
-            "errorType": if status == StatusCode::UNAUTHORIZED { "unauthorized" } else { "forbidden" },
-            "error": message,
-        })),
-    )
-        .into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"rigwatch\""),
-        );
-    }
-    resp
+    ErrorBody::for_status(status, message).response(status)
 }
 
 /// 503 with `Retry-After: 1`, in the same shape as the refusals above: this node cannot
 /// serve the request now (no shard owner yet, or this node was deposed); another try, or
 /// another node, can.
 pub fn unavailable(message: &str) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, "1")],
-        axum::Json(serde_json::json!({
-            "status": "error",
-            "errorType": "unavailable",
-            "error": message,
-        })),
-    )
-        .into_response()
+    ErrorBody::for_status(StatusCode::SERVICE_UNAVAILABLE, message)
+        .response(StatusCode::SERVICE_UNAVAILABLE)
 }
 
 /// The session cookie's value, if the request carries one.
@@ -585,19 +564,15 @@ pub fn csrf_refusal(headers: &HeaderMap, csrf: &str) -> Option<String> {
 /// 429 for a client that failed authentication too often: when to come back, and why.
 fn throttled(wait: Duration, limit: usize, window: Duration) -> Response {
     let secs = retry_after_secs(wait);
-    (
+    ErrorBody::for_status(
         StatusCode::TOO_MANY_REQUESTS,
-        [(header::RETRY_AFTER, secs.to_string())],
-        axum::Json(serde_json::json!({
-            "status": "error",
-            "errorType": "too_many_requests",
-            "error": format!(
-                "too many failed sign-ins from this address ({limit} wrong tokens or sessions within {} s, --auth-failures-per-minute): credentials are not checked for {secs} s",
-                window.as_secs()
-            ),
-        })),
+        format!(
+            "too many failed sign-ins from this address ({limit} wrong tokens or sessions within {} s, --auth-failures-per-minute): credentials are not checked for {secs} s",
+            window.as_secs()
+        ),
     )
-        .into_response()
+    .with("retry_after_s", secs)
+    .response(StatusCode::TOO_MANY_REQUESTS)
 }
 
 /// A browser opening the portal without a usable session goes to the sign-in page.
@@ -629,25 +604,19 @@ pub async fn authorize(State(gate): State<Gate>, mut req: Request, next: Next) -
     let route = match route_for(&raw_path, &method) {
         Ok(Some(r)) => r,
         Ok(None) => {
-            return (
-                StatusCode::NOT_FOUND,
-                axum::Json(serde_json::json!({
-                    "status": "error", "errorType": "not_found",
-                    "error": format!("no route {path}"),
-                })),
-            )
-                .into_response();
+            return ErrorBody::for_status(StatusCode::NOT_FOUND, format!("no route {path}"))
+                .response(StatusCode::NOT_FOUND);
         }
         Err(allowed) => {
-            return (
+            let mut resp = ErrorBody::for_status(
                 StatusCode::METHOD_NOT_ALLOWED,
-                [(header::ALLOW, allowed.join(", "))],
-                axum::Json(serde_json::json!({
-                    "status": "error", "errorType": "bad_data",
-                    "error": format!("{path} accepts {}, not {method}", allowed.join(" and ")),
-                })),
+                format!("{path} accepts {}, not {method}", allowed.join(" and ")),
             )
-                .into_response();
+            .response(StatusCode::METHOD_NOT_ALLOWED);
+            if let Ok(v) = header::HeaderValue::from_str(&allowed.join(", ")) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            return resp;
         }
     };
     let roles = match route.access {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use rigwatch_common::task::{self, Task};
 use rigwatch_storage::lease::{self, Held};
 use rigwatch_storage::pg::{Pg, redact};
 use rigwatch_storage::wal::ShardLog;
@@ -113,13 +114,13 @@ impl Role {
 pub async fn share_auth(
     pg: &Pg,
     auth: &Arc<rigwatch_storage::auth::AuthStore>,
-) -> anyhow::Result<AbortOnDrop> {
+) -> anyhow::Result<Task<()>> {
     use rigwatch_storage::auth_sync::{AUTH_SYNC_INTERVAL, sync_once};
     sync_once(pg, auth)
         .await
         .context("cannot exchange the supplier and token registry with PostgreSQL")?;
     let (pg, auth) = (pg.clone(), auth.clone());
-    Ok(AbortOnDrop(tokio::spawn(async move {
+    Ok(task::spawn(async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(AUTH_SYNC_INTERVAL) => {}
@@ -129,7 +130,7 @@ pub async fn share_auth(
                 warn!(error = %e, "cannot exchange the auth registry; retrying");
             }
         }
-    })))
+    }))
 }
 
 /// The middleware of an owner: once it lost the shard's lease, its data no longer follows
@@ -148,16 +149,6 @@ pub async fn refuse_when_deposed(
     next.run(req).await
 }
 
-/// A background task that ends with its owner.
-#[derive(Debug)]
-pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// The lease on a shard's WAL that this node holds while it serves, renewed in the
 /// background. Dropping it stops the renewal; [`ShardOwner::release`] also hands the lease
 /// back, so the next owner need not wait for it to expire.
@@ -165,7 +156,7 @@ impl Drop for AbortOnDrop {
 pub struct ShardOwner {
     pg: Pg,
     held: Held,
-    renew: tokio::task::JoinHandle<()>,
+    renew: Task<()>,
     /// Set once another node took the lease over.
     lost: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -192,7 +183,7 @@ impl ShardOwner {
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let renew = {
             let (pg, held, lost) = (pg.clone(), held.clone(), lost.clone());
-            tokio::spawn(async move {
+            task::spawn(async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
                     match lease::renew(&pg, &held, ttl).await {
@@ -242,12 +233,6 @@ impl ShardOwner {
         if let Err(e) = lease::release(&self.pg, &self.held).await {
             warn!(error = %e, lease = %self.held.name, "cannot release the shard's lease; it expires by itself");
         }
-    }
-}
-
-impl Drop for ShardOwner {
-    fn drop(&mut self) {
-        self.renew.abort();
     }
 }
 

@@ -192,8 +192,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         };
         (
-            tokio::spawn(crate::workload::run(alloc.clone(), cfg)),
-            tokio::spawn(crate::workload::follow_leases(alloc, fleet.sims.clone())),
+            rigwatch_common::task::spawn(crate::workload::run(alloc.clone(), cfg)),
+            rigwatch_common::task::spawn(crate::workload::follow_leases(alloc, fleet.sims.clone())),
         )
     });
     if workload.is_some() {

@@ -411,9 +411,9 @@ pub struct Running {
     /// The shard lease, when nodes share a catalog.
     owner: Option<crate::cluster::ShardOwner>,
     /// The exchange of the auth registry with the other nodes.
-    _auth_sync: Option<crate::cluster::AbortOnDrop>,
+    _auth_sync: Option<rigwatch_common::task::Task<()>>,
     stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: rigwatch_common::task::Task<std::io::Result<()>>,
 }
 
 impl Running {
@@ -722,7 +722,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         _ => None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
+    let task = rigwatch_common::task::spawn(async move {
         // The peer address lets the access layer throttle failed sign-ins per client.
         axum::serve(
             listener,

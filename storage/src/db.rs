@@ -128,7 +128,7 @@ pub struct Db {
     subscribers: broadcast::Sender<Arc<WriteBatch>>,
     wakeup: Arc<Notify>,
     shutdown_tx: watch::Sender<bool>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tasks: Mutex<Vec<rigwatch_common::task::Task<()>>>,
     /// Parsed Parquet footers and page indexes of data files, shared by every session's
     /// scans (files are immutable and never reuse a path, so an entry never goes stale).
     parquet_metadata: Arc<FileMetadataCache>,
@@ -296,7 +296,7 @@ impl Db {
         });
         if let Some(at) = follow_from {
             // A follower: no WAL thread (writes are refused), no persist or compaction.
-            let task = tokio::spawn(follow::run(
+            let task = rigwatch_common::task::spawn(follow::run(
                 Arc::downgrade(&db),
                 at,
                 db.shutdown_tx.subscribe(),
@@ -313,7 +313,7 @@ impl Db {
             .spawn(move || wal_thread::run(weak, wal_writer, rx))?;
         *db.wal_thread.lock() = Some(handle);
         if db.config.background {
-            let task = tokio::spawn(maintenance::background(
+            let task = rigwatch_common::task::spawn(maintenance::background(
                 Arc::downgrade(&db),
                 db.wakeup.clone(),
                 db.shutdown_tx.subscribe(),

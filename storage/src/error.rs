@@ -1,5 +1,7 @@
 //! The storage crate's error type.
 
+use rigwatch_common::http_error::{HttpError, StatusCode};
+
 use std::path::PathBuf;
 
 use crate::batch::{FieldType, RowError};
@@ -98,21 +100,23 @@ impl std::fmt::Display for ColumnDesc {
     }
 }
 
-impl Error {
+impl HttpError for Error {
     /// The HTTP status this error maps to.
-    pub fn status_code(&self) -> u16 {
+    fn status_code(&self) -> StatusCode {
         match self {
-            Error::TypeConflict { .. } | Error::InvalidRow(_) | Error::TooManyColumns { .. } => 400,
+            Error::TypeConflict { .. } | Error::InvalidRow(_) | Error::TooManyColumns { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Error::Backpressure { .. }
             | Error::ShuttingDown
             | Error::Fenced(_)
-            | Error::ReadOnly => 503,
-            _ => 500,
+            | Error::ReadOnly => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Whether the same request may succeed if retried later.
-    pub fn is_retryable(&self) -> bool {
+    fn is_retryable(&self) -> bool {
         matches!(
             self,
             Error::Backpressure { .. } | Error::ShuttingDown | Error::Fenced(_)

@@ -81,13 +81,8 @@ pub struct Pg {
 
 struct Conn {
     client: Client,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Drives the connection; stopped when the connection is dropped.
+    _task: rigwatch_common::task::Task<()>,
 }
 
 impl std::fmt::Debug for Pg {
@@ -158,12 +153,15 @@ impl Pg {
                 .await
                 .map_err(|e| self.error("cannot connect to", e))?;
             let url = redact(&self.url);
-            let task = tokio::spawn(async move {
+            let task = rigwatch_common::task::spawn(async move {
                 if let Err(error) = connection.await {
                     warn!(%error, %url, "PostgreSQL connection closed");
                 }
             });
-            *slot = Some(Conn { client, task });
+            *slot = Some(Conn {
+                client,
+                _task: task,
+            });
         }
         Ok(PgGuard(slot))
     }

@@ -52,10 +52,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use parking_lot::Mutex;
+use rigwatch_common::http_error::{ErrorBody, error_response};
 use rigwatch_storage::auth::{AuthStore, Principal, Role};
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
 use rigwatch_storage::{Db, WriteOptions};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::claims::{CLAIMS_FILE, Claim, ClaimError, Claims, validate_uuid};
@@ -253,42 +254,26 @@ fn adopt_registered(registry: &Registry, claims: &Claims) -> std::io::Result<()>
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
-struct ErrorBody {
-    code: &'static str,
-    message: String,
+/// The one error body (`rigwatch_common::http_error`), its kind following from the status.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    ErrorBody::for_status(status, message).response(status)
 }
 
-fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
-    let mut resp = (
-        status,
-        axum::Json(ErrorBody {
-            code,
-            message: message.into(),
-        }),
-    )
-        .into_response();
-    match status {
-        StatusCode::UNAUTHORIZED => {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"rigwatch\""),
-            );
-        }
-        StatusCode::SERVICE_UNAVAILABLE => {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        _ => {}
-    }
-    resp
+/// The one error body with a kind of its own that an agent or a script can act on
+/// (`unregistered`, `limit`).
+fn error_kind(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Response {
+    ErrorBody::new(kind, message).response(status)
 }
 
 /// An error answer on its way out of a helper (boxed: a `Response` is large).
 type Reject = Box<Response>;
 
-fn reject(status: StatusCode, code: &'static str, message: impl Into<String>) -> Reject {
-    Box::new(error(status, code, message))
+fn reject(status: StatusCode, message: impl Into<String>) -> Reject {
+    Box::new(error(status, message))
+}
+
+fn reject_kind(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Reject {
+    Box::new(error_kind(status, kind, message))
 }
 
 /// The principal of the request's bearer token, or the 401 to answer.
@@ -296,7 +281,6 @@ fn authenticate(auth: &AuthStore, headers: &HeaderMap) -> Result<Principal, Reje
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(reject(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
             "missing `Authorization: Bearer <token>` header; create an agent token with `rigwatch supplier add <name>` or `rigwatch supplier token <name>`",
         ));
     };
@@ -311,14 +295,12 @@ fn authenticate(auth: &AuthStore, headers: &HeaderMap) -> Result<Principal, Reje
     let Some(token) = token else {
         return Err(reject(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
             "the Authorization header must be `Bearer <token>`",
         ));
     };
     auth.authenticate(token).ok_or_else(|| {
         reject(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
             "invalid token: unknown, revoked, expired, or its supplier is disabled",
         )
     })
@@ -331,7 +313,6 @@ fn agent_supplier(auth: &AuthStore, headers: &HeaderMap) -> Result<String, Rejec
         (Role::Agent, Some(s)) => Ok(s),
         (role, _) => Err(reject(
             StatusCode::FORBIDDEN,
-            "forbidden",
             format!(
                 "token {} has role `{role}`; agent routes need an agent token (`rigwatch supplier token <name> --role agent`)",
                 p.token_id
@@ -362,7 +343,6 @@ async fn inventory(
         (Some(own), Some(asked)) if own != asked => {
             return error(
                 StatusCode::FORBIDDEN,
-                "forbidden",
                 format!(
                     "token {} belongs to supplier `{own}`, not `{asked}`",
                     p.token_id
@@ -395,12 +375,11 @@ async fn write(
     let Some(worker) = params.worker else {
         return error(
             StatusCode::BAD_REQUEST,
-            "invalid",
             "missing `?worker=`: the worker this batch comes from",
         );
     };
     let Some(registered) = shared.registry.get(&supplier, &worker) else {
-        return error(
+        return error_kind(
             StatusCode::FORBIDDEN,
             "unregistered",
             format!(
@@ -435,7 +414,7 @@ async fn write(
     let precision = match params.precision.as_deref().map(str::parse::<Precision>) {
         None => Precision::Ns,
         Some(Ok(p)) => p,
-        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let id = match batch_id(&headers) {
         Ok(id) => id,
@@ -468,10 +447,10 @@ async fn write(
     let (mut batch, digest, supplier, worker, regions) = match parsed {
         Ok(Ok(b)) => b,
         Ok(Err(r)) => return *r,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     if let Err(m) = admit_regions(&shared.regions, &supplier, &regions) {
-        return error(StatusCode::CONFLICT, "limit", m);
+        return error_kind(StatusCode::CONFLICT, "limit", m);
     }
     let partition_ns = shared.state.db.partition_ns().max(1);
     let mut partitions: Vec<i64> = batch
@@ -483,7 +462,7 @@ async fn write(
         .partitions
         .charge(&format!("supplier:{supplier}"), partitions)
     {
-        let mut resp = error(
+        let mut resp = error_kind(
             StatusCode::TOO_MANY_REQUESTS,
             "limit",
             format!(
@@ -511,24 +490,20 @@ async fn write(
                 .into_response();
         }
         Begin::InFlight => {
-            return (
+            return error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
-                axum::Json(serde_json::json!({
-                    "code": "unavailable",
-                    "message": "the same batch is being stored by an earlier request; retry",
-                })),
-            )
-                .into_response();
+                "the same batch is being stored by an earlier request; retry",
+            );
         }
         Begin::Conflict => {
             let id = id.map(|i| i.to_string()).unwrap_or_default();
             warn!(%supplier, %worker, %id, "batch id reused with other content: refused");
             return error(
                 StatusCode::CONFLICT,
-                "conflict",
                 format!(
-                    "batch `{id}` was stored before with other content; an agent must not reuse                      a batch id (its spool directory's `batch_ids` file numbers them); nothing of                      this request was stored"
+                    "batch `{id}` was stored before with other content; an agent must not reuse \
+                     a batch id (its spool directory's `batch_ids` file numbers them); nothing of \
+                     this request was stored"
                 ),
             );
         }
@@ -552,6 +527,9 @@ async fn write(
     // flight" for ever and every retry of this batch would be told to come back later.
     let task = {
         let shared = shared.clone();
+        // Detached on purpose (the one exception to `rigwatch_common::task::spawn`): it must
+        // finish when the request that started it is dropped. It ends with its write.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move {
             let mut claim = ClaimGuard {
                 batches: &shared.batches,
@@ -575,7 +553,7 @@ async fn write(
     match task.await {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(r)) => *r,
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -612,7 +590,6 @@ struct OwnedGpu {
 fn forbidden(message: String) -> Reject {
     reject(
         StatusCode::FORBIDDEN,
-        "forbidden",
         format!("{message}; nothing of this request was stored"),
     )
 }
@@ -620,7 +597,6 @@ fn forbidden(message: String) -> Reject {
 fn invalid(message: String) -> Reject {
     reject(
         StatusCode::BAD_REQUEST,
-        "invalid",
         format!("{message}; nothing of this request was stored"),
     )
 }
@@ -638,14 +614,13 @@ fn stamp(
     window: &Window,
     regions: &mut Vec<String>,
 ) -> Result<WriteBatch, Reject> {
-    let text = utf8(body).map_err(|e| reject(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+    let text = utf8(body).map_err(|e| reject(StatusCode::BAD_REQUEST, e.to_string()))?;
     let mut parsed = WriteBatch::with_capacity(text.len() / 300, text.len());
     let errors = line_protocol::parse(text, precision, window.now, &mut parsed);
     if !errors.is_empty() {
         let listed: Vec<String> = errors.iter().take(10).map(|e| e.to_string()).collect();
         return Err(reject(
             StatusCode::BAD_REQUEST,
-            "invalid",
             format!(
                 "{} bad line(s), nothing stored: {}",
                 errors.len(),
@@ -751,7 +726,6 @@ fn batch_id(headers: &HeaderMap) -> Result<Option<dedup::BatchId>, Reject> {
         .map_err(|e: dedup::BatchIdError| {
             reject(
                 StatusCode::BAD_REQUEST,
-                "invalid",
                 format!("header `{}`: {e}", dedup::BATCH_HEADER),
             )
         })
@@ -770,7 +744,6 @@ async fn store(db: &Db, batch: WriteBatch) -> Result<(), Reject> {
                 .collect();
             Err(reject(
                 StatusCode::BAD_REQUEST,
-                "invalid",
                 format!(
                     "partial write: {} row(s) rejected, {} accepted: {}",
                     outcome.rejected.len(),
@@ -779,16 +752,7 @@ async fn store(db: &Db, batch: WriteBatch) -> Result<(), Reject> {
                 ),
             ))
         }
-        Err(e) => {
-            let status =
-                StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let code = if e.is_retryable() {
-                "unavailable"
-            } else {
-                "internal"
-            };
-            Err(reject(status, code, e.to_string()))
-        }
+        Err(e) => Err(Box::new(error_response(&e))),
     }
 }
 
@@ -799,7 +763,6 @@ async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Byte
         .map_err(|_| {
             reject(
                 StatusCode::REQUEST_TIMEOUT,
-                "timeout",
                 format!(
                     "the request body did not arrive within {} s; nothing of it was stored",
                     timeout.as_secs()
@@ -809,7 +772,6 @@ async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Byte
         .map_err(|_| {
             reject(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too large",
                 format!("body over {limit} bytes"),
             )
         })?;
@@ -823,17 +785,12 @@ async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Byte
         Some("gzip") | Some("x-gzip") => {
             let inflated = tokio::task::spawn_blocking(move || gzip::decompress(&raw, limit))
                 .await
-                .map_err(|e| reject(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-                .map_err(|e| {
-                    let status =
-                        StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::BAD_REQUEST);
-                    reject(status, "invalid", e.to_string())
-                })?;
+                .map_err(|e| reject(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .map_err(|e| Box::new(error_response(&e)))?;
             Ok(Bytes::from(inflated))
         }
         Some(other) => Err(reject(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported",
             format!("Content-Encoding `{other}` is not supported; use gzip or none"),
         )),
     }

@@ -117,7 +117,7 @@ struct Batch {
 #[derive(Debug)]
 pub struct AgentHandle {
     stop: Arc<watch::Sender<bool>>,
-    task: tokio::task::JoinHandle<Result<(), AgentError>>,
+    task: rigwatch_common::task::Task<Result<(), AgentError>>,
     pub stats: Arc<AgentStats>,
 }
 
@@ -142,7 +142,7 @@ impl AgentHandle {
         let client = Client::new(&config.server, &config.token, config.request_timeout)
             .map_err(|e| AgentError::Client(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(transport_task(
+        let task = rigwatch_common::task::spawn(transport_task(
             config,
             collector,
             ids,

@@ -1,3 +1,4 @@
+use rigwatch_common::http_error::HttpError;
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
@@ -149,7 +150,7 @@ fn precision_and_default_time() {
     }
     let err = "sec".parse::<Precision>().unwrap_err();
     assert!(matches!(err, IngestError::UnknownPrecision { ref value } if value == "sec"));
-    assert_eq!(err.status_code(), 400);
+    assert_eq!(err.status_code().as_u16(), 400);
 }
 
 #[test]

@@ -78,7 +78,7 @@ async fn release(server: &AgentServer, token: &str, uuid: &str) -> (StatusCode, 
 }
 
 fn message(body: &Value) -> &str {
-    body["message"].as_str().unwrap_or_default()
+    body["error"].as_str().unwrap_or_default()
 }
 
 /// `count(*)` of `table` for `supplier` (0 if the table does not exist).
@@ -117,7 +117,7 @@ async fn registering_another_suppliers_gpu_is_refused_recorded_and_nothing_is_st
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["code"], "conflict");
+    assert_eq!(body["errorType"], "conflict");
     let msg = message(&body);
     assert!(msg.contains("gpus[1]") && msg.contains("`GPU-A1`"), "{msg}");
     assert!(
@@ -404,7 +404,7 @@ async fn per_supplier_caps_refuse_with_the_cap_and_its_flag() {
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["code"], "limit");
+    assert_eq!(body["errorType"], "limit");
     let msg = message(&body);
     assert!(
         msg.contains("at most 2")

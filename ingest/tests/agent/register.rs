@@ -159,7 +159,7 @@ async fn write_needs_a_valid_agent_token_and_a_registered_worker() {
         .unwrap();
     assert_eq!(resp.status(), 403);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["code"], "unregistered");
+    assert_eq!(body["errorType"], "unregistered");
     assert_eq!(server.count("gpu").await, 0);
 
     // Registered, it goes through and the server stamps supplier and worker.

@@ -40,7 +40,7 @@ async fn rows_claiming_another_supplier_are_refused_and_nothing_is_stored() {
         .unwrap();
     assert_eq!(resp.status(), 403);
     let err: Value = resp.json().await.unwrap();
-    let msg = err["message"].as_str().unwrap();
+    let msg = err["error"].as_str().unwrap();
     assert!(msg.contains("line 2"), "{msg}");
     assert!(msg.contains("`bravo`") && msg.contains("`alpha`"), "{msg}");
     assert_eq!(server.count("gpu").await, 0);

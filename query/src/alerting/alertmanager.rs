@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::rules::{EvalOutput, RuleSet, payload};
-use tokio::task::JoinHandle;
+use rigwatch_common::task::{self, Task};
 
 use super::Metrics;
 use super::outbox::{self, Queue};
@@ -62,7 +62,7 @@ impl Alertmanagers {
         data_dir: &Path,
         capacity: usize,
         metrics: &Metrics,
-        tasks: &mut Vec<JoinHandle<()>>,
+        tasks: &mut Vec<Task<()>>,
     ) -> anyhow::Result<Self> {
         if !bases.is_empty() && resend.is_zero() {
             anyhow::bail!("--alertmanager-resend-delay must be more than 0");
@@ -71,7 +71,7 @@ impl Alertmanagers {
         for base in bases {
             let url = alerts_url(base)?;
             let q = Arc::new(Queue::open_for(data_dir, &url, capacity)?);
-            tasks.push(tokio::spawn(outbox::deliver(
+            tasks.push(task::spawn(outbox::deliver(
                 url,
                 q.clone(),
                 metrics.clone(),

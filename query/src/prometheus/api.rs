@@ -148,12 +148,8 @@ impl From<crate::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "status": "error",
-            "errorType": self.kind,
-            "error": self.message,
-        });
-        (self.status, axum::Json(body)).into_response()
+        // Prometheus' error shape is rigwatch's one error body.
+        rigwatch_common::http_error::ErrorBody::new(self.kind, self.message).response(self.status)
     }
 }
 

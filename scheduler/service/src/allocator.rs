@@ -173,7 +173,7 @@ pub struct AllocService {
     writer: Arc<tokio::sync::Mutex<()>>,
     /// The service's running tasks (feeder, ticker, fault handling), stopped by
     /// [`AllocService::stop`].
-    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    tasks: Arc<Mutex<Vec<rigwatch_common::task::Task<()>>>>,
 }
 
 /// What `POST /api/v1/jobs` accepts.
@@ -484,7 +484,7 @@ impl AllocService {
 
     /// Keeps a task's handle so that [`AllocService::stop`] can stop it (finished ones are
     /// forgotten here).
-    fn track(&self, task: tokio::task::JoinHandle<()>) {
+    fn track(&self, task: rigwatch_common::task::Task<()>) {
         let mut tasks = self.tasks.lock();
         tasks.retain(|t| !t.is_finished());
         tasks.push(task);
@@ -575,7 +575,7 @@ impl AllocService {
     fn spawn_feeder(&self) {
         let mut rx = self.db.subscribe();
         let state = self.state.clone();
-        self.track(tokio::spawn(async move {
+        self.track(rigwatch_common::task::spawn(async move {
             loop {
                 let batch = match rx.recv().await {
                     Ok(b) => b,
@@ -647,7 +647,7 @@ impl AllocService {
     /// Each tick: place queued jobs, accrue open leases, persist what changed.
     fn spawn_ticker(&self, tick: Duration) {
         let svc = self.clone();
-        self.track(tokio::spawn(async move {
+        self.track(rigwatch_common::task::spawn(async move {
             let mut every = tokio::time::interval(tick);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -911,7 +911,9 @@ impl AllocService {
         if hardware && matches!(health, Health::Unhealthy) {
             let svc = self.clone();
             let uuid = uuid.to_string();
-            self.track(tokio::spawn(async move { svc.fault_gpu(&uuid).await }));
+            self.track(rigwatch_common::task::spawn(async move {
+                svc.fault_gpu(&uuid).await
+            }));
         }
     }
 

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
+use rigwatch_common::task::{self, Task};
 use rigwatch_query::QueryService;
 use rigwatch_query::rows::Rows;
 use rigwatch_scheduler::Health;
@@ -32,7 +33,6 @@ use rigwatch_scheduler::health::{
 use rigwatch_storage::batch::{FieldValue, Row, WriteBatch};
 use rigwatch_storage::{Db, WriteOptions};
 use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 /// Fault detection options of `rigwatch serve`.
@@ -99,13 +99,7 @@ pub type HealthChange = Arc<Transition>;
 pub struct FaultHandle {
     changes: broadcast::Sender<HealthChange>,
     metrics: Metrics,
-    task: JoinHandle<()>,
-}
-
-impl Drop for FaultHandle {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: Task<()>,
 }
 
 impl FaultHandle {
@@ -168,7 +162,7 @@ pub async fn spawn(
             f(t);
         }
     }
-    let task = tokio::spawn(detect(
+    let task = task::spawn(detect(
         db,
         rx,
         engine,
@@ -180,7 +174,7 @@ pub async fn spawn(
     FaultHandle {
         changes,
         metrics,
-        task,
+        _task: task,
     }
 }
 

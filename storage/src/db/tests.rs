@@ -1,6 +1,7 @@
 //! Unit tests of the database lifecycle that need no HTTP: retention, subscriptions,
 //! backpressure, quarantine of a corrupt file at open.
 
+use rigwatch_common::http_error::HttpError;
 use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
@@ -94,7 +95,7 @@ async fn over_budget_writes_are_refused_and_nothing_is_lost() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Backpressure { .. }), "{err}");
-    assert_eq!(err.status_code(), 503);
+    assert_eq!(err.status_code().as_u16(), 503);
     db.persist().await.unwrap();
     db.write(rows(&[3]), WriteOptions::default()).await.unwrap();
     assert_eq!(count(&db).await, 2);

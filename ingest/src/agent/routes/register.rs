@@ -21,7 +21,8 @@ use tracing::{info, warn};
 
 use super::{
     Claim, ClaimError, REPORT_EVERY_NS, REPORTED_MAX, Reject, SECURITY_EVENT_TABLE, Shared,
-    WorkerRecord, agent_supplier, authenticate, error, now_ns, reject, store, validate_uuid,
+    WorkerRecord, agent_supplier, authenticate, error, now_ns, reject, reject_kind, store,
+    validate_uuid,
 };
 use crate::agent::transport::Registration;
 
@@ -33,7 +34,7 @@ fn over_limit(what: String, flag: &str) -> Reject {
             .replace('-', "_")
             .to_uppercase()
     );
-    reject(
+    reject_kind(
         StatusCode::CONFLICT,
         "limit",
         format!(
@@ -59,16 +60,11 @@ fn check_gpus(shared: &Shared, reg: &Registration) -> Result<(), Reject> {
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(reg.gpus.len());
     for (i, g) in reg.gpus.iter().enumerate() {
         if let Err(e) = validate_uuid(&g.uuid) {
-            return Err(reject(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("gpus[{i}]: {e}"),
-            ));
+            return Err(reject(StatusCode::BAD_REQUEST, format!("gpus[{i}]: {e}")));
         }
         if let Some(first) = seen.insert(&g.uuid, i) {
             return Err(reject(
                 StatusCode::BAD_REQUEST,
-                "invalid",
                 format!("gpus[{i}] repeats the uuid `{}` of gpus[{first}]", g.uuid),
             ));
         }
@@ -79,7 +75,6 @@ fn check_gpus(shared: &Shared, reg: &Registration) -> Result<(), Reject> {
         {
             return Err(reject(
                 StatusCode::BAD_REQUEST,
-                "invalid",
                 format!(
                     "gpus[{i}]: model `{}` is a {} ({} to {} MiB), but memory_total_mib is {}: the name and the memory NVML reports must agree",
                     g.model, f.name, f.min_memory_mib, f.memory_mib, g.memory_total_mib
@@ -147,7 +142,6 @@ async fn refuse_conflicts(
     };
     error(
         StatusCode::CONFLICT,
-        "conflict",
         format!(
             "gpus[{i}]: GPU `{uuid}` is registered to another supplier{more}; nothing of this \
              registration was stored. A GPU moves to another supplier only after its claim is \
@@ -221,7 +215,6 @@ pub(super) async fn register(
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "invalid",
                 format!("registration is not valid JSON: {e}"),
             );
         }
@@ -229,7 +222,6 @@ pub(super) async fn register(
     if let Err(e) = validate_supplier_name(&reg.worker) {
         return error(
             StatusCode::BAD_REQUEST,
-            "invalid",
             format!(
                 "worker name: {}",
                 e.to_string().replace("supplier name", "name")
@@ -274,11 +266,7 @@ pub(super) async fn register(
             row.field("mig_enabled", FieldValue::Bool(m));
         }
         if let Err(e) = row.finish(i as u32 + 1) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("gpus[{i}]: {e}"),
-            );
+            return error(StatusCode::BAD_REQUEST, format!("gpus[{i}]: {e}"));
         }
     }
     if let Err(r) = store(&shared.state.db, batch).await {
@@ -305,16 +293,15 @@ pub(super) async fn register(
         Ok(Ok(())) => {}
         // Checked under `changing`: only a bug gets here.
         Ok(Err(e @ ClaimError::Conflict { .. })) => {
-            return error(StatusCode::CONFLICT, "conflict", e.to_string());
+            return error(StatusCode::CONFLICT, e.to_string());
         }
         Ok(Err(ClaimError::Io(e))) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
                 format!("cannot save the agent registration: {e}"),
             );
         }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
     axum::Json(serde_json::json!({
         "supplier": supplier,
@@ -344,7 +331,6 @@ pub(super) async fn release(
             None => {
                 return error(
                     StatusCode::FORBIDDEN,
-                    "forbidden",
                     format!("token {} names no supplier", p.token_id),
                 );
             }
@@ -352,7 +338,6 @@ pub(super) async fn release(
         role => {
             return error(
                 StatusCode::FORBIDDEN,
-                "forbidden",
                 format!(
                     "token {} has role `{role}`; releasing a GPU needs an admin token or a \
                      supplier or agent token of the GPU's supplier",
@@ -373,7 +358,6 @@ pub(super) async fn release(
         };
         return error(
             StatusCode::NOT_FOUND,
-            "not found",
             format!("GPU `{uuid}` is not registered to {whose}"),
         );
     };
@@ -391,11 +375,10 @@ pub(super) async fn release(
         Ok(Err(e)) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
                 format!("cannot save the release: {e}"),
             );
         }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
     info!(gpu_uuid = %uuid, supplier = %claim.supplier, worker = %claim.worker, by = %p.token_id, "GPU claim released");
     axum::Json(serde_json::json!({
