@@ -2,6 +2,7 @@
 //! known variants (matched exhaustively below, so a new variant must be reviewed here), points
 //! inside the body and displays, and every content line gives exactly one row or one error.
 
+use rigwatch_common::http_error::HttpError;
 use rigwatch_ingest::{IngestError, LineError, LineErrorKind};
 use rigwatch_storage::batch::WriteBatch;
 
@@ -76,9 +77,9 @@ pub fn check_ingest_error(e: &IngestError) {
         | IngestError::BadSnappy { .. }
         | IngestError::BadProtobuf { .. }
         | IngestError::NotUtf8 { .. }
-        | IngestError::UnknownPrecision { .. } => assert_eq!(e.status_code(), 400),
-        IngestError::TooLarge { .. } => assert_eq!(e.status_code(), 413),
-        IngestError::UnsupportedEncoding { .. } => assert_eq!(e.status_code(), 415),
+        | IngestError::UnknownPrecision { .. } => assert_eq!(e.status_code().as_u16(), 400),
+        IngestError::TooLarge { .. } => assert_eq!(e.status_code().as_u16(), 413),
+        IngestError::UnsupportedEncoding { .. } => assert_eq!(e.status_code().as_u16(), 415),
     }
     assert!(!e.to_string().is_empty());
 }
