@@ -267,7 +267,7 @@ pub const XID_METRIC: &str = "DCGM_FI_DEV_XID_ERRORS";
 pub const XID_HELP: &str = "Value of the last XID error encountered.";
 
 /// The table and field [`XID_METRIC`] reads.
-pub const XID_TABLE: &str = "gpu_fault";
+pub const XID_TABLE: &str = crate::tables::GPU_FAULT;
 pub const XID_FIELD: &str = "code";
 
 /// The field a dcgm-exporter metric carries, if the agent writes it.

@@ -9,6 +9,7 @@
 //! - [`money`]: amounts in integer micro-units, exact decimal parsing and formatting, and
 //!   currencies' minor units.
 //! - [`rng`]: the seeded generator simulations draw from.
+//! - [`tables`]: the name of every table rigwatch writes, and what its rows hold.
 //! - `task` (feature `task`): spawned tasks that stop when their handle is dropped.
 //! - [`http_error`]: the one error body of rigwatch's own HTTP APIs and the error trait behind
 //!   it.
@@ -18,5 +19,6 @@ pub mod gpu_model;
 pub mod http_error;
 pub mod money;
 pub mod rng;
+pub mod tables;
 #[cfg(feature = "task")]
 pub mod task;

@@ -2,6 +2,7 @@
 //! view of their columns, and column types.
 
 use arrow::datatypes::{DataType, SchemaRef};
+use rigwatch_common::tables;
 
 use crate::ast::Noun;
 
@@ -59,15 +60,15 @@ impl Noun {
     /// The stored table behind the noun.
     pub fn table(self) -> &'static str {
         match self {
-            Noun::Gpus => "gpu",
-            Noun::Faults => "gpu_fault",
-            Noun::Health => "gpu_health",
-            Noun::Leases => "lease",
-            Noun::Jobs => "job",
-            Noun::Earnings => "earnings",
-            Noun::Heartbeats => "heartbeat",
-            Noun::Hosts => "host",
-            Noun::Payouts => "payout",
+            Noun::Gpus => tables::GPU,
+            Noun::Faults => tables::GPU_FAULT,
+            Noun::Health => tables::GPU_HEALTH,
+            Noun::Leases => tables::LEASE,
+            Noun::Jobs => tables::JOB,
+            Noun::Earnings => tables::EARNINGS,
+            Noun::Heartbeats => tables::HEARTBEAT,
+            Noun::Hosts => tables::HOST,
+            Noun::Payouts => tables::PAYOUT,
         }
     }
 

@@ -45,7 +45,7 @@ use crate::QueryService;
 use crate::prometheus::source;
 
 /// The table alert state is written to (reads back in PromQL as `ALERTS`).
-pub const ALERTS_TABLE: &str = "ALERTS";
+pub const ALERTS_TABLE: &str = rigwatch_common::tables::ALERTS;
 
 /// Counters of the rule evaluator.
 #[derive(Debug, Clone, Default)]

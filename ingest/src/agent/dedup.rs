@@ -36,7 +36,7 @@ use rigwatch_storage::Db;
 use sha2::{Digest, Sha256};
 
 /// Where stored batches are recorded.
-pub const BATCH_TABLE: &str = "agent_batch";
+pub const BATCH_TABLE: &str = rigwatch_common::tables::AGENT_BATCH;
 
 /// The field of [`BATCH_TABLE`] holding a batch's [`BatchId`] (as `<epoch>-<seq>`).
 pub const ID_FIELD: &str = "batch";

@@ -71,7 +71,7 @@ host_fields! {
 }
 
 /// The table host rows go to.
-pub const TABLE: &str = "host";
+pub const TABLE: &str = rigwatch_common::tables::HOST;
 
 const FIELD_COUNT: usize = FIELDS.len();
 const _: () = assert!(FIELD_COUNT <= 32);

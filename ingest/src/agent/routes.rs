@@ -76,7 +76,7 @@ use window::Window;
 /// `kind` (`gpu_claim_conflict`), `claimant`, `owner` (suppliers), `gpu_uuid`; fields
 /// `worker` (the claimant's), `owner_worker`. Deliberately without a `supplier` tag, so no
 /// supplier-scoped token can see it.
-pub const SECURITY_EVENT_TABLE: &str = "security_event";
+pub const SECURITY_EVENT_TABLE: &str = rigwatch_common::tables::SECURITY_EVENT;
 
 /// The same claimant refused for the same GPU is recorded at most once per this period (an
 /// agent retries its registration with backoff; one row says enough).

@@ -15,6 +15,7 @@
 
 use std::fmt::Write as _;
 
+use rigwatch_common::tables;
 use rigwatch_storage::batch::{FieldType, FieldValue};
 
 use super::fields::{GpuLine, Kind, METRICS};
@@ -52,14 +53,14 @@ pub const MAX_REGIONS_PER_SUPPLIER: usize = 64;
 /// forgeable by a supplier's machine.
 pub const AGENT_TABLES: [AgentTable; 4] = [
     AgentTable {
-        name: "gpu",
+        name: tables::GPU,
         tags: &GpuLine::TAGS,
         fields: &GpuLine::ATTRIBUTES,
         metrics: true,
         per_gpu: true,
     },
     AgentTable {
-        name: "gpu_fault",
+        name: tables::GPU_FAULT,
         // `kind`: `xid` (with `code`, the XID) or `reset`.
         tags: &[GPU_UUID_TAG, "gpu_index", "model", "region", "kind"],
         fields: &[("code", I64), ("severity", Str)],
@@ -67,7 +68,7 @@ pub const AGENT_TABLES: [AgentTable; 4] = [
         per_gpu: true,
     },
     AgentTable {
-        name: "heartbeat",
+        name: tables::HEARTBEAT,
         tags: &["region"],
         fields: &[
             ("seq", I64),
@@ -220,7 +221,7 @@ impl AgentTable {
                     ));
                 }
             }
-            "kind" if self.name == "gpu_fault" && !matches!(value, "xid" | "reset") => {
+            "kind" if self.name == tables::GPU_FAULT && !matches!(value, "xid" | "reset") => {
                 return Err(format!(
                     "line {line}: tag `kind` of table `gpu_fault` is `xid` or `reset`"
                 ));

@@ -25,6 +25,7 @@ use axum::Router;
 use parking_lot::Mutex;
 use rigwatch_common::http_error::{HttpError, StatusCode};
 use rigwatch_common::money::Currency;
+use rigwatch_common::tables;
 use rigwatch_query::QueryService;
 use rigwatch_scheduler::extender::ExtenderState;
 use rigwatch_scheduler::{
@@ -267,9 +268,12 @@ impl AllocService {
         // GPUs seen in the last hour, so open leases find their GPUs again.
         let recent = rows(
             &q,
-            "gpu",
-            "SELECT supplier, worker, gpu_uuid, model, max(memory_total_mib) AS mem \
-             FROM gpu WHERE time > now() - interval '1 hour' GROUP BY 1, 2, 3, 4",
+            tables::GPU,
+            &format!(
+                "SELECT supplier, worker, gpu_uuid, model, max(memory_total_mib) AS mem \
+                 FROM {} WHERE time > now() - interval '1 hour' GROUP BY 1, 2, 3, 4",
+                tables::GPU
+            ),
         )
         .await
         .unwrap_or_default();
@@ -287,7 +291,12 @@ impl AllocService {
         }
         // `*`: columns appear with their first value, so before any lease has ended there is
         // no `end_ms` column to name.
-        let lease_rows = rows(&q, "lease", "SELECT * FROM lease").await?;
+        let lease_rows = rows(
+            &q,
+            tables::LEASE,
+            &format!("SELECT * FROM {}", tables::LEASE),
+        )
+        .await?;
         let mut leases = Vec::new();
         for r in lease_rows.iter() {
             let lease = lease_from_row(&r).context("a stored lease cannot be read")?;
@@ -320,9 +329,12 @@ impl AllocService {
         let mut ledger = Ledger::new(card);
         let entries = rows(
             &q,
-            "earnings",
+            tables::EARNINGS,
             // `*`: rows from before micro-units have other columns (see EARNINGS_ROW_VERSION).
-            "SELECT *, CAST(time AS BIGINT) / 1000000 AS from_ms FROM earnings",
+            &format!(
+                "SELECT *, CAST(time AS BIGINT) / 1000000 AS from_ms FROM {}",
+                tables::EARNINGS
+            ),
         )
         .await?;
         let n_entries = entries.len();
@@ -354,8 +366,11 @@ impl AllocService {
         let mut payouts = Vec::new();
         let payout_rows = rows(
             &q,
-            "payout",
-            "SELECT * FROM payout ORDER BY paid_ms, payout_id",
+            tables::PAYOUT,
+            &format!(
+                "SELECT * FROM {} ORDER BY paid_ms, payout_id",
+                tables::PAYOUT
+            ),
         )
         .await?;
         for r in payout_rows.iter() {
@@ -376,7 +391,7 @@ impl AllocService {
         }
         // Jobs: their own rows first (shape, queue position, state), then the leases.
         let mut jobs = BTreeMap::new();
-        let job_rows = rows(&q, "job", "SELECT * FROM job").await?;
+        let job_rows = rows(&q, tables::JOB, &format!("SELECT * FROM {}", tables::JOB)).await?;
         for r in job_rows.iter() {
             match job_from_row(&r, currency.micro_per_minor()) {
                 Some(rec) => {
@@ -587,7 +602,7 @@ impl AllocService {
                 };
                 let received = now_ms();
                 let mut st = state.lock();
-                for row in batch.rows().filter(|r| r.table() == "gpu") {
+                for row in batch.rows().filter(|r| r.table() == tables::GPU) {
                     let (mut sup, mut worker, mut uuid, mut model) = ("", "", "", "");
                     for (k, v) in row.tags() {
                         match k {

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
+use rigwatch_common::tables;
 use rigwatch_common::task::{self, Task};
 use rigwatch_query::QueryService;
 use rigwatch_query::rows::Rows;
@@ -211,7 +212,7 @@ fn gpu_ref<'a>(row: &Row<'a>) -> Option<GpuRef<'a>> {
 fn observe(engine: &mut HealthEngine, batch: &WriteBatch, out: &mut Vec<Event>) {
     for row in batch.rows() {
         match row.table() {
-            "gpu" => {
+            tables::GPU => {
                 let Some(g) = gpu_ref(&row) else { continue };
                 let mut m = Telemetry::default();
                 for (k, v) in row.fields() {
@@ -221,7 +222,7 @@ fn observe(engine: &mut HealthEngine, batch: &WriteBatch, out: &mut Vec<Event>) 
                 }
                 engine.observe_sample(g, row.time(), &m, out);
             }
-            "gpu_fault" => {
+            tables::GPU_FAULT => {
                 let Some(g) = gpu_ref(&row) else { continue };
                 let mut kind = "";
                 let mut code = None;
@@ -269,8 +270,8 @@ async fn restore(db: &Arc<Db>, engine: &mut HealthEngine) -> Vec<Transition> {
     let service = QueryService::new(db.clone());
     let rows = match Rows::query(
         &service,
-        "gpu_health",
-        "SELECT * FROM gpu_health ORDER BY time",
+        tables::GPU_HEALTH,
+        &format!("SELECT * FROM {} ORDER BY time", tables::GPU_HEALTH),
     )
     .await
     {
@@ -363,7 +364,7 @@ fn health_str(h: Health) -> &'static str {
 }
 
 fn fault_row(b: &mut WriteBatch, f: &Fault) {
-    let mut r = b.row("gpu_fault", f.time_ns);
+    let mut r = b.row(tables::GPU_FAULT, f.time_ns);
     for (k, v) in [
         ("supplier", f.gpu.supplier.as_str()),
         ("worker", f.gpu.worker.as_str()),
@@ -385,7 +386,7 @@ fn fault_row(b: &mut WriteBatch, f: &Fault) {
 }
 
 fn health_row(b: &mut WriteBatch, t: &Transition) {
-    let mut r = b.row("gpu_health", t.time_ns);
+    let mut r = b.row(tables::GPU_HEALTH, t.time_ns);
     for (k, v) in [
         ("supplier", t.gpu.supplier.as_str()),
         ("worker", t.gpu.worker.as_str()),

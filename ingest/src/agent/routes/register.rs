@@ -244,7 +244,7 @@ pub(super) async fn register(
     let mut batch = WriteBatch::with_capacity(reg.gpus.len(), reg.gpus.len() * 256);
     for (i, g) in reg.gpus.iter().enumerate() {
         let idx = g.index.to_string();
-        let mut row = batch.row("gpu_inventory", time);
+        let mut row = batch.row(rigwatch_common::tables::GPU_INVENTORY, time);
         row.tag("supplier", &supplier)
             .tag("worker", &reg.worker)
             .tag("gpu_uuid", &g.uuid)

@@ -39,7 +39,7 @@ pub enum View {
 }
 
 /// The table the dcgm-exporter view reads.
-pub const DCGM_TABLE: &str = "gpu";
+pub const DCGM_TABLE: &str = rigwatch_common::tables::GPU;
 
 /// Tags without a dcgm-exporter name that series in that view keep.
 const KEPT_TAGS: [&str; 2] = ["supplier", "region"];

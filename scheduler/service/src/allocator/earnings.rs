@@ -179,11 +179,13 @@ pub(super) async fn statements(
     let sql = format!(
         "SELECT supplier, CAST(sum(amount_micro) AS BIGINT) AS micro FROM earnings{filter} GROUP BY supplier"
     );
-    let stored = rows(&svc.query, "earnings", &sql).await.and_then(|r| {
-        r.iter()
-            .map(|r| Ok((r.req_str("supplier")?.to_string(), r.req_i64("micro")?)))
-            .collect::<anyhow::Result<BTreeMap<String, i64>>>()
-    });
+    let stored = rows(&svc.query, rigwatch_common::tables::EARNINGS, &sql)
+        .await
+        .and_then(|r| {
+            r.iter()
+                .map(|r| Ok((r.req_str("supplier")?.to_string(), r.req_i64("micro")?)))
+                .collect::<anyhow::Result<BTreeMap<String, i64>>>()
+        });
     let stored = match stored {
         Ok(s) => s,
         Err(e) => {

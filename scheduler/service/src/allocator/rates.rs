@@ -17,7 +17,7 @@ use rigwatch_storage::{FieldValue, WriteBatch};
 use super::rows::rows;
 
 /// The table of price changes.
-pub(super) const RATE_TABLE: &str = "rate_card";
+pub(super) const RATE_TABLE: &str = rigwatch_common::tables::RATE_CARD;
 
 /// The card in force and the rows of the changes this start makes (to be stored before
 /// anything is accrued with them).

@@ -1,5 +1,6 @@
 //! The allocator's rows: `lease`, `earnings` and `job`, written and read back at start.
 
+use rigwatch_common::tables;
 use rigwatch_query::QueryService;
 use rigwatch_query::rows::{Row, RowError, Rows};
 use rigwatch_scheduler::payout::Payout;
@@ -9,7 +10,7 @@ use rigwatch_storage::batch::{FieldValue, WriteBatch};
 use super::JobRecord;
 
 pub(super) fn lease_row(b: &mut WriteBatch, l: &Lease) {
-    let mut row = b.row("lease", l.start_ms * 1_000_000);
+    let mut row = b.row(tables::LEASE, l.start_ms * 1_000_000);
     row.tag("lease_id", &l.lease_id.to_string())
         .tag("job_id", &l.job_id.to_string())
         .tag("gpu_uuid", &l.gpu_uuid)
@@ -89,7 +90,7 @@ pub(super) const EARNINGS_ROW_VERSION: i64 = 2;
 /// (canonical), time = the entry's start; with everything a supplier needs to check the
 /// amount: `amount_micro` = ⌊rate × share × time⌋ telescoped over the lease (see the ledger).
 pub(super) fn earnings_row(b: &mut WriteBatch, e: &LedgerEntry) {
-    let mut row = b.row("earnings", e.from_ms * 1_000_000);
+    let mut row = b.row(tables::EARNINGS, e.from_ms * 1_000_000);
     row.tag("lease_id", &e.lease_id.to_string())
         .tag("gpu_uuid", &e.gpu_uuid)
         .tag("supplier", &e.supplier)
@@ -143,7 +144,7 @@ pub(super) fn entry_from_row(
 /// A payout's row in table `payout`: tags `payout_id`, `supplier`; fields `amount_micro`,
 /// `reference`, `paid_ms`; time = when it was recorded.
 pub(super) fn payout_row(b: &mut WriteBatch, p: &Payout, recorded_ms: i64) {
-    let mut row = b.row("payout", recorded_ms * 1_000_000);
+    let mut row = b.row(tables::PAYOUT, recorded_ms * 1_000_000);
     row.tag("payout_id", &p.payout_id.to_string())
         .tag("supplier", &p.supplier)
         .field("amount_micro", FieldValue::I64(p.amount_micro))
@@ -169,7 +170,7 @@ pub(super) fn payout_from_row(r: &Row<'_>) -> Result<Payout, RowError> {
 /// change with it, so a restart finds the job and its leases agreeing.
 pub(super) fn job_row(b: &mut WriteBatch, rec: &JobRecord) {
     let j = &rec.job;
-    let mut row = b.row("job", rec.submitted_ms * 1_000_000);
+    let mut row = b.row(tables::JOB, rec.submitted_ms * 1_000_000);
     row.tag("job_id", &j.id.to_string())
         .field("state", FieldValue::Str(rec.state.as_str()))
         .field("submitted_ms", FieldValue::I64(rec.submitted_ms))
