@@ -42,7 +42,7 @@ impl ErrorKind {
 
     /// Whether running the same query again may succeed (only a timeout can: the
     /// other kinds are about the query, the data or a bug).
-    pub fn retryable(self) -> bool {
+    pub fn is_retryable(self) -> bool {
         matches!(self, ErrorKind::Timeout)
     }
 }

@@ -166,7 +166,7 @@ fn limits_and_errors_have_api_kinds() {
     o.deadline = Some(Instant::now() - Duration::from_millis(1));
     let timeout = instant_query(&s, &e, M, &o).unwrap_err();
     assert_eq!(timeout.kind(), ErrorKind::Timeout);
-    assert!(timeout.kind().retryable() && timeout.kind().http_status() == 503);
+    assert!(timeout.kind().is_retryable() && timeout.kind().http_status() == 503);
     o.deadline = None;
     o.cancel = Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
         true,
