@@ -133,6 +133,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_COMPACTION_MIN_FILES", default_value_t = 4)]
     pub compaction_min_files: usize,
 
+    /// Once a tier of this span (aligned, e.g. a UTC day) has closed, merge its partitions'
+    /// files into one file, so long ranges open one file per tier instead of one per
+    /// partition; a multiple of --partition; 0 turns tiers off.
+    #[arg(long, env = "RIGWATCH_COMPACTION_TIER", default_value = "1d", value_parser = humantime::parse_duration)]
+    pub compaction_tier: Duration,
+
     /// Drop data older than this (e.g. 30d); 0 keeps everything.
     #[arg(long, env = "RIGWATCH_RETENTION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub retention: Duration,
@@ -330,6 +336,17 @@ impl ServeArgs {
         c.persist_age = self.persist_age;
         c.compaction_interval = self.compaction_interval;
         c.compaction_min_files = self.compaction_min_files;
+        if !self.compaction_tier.is_zero()
+            && (self.compaction_tier <= self.partition
+                || self.compaction_tier.as_nanos() % self.partition.as_nanos() != 0)
+        {
+            anyhow::bail!(
+                "--compaction-tier ({}) must be a multiple of --partition ({}) above it, or 0",
+                humantime::format_duration(self.compaction_tier),
+                humantime::format_duration(self.partition)
+            );
+        }
+        c.compaction_tier = (!self.compaction_tier.is_zero()).then_some(self.compaction_tier);
         c.retention = (!self.retention.is_zero()).then_some(self.retention);
         // Batch digests are needed only to recognise a retry (minutes): a day is plenty,
         // unless the operator says otherwise.

@@ -37,6 +37,22 @@ pub struct FileMeta {
     pub rows: u64,
     pub min_time: i64,
     pub max_time: i64,
+    /// The time (ns, from `partition`) the file holds when it holds several partitions: a
+    /// tier file, merged from a closed tier's partitions (`--compaction-tier`). 0 for a file
+    /// of one partition, as every file before tiers.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub span: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+impl FileMeta {
+    /// Whether the file holds a whole tier of partitions.
+    pub fn is_tier(&self) -> bool {
+        self.span > 0
+    }
 }
 
 /// One version of the catalog.

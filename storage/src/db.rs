@@ -14,6 +14,7 @@ mod follow;
 mod maintenance;
 #[cfg(test)]
 mod tests;
+mod tier;
 mod wal_thread;
 
 use std::collections::HashSet;
@@ -34,6 +35,7 @@ use tracing::{error, info, warn};
 
 pub use follow::FOLLOW_INTERVAL;
 pub use maintenance::{CompactStats, PersistStats};
+pub use tier::TierStats;
 use wal_thread::WalCmd;
 
 use crate::batch::WriteBatch;

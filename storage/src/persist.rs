@@ -86,6 +86,21 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Encodes the batches `rx` delivers (each in `schema`, in order) as one Parquet file; ends
+/// when the sender is dropped (CPU-bound: call from a blocking thread).
+pub fn encode_stream(
+    schema: &SchemaRef,
+    rx: std::sync::mpsc::Receiver<RecordBatch>,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, schema.clone(), Some(writer_properties(schema)))?;
+    for batch in rx {
+        w.write(&align(&batch, schema)?)?;
+    }
+    w.close()?;
+    Ok(out)
+}
+
 /// Writes `batch` to `path`; returns the file size.
 pub async fn write(store: &Arc<dyn ObjectStore>, path: &Path, batch: RecordBatch) -> Result<u64> {
     let bytes = tokio::task::spawn_blocking(move || encode(&batch))

@@ -67,6 +67,8 @@ const MIGRATIONS: &[&str] = &[
          file text NOT NULL,
          lines text NOT NULL
      );",
+    // 5: tier files (several partitions merged into one file): the time they span.
+    "ALTER TABLE rw_files ADD COLUMN span bigint NOT NULL DEFAULT 0;",
 ];
 
 /// A key for `pg_advisory_xact_lock` that no other application is likely to use.

@@ -248,12 +248,27 @@ impl TableProvider for DbTable {
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         let (min, max) = time_bounds(filters);
         let snap = self.db.snapshot(&self.def, min, max);
+        // Files and buffered rows of one partition may share keys and are merged; different
+        // partitions never do. A tier file holds a whole tier of partitions, so everything in
+        // its span is one group (a late write into a tier already merged).
+        let tiers: Vec<(i64, i64)> = snap
+            .files
+            .iter()
+            .filter(|f| f.is_tier())
+            .map(|f| (f.partition, f.partition.saturating_add(f.span)))
+            .collect();
+        let group_of = |p: i64| {
+            tiers
+                .iter()
+                .find(|(start, end)| (*start..*end).contains(&p))
+                .map_or(p, |(start, _)| *start)
+        };
         let mut parts: BTreeMap<i64, (Vec<FileMeta>, Vec<RecordBatch>)> = BTreeMap::new();
         for f in snap.files {
-            parts.entry(f.partition).or_default().0.push(f);
+            parts.entry(group_of(f.partition)).or_default().0.push(f);
         }
         for (p, b) in snap.buffered {
-            parts.entry(p).or_default().1.push(b);
+            parts.entry(group_of(p)).or_default().1.push(b);
         }
         let mut direct = Vec::new();
         let mut memory = Vec::new();

@@ -437,6 +437,7 @@ pub(super) async fn internal_serve(dir: &Path) -> anyhow::Result<ExitCode> {
         if line.trim() == "persist" {
             running.db.persist().await?;
             running.db.compact_with(2).await?;
+            running.db.compact_tiers().await?;
             out.write_all(b"persisted\n").await?;
             out.flush().await?;
         }

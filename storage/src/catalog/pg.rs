@@ -96,7 +96,7 @@ impl PgCatalog {
         }
         let files = tx
             .query(
-                "SELECT id, table_name, partition_start, path, size, rows, min_time, max_time
+                "SELECT id, table_name, partition_start, path, size, rows, min_time, max_time, span
                  FROM rw_files ORDER BY id",
                 &[],
             )
@@ -112,6 +112,7 @@ impl PgCatalog {
                 rows: r.get::<_, i64>(5) as u64,
                 min_time: r.get(6),
                 max_time: r.get(7),
+                span: r.get(8),
             })
             .collect::<Vec<_>>();
         let covered = tx
@@ -235,8 +236,8 @@ impl PgCatalog {
         let insert = tx
             .prepare(
                 "INSERT INTO rw_files
-                 (id, table_name, partition_start, path, size, rows, min_time, max_time)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 (id, table_name, partition_start, path, size, rows, min_time, max_time, span)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .await
             .map_err(err)?;
@@ -252,6 +253,7 @@ impl PgCatalog {
                     &int(f.rows, "row count")?,
                     &f.min_time,
                     &f.max_time,
+                    &f.span,
                 ],
             )
             .await

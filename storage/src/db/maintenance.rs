@@ -100,6 +100,7 @@ impl Db {
                     rows,
                     min_time,
                     max_time,
+                    span: 0,
                 });
             }
         }
@@ -143,7 +144,7 @@ impl Db {
     }
 
     /// Saves a new catalog version with `files`, then makes it what queries see.
-    async fn commit_catalog(
+    pub(super) async fn commit_catalog(
         &self,
         cw: &mut CatalogWriter,
         files: Vec<FileMeta>,
@@ -201,7 +202,11 @@ impl Db {
             (st.files.clone(), st.corrupt.clone())
         };
         let mut groups: BTreeMap<(&str, i64), Vec<&FileMeta>> = BTreeMap::new();
-        for f in files.iter().filter(|f| !corrupt.contains(&f.id)) {
+        // Tier files are merged only with their tier (`tier.rs`), never into a partition.
+        for f in files
+            .iter()
+            .filter(|f| !corrupt.contains(&f.id) && !f.is_tier())
+        {
             groups.entry((&f.table, f.partition)).or_default().push(f);
         }
         let mut stats = CompactStats::default();
@@ -252,6 +257,7 @@ impl Db {
                 rows,
                 min_time: group.iter().map(|f| f.min_time).min().unwrap_or(0),
                 max_time: group.iter().map(|f| f.max_time).max().unwrap_or(0),
+                span: 0,
             };
             let replaced: Vec<u64> = group.iter().map(|f| f.id).collect();
             let mut next: Vec<FileMeta> = (*self.state.read().files)
@@ -387,6 +393,9 @@ pub(crate) async fn background(
             last_compaction = Instant::now();
             if let Err(error) = db.compact().await {
                 warn!(%error, "compaction failed; will retry");
+            }
+            if let Err(error) = db.compact_tiers().await {
+                warn!(%error, "tier compaction failed; will retry");
             }
             if let Err(error) = db.enforce_retention().await {
                 warn!(%error, "retention failed; will retry");

@@ -360,12 +360,13 @@ async fn write(db: &Arc<Db>, rows: &[GenRow]) {
     assert_eq!(outcome.rows, rows.len());
 }
 
-/// One partition, one file: what compaction with a threshold of 2 leaves behind.
+/// One partition, one file: what compaction with a threshold of 2 leaves behind (a tier
+/// file, which holds several partitions, beside them).
 fn assert_compacted(db: &Db, label: &str) {
     let mut seen = BTreeSet::new();
     for f in db.files().iter() {
         assert!(
-            seen.insert((f.table.clone(), f.partition)),
+            seen.insert((f.table.clone(), f.partition, f.is_tier())),
             "{label}: partition {} of {} still has several files",
             f.partition,
             f.table
@@ -429,6 +430,12 @@ async fn case(seed: u64) {
     assert_compacted(&db, &l("B: compacted"));
     let got = run(&db, &prefix, &qs_prefix, &l("B: compacted + buffer"), false).await;
     assert_same(&base_prefix, &got, &qs_prefix, &l("B: compacted + buffer"));
+    // Closed tiers (every one: the rows are from 1970) become one file each, and the
+    // buffered rows that rewrite their keys still win.
+    let tiers = db.compact_tiers().await.expect("tiers");
+    assert!(tiers.tiers > 0, "{}: no tier merged", l("B: tiered"));
+    let got = run(&db, &prefix, &qs_prefix, &l("B: tiered + buffer"), false).await;
+    assert_same(&base_prefix, &got, &qs_prefix, &l("B: tiered + buffer"));
     let db = reopen(db, dir_b.path()).await;
     assert!(
         db.buffered_rows() > 0,
@@ -460,6 +467,10 @@ async fn case(seed: u64) {
     assert_compacted(&db, &l("B: all compacted"));
     let got = run(&db, &full, &qs, &l("B: all compacted"), false).await;
     assert_same(&base, &got, &qs, &l("B: all compacted"));
+    // Late files beside tier files, and tiers merged only now.
+    db.compact_tiers().await.expect("tiers");
+    let got = run(&db, &full, &qs, &l("B: all tiered"), false).await;
+    assert_same(&base, &got, &qs, &l("B: all tiered"));
     let db = reopen(db, dir_b.path()).await;
     let got = run(&db, &full, &qs, &l("B: reopened again"), false).await;
     assert_same(&base, &got, &qs, &l("B: reopened again"));

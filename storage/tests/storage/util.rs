@@ -19,11 +19,12 @@ use rigwatch_storage::{Db, DbConfig};
 /// The append-only (event) table of these tests.
 pub const EVENTS: &str = "events";
 
-/// Maintenance driven by hand, 10 s partitions, `events` append-only.
+/// Maintenance driven by hand, 10 s partitions in 40 s tiers, `events` append-only.
 pub fn config(dir: &Path) -> DbConfig {
     let mut c = DbConfig::new(dir);
     c.background = false;
     c.partition = Duration::from_secs(10);
+    c.compaction_tier = Some(Duration::from_secs(40));
     c.append_only_tables = vec![EVENTS.to_string()];
     c
 }

@@ -1,0 +1,245 @@
+//! Tier compaction: once a tier of a table (a day by default, `--compaction-tier`) is closed,
+//! its partitions' files are merged into one file that spans the tier.
+//!
+//! A query over a day then opens one file, reads one footer and prunes one page index, instead
+//! of one per hour: the per-file cost that dominated long ranges. The merge streams: each
+//! input is already sorted by (tags, time) and, being one partition's only file, holds keys no
+//! other input holds, so a k-way merge (DataFusion's sort-preserving merge) writes the tier
+//! file in (tags, time) order without holding the tier in memory, and nothing needs
+//! deduplicating.
+//!
+//! A tier is merged once. A write that arrives later for a merged tier is persisted as an
+//! ordinary partition file beside the tier file; partition compaction merges such files with
+//! each other (never into the tier file), and a query merges them with the tier file's rows
+//! (`table.rs`: everything within a tier file's span is one group).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::compute::SortOptions;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::TaskContext;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use tracing::info;
+
+use super::{Db, now_ms};
+use crate::catalog::FileMeta;
+use crate::error::{Error, Result};
+use crate::persist;
+use crate::schema::TableDef;
+use crate::table::OBJECT_STORE_URL;
+
+/// What one tier pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TierStats {
+    /// Tiers merged into one file each.
+    pub tiers: usize,
+    pub files_in: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Db {
+    /// Merges every closed tier that has two or more partition files, one per partition, and
+    /// no tier file yet, into one tier file. A tier is closed once it ended more than
+    /// `persist_age` and a partition ago (as a partition is closed for partition compaction).
+    pub async fn compact_tiers(&self) -> Result<TierStats> {
+        let mut stats = TierStats::default();
+        let Some(span) = self.tier_ns() else {
+            return Ok(stats);
+        };
+        if self.is_follower() {
+            return Ok(stats);
+        }
+        let closed_before = now_ms()
+            .saturating_mul(1_000_000)
+            .saturating_sub(self.config.persist_age.as_nanos() as i64)
+            .saturating_sub(self.partition_ns);
+        let start = Instant::now();
+        let (files, corrupt) = {
+            let st = self.state.read();
+            (st.files.clone(), st.corrupt.clone())
+        };
+        let mut tiers: BTreeMap<(&str, i64), Vec<&FileMeta>> = BTreeMap::new();
+        for f in files.iter().filter(|f| !corrupt.contains(&f.id)) {
+            let tier = f.partition.div_euclid(span).saturating_mul(span);
+            tiers.entry((&f.table, tier)).or_default().push(f);
+        }
+        for ((table, tier), group) in tiers {
+            if tier.saturating_add(span) > closed_before
+                || group.len() < 2
+                || group.iter().any(|f| f.is_tier())
+            {
+                continue;
+            }
+            // One file per partition: partition compaction has not caught up otherwise, and
+            // the inputs would not be disjoint.
+            let mut partitions = HashSet::new();
+            if !group.iter().all(|f| partitions.insert(f.partition)) {
+                continue;
+            }
+            let Some(def) = self.schemas.get(table) else {
+                continue;
+            };
+            let id = {
+                let mut cw = self.persist_lock.lock().await;
+                self.catalog.next_file_id(&mut cw.next_file_id).await?
+            };
+            let path = persist::file_path(table, tier, id);
+            // The merge runs without the persist lock, so writes keep being persisted.
+            let (size, rows) = match self.merge_tier(&def, &group, &path).await {
+                Ok(written) => written,
+                Err(e) => {
+                    tracing::warn!(table, tier, error = %e, "tier not merged; retried next pass");
+                    continue;
+                }
+            };
+            let new = FileMeta {
+                id,
+                table: table.to_string(),
+                partition: tier,
+                path: path.to_string(),
+                size,
+                rows,
+                min_time: group.iter().map(|f| f.min_time).min().unwrap_or(0),
+                max_time: group.iter().map(|f| f.max_time).max().unwrap_or(0),
+                span,
+            };
+            let mut cw = self.persist_lock.lock().await;
+            let replaced: HashSet<u64> = group.iter().map(|f| f.id).collect();
+            let current = self.state.read().files.clone();
+            // Retention or a quarantine may have taken an input meanwhile: then the tier
+            // file would bring its rows back. Drop it and try again next pass.
+            let present = current.iter().filter(|f| replaced.contains(&f.id)).count();
+            if present != replaced.len()
+                || self
+                    .state
+                    .read()
+                    .corrupt
+                    .iter()
+                    .any(|c| replaced.contains(c))
+            {
+                cw.pending_deletes.push((Instant::now(), path.to_string()));
+                continue;
+            }
+            let mut next: Vec<FileMeta> = current
+                .iter()
+                .filter(|f| !replaced.contains(&f.id))
+                .cloned()
+                .collect();
+            next.push(new);
+            next.sort_by_key(|f| f.id);
+            crate::crash::point("tier:after_file");
+            self.commit_catalog(&mut cw, next, None).await?;
+            let now = Instant::now();
+            cw.pending_deletes
+                .extend(group.iter().map(|f| (now, f.path.clone())));
+            stats.tiers += 1;
+            stats.files_in += group.len();
+            stats.bytes_in += group.iter().map(|f| f.size).sum::<u64>();
+            stats.bytes_out += size;
+        }
+        if stats.tiers > 0 {
+            self.metrics.compactions.inc_by(stats.tiers as u64);
+            info!(
+                tiers = stats.tiers,
+                files_in = stats.files_in,
+                bytes_in = stats.bytes_in,
+                bytes_out = stats.bytes_out,
+                seconds = start.elapsed().as_secs_f64(),
+                "merged closed tiers"
+            );
+        }
+        Ok(stats)
+    }
+
+    /// The tier span in ns, when tiers are on.
+    fn tier_ns(&self) -> Option<i64> {
+        let span = i64::try_from(self.config.compaction_tier?.as_nanos()).ok()?;
+        (span > self.partition_ns && span % self.partition_ns == 0).then_some(span)
+    }
+
+    /// Writes the k-way merge of `files` (each sorted by (tags, time), keys disjoint) to
+    /// `path`; answers its size and rows.
+    async fn merge_tier(
+        &self,
+        def: &TableDef,
+        files: &[&FileMeta],
+        path: &Path,
+    ) -> Result<(u64, u64)> {
+        let schema = def.arrow_schema();
+        let df =
+            |e: datafusion::error::DataFusionError| Error::Internal(format!("tier merge: {e}"));
+        let ordering = LexOrdering::new(def.tag_indices().chain([def.time_index()]).map(|i| {
+            PhysicalSortExpr::new(
+                Arc::new(Column::new(schema.field(i).name(), i)),
+                SortOptions {
+                    descending: false,
+                    nulls_first: true,
+                },
+            )
+        }))
+        .ok_or_else(|| Error::Internal("tier merge: no sort key".into()))?;
+        let url = ObjectStoreUrl::parse(OBJECT_STORE_URL).map_err(df)?;
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(files.len());
+        for f in files {
+            let source = ParquetSource::new(schema.clone()).with_parquet_file_reader_factory(
+                Arc::new(CachedParquetFileReaderFactory::new(
+                    self.store.clone(),
+                    self.parquet_metadata(),
+                )),
+            );
+            let config = FileScanConfigBuilder::new(url.clone(), Arc::new(source))
+                .with_file_groups(vec![FileGroup::new(vec![PartitionedFile::new(
+                    f.path.clone(),
+                    f.size,
+                )])])
+                .with_output_ordering(vec![ordering.clone()])
+                .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+        let plan = SortPreservingMergeExec::new(ordering, UnionExec::try_new(inputs).map_err(df)?);
+        let ctx = SessionContext::new();
+        ctx.register_object_store(url.as_ref(), self.store.clone());
+        let task: Arc<TaskContext> = ctx.task_ctx();
+        let mut stream = plan.execute(0, task).map_err(df)?;
+        // Encoding is CPU work: a blocking thread encodes while the merge reads.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<arrow::array::RecordBatch>(4);
+        let encoder_schema = schema.clone();
+        let encoder =
+            tokio::task::spawn_blocking(move || persist::encode_stream(&encoder_schema, rx));
+        let mut rows = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(df)?;
+            rows += batch.num_rows() as u64;
+            if tx.send(batch).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let bytes = encoder
+            .await
+            .map_err(|e| Error::Internal(format!("parquet encoder panicked: {e}")))??;
+        let size = bytes.len() as u64;
+        self.store
+            .put(path, PutPayload::from(bytes::Bytes::from(bytes)))
+            .await?;
+        Ok((size, rows))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+//! Tier compaction: a closed tier's partition files become one file with the same rows in
+//! (tags, time) order; a later write into the tier is read back merged with it (last write
+//! wins, never twice) and is never merged into the tier file; append-only tables keep every
+//! row; an open tier waits.
+
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, Int64Type};
+use datafusion::prelude::SessionContext;
+
+use super::*;
+use crate::batch::{FieldValue, WriteBatch};
+use crate::{DbConfig, WriteOptions};
+
+const MIN: i64 = 60_000_000_000;
+/// 2020-09-13T12:26:40Z: long closed.
+const T0: i64 = 1_600_000_000_000_000_000 / (10 * MIN) * (10 * MIN);
+
+fn config(dir: &std::path::Path) -> DbConfig {
+    let mut c = DbConfig::new(dir);
+    c.background = false;
+    c.partition = Duration::from_secs(60);
+    c.compaction_tier = Some(Duration::from_secs(600));
+    c.append_only_tables = vec!["event".into()];
+    c
+}
+
+/// Two GPUs, one row each every 20 s over `minutes` minutes from `from`.
+fn gpu_rows(table: &str, from: i64, minutes: i64, value: f64) -> WriteBatch {
+    let mut b = WriteBatch::default();
+    let mut seq = 1;
+    for step in 0..minutes * 3 {
+        for gpu in ["b", "a"] {
+            let mut r = b.row(table, from + step * 20_000_000_000);
+            r.tag("gpu", gpu).field("util", FieldValue::F64(value));
+            r.finish(seq).unwrap();
+            seq += 1;
+        }
+    }
+    b
+}
+
+async fn sql(db: &Arc<Db>, q: &str) -> Vec<arrow::array::RecordBatch> {
+    let ctx = SessionContext::new();
+    crate::table::register(db, &ctx).unwrap();
+    ctx.sql(q).await.unwrap().collect().await.unwrap()
+}
+
+async fn count_and_sum(db: &Arc<Db>, table: &str) -> (i64, f64) {
+    let b = sql(db, &format!("SELECT count(*), sum(util) FROM {table}")).await;
+    (
+        b[0].column(0).as_primitive::<Int64Type>().value(0),
+        b[0].column(1).as_primitive::<Float64Type>().value(0),
+    )
+}
+
+fn files(db: &Arc<Db>, table: &str) -> Vec<FileMeta> {
+    db.files()
+        .iter()
+        .filter(|f| f.table == table)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_closed_tier_becomes_one_sorted_file_with_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(config(dir.path())).await.unwrap();
+    db.write(gpu_rows("gpu", T0, 10, 1.0), WriteOptions::default())
+        .await
+        .unwrap();
+    db.persist().await.unwrap();
+    assert_eq!(files(&db, "gpu").len(), 10, "one file per minute");
+    let before = count_and_sum(&db, "gpu").await;
+    assert_eq!(before, (60, 60.0));
+
+    let stats = db.compact_tiers().await.unwrap();
+    assert_eq!((stats.tiers, stats.files_in), (1, 10));
+    let f = files(&db, "gpu");
+    assert_eq!(f.len(), 1);
+    assert!(
+        f[0].is_tier() && f[0].partition == T0 && f[0].span == 10 * MIN,
+        "{f:?}"
+    );
+    assert_eq!(f[0].rows, 60);
+    assert_eq!(count_and_sum(&db, "gpu").await, before);
+    // The file is in (tags, time) order, as every file: GPU a's rows first, by time.
+    let batches = persist::read(
+        db.store(),
+        &f[0].path,
+        &db.table("gpu").unwrap().arrow_schema(),
+    )
+    .await
+    .unwrap();
+    let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let gpu = arrow::compute::cast(
+        all.column_by_name("gpu").unwrap(),
+        &arrow::datatypes::DataType::Utf8,
+    )
+    .unwrap();
+    let time = arrow::compute::cast(
+        all.column_by_name("time").unwrap(),
+        &arrow::datatypes::DataType::Int64,
+    )
+    .unwrap();
+    let keys: Vec<(String, i64)> = (0..all.num_rows())
+        .map(|i| {
+            (
+                gpu.as_string::<i32>().value(i).to_string(),
+                time.as_primitive::<Int64Type>().value(i),
+            )
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    // A tier is merged once.
+    assert_eq!(db.compact_tiers().await.unwrap().tiers, 0);
+}
+
+#[tokio::test]
+async fn a_late_write_into_a_merged_tier_wins_and_is_not_counted_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(config(dir.path())).await.unwrap();
+    db.write(gpu_rows("gpu", T0, 10, 1.0), WriteOptions::default())
+        .await
+        .unwrap();
+    db.persist().await.unwrap();
+    db.compact_tiers().await.unwrap();
+    // Minute 3 again with another value: an upsert of 6 rows already in the tier file.
+    db.write(
+        gpu_rows("gpu", T0 + 3 * MIN, 1, 5.0),
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    // Buffered, then persisted beside the tier file: the same answer both ways.
+    for step in ["buffered", "persisted", "compacted"] {
+        match step {
+            "persisted" => {
+                db.persist().await.unwrap();
+            }
+            "compacted" => {
+                db.compact_with(2).await.unwrap();
+                assert_eq!(db.compact_tiers().await.unwrap().tiers, 0);
+            }
+            _ => {}
+        }
+        assert_eq!(
+            count_and_sum(&db, "gpu").await,
+            (60, 54.0 + 6.0 * 5.0),
+            "{step}"
+        );
+    }
+    let f = files(&db, "gpu");
+    assert_eq!(
+        f.len(),
+        2,
+        "the late file stays beside the tier file: {f:?}"
+    );
+    assert_eq!(f.iter().filter(|f| f.is_tier()).count(), 1);
+    // A query for one GPU and one minute reads the late value once.
+    let b = sql(
+        &db,
+        &format!(
+            "SELECT count(*), sum(util) FROM gpu WHERE gpu = 'a' AND time >= to_timestamp_nanos({}) AND time < to_timestamp_nanos({})",
+            T0 + 3 * MIN,
+            T0 + 4 * MIN
+        ),
+    )
+    .await;
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 3);
+    assert_eq!(b[0].column(1).as_primitive::<Float64Type>().value(0), 15.0);
+}
+
+#[tokio::test]
+async fn append_only_rows_all_stay_and_an_open_tier_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(config(dir.path())).await.unwrap();
+    // The same key twice in an event table: two rows, before and after the merge.
+    db.write(gpu_rows("event", T0, 5, 1.0), WriteOptions::default())
+        .await
+        .unwrap();
+    db.write(gpu_rows("event", T0, 5, 1.0), WriteOptions::default())
+        .await
+        .unwrap();
+    let now = now_ms() * 1_000_000;
+    db.write(
+        gpu_rows("gpu", now - now % MIN, 1, 1.0),
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    db.persist().await.unwrap();
+    db.compact_with(2).await.unwrap();
+    assert_eq!(count_and_sum(&db, "event").await, (60, 60.0));
+    let stats = db.compact_tiers().await.unwrap();
+    assert_eq!(stats.tiers, 1, "the closed tier of `event` only");
+    assert_eq!(count_and_sum(&db, "event").await, (60, 60.0));
+    assert!(files(&db, "gpu").iter().all(|f| !f.is_tier()));
+}
