@@ -86,16 +86,26 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Encodes the batches `rx` delivers (each in `schema`, in order) as one Parquet file; ends
-/// when the sender is dropped (CPU-bound: call from a blocking thread).
-pub fn encode_stream(
-    schema: &SchemaRef,
-    rx: std::sync::mpsc::Receiver<RecordBatch>,
-) -> Result<Vec<u8>> {
+/// What [`encode_parts`] receives.
+#[derive(Debug)]
+pub enum Part {
+    /// Rows for the current row group.
+    Rows(RecordBatch),
+    /// Ends the current row group: the next rows start a new one.
+    EndOfGroup,
+}
+
+/// Encodes the parts `rx` delivers (rows in `schema`, in order) as one Parquet file, ending a
+/// row group at each [`Part::EndOfGroup`] (and at the row-group size); ends when the sender is
+/// dropped (CPU-bound: call from a blocking thread).
+pub fn encode_parts(schema: &SchemaRef, rx: std::sync::mpsc::Receiver<Part>) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut w = ArrowWriter::try_new(&mut out, schema.clone(), Some(writer_properties(schema)))?;
-    for batch in rx {
-        w.write(&align(&batch, schema)?)?;
+    for part in rx {
+        match part {
+            Part::Rows(batch) => w.write(&align(&batch, schema)?)?,
+            Part::EndOfGroup => w.flush()?,
+        }
     }
     w.close()?;
     Ok(out)

@@ -1,12 +1,16 @@
 //! Tier compaction: once a tier of a table (a day by default, `--compaction-tier`) is closed,
 //! its partitions' files are merged into one file that spans the tier.
 //!
-//! A query over a day then opens one file, reads one footer and prunes one page index, instead
-//! of one per hour: the per-file cost that dominated long ranges. The merge streams: each
-//! input is already sorted by (tags, time) and, being one partition's only file, holds keys no
-//! other input holds, so a k-way merge (DataFusion's sort-preserving merge) writes the tier
-//! file in (tags, time) order without holding the tier in memory, and nothing needs
-//! deduplicating.
+//! A query over a day then opens one file and reads one footer instead of one per hour: the
+//! per-file cost that dominated long ranges. The tier file keeps its inputs' row groups as
+//! they were, one partition after the other (each sorted by (tags, time), each with its own
+//! dictionaries and page index): a query for the last minutes still reads one hour's row group
+//! (row-group statistics prune the rest by time), and a query for one GPU reads that GPU's
+//! pages of each row group. Being one partition's only file, each input holds keys no other
+//! holds, so nothing needs deduplicating, and the copy streams: no tier is held in memory.
+//! (A k-way merge into one global (tags, time) order was tried first: a fleet-wide instant
+//! query then had to decode every GPU's page holding the last minutes, 8x slower, and larger
+//! row groups overflowed the dictionaries: 0.265 -> 0.334 bytes/value.)
 //!
 //! A tier is merged once. A write that arrives later for a merged tier is persisted as an
 //! ordinary partition file beside the tier file; partition compaction merges such files with
@@ -17,18 +21,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::compute::SortOptions;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::TaskContext;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use object_store::path::Path;
@@ -172,8 +171,8 @@ impl Db {
         (span > self.partition_ns && span % self.partition_ns == 0).then_some(span)
     }
 
-    /// Writes the k-way merge of `files` (each sorted by (tags, time), keys disjoint) to
-    /// `path`; answers its size and rows.
+    /// Writes `files` (in time order) to `path` as one file whose row groups are theirs, one
+    /// or more per input; answers its size and rows.
     async fn merge_tier(
         &self,
         def: &TableDef,
@@ -183,19 +182,18 @@ impl Db {
         let schema = def.arrow_schema();
         let df =
             |e: datafusion::error::DataFusionError| Error::Internal(format!("tier merge: {e}"));
-        let ordering = LexOrdering::new(def.tag_indices().chain([def.time_index()]).map(|i| {
-            PhysicalSortExpr::new(
-                Arc::new(Column::new(schema.field(i).name(), i)),
-                SortOptions {
-                    descending: false,
-                    nulls_first: true,
-                },
-            )
-        }))
-        .ok_or_else(|| Error::Internal("tier merge: no sort key".into()))?;
         let url = ObjectStoreUrl::parse(OBJECT_STORE_URL).map_err(df)?;
-        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(files.len());
-        for f in files {
+        let ctx = SessionContext::new();
+        ctx.register_object_store(url.as_ref(), self.store.clone());
+        // Encoding is CPU work: a blocking thread encodes while the next input is read.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<persist::Part>(4);
+        let encoder_schema = schema.clone();
+        let encoder =
+            tokio::task::spawn_blocking(move || persist::encode_parts(&encoder_schema, rx));
+        let mut rows = 0u64;
+        let mut sorted: Vec<&&FileMeta> = files.iter().collect();
+        sorted.sort_by_key(|f| (f.partition, f.id));
+        'files: for f in sorted {
             let source = ParquetSource::new(schema.clone()).with_parquet_file_reader_factory(
                 Arc::new(CachedParquetFileReaderFactory::new(
                     self.store.clone(),
@@ -207,25 +205,18 @@ impl Db {
                     f.path.clone(),
                     f.size,
                 )])])
-                .with_output_ordering(vec![ordering.clone()])
                 .build();
-            inputs.push(DataSourceExec::from_data_source(config));
-        }
-        let plan = SortPreservingMergeExec::new(ordering, UnionExec::try_new(inputs).map_err(df)?);
-        let ctx = SessionContext::new();
-        ctx.register_object_store(url.as_ref(), self.store.clone());
-        let task: Arc<TaskContext> = ctx.task_ctx();
-        let mut stream = plan.execute(0, task).map_err(df)?;
-        // Encoding is CPU work: a blocking thread encodes while the merge reads.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<arrow::array::RecordBatch>(4);
-        let encoder_schema = schema.clone();
-        let encoder =
-            tokio::task::spawn_blocking(move || persist::encode_stream(&encoder_schema, rx));
-        let mut rows = 0u64;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(df)?;
-            rows += batch.num_rows() as u64;
-            if tx.send(batch).is_err() {
+            let plan = DataSourceExec::from_data_source(config);
+            let task: Arc<TaskContext> = ctx.task_ctx();
+            let mut stream = plan.execute(0, task).map_err(df)?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(df)?;
+                rows += batch.num_rows() as u64;
+                if tx.send(persist::Part::Rows(batch)).is_err() {
+                    break 'files;
+                }
+            }
+            if tx.send(persist::Part::EndOfGroup).is_err() {
                 break;
             }
         }

@@ -1,11 +1,11 @@
-//! Tier compaction: a closed tier's partition files become one file with the same rows in
-//! (tags, time) order; a later write into the tier is read back merged with it (last write
-//! wins, never twice) and is never merged into the tier file; append-only tables keep every
-//! row; an open tier waits.
+//! Tier compaction: a closed tier's partition files become one file with the same rows, one
+//! row group per partition, each in (tags, time) order; a later write into the tier is read
+//! back merged with it (last write wins, never twice) and is never merged into the tier file;
+//! append-only tables keep every row; an open tier waits.
 
 use std::time::Duration;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 use arrow::datatypes::{Float64Type, Int64Type};
 use datafusion::prelude::SessionContext;
 
@@ -64,7 +64,7 @@ fn files(db: &Arc<Db>, table: &str) -> Vec<FileMeta> {
 }
 
 #[tokio::test]
-async fn a_closed_tier_becomes_one_sorted_file_with_the_same_rows() {
+async fn a_closed_tier_becomes_one_file_of_its_partitions_row_groups() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(config(dir.path())).await.unwrap();
     db.write(gpu_rows("gpu", T0, 10, 1.0), WriteOptions::default())
@@ -85,36 +85,62 @@ async fn a_closed_tier_becomes_one_sorted_file_with_the_same_rows() {
     );
     assert_eq!(f[0].rows, 60);
     assert_eq!(count_and_sum(&db, "gpu").await, before);
-    // The file is in (tags, time) order, as every file: GPU a's rows first, by time.
-    let batches = persist::read(
-        db.store(),
-        &f[0].path,
-        &db.table("gpu").unwrap().arrow_schema(),
-    )
-    .await
-    .unwrap();
-    let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
-    let gpu = arrow::compute::cast(
-        all.column_by_name("gpu").unwrap(),
-        &arrow::datatypes::DataType::Utf8,
-    )
-    .unwrap();
-    let time = arrow::compute::cast(
-        all.column_by_name("time").unwrap(),
-        &arrow::datatypes::DataType::Int64,
-    )
-    .unwrap();
-    let keys: Vec<(String, i64)> = (0..all.num_rows())
-        .map(|i| {
-            (
-                gpu.as_string::<i32>().value(i).to_string(),
-                time.as_primitive::<Int64Type>().value(i),
+    // The file keeps its inputs' row groups, one per minute in time order, each in
+    // (tags, time) order: GPU a's rows first, by time.
+    let bytes = db
+        .store()
+        .get(&object_store::path::Path::from(f[0].path.as_str()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+            .unwrap();
+    assert_eq!(reader.metadata().num_row_groups(), 10);
+    let mut last_end = i64::MIN;
+    for g in 0..10 {
+        let batches: Vec<_> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+                .unwrap()
+                .with_row_groups(vec![g])
+                .build()
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let utf8 = |c: &str| {
+            arrow::compute::cast(
+                all.column_by_name(c).unwrap(),
+                &arrow::datatypes::DataType::Utf8,
             )
-        })
-        .collect();
-    let mut sorted = keys.clone();
-    sorted.sort();
-    assert_eq!(keys, sorted);
+            .unwrap()
+        };
+        let time = arrow::compute::cast(
+            all.column_by_name("time").unwrap(),
+            &arrow::datatypes::DataType::Int64,
+        )
+        .unwrap();
+        let gpu = utf8("gpu");
+        let keys: Vec<(String, i64)> = (0..all.num_rows())
+            .map(|i| {
+                (
+                    gpu.as_string::<i32>().value(i).to_string(),
+                    time.as_primitive::<Int64Type>().value(i),
+                )
+            })
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "row group {g}");
+        let first = keys.iter().map(|k| k.1).min().unwrap();
+        assert!(
+            first >= last_end,
+            "row group {g} before the one ahead of it"
+        );
+        last_end = keys.iter().map(|k| k.1).max().unwrap();
+    }
     // A tier is merged once.
     assert_eq!(db.compact_tiers().await.unwrap().tiers, 0);
 }
