@@ -136,6 +136,7 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let t = Instant::now();
     let persisted = running.db.persist().await?;
     let compacted = running.db.compact_with(2).await?;
+    let tiered = running.db.compact_tiers().await?;
     let persist_secs = t.elapsed().as_secs_f64();
     // The `gpu` table's files only: the server's own tasks may have written a few rows of
     // their own meanwhile (fault detection sees the old samples' GPUs go offline).
@@ -177,10 +178,12 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         e2e_rate / 1e6
     );
     println!(
-        "  persist + compact            {:>12.2} s          ({} files -> {} after compaction)",
+        "  persist + compact            {:>12.2} s          ({} files -> {} after compaction, {} after {} closed tier(s))",
         persist_secs,
         persisted.files,
-        persisted.files - compacted.files_in + compacted.files_out
+        persisted.files - compacted.files_in + compacted.files_out,
+        persisted.files - compacted.files_in + compacted.files_out - tiered.files_in + tiered.tiers,
+        tiered.tiers
     );
     println!(
         "  stored after persist         {:>12.3} bytes/value ({} bytes)   budget 1.5: {:.2}x",

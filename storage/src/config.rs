@@ -75,8 +75,8 @@ pub struct DbConfig {
     pub compaction_interval: Duration,
     /// Compact a partition once it has this many files.
     pub compaction_min_files: usize,
-    /// Merge a closed tier of this many partitions' worth of time (a day) into one file
-    /// (`db/tier.rs`); None, or a span not a multiple of `partition` above it, turns it off.
+    /// Merge each closed tier of this span (e.g. a day) into one file (`db/tier.rs`); None, or a
+    /// span not a multiple of `partition` above it, turns it off.
     pub compaction_tier: Option<Duration>,
     /// Drop data older than this (None: keep forever), unless `table_retention` says otherwise.
     pub retention: Option<Duration>,
@@ -101,7 +101,8 @@ impl DbConfig {
             persist_age: Duration::from_secs(300),
             compaction_interval: Duration::from_secs(60),
             compaction_min_files: 4,
-            compaction_tier: Some(Duration::from_secs(86_400)),
+            // Off until a measurement shows a gain (README, "How data is stored").
+            compaction_tier: None,
             retention: None,
             table_retention: HashMap::new(),
             append_only_tables: vec!["gpu_fault".to_string(), "gpu_health".to_string()],
