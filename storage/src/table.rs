@@ -316,10 +316,33 @@ impl TableProvider for DbTable {
                 let df_schema = DFSchema::try_from(self.schema.clone())?;
                 source = source.with_predicate(state.create_physical_expr(expr, &df_schema)?);
             }
-            let mut groups = vec![Vec::new(); target.min(direct.len())];
+            // A tier file holds one row group per partition: its byte ranges go to every scan
+            // thread (a range reads the row groups that start in it), as separate files would.
+            let mut pieces = Vec::new();
+            for f in &direct {
+                let splits = if f.is_tier() { target as u64 } else { 1 };
+                let step = f.size.div_ceil(splits).max(1);
+                for k in 0..splits {
+                    let (lo, hi) = (k * step, ((k + 1) * step).min(f.size));
+                    if lo >= hi {
+                        break;
+                    }
+                    pieces.push(if splits == 1 {
+                        PartitionedFile::new(f.path.clone(), f.size)
+                    } else {
+                        PartitionedFile::new_with_range(
+                            f.path.clone(),
+                            f.size,
+                            lo as i64,
+                            hi as i64,
+                        )
+                    });
+                }
+            }
+            let mut groups = vec![Vec::new(); target.min(pieces.len())];
             let n = groups.len();
-            for (i, f) in direct.iter().enumerate() {
-                groups[i % n].push(PartitionedFile::new(f.path.clone(), f.size));
+            for (i, piece) in pieces.into_iter().enumerate() {
+                groups[i % n].push(piece);
             }
             let config = FileScanConfigBuilder::new(
                 ObjectStoreUrl::parse(OBJECT_STORE_URL)?,

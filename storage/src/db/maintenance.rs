@@ -295,6 +295,13 @@ impl Db {
         Ok(stats)
     }
 
+    /// Deletes the files compaction replaced now, without the grace that lets running queries
+    /// finish reading them: for a measurement of what is stored when no query runs.
+    pub async fn delete_replaced_files(&self) {
+        let mut cw = self.persist_lock.lock().await;
+        self.delete_pending(&mut cw, Duration::ZERO).await;
+    }
+
     /// Drops files whose newest row is older than their table's retention. Returns how many.
     pub async fn enforce_retention(&self) -> Result<usize> {
         if self.is_follower() {
