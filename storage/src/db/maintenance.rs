@@ -144,7 +144,7 @@ impl Db {
     }
 
     /// Saves a new catalog version with `files`, then makes it what queries see.
-    pub(super) async fn commit_catalog(
+    async fn commit_catalog(
         &self,
         cw: &mut CatalogWriter,
         files: Vec<FileMeta>,
@@ -259,20 +259,9 @@ impl Db {
                 max_time: group.iter().map(|f| f.max_time).max().unwrap_or(0),
                 span: 0,
             };
-            let replaced: Vec<u64> = group.iter().map(|f| f.id).collect();
-            let mut next: Vec<FileMeta> = (*self.state.read().files)
-                .iter()
-                .filter(|f| !replaced.contains(&f.id))
-                .cloned()
-                .collect();
-            next.push(new);
-            next.sort_by_key(|f| f.id);
-            crate::crash::point("compact:after_file");
-            self.commit_catalog(&mut cw, next, None).await?;
+            self.replace_files(&mut cw, &group, new, "compact:after_file")
+                .await?;
             crate::crash::point("compact:after_catalog");
-            let now = Instant::now();
-            cw.pending_deletes
-                .extend(group.iter().map(|f| (now, f.path.clone())));
             stats.partitions += 1;
             stats.files_in += group.len();
             stats.files_out += 1;
@@ -293,6 +282,30 @@ impl Db {
             );
         }
         Ok(stats)
+    }
+
+    /// Commits the catalog with `replaced` swapped for `new` (crash point `crash_at` before the
+    /// commit), and queues the replaced files for deletion once running queries are done.
+    pub(super) async fn replace_files(
+        &self,
+        cw: &mut CatalogWriter,
+        replaced: &[&FileMeta],
+        new: FileMeta,
+        crash_at: &str,
+    ) -> Result<()> {
+        let mut next: Vec<FileMeta> = (*self.state.read().files)
+            .iter()
+            .filter(|f| !replaced.iter().any(|r| r.id == f.id))
+            .cloned()
+            .collect();
+        next.push(new);
+        next.sort_by_key(|f| f.id);
+        crate::crash::point(crash_at);
+        self.commit_catalog(cw, next, None).await?;
+        let now = Instant::now();
+        cw.pending_deletes
+            .extend(replaced.iter().map(|f| (now, f.path.clone())));
+        Ok(())
     }
 
     /// Deletes the files compaction replaced now, without the grace that lets running queries

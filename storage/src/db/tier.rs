@@ -133,18 +133,8 @@ impl Db {
                 cw.pending_deletes.push((Instant::now(), path.to_string()));
                 continue;
             }
-            let mut next: Vec<FileMeta> = current
-                .iter()
-                .filter(|f| !replaced.contains(&f.id))
-                .cloned()
-                .collect();
-            next.push(new);
-            next.sort_by_key(|f| f.id);
-            crate::crash::point("tier:after_file");
-            self.commit_catalog(&mut cw, next, None).await?;
-            let now = Instant::now();
-            cw.pending_deletes
-                .extend(group.iter().map(|f| (now, f.path.clone())));
+            self.replace_files(&mut cw, &group, new, "tier:after_file")
+                .await?;
             stats.tiers += 1;
             stats.files_in += group.len();
             stats.bytes_in += group.iter().map(|f| f.size).sum::<u64>();
