@@ -9,6 +9,7 @@
 //! - [`money`]: amounts in integer micro-units, exact decimal parsing and formatting, and
 //!   currencies' minor units.
 //! - [`rng`]: the seeded generator simulations draw from.
+//! - [`rollup`]: how rollup tables and their columns are named, and the staleness marker.
 //! - [`tables`]: the name of every table rigwatch writes, and what its rows hold.
 //! - `task` (feature `task`): spawned tasks that stop when their handle is dropped.
 //! - [`http_error`]: the one error body of rigwatch's own HTTP APIs and the error trait behind
@@ -19,6 +20,7 @@ pub mod gpu_model;
 pub mod http_error;
 pub mod money;
 pub mod rng;
+pub mod rollup;
 pub mod tables;
 #[cfg(feature = "task")]
 pub mod task;

@@ -79,6 +79,20 @@ pub const SECURITY_EVENT: &str = "security_event";
 /// `alertstate` and the alert's own; field `value`.
 pub const ALERTS: &str = "ALERTS";
 
+/// Tables whose rows are records (a lease, a pay entry, a job), not samples of something
+/// measured: rollups skip them, as they skip append-only event tables.
+pub const RECORDS: [&str; 9] = [
+    GPU_INVENTORY,
+    LEASE,
+    EARNINGS,
+    JOB,
+    PAYOUT,
+    RATE_CARD,
+    AGENT_BATCH,
+    SECURITY_EVENT,
+    ALERTS,
+];
+
 /// Every table above.
 pub const ALL: [&str; 14] = [
     GPU,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 pub const METRIC_NAME: &str = "__name__";
 
 /// Bit pattern of Prometheus' staleness marker (a signalling NaN).
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+pub use rigwatch_common::rollup::STALE_NAN_BITS;
 
 /// The staleness marker value: a sample with this value ends a series.
 pub fn stale_nan() -> f64 {

@@ -149,6 +149,20 @@ pub struct ServeArgs {
     #[arg(long = "table-retention", env = "RIGWATCH_TABLE_RETENTION", value_delimiter = ',', value_parser = parse_table_retention)]
     pub table_retention: Vec<(String, Duration)>,
 
+    /// Rollup resolutions: per series and field, aggregates (count, sum, min, max, first,
+    /// last, increase) over buckets of each, built once a partition closes, kept as tables
+    /// `TABLE@RES` (e.g. `gpu@1m`). Query-language selectors read them instead of the raw
+    /// samples wherever the answer is provably the same (README, "Rollups"). Each must divide
+    /// --partition; `0` turns rollups off.
+    #[arg(long, env = "RIGWATCH_ROLLUPS", value_delimiter = ',', default_value = "1m,1h", value_parser = humantime::parse_duration)]
+    pub rollups: Vec<Duration>,
+
+    /// How long each resolution's rollups are kept, as RES=DURATION (repeatable), e.g.
+    /// `1m=90d,1h=2y`: raw data can be dropped after days (--retention) while long ranges stay
+    /// queryable. A resolution not named keeps its rollups as long as --retention.
+    #[arg(long = "rollup-retention", env = "RIGWATCH_ROLLUP_RETENTION", value_delimiter = ',', value_parser = parse_rollup_retention)]
+    pub rollup_retention: Vec<(Duration, Duration)>,
+
     /// Event tables that keep every row instead of upserting on (series, time).
     #[arg(
         long,
@@ -312,6 +326,17 @@ fn parse_table_retention(s: &str) -> Result<(String, Duration), String> {
     Ok((table.to_string(), d))
 }
 
+fn parse_rollup_retention(s: &str) -> Result<(Duration, Duration), String> {
+    let (res, keep) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected RES=DURATION (e.g. 1h=2y), got `{s}`"))?;
+    let res =
+        humantime::parse_duration(res).map_err(|e| format!("bad resolution in `{s}`: {e}"))?;
+    let keep =
+        humantime::parse_duration(keep).map_err(|e| format!("bad duration in `{s}`: {e}"))?;
+    Ok((res, keep))
+}
+
 impl ServeArgs {
     /// Every option at its documented default (and `RIGWATCH_*` variables, as for `serve`),
     /// with `data_dir`: for servers started in-process by benchmarks.
@@ -359,6 +384,33 @@ impl ServeArgs {
         .chain(self.table_retention.iter().cloned())
         .collect();
         c.append_only_tables = self.append_only_tables.clone();
+        let rollups: Vec<Duration> = self
+            .rollups
+            .iter()
+            .copied()
+            .filter(|r| !r.is_zero())
+            .collect();
+        for r in &rollups {
+            if r.subsec_nanos() != 0
+                || self.partition.as_nanos() % r.as_nanos() != 0
+            {
+                anyhow::bail!(
+                    "--rollups: {} must be whole seconds and divide --partition ({})",
+                    humantime::format_duration(*r),
+                    humantime::format_duration(self.partition)
+                );
+            }
+        }
+        for (r, _) in &self.rollup_retention {
+            if !rollups.contains(r) {
+                anyhow::bail!(
+                    "--rollup-retention names {}, which is not one of --rollups",
+                    humantime::format_duration(*r)
+                );
+            }
+        }
+        c.rollups = rollups;
+        c.rollup_retention = self.rollup_retention.clone();
         c.wal.segment_max_bytes = self.wal_segment_size.as_u64();
         Ok((c, owner))
     }

@@ -81,6 +81,14 @@ pub struct DbConfig {
     /// Drop data older than this (None: keep forever), unless `table_retention` says otherwise.
     pub retention: Option<Duration>,
     pub table_retention: HashMap<String, Duration>,
+    /// Rollup resolutions (`db/rollup.rs`); each must divide `partition`. Empty turns rollups
+    /// off.
+    pub rollups: Vec<Duration>,
+    /// How long each resolution's rollups are kept (resolution, keep); a resolution not listed
+    /// keeps them as long as `retention`.
+    pub rollup_retention: Vec<(Duration, Duration)>,
+    /// Tables never rolled up besides append-only ones (records rather than samples).
+    pub rollup_skip: Vec<String>,
     /// Event tables: every row is kept, nothing is deduplicated.
     pub append_only_tables: Vec<String>,
     pub wal: WalOptions,
@@ -105,6 +113,12 @@ impl DbConfig {
             compaction_tier: None,
             retention: None,
             table_retention: HashMap::new(),
+            rollups: vec![Duration::from_secs(60), Duration::from_secs(3600)],
+            rollup_retention: Vec::new(),
+            rollup_skip: rigwatch_common::tables::RECORDS
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
             append_only_tables: vec!["gpu_fault".to_string(), "gpu_health".to_string()],
             wal: WalOptions::default(),
             background: true,
@@ -112,6 +126,17 @@ impl DbConfig {
     }
 
     pub fn retention_for(&self, table: &str) -> Option<Duration> {
-        self.table_retention.get(table).copied().or(self.retention)
+        if let Some(keep) = self.table_retention.get(table) {
+            return Some(*keep);
+        }
+        if let Some((_, res)) = rigwatch_common::rollup::parse_table_name(table)
+            && let Some((_, keep)) = self
+                .rollup_retention
+                .iter()
+                .find(|(r, _)| rigwatch_common::rollup::resolution_label(r.as_secs()) == res)
+        {
+            return Some(*keep);
+        }
+        self.retention
     }
 }

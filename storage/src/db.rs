@@ -12,6 +12,7 @@
 
 mod follow;
 mod maintenance;
+mod rollup;
 #[cfg(test)]
 mod tests;
 mod tier;
@@ -35,6 +36,7 @@ use tracing::{error, info, warn};
 
 pub use follow::FOLLOW_INTERVAL;
 pub use maintenance::{CompactStats, PersistStats};
+pub use rollup::{Cover, RollupStats};
 pub use tier::TierStats;
 use wal_thread::WalCmd;
 

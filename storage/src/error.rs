@@ -23,6 +23,11 @@ pub enum Error {
     #[error("invalid row: {0}")]
     InvalidRow(#[from] RowError),
 
+    #[error(
+        "table `{table}`: names containing `@` are reserved for rollup tables, which rigwatch builds itself; write to the raw table instead"
+    )]
+    ReservedTable { table: String },
+
     #[error("table `{table}` would exceed {limit} columns")]
     TooManyColumns { table: String, limit: usize },
 
@@ -104,9 +109,10 @@ impl HttpError for Error {
     /// The HTTP status this error maps to.
     fn status_code(&self) -> StatusCode {
         match self {
-            Error::TypeConflict { .. } | Error::InvalidRow(_) | Error::TooManyColumns { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::TypeConflict { .. }
+            | Error::InvalidRow(_)
+            | Error::TooManyColumns { .. }
+            | Error::ReservedTable { .. } => StatusCode::BAD_REQUEST,
             Error::Backpressure { .. }
             | Error::ShuttingDown
             | Error::Fenced(_)

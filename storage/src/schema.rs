@@ -84,7 +84,7 @@ impl TableDef {
             .map(|(i, _)| i)
     }
 
-    fn push(&mut self, name: &str, kind: ColumnKind) -> usize {
+    pub(crate) fn push(&mut self, name: &str, kind: ColumnKind) -> usize {
         let i = self.columns.len();
         self.columns.push(ColumnDef {
             name: name.to_string(),
@@ -207,6 +207,16 @@ impl Schemas {
         let mut keep = Vec::with_capacity(batch.len());
         for row in batch.rows() {
             let table = row.table();
+            if table.contains(rigwatch_common::rollup::MARK) {
+                rejected.push(RejectedRow {
+                    line: row.line(),
+                    error: Error::ReservedTable {
+                        table: table.to_string(),
+                    },
+                });
+                keep.push(false);
+                continue;
+            }
             if !tables.contains_key(table) {
                 let append_only = self.append_only.iter().any(|t| t == table);
                 tables.insert(
@@ -294,7 +304,10 @@ fn try_resolve_all(
     for row in batch.rows() {
         let def = match last {
             Some(d) if d.name == row.table() => d,
-            _ => tables.get(row.table())?,
+            // A rollup table is never written directly: the slow path refuses the row.
+            _ => tables
+                .get(row.table())
+                .filter(|d| !d.name.contains(rigwatch_common::rollup::MARK))?,
         };
         last = Some(def);
         for (k, _) in row.tags() {

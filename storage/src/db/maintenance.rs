@@ -106,9 +106,27 @@ impl Db {
         }
         crate::crash::point("persist:after_files");
         let mut files = (*self.state.read().files).clone();
+        // Rollups of the stretches the new files reach no longer stand for the raw data: they
+        // leave in the same commit, and a later pass rebuilds them (`rollup.rs`).
+        let stale: Vec<u64> = self
+            .stale_rollups(&files, &new_files)
+            .iter()
+            .map(|f| f.id)
+            .collect();
+        let mut stale_paths = Vec::new();
+        files.retain(|f| {
+            let keep = !stale.contains(&f.id);
+            if !keep {
+                stale_paths.push(f.path.clone());
+            }
+            keep
+        });
         files.extend(new_files);
         self.commit_catalog(cw, files, Some(generation.wal_through))
             .await?;
+        let now = Instant::now();
+        cw.pending_deletes
+            .extend(stale_paths.into_iter().map(|p| (now, p)));
         crate::crash::point("persist:after_catalog");
         {
             let mut st = self.state.write();
@@ -144,7 +162,7 @@ impl Db {
     }
 
     /// Saves a new catalog version with `files`, then makes it what queries see.
-    async fn commit_catalog(
+    pub(super) async fn commit_catalog(
         &self,
         cw: &mut CatalogWriter,
         files: Vec<FileMeta>,
@@ -416,6 +434,9 @@ pub(crate) async fn background(
             }
             if let Err(error) = db.compact_tiers().await {
                 warn!(%error, "tier compaction failed; will retry");
+            }
+            if let Err(error) = db.build_rollups().await {
+                warn!(%error, "building rollups failed; will retry");
             }
             if let Err(error) = db.enforce_retention().await {
                 warn!(%error, "retention failed; will retry");
