@@ -391,9 +391,7 @@ impl ServeArgs {
             .filter(|r| !r.is_zero())
             .collect();
         for r in &rollups {
-            if r.subsec_nanos() != 0
-                || self.partition.as_nanos() % r.as_nanos() != 0
-            {
+            if r.subsec_nanos() != 0 || self.partition.as_nanos() % r.as_nanos() != 0 {
                 anyhow::bail!(
                     "--rollups: {} must be whole seconds and divide --partition ({})",
                     humantime::format_duration(*r),

@@ -72,6 +72,16 @@ pub struct Cover {
     pub file: u64,
 }
 
+/// Samples are bucketed by their millisecond (`floor(t_ns / 1 ms)`), as PromQL sees them, so a
+/// window `(T - r, T]` of whole buckets holds exactly their samples even for sub-millisecond
+/// times: the stretch `(from, to]` holds the raw rows with `from + 1 ms <= t < to + 1 ms` (ns).
+const MS: i64 = 1_000_000;
+
+/// The raw rows' times `[lo, hi)` (ns) of the stretch `(from, to]`.
+fn raw_span(from: i64, to: i64) -> (i64, i64) {
+    (from.saturating_add(MS), to.saturating_add(MS))
+}
+
 /// Built stretches are committed in groups of this many (each commit writes a catalog
 /// version).
 const COMMIT_EVERY: usize = 32;
@@ -169,9 +179,9 @@ impl Db {
                 let Some((raw, _)) = names::parse_table_name(&f.table) else {
                     return false;
                 };
-                let (from, to) = self.stretch_of(f);
+                let (lo, hi) = raw_span_of(self.stretch_of(f));
                 new.iter()
-                    .any(|n| n.table == raw && n.min_time <= to && n.max_time > from)
+                    .any(|n| n.table == raw && n.min_time < hi && n.max_time >= lo)
             })
             .collect()
     }
@@ -205,8 +215,9 @@ impl Db {
                 }
                 continue;
             }
-            let lo = (f.min_time - 1).div_euclid(part) * part;
-            let hi = (f.max_time - 1).div_euclid(part) * part;
+            // The stretch `(q, q + part]` holding a time's millisecond.
+            let stretch = |t: i64| (t.div_euclid(MS) * MS - 1).div_euclid(part) * part;
+            let (lo, hi) = (stretch(f.min_time), stretch(f.max_time));
             let mut q = lo;
             while q <= hi {
                 wanted.insert((&f.table, q));
@@ -322,6 +333,7 @@ impl Db {
         res: &[i64],
     ) -> Result<(Vec<FileMeta>, u64)> {
         let to = q + self.partition_ns;
+        let (lo, hi) = raw_span(q, to);
         let df = |e: datafusion::error::DataFusionError| Error::Internal(format!("rollup: {e}"));
         let ctx = SessionContext::new();
         let url = datafusion::execution::object_store::ObjectStoreUrl::parse(OBJECT_STORE_URL)
@@ -337,7 +349,7 @@ impl Db {
         let frame = ctx
             .read_table(Arc::new(DbTable::new(self.clone(), def.clone())))
             .map_err(df)?
-            .filter(time().gt(ts(q)).and(time().lt_eq(ts(to))))
+            .filter(time().gt_eq(ts(lo)).and(time().lt(ts(hi))))
             .map_err(df)?
             .sort(order)
             .map_err(df)?;
@@ -424,11 +436,16 @@ fn numeric(kind: ColumnKind) -> bool {
     matches!(kind, ColumnKind::Field(t) if t != FieldType::Str)
 }
 
-/// Whether buffered rows of `table` fall in `(from, to]`.
+fn raw_span_of((from, to): (i64, i64)) -> (i64, i64) {
+    raw_span(from, to)
+}
+
+/// Whether buffered rows of `table` fall in the stretch `(from, to]`.
 fn buffered_overlaps(st: &State, table: &str, from: i64, to: i64) -> bool {
-    let hit = |(lo, hi): (i64, i64)| lo <= to && hi > from;
+    let (lo, hi) = raw_span(from, to);
+    let hit = |(min, max): (i64, i64)| min < hi && max >= lo;
     st.buffer
-        .chunks(table, from.saturating_add(1), to)
+        .chunks(table, lo, hi - 1)
         .any(|(_, c)| hit(c.time_range()))
         || st.frozen.iter().any(|g| {
             g.frozen
@@ -440,12 +457,13 @@ fn buffered_overlaps(st: &State, table: &str, from: i64, to: i64) -> bool {
         })
 }
 
-/// The ids of `table`'s files holding times in `(from, to]`, in id order.
+/// The ids of `table`'s files holding rows of the stretch `(from, to]`, in id order.
 fn raw_inputs(st: &State, table: &str, from: i64, to: i64) -> Vec<u64> {
+    let (lo, hi) = raw_span(from, to);
     st.files
         .iter()
         .filter(|f| f.table == table && !st.corrupt.contains(&f.id))
-        .filter(|f| f.min_time <= to && f.max_time > from)
+        .filter(|f| f.min_time < hi && f.max_time >= lo)
         .map(|f| f.id)
         .collect()
 }
@@ -668,10 +686,11 @@ impl Accumulator {
                 self.key_tags = tag_cols.iter().map(|c| tag_value(c, row)).collect();
             }
             let t = times.value(row);
+            let t_ms = t.div_euclid(MS);
             for r in 0..self.res.len() {
-                let m = self.res[r];
-                // The bucket `(end - m, end]` holding t.
-                let end = (t - 1).div_euclid(m) * m + m;
+                let m = self.res[r] / MS;
+                // The bucket `(end - m, end]` holding t's millisecond.
+                let end = ((t_ms - 1).div_euclid(m) * m + m) * MS;
                 if end != self.buckets[r] {
                     self.flush(r);
                     self.buckets[r] = end;

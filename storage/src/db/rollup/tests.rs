@@ -47,7 +47,7 @@ fn rows(table: &str) -> WriteBatch {
     let mut line = 1;
     for gpu in 0..3i64 {
         for step in 0..180i64 {
-            let t = T0 + step * 10 * SEC + gpu;
+            let t = T0 + step * 10 * SEC + gpu * 400_000;
             let mut r = b.row(table, t);
             r.tag("gpu", &format!("g{gpu}"));
             r.field("util", FieldValue::F64(value(step, gpu)));
@@ -104,7 +104,9 @@ async fn raw_buckets(db: &Arc<Db>, table: &str, res: i64) -> BTreeMap<Key, Vec<(
             );
             for i in 0..b.num_rows() {
                 let t = t.value(i);
-                let end = (t + res - 1).div_euclid(res) * res;
+                // Bucketed by the sample's millisecond, as PromQL sees it.
+                let (t_ms, res_ms) = (t.div_euclid(1_000_000), res / 1_000_000);
+                let end = (t_ms + res_ms - 1).div_euclid(res_ms) * res_ms * 1_000_000;
                 out.entry((field.to_string(), g.value(i).to_string(), end))
                     .or_default()
                     .push((t, v.value(i)));
@@ -353,7 +355,8 @@ async fn a_rollup_row_time_is_its_bucket_end() {
         let last = b.column(1).as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
             assert_eq!(t.value(i) % MIN, 0);
-            assert!(last.value(i) <= t.value(i) && last.value(i) > t.value(i) - MIN);
+            let last_ms = last.value(i).div_euclid(1_000_000) * 1_000_000;
+            assert!(last_ms <= t.value(i) && last_ms > t.value(i) - MIN);
             rows += 1;
         }
     }
