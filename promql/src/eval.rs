@@ -80,6 +80,57 @@ pub struct Selection {
     /// Inclusive bounds in milliseconds.
     pub min_t: i64,
     pub max_t: i64,
+    /// What the evaluator computes from the samples.
+    pub reads: Reads,
+}
+
+/// What evaluating a selector computes from its samples, so that a source may answer with
+/// per-bucket aggregates (rollups) wherever the evaluator's result is provably the same.
+/// Buckets are `(e - m, e]` for multiples `e` of a width `m` (ms); evaluation times are
+/// `first + k * step` (`first` alone when `step` is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Every sample: the answer to any selection.
+    Raw,
+    /// An instant selector: at each evaluation time `T`, the last sample in
+    /// `(T - lookback, T]`. When every `T` is a bucket end, that sample is the last of its
+    /// bucket, so the last sample of every bucket (at its own time) gives the same result, for
+    /// any lookback and for `timestamp()` too.
+    Last {
+        first: i64,
+        step: i64,
+    },
+    /// The argument of `max_over_time` (`Max`) or `min_over_time` (`Min`): windows
+    /// `(T - range, T]`. When every `T` and `range` are multiples of the bucket width, a
+    /// window is whole buckets, so each bucket's largest (smallest) sample, placed at a time
+    /// within its bucket, gives the same result (the NaN rule composes: NaN only if all are).
+    Max {
+        first: i64,
+        step: i64,
+        range: i64,
+    },
+    Min {
+        first: i64,
+        step: i64,
+        range: i64,
+    },
+}
+
+impl Reads {
+    /// Whether buckets `m` ms wide give the evaluator the same result.
+    pub fn aligned(&self, m: i64) -> bool {
+        if m <= 0 {
+            return false;
+        }
+        let grid = |first: i64, step: i64| first.rem_euclid(m) == 0 && step.rem_euclid(m) == 0;
+        match *self {
+            Reads::Raw => false,
+            Reads::Last { first, step } => grid(first, step),
+            Reads::Max { first, step, range } | Reads::Min { first, step, range } => {
+                grid(first, step) && range > 0 && range % m == 0
+            }
+        }
+    }
 }
 
 /// One selector occurrence with its span, keyed by its address in the tree.
@@ -89,6 +140,18 @@ struct SelNode<'e> {
     matrix: bool,
     min_t: i64,
     max_t: i64,
+    reads: Reads,
+}
+
+impl SelNode<'_> {
+    fn selection(&self) -> Selection {
+        Selection {
+            matchers: self.sel.matchers.clone(),
+            min_t: self.min_t,
+            max_t: self.max_t,
+            reads: self.reads,
+        }
+    }
 }
 
 fn floor_div(a: i64, b: i64) -> i64 {
@@ -124,8 +187,17 @@ struct Walk<'o> {
 }
 
 impl Walk<'_> {
-    /// Collects every selector under `e` evaluated at times in `[lo, hi]`.
-    fn walk<'e>(&self, e: &'e Expr, lo: i64, hi: i64, out: &mut Vec<SelNode<'e>>) {
+    /// Collects every selector under `e` evaluated at times in `[lo, hi]`: `lo + k * step`
+    /// (`lo` alone when `step` is 0), or times unknown when `step` is `None` (every selector
+    /// then reads [`Reads::Raw`]).
+    fn walk<'e>(
+        &self,
+        e: &'e Expr,
+        lo: i64,
+        hi: i64,
+        step: Option<i64>,
+        out: &mut Vec<SelNode<'e>>,
+    ) {
         if lo > hi {
             return;
         }
@@ -138,16 +210,31 @@ impl Walk<'_> {
                     matrix: false,
                     min_t: a.saturating_sub(self.opts.lookback_ms).saturating_add(1),
                     max_t: b,
+                    reads: self
+                        .grid(vs.at, vs.offset_ms, lo, step)
+                        .map_or(Reads::Raw, |(first, step)| Reads::Last { first, step }),
                 });
             }
             Expr::MatrixSelector { selector, range_ms } => {
-                let (a, b) = self.refs(selector.at, selector.offset_ms, lo, hi);
-                out.push(SelNode {
-                    sel: selector,
-                    matrix: true,
-                    min_t: a.saturating_sub(*range_ms).saturating_add(1),
-                    max_t: b,
-                });
+                self.matrix(selector, *range_ms, lo, hi, Reads::Raw, out)
+            }
+            Expr::Call { func, args }
+                if matches!(func.as_str(), "max_over_time" | "min_over_time")
+                    && args.len() == 1
+                    && matches!(args[0], Expr::MatrixSelector { .. }) =>
+            {
+                let Expr::MatrixSelector { selector, range_ms } = &args[0] else {
+                    unreachable!("matched above")
+                };
+                let range = *range_ms;
+                let reads = match self.grid(selector.at, selector.offset_ms, lo, step) {
+                    Some((first, step)) if func == "max_over_time" => {
+                        Reads::Max { first, step, range }
+                    }
+                    Some((first, step)) => Reads::Min { first, step, range },
+                    None => Reads::Raw,
+                };
+                self.matrix(selector, range, lo, hi, reads, out)
             }
             Expr::Subquery(sq) => {
                 let (a, b) = self.refs(sq.at, sq.offset_ms, lo, hi);
@@ -156,24 +243,58 @@ impl Walk<'_> {
                     .unwrap_or(self.opts.default_subquery_step_ms)
                     .max(1);
                 let (f, l) = subquery_steps(a, b, sq.range_ms, step);
-                self.walk(&sq.expr, f, l, out);
+                // Inner steps are absolute multiples of the subquery's step.
+                self.walk(&sq.expr, f, l, Some(step), out);
             }
-            Expr::Paren(x) | Expr::Unary { expr: x, .. } => self.walk(x, lo, hi, out),
+            Expr::Paren(x) | Expr::Unary { expr: x, .. } => self.walk(x, lo, hi, step, out),
             Expr::Binary(b) => {
-                self.walk(&b.lhs, lo, hi, out);
-                self.walk(&b.rhs, lo, hi, out);
+                self.walk(&b.lhs, lo, hi, step, out);
+                self.walk(&b.rhs, lo, hi, step, out);
             }
             Expr::Call { args, .. } => {
                 for a in args {
-                    self.walk(a, lo, hi, out);
+                    self.walk(a, lo, hi, step, out);
                 }
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
-                    self.walk(p, lo, hi, out);
+                    self.walk(p, lo, hi, step, out);
                 }
-                self.walk(&a.expr, lo, hi, out);
+                self.walk(&a.expr, lo, hi, step, out);
             }
+        }
+    }
+
+    fn matrix<'e>(
+        &self,
+        selector: &'e VectorSelector,
+        range_ms: i64,
+        lo: i64,
+        hi: i64,
+        reads: Reads,
+        out: &mut Vec<SelNode<'e>>,
+    ) {
+        let (a, b) = self.refs(selector.at, selector.offset_ms, lo, hi);
+        out.push(SelNode {
+            sel: selector,
+            matrix: true,
+            min_t: a.saturating_sub(range_ms).saturating_add(1),
+            max_t: b,
+            reads,
+        });
+    }
+
+    /// The times a selector is evaluated at, after `@` and `offset`: `(first, step)`.
+    fn grid(
+        &self,
+        at: Option<AtModifier>,
+        offset: i64,
+        lo: i64,
+        step: Option<i64>,
+    ) -> Option<(i64, i64)> {
+        match at_time(at, self.start, self.end) {
+            Some(t) => Some((t.saturating_sub(offset), 0)),
+            None => step.map(|s| (lo.saturating_sub(offset), s)),
         }
     }
 
@@ -188,17 +309,35 @@ impl Walk<'_> {
 /// For every selector in `expr`, the span of samples evaluating it over
 /// `[start, end]` reads (for an instant query `start == end`). Lookback, ranges,
 /// offsets, `@` and subquery windows are accounted for; the bounds are inclusive.
+///
+/// For a range query use [`range_selections`]: without the step, the evaluation times
+/// between `start` and `end` are unknown and every selection reads [`Reads::Raw`].
 pub fn selections(expr: &Expr, start: i64, end: i64, opts: &EvalOptions) -> Vec<Selection> {
+    let step = (start == end).then_some(0);
+    walk_selections(expr, start, end, step, opts)
+}
+
+/// [`selections`] for a range query evaluated every `step` ms from `start`.
+pub fn range_selections(
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    opts: &EvalOptions,
+) -> Vec<Selection> {
+    walk_selections(expr, start, end, Some(step), opts)
+}
+
+fn walk_selections(
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: Option<i64>,
+    opts: &EvalOptions,
+) -> Vec<Selection> {
     let mut nodes = Vec::new();
-    Walk { start, end, opts }.walk(expr, start, end, &mut nodes);
-    nodes
-        .into_iter()
-        .map(|n| Selection {
-            matchers: n.sel.matchers.clone(),
-            min_t: n.min_t,
-            max_t: n.max_t,
-        })
-        .collect()
+    Walk { start, end, opts }.walk(expr, start, end, step, &mut nodes);
+    nodes.iter().map(SelNode::selection).collect()
 }
 
 /// Evaluates `expr` at time `t` (ms).
@@ -419,7 +558,7 @@ impl<'o> Evaluator<'o> {
         opts: &'o EvalOptions,
     ) -> Result<Self, EvalError> {
         let mut nodes = Vec::new();
-        Walk { start, end, opts }.walk(expr, start, end, &mut nodes);
+        Walk { start, end, opts }.walk(expr, start, end, Some(interval), &mut nodes);
         let mut data = HashMap::with_capacity(nodes.len());
         let mut loaded = 0usize;
         for n in nodes {
@@ -431,7 +570,7 @@ impl<'o> Evaluator<'o> {
                 });
             }
             let key = n.sel as *const VectorSelector as usize;
-            let mut series = q.select(&n.sel.matchers, n.min_t, n.max_t)?;
+            let mut series = q.select_for(&n.selection())?;
             if n.matrix {
                 for s in &mut series {
                     s.samples.retain(|x| !is_stale_nan(x.v));
@@ -692,5 +831,7 @@ fn unary(op: UnaryOp, v: Val<'_>) -> Result<Val<'_>, EvalError> {
     }
 }
 
+#[cfg(test)]
+mod reads_tests;
 #[cfg(test)]
 mod tests;

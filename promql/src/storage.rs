@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::ast::Matcher;
-use crate::eval::EvalError;
+use crate::eval::{EvalError, Selection};
 use crate::value::{Labels, Sample, Series};
 
 /// A source of series. `rigwatch-query` implements it over DataFusion (after
@@ -19,6 +19,12 @@ pub trait Queryable {
         min_t: i64,
         max_t: i64,
     ) -> Result<Vec<Series>, EvalError>;
+
+    /// The series of `sel`. A source may answer with per-bucket aggregates where
+    /// [`crate::eval::Reads`] allows; by default it reads every sample.
+    fn select_for(&self, sel: &Selection) -> Result<Vec<Series>, EvalError> {
+        self.select(&sel.matchers, sel.min_t, sel.max_t)
+    }
 }
 
 /// Series held in memory, ordered by labels.
