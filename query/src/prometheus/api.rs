@@ -354,7 +354,10 @@ pub(crate) async fn evaluate(
     timeout: Duration,
 ) -> Result<QueryResult, PromqlError> {
     let (start, end) = range.map(|(s, e, _)| (s, e)).unwrap_or((at, at));
-    let selections = eval::selections(&expr, start, end, &opts);
+    let selections = match range {
+        Some((s, e, step)) => eval::range_selections(&expr, s, e, step, &opts),
+        None => eval::selections(&expr, start, end, &opts),
+    };
     let ctx = service
         .scoped_context(scope)
         .map_err(|e| PromqlError::Session(Box::new(e)))?;
@@ -487,6 +490,7 @@ async fn matching_series(
             matchers,
             min_t: start,
             max_t: end,
+            reads: eval::Reads::Raw,
         })
         .collect();
     let ctx = state.service.scoped_context(who.scope())?;

@@ -19,12 +19,13 @@ use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::{Expr, lit};
 use datafusion::prelude::SessionContext;
 use rigwatch_promql::ast::{MatchOp, Matcher};
-use rigwatch_promql::eval::{EvalError, Selection};
+use rigwatch_promql::eval::{EvalError, Reads, Selection};
 use rigwatch_promql::storage::Queryable;
 use rigwatch_promql::value::{Labels, METRIC_NAME, Sample, Series};
 use rigwatch_storage::FieldType;
 use rigwatch_storage::schema::{ColumnKind, TableDef};
 
+mod rollups;
 mod series;
 mod view;
 
@@ -63,6 +64,10 @@ pub fn metrics(ctx: &SessionContext, db: &rigwatch_storage::Db) -> Vec<MetricRef
     };
     let mut out = Vec::new();
     for name in schema.table_names() {
+        // Rollup tables are read through their raw table's metrics (`rollups.rs`).
+        if rigwatch_common::rollup::parse_table_name(&name).is_some() {
+            continue;
+        }
         let Some(def) = db.table(&name) else { continue };
         for d in DERIVED.iter().filter(|d| d.table == name) {
             // A counter derived from the table's rows (no field of its own).
@@ -174,10 +179,13 @@ struct FetchedSet {
 }
 
 impl FetchedSet {
-    fn covers(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> bool {
-        self.selection.matchers.as_slice() == matchers
-            && self.selection.min_t <= min_t
-            && self.selection.max_t >= max_t
+    /// Whether this set answers `sel`: the same selector over a span at least as wide, read
+    /// raw or for the same use.
+    fn covers(&self, sel: &Selection) -> bool {
+        self.selection.matchers == sel.matchers
+            && self.selection.min_t <= sel.min_t
+            && self.selection.max_t >= sel.max_t
+            && (self.selection.reads == Reads::Raw || self.selection.reads == sel.reads)
     }
 }
 
@@ -188,8 +196,18 @@ impl Queryable for Fetched {
         min_t: i64,
         max_t: i64,
     ) -> Result<Vec<Series>, EvalError> {
+        self.select_for(&Selection {
+            matchers: matchers.to_vec(),
+            min_t,
+            max_t,
+            reads: Reads::Raw,
+        })
+    }
+
+    fn select_for(&self, sel: &Selection) -> Result<Vec<Series>, EvalError> {
         use std::sync::atomic::Ordering;
-        let Some(set) = self.sets.iter().find(|s| s.covers(matchers, min_t, max_t)) else {
+        let (matchers, min_t, max_t) = (&sel.matchers, sel.min_t, sel.max_t);
+        let Some(set) = self.sets.iter().find(|s| s.covers(sel)) else {
             return Err(EvalError::Internal(format!(
                 "selector {matchers:?} over [{min_t}, {max_t}] was not prefetched"
             )));
@@ -270,15 +288,11 @@ pub async fn fetch(
     for sel in selections {
         // The evaluator selects exactly what `selections` listed, in that order, and
         // `select` finds the first set covering it, as here.
-        if let Some(set) = out
-            .sets
-            .iter_mut()
-            .find(|s| s.covers(&sel.matchers, sel.min_t, sel.max_t))
-        {
+        if let Some(set) = out.sets.iter_mut().find(|s| s.covers(&sel)) {
             *set.readers.get_mut() += 1;
             continue;
         }
-        let series = fetch_one(ctx, &catalog, &sel, max_samples, &mut out.samples).await?;
+        let series = fetch_one(ctx, db, &catalog, &sel, max_samples, &mut out.samples).await?;
         out.sets.push(FetchedSet {
             selection: sel,
             series: std::sync::Mutex::new(series),
@@ -315,6 +329,7 @@ fn candidates<'a>(
 
 async fn fetch_one(
     ctx: &SessionContext,
+    db: &rigwatch_storage::Db,
     catalog: &[MetricRef],
     sel: &Selection,
     max_samples: usize,
@@ -338,9 +353,7 @@ async fn fetch_one(
         let Some(pushdowns) = plan.translate(&sel.matchers) else {
             continue;
         };
-        let mut filter = column("time")
-            .gt_eq(ts(ms_to_ns(sel.min_t)))
-            .and(column("time").lt_eq(ts(ms_to_ns(sel.max_t))));
+        let mut tag_filter: Option<Expr> = None;
         let mut pushdowns = pushdowns;
         let mut filter_only: Vec<&str> = Vec::new();
         if view == View::Dcgm && def.name == rigwatch_common::dcgm::XID_TABLE {
@@ -356,24 +369,66 @@ async fn fetch_one(
             }
         }
         for p in pushdowns {
-            filter = filter.and(match p {
+            let e = match p {
                 Pushdown::IsNull(c) => column(&c).is_null(),
                 Pushdown::Eq(c, v) => column(&c).eq(tag_lit(&v)),
                 Pushdown::NotEq(c, v) => column(&c).is_null().or(column(&c).not_eq(tag_lit(&v))),
+            };
+            tag_filter = Some(match tag_filter {
+                Some(f) => f.and(e),
+                None => e,
             });
+        }
+        // Where a rollup stands for the raw data and the evaluator gets the same result from
+        // it, read it there and the raw rows elsewhere (`rollups.rs`).
+        let mut rolled = Vec::new();
+        let mut raw_spans = vec![(sel.min_t, sel.max_t)];
+        if let Some((res, covers)) = rollups::choose(db, &def, &plan, sel) {
+            rolled = rollups::read(
+                ctx,
+                &def,
+                &plan,
+                &metrics,
+                tag_filter.clone(),
+                sel,
+                res,
+                &covers,
+                total,
+                max_samples,
+            )
+            .await?;
+            raw_spans = rollups::gaps(sel.min_t, sel.max_t, &covers);
+            // A persist may have replaced a stretch's rollup meanwhile: then read it all raw.
+            let now = db.rollup_cover(&def.name, res, ms_to_ns(sel.min_t), ms_to_ns(sel.max_t));
+            if now != covers {
+                rolled.clear();
+                raw_spans = vec![(sel.min_t, sel.max_t)];
+            }
         }
         let mut cols: Vec<&str> = plan.columns.iter().map(|(c, _)| c.as_str()).collect();
         cols.extend(metrics.iter().map(|m| m.field.as_str()));
         cols.push("time");
-        let batches = scan(ctx, &def.name, &cols, &filter_only, filter).await?;
         let mut acc = SeriesAccumulator::new(plan.columns.len(), metrics.len());
-        for b in &batches {
-            acc.push(b)?;
-            if *total + acc.samples > max_samples {
-                return Err(FetchError::TooManySamples { limit: max_samples });
+        for (lo, hi) in raw_spans {
+            // Samples whose millisecond is in [lo, hi].
+            let mut filter = column("time")
+                .gt_eq(ts(ms_to_ns(lo)))
+                .and(column("time").lt(ts(ms_to_ns(hi.saturating_add(1)))));
+            if let Some(t) = &tag_filter {
+                filter = filter.and(t.clone());
+            }
+            let batches = scan(ctx, &def.name, &cols, &filter_only, filter).await?;
+            for b in &batches {
+                acc.push(b)?;
+                if *total + acc.samples > max_samples {
+                    return Err(FetchError::TooManySamples { limit: max_samples });
+                }
             }
         }
         *total += acc.samples;
+        let joined = !rolled.is_empty();
+        let before = result.len();
+        result.append(&mut rolled);
         for (tag_values, per_metric) in acc.finish() {
             for (i, samples) in per_metric.into_iter().enumerate() {
                 if samples.is_empty() {
@@ -389,6 +444,10 @@ async fn fetch_one(
                 }
                 result.push(Series { labels, samples });
             }
+        }
+        if joined {
+            let parts = result.split_off(before);
+            result.extend(rollups::join(parts));
         }
     }
     Ok(result)
