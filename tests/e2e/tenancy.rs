@@ -219,7 +219,13 @@ async fn every_route_is_authenticated_and_scoped() {
 async fn a_suppliers_sql_cannot_reach_other_rows() {
     let dir = temp_dir();
     let data = dir.path().join("data");
-    let server = Server::start(&data, &[], &[]).await;
+    // Persisted and rolled up within seconds: the rollup tables are a surface too.
+    let server = Server::start(
+        &data,
+        &["--persist-age", "1s", "--compaction-interval", "1s"],
+        &[],
+    )
+    .await;
     server.write_ok(&lp()).await;
     let auth = AuthStore::open(&data).unwrap();
     auth.add_supplier("supplier-a").unwrap();
@@ -244,7 +250,24 @@ async fn a_suppliers_sql_cannot_reach_other_rows() {
             (resp.status(), resp.text().await.unwrap())
         }
     };
+    // The data is from 2023: once persisted, its stretches are closed and rolled up (10 GPUs
+    // of A, two fields, one bucket each).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, body) = sql("SELECT count(*) AS n FROM \"gpu@1m\"").await;
+        if body.contains("\"n\":20") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rollups built: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
     let attempts = [
+        "SELECT * FROM \"gpu@1m\"",
+        "SELECT * FROM \"gpu@1h\" WHERE supplier = 'supplier-b'",
+        "SELECT field, supplier, gpu_uuid, max FROM \"gpu@1m\" WHERE supplier <> 'supplier-a' OR true",
         "SELECT * FROM gpu",
         "SELECT * FROM gpu WHERE supplier = 'supplier-b'",
         "SELECT * FROM gpu WHERE supplier <> 'supplier-a' OR true",
@@ -264,6 +287,36 @@ async fn a_suppliers_sql_cannot_reach_other_rows() {
             status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
             "`{q}`: {status} {body}"
         );
+    }
+    // Query-language selectors on a minute grid read the rollups: still only A's series.
+    for (path, params) in [
+        (
+            "/api/v1/query_range",
+            vec![
+                ("query", "max_over_time(gpu_utilization[1m])"),
+                ("start", "1700000040"),
+                ("end", "1700000160"),
+                ("step", "60"),
+            ],
+        ),
+        (
+            "/api/v1/query",
+            vec![("query", "gpu_utilization"), ("time", "1700000100")],
+        ),
+    ] {
+        let resp = client
+            .get(format!("{}{path}", server.base))
+            .bearer_auth(&a)
+            .query(&params)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("GPU-aaaa-9"), "{path}: {body}");
+        for mark in B_MARKS {
+            assert!(!body.contains(mark), "{path} leaked `{mark}`: {body}");
+        }
     }
     // And A does see all of A's rows.
     let (status, body) = sql("SELECT count(*) AS n FROM gpu").await;
