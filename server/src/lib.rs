@@ -152,8 +152,8 @@ pub struct ServeArgs {
     /// Rollup resolutions: per series and field, aggregates (count, sum, min, max, first,
     /// last, increase) over buckets of each, built once a partition closes, kept as tables
     /// `TABLE@RES` (e.g. `gpu@1m`). Query-language selectors read them instead of the raw
-    /// samples wherever the answer is provably the same (README, "Rollups"). Each must divide
-    /// --partition; `0` turns rollups off.
+    /// samples wherever the answer is provably the same (README, "Rollups"). One that does not
+    /// divide --partition is left out (with a warning); `0` turns rollups off.
     #[arg(long, env = "RIGWATCH_ROLLUPS", value_delimiter = ',', default_value = "1m,1h", value_parser = humantime::parse_duration)]
     pub rollups: Vec<Duration>,
 
@@ -391,13 +391,24 @@ impl ServeArgs {
             .filter(|r| !r.is_zero())
             .collect();
         for r in &rollups {
-            if r.subsec_nanos() != 0 || self.partition.as_nanos() % r.as_nanos() != 0 {
+            if r.subsec_nanos() != 0 {
                 anyhow::bail!(
-                    "--rollups: {} must be whole seconds and divide --partition ({})",
-                    humantime::format_duration(*r),
-                    humantime::format_duration(self.partition)
+                    "--rollups: {} must be whole seconds",
+                    humantime::format_duration(*r)
                 );
             }
+        }
+        // A resolution that does not divide the partition (the default 1h under a 1m
+        // partition) cannot be built per partition: it is left out, with a warning.
+        let (rollups, unfit): (Vec<Duration>, Vec<Duration>) = rollups
+            .into_iter()
+            .partition(|r| self.partition.as_nanos() % r.as_nanos() == 0);
+        for r in unfit {
+            tracing::warn!(
+                resolution = %humantime::format_duration(r),
+                partition = %humantime::format_duration(self.partition),
+                "rollup resolution does not divide --partition; not built"
+            );
         }
         for (r, _) in &self.rollup_retention {
             if !rollups.contains(r) {
