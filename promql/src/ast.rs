@@ -138,6 +138,13 @@ impl Matcher {
             MatchOp::NotRegex => !self.regex.as_ref().is_some_and(|r| r.is_match(value)),
         }
     }
+
+    /// Whether `labels` satisfy every matcher of `matchers` (a missing label is "").
+    pub fn all_match(matchers: &[Matcher], labels: &crate::value::Labels) -> bool {
+        matchers
+            .iter()
+            .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+    }
 }
 
 /// A subquery `expr[range:step] offset ... @ ...`.

@@ -88,10 +88,7 @@ impl Queryable for MemStore {
     ) -> Result<Vec<Series>, EvalError> {
         let mut out = Vec::new();
         for (labels, samples) in &self.series {
-            let ok = matchers
-                .iter()
-                .all(|m| m.matches(labels.get(&m.name).unwrap_or("")));
-            if !ok {
+            if !Matcher::all_match(matchers, labels) {
                 continue;
             }
             let lo = samples.partition_point(|s| s.t < min_t);

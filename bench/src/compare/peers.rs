@@ -280,7 +280,22 @@ impl System {
                 if answer.as_deref() != Some("persisted") {
                     bail!("rigwatch failed to persist: {}", self.log_tail());
                 }
-                du(&self.data_dir)
+                let tables = self.data_dir.join("objects").join("tables");
+                let mut rollups = 0;
+                for e in std::fs::read_dir(&tables).into_iter().flatten().flatten() {
+                    if e.file_name()
+                        .to_string_lossy()
+                        .contains(rigwatch_common::rollup::MARK)
+                    {
+                        rollups += du(&e.path())?;
+                    }
+                }
+                let total = du(&self.data_dir)?;
+                eprintln!(
+                    "  rigwatch stores {total} bytes, of which rollups {rollups} ({:.0}%)",
+                    100.0 * rollups as f64 / total.max(1) as f64
+                );
+                Ok(total)
             }
             Kind::Victoria => {
                 let r = client
@@ -404,7 +419,7 @@ pub(super) async fn load(
 
 /// `--internal-serve`: rigwatch with `rigwatch serve`'s defaults (plus a 256 MiB body limit,
 /// warn logging and the benchmark's admin token) on a free loopback port. Prints
-/// `listening ADDR`; each `persist` line on stdin persists and compacts, then prints
+/// `listening ADDR`; each `persist` line on stdin persists, compacts and builds rollups, then prints
 /// `persisted`; end of stdin stops the server gracefully.
 pub(super) async fn internal_serve(dir: &Path) -> anyhow::Result<ExitCode> {
     #[derive(Parser)]
@@ -438,6 +453,8 @@ pub(super) async fn internal_serve(dir: &Path) -> anyhow::Result<ExitCode> {
             running.db.persist().await?;
             running.db.compact_with(2).await?;
             running.db.compact_tiers().await?;
+            // Rollups are part of what is stored, and the queries read them where they can.
+            running.db.build_rollups().await?;
             // The data directory is measured next: no query runs, so the files compaction
             // replaced need not wait out their grace.
             running.db.delete_replaced_files().await;

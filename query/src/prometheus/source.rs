@@ -435,11 +435,7 @@ async fn fetch_one(
                     continue;
                 }
                 let labels = plan.labels(&tag_values, &metrics[i].name);
-                if !sel
-                    .matchers
-                    .iter()
-                    .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
-                {
+                if !Matcher::all_match(&sel.matchers, &labels) {
                     continue;
                 }
                 result.push(Series { labels, samples });
@@ -654,11 +650,7 @@ async fn derived_series(
                     d.metric.to_string(),
                 ))),
         );
-        if sel
-            .matchers
-            .iter()
-            .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
-        {
+        if Matcher::all_match(&sel.matchers, &labels) {
             out.push(Series { labels, samples });
         }
     }

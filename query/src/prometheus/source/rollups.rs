@@ -20,6 +20,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampNanosecondType
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
 use rigwatch_common::rollup as names;
+use rigwatch_promql::ast::Matcher;
 use rigwatch_promql::eval::{Reads, Selection};
 use rigwatch_promql::value::Series;
 use rigwatch_storage::Db;
@@ -170,11 +171,7 @@ pub(super) async fn read(
             continue;
         };
         let labels = plan.labels(&tag_values, &metric.name);
-        if sel
-            .matchers
-            .iter()
-            .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
-        {
+        if Matcher::all_match(&sel.matchers, &labels) {
             out.push(Series { labels, samples });
         }
     }
