@@ -5,6 +5,7 @@
 //! Points: `wal:after_append` (written, not yet fsynced), `wal:after_sync` (durable, not yet
 //! acknowledged), `persist:after_files` (Parquet written, catalog not), `persist:after_catalog`
 //! (catalog saved, WAL not yet truncated), `compact:after_file`, `compact:after_catalog`,
+//! `tier:after_file`, `rollup:after_day` (a merged file written, catalog not),
 //! `wal:after_upload` (a shared WAL's segment object written, its head not yet advanced).
 //! Without the variable, each check is one relaxed atomic load.
 

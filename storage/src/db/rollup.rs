@@ -26,7 +26,7 @@
 //! Rollups are kept as long as `--rollup-retention` says (by default as long as the raw data),
 //! so raw rows can be dropped after days while the rollups keep months queryable.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -61,6 +61,8 @@ pub struct RollupStats {
     pub rows_in: u64,
     pub rows_out: u64,
     pub bytes: u64,
+    /// Closed days whose rollup files were merged into one per resolution.
+    pub days: usize,
 }
 
 /// A stretch a rollup file answers for: raw samples with `from < t <= to` (ns).
@@ -81,6 +83,9 @@ const MS: i64 = 1_000_000;
 fn raw_span(from: i64, to: i64) -> (i64, i64) {
     (from.saturating_add(MS), to.saturating_add(MS))
 }
+
+/// Rollup files of a closed day are merged into one file of this span.
+const ROLLUP_DAY_NS: i64 = 86_400 * 1_000_000_000;
 
 /// Built stretches are committed in groups of this many (each commit writes a catalog
 /// version).
@@ -135,26 +140,41 @@ impl Db {
     }
 
     /// The stretches within `[min, max]` where `raw`'s rollup at `res_ns` stands for the raw
-    /// data (see the module documentation), in time order.
+    /// data (see the module documentation), in time order, adjacent stretches of one file
+    /// joined. A stretch with buffered rows is left out, even inside a merged day.
     pub fn rollup_cover(&self, raw: &str, res_ns: i64, min: i64, max: i64) -> Vec<Cover> {
         let name = Self::rollup_table_name(raw, res_ns);
+        let part = self.partition_ns;
         let st = self.state.read();
-        let mut out: Vec<Cover> = st
+        let mut files: Vec<&FileMeta> = st
             .files
             .iter()
             .filter(|f| f.table == name && !st.corrupt.contains(&f.id))
-            .map(|f| {
-                let (from, to) = self.stretch_of(f);
-                Cover {
-                    from,
-                    to,
-                    file: f.id,
-                }
-            })
-            .filter(|c| c.from < max && c.to >= min)
-            .filter(|c| !buffered_overlaps(&st, raw, c.from, c.to))
             .collect();
-        out.sort_by_key(|c| c.from);
+        files.sort_by_key(|f| f.partition);
+        let mut out: Vec<Cover> = Vec::new();
+        for f in files {
+            let (from, to) = self.stretch_of(f);
+            if from >= max || to < min {
+                continue;
+            }
+            // Only the stretches of the span asked for.
+            let mut q = from.max((min - 1).div_euclid(part) * part);
+            while q < to && q < max {
+                let end = q + part;
+                if !buffered_overlaps(&st, raw, q, end) {
+                    match out.last_mut() {
+                        Some(c) if c.to == q && c.file == f.id => c.to = end,
+                        _ => out.push(Cover {
+                            from: q,
+                            to: end,
+                            file: f.id,
+                        }),
+                    }
+                }
+                q = end;
+            }
+        }
         out
     }
 
@@ -203,27 +223,7 @@ impl Db {
             let st = self.state.read();
             (st.files.clone(), st.corrupt.clone())
         };
-        let mut wanted: BTreeSet<(&str, i64)> = BTreeSet::new();
-        let mut have: HashSet<(&str, i64)> = HashSet::new();
-        for f in files.iter().filter(|f| !corrupt.contains(&f.id)) {
-            if names::parse_table_name(&f.table).is_some() {
-                let (from, to) = self.stretch_of(f);
-                let mut q = from;
-                while q < to {
-                    have.insert((&f.table, q));
-                    q += part;
-                }
-                continue;
-            }
-            // The stretch `(q, q + part]` holding a time's millisecond.
-            let stretch = |t: i64| (t.div_euclid(MS) * MS - 1).div_euclid(part) * part;
-            let (lo, hi) = (stretch(f.min_time), stretch(f.max_time));
-            let mut q = lo;
-            while q <= hi {
-                wanted.insert((&f.table, q));
-                q += part;
-            }
-        }
+        let (wanted, have) = self.stretches(&files, &corrupt);
         let mut pending: Vec<Built> = Vec::new();
         for (table, q) in wanted {
             if q.saturating_add(part) > closed_before {
@@ -271,10 +271,12 @@ impl Db {
             }
         }
         self.commit_rollups(pending, &mut stats).await?;
-        if stats.stretches > 0 {
+        stats.days = self.merge_rollup_days().await?;
+        if stats.stretches > 0 || stats.days > 0 {
             info!(
                 stretches = stats.stretches,
                 files = stats.files,
+                days = stats.days,
                 rows_in = stats.rows_in,
                 rows_out = stats.rows_out,
                 bytes = stats.bytes,
@@ -283,6 +285,130 @@ impl Db {
             );
         }
         Ok(stats)
+    }
+
+    /// The stretches that hold raw data (raw table, start), and those rolled up (rollup
+    /// table, start), in `files`.
+    fn stretches<'a>(
+        &self,
+        files: &'a [FileMeta],
+        corrupt: &HashSet<u64>,
+    ) -> (BTreeSet<(&'a str, i64)>, HashSet<(&'a str, i64)>) {
+        let part = self.partition_ns;
+        let mut wanted: BTreeSet<(&str, i64)> = BTreeSet::new();
+        let mut have: HashSet<(&str, i64)> = HashSet::new();
+        for f in files.iter().filter(|f| !corrupt.contains(&f.id)) {
+            if names::parse_table_name(&f.table).is_some() {
+                let (from, to) = self.stretch_of(f);
+                let mut q = from;
+                while q < to {
+                    have.insert((&f.table, q));
+                    q += part;
+                }
+                continue;
+            }
+            // The stretch `(q, q + part]` holding a time's millisecond.
+            let stretch = |t: i64| (t.div_euclid(MS) * MS - 1).div_euclid(part) * part;
+            let (lo, hi) = (stretch(f.min_time), stretch(f.max_time));
+            let mut q = lo;
+            while q <= hi {
+                wanted.insert((&f.table, q));
+                q += part;
+            }
+        }
+        (wanted, have)
+    }
+
+    /// Merges each closed day of each rollup table into one file (its stretches' files as row
+    /// groups, `tier.rs`), once every stretch of the day that holds raw data is rolled up: a
+    /// month at 1 h then reads 30 files, not 720. A merged day stands for all its stretches,
+    /// so a late write anywhere in it drops the whole day's file and its stretches are rolled
+    /// up (and merged) again.
+    async fn merge_rollup_days(&self) -> Result<usize> {
+        let part = self.partition_ns;
+        let day = ROLLUP_DAY_NS;
+        if day <= part || day % part != 0 {
+            return Ok(0);
+        }
+        let closed_before = now_ms()
+            .saturating_mul(1_000_000)
+            .saturating_sub(self.config.persist_age.as_nanos() as i64)
+            .saturating_sub(part);
+        let (files, corrupt) = {
+            let st = self.state.read();
+            (st.files.clone(), st.corrupt.clone())
+        };
+        let (wanted, _) = self.stretches(&files, &corrupt);
+        let mut days: BTreeMap<(&str, i64), Vec<&FileMeta>> = BTreeMap::new();
+        for f in files.iter().filter(|f| !corrupt.contains(&f.id)) {
+            if names::parse_table_name(&f.table).is_some() {
+                days.entry((&f.table, f.partition.div_euclid(day) * day))
+                    .or_default()
+                    .push(f);
+            }
+        }
+        let mut merged = 0;
+        for ((table, start), group) in days {
+            if start.saturating_add(day) > closed_before
+                || group.len() < 2
+                || group.iter().any(|f| f.is_tier())
+            {
+                continue;
+            }
+            let Some((raw, _)) = names::parse_table_name(table) else {
+                continue;
+            };
+            let present: HashSet<i64> = group.iter().map(|f| f.partition).collect();
+            let complete = (0..day / part)
+                .map(|k| start + k * part)
+                .all(|q| present.contains(&q) || !wanted.contains(&(raw, q)));
+            let Some(def) = self.schemas.get(table) else {
+                continue;
+            };
+            if !complete {
+                continue;
+            }
+            let id = {
+                let mut cw = self.persist_lock.lock().await;
+                self.catalog.next_file_id(&mut cw.next_file_id).await?
+            };
+            let path = persist::file_path(table, start, id);
+            let (size, rows) = match self.merge_tier(&def, &group, &path).await {
+                Ok(written) => written,
+                Err(e) => {
+                    warn!(table, day = start, error = %e, "rollup day not merged; retried next pass");
+                    continue;
+                }
+            };
+            let new = FileMeta {
+                id,
+                table: table.to_string(),
+                partition: start,
+                path: path.to_string(),
+                size,
+                rows,
+                min_time: group.iter().map(|f| f.min_time).min().unwrap_or(start),
+                max_time: group
+                    .iter()
+                    .map(|f| f.max_time)
+                    .max()
+                    .unwrap_or(start + day),
+                span: day,
+            };
+            let mut cw = self.persist_lock.lock().await;
+            // A persist may have dropped one of the day's files meanwhile (a late write):
+            // then the merged file would bring it back.
+            let current = self.state.read().files.clone();
+            let ids: HashSet<u64> = current.iter().map(|f| f.id).collect();
+            if !group.iter().all(|f| ids.contains(&f.id)) {
+                cw.pending_deletes.push((Instant::now(), path.to_string()));
+                continue;
+            }
+            self.replace_files(&mut cw, &group, new, "rollup:after_day")
+                .await?;
+            merged += 1;
+        }
+        Ok(merged)
     }
 
     /// Adds the built rollups whose inputs are still exactly the stretch's raw data.
@@ -363,10 +489,9 @@ impl Db {
         }
         let outputs = acc.finish();
         let mut files = Vec::with_capacity(outputs.len());
+        // A file per resolution even without rows (a stretch whose rows hold no numbers), so
+        // the stretch counts as rolled up and is not read again every pass.
         for (m, out) in res.iter().zip(outputs) {
-            if out.rows == 0 {
-                continue;
-            }
             let rdef = self.rollup_def(def, *m);
             let batch = out.into_batch(&rdef)?;
             let sorted = merge::sort(&rdef, &batch)?;
@@ -374,7 +499,7 @@ impl Db {
                 .column(rdef.time_index())
                 .as_primitive::<TimestampNanosecondType>();
             let (min_time, max_time) = (
-                arrow::compute::min(times).unwrap_or(q),
+                arrow::compute::min(times).unwrap_or(to),
                 arrow::compute::max(times).unwrap_or(to),
             );
             let id = {

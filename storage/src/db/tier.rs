@@ -72,7 +72,11 @@ impl Db {
             (st.files.clone(), st.corrupt.clone())
         };
         let mut tiers: BTreeMap<(&str, i64), Vec<&FileMeta>> = BTreeMap::new();
-        for f in files.iter().filter(|f| !corrupt.contains(&f.id)) {
+        // Rollup tables are merged by day in `rollup.rs`, only once a day is complete.
+        for f in files.iter().filter(|f| {
+            !corrupt.contains(&f.id)
+                && rigwatch_common::rollup::parse_table_name(&f.table).is_none()
+        }) {
             let tier = f.partition.div_euclid(span).saturating_mul(span);
             tiers.entry((&f.table, tier)).or_default().push(f);
         }
@@ -162,7 +166,7 @@ impl Db {
 
     /// Writes `files` (in time order) to `path` as one file whose row groups are theirs, one
     /// or more per input; answers its size and rows.
-    async fn merge_tier(
+    pub(super) async fn merge_tier(
         &self,
         def: &TableDef,
         files: &[&FileMeta],

@@ -18,7 +18,7 @@ use crate::{DbConfig, WriteOptions};
 const SEC: i64 = 1_000_000_000;
 const MIN: i64 = 60 * SEC;
 const PART: i64 = 10 * MIN;
-/// Long closed, and a multiple of the partition.
+/// Long closed, and a multiple of the partition (2020-09-13T12:20Z).
 const T0: i64 = 1_600_000_000 * SEC / PART * PART;
 
 fn config(dir: &std::path::Path) -> DbConfig {
@@ -228,24 +228,35 @@ async fn every_bucket_equals_its_raw_rows() {
     db.persist().await.unwrap();
     let stats = db.build_rollups().await.unwrap();
     // The samples span (T0, T0 + 30 min]: stretches T0 - 10 min (the instant T0 itself),
-    // T0, T0 + 10 min and T0 + 20 min.
+    // T0, T0 + 10 min and T0 + 20 min, all in one closed day, so each resolution's four files
+    // are then merged into one file for the day.
     assert_eq!(stats.stretches, 4, "{stats:?}");
     assert_eq!(stats.files, 8);
+    assert_eq!(stats.days, 2);
     check_against_raw(&db, "t").await;
     // Everything built: a second pass has nothing to do.
-    assert_eq!(db.build_rollups().await.unwrap().stretches, 0);
+    let again = db.build_rollups().await.unwrap();
+    assert_eq!((again.stretches, again.days), (0, 0));
     let cover = db.rollup_cover("t", MIN, T0, T0 + 30 * MIN);
     assert_eq!(
         cover.iter().map(|c| (c.from, c.to)).collect::<Vec<_>>(),
-        (-1..3)
-            .map(|k| (T0 + k * PART, T0 + (k + 1) * PART))
-            .collect::<Vec<_>>()
+        vec![(T0 - PART, T0 + 3 * PART)]
     );
+    let name = Db::rollup_table_name("t", MIN);
+    let day_files: Vec<_> = db
+        .files()
+        .iter()
+        .filter(|f| f.table == name)
+        .cloned()
+        .collect();
+    assert_eq!(day_files.len(), 1);
+    assert!(day_files[0].is_tier());
+    assert_eq!(day_files[0].partition, T0 / (86_400 * SEC) * (86_400 * SEC));
     // Reopened, the rollup tables and their files are still there.
     db.shutdown().await.unwrap();
     drop(db);
     let db = Db::open(config(dir.path())).await.unwrap();
-    assert_eq!(db.rollup_cover("t", PART, T0, T0 + 30 * MIN).len(), 4);
+    assert_eq!(db.rollup_cover("t", PART, T0, T0 + 30 * MIN).len(), 1);
     check_against_raw(&db, "t").await;
 }
 
@@ -256,47 +267,39 @@ async fn a_late_write_takes_its_stretch_out_of_use_until_rebuilt() {
     db.write(rows("t"), WriteOptions::default()).await.unwrap();
     db.persist().await.unwrap();
     db.build_rollups().await.unwrap();
-    let stretch = |c: &Cover| c.from == T0;
-    assert!(
+    // Whatever covers the late sample's time.
+    let late = T0 + 5 * MIN + 5 * SEC;
+    let stretch = |c: &Cover| c.from < late && late <= c.to;
+    let covered = |db: &Arc<Db>| {
         db.rollup_cover("t", MIN, T0, T0 + 30 * MIN)
             .iter()
             .any(stretch)
-    );
+    };
+    assert!(covered(&db));
 
-    // A late sample for g0 in the stretch (T0, T0 + 10 min], larger than any before.
+    // A late sample for g0, larger than any before.
     let mut b = WriteBatch::default();
-    let mut r = b.row("t", T0 + 5 * MIN + 5 * SEC);
+    let mut r = b.row("t", late);
     r.tag("gpu", "g0").field("util", FieldValue::F64(1e6));
     r.finish(1).unwrap();
     db.write(b, WriteOptions::default()).await.unwrap();
-    // Buffered: the stretch is out of use, its neighbours are not.
-    let cover = db.rollup_cover("t", MIN, T0, T0 + 30 * MIN);
-    assert!(!cover.iter().any(stretch));
-    assert_eq!(cover.len(), 3);
+    // Buffered: the day's merged rollup is out of use.
+    assert!(!covered(&db));
 
-    // Persisted: its rollups leave the catalog in the same commit.
+    // Persisted: the day's rollup file leaves the catalog in the same commit.
     db.persist().await.unwrap();
     let name = Db::rollup_table_name("t", MIN);
     assert!(
-        !db.files()
-            .iter()
-            .any(|f| f.table == name && f.partition == T0),
+        !db.files().iter().any(|f| f.table == name),
         "the stale rollup file is out of the catalog"
     );
-    assert!(
-        !db.rollup_cover("t", MIN, T0, T0 + 30 * MIN)
-            .iter()
-            .any(stretch)
-    );
+    assert!(!covered(&db));
 
-    // The next pass rebuilds only that stretch, with the late sample.
+    // The next pass rolls the day's four stretches up again, with the late sample, and
+    // merges them.
     let stats = db.build_rollups().await.unwrap();
-    assert_eq!(stats.stretches, 1);
-    assert!(
-        db.rollup_cover("t", MIN, T0, T0 + 30 * MIN)
-            .iter()
-            .any(stretch)
-    );
+    assert_eq!((stats.stretches, stats.days), (4, 2));
+    assert!(covered(&db));
     check_against_raw(&db, "t").await;
     let max = sql(
         &db,
