@@ -47,9 +47,14 @@ fn rows(from_step: i64, to_step: i64) -> WriteBatch {
 async fn open(dir: &std::path::Path, rollups: bool) -> Arc<Db> {
     let mut c = DbConfig::new(dir);
     c.background = false;
-    if !rollups {
-        c.rollups.clear();
-    }
+    c.rollups = if rollups {
+        vec![
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(3600),
+        ]
+    } else {
+        Vec::new()
+    };
     let db = Db::open(c).await.unwrap();
     // Three hours, persisted, then a late write into the second hour left in the buffer.
     db.write(rows(0, 3 * 360), WriteOptions::default())

@@ -251,10 +251,10 @@ async fn a_suppliers_sql_cannot_reach_other_rows() {
         }
     };
     // The data is from 2023: once persisted, its stretches are closed and rolled up (10 GPUs
-    // of A, two fields, one bucket each).
+    // of A, two fields, one hourly bucket each).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let (_, body) = sql("SELECT count(*) AS n FROM \"gpu@1m\"").await;
+        let (_, body) = sql("SELECT count(*) AS n FROM \"gpu@1h\"").await;
         if body.contains("\"n\":20") {
             break;
         }
@@ -265,9 +265,9 @@ async fn a_suppliers_sql_cannot_reach_other_rows() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     let attempts = [
-        "SELECT * FROM \"gpu@1m\"",
+        "SELECT * FROM \"gpu@1h\"",
         "SELECT * FROM \"gpu@1h\" WHERE supplier = 'supplier-b'",
-        "SELECT field, supplier, gpu_uuid, max FROM \"gpu@1m\" WHERE supplier <> 'supplier-a' OR true",
+        "SELECT field, supplier, gpu_uuid, max FROM \"gpu@1h\" WHERE supplier <> 'supplier-a' OR true",
         "SELECT * FROM gpu",
         "SELECT * FROM gpu WHERE supplier = 'supplier-b'",
         "SELECT * FROM gpu WHERE supplier <> 'supplier-a' OR true",
@@ -288,20 +288,24 @@ async fn a_suppliers_sql_cannot_reach_other_rows() {
             "`{q}`: {status} {body}"
         );
     }
-    // Query-language selectors on a minute grid read the rollups: still only A's series.
+    // Query-language selectors on an hour grid read the rollups (the samples' bucket ends at
+    // 1700002800): still only A's series.
     for (path, params) in [
         (
             "/api/v1/query_range",
             vec![
-                ("query", "max_over_time(gpu_utilization[1m])"),
-                ("start", "1700000040"),
-                ("end", "1700000160"),
-                ("step", "60"),
+                ("query", "max_over_time(gpu_utilization[1h])"),
+                ("start", "1700002800"),
+                ("end", "1700006400"),
+                ("step", "3600"),
             ],
         ),
         (
             "/api/v1/query",
-            vec![("query", "gpu_utilization"), ("time", "1700000100")],
+            vec![
+                ("query", "min_over_time(gpu_power[1h])"),
+                ("time", "1700002800"),
+            ],
         ),
     ] {
         let resp = client

@@ -383,6 +383,7 @@ async fn fetch_one(
         // it, read it there and the raw rows elsewhere (`rollups.rs`).
         let mut rolled = Vec::new();
         let mut raw_spans = vec![(sel.min_t, sel.max_t)];
+        let mut joined_spans = false;
         if let Some((res, covers)) = rollups::choose(db, &def, &plan, sel) {
             rolled = rollups::read(
                 ctx,
@@ -398,11 +399,13 @@ async fn fetch_one(
             )
             .await?;
             raw_spans = rollups::gaps(sel.min_t, sel.max_t, &covers);
+            joined_spans = true;
             // A persist may have replaced a stretch's rollup meanwhile: then read it all raw.
             let now = db.rollup_cover(&def.name, res, ms_to_ns(sel.min_t), ms_to_ns(sel.max_t));
             if now != covers {
                 rolled.clear();
                 raw_spans = vec![(sel.min_t, sel.max_t)];
+                joined_spans = false;
             }
         }
         let mut cols: Vec<&str> = plan.columns.iter().map(|(c, _)| c.as_str()).collect();
@@ -410,6 +413,13 @@ async fn fetch_one(
         cols.push("time");
         let mut acc = SeriesAccumulator::new(plan.columns.len(), metrics.len());
         for (lo, hi) in raw_spans {
+            // Around rollups, a span (the lookback before the first stretch, say) often holds
+            // nothing: skip planning its scan.
+            if joined_spans
+                && !db.may_hold(&def.name, ms_to_ns(lo), ms_to_ns(hi.saturating_add(1)) - 1)
+            {
+                continue;
+            }
             // Samples whose millisecond is in [lo, hi].
             let mut filter = column("time")
                 .gt_eq(ts(ms_to_ns(lo)))

@@ -178,6 +178,16 @@ impl Db {
         out
     }
 
+    /// Whether `table` may hold rows with times in `[min, max]` (ns): a file or buffered rows
+    /// overlap it. Cheap; lets a reader skip planning a scan that would find nothing.
+    pub fn may_hold(&self, table: &str, min: i64, max: i64) -> bool {
+        let st = self.state.read();
+        st.files
+            .iter()
+            .any(|f| f.table == table && f.min_time <= max && f.max_time >= min)
+            || buffered_overlaps(&st, table, min.saturating_sub(MS), max.saturating_sub(MS))
+    }
+
     /// The stretch `(from, to]` a rollup file answers for.
     pub(super) fn stretch_of(&self, f: &FileMeta) -> (i64, i64) {
         (
