@@ -365,3 +365,28 @@ async fn a_rollup_row_time_is_its_bucket_end() {
     }
     assert!(rows > 0);
 }
+
+#[tokio::test]
+async fn hourly_partitions_merge_a_closed_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.partition = Duration::from_secs(3600);
+    c.rollups = vec![Duration::from_secs(3600)];
+    let db = Db::open(c).await.unwrap();
+    let day0 = T0 / (86_400 * SEC) * (86_400 * SEC);
+    let mut b = WriteBatch::default();
+    let mut line = 1;
+    for step in 0..48 * 60i64 {
+        for g in ["a", "b"] {
+            let mut r = b.row("t", day0 + 30 * SEC + step * MIN);
+            r.tag("gpu", g).field("util", FieldValue::F64(step as f64));
+            r.finish(line).unwrap();
+            line += 1;
+        }
+    }
+    db.write(b, WriteOptions::default()).await.unwrap();
+    db.persist().await.unwrap();
+    let stats = db.build_rollups().await.unwrap();
+    assert_eq!(stats.stretches, 48, "{stats:?}");
+    assert_eq!(stats.days, 2, "{stats:?}");
+}
