@@ -324,11 +324,8 @@ async function drawPanels(page, dash, vars, seconds, plugins = () => []) {
   for (const b of page.querySelectorAll('[data-range]')) b.classList.toggle('active', Number(b.dataset.range) === seconds);
   for (const c of state.charts) c.destroy();
   state.charts = [];
-  // About 720 points. A step of a minute or more is whole minutes and the times are
-  // multiples of it, so the server answers long ranges from its rollups (README, "Rollups").
-  const raw = Math.max(10, Math.ceil(seconds / 720));
-  const step = raw >= 60 ? Math.ceil(raw / 60) * 60 : raw;
-  const end = Math.floor(Date.now() / 1000 / step) * step, start = end - Math.ceil(seconds / step) * step;
+  const end = Math.floor(Date.now() / 1000), start = end - seconds;
+  const step = Math.max(10, Math.ceil(seconds / 720));
   const box = $('#charts', page);
   box.innerHTML = '';
   let presence;
