@@ -194,11 +194,18 @@ impl Db {
     /// been persisted) that has two or more: a query reads a closed partition's one file
     /// straight, with pruning, instead of merging its files on every read.
     pub async fn compact(&self) -> Result<CompactStats> {
-        let closed_before = (now_ms().saturating_mul(1_000_000))
-            .saturating_sub(self.config.persist_age.as_nanos() as i64)
-            .saturating_sub(self.partition_ns);
-        self.compact_where(self.config.compaction_min_files, closed_before)
+        self.compact_where(self.config.compaction_min_files, self.closed_before())
             .await
+    }
+
+    /// Partitions starting before this time (ns) are closed: they ended more than
+    /// `persist_age` ago, so every write for them has been persisted (a later write is a late
+    /// one). Compaction, tier merges and rollups wait for it.
+    pub(super) fn closed_before(&self) -> i64 {
+        now_ms()
+            .saturating_mul(1_000_000)
+            .saturating_sub(self.config.persist_age.as_nanos() as i64)
+            .saturating_sub(self.partition_ns)
     }
 
     /// As [`Db::compact`], with an explicit threshold (2 compacts every multi-file partition).

@@ -44,7 +44,7 @@ use futures::StreamExt;
 use rigwatch_common::rollup::{self as names, STALE_NAN_BITS};
 use tracing::{info, warn};
 
-use super::{Db, State, now_ms};
+use super::{Db, State};
 use crate::batch::{FieldType, TIME_COLUMN};
 use crate::catalog::FileMeta;
 use crate::error::{Error, Result};
@@ -230,10 +230,7 @@ impl Db {
         }
         let start = Instant::now();
         let part = self.partition_ns;
-        let closed_before = now_ms()
-            .saturating_mul(1_000_000)
-            .saturating_sub(self.config.persist_age.as_nanos() as i64)
-            .saturating_sub(part);
+        let closed_before = self.closed_before();
         let (files, corrupt) = {
             let st = self.state.read();
             (st.files.clone(), st.corrupt.clone())
@@ -345,10 +342,7 @@ impl Db {
         if day <= part || day % part != 0 {
             return Ok(0);
         }
-        let closed_before = now_ms()
-            .saturating_mul(1_000_000)
-            .saturating_sub(self.config.persist_age.as_nanos() as i64)
-            .saturating_sub(part);
+        let closed_before = self.closed_before();
         let (files, corrupt) = {
             let st = self.state.read();
             (st.files.clone(), st.corrupt.clone())

@@ -33,7 +33,7 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use tracing::info;
 
-use super::{Db, now_ms};
+use super::Db;
 use crate::catalog::FileMeta;
 use crate::error::{Error, Result};
 use crate::persist;
@@ -62,10 +62,7 @@ impl Db {
         if self.is_follower() {
             return Ok(stats);
         }
-        let closed_before = now_ms()
-            .saturating_mul(1_000_000)
-            .saturating_sub(self.config.persist_age.as_nanos() as i64)
-            .saturating_sub(self.partition_ns);
+        let closed_before = self.closed_before();
         let start = Instant::now();
         let (files, corrupt) = {
             let st = self.state.read();

@@ -13,6 +13,7 @@ use datafusion::prelude::SessionContext;
 
 use super::*;
 use crate::batch::{FieldValue, WriteBatch};
+use crate::db::now_ms;
 use crate::{DbConfig, WriteOptions};
 
 const SEC: i64 = 1_000_000_000;

@@ -11,6 +11,7 @@ use datafusion::prelude::SessionContext;
 
 use super::*;
 use crate::batch::{FieldValue, WriteBatch};
+use crate::db::now_ms;
 use crate::{DbConfig, WriteOptions};
 
 const MIN: i64 = 60_000_000_000;
