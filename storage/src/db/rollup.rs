@@ -214,7 +214,8 @@ impl Db {
                 let Some((raw, _)) = names::parse_table_name(&f.table) else {
                     return false;
                 };
-                let (lo, hi) = raw_span_of(self.stretch_of(f));
+                let (from, to) = self.stretch_of(f);
+                let (lo, hi) = raw_span(from, to);
                 new.iter()
                     .any(|n| n.table == raw && n.min_time < hi && n.max_time >= lo)
             })
@@ -601,10 +602,6 @@ impl Db {
 
 fn numeric(kind: ColumnKind) -> bool {
     matches!(kind, ColumnKind::Field(t) if t != FieldType::Str)
-}
-
-fn raw_span_of((from, to): (i64, i64)) -> (i64, i64) {
-    raw_span(from, to)
 }
 
 /// Whether buffered rows of `table` fall in the stretch `(from, to]`.
