@@ -136,10 +136,15 @@ pub struct Db {
     /// Parsed Parquet footers and page indexes of data files, shared by every session's
     /// scans (files are immutable and never reuse a path, so an entry never goes stale).
     parquet_metadata: Arc<FileMetadataCache>,
+    /// Data files' series indexes, parsed ([`crate::series_index`]).
+    series_indexes: crate::series_index::IndexCache,
 }
 
 /// Most memory the Parquet footer and page-index cache holds.
 const PARQUET_METADATA_CACHE_BYTES: usize = 64 << 20;
+
+/// Most memory the parsed series indexes hold.
+const SERIES_INDEX_CACHE_BYTES: usize = 32 << 20;
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -296,6 +301,7 @@ impl Db {
                 DefaultCache::new(PARQUET_METADATA_CACHE_BYTES)
                     .with_name("rigwatch-parquet-metadata"),
             ),
+            series_indexes: crate::series_index::IndexCache::new(SERIES_INDEX_CACHE_BYTES),
             config,
         });
         if let Some(at) = follow_from {
@@ -346,6 +352,41 @@ impl Db {
 
     pub fn metrics(&self) -> &StorageMetrics {
         &self.metrics
+    }
+
+    /// A data file's footer (with its page index) through the metadata cache, and its
+    /// parsed series index, if it has one.
+    pub async fn file_metadata(
+        &self,
+        file: &FileMeta,
+    ) -> datafusion::error::Result<(
+        Arc<parquet::file::metadata::ParquetMetaData>,
+        Option<Arc<crate::series_index::SeriesIndex>>,
+    )> {
+        use datafusion::datasource::listing::PartitionedFile;
+        use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+        use parquet::file::metadata::PageIndexPolicy;
+        // The same object metadata a scan's reader uses, so both hit one cache entry.
+        let pf = PartitionedFile::new(file.path.clone(), file.size);
+        let metadata = DFParquetMetadata::new(self.store.as_ref(), &pf.object_meta)
+            .with_file_metadata_cache(Some(self.parquet_metadata.clone()))
+            .with_page_index_policy(Some(PageIndexPolicy::Optional))
+            .fetch_metadata()
+            .await?;
+        if let Some(index) = self.series_indexes.get(&file.path) {
+            return Ok((metadata, index));
+        }
+        let meta = metadata.file_metadata();
+        let index = meta
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|kv| kv.key == crate::series_index::KEY))
+            .and_then(|kv| kv.value.as_deref())
+            .and_then(|text| {
+                crate::series_index::SeriesIndex::parse(text, meta.num_rows().max(0) as u64)
+            })
+            .map(Arc::new);
+        self.series_indexes.insert(&file.path, index.clone());
+        Ok((metadata, index))
     }
 
     pub fn partition_ns(&self) -> i64 {

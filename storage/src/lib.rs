@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod persist;
 pub mod pg;
 pub mod schema;
+pub mod series_index;
 pub mod shared_lines;
 pub mod table;
 pub mod wal;

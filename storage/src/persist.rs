@@ -1,7 +1,8 @@
 //! Parquet files on the object store: writing sorted batches, reading them back, checking them.
 //!
 //! Files are zstd-compressed, sorted by (tags, time), with page-level statistics so that
-//! DataFusion can prune row groups and pages by time and tag predicates. The `time` column is
+//! DataFusion can prune row groups and pages by time and tag predicates, and a series index in
+//! the footer ([`crate::series_index`]) that narrows a read to the series a tag filter keeps. The `time` column is
 //! delta-encoded (regular sampling makes it nearly free); fields keep dictionary encoding and
 //! fall back to byte-stream-split (floats: lets zstd find the repeated exponent bytes of slowly
 //! changing gauges) or delta (integers: counters grow steadily).
@@ -19,12 +20,14 @@ use parquet::arrow::ArrowWriter;
 #[allow(deprecated)]
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::batch::TIME_COLUMN;
 use crate::error::{Error, Result};
 use crate::merge::align;
+use crate::series_index;
 
 /// The object path of a data file.
 pub fn file_path(table: &str, partition: i64, id: u64) -> Path {
@@ -80,8 +83,13 @@ fn writer_properties(schema: &SchemaRef) -> WriterProperties {
 pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
     let schema = batch.schema();
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
+    let mut index = series_index::Builder::new(&schema);
+    index.push(batch);
     let mut w = ArrowWriter::try_new(&mut out, schema.clone(), Some(writer_properties(&schema)))?;
     w.write(batch)?;
+    if let Some(kv) = index.finish() {
+        w.append_key_value_metadata(KeyValue::new(series_index::KEY.to_string(), kv));
+    }
     w.close()?;
     Ok(out)
 }
@@ -101,11 +109,22 @@ pub enum Part {
 pub fn encode_parts(schema: &SchemaRef, rx: std::sync::mpsc::Receiver<Part>) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut w = ArrowWriter::try_new(&mut out, schema.clone(), Some(writer_properties(schema)))?;
+    let mut index = series_index::Builder::new(schema);
     for part in rx {
         match part {
-            Part::Rows(batch) => w.write(&align(&batch, schema)?)?,
-            Part::EndOfGroup => w.flush()?,
+            Part::Rows(batch) => {
+                let batch = align(&batch, schema)?;
+                index.push(&batch);
+                w.write(&batch)?;
+            }
+            Part::EndOfGroup => {
+                index.end_group();
+                w.flush()?;
+            }
         }
+    }
+    if let Some(kv) = index.finish() {
+        w.append_key_value_metadata(KeyValue::new(series_index::KEY.to_string(), kv));
     }
     w.close()?;
     Ok(out)

@@ -13,7 +13,9 @@
 //!   and page pruning)   statistics and page index, footers from the metadata cache)
 //! ```
 //!
-//! Filters are pushed down as `Inexact`: they prune, and DataFusion still applies them.
+//! Filters are pushed down as `Inexact`: they prune, and DataFusion still applies them. Terms
+//! over tags alone also narrow each file to the rows of the series they keep, through the
+//! file's series index ([`crate::series_index`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,7 +29,9 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, ParquetRowSelection,
+};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result as DFResult};
@@ -45,7 +49,9 @@ use crate::catalog::FileMeta;
 use crate::db::Db;
 use crate::merge;
 use crate::schema::{ColumnKind, TableDef};
+use crate::series_index::Selection;
 
+mod reader;
 pub mod scope;
 
 /// The URL under which the database's object store is registered with DataFusion.
@@ -278,6 +284,11 @@ impl TableProvider for DbTable {
         // here (the others run above, as always).
         // Built at the first partition that needs a merge (most scans have none).
         let mut key_filter: Option<Option<Arc<dyn PhysicalExpr>>> = None;
+        let series_filter = if parts.values().any(|(files, _)| !files.is_empty()) {
+            self.series_filter(state, filters)?
+        } else {
+            None
+        };
         for (_, (files, batches)) in parts {
             if self.def.append_only || files.len() + batches.len() <= 1 {
                 direct.extend(files);
@@ -294,7 +305,11 @@ impl TableProvider for DbTable {
             };
             let mut inputs = Vec::new();
             for f in &files {
-                match self.read_file(state, f, key_filter.as_ref()).await {
+                let selection = self.series_selection(f, series_filter.as_ref()).await?;
+                match self
+                    .read_file(state, f, key_filter.as_ref(), selection)
+                    .await
+                {
                     Ok(b) => inputs.extend(b),
                     Err(e) => self.db.quarantine(f, &e.to_string()),
                 }
@@ -320,6 +335,15 @@ impl TableProvider for DbTable {
             // thread (a range reads the row groups that start in it), as separate files would.
             let mut pieces = Vec::new();
             for f in &direct {
+                let rows = match self.series_selection(f, series_filter.as_ref()).await? {
+                    Selection::None => continue,
+                    Selection::All => None,
+                    Selection::Rows(r) => Some(ParquetRowSelection::new(r)),
+                };
+                let with_rows = |p: PartitionedFile| match &rows {
+                    Some(r) => p.with_extension(r.clone()),
+                    None => p,
+                };
                 let splits = if f.is_tier() { target as u64 } else { 1 };
                 let step = f.size.div_ceil(splits).max(1);
                 for k in 0..splits {
@@ -327,7 +351,7 @@ impl TableProvider for DbTable {
                     if lo >= hi {
                         break;
                     }
-                    pieces.push(if splits == 1 {
+                    pieces.push(with_rows(if splits == 1 {
                         PartitionedFile::new(f.path.clone(), f.size)
                     } else {
                         PartitionedFile::new_with_range(
@@ -336,7 +360,7 @@ impl TableProvider for DbTable {
                             lo as i64,
                             hi as i64,
                         )
-                    });
+                    }));
                 }
             }
             let mut groups = vec![Vec::new(); target.min(pieces.len())];
@@ -381,7 +405,7 @@ impl DbTable {
             filters
                 .iter()
                 .flat_map(|f| split_conjunction(f))
-                .filter(|e| reads_only_keys(e, &self.def) && scope::prunes_safely(e))
+                .filter(|e| reads_only(e, &self.def, true) && scope::prunes_safely(e))
                 .cloned(),
         ) else {
             return Ok(None);
@@ -397,17 +421,21 @@ impl DbTable {
         state: &dyn Session,
         file: &FileMeta,
         predicate: Option<&Arc<dyn PhysicalExpr>>,
+        selection: Selection,
     ) -> DFResult<Vec<RecordBatch>> {
         let mut source = self.parquet_source();
         if let Some(p) = predicate {
             source = source.with_predicate(p.clone());
         }
+        let mut piece = PartitionedFile::new(file.path.clone(), file.size);
+        match selection {
+            Selection::None => return Ok(Vec::new()),
+            Selection::All => {}
+            Selection::Rows(r) => piece = piece.with_extension(ParquetRowSelection::new(r)),
+        }
         let config =
             FileScanConfigBuilder::new(ObjectStoreUrl::parse(OBJECT_STORE_URL)?, Arc::new(source))
-                .with_file_groups(vec![FileGroup::new(vec![PartitionedFile::new(
-                    file.path.clone(),
-                    file.size,
-                )])])
+                .with_file_groups(vec![FileGroup::new(vec![piece])])
                 .build();
         let mut plan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
         if let Some(p) = predicate {
@@ -421,19 +449,71 @@ impl DbTable {
     fn parquet_source(&self) -> ParquetSource {
         ParquetSource::new(self.schema.clone())
             .with_enable_page_index(true)
-            .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
-                self.db.store().clone(),
-                self.db.parquet_metadata(),
+            // Data files carry no bloom filters: looking for them only costs time.
+            .with_bloom_filter_on_read(false)
+            .with_parquet_file_reader_factory(Arc::new(reader::IndexedReaderFactory(
+                CachedParquetFileReaderFactory::new(
+                    self.db.store().clone(),
+                    self.db.parquet_metadata(),
+                ),
             )))
+    }
+
+    /// The conjunction of `filters`' terms that read only tags and cannot fail, over the
+    /// table's tag columns alone: what a file's series index evaluates once per series.
+    fn series_filter(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+    ) -> DFResult<Option<(SchemaRef, Arc<dyn PhysicalExpr>)>> {
+        let Some(e) = conjunction(
+            filters
+                .iter()
+                .flat_map(|f| split_conjunction(f))
+                .filter(|e| reads_only(e, &self.def, false) && scope::prunes_safely(e))
+                .cloned(),
+        ) else {
+            return Ok(None);
+        };
+        let tags: SchemaRef = Arc::new(arrow::datatypes::Schema::new(
+            self.def
+                .tag_indices()
+                .map(|i| self.schema.field(i).clone())
+                .collect::<Vec<_>>(),
+        ));
+        let df_schema = DFSchema::try_from(tags.clone())?;
+        Ok(Some((tags, state.create_physical_expr(e, &df_schema)?)))
+    }
+
+    /// Which rows of `file` the series filter can match, from the file's series index.
+    async fn series_selection(
+        &self,
+        file: &FileMeta,
+        filter: Option<&(SchemaRef, Arc<dyn PhysicalExpr>)>,
+    ) -> DFResult<Selection> {
+        let Some((tags, predicate)) = filter else {
+            return Ok(Selection::All);
+        };
+        let Ok((_, Some(index))) = self.db.file_metadata(file).await else {
+            // No index (or no footer: the scan itself reports that) reads the whole file.
+            return Ok(Selection::All);
+        };
+        let batch = index.series_batch(tags)?;
+        let keep = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let keep = keep
+            .as_any()
+            .downcast_ref::<arrow::array::BooleanArray>()
+            .ok_or_else(|| DataFusionError::Internal("a tag filter is not boolean".into()))?;
+        Ok(index.selection(keep))
     }
 }
 
-/// Whether `e` reads no column but tags and `time`.
-fn reads_only_keys(e: &Expr, def: &TableDef) -> bool {
+/// Whether `e` reads no column but tags (and `time`, if `time` says so).
+fn reads_only(e: &Expr, def: &TableDef, time: bool) -> bool {
     let mut ok = true;
     let _ = e.apply(|x| {
         if let Expr::Column(c) = x
-            && c.name != TIME_COLUMN
+            && !(time && c.name == TIME_COLUMN)
             && !def
                 .column_index(&c.name)
                 .is_some_and(|i| def.columns[i].kind == ColumnKind::Tag)

@@ -4,6 +4,7 @@ mod storage {
     mod differential;
     mod model;
     mod power_cut;
+    mod series_index;
     mod time_filters;
     mod upsert;
     mod util;

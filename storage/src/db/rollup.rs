@@ -105,6 +105,9 @@ struct Built {
     files: Vec<FileMeta>,
 }
 
+/// Stretches that hold raw data (raw table, start), and those rolled up (rollup table, start).
+type Stretches<'a> = (BTreeSet<(&'a str, i64)>, HashSet<(&'a str, i64)>);
+
 impl Db {
     /// The rollup resolutions in effect (ns), finest first: those of `--rollups` that divide the
     /// partition.
@@ -135,7 +138,7 @@ impl Db {
     pub fn rolls_up(&self, def: &TableDef) -> bool {
         !def.append_only
             && !def.name.contains(names::MARK)
-            && !self.config.rollup_skip.iter().any(|t| *t == def.name)
+            && !self.config.rollup_skip.contains(&def.name)
             && def.columns.iter().any(|c| numeric(c.kind))
             && !def.columns.iter().any(|c| {
                 c.kind == ColumnKind::Tag
@@ -300,13 +303,8 @@ impl Db {
         Ok(stats)
     }
 
-    /// The stretches that hold raw data (raw table, start), and those rolled up (rollup
-    /// table, start), in `files`.
-    fn stretches<'a>(
-        &self,
-        files: &'a [FileMeta],
-        corrupt: &HashSet<u64>,
-    ) -> (BTreeSet<(&'a str, i64)>, HashSet<(&'a str, i64)>) {
+    /// The stretches that hold raw data, and those rolled up, in `files`.
+    fn stretches<'a>(&self, files: &'a [FileMeta], corrupt: &HashSet<u64>) -> Stretches<'a> {
         let part = self.partition_ns;
         let mut wanted: BTreeSet<(&str, i64)> = BTreeSet::new();
         let mut have: HashSet<(&str, i64)> = HashSet::new();

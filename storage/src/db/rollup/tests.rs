@@ -316,12 +316,10 @@ async fn open_stretches_events_and_records_get_no_rollups_and_rollup_tables_refu
     let db = Db::open(config(dir.path())).await.unwrap();
     let now = now_ms() * 1_000_000;
     let mut b = WriteBatch::default();
-    let mut line = 1;
-    for (table, t) in [("recent", now - MIN), ("event", T0), ("ledger", T0)] {
+    for (line, (table, t)) in (1..).zip([("recent", now - MIN), ("event", T0), ("ledger", T0)]) {
         let mut r = b.row(table, t);
         r.tag("gpu", "g0").field("v", FieldValue::F64(1.0));
         r.finish(line).unwrap();
-        line += 1;
     }
     db.write(b, WriteOptions::default()).await.unwrap();
     db.persist().await.unwrap();
