@@ -1,8 +1,8 @@
 //! A series index in each data file's footer: which rows hold which series.
 //!
 //! Files are sorted by series (tags, then time), so a series occupies one run of rows per row
-//! group. The writer records every run's first row and its series' tag values under the
-//! footer key [`KEY`]. A scan whose filter names tags (one GPU, one worker, a supplier's
+//! group. The writer records every run's length and its series' tag values under the footer
+//! key [`KEY`] (JSON, zstd-compressed, base64: about 15 KB for an hourly file of 1,000 GPUs). A scan whose filter names tags (one GPU, one worker, a supplier's
 //! tenancy scope) evaluates those terms once per series instead of once per row, and reads
 //! only the matching runs: a row selection the Parquet reader turns into reads of just the
 //! pages that hold them. Page statistics alone cannot do this when a tag is not the first sort
@@ -20,17 +20,20 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int32Type, Schema, SchemaRef};
+use base64::Engine as _;
 use parking_lot::Mutex;
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use serde::{Deserialize, Serialize};
 
-/// The footer key under which a data file keeps its series index (JSON).
+/// The footer key under which a data file keeps its series index.
 pub const KEY: &str = "rigwatch.series.v1";
 
 /// Most runs an index records.
 const MAX_RUNS: usize = 1 << 18;
 /// Fewest rows a run must hold on average for a file to carry an index.
 const MIN_RUN_ROWS: u64 = 4;
+/// Largest index (as JSON) a reader unpacks.
+const MAX_INDEX_BYTES: usize = 256 << 20;
 
 /// The index as stored.
 #[derive(Debug, Serialize, Deserialize)]
@@ -43,8 +46,8 @@ struct Encoded {
     /// Per series, per column (series-major): 0 for an absent tag, else `i + 1` for
     /// `values[column][i]`.
     keys: Vec<u32>,
-    /// First row of every run, ascending, and the run's series.
-    starts: Vec<u64>,
+    /// Every run's rows, in file order, and its series.
+    lengths: Vec<u64>,
     series: Vec<u32>,
 }
 
@@ -224,15 +227,20 @@ impl Builder {
         if self.overflow || runs == 0 || self.rows < runs * min_run_rows {
             return None;
         }
-        serde_json::to_string(&Encoded {
+        let mut lengths: Vec<u64> = self.starts.windows(2).map(|w| w[1] - w[0]).collect();
+        lengths.extend(self.starts.last().map(|&s| self.rows - s));
+        let json = serde_json::to_vec(&Encoded {
             rows: self.rows,
             columns: self.names,
             values: self.values,
             keys: self.keys,
-            starts: self.starts,
+            lengths,
             series: self.series,
         })
-        .ok()
+        .ok()?;
+        // Footer values are text: zstd (run lengths repeat, keys climb slowly), then base64.
+        let packed = zstd::bulk::compress(&json, 3).ok()?;
+        Some(base64::engine::general_purpose::STANDARD_NO_PAD.encode(packed))
     }
 }
 
@@ -258,19 +266,32 @@ pub enum Selection {
 impl SeriesIndex {
     /// Parses a stored index; `None` if it is malformed or inconsistent with `rows`.
     pub fn parse(text: &str, rows: u64) -> Option<Self> {
-        let e: Encoded = serde_json::from_str(text).ok()?;
+        let packed = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(text)
+            .ok()?;
+        // The stored JSON is bounded by its runs; a corrupt size claim is refused here.
+        let json = zstd::bulk::decompress(&packed, MAX_INDEX_BYTES).ok()?;
+        let e: Encoded = serde_json::from_slice(&json).ok()?;
         let ncols = e.columns.len();
         if e.rows != rows
             || e.values.len() != ncols
             || ncols == 0
             || !e.keys.len().is_multiple_of(ncols)
-            || e.starts.len() != e.series.len()
-            || e.starts.first() != Some(&0)
-            || !e.starts.windows(2).all(|w| w[0] < w[1])
-            || e.starts.last().is_some_and(|&s| s >= rows)
+            || e.lengths.len() != e.series.len()
+            || e.lengths.contains(&0)
+            || e.lengths.iter().try_fold(0u64, |a, &l| a.checked_add(l)) != Some(rows)
         {
             return None;
         }
+        let starts: Vec<u64> = e
+            .lengths
+            .iter()
+            .scan(0u64, |at, &l| {
+                let start = *at;
+                *at += l;
+                Some(start)
+            })
+            .collect();
         let series = e.keys.len() / ncols;
         if e.series.iter().any(|&s| s as usize >= series) {
             return None;
@@ -296,7 +317,7 @@ impl SeriesIndex {
             rows,
             columns,
             series,
-            starts: e.starts,
+            starts,
             ids: e.series,
         })
     }
