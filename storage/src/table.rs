@@ -43,6 +43,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::{FilterExec, batch_filter};
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::batch::TIME_COLUMN;
 use crate::catalog::FileMeta;
@@ -53,6 +54,9 @@ use crate::series_index::Selection;
 
 mod reader;
 pub mod scope;
+
+/// Footers a scan fetches at once.
+const FOOTER_FETCHES: usize = 16;
 
 /// The URL under which the database's object store is registered with DataFusion.
 pub const OBJECT_STORE_URL: &str = "rigwatch://store";
@@ -334,8 +338,15 @@ impl TableProvider for DbTable {
             // A tier file holds one row group per partition: its byte ranges go to every scan
             // thread (a range reads the row groups that start in it), as separate files would.
             let mut pieces = Vec::new();
-            for f in &direct {
-                let rows = match self.series_selection(f, series_filter.as_ref()).await? {
+            // Footers not cached yet are fetched a few at a time (object stores are slow to
+            // answer, not to answer many).
+            let selections: Vec<Selection> = futures::stream::iter(&direct)
+                .map(|f| self.series_selection(f, series_filter.as_ref()))
+                .buffered(FOOTER_FETCHES)
+                .try_collect()
+                .await?;
+            for (f, selection) in direct.iter().zip(selections) {
+                let rows = match selection {
                     Selection::None => continue,
                     Selection::All => None,
                     Selection::Rows(r) => Some(ParquetRowSelection::new(r)),
