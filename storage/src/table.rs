@@ -340,8 +340,11 @@ impl TableProvider for DbTable {
             let mut pieces = Vec::new();
             // Footers not cached yet are fetched a few at a time (object stores are slow to
             // answer, not to answer many).
-            let selections: Vec<Selection> = futures::stream::iter(&direct)
+            let lookups: Vec<_> = direct
+                .iter()
                 .map(|f| self.series_selection(f, series_filter.as_ref()))
+                .collect();
+            let selections: Vec<Selection> = futures::stream::iter(lookups)
                 .buffered(FOOTER_FETCHES)
                 .try_collect()
                 .await?;
