@@ -37,6 +37,10 @@ use rigwatch_storage::auth::{AuthStore, Role};
 use rigwatch_storage::{Db, DbConfig};
 use tracing::info;
 
+/// The default `--compaction-tier`: `bench compare` measured it faster for ranges (one GPU's
+/// day 12.1 -> 7.7 ms, a fleet's 306 -> 273 ms) and smaller, with instant queries unchanged.
+const DEFAULT_COMPACTION_TIER: Duration = Duration::from_secs(86_400);
+
 /// Options of the store and the HTTP server.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -133,12 +137,13 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_COMPACTION_MIN_FILES", default_value_t = 4)]
     pub compaction_min_files: usize,
 
-    /// Once a tier of this span (aligned, e.g. 1d for UTC days) has closed, merge its
-    /// partitions' files into one file: 24 times fewer objects and catalog rows for hourly
-    /// partitions, one file opened per day by long ranges. A multiple of --partition; 0 (the
-    /// default) keeps one file per partition.
-    #[arg(long, env = "RIGWATCH_COMPACTION_TIER", default_value = "0s", value_parser = humantime::parse_duration)]
-    pub compaction_tier: Duration,
+    /// Once a tier of this span (aligned: 1d is a UTC day) has closed, merge its partitions'
+    /// files into one file, a row group per partition: 24 times fewer objects, catalog rows
+    /// and footers for hourly partitions, one file opened per day by long ranges. A multiple
+    /// of --partition above it; 0 keeps one file per partition. Default: 1d, or off where
+    /// --partition is a day or more or does not divide one.
+    #[arg(long, env = "RIGWATCH_COMPACTION_TIER", value_parser = humantime::parse_duration)]
+    pub compaction_tier: Option<Duration>,
 
     /// Drop data older than this (e.g. 30d); 0 keeps everything.
     #[arg(long, env = "RIGWATCH_RETENTION", default_value = "0s", value_parser = humantime::parse_duration)]
@@ -363,17 +368,19 @@ impl ServeArgs {
         c.persist_age = self.persist_age;
         c.compaction_interval = self.compaction_interval;
         c.compaction_min_files = self.compaction_min_files;
-        if !self.compaction_tier.is_zero()
-            && (self.compaction_tier <= self.partition
-                || self.compaction_tier.as_nanos() % self.partition.as_nanos() != 0)
-        {
-            anyhow::bail!(
+        let fits = |tier: Duration| {
+            tier > self.partition && tier.as_nanos().is_multiple_of(self.partition.as_nanos())
+        };
+        c.compaction_tier = match self.compaction_tier {
+            Some(tier) if tier.is_zero() => None,
+            Some(tier) if fits(tier) => Some(tier),
+            Some(tier) => anyhow::bail!(
                 "--compaction-tier ({}) must be a multiple of --partition ({}) above it, or 0",
-                humantime::format_duration(self.compaction_tier),
+                humantime::format_duration(tier),
                 humantime::format_duration(self.partition)
-            );
-        }
-        c.compaction_tier = (!self.compaction_tier.is_zero()).then_some(self.compaction_tier);
+            ),
+            None => Some(DEFAULT_COMPACTION_TIER).filter(|&day| fits(day)),
+        };
         c.retention = (!self.retention.is_zero()).then_some(self.retention);
         // Batch digests are needed only to recognise a retry (minutes): a day is plenty,
         // unless the operator says otherwise.
@@ -403,7 +410,7 @@ impl ServeArgs {
         // partition) cannot be built per partition: it is left out, with a warning.
         let (rollups, unfit): (Vec<Duration>, Vec<Duration>) = rollups
             .into_iter()
-            .partition(|r| self.partition.as_nanos() % r.as_nanos() == 0);
+            .partition(|r| self.partition.as_nanos().is_multiple_of(r.as_nanos()));
         for r in unfit {
             tracing::warn!(
                 resolution = %humantime::format_duration(r),
