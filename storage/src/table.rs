@@ -408,6 +408,18 @@ impl TableProvider for DbTable {
 }
 
 impl DbTable {
+    /// The conjunction of `filters`' terms that read only tags (and `time`, if `time` says
+    /// so) and cannot fail.
+    fn safe_terms(&self, filters: &[Expr], time: bool) -> Option<Expr> {
+        conjunction(
+            filters
+                .iter()
+                .flat_map(|f| split_conjunction(f))
+                .filter(|e| reads_only(e, &self.def, time) && scope::prunes_safely(e))
+                .cloned(),
+        )
+    }
+
     /// The conjunction of `filters`' terms that read only tags and `time` and cannot fail,
     /// as a physical expression over the table's schema; `None` when there is none.
     fn key_filter(
@@ -415,13 +427,7 @@ impl DbTable {
         state: &dyn Session,
         filters: &[Expr],
     ) -> DFResult<Option<Arc<dyn PhysicalExpr>>> {
-        let Some(e) = conjunction(
-            filters
-                .iter()
-                .flat_map(|f| split_conjunction(f))
-                .filter(|e| reads_only(e, &self.def, true) && scope::prunes_safely(e))
-                .cloned(),
-        ) else {
+        let Some(e) = self.safe_terms(filters, true) else {
             return Ok(None);
         };
         let df_schema = DFSchema::try_from(self.schema.clone())?;
@@ -480,13 +486,7 @@ impl DbTable {
         state: &dyn Session,
         filters: &[Expr],
     ) -> DFResult<Option<(SchemaRef, Arc<dyn PhysicalExpr>)>> {
-        let Some(e) = conjunction(
-            filters
-                .iter()
-                .flat_map(|f| split_conjunction(f))
-                .filter(|e| reads_only(e, &self.def, false) && scope::prunes_safely(e))
-                .cloned(),
-        ) else {
+        let Some(e) = self.safe_terms(filters, false) else {
             return Ok(None);
         };
         let tags: SchemaRef = Arc::new(arrow::datatypes::Schema::new(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
-use rigwatch_storage::table::{register, register_scoped};
+use rigwatch_storage::table::register_scoped;
 use rigwatch_storage::{Db, FieldValue, WriteBatch};
 
 use super::util::open;
@@ -55,13 +55,19 @@ async fn run(ctx: &SessionContext, query: &str) -> (usize, usize) {
     (out.iter().map(|b| b.num_rows()).sum(), scanned(&plan))
 }
 
-#[tokio::test]
-async fn a_tag_filter_reads_only_its_series_rows() {
+/// A session over the persisted file, as an operator or as one supplier (keep the directory).
+async fn session(scope: Option<&str>) -> (tempfile::TempDir, SessionContext) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = open(dir.path()).await;
     persisted(&db).await;
     let ctx = SessionContext::new();
-    register(&db, &ctx).expect("register");
+    register_scoped(&db, &ctx, scope).expect("register");
+    (dir, ctx)
+}
+
+#[tokio::test]
+async fn a_tag_filter_reads_only_its_series_rows() {
+    let (_dir, ctx) = session(None).await;
     // One series: exactly its rows leave the scan (page statistics alone kept far more).
     assert_eq!(
         run(&ctx, "SELECT * FROM gpu WHERE host = 'h17'").await,
@@ -86,11 +92,7 @@ async fn a_tag_filter_reads_only_its_series_rows() {
 
 #[tokio::test]
 async fn a_suppliers_scope_reads_only_its_series_rows() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = open(dir.path()).await;
-    persisted(&db).await;
-    let ctx = SessionContext::new();
-    register_scoped(&db, &ctx, Some("s1")).expect("register");
+    let (_dir, ctx) = session(Some("s1")).await;
     let mine = SERIES / 4 * ROWS;
     assert_eq!(run(&ctx, "SELECT * FROM gpu").await, (mine, mine));
     // Another supplier's series are neither returned nor read.
