@@ -354,18 +354,19 @@ impl Db {
         &self.metrics
     }
 
-    /// A data file's footer (with its page index) through the metadata cache, and its
-    /// parsed series index, if it has one.
-    pub async fn file_metadata(
+    /// A data file's parsed series index, if it has one: from the index cache, else from its
+    /// footer, read (with its page index, for the scan that follows) through the metadata
+    /// cache.
+    pub async fn series_index(
         &self,
         file: &FileMeta,
-    ) -> datafusion::error::Result<(
-        Arc<parquet::file::metadata::ParquetMetaData>,
-        Option<Arc<crate::series_index::SeriesIndex>>,
-    )> {
+    ) -> datafusion::error::Result<Option<Arc<crate::series_index::SeriesIndex>>> {
         use datafusion::datasource::listing::PartitionedFile;
         use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
         use parquet::file::metadata::PageIndexPolicy;
+        if let Some(index) = self.series_indexes.get(&file.path) {
+            return Ok(index);
+        }
         // The same object metadata a scan's reader uses, so both hit one cache entry.
         let pf = PartitionedFile::new(file.path.clone(), file.size);
         let metadata = DFParquetMetadata::new(self.store.as_ref(), &pf.object_meta)
@@ -373,9 +374,6 @@ impl Db {
             .with_page_index_policy(Some(PageIndexPolicy::Optional))
             .fetch_metadata()
             .await?;
-        if let Some(index) = self.series_indexes.get(&file.path) {
-            return Ok((metadata, index));
-        }
         let meta = metadata.file_metadata();
         let index = meta
             .key_value_metadata()
@@ -386,7 +384,7 @@ impl Db {
             })
             .map(Arc::new);
         self.series_indexes.insert(&file.path, index.clone());
-        Ok((metadata, index))
+        Ok(index)
     }
 
     pub fn partition_ns(&self) -> i64 {

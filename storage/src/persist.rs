@@ -1,9 +1,9 @@
 //! Parquet files on the object store: writing sorted batches, reading them back, checking them.
 //!
-//! Files are zstd-compressed, sorted by (tags, time), with page-level statistics so that
-//! DataFusion can prune row groups and pages by time and tag predicates, and a series index in
-//! the footer ([`crate::series_index`]) that narrows a read to the series a tag filter keeps. The `time` column is
-//! delta-encoded (regular sampling makes it nearly free); fields keep dictionary encoding and
+//! Files are sorted by (tags, time), fields and `time` zstd-compressed (tags are not), with
+//! page-level statistics so that DataFusion can prune row groups and pages by time and tag
+//! predicates, and a series index in the footer ([`crate::series_index`]) that narrows a read
+//! to the series a tag filter keeps. The `time` column is delta-encoded (regular sampling makes it nearly free); fields keep dictionary encoding and
 //! fall back to byte-stream-split (floats: lets zstd find the repeated exponent bytes of slowly
 //! changing gauges) or delta (integers: counters grow steadily).
 
@@ -20,7 +20,6 @@ use parquet::arrow::ArrowWriter;
 #[allow(deprecated)]
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -97,7 +96,7 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut w = ArrowWriter::try_new(&mut out, schema.clone(), Some(writer_properties(&schema)))?;
     w.write(batch)?;
     if let Some(kv) = index.finish() {
-        w.append_key_value_metadata(KeyValue::new(series_index::KEY.to_string(), kv));
+        w.append_key_value_metadata(kv);
     }
     w.close()?;
     Ok(out)
@@ -133,7 +132,7 @@ pub fn encode_parts(schema: &SchemaRef, rx: std::sync::mpsc::Receiver<Part>) -> 
         }
     }
     if let Some(kv) = index.finish() {
-        w.append_key_value_metadata(KeyValue::new(series_index::KEY.to_string(), kv));
+        w.append_key_value_metadata(kv);
     }
     w.close()?;
     Ok(out)

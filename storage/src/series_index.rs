@@ -52,7 +52,7 @@ struct Encoded {
 }
 
 fn is_tag(t: &DataType) -> bool {
-    matches!(t, DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8)
+    *t == crate::schema::tag_type()
 }
 
 /// Records the runs of the rows a file is written from, in the order they are written.
@@ -217,9 +217,13 @@ impl Builder {
         self.last = None;
     }
 
-    /// The index to store, if the file should carry one.
-    pub fn finish(self) -> Option<String> {
-        self.encode(MIN_RUN_ROWS)
+    /// The footer entry to store, if the file should carry an index.
+    pub fn finish(self) -> Option<parquet::file::metadata::KeyValue> {
+        let text = self.encode(MIN_RUN_ROWS)?;
+        Some(parquet::file::metadata::KeyValue::new(
+            KEY.to_string(),
+            text,
+        ))
     }
 
     fn encode(self, min_run_rows: u64) -> Option<String> {

@@ -508,7 +508,7 @@ impl DbTable {
         let Some((tags, predicate)) = filter else {
             return Ok(Selection::All);
         };
-        let Ok((_, Some(index))) = self.db.file_metadata(file).await else {
+        let Ok(Some(index)) = self.db.series_index(file).await else {
             // No index (or no footer: the scan itself reports that) reads the whole file.
             return Ok(Selection::All);
         };

@@ -77,7 +77,10 @@ fn runs_continue_across_batches_and_restart_at_row_groups() {
     }
     b.end_group();
     b.push(&batch(&[a, a, a, a]));
-    let text = b.finish().expect("runs average at least four rows");
+    let text = b
+        .finish()
+        .and_then(|kv| kv.value)
+        .expect("runs average at least four rows");
     let index = SeriesIndex::parse(&text, 16).unwrap();
     // a [0, 6), c [6, 12), a again after the row group ends [12, 16).
     assert_eq!(index.starts, [0, 6, 12]);
@@ -114,7 +117,7 @@ fn a_file_of_tiny_runs_or_without_tags_carries_no_index() {
 fn an_inconsistent_index_is_ignored() {
     let mut b = Builder::new(&schema());
     b.push(&batch(&[(Some("a"), None); 8]));
-    let text = b.finish().unwrap();
+    let text = b.finish().and_then(|kv| kv.value).unwrap();
     assert!(SeriesIndex::parse(&text, 8).is_some());
     // Another row count than the file's, garbage, or runs that do not add up: read the
     // whole file.
@@ -144,7 +147,7 @@ fn an_inconsistent_index_is_ignored() {
 fn a_tag_the_file_lacks_reads_as_null() {
     let mut b = Builder::new(&schema());
     b.push(&batch(&[(Some("a"), Some("h")); 4]));
-    let index = SeriesIndex::parse(&b.finish().unwrap(), 4).unwrap();
+    let index = SeriesIndex::parse(&b.finish().and_then(|kv| kv.value).unwrap(), 4).unwrap();
     let tags = Arc::new(Schema::new(vec![
         Field::new("rack", crate::schema::tag_type(), true),
         Field::new("gpu", crate::schema::tag_type(), true),
@@ -159,7 +162,8 @@ fn a_tag_the_file_lacks_reads_as_null() {
 fn the_cache_stays_within_its_budget() {
     let mut b = Builder::new(&schema());
     b.push(&batch(&[(Some("a"), Some("h")); 4]));
-    let index = Arc::new(SeriesIndex::parse(&b.finish().unwrap(), 4).unwrap());
+    let index =
+        Arc::new(SeriesIndex::parse(&b.finish().and_then(|kv| kv.value).unwrap(), 4).unwrap());
     let cache = IndexCache::new(64 * (index.bytes() + 100));
     for i in 0..1000 {
         cache.insert(&format!("f{i:04}"), Some(index.clone()));
