@@ -54,11 +54,12 @@ pub struct StoreArgs {
     #[arg(long, env = "RIGWATCH_NODE_ID")]
     pub node_id: Option<String>,
 
-    /// What this node does when nodes share a catalog. `all`: takes the shard's lease
-    /// (waiting while another live node holds it), then writes, persists, compacts, runs the
-    /// allocator and alert rules. `query`: never writes; follows the catalog and the shard's
-    /// WAL to answer queries (SQL, PromQL, the DSL, the portal) and passes every other request
-    /// to the shard's owner.
+    /// What this node does when nodes share a catalog. `all`: takes the shard's lease, then
+    /// writes, persists, compacts, runs the allocator and alert rules; while another live
+    /// node holds the lease it stands by, serving like a query node, and takes over (in
+    /// place, on the same port) once the lease is free. `query`: never writes; follows the
+    /// catalog and the shard's WAL to answer queries (SQL, PromQL, the DSL, the portal) and
+    /// passes every other request to the shard's owner.
     #[arg(long, env = "RIGWATCH_MODE", value_enum, default_value_t = Mode::All)]
     pub mode: Mode,
 
@@ -77,7 +78,8 @@ pub struct StoreArgs {
 /// A node's part among nodes sharing a catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// Owns the shard (once its lease is free): writes, persists, compacts, allocates.
+    /// Owns the shard when its lease is free: writes, persists, compacts, allocates; stands
+    /// by (serving like `query`) while another node owns it.
     All,
     /// Answers queries from the shared data; passes everything else to the owner.
     Query,
@@ -95,6 +97,9 @@ pub enum Role {
     Owner(ShardOwner),
     /// Follows the shard; passes requests that are not reads to its owner.
     Query(Pg),
+    /// An `all` node while another owns the shard: serves like [`Role::Query`] and watches
+    /// the lease, to take the shard over once it is free.
+    Standby(Pg),
 }
 
 impl Role {
@@ -103,7 +108,59 @@ impl Role {
         match self {
             Role::Alone => None,
             Role::Owner(o) => Some(&o.pg),
-            Role::Query(pg) => Some(pg),
+            Role::Query(pg) | Role::Standby(pg) => Some(pg),
+        }
+    }
+
+    /// The shared database, when this node follows another's shard (and so passes
+    /// everything but reads on to it).
+    pub fn follows(&self) -> Option<&Pg> {
+        match self {
+            Role::Query(pg) | Role::Standby(pg) => Some(pg),
+            Role::Alone | Role::Owner(_) => None,
+        }
+    }
+}
+
+/// Wakes a node whose part must change: a standby once the shard's lease is free, an owner
+/// once it lost the lease. The node then restarts its services in its new part, on the same
+/// listening socket ([`crate::serve`]).
+#[derive(Debug)]
+pub struct PartChange {
+    notify: Arc<tokio::sync::Notify>,
+    _watch: Option<Task<()>>,
+}
+
+impl PartChange {
+    /// Resolves once the part changed (at once if it already has).
+    pub async fn changed(&self) {
+        self.notify.notified().await
+    }
+
+    /// For a standby: polls the shard's lease and wakes once no live node holds it.
+    pub fn when_free(pg: &Pg, ttl: Duration) -> Self {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let (pg, wake) = (pg.clone(), notify.clone());
+        let name = lease::shard_lease(SHARD);
+        let watch = task::spawn(async move {
+            loop {
+                tokio::time::sleep((ttl / 10).max(Duration::from_millis(100))).await;
+                match lease::holder(&pg, &name).await {
+                    Ok(Some(h)) if h.expires_in_ms > 0 => {}
+                    Ok(_) => {
+                        info!(lease = %name, "the shard's lease is free: this standby takes the shard over");
+                        wake.notify_one();
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, lease = %name, "cannot read the shard's lease; retrying")
+                    }
+                }
+            }
+        });
+        Self {
+            notify,
+            _watch: Some(watch),
         }
     }
 }
@@ -135,7 +192,8 @@ pub async fn share_auth(
 
 /// The middleware of an owner: once it lost the shard's lease, its data no longer follows
 /// the shard (another node writes it), so every request, `/health` included, gets 503 and
-/// clients and load balancers go to a node that serves the shard.
+/// clients and load balancers go to a node that serves the shard, until the node has
+/// restarted its services as a standby (moments later).
 pub async fn refuse_when_deposed(
     axum::extract::State(lost): axum::extract::State<Arc<std::sync::atomic::AtomicBool>>,
     req: axum::extract::Request,
@@ -143,7 +201,7 @@ pub async fn refuse_when_deposed(
 ) -> axum::response::Response {
     if lost.load(std::sync::atomic::Ordering::Relaxed) {
         return crate::access::unavailable(
-            "this node lost the shard's lease to another node: it serves nothing until restarted (then it stands by)",
+            "this node lost the shard's lease to another node: it serves nothing until it has restarted as a standby (moments); retry",
         );
     }
     next.run(req).await
@@ -159,38 +217,42 @@ pub struct ShardOwner {
     renew: Task<()>,
     /// Set once another node took the lease over.
     lost: Arc<std::sync::atomic::AtomicBool>,
+    /// Notified at the same moment.
+    deposed: Arc<tokio::sync::Notify>,
 }
 
 impl ShardOwner {
-    /// Takes `shard`'s lease for `node`, waiting while another live node holds it. Answers
-    /// the owner and the shard's WAL head.
-    async fn take(pg: &Pg, shard: &str, node: &str, ttl: Duration) -> anyhow::Result<(Self, u64)> {
+    /// Takes `shard`'s lease for `node` if no other live node holds it. Answers the owner and
+    /// the shard's WAL head, or `None` (this node then stands by).
+    async fn take(
+        pg: &Pg,
+        shard: &str,
+        node: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<Option<(Self, u64)>> {
         let name = lease::shard_lease(shard);
-        let mut last_note = None::<std::time::Instant>;
-        let (held, head) = loop {
-            if let Some(got) = lease::acquire(pg, &name, node, "", ttl, Some(shard)).await? {
-                break got;
-            }
-            if last_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                last_note = Some(std::time::Instant::now());
-                let h = lease::holder(pg, &name).await?;
-                let (who, left) = h.map_or((String::new(), 0), |h| (h.holder, h.expires_in_ms));
-                info!(lease = %name, holder = %who, expires_in_ms = left, "waiting for the shard's lease");
-            }
-            tokio::time::sleep((ttl / 10).max(Duration::from_millis(100))).await;
+        let Some((held, head)) = lease::acquire(pg, &name, node, "", ttl, Some(shard)).await?
+        else {
+            let h = lease::holder(pg, &name).await?;
+            let (who, left) = h.map_or((String::new(), 0), |h| (h.holder, h.expires_in_ms));
+            info!(lease = %name, holder = %who, expires_in_ms = left, "another node owns the shard: standing by (serving reads, passing the rest on to it) until its lease is free");
+            return Ok(None);
         };
         info!(lease = %held.name, epoch = held.epoch, head, "took the shard's lease");
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let deposed = Arc::new(tokio::sync::Notify::new());
         let renew = {
-            let (pg, held, lost) = (pg.clone(), held.clone(), lost.clone());
+            let (pg, held, lost, deposed) =
+                (pg.clone(), held.clone(), lost.clone(), deposed.clone());
             task::spawn(async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
                     match lease::renew(&pg, &held, ttl).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            error!(lease = %held.name, epoch = held.epoch, "lost the shard's lease: another node took it over; this node answers every request with 503 from now on (restart it to make it a standby)");
+                            error!(lease = %held.name, epoch = held.epoch, "lost the shard's lease: another node took it over; this node answers 503 until it has restarted its services as a standby");
                             lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                            deposed.notify_one();
                             return;
                         }
                         Err(e) => {
@@ -200,15 +262,24 @@ impl ShardOwner {
                 }
             })
         };
-        Ok((
+        Ok(Some((
             Self {
                 pg: pg.clone(),
                 held: held.clone(),
                 renew,
                 lost,
+                deposed,
             },
             head as u64,
-        ))
+        )))
+    }
+
+    /// Wakes once this node lost the lease.
+    pub fn part_change(&self) -> PartChange {
+        PartChange {
+            notify: self.deposed.clone(),
+            _watch: None,
+        }
     }
 
     /// Whether another node took the lease over (this node's view is then stale).
@@ -246,8 +317,8 @@ impl StoreArgs {
 
     /// Fills in `c`'s object store and catalog: builds the S3 client, connects to
     /// PostgreSQL and, when nodes share a catalog, probes the store's conditional writes.
-    /// Answers the node's part: the shard lease it took, or the connection a query node
-    /// passes requests on through; nothing for a node on its own.
+    /// Answers the node's part: the shard lease it took, or the connection a query node or
+    /// a standby passes requests on through; nothing for a node on its own.
     pub async fn configure(&self, c: &mut DbConfig) -> anyhow::Result<Role> {
         if let Some(bucket) = &self.s3_bucket {
             c.store = StoreConfig::Custom(Arc::new(self.s3(bucket)?));
@@ -283,16 +354,22 @@ impl StoreArgs {
             store,
             shard: SHARD.to_string(),
         };
-        if self.mode == Mode::Query {
+        let taken = match self.mode {
+            Mode::Query => None,
+            Mode::All => ShardOwner::take(&pg, SHARD, &node, self.lease_ttl).await?,
+        };
+        let Some((owner, head)) = taken else {
             c.catalog = CatalogConfig::Postgres {
                 pg: pg.clone(),
                 writer: SHARD.to_string(),
                 fence: None,
             };
             c.wal_home = WalHome::Follow { log };
-            return Ok(Role::Query(pg));
-        }
-        let (owner, head) = ShardOwner::take(&pg, SHARD, &node, self.lease_ttl).await?;
+            return Ok(match self.mode {
+                Mode::Query => Role::Query(pg),
+                Mode::All => Role::Standby(pg),
+            });
+        };
         c.catalog = CatalogConfig::Postgres {
             pg: pg.clone(),
             writer: SHARD.to_string(),

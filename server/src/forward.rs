@@ -1,9 +1,10 @@
-//! A query node (`--mode query`) answers reads made with a token itself (SQL, PromQL, the
-//! DSL, the portal's assets) and passes everything else — writes, agent registration, jobs,
-//! rules, and every portal request made with a session, so that sessions live in one place —
-//! to the node that owns the shard, found through the shard's lease in PostgreSQL. The owner
-//! authenticates and authorizes the request again; this node adds nothing to it. Answers
-//! stream through (the portal's live events included).
+//! A query node (`--mode query`), like a standby (`--mode all` while another node owns the
+//! shard), answers reads made with a token itself (SQL, PromQL, the DSL, the portal's
+//! assets) and passes everything else — writes, agent registration, jobs, rules, and every
+//! portal request made with a session, so that sessions live in one place — to the node that
+//! owns the shard, found through the shard's lease in PostgreSQL. The owner authenticates and
+//! authorizes the request again; this node adds nothing to it. Answers stream through (the
+//! portal's live events included).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,8 +20,11 @@ use rigwatch_storage::pg::Pg;
 
 /// How long the owner's address is reused before the lease is read again.
 const OWNER_TTL: Duration = Duration::from_secs(1);
-/// Longest a forwarded request may wait for its answer to start.
+/// Longest a forwarded request may wait for a connection to the owner.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a forwarded request may wait for its answer to start (an owner that is paused or
+/// partitioned away accepts connections but never answers; its lease then moves on).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where requests that need the owner go.
 #[derive(Debug)]
@@ -126,9 +130,16 @@ pub async fn forward(State(f): State<Arc<Forward>>, req: Request, next: Next) ->
             out = out.header(name, value);
         }
     }
-    let resp = match out.send().await {
-        Ok(r) => r,
-        Err(e) => {
+    let resp = match tokio::time::timeout(ANSWER_TIMEOUT, out.send()).await {
+        Ok(Ok(r)) => r,
+        Err(_) => {
+            *f.owner.lock() = None;
+            return crate::access::unavailable(&format!(
+                "the shard's owner at {owner} did not answer within {} s; retry",
+                ANSWER_TIMEOUT.as_secs()
+            ));
+        }
+        Ok(Err(e)) => {
             *f.owner.lock() = None;
             return crate::access::unavailable(&format!(
                 "the shard's owner at {owner} did not answer: {e}"

@@ -12,6 +12,7 @@
 //! - [`demo`]: a server plus a simulated fleet of real agents; `workload` feeds it jobs.
 
 pub mod access;
+mod admin_token;
 pub mod cluster;
 pub mod demo;
 mod forward;
@@ -497,6 +498,9 @@ pub struct Running {
     pub admission: Arc<Admission>,
     /// The shard lease, when nodes share a catalog.
     owner: Option<crate::cluster::ShardOwner>,
+    /// What wakes the node when its part changes (a standby's lease watch, an owner's
+    /// deposition); `None` on a node on its own or a query node.
+    part_change: Option<crate::cluster::PartChange>,
     /// The exchange of the auth registry with the other nodes.
     _auth_sync: Option<rigwatch_common::task::Task<()>>,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -511,10 +515,26 @@ impl Running {
         m.refused_queue_full.get() + m.refused_timeout.get() + m.refused_principal.get()
     }
 
-    /// Stops accepting requests, waits for in-flight ones, syncs the WAL.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// Resolves once this node's part among the nodes changed: a standby found the shard's
+    /// lease free, or an owner lost it. Never on a node on its own or a query node.
+    pub async fn part_changed(&self) {
+        match &self.part_change {
+            Some(p) => p.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops accepting requests, waits for in-flight ones (at most [`STOP_GRACE`]; a live
+    /// stream lasts as long as its browser listens), syncs the WAL.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
-        self.task.await??;
+        match tokio::time::timeout(STOP_GRACE, &mut self.task).await {
+            Ok(served) => served??,
+            Err(_) => {
+                tracing::warn!(grace = ?STOP_GRACE, "requests still in flight after the grace period are cut off");
+                self.task.abort();
+            }
+        }
         // Stop alerting, fault detection and the allocator before the WAL is synced.
         drop(self.alerts);
         drop(self.faults);
@@ -529,8 +549,20 @@ impl Running {
     }
 }
 
+/// How long stopping waits for requests in flight.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Opens the store and starts serving on `args.listen`.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
+    start_on(args, None).await
+}
+
+/// Opens the store and starts serving on `listener` (bound already, non-blocking), or on a
+/// new socket bound to `args.listen`.
+async fn start_on(
+    args: &ServeArgs,
+    listener: Option<std::net::TcpListener>,
+) -> anyhow::Result<Running> {
     if args.offline_after <= args.pay_grace {
         anyhow::bail!(
             "--offline-after ({}) must be longer than --pay-grace ({}): pay pauses first, the lease ends later",
@@ -569,7 +601,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         Some(pg) => Some(crate::cluster::share_auth(pg, &auth).await?),
         None => None,
     };
-    let admin_token = admin_token(args)?;
+    let admin_token = admin_token::admin_token(args)?;
     if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
         anyhow::bail!(
             "the admin token (--admin-token or --admin-token-file) must be at least 16 characters"
@@ -585,9 +617,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             t.token
         );
     }
-    let query_node = matches!(role, crate::cluster::Role::Query(_));
-    // A query node writes nothing: the allocator, fault detection and alert rules run on the
-    // shard's owner, and their routes are passed on to it.
+    let query_node = role.follows().is_some();
+    // A query node (or a standby) writes nothing: the allocator, fault detection and alert
+    // rules run on the shard's owner, and their routes are passed on to it.
     let alloc = if query_node {
         None
     } else {
@@ -747,7 +779,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             crate::cluster::refuse_when_deposed,
         ));
     }
-    if let crate::cluster::Role::Query(pg) = &role {
+    if let Some(pg) = role.follows() {
         // Outside the access layer: the owner authenticates what it is passed.
         let fwd = Arc::new(crate::forward::Forward::new(
             pg.clone(),
@@ -786,10 +818,21 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
                 )
             }),
     );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = match listener {
+        Some(l) => tokio::net::TcpListener::from_std(l)?,
+        None => tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?,
+    };
     let addr = listener.local_addr()?;
+    let part_change = match &role {
+        crate::cluster::Role::Owner(owner) => Some(owner.part_change()),
+        crate::cluster::Role::Standby(pg) => Some(crate::cluster::PartChange::when_free(
+            pg,
+            args.store.lease_ttl,
+        )),
+        crate::cluster::Role::Alone | crate::cluster::Role::Query(_) => None,
+    };
     let owner = match role {
         crate::cluster::Role::Owner(owner) => {
             let url = args.store.advertise_url.clone().unwrap_or_else(|| {
@@ -829,40 +872,11 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
         alerts,
         admission,
         owner,
+        part_change,
         _auth_sync: auth_sync,
         stop,
         task,
     })
-}
-
-/// The admin token from --admin-token (or RIGWATCH_ADMIN_TOKEN) or the first line of
-/// --admin-token-file; warns when it was typed on the command line.
-fn admin_token(args: &ServeArgs) -> anyhow::Result<Option<String>> {
-    if let Some(path) = &args.admin_token_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read --admin-token-file {}", path.display()))?;
-        let token = text.lines().next().unwrap_or("").trim().to_string();
-        anyhow::ensure!(
-            !token.is_empty(),
-            "--admin-token-file {} is empty: its first line must be the token",
-            path.display()
-        );
-        return Ok(Some(token));
-    }
-    if args.admin_token.is_some() && on_command_line(std::env::args()) {
-        tracing::warn!(
-            "the admin token was given on the command line, where every user of this machine can read it (ps, /proc); use RIGWATCH_ADMIN_TOKEN or --admin-token-file instead"
-        );
-        eprintln!(
-            "rigwatch: warning: the admin token is on the command line, readable by every user of this machine; use RIGWATCH_ADMIN_TOKEN or --admin-token-file"
-        );
-    }
-    Ok(args.admin_token.clone())
-}
-
-/// Whether `--admin-token` (not `--admin-token-file`) is among the process's arguments.
-fn on_command_line(mut argv: impl Iterator<Item = String>) -> bool {
-    argv.any(|a| a == "--admin-token" || a.starts_with("--admin-token="))
 }
 
 pub async fn shutdown_signal() {
@@ -882,10 +896,39 @@ pub async fn shutdown_signal() {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     init_tracing(&args.log);
-    let running = start(&args).await?;
+    // One socket for the process's life: when the node's part changes (a standby takes the
+    // shard over, a deposed owner stands by) its services restart on it, and connections
+    // that arrive meanwhile wait in its backlog instead of being refused.
+    let socket = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    socket.set_nonblocking(true)?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut running = start_on(&args, Some(socket.try_clone()?)).await?;
     info!(addr = %running.addr, data_dir = %args.data_dir.display(), "rigwatch listening");
     eprintln!("rigwatch listening on http://{}", running.addr);
-    shutdown_signal().await;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = running.part_changed() => {}
+        }
+        info!("this node's part changed: restarting its services");
+        if let Err(e) = running.stop().await {
+            tracing::warn!(error = %e, "stopping the services of the node's previous part failed");
+        }
+        running = loop {
+            match start_on(&args, Some(socket.try_clone()?)).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot restart the node's services; retrying in a second");
+                    tokio::select! {
+                        _ = &mut shutdown => return Ok(std::process::ExitCode::FAILURE),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+    }
     info!("shutting down");
     running.stop().await?;
     Ok(std::process::ExitCode::SUCCESS)
@@ -932,60 +975,4 @@ pub async fn count_rows(db: &Arc<Db>, table: &str) -> anyhow::Result<u64> {
         })
         .context("count(*) returned no rows")?;
     Ok(n as u64)
-}
-
-#[cfg(test)]
-mod admin_token_tests {
-    use super::*;
-
-    #[test]
-    fn the_token_comes_from_a_file_and_a_command_line_token_is_noticed() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut args = ServeArgs::with_defaults(dir.path().join("data")).unwrap();
-        args.admin_token = None;
-        let file = dir.path().join("admin-token");
-        std::fs::write(&file, "file-token-0123456789\nignored\n").unwrap();
-        args.admin_token_file = Some(file.clone());
-        assert_eq!(
-            admin_token(&args).unwrap().as_deref(),
-            Some("file-token-0123456789")
-        );
-        std::fs::write(&file, "\n").unwrap();
-        let e = admin_token(&args).unwrap_err().to_string();
-        assert!(
-            e.contains("--admin-token-file") && e.contains("empty"),
-            "{e}"
-        );
-        args.admin_token_file = Some(dir.path().join("missing"));
-        assert!(
-            admin_token(&args)
-                .unwrap_err()
-                .to_string()
-                .contains("cannot read")
-        );
-
-        let argv = |a: &[&str]| {
-            a.iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .into_iter()
-        };
-        assert!(on_command_line(argv(&[
-            "rigwatch",
-            "serve",
-            "--admin-token",
-            "x"
-        ])));
-        assert!(on_command_line(argv(&[
-            "rigwatch",
-            "serve",
-            "--admin-token=x"
-        ])));
-        assert!(!on_command_line(argv(&[
-            "rigwatch",
-            "serve",
-            "--admin-token-file",
-            "f"
-        ])));
-    }
 }
