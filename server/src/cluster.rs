@@ -11,7 +11,7 @@ use rigwatch_common::task::{self, Task};
 use rigwatch_storage::lease::{self, Held};
 use rigwatch_storage::pg::{Pg, redact};
 use rigwatch_storage::wal::ShardLog;
-use rigwatch_storage::{CatalogConfig, DbConfig, StoreConfig, WalHome};
+use rigwatch_storage::{CatalogConfig, DbConfig, Maintenance, StoreConfig, WalHome};
 use tracing::{error, info, warn};
 
 /// Options of the object store, the catalog and the node.
@@ -55,9 +55,12 @@ pub struct StoreArgs {
     pub node_id: Option<String>,
 
     /// What this node does when nodes share a catalog. `all`: takes the shard's lease, then
-    /// writes, persists, compacts, runs the allocator and alert rules; while another live
-    /// node holds the lease it stands by, serving like a query node, and takes over (in
-    /// place, on the same port) once the lease is free. `query`: never writes; follows the
+    /// writes, persists, runs the allocator and alert rules, and compacts while it holds the
+    /// compaction lease; while another live node owns the shard it stands by, serving like a
+    /// query node, and takes over (in place, on the same port) once the lease is free.
+    /// `ingest`: as `all`, but never compacts (leave that to a `compact` node). `compact`:
+    /// serves like a query node and, while it holds the compaction lease, compacts, merges
+    /// tiers, builds rollups and applies retention. `query`: never writes; follows the
     /// catalog and the shard's WAL to answer queries (SQL, PromQL, the DSL, the portal) and
     /// passes every other request to the shard's owner.
     #[arg(long, env = "RIGWATCH_MODE", value_enum, default_value_t = Mode::All)]
@@ -81,6 +84,11 @@ pub enum Mode {
     /// Owns the shard when its lease is free: writes, persists, compacts, allocates; stands
     /// by (serving like `query`) while another node owns it.
     All,
+    /// Owns the shard like `all` (or stands by) but leaves compaction to other nodes.
+    Ingest,
+    /// Compacts, merges tiers, builds rollups and applies retention while it holds the
+    /// compaction lease; otherwise serves like `query`.
+    Compact,
     /// Answers queries from the shared data; passes everything else to the owner.
     Query,
 }
@@ -308,6 +316,14 @@ impl ShardOwner {
 }
 
 impl StoreArgs {
+    /// `--mode` as typed.
+    fn mode_name(&self) -> String {
+        use clap::ValueEnum;
+        self.mode
+            .to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string())
+    }
+
     /// This node's name.
     pub fn node_id(&self) -> String {
         self.node_id
@@ -324,9 +340,10 @@ impl StoreArgs {
             c.store = StoreConfig::Custom(Arc::new(self.s3(bucket)?));
         }
         let Some(url) = &self.catalog else {
-            if self.mode == Mode::Query {
+            if self.mode != Mode::All {
                 anyhow::bail!(
-                    "--mode query needs --catalog: a query node follows a shared catalog"
+                    "--mode {} needs --catalog: it divides work among nodes that share a catalog",
+                    self.mode_name()
                 );
             }
             return Ok(Role::Alone);
@@ -354,9 +371,17 @@ impl StoreArgs {
             store,
             shard: SHARD.to_string(),
         };
+        let compaction = || {
+            Maintenance::Leased(lease::Keeper::start(
+                &pg,
+                lease::COMPACTION_LEASE,
+                &node,
+                self.lease_ttl,
+            ))
+        };
         let taken = match self.mode {
-            Mode::Query => None,
-            Mode::All => ShardOwner::take(&pg, SHARD, &node, self.lease_ttl).await?,
+            Mode::Query | Mode::Compact => None,
+            Mode::All | Mode::Ingest => ShardOwner::take(&pg, SHARD, &node, self.lease_ttl).await?,
         };
         let Some((owner, head)) = taken else {
             c.catalog = CatalogConfig::Postgres {
@@ -365,10 +390,18 @@ impl StoreArgs {
                 fence: None,
             };
             c.wal_home = WalHome::Follow { log };
+            c.maintenance = match self.mode {
+                Mode::Compact => compaction(),
+                Mode::All | Mode::Ingest | Mode::Query => Maintenance::Elsewhere,
+            };
             return Ok(match self.mode {
-                Mode::Query => Role::Query(pg),
-                Mode::All => Role::Standby(pg),
+                Mode::Query | Mode::Compact => Role::Query(pg),
+                Mode::All | Mode::Ingest => Role::Standby(pg),
             });
+        };
+        c.maintenance = match self.mode {
+            Mode::All => compaction(),
+            Mode::Ingest | Mode::Compact | Mode::Query => Maintenance::Elsewhere,
         };
         c.catalog = CatalogConfig::Postgres {
             pg: pg.clone(),

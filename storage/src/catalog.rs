@@ -85,16 +85,19 @@ impl Catalog {
 
     /// Commits `next` if the catalog is still at the version before it, whose files were
     /// `prev_files` and whose WAL coverage was `prev_wal`; otherwise fails with
-    /// [`crate::Error::CatalogConflict`] and changes nothing.
+    /// [`crate::Error::CatalogConflict`] and changes nothing. In PostgreSQL a commit made
+    /// under `lease` (compaction's) also fails, with [`crate::Error::Fenced`], unless that
+    /// lease is still live and this node's.
     pub async fn commit(
         &self,
         prev_files: &[FileMeta],
         prev_wal: Option<SegmentId>,
         next: &CatalogState,
+        lease: Option<&crate::lease::Held>,
     ) -> Result<()> {
         match self {
             Catalog::Object(c) => c.save(next).await,
-            Catalog::Postgres(c) => c.commit(prev_files, prev_wal, next).await,
+            Catalog::Postgres(c) => c.commit(prev_files, prev_wal, next, lease).await,
         }
     }
 

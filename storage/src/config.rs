@@ -55,6 +55,18 @@ pub enum WalHome {
     Follow { log: crate::wal::ShardLog },
 }
 
+/// Who compacts, merges tiers, builds rollups and applies retention.
+#[derive(Debug, Clone, Default)]
+pub enum Maintenance {
+    /// This database, unless it follows another node's shard (one node on its own).
+    #[default]
+    Here,
+    /// Never this node (`--mode ingest`, `query`, a standby).
+    Elsewhere,
+    /// This node while it holds the compaction lease; its commits are fenced by it.
+    Leased(std::sync::Arc<crate::lease::Keeper>),
+}
+
 /// Everything a database needs to open. [`DbConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct DbConfig {
@@ -63,6 +75,7 @@ pub struct DbConfig {
     pub store: StoreConfig,
     pub catalog: CatalogConfig,
     pub wal_home: WalHome,
+    pub maintenance: Maintenance,
     /// Width of a time partition.
     pub partition: Duration,
     /// Above this many buffered bytes, writes get `Backpressure` (HTTP 503).
@@ -103,6 +116,7 @@ impl DbConfig {
             store: StoreConfig::Local,
             catalog: CatalogConfig::Object,
             wal_home: WalHome::Local,
+            maintenance: Maintenance::Here,
             partition: Duration::from_secs(3600),
             memory_budget: 1 << 30,
             persist_bytes: 256 << 20,

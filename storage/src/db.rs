@@ -45,7 +45,7 @@ use crate::buffer::{Buffer, Frozen};
 use crate::catalog::{
     CATALOG_FORMAT_VERSION, Catalog, CatalogState, FileMeta, ObjectCatalog, PgCatalog,
 };
-use crate::config::{CatalogConfig, DbConfig, StoreConfig, WalHome};
+use crate::config::{CatalogConfig, DbConfig, Maintenance, StoreConfig, WalHome};
 use crate::error::{Error, Result};
 use crate::metrics::StorageMetrics;
 use crate::schema::{RejectedRow, Schemas, TableDef};
@@ -305,13 +305,22 @@ impl Db {
             config,
         });
         if let Some(at) = follow_from {
-            // A follower: no WAL thread (writes are refused), no persist or compaction.
+            // A follower: no WAL thread (writes are refused), no persist; maintenance only
+            // under the compaction lease (`--mode compact`).
             let task = rigwatch_common::task::spawn(follow::run(
                 Arc::downgrade(&db),
                 at,
                 db.shutdown_tx.subscribe(),
             ));
             db.tasks.lock().push(task);
+            if matches!(db.config.maintenance, Maintenance::Leased(_)) && db.config.background {
+                let task = rigwatch_common::task::spawn(maintenance::background(
+                    Arc::downgrade(&db),
+                    db.wakeup.clone(),
+                    db.shutdown_tx.subscribe(),
+                ));
+                db.tasks.lock().push(task);
+            }
             return Ok(db);
         }
         let wal_writer = wal_writer.expect("a writer has a WAL");
@@ -435,6 +444,16 @@ impl Db {
         matches!(self.config.wal_home, WalHome::Follow { .. })
     }
 
+    /// Whether this node compacts, merges tiers, builds rollups and applies retention now:
+    /// `None` if not; otherwise the lease its commits must still hold, if any.
+    pub(crate) fn maintenance_lease(&self) -> Option<Option<crate::lease::Held>> {
+        match &self.config.maintenance {
+            Maintenance::Here => (!self.is_follower()).then_some(None),
+            Maintenance::Elsewhere => None,
+            Maintenance::Leased(keeper) => keeper.current().map(Some),
+        }
+    }
+
     fn send(&self, cmd: WalCmd) -> Result<()> {
         if self.is_follower() {
             return Err(Error::ReadOnly);
@@ -531,6 +550,9 @@ impl Db {
         let handle = self.wal_thread.lock().take();
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        if let Maintenance::Leased(keeper) = &self.config.maintenance {
+            keeper.release().await;
         }
         info!("storage shut down; WAL synced");
         Ok(())

@@ -173,3 +173,106 @@ pub async fn holder(pg: &Pg, name: &str) -> Result<Option<Holder>> {
         expires_in_ms: r.get(3),
     }))
 }
+
+/// The name of the lease whose holder compacts, merges tiers, builds rollups and applies
+/// retention for every node sharing the catalog.
+pub const COMPACTION_LEASE: &str = "compact";
+
+/// A lease this node takes whenever it is free and renews while it holds it, for a duty one
+/// node at a time does (compaction). [`Keeper::current`] is the lease while held; everything
+/// the duty commits is checked against it in the committing transaction.
+#[derive(Debug)]
+pub struct Keeper {
+    pg: Pg,
+    name: String,
+    current: std::sync::Arc<parking_lot::Mutex<Option<Held>>>,
+    task: rigwatch_common::task::Task<()>,
+}
+
+impl Keeper {
+    /// Starts trying to take `name` for `holder` now, then every third of `ttl`.
+    pub fn start(pg: &Pg, name: &str, holder: &str, ttl: Duration) -> std::sync::Arc<Keeper> {
+        let current = std::sync::Arc::new(parking_lot::Mutex::new(None::<Held>));
+        let task = {
+            let (pg, name, holder, current) = (
+                pg.clone(),
+                name.to_string(),
+                holder.to_string(),
+                current.clone(),
+            );
+            rigwatch_common::task::spawn(async move {
+                loop {
+                    let held = current.lock().clone();
+                    match held {
+                        Some(h) => match renew(&pg, &h, ttl).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                tracing::warn!(lease = %name, epoch = h.epoch, "lost the lease: another node took it over");
+                                *current.lock() = None;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, lease = %name, "cannot renew the lease; retrying")
+                            }
+                        },
+                        None => match acquire(&pg, &name, &holder, "", ttl, None).await {
+                            Ok(Some((h, _))) => {
+                                tracing::info!(lease = %name, epoch = h.epoch, "took the lease `{name}`");
+                                *current.lock() = Some(h);
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, lease = %name, "cannot take the lease; retrying")
+                            }
+                        },
+                    }
+                    tokio::time::sleep(ttl / 3).await;
+                }
+            })
+        };
+        std::sync::Arc::new(Keeper {
+            pg: pg.clone(),
+            name: name.to_string(),
+            current,
+            task,
+        })
+    }
+
+    /// The lease, while this node holds it (as last renewed).
+    pub fn current(&self) -> Option<Held> {
+        self.current.lock().clone()
+    }
+
+    /// Stops taking the lease and lets it expire now, so another node takes the duty over.
+    pub async fn release(&self) {
+        self.task.abort();
+        let held = self.current.lock().take();
+        if let Some(h) = held
+            && let Err(e) = release(&self.pg, &h).await
+        {
+            tracing::warn!(error = %e, lease = %self.name, "cannot release the lease; it expires by itself");
+        }
+    }
+}
+
+/// Checks, inside `tx`, that `held` is still live and this holder's, and keeps it so (`FOR
+/// SHARE`) until `tx` ends: a takeover waits for the transaction.
+pub(crate) async fn check_in(
+    pg: &Pg,
+    tx: &tokio_postgres::Transaction<'_>,
+    held: &Held,
+    what: &str,
+) -> Result<()> {
+    let live = tx
+        .query_opt(
+            "SELECT 1 FROM rw_leases
+             WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
+             FOR SHARE",
+            &[&held.name, &held.holder, &held.epoch],
+        )
+        .await
+        .map_err(|e| pg.error(&format!("cannot check lease `{}` on", held.name), e))?;
+    match live {
+        Some(_) => Ok(()),
+        None => Err(fenced(what, held)),
+    }
+}

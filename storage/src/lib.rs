@@ -40,7 +40,7 @@ pub mod table;
 pub mod wal;
 
 pub use batch::{FieldType, FieldValue, WriteBatch};
-pub use config::{CatalogConfig, DbConfig, StoreConfig, WalHome};
+pub use config::{CatalogConfig, DbConfig, Maintenance, StoreConfig, WalHome};
 pub use db::{Db, WriteOptions, WriteOutcome};
 pub use error::{Error, Result};
 pub use metrics::StorageMetrics;

@@ -143,6 +143,7 @@ impl PgCatalog {
         prev_files: &[FileMeta],
         prev_wal: Option<SegmentId>,
         next: &CatalogState,
+        lease: Option<&Held>,
     ) -> Result<()> {
         let prev_version = next.version - 1;
         let before: HashSet<u64> = prev_files.iter().map(|f| f.id).collect();
@@ -185,6 +186,9 @@ impl PgCatalog {
             if holds.is_none() {
                 return Err(fenced("catalog commit refused", held));
             }
+        }
+        if let Some(held) = lease {
+            crate::lease::check_in(&self.pg, &tx, held, "catalog commit refused").await?;
         }
         let (from, to) = (int(prev_version, "version")?, int(next.version, "version")?);
         let swapped = tx

@@ -53,6 +53,9 @@ impl Db {
             .await?;
             let bytes = buffer.bytes();
             {
+                // Not in the middle of a maintenance pass (`--mode compact`): it computes its
+                // commit from the files it started with.
+                let _pass = self.persist_lock.lock().await;
                 let mut st = self.state.write();
                 st.files = std::sync::Arc::new(state.files);
                 st.buffer = buffer;
@@ -77,6 +80,34 @@ impl Db {
             }
             at.applied = head;
         }
+        Ok(())
+    }
+}
+
+impl Db {
+    /// On a shard's owner beside a separate compactor: takes in the catalog versions other
+    /// nodes committed (merged, rolled-up or expired files), so that its queries read the
+    /// files that are listed now. Its buffer and WAL coverage are its own and stay.
+    pub(crate) async fn follow_catalog(&self) -> Result<()> {
+        let Catalog::Postgres(catalog) = &self.catalog else {
+            return Ok(());
+        };
+        if self.is_follower() {
+            return Ok(());
+        }
+        let Ok(mut cw) = self.persist_lock.try_lock() else {
+            return Ok(());
+        };
+        if catalog.version().await? == cw.version {
+            return Ok(());
+        }
+        let fresh = catalog.load().await?.unwrap_or_default();
+        cw.version = fresh.version;
+        self.metrics.files.set(fresh.files.len() as i64);
+        self.metrics
+            .file_bytes
+            .set(fresh.files.iter().map(|f| f.size as i64).sum());
+        self.state.write().files = std::sync::Arc::new(fresh.files);
         Ok(())
     }
 }

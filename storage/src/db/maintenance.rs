@@ -42,6 +42,10 @@ pub struct CompactStats {
 /// How long replaced files linger before deletion, so running queries can finish.
 const DELETE_GRACE: Duration = Duration::from_secs(60);
 
+/// How often one commit is rebased on other nodes' commits before it gives up (and its work
+/// is retried on the next pass).
+const MAX_REBASES: usize = 5;
+
 impl Db {
     /// Writes everything buffered to Parquet, records it in the catalog and truncates the WAL.
     pub async fn persist(&self) -> Result<PersistStats> {
@@ -161,24 +165,71 @@ impl Db {
         Ok(stats)
     }
 
-    /// Saves a new catalog version with `files`, then makes it what queries see.
+    /// Saves a new catalog version with `files`, then makes it what queries see. A persist
+    /// (`wal_through` given) is this node's shard's; anything else is maintenance, committed
+    /// only under the compaction lease where there is one.
+    ///
+    /// Beside other nodes the catalog may have moved on since `files` was computed from this
+    /// node's view: the change is then rebased on the new version ([`Db::rebase`]) and tried
+    /// again, or refused where that could change an answer.
     pub(super) async fn commit_catalog(
         &self,
         cw: &mut CatalogWriter,
         files: Vec<FileMeta>,
         wal_through: Option<wal::SegmentId>,
     ) -> Result<()> {
+        let persist = wal_through.is_some();
+        let lease = if persist {
+            None
+        } else {
+            match self.maintenance_lease() {
+                Some(lease) => lease,
+                None => {
+                    return Err(Error::Fenced(
+                        "maintenance commit refused: this node does not hold the compaction lease"
+                            .into(),
+                    ));
+                }
+            }
+        };
         let prev_wal = cw.wal_persisted_through;
-        let state = CatalogState {
+        let shared = self.catalog.is_shared();
+        let mut state = CatalogState {
             format_version: CATALOG_FORMAT_VERSION,
             version: cw.version + 1,
-            tables: self.schemas.all().iter().map(|d| (**d).clone()).collect(),
+            // Beside other nodes only the shard's owner writes table definitions (as it
+            // persists what it accepted): a compactor's view of them may lag.
+            tables: if shared && !persist {
+                Vec::new()
+            } else {
+                self.schemas.all().iter().map(|d| (**d).clone()).collect()
+            },
             files,
             wal_persisted_through: wal_through.or(prev_wal),
             next_file_id: cw.next_file_id,
         };
-        let prev_files = self.state.read().files.clone();
-        self.catalog.commit(&prev_files, prev_wal, &state).await?;
+        let mut prev_files = self.state.read().files.clone();
+        let mut attempts = 0;
+        loop {
+            match self
+                .catalog
+                .commit(&prev_files, prev_wal, &state, lease.as_ref())
+                .await
+            {
+                Ok(()) => break,
+                Err(Error::CatalogConflict { .. }) if shared && attempts < MAX_REBASES => {
+                    attempts += 1;
+                    let fresh = self.catalog.load().await?.unwrap_or_default();
+                    state.files = self
+                        .rebase(cw, &prev_files, state.files, &fresh.files, persist)
+                        .await?;
+                    state.version = fresh.version + 1;
+                    cw.version = fresh.version;
+                    prev_files = Arc::new(fresh.files);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         cw.version = state.version;
         cw.wal_persisted_through = state.wal_persisted_through;
         self.metrics.files.set(state.files.len() as i64);
@@ -187,6 +238,92 @@ impl Db {
             .set(state.files.iter().map(|f| f.size as i64).sum());
         self.state.write().files = Arc::new(state.files);
         Ok(())
+    }
+
+    /// The change from `prev` to `next`, applied to `fresh` (the catalog another node moved
+    /// on to). Refused ([`Error::CatalogConflict`]) where the result could differ from
+    /// committing the change alone:
+    /// - a file it replaces is gone (another node replaced it first);
+    /// - a file added meanwhile holds rows of a table and time it replaces (last write wins
+    ///   follows file order, and the merged file would read as older than rows it does not
+    ///   hold);
+    /// - a rollup it adds covers raw rows added meanwhile.
+    ///
+    /// A persist is never refused: its files get new ids (newer than everything committed,
+    /// as their rows are), and rollups the new rows make stale leave with it.
+    async fn rebase(
+        &self,
+        cw: &mut CatalogWriter,
+        prev: &[FileMeta],
+        next: Vec<FileMeta>,
+        fresh: &[FileMeta],
+        persist: bool,
+    ) -> Result<Vec<FileMeta>> {
+        use std::collections::HashSet;
+        let ids = |f: &[FileMeta]| f.iter().map(|f| f.id).collect::<HashSet<u64>>();
+        let (prev_ids, next_ids, fresh_ids) = (ids(prev), ids(&next), ids(fresh));
+        let removed: Vec<&FileMeta> = prev.iter().filter(|f| !next_ids.contains(&f.id)).collect();
+        let mut added: Vec<FileMeta> = next
+            .into_iter()
+            .filter(|f| !prev_ids.contains(&f.id))
+            .collect();
+        let concurrent: Vec<FileMeta> = fresh
+            .iter()
+            .filter(|f| !prev_ids.contains(&f.id))
+            .cloned()
+            .collect();
+        let conflict = |detail: String| Error::CatalogConflict {
+            expected: cw.version,
+            detail,
+        };
+        if !persist {
+            if let Some(f) = removed.iter().find(|f| !fresh_ids.contains(&f.id)) {
+                return Err(conflict(format!(
+                    "file {} it replaces was replaced by another node",
+                    f.path
+                )));
+            }
+            if let Some(c) = concurrent.iter().find(|c| {
+                removed.iter().any(|r| {
+                    r.table == c.table && r.min_time <= c.max_time && c.min_time <= r.max_time
+                })
+            }) {
+                return Err(conflict(format!(
+                    "{} was added meanwhile with rows of a table and time it replaces",
+                    c.path
+                )));
+            }
+            if let Some(stale) = self.stale_rollups(&added, &concurrent).first() {
+                return Err(conflict(format!(
+                    "rollup {} covers raw rows added meanwhile",
+                    stale.path
+                )));
+            }
+        }
+        let mut drop: HashSet<u64> = removed.iter().map(|f| f.id).collect();
+        if persist {
+            for f in &mut added {
+                f.id = self.catalog.next_file_id(&mut cw.next_file_id).await?;
+            }
+            let now = Instant::now();
+            for stale in self.stale_rollups(&concurrent, &added) {
+                drop.insert(stale.id);
+                cw.pending_deletes.push((now, stale.path.clone()));
+            }
+        }
+        let mut files: Vec<FileMeta> = fresh
+            .iter()
+            .filter(|f| !drop.contains(&f.id))
+            .cloned()
+            .chain(added)
+            .collect();
+        files.sort_by_key(|f| f.id);
+        info!(
+            files = files.len(),
+            concurrent = concurrent.len(),
+            "another node committed meanwhile: rebased this commit on its catalog"
+        );
+        Ok(files)
     }
 
     /// Merges each partition that has at least `compaction_min_files` files into one file,
@@ -216,7 +353,7 @@ impl Db {
     /// Compacts partitions with at least `min_files` files, and those starting before
     /// `closed_before` (ns) with at least two.
     async fn compact_where(&self, min_files: usize, closed_before: i64) -> Result<CompactStats> {
-        if self.is_follower() {
+        if self.maintenance_lease().is_none() {
             return Ok(CompactStats::default());
         }
         let mut cw = self.persist_lock.lock().await;
@@ -323,10 +460,17 @@ impl Db {
             .filter(|f| !replaced.iter().any(|r| r.id == f.id))
             .cloned()
             .collect();
+        let path = object_store::path::Path::from(new.path.as_str());
         next.push(new);
         next.sort_by_key(|f| f.id);
         crate::crash::point(crash_at);
-        self.commit_catalog(cw, next, None).await?;
+        if let Err(e) = self.commit_catalog(cw, next, None).await {
+            // Never listed: nothing reads it. (A crash here leaves it to orphan removal.)
+            if let Err(error) = self.store.delete(&path).await {
+                warn!(%error, %path, "cannot remove a merged file whose commit failed");
+            }
+            return Err(e);
+        }
         let now = Instant::now();
         cw.pending_deletes
             .extend(replaced.iter().map(|f| (now, f.path.clone())));
@@ -342,7 +486,7 @@ impl Db {
 
     /// Drops files whose newest row is older than their table's retention. Returns how many.
     pub async fn enforce_retention(&self) -> Result<usize> {
-        if self.is_follower() {
+        if self.maintenance_lease().is_none() {
             return Ok(0);
         }
         let mut cw = self.persist_lock.lock().await;
@@ -429,6 +573,9 @@ pub(crate) async fn background(
             _ = shutdown.changed() => return,
         }
         let Some(db) = db.upgrade() else { return };
+        if let Err(error) = db.follow_catalog().await {
+            warn!(%error, "cannot read the catalog other nodes committed; retrying");
+        }
         if db.should_persist()
             && let Err(error) = db.persist().await
         {

@@ -229,7 +229,7 @@ impl Db {
     pub async fn build_rollups(self: &Arc<Self>) -> Result<RollupStats> {
         let mut stats = RollupStats::default();
         let res = self.rollup_resolutions();
-        if res.is_empty() || self.is_follower() {
+        if res.is_empty() || self.maintenance_lease().is_none() {
             return Ok(stats);
         }
         let start = Instant::now();

@@ -59,7 +59,7 @@ impl Db {
         let Some(span) = self.tier_ns() else {
             return Ok(stats);
         };
-        if self.is_follower() {
+        if self.maintenance_lease().is_none() {
             return Ok(stats);
         }
         let closed_before = self.closed_before();
