@@ -26,6 +26,7 @@ mod e2e {
     pub mod limits;
     pub mod models;
     pub mod multinode;
+    pub mod multinode_compact;
     pub mod portal;
     pub mod prometheus;
     pub mod promql;

@@ -213,6 +213,23 @@ impl Http {
         Ok(status)
     }
 
+    /// The value of the unlabelled sample `name` in `/metrics` (as the admin reads it), or
+    /// `None` if there is none.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// As [`Http::write`], failing the test unless the write is acknowledged (204).
     pub async fn write_ok(&self, lp: &str) {
         match self.write(lp).await {

@@ -447,22 +447,10 @@ async fn injected_faults_change_health_and_notify_a_webhook_that_was_down() {
     );
 
     // The failing rule is counted and logged.
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", s.base))
-        .bearer_auth(super::harness::ADMIN_TOKEN)
-        .send()
+    let failures = s
+        .metric("rigwatch_rule_evaluation_failures_total")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let failures: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("rigwatch_rule_evaluation_failures_total "))
-        .unwrap_or_else(|| panic!("no failure counter in /metrics:\n{metrics}"))
-        .trim()
-        .parse()
-        .unwrap();
+        .expect("a failure counter in /metrics");
     assert!(failures >= 1.0, "{failures}");
     assert!(s.log().contains("alerting rule evaluation failed"));
     // Rule status in the Prometheus API's format: the failing rule says why.

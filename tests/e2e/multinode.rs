@@ -25,7 +25,7 @@ fn node_args<'a>(pg: &'a Postgres, node: &'a str) -> Vec<&'a str> {
 }
 
 /// Rows of `rw_files` for `table`.
-async fn catalog_files(pg: &Postgres, table: &str) -> i64 {
+pub(super) async fn catalog_files(pg: &Postgres, table: &str) -> i64 {
     let pg = Pg::connect(&pg.url).await.expect("connect");
     let client = pg.client().await.expect("client");
     client
@@ -40,7 +40,7 @@ async fn catalog_files(pg: &Postgres, table: &str) -> i64 {
 
 /// Polls `probe` every 200 ms until it answers `Ok`; after `secs` seconds fails the test
 /// with `what` and the last `Err` it answered.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut probe: F) -> T
+pub(super) async fn eventually<T, F, Fut>(secs: u64, what: &str, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
@@ -299,16 +299,16 @@ fn shared_args<'a>(pg: &'a Postgres, weed: &'a SeaweedFs, node: &'a str) -> Vec<
 }
 
 /// PostgreSQL and SeaweedFS for one test, and a directory for its nodes.
-struct Shared {
+pub(super) struct Shared {
     _slot: super::services::Slot,
-    pg: Postgres,
+    pub(super) pg: Postgres,
     weed: SeaweedFs,
     tmp: tempfile::TempDir,
 }
 
 impl Shared {
     /// `None` where the engines are not installed (outside CI).
-    async fn start() -> Option<Shared> {
+    pub(super) async fn start() -> Option<Shared> {
         let slot = slot();
         let pg = postgres()?;
         let weed = seaweedfs("rigwatch").await?;
@@ -325,13 +325,13 @@ impl Shared {
     }
 
     /// `rigwatch serve` as `node` on the shared engines, with `extra` arguments.
-    async fn node(&self, node: &str, extra: &[&str]) -> Server {
+    pub(super) async fn node(&self, node: &str, extra: &[&str]) -> Server {
         self.node_env(node, extra, &[]).await
     }
 
     /// `rigwatch serve` as `node`, once it owns the shard (a node that finds the shard owned
     /// starts as a standby and takes over when the owner's lease is free).
-    async fn owner(&self, node: &str, extra: &[&str]) -> Server {
+    pub(super) async fn owner(&self, node: &str, extra: &[&str]) -> Server {
         let server = self.node(node, extra).await;
         wait_for_ownership(&server).await;
         server
@@ -961,140 +961,4 @@ async fn an_agents_retry_is_recognised_on_whichever_node_gets_it() {
         }
     })
     .await;
-}
-
-/// The `code` of every `probe` row on `server`, in time order (`probe` keeps the last write
-/// of a series and time, unlike the append-only `events`).
-async fn codes(server: &Server) -> Vec<i64> {
-    server
-        .rows("SELECT code FROM probe ORDER BY time")
-        .await
-        .iter()
-        .map(|r| r["code"].as_i64().unwrap())
-        .collect()
-}
-
-/// Waits until the catalog lists one `probe` file holding the last round's values.
-async fn wait_compacted(c: &Shared, reader: &Server, want: &[i64]) {
-    eventually(
-        60,
-        "one merged `probe` file with the last writes",
-        || async {
-            let files = catalog_files(&c.pg, "probe").await;
-            let got = codes(reader).await;
-            if files == 1 && got == want {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{files} files, codes {got:?}; log:\n{}",
-                    reader.log_tail(30)
-                ))
-            }
-        },
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_compactor_at_a_time_and_ingest_nodes_never_compact() {
-    let Some(c) = Shared::start().await else {
-        return;
-    };
-    let fast = [
-        "--compaction-interval",
-        "300ms",
-        "--compaction-min-files",
-        "2",
-    ];
-    let with = |mode: &'static str| -> Vec<&'static str> {
-        let mut a = vec!["--mode", mode];
-        a.extend(fast);
-        a
-    };
-    let n1 = c.owner("n1", &with("ingest")).await;
-    let mut k1 = c.node("k1", &with("compact")).await;
-    let took = "took the lease `compact`";
-    eventually(20, "k1 taking the compaction lease", || async {
-        match k1.log() {
-            l if l.contains(took) => Ok(()),
-            _ => Err(k1.log_tail(20)),
-        }
-    })
-    .await;
-    // The same ten rows (one old, closed partition) rewritten each round with the round's
-    // value: each round persists a file, and last write wins only if the merged files keep
-    // their order against files persisted while the compactor merged.
-    let round = |r: i64| -> String {
-        (0..10)
-            .map(|i| {
-                format!(
-                    "probe,gpu=g{i} code={r}i {}\n",
-                    1_700_000_000_000_000_000i64 + i * 1_000_000_000
-                )
-            })
-            .collect()
-    };
-    for r in 0..6 {
-        n1.write_ok(&round(r)).await;
-        tokio::time::sleep(Duration::from_millis(700)).await;
-    }
-    wait_compacted(&c, &k1, &[5; 10]).await;
-    assert_eq!(codes(&n1).await, vec![5; 10]);
-    assert!(
-        k1.log().contains("compacted partitions"),
-        "{}",
-        k1.log_tail(30)
-    );
-    assert!(
-        !n1.log().contains("compacted partitions"),
-        "an ingest node compacted:\n{}",
-        n1.log_tail(30)
-    );
-
-    // The compactor dies; another takes its lease over once it expires.
-    k1.kill9();
-    let k2 = c.node("k2", &with("compact")).await;
-    eventually(20, "k2 taking the compaction lease", || async {
-        match k2.log() {
-            l if l.contains(took) => Ok(()),
-            _ => Err(k2.log_tail(20)),
-        }
-    })
-    .await;
-    for r in 6..9 {
-        n1.write_ok(&round(r)).await;
-        tokio::time::sleep(Duration::from_millis(700)).await;
-    }
-    wait_compacted(&c, &k2, &[8; 10]).await;
-    // The owner took in the compactor's catalog: it lists what the catalog lists.
-    eventually(20, "n1 listing the catalog's files", || async {
-        let m = reqwest::Client::new()
-            .get(format!("{}/metrics", n1.base))
-            .bearer_auth(super::harness::ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let listed = m
-            .lines()
-            .find_map(|l| l.strip_prefix("rigwatch_storage_files "))
-            .map(|v| v.trim().to_string());
-        let pg = Pg::connect(&c.pg.url).await.unwrap();
-        let all: i64 = pg
-            .client()
-            .await
-            .unwrap()
-            .query_one("SELECT count(*) FROM rw_files", &[])
-            .await
-            .unwrap()
-            .get(0);
-        match listed {
-            Some(v) if v == all.to_string() => Ok(()),
-            other => Err(format!("n1 lists {other:?}, the catalog {all}")),
-        }
-    })
-    .await;
-    assert_eq!(codes(&n1).await, vec![8; 10]);
 }
