@@ -18,6 +18,7 @@ use arrow::datatypes::DataType;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::{Expr, lit};
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use rigwatch_promql::ast::{MatchOp, Matcher};
 use rigwatch_promql::eval::{EvalError, Reads, Selection};
 use rigwatch_promql::storage::Queryable;
@@ -122,13 +123,17 @@ fn tag_lit(v: &str) -> Expr {
 ///
 /// `filter_only` are columns the filter reads besides `cols`: scanned, and dropped from the
 /// batches returned, which hold `cols` only.
+///
+/// The batches stream: a caller takes each into its series as it comes and drops it, so a
+/// query holds its samples once (not also every scanned batch), and its sample limit stops
+/// the scan as soon as it is passed.
 async fn scan(
     ctx: &SessionContext,
     table: &str,
     cols: &[&str],
     filter_only: &[&str],
     filter: Expr,
-) -> Result<Vec<RecordBatch>, FetchError> {
+) -> Result<datafusion::physical_plan::SendableRecordBatchStream, FetchError> {
     use datafusion::physical_plan::ExecutionPlan;
     use datafusion::physical_plan::filter::FilterExecBuilder;
 
@@ -154,7 +159,10 @@ async fn scan(
         filter = filter.apply_projection(Some((0..cols.len()).collect()))?;
     }
     let plan: Arc<dyn ExecutionPlan> = Arc::new(filter.build()?);
-    Ok(datafusion::physical_plan::collect(plan, state.task_ctx()).await?)
+    Ok(datafusion::physical_plan::execute_stream(
+        plan,
+        state.task_ctx(),
+    )?)
 }
 
 fn ms_to_ns(ms: i64) -> i64 {
@@ -427,9 +435,9 @@ async fn fetch_one(
             if let Some(t) = &tag_filter {
                 filter = filter.and(t.clone());
             }
-            let batches = scan(ctx, &def.name, &cols, &filter_only, filter).await?;
-            for b in &batches {
-                acc.push(b)?;
+            let mut batches = scan(ctx, &def.name, &cols, &filter_only, filter).await?;
+            while let Some(b) = batches.next().await {
+                acc.push(&b?)?;
                 if *total + acc.samples > max_samples {
                     return Err(FetchError::TooManySamples { limit: max_samples });
                 }

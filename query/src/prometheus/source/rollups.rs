@@ -19,6 +19,7 @@ use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampNanosecondType};
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use rigwatch_common::rollup as names;
 use rigwatch_promql::ast::Matcher;
 use rigwatch_promql::eval::{Reads, Selection};
@@ -120,9 +121,10 @@ pub(super) async fn read(
     let ntags = plan.columns.len();
     let mut cols: Vec<&str> = plan.columns.iter().map(|(c, _)| c.as_str()).collect();
     cols.extend([names::FIELD_TAG, value, names::LAST_NS, "time"]);
-    let batches = scan(ctx, &table, &cols, &[], filter).await?;
+    let mut batches = scan(ctx, &table, &cols, &[], filter).await?;
     let mut acc = SeriesAccumulator::new(ntags + 1, 1);
-    for b in &batches {
+    while let Some(b) = batches.next().await {
+        let b = &b?;
         let ends = b
             .column(ntags + 3)
             .as_primitive::<TimestampNanosecondType>();
