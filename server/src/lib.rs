@@ -118,8 +118,9 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_MEMORY_BUDGET", default_value = "1GiB")]
     pub memory_budget: ByteSize,
 
-    /// Persist the buffer to Parquet once it holds this much.
-    #[arg(long, env = "RIGWATCH_PERSIST_BYTES", default_value = "256MiB")]
+    /// Persist the buffer to Parquet once it holds this much. While one persist sorts and
+    /// encodes, writes fill the next buffer: the write path holds a few times this much.
+    #[arg(long, env = "RIGWATCH_PERSIST_BYTES", default_value = "64MiB")]
     pub persist_bytes: ByteSize,
 
     /// ...or once its oldest write is this old (bounds WAL replay time).

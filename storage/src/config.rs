@@ -119,7 +119,9 @@ impl DbConfig {
             maintenance: Maintenance::Here,
             partition: Duration::from_secs(3600),
             memory_budget: 1 << 30,
-            persist_bytes: 256 << 20,
+            // `bench compare` (1,000 GPUs x 24 h): peak RSS 1,104 -> 830 MiB against 256 MiB,
+            // ingest 5.08 -> 5.45 M values/s, bytes/value unchanged once compacted.
+            persist_bytes: 64 << 20,
             persist_age: Duration::from_secs(300),
             compaction_interval: Duration::from_secs(60),
             compaction_min_files: 4,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::harness::{Rng, Server, parquet_files, temp_dir, wal_segments};
 use super::shutdown::{gpu_rows, stored_seqs, wait_for};
 
-/// No persist (defaults: 256MiB / 5m), so every write stays in the WAL.
+/// No persist (defaults: 64MiB / 5m), so every write stays in the WAL.
 const WAL_ONLY: &[&str] = &["--log", "info"];
 
 fn expect_exactly(stored: &BTreeMap<u64, usize>, expected: impl Iterator<Item = u64>, when: &str) {
