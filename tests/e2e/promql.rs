@@ -343,3 +343,82 @@ async fn promtool_queries_rigwatch() {
     let out = run(&[&["labels"], &window[..], &[&url, "model"]].concat());
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["A100", "H100"]);
 }
+
+/// `GET path` as the admin: the `data` of a successful answer.
+async fn api_data(server: &Server, path: &str, params: &[(&str, String)]) -> Value {
+    let r: Value = reqwest::Client::new()
+        .get(format!("{}{path}", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .query(params)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "success", "{path}: {r}");
+    r["data"].clone()
+}
+
+/// A label's values without `match[]` come from its column, not from every sample: they
+/// equal the values on the series `/api/v1/series` finds, respect the time range, and are
+/// answered where reading the samples would pass the sample limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_values_without_a_selector_read_no_samples() {
+    let dir = temp_dir();
+    let server = Server::start(dir.path(), &["--query-max-samples", "100"], &[]).await;
+    server.write_ok(&data()).await;
+    // A fifth GPU, an hour later only.
+    let late = (T0 + 3600) * 1_000_000_000;
+    server
+        .write_ok(&format!(
+            "gpu,supplier=bolt,worker=w4,gpu_uuid=GPU-4,gpu_index=4,model=L40S utilization=1.0 {late}\n"
+        ))
+        .await;
+    let values = |start: i64, end: i64| {
+        let server = &server;
+        async move {
+            let got = api_data(
+                server,
+                "/api/v1/label/gpu_uuid/values",
+                &[("start", start.to_string()), ("end", end.to_string())],
+            )
+            .await;
+            got.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    // 480 samples: reading them would pass the limit of 100.
+    assert_eq!(
+        values(T0, T0 + 600).await,
+        ["GPU-0", "GPU-1", "GPU-2", "GPU-3"]
+    );
+    assert_eq!(values(T0 + 3000, T0 + 4000).await, ["GPU-4"]);
+    let all = values(T0, T0 + 4000).await;
+    assert_eq!(all, ["GPU-0", "GPU-1", "GPU-2", "GPU-3", "GPU-4"]);
+    // The dcgm-exporter view's name for the same column.
+    let uuid = api_data(&server, "/api/v1/label/UUID/values", &[]).await;
+    assert_eq!(uuid.as_array().unwrap().len(), 5, "{uuid}");
+    // The same answer as the series the (sample-reading) selector path finds, within its
+    // limit: one sample per series.
+    let series = api_data(
+        &server,
+        "/api/v1/series",
+        &[
+            ("match[]", "gpu_utilization".to_string()),
+            ("start", (T0 + 3590).to_string()),
+            ("end", (T0 + 3610).to_string()),
+        ],
+    )
+    .await;
+    let from_series: Vec<&str> = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["gpu_uuid"].as_str().unwrap())
+        .collect();
+    assert_eq!(values(T0 + 3590, T0 + 3610).await, from_series);
+}

@@ -592,6 +592,17 @@ async fn label_values(
             .into_iter()
             .map(|m| m.name)
             .collect()
+    } else if p.all("match[]").is_empty() {
+        // Every series: the label's column, no samples read.
+        let start = time_param(&p, "start", i64::MIN / 2_000_000)?;
+        let end = time_param(&p, "end", i64::MAX / 2_000_000)?;
+        let ctx = state.service.scoped_context(who.scope())?;
+        tokio::time::timeout(
+            state.opts.timeout,
+            source::label_values(&ctx, state.service.db(), &name, start, end),
+        )
+        .await
+        .map_err(|_| ApiError::timeout("label values lookup"))??
     } else {
         matching_series(&state, &who, &p, false)
             .await?

@@ -26,10 +26,12 @@ use rigwatch_promql::value::{Labels, METRIC_NAME, Sample, Series};
 use rigwatch_storage::FieldType;
 use rigwatch_storage::schema::{ColumnKind, TableDef};
 
+mod labels;
 mod rollups;
 mod series;
 mod view;
 
+pub use labels::label_values;
 use series::SeriesAccumulator;
 pub use view::{DCGM_TABLE, View};
 use view::{LabelPlan, Pushdown};

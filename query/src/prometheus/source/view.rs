@@ -30,7 +30,7 @@ use rigwatch_storage::schema::{ColumnKind, TableDef};
 use super::MetricRef;
 
 /// Which names a metric's series carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum View {
     /// rigwatch's: `<table>_<field>`, the table's tags as labels.
     Native,

@@ -1,0 +1,94 @@
+//! One label's values without reading samples (`/api/v1/label/NAME/values` with no
+//! `match[]`): per table and view, the distinct values of the column the label comes from,
+//! among the rows in the time range. Grafana asks this for every template variable; reading
+//! every sample of every metric instead ran into the sample limit on a day of 1,000 GPUs.
+//!
+//! The scan goes through `ctx`, so a supplier's session reads only its own rows. A series
+//! whose rows in the range carry no numeric field (so no metric) still counts: the values
+//! may be a superset of Prometheus' answer, never another tenant's.
+
+use std::collections::{BTreeSet, HashSet};
+
+use arrow::array::{Array, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+
+use super::view::{LabelPlan, Source};
+use super::{FetchError, column, metrics, ms_to_ns, scan, ts};
+
+/// The values label `name` takes on series with samples in `[min_ms, max_ms]`.
+pub async fn label_values(
+    ctx: &SessionContext,
+    db: &rigwatch_storage::Db,
+    name: &str,
+    min_ms: i64,
+    max_ms: i64,
+) -> Result<BTreeSet<String>, FetchError> {
+    let mut out = BTreeSet::new();
+    let mut seen = HashSet::new();
+    for m in metrics(ctx, db) {
+        if !seen.insert((m.table.name.clone(), m.view)) {
+            continue;
+        }
+        let plan = LabelPlan::new(&m.table, m.view);
+        let Some(label) = plan.labels.iter().find(|l| l.name == name) else {
+            continue;
+        };
+        let in_range = column("time")
+            .gt_eq(ts(ms_to_ns(min_ms)))
+            .and(column("time").lt(ts(ms_to_ns(max_ms.saturating_add(1)))));
+        match &label.source {
+            Source::Const(v) => {
+                // Present wherever the table has a row in the range.
+                let mut rows = scan(ctx, &m.table.name, &["time"], &[], in_range).await?;
+                while let Some(b) = rows.next().await {
+                    if b?.num_rows() > 0 {
+                        out.insert(v.to_string());
+                        break;
+                    }
+                }
+            }
+            Source::Column { col, prefix } => {
+                let col = plan.columns[*col].0.as_str();
+                let filter = in_range.and(column(col).is_not_null());
+                let mut rows = scan(ctx, &m.table.name, &[col], &["time"], filter).await?;
+                while let Some(b) = rows.next().await {
+                    let b = b?;
+                    let mut add = |v: &str| {
+                        let v = format!("{prefix}{v}");
+                        if !out.contains(&v) {
+                            out.insert(v);
+                        }
+                    };
+                    let array = b.column(0);
+                    if let Some(dict) = array.as_any_dictionary_opt() {
+                        // A tag: each dictionary value that some row uses, once per batch.
+                        let values = cast(dict.values(), &DataType::Utf8)?;
+                        let values = values.as_string::<i32>();
+                        let keys = dict.normalized_keys();
+                        let mut used = vec![false; values.len()];
+                        for (i, k) in keys.iter().enumerate() {
+                            if array.is_valid(i) && *k < used.len() {
+                                used[*k] = true;
+                            }
+                        }
+                        for (k, _) in used.iter().enumerate().filter(|(_, u)| **u) {
+                            if values.is_valid(k) {
+                                add(values.value(k));
+                            }
+                        }
+                    } else {
+                        let values = cast(array, &DataType::Utf8)?;
+                        let values = values.as_string::<i32>();
+                        for i in (0..values.len()).filter(|&i| values.is_valid(i)) {
+                            add(values.value(i));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
