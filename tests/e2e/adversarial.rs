@@ -530,6 +530,8 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
     // Metadata, portal, statements, inventory: every read route a supplier may call.
     let mut gets: Vec<String> = vec![
         "/api/v1/labels".into(),
+        // With a range and no match[]: the label columns are read (no samples).
+        "/api/v1/labels?start=0&end=9999999999".into(),
         "/api/v1/labels?match[]={__name__=~\".%2B\"}".into(),
         "/api/v1/series?match[]={__name__=~\".%2B\"}".into(),
         "/api/v1/metadata".into(),
@@ -555,6 +557,9 @@ async fn a_supplier_sees_touches_and_learns_nothing_of_another() {
         "driver_version",
     ] {
         gets.push(format!("/api/v1/label/{label}/values"));
+        gets.push(format!(
+            "/api/v1/label/{label}/values?start=0&end=9999999999"
+        ));
     }
     let dashboards = http
         .get(format!("{base}/portal/api/dashboards"))

@@ -399,6 +399,40 @@ async fn label_values_without_a_selector_read_no_samples() {
     assert_eq!(values(T0 + 3000, T0 + 4000).await, ["GPU-4"]);
     let all = values(T0, T0 + 4000).await;
     assert_eq!(all, ["GPU-0", "GPU-1", "GPU-2", "GPU-3", "GPU-4"]);
+    // Label names likewise: a tag written only later is named only in a range that holds
+    // it.
+    server
+        .write_ok(&format!("disk_io,worker=w9,disk=sda busy=0.5 {late}\n"))
+        .await;
+    let names = |start: i64, end: i64| {
+        let server = &server;
+        async move {
+            api_data(
+                server,
+                "/api/v1/labels",
+                &[("start", start.to_string()), ("end", end.to_string())],
+            )
+            .await
+        }
+    };
+    let early = names(T0, T0 + 600).await;
+    assert!(
+        early.as_array().unwrap().contains(&"gpu_uuid".into()),
+        "{early}"
+    );
+    assert!(
+        !early.as_array().unwrap().contains(&"disk".into()),
+        "{early}"
+    );
+    let later = names(T0 + 3000, T0 + 4000).await;
+    assert!(
+        later.as_array().unwrap().contains(&"disk".into()),
+        "{later}"
+    );
+    assert!(
+        later.as_array().unwrap().contains(&"__name__".into()),
+        "{later}"
+    );
     // The dcgm-exporter view's name for the same column.
     let uuid = api_data(&server, "/api/v1/label/UUID/values", &[]).await;
     assert_eq!(uuid.as_array().unwrap().len(), 5, "{uuid}");

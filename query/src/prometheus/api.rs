@@ -567,6 +567,17 @@ async fn labels(
             names.extend(m.label_names());
         }
         names
+    } else if p.all("match[]").is_empty() {
+        // Every series in the range: the label columns, no samples read.
+        let start = time_param(&p, "start", i64::MIN / 2_000_000)?;
+        let end = time_param(&p, "end", i64::MAX / 2_000_000)?;
+        let ctx = state.service.scoped_context(who.scope())?;
+        tokio::time::timeout(
+            state.opts.timeout,
+            source::label_names(&ctx, state.service.db(), start, end),
+        )
+        .await
+        .map_err(|_| ApiError::timeout("label names lookup"))??
     } else {
         matching_series(&state, &who, &p, false)
             .await?

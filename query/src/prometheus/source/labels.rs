@@ -1,11 +1,12 @@
-//! One label's values without reading samples (`/api/v1/label/NAME/values` with no
-//! `match[]`): per table and view, the distinct values of the column the label comes from,
-//! among the rows in the time range. Grafana asks this for every template variable; reading
-//! every sample of every metric instead ran into the sample limit on a day of 1,000 GPUs.
+//! Label names and one label's values without reading samples (`/api/v1/labels` and
+//! `/api/v1/label/NAME/values` with no `match[]`): per table and view, the label columns
+//! among the rows in the time range. Grafana asks these for its label browser and for every
+//! template variable; reading every sample of every metric instead ran into the sample
+//! limit on a day of 1,000 GPUs.
 //!
-//! The scan goes through `ctx`, so a supplier's session reads only its own rows. A series
-//! whose rows in the range carry no numeric field (so no metric) still counts: the values
-//! may be a superset of Prometheus' answer, never another tenant's.
+//! The scans go through `ctx`, so a supplier's session reads only its own rows. A series
+//! whose rows in the range carry no numeric field (so no metric) still counts: an answer
+//! may be a superset of Prometheus', never another tenant's.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -87,6 +88,61 @@ pub async fn label_values(
                         }
                     }
                 }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The label names of series with samples in `[min_ms, max_ms]` (`/api/v1/labels` with a
+/// time range and no `match[]`): per table and view, the label columns with a value in the
+/// range, read until each has one, and `__name__` if any table has a row there.
+pub async fn label_names(
+    ctx: &SessionContext,
+    db: &rigwatch_storage::Db,
+    min_ms: i64,
+    max_ms: i64,
+) -> Result<BTreeSet<String>, FetchError> {
+    let mut out = BTreeSet::new();
+    let mut seen = HashSet::new();
+    for m in metrics(ctx, db) {
+        if !seen.insert((m.table.name.clone(), m.view)) {
+            continue;
+        }
+        let plan = LabelPlan::new(&m.table, m.view);
+        let in_range = column("time")
+            .gt_eq(ts(ms_to_ns(min_ms)))
+            .and(column("time").lt(ts(ms_to_ns(max_ms.saturating_add(1)))));
+        let mut cols: Vec<&str> = plan.columns.iter().map(|(c, _)| c.as_str()).collect();
+        let only_time = cols.is_empty();
+        if only_time {
+            cols.push("time");
+        }
+        let filter_only: &[&str] = if only_time { &[] } else { &["time"] };
+        let mut found = vec![false; plan.columns.len()];
+        let mut any_rows = false;
+        let mut rows = scan(ctx, &m.table.name, &cols, filter_only, in_range).await?;
+        while let Some(b) = rows.next().await {
+            let b = b?;
+            any_rows |= b.num_rows() > 0;
+            for (i, f) in found.iter_mut().enumerate() {
+                *f |= b.column(i).null_count() < b.num_rows();
+            }
+            if any_rows && found.iter().all(|f| *f) {
+                break;
+            }
+        }
+        if !any_rows {
+            continue;
+        }
+        out.insert("__name__".to_string());
+        for l in &plan.labels {
+            let present = match &l.source {
+                Source::Const(_) => true,
+                Source::Column { col, .. } => found[*col],
+            };
+            if present {
+                out.insert(l.name.clone());
             }
         }
     }
