@@ -568,16 +568,7 @@ async fn labels(
         }
         names
     } else if p.all("match[]").is_empty() {
-        // Every series in the range: the label columns, no samples read.
-        let start = time_param(&p, "start", i64::MIN / 2_000_000)?;
-        let end = time_param(&p, "end", i64::MAX / 2_000_000)?;
-        let ctx = state.service.scoped_context(who.scope())?;
-        tokio::time::timeout(
-            state.opts.timeout,
-            source::label_names(&ctx, state.service.db(), start, end),
-        )
-        .await
-        .map_err(|_| ApiError::timeout("label names lookup"))??
+        from_label_columns(&state, &who, &p, source::Lookup::Names).await?
     } else {
         matching_series(&state, &who, &p, false)
             .await?
@@ -586,6 +577,25 @@ async fn labels(
             .collect()
     };
     Ok(json(string_list(names.into_iter().take(limit))))
+}
+
+/// Label names or one label's values over every series in the request's range (no
+/// `match[]`): from the label columns, no samples read ([`source::label_lookup`]).
+async fn from_label_columns(
+    state: &ApiState,
+    who: &Principal,
+    p: &Params,
+    what: source::Lookup<'_>,
+) -> Result<BTreeSet<String>, ApiError> {
+    let start = time_param(p, "start", i64::MIN / 2_000_000)?;
+    let end = time_param(p, "end", i64::MAX / 2_000_000)?;
+    let ctx = state.service.scoped_context(who.scope())?;
+    Ok(tokio::time::timeout(
+        state.opts.timeout,
+        source::label_lookup(&ctx, state.service.db(), what, start, end),
+    )
+    .await
+    .map_err(|_| ApiError::timeout("label lookup"))??)
 }
 
 async fn label_values(
@@ -604,16 +614,7 @@ async fn label_values(
             .map(|m| m.name)
             .collect()
     } else if p.all("match[]").is_empty() {
-        // Every series: the label's column, no samples read.
-        let start = time_param(&p, "start", i64::MIN / 2_000_000)?;
-        let end = time_param(&p, "end", i64::MAX / 2_000_000)?;
-        let ctx = state.service.scoped_context(who.scope())?;
-        tokio::time::timeout(
-            state.opts.timeout,
-            source::label_values(&ctx, state.service.db(), &name, start, end),
-        )
-        .await
-        .map_err(|_| ApiError::timeout("label values lookup"))??
+        from_label_columns(&state, &who, &p, source::Lookup::Values(&name)).await?
     } else {
         matching_series(&state, &who, &p, false)
             .await?

@@ -31,7 +31,7 @@ mod rollups;
 mod series;
 mod view;
 
-pub use labels::{label_names, label_values};
+pub use labels::{Lookup, lookup as label_lookup};
 use series::SeriesAccumulator;
 pub use view::{DCGM_TABLE, View};
 use view::{LabelPlan, Pushdown};
