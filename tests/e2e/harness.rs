@@ -213,6 +213,36 @@ impl Http {
         Ok(status)
     }
 
+    /// `GET path` with `params` as the admin: the `data` of a successful answer (a failed
+    /// one fails the test).
+    pub async fn api_data(&self, path: &str, params: &[(&str, String)]) -> serde_json::Value {
+        let r: serde_json::Value = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .query(params)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["status"], "success", "{path}: {r}");
+        r["data"].clone()
+    }
+
+    /// Waits up to `secs` seconds for a line containing `needle` in the server's log.
+    pub async fn wait_for_log(&self, needle: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in the log within {secs} s:\n{}",
+                self.log_tail(30)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The value of the unlabelled sample `name` in `/metrics` (as the admin reads it), or
     /// `None` if there is none.
     pub async fn metric(&self, name: &str) -> Option<f64> {

@@ -347,13 +347,7 @@ impl Shared {
 
 /// Waits until `server` logged that it took the shard's lease.
 async fn wait_for_ownership(server: &Server) {
-    eventually(30, "the node taking the shard's lease", || async {
-        match server.log() {
-            log if log.contains("took the shard's lease") => Ok(()),
-            _ => Err(server.log_tail(30)),
-        }
-    })
-    .await
+    server.wait_for_log("took the shard's lease", 30).await
 }
 
 fn sigstop(server: &Server, signal: &str) {
@@ -572,21 +566,16 @@ async fn a_query_node_reads_everything_and_passes_writes_to_the_owner() {
         .await;
     assert_eq!(rows[0]["n"], 30);
     // PromQL on the query node too.
-    let r: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/query", q1.base))
-        .bearer_auth(super::harness::ADMIN_TOKEN)
-        .query(&[
-            ("query", "count(count_over_time(events_code[10y]))"),
-            ("time", "1700000100"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(r["status"], "success", "{r}");
-    assert_eq!(r["data"]["result"][0]["value"][1], "3", "{r}");
+    let data = q1
+        .api_data(
+            "/api/v1/query",
+            &[
+                ("query", "count(count_over_time(events_code[10y]))".into()),
+                ("time", "1700000100".into()),
+            ],
+        )
+        .await;
+    assert_eq!(data["result"][0]["value"][1], "3", "{data}");
 
     // Nothing passes unauthenticated: reads are checked here, what is passed on by the owner.
     let anon = reqwest::Client::new();

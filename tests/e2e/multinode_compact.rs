@@ -59,13 +59,7 @@ async fn one_compactor_at_a_time_and_ingest_nodes_never_compact() {
     let n1 = c.owner("n1", &with("ingest")).await;
     let mut k1 = c.node("k1", &with("compact")).await;
     let took = "took the lease `compact`";
-    eventually(20, "k1 taking the compaction lease", || async {
-        match k1.log() {
-            l if l.contains(took) => Ok(()),
-            _ => Err(k1.log_tail(20)),
-        }
-    })
-    .await;
+    k1.wait_for_log(took, 20).await;
     // The same ten rows (one old, closed partition) rewritten each round with the round's
     // value: each round persists a file, and last write wins only if the merged files keep
     // their order against files persisted while the compactor merged.
@@ -99,13 +93,7 @@ async fn one_compactor_at_a_time_and_ingest_nodes_never_compact() {
     // The compactor dies; another takes its lease over once it expires.
     k1.kill9();
     let k2 = c.node("k2", &with("compact")).await;
-    eventually(20, "k2 taking the compaction lease", || async {
-        match k2.log() {
-            l if l.contains(took) => Ok(()),
-            _ => Err(k2.log_tail(20)),
-        }
-    })
-    .await;
+    k2.wait_for_log(took, 20).await;
     for r in 6..9 {
         n1.write_ok(&round(r)).await;
         tokio::time::sleep(Duration::from_millis(700)).await;

@@ -210,17 +210,8 @@ async fn prometheus_api_answers_like_prometheus() {
     for l in ["__name__", "gpu_uuid", "model", "supplier"] {
         assert!(labels.contains(&l), "{l} missing from {labels:?}");
     }
-    let v: Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/label/__name__/values", server.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     assert_eq!(
-        v["data"],
+        server.api_data("/api/v1/label/__name__/values", &[]).await,
         serde_json::json!([
             // `gpu.utilization` under its dcgm-exporter name too, and the agent's XID
             // rows as dcgm-exporter's XID gauge.
@@ -344,22 +335,6 @@ async fn promtool_queries_rigwatch() {
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["A100", "H100"]);
 }
 
-/// `GET path` as the admin: the `data` of a successful answer.
-async fn api_data(server: &Server, path: &str, params: &[(&str, String)]) -> Value {
-    let r: Value = reqwest::Client::new()
-        .get(format!("{}{path}", server.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .query(params)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(r["status"], "success", "{path}: {r}");
-    r["data"].clone()
-}
-
 /// A label's values without `match[]` come from its column, not from every sample: they
 /// equal the values on the series `/api/v1/series` finds, respect the time range, and are
 /// answered where reading the samples would pass the sample limit.
@@ -378,12 +353,12 @@ async fn label_values_without_a_selector_read_no_samples() {
     let values = |start: i64, end: i64| {
         let server = &server;
         async move {
-            let got = api_data(
-                server,
-                "/api/v1/label/gpu_uuid/values",
-                &[("start", start.to_string()), ("end", end.to_string())],
-            )
-            .await;
+            let got = server
+                .api_data(
+                    "/api/v1/label/gpu_uuid/values",
+                    &[("start", start.to_string()), ("end", end.to_string())],
+                )
+                .await;
             got.as_array()
                 .unwrap()
                 .iter()
@@ -407,12 +382,12 @@ async fn label_values_without_a_selector_read_no_samples() {
     let names = |start: i64, end: i64| {
         let server = &server;
         async move {
-            api_data(
-                server,
-                "/api/v1/labels",
-                &[("start", start.to_string()), ("end", end.to_string())],
-            )
-            .await
+            server
+                .api_data(
+                    "/api/v1/labels",
+                    &[("start", start.to_string()), ("end", end.to_string())],
+                )
+                .await
         }
     };
     let early = names(T0, T0 + 600).await;
@@ -434,20 +409,20 @@ async fn label_values_without_a_selector_read_no_samples() {
         "{later}"
     );
     // The dcgm-exporter view's name for the same column.
-    let uuid = api_data(&server, "/api/v1/label/UUID/values", &[]).await;
+    let uuid = server.api_data("/api/v1/label/UUID/values", &[]).await;
     assert_eq!(uuid.as_array().unwrap().len(), 5, "{uuid}");
     // The same answer as the series the (sample-reading) selector path finds, within its
     // limit: one sample per series.
-    let series = api_data(
-        &server,
-        "/api/v1/series",
-        &[
-            ("match[]", "gpu_utilization".to_string()),
-            ("start", (T0 + 3590).to_string()),
-            ("end", (T0 + 3610).to_string()),
-        ],
-    )
-    .await;
+    let series = server
+        .api_data(
+            "/api/v1/series",
+            &[
+                ("match[]", "gpu_utilization".to_string()),
+                ("start", (T0 + 3590).to_string()),
+                ("end", (T0 + 3610).to_string()),
+            ],
+        )
+        .await;
     let from_series: Vec<&str> = series
         .as_array()
         .unwrap()
