@@ -38,6 +38,9 @@ struct Gpu {
 #[derive(Debug, Clone)]
 pub struct Fleet {
     gpus: Vec<Gpu>,
+    /// Samples taken so far: the random draws are keyed by it, so a fleet rendered in chunks
+    /// continues one random walk instead of replaying the first chunk's steps.
+    tick: u64,
 }
 
 /// SplitMix64: tiny, deterministic, good enough for simulation.
@@ -77,11 +80,13 @@ impl Fleet {
                 }
             })
             .collect();
-        Self { gpus }
+        Self { gpus, tick: 0 }
     }
 
     /// Advances every GPU by one sample and calls `emit` with its values.
-    fn step(&mut self, tick: u64, mut emit: impl FnMut(&Gpu, &Sample)) {
+    fn step(&mut self, mut emit: impl FnMut(&Gpu, &Sample)) {
+        let tick = self.tick;
+        self.tick += 1;
         for g in &mut self.gpus {
             let r = unit(g.seed ^ tick);
             // Utilization drifts, with occasional jumps as jobs start and end.
@@ -127,7 +132,7 @@ impl Fleet {
             .map(|t| {
                 let ts = start_ns + t as i64 * interval_ns;
                 let mut body = String::with_capacity(self.gpus.len() * 420);
-                self.step(t, |g, s| {
+                self.step(|g, s| {
                     let _ = writeln!(
                         body,
                         "gpu,supplier={},worker={},gpu_uuid={},gpu_index={},model={},region={} \
@@ -168,11 +173,11 @@ ecc_sbe_total={}i,ecc_dbe_total={}i,xid_last={}i,throttle_reasons={}i,healthy={}
             .collect()
     }
 
-    /// One tick as a batch (the unit test checks it against the line-protocol form).
+    /// The next tick as a batch (the unit test checks it against the line-protocol form).
     #[cfg(test)]
-    pub fn batch(&mut self, tick: u64, ts: i64) -> WriteBatch {
+    pub fn batch(&mut self, ts: i64) -> WriteBatch {
         let mut b = WriteBatch::with_capacity(self.gpus.len(), self.gpus.len() * 400);
-        self.step(tick, |g, s| {
+        self.step(|g, s| {
             let idx = g.index.to_string();
             let mut r = b.row("gpu", ts);
             r.tag("supplier", &g.supplier)
@@ -242,8 +247,17 @@ mod tests {
         let b = Fleet::new(16, 1).render_lp(0, 10, 2);
         assert_eq!(a, b);
         assert_eq!(a[0].lines().count(), 16);
-        let batch = Fleet::new(16, 1).batch(0, 5);
+        let batch = Fleet::new(16, 1).batch(5);
         assert_eq!(batch.len(), 16);
         assert_eq!(batch.field_count(), 16 * FIELDS_PER_ROW);
+    }
+
+    #[test]
+    fn rendering_in_chunks_continues_the_walk() {
+        let whole = Fleet::new(4, 7).render_lp(0, 10, 60);
+        let mut fleet = Fleet::new(4, 7);
+        let mut chunked = fleet.render_lp(0, 10, 30);
+        chunked.extend(fleet.render_lp(300, 10, 30));
+        assert_eq!(whole, chunked);
     }
 }
