@@ -363,6 +363,23 @@ impl Db {
         &self.metrics
     }
 
+    /// A data file's footer with its page index, through the metadata cache (the same entry
+    /// a scan's reader uses).
+    pub async fn footer(
+        &self,
+        file: &FileMeta,
+    ) -> datafusion::error::Result<Arc<parquet::file::metadata::ParquetMetaData>> {
+        use datafusion::datasource::listing::PartitionedFile;
+        use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+        use parquet::file::metadata::PageIndexPolicy;
+        let pf = PartitionedFile::new(file.path.clone(), file.size);
+        DFParquetMetadata::new(self.store.as_ref(), &pf.object_meta)
+            .with_file_metadata_cache(Some(self.parquet_metadata.clone()))
+            .with_page_index_policy(Some(PageIndexPolicy::Optional))
+            .fetch_metadata()
+            .await
+    }
+
     /// A data file's parsed series index, if it has one: from the index cache, else from its
     /// footer, read (with its page index, for the scan that follows) through the metadata
     /// cache.
@@ -370,19 +387,10 @@ impl Db {
         &self,
         file: &FileMeta,
     ) -> datafusion::error::Result<Option<Arc<crate::series_index::SeriesIndex>>> {
-        use datafusion::datasource::listing::PartitionedFile;
-        use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
-        use parquet::file::metadata::PageIndexPolicy;
         if let Some(index) = self.series_indexes.get(&file.path) {
             return Ok(index);
         }
-        // The same object metadata a scan's reader uses, so both hit one cache entry.
-        let pf = PartitionedFile::new(file.path.clone(), file.size);
-        let metadata = DFParquetMetadata::new(self.store.as_ref(), &pf.object_meta)
-            .with_file_metadata_cache(Some(self.parquet_metadata.clone()))
-            .with_page_index_policy(Some(PageIndexPolicy::Optional))
-            .fetch_metadata()
-            .await?;
+        let metadata = self.footer(file).await?;
         let meta = metadata.file_metadata();
         let index = meta
             .key_value_metadata()

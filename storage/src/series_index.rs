@@ -326,6 +326,19 @@ impl SeriesIndex {
         })
     }
 
+    /// Every run in file order: its first row, its rows, and its series (an index into
+    /// [`Self::series_batch`]'s rows).
+    pub fn runs(&self) -> impl Iterator<Item = (u64, u64, u32)> + '_ {
+        self.starts
+            .iter()
+            .zip(&self.ids)
+            .enumerate()
+            .map(|(i, (&start, &id))| {
+                let end = self.starts.get(i + 1).copied().unwrap_or(self.rows);
+                (start, end - start, id)
+            })
+    }
+
     /// Roughly how much memory the index holds.
     pub fn bytes(&self) -> usize {
         self.columns

@@ -54,6 +54,7 @@ use crate::series_index::Selection;
 
 mod reader;
 pub mod scope;
+mod series_scan;
 
 /// Footers a scan fetches at once.
 const FOOTER_FETCHES: usize = 16;
@@ -348,12 +349,30 @@ impl TableProvider for DbTable {
                 .buffered(FOOTER_FETCHES)
                 .try_collect()
                 .await?;
+            // Where the projection holds tags, a file with a series index is read without
+            // them: the index labels its rows (`series_scan.rs`).
+            let tags: Vec<usize> = self.def.tag_indices().collect();
+            let projected = projection
+                .cloned()
+                .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+            let labelled = projected.iter().any(|i| tags.contains(i));
+            let mut indexed = Vec::new();
             for (f, selection) in direct.iter().zip(selections) {
                 let rows = match selection {
                     Selection::None => continue,
                     Selection::All => None,
-                    Selection::Rows(r) => Some(ParquetRowSelection::new(r)),
+                    Selection::Rows(r) => Some(r),
                 };
+                if labelled && let Some(index) = self.db.series_index(f).await? {
+                    indexed.push(series_scan::IndexedFile {
+                        file: f.clone(),
+                        index,
+                        footer: self.db.footer(f).await?,
+                        rows,
+                    });
+                    continue;
+                }
+                let rows = rows.map(ParquetRowSelection::new);
                 let with_rows = |p: PartitionedFile| match &rows {
                     Some(r) => p.with_extension(r.clone()),
                     None => p,
@@ -377,19 +396,32 @@ impl TableProvider for DbTable {
                     }));
                 }
             }
-            let mut groups = vec![Vec::new(); target.min(pieces.len())];
-            let n = groups.len();
-            for (i, piece) in pieces.into_iter().enumerate() {
-                groups[i % n].push(piece);
+            if let Some(exec) = series_scan::SeriesScanExec::try_new(
+                &self.db,
+                indexed,
+                &self.schema,
+                &projected,
+                |i| tags.contains(&i),
+                (min, max),
+                target,
+            )? {
+                plans.push(Arc::new(exec));
             }
-            let config = FileScanConfigBuilder::new(
-                ObjectStoreUrl::parse(OBJECT_STORE_URL)?,
-                Arc::new(source),
-            )
-            .with_projection_indices(projection.cloned())?
-            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-            .build();
-            plans.push(DataSourceExec::from_data_source(config));
+            if !pieces.is_empty() {
+                let mut groups = vec![Vec::new(); target.min(pieces.len())];
+                let n = groups.len();
+                for (i, piece) in pieces.into_iter().enumerate() {
+                    groups[i % n].push(piece);
+                }
+                let config = FileScanConfigBuilder::new(
+                    ObjectStoreUrl::parse(OBJECT_STORE_URL)?,
+                    Arc::new(source),
+                )
+                .with_projection_indices(projection.cloned())?
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .build();
+                plans.push(DataSourceExec::from_data_source(config));
+            }
         }
         if !memory.is_empty() || plans.is_empty() {
             let mut partitions = vec![Vec::new(); target.min(memory.len()).max(1)];

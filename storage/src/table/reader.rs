@@ -23,6 +23,22 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 #[derive(Debug)]
 pub struct IndexedReaderFactory(pub CachedParquetFileReaderFactory);
 
+impl IndexedReaderFactory {
+    /// A reader of `file` whose footer comes with its page index, through the cache.
+    pub fn open(
+        &self,
+        partition_index: usize,
+        file: PartitionedFile,
+    ) -> datafusion::error::Result<IndexedReader> {
+        Ok(IndexedReader(self.0.create_reader(
+            partition_index,
+            file,
+            None,
+            &ExecutionPlanMetricsSet::new(),
+        )?))
+    }
+}
+
 impl ParquetFileReaderFactory for IndexedReaderFactory {
     fn create_reader(
         &self,
@@ -40,7 +56,7 @@ impl ParquetFileReaderFactory for IndexedReaderFactory {
     }
 }
 
-struct IndexedReader(Box<dyn AsyncFileReader + Send>);
+pub struct IndexedReader(Box<dyn AsyncFileReader + Send>);
 
 impl AsyncFileReader for IndexedReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {

@@ -45,7 +45,8 @@ async fn run(ctx: &SessionContext, query: &str) -> (usize, usize) {
         .await
         .unwrap_or_else(|e| panic!("running `{query}`: {e}"));
     fn scanned(p: &Arc<dyn ExecutionPlan>) -> usize {
-        let own = if p.name() == "DataSourceExec" {
+        // Parquet scans: DataFusion's, and the one that labels rows from the series index.
+        let own = if matches!(p.name(), "DataSourceExec" | "SeriesScanExec") {
             p.metrics().and_then(|m| m.output_rows()).unwrap_or(0)
         } else {
             0

@@ -1,0 +1,123 @@
+#![allow(clippy::single_range_in_vec_init)]
+
+use super::*;
+use proptest::prelude::*;
+
+/// Reads the rows `plan_rows` selects the way the Parquet reader does (the selection runs
+/// over the chosen row groups' rows, concatenated) and answers each row read with its file
+/// row.
+fn read(groups: &[(usize, Range<u64>)], selection: &RowSelection) -> Vec<u64> {
+    let rows: Vec<u64> = groups.iter().flat_map(|(_, g)| g.clone()).collect();
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    for s in selection.iter() {
+        if !s.skip {
+            out.extend(&rows[at..at + s.row_count]);
+        }
+        at += s.row_count;
+    }
+    assert!(at <= rows.len(), "the selection runs past the row groups");
+    out
+}
+
+/// The series of file row `row`.
+fn series_at(runs: &[(u64, u64, u32)], row: u64) -> u32 {
+    runs.iter()
+        .find(|(start, len, _)| (*start..start + len).contains(&row))
+        .map(|r| r.2)
+        .expect("runs cover the file")
+}
+
+#[test]
+fn ranges_of_a_selection() {
+    let s = RowSelection::from(vec![
+        RowSelector::skip(3),
+        RowSelector::select(2),
+        RowSelector::select(1),
+        RowSelector::skip(4),
+        RowSelector::select(5),
+    ]);
+    assert_eq!(selected_ranges(Some(&s), 15), vec![3..6, 10..15]);
+    assert_eq!(selected_ranges(None, 7), vec![0..7]);
+}
+
+#[test]
+fn a_unit_labels_the_rows_of_its_row_groups() {
+    // Two row groups of 6 rows; series 0,1 in the first (runs 3+3), 1,2 in the second.
+    let runs = [(0, 3, 0), (3, 3, 1), (6, 2, 1), (8, 4, 2)];
+    let groups = [(0, 0..6), (1, 6..12)];
+    let (sel, labels) = plan_rows(&runs, &groups, &[0..12]).expect("rows");
+    assert_eq!(read(&groups, &sel), (0..12).collect::<Vec<_>>());
+    // Series 1's runs in two row groups read back to back form one label.
+    assert_eq!(labels, vec![(0, 3), (1, 5), (2, 4)]);
+    // Only the second row group, only series 2's rows wanted.
+    let (sel, labels) = plan_rows(&runs, &groups[1..], &[8..12]).expect("rows");
+    assert_eq!(read(&groups[1..], &sel), vec![8, 9, 10, 11]);
+    assert_eq!(labels, vec![(2, 4)]);
+    // Nothing wanted in these row groups: no unit.
+    assert!(plan_rows(&runs, &groups[..1], &[6..12]).is_none());
+}
+
+proptest! {
+    /// For any runs, row groups, rows wanted and row groups kept, the unit reads exactly
+    /// the wanted rows of its row groups, and labels each with its series.
+    #[test]
+    fn a_unit_reads_and_labels_exactly_the_wanted_rows(
+        lens in prop::collection::vec((1u64..20, 0u32..6), 1..30),
+        cuts in prop::collection::vec(1u64..40, 1..8),
+        wanted_bits in prop::collection::vec(any::<bool>(), 0..400),
+        keep in prop::collection::vec(any::<bool>(), 8),
+    ) {
+        let mut runs = Vec::new();
+        let mut at = 0u64;
+        for (len, id) in lens {
+            runs.push((at, len, id));
+            at += len;
+        }
+        let rows = at;
+        // Row groups: cut the rows at `cuts`' running sums.
+        let mut groups = Vec::new();
+        let mut start = 0u64;
+        for (i, c) in cuts.iter().enumerate() {
+            if start >= rows { break; }
+            let end = (start + c).min(rows);
+            groups.push((i, start..end));
+            start = end;
+        }
+        if start < rows {
+            groups.push((groups.len(), start..rows));
+        }
+        let kept: Vec<(usize, Range<u64>)> = groups
+            .iter()
+            .filter(|(i, _)| keep.get(*i).copied().unwrap_or(true))
+            .cloned()
+            .collect();
+        let mut wanted: Vec<Range<u64>> = Vec::new();
+        for r in 0..rows {
+            if wanted_bits.get(r as usize).copied().unwrap_or(true) {
+                match wanted.last_mut() {
+                    Some(w) if w.end == r => w.end += 1,
+                    _ => wanted.push(r..r + 1),
+                }
+            }
+        }
+        let expected: Vec<u64> = kept
+            .iter()
+            .flat_map(|(_, g)| g.clone())
+            .filter(|r| wanted.iter().any(|w| w.contains(r)))
+            .collect();
+        match plan_rows(&runs, &kept, &wanted) {
+            None => prop_assert!(expected.is_empty()),
+            Some((sel, labels)) => {
+                let got = read(&kept, &sel);
+                prop_assert_eq!(&got, &expected);
+                let label_rows: Vec<u32> = labels
+                    .iter()
+                    .flat_map(|&(id, n)| std::iter::repeat_n(id, n as usize))
+                    .collect();
+                let truth: Vec<u32> = got.iter().map(|&r| series_at(&runs, r)).collect();
+                prop_assert_eq!(label_rows, truth);
+            }
+        }
+    }
+}
