@@ -23,6 +23,7 @@ mod aggregate;
 mod binary;
 mod cursor;
 mod error;
+mod range_agg;
 mod selector;
 
 use std::borrow::Cow;
@@ -417,6 +418,14 @@ pub fn range_query(
         }
     }
     let ev = Evaluator::new(q, expr, start, end, step, opts)?;
+    if let Some((a, vs)) = range_agg::applies(expr) {
+        let steps: Vec<i64> = std::iter::successors(Some(start), |t| t.checked_add(step))
+            .take_while(|&t| t <= end)
+            .collect();
+        let mut out = ev.range_aggregate(a, vs, &steps)?;
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        return Ok(ev.finish(Value::Matrix(out)));
+    }
     let mut series: HashMap<Labels, (Vec<Sample>, i64)> = HashMap::new();
     let mut points = 0usize;
     let mut t = start;

@@ -7,14 +7,98 @@ use crate::ast::{AggOp, AggregateExpr, Grouping};
 use crate::functions::{kahan_inc, quantile};
 use crate::value::{Labels, METRIC_NAME};
 
-/// Running state of one group.
-struct Group {
-    labels: Labels,
+/// Running state of one group's value, for the operators that fold each sample into a few
+/// numbers (`sum`, `avg`, `count`, `group`, `min`, `max`, `stddev`, `stdvar`): the one
+/// home of their arithmetic, shared by the step-at-a-time evaluation and the
+/// series-at-a-time range path (`range_agg.rs`), so that both give identical floats.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Acc {
     value: f64,
     kahan: f64,
     mean: f64,
-    count: f64,
+    pub count: f64,
     incremental_mean: bool,
+}
+
+impl Acc {
+    /// Whether `op` folds into an [`Acc`].
+    pub fn folds(op: AggOp) -> bool {
+        matches!(
+            op,
+            AggOp::Sum
+                | AggOp::Avg
+                | AggOp::Count
+                | AggOp::Group
+                | AggOp::Max
+                | AggOp::Min
+                | AggOp::Stddev
+                | AggOp::Stdvar
+        )
+    }
+
+    /// Folds in `v` (`op` one that [`Acc::folds`], or `count_values`).
+    #[inline]
+    pub fn add(&mut self, op: AggOp, v: f64) {
+        let first = self.count == 0.0;
+        self.count += 1.0;
+        match op {
+            AggOp::Sum => {
+                if first {
+                    self.value = v;
+                } else {
+                    (self.value, self.kahan) = kahan_inc(v, self.value, self.kahan);
+                }
+            }
+            AggOp::Avg => avg_add(self, v, first),
+            AggOp::Count | AggOp::CountValues => self.value = self.count,
+            AggOp::Group => self.value = 1.0,
+            AggOp::Max => {
+                if first || self.value < v || self.value.is_nan() {
+                    self.value = v;
+                }
+            }
+            AggOp::Min => {
+                if first || self.value > v || self.value.is_nan() {
+                    self.value = v;
+                }
+            }
+            AggOp::Stddev | AggOp::Stdvar => {
+                let delta = v - (self.mean + self.kahan);
+                (self.mean, self.kahan) = kahan_inc(delta / self.count, self.mean, self.kahan);
+                self.value += delta * (v - (self.mean + self.kahan));
+            }
+            _ => {}
+        }
+    }
+
+    /// The group's value (`op` one that [`Acc::folds`], or `count_values`).
+    pub fn result(&self, op: AggOp) -> f64 {
+        match op {
+            AggOp::Sum => {
+                if self.value.is_infinite() {
+                    self.value
+                } else {
+                    self.value + self.kahan
+                }
+            }
+            AggOp::Avg => {
+                if self.incremental_mean {
+                    self.mean + self.kahan
+                } else {
+                    (self.value + self.kahan) / self.count
+                }
+            }
+            AggOp::Stdvar => self.value / self.count,
+            AggOp::Stddev => (self.value / self.count).sqrt(),
+            _ => self.value,
+        }
+    }
+}
+
+/// Running state of one group.
+struct Group {
+    labels: Labels,
+    acc: Acc,
     drop_name: bool,
     /// Members kept (topk, bottomk, limitk, limit_ratio) or values (quantile).
     members: Vec<VSample>,
@@ -127,11 +211,7 @@ impl Evaluator<'_> {
                     }
                     order.push(Group {
                         labels,
-                        value: 0.0,
-                        kahan: 0.0,
-                        mean: 0.0,
-                        count: 0.0,
-                        incremental_mean: false,
+                        acc: Acc::default(),
                         drop_name: false,
                         members: Vec::new(),
                         values: Vec::new(),
@@ -141,35 +221,17 @@ impl Evaluator<'_> {
                 }
             };
             let g = &mut order[gi];
-            let first = g.count == 0.0;
-            g.count += 1.0;
             g.drop_name |= s.drop_name;
             match a.op {
-                AggOp::Sum => {
-                    if first {
-                        g.value = s.v;
-                    } else {
-                        (g.value, g.kahan) = kahan_inc(s.v, g.value, g.kahan);
-                    }
-                }
-                AggOp::Avg => avg_add(g, s.v, first),
-                AggOp::Count | AggOp::CountValues => g.value = g.count,
-                AggOp::Group => g.value = 1.0,
-                AggOp::Max => {
-                    if first || g.value < s.v || g.value.is_nan() {
-                        g.value = s.v;
-                    }
-                }
-                AggOp::Min => {
-                    if first || g.value > s.v || g.value.is_nan() {
-                        g.value = s.v;
-                    }
-                }
-                AggOp::Stddev | AggOp::Stdvar => {
-                    let delta = s.v - (g.mean + g.kahan);
-                    (g.mean, g.kahan) = kahan_inc(delta / g.count, g.mean, g.kahan);
-                    g.value += delta * (s.v - (g.mean + g.kahan));
-                }
+                AggOp::Sum
+                | AggOp::Avg
+                | AggOp::Count
+                | AggOp::CountValues
+                | AggOp::Group
+                | AggOp::Max
+                | AggOp::Min
+                | AggOp::Stddev
+                | AggOp::Stdvar => g.acc.add(a.op, s.v),
                 AggOp::Quantile => g.values.push(s.v),
                 AggOp::Topk | AggOp::Bottomk => {
                     let top = a.op == AggOp::Topk;
@@ -220,22 +282,6 @@ impl Evaluator<'_> {
         let mut out = Vec::with_capacity(order.len());
         for mut g in order {
             let value = match a.op {
-                AggOp::Sum => {
-                    if g.value.is_infinite() {
-                        g.value
-                    } else {
-                        g.value + g.kahan
-                    }
-                }
-                AggOp::Avg => {
-                    if g.incremental_mean {
-                        g.mean + g.kahan
-                    } else {
-                        (g.value + g.kahan) / g.count
-                    }
-                }
-                AggOp::Stdvar => g.value / g.count,
-                AggOp::Stddev => (g.value / g.count).sqrt(),
                 AggOp::Quantile => quantile(q, &mut g.values),
                 AggOp::Topk | AggOp::Bottomk => {
                     let top = a.op == AggOp::Topk;
@@ -261,7 +307,7 @@ impl Evaluator<'_> {
                     out.append(&mut g.members);
                     continue;
                 }
-                _ => g.value,
+                op => g.acc.result(op),
             };
             out.push(VSample {
                 labels: g.labels,
@@ -283,7 +329,7 @@ impl Evaluator<'_> {
     }
 }
 
-fn avg_add(g: &mut Group, v: f64, first: bool) {
+fn avg_add(g: &mut Acc, v: f64, first: bool) {
     if first {
         g.value = v;
         g.kahan = 0.0;

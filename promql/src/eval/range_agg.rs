@@ -1,0 +1,150 @@
+//! Range queries of an aggregation over a plain selector (`avg(gpu_utilization)`,
+//! `sum by (region) (x)`), evaluated a series at a time.
+//!
+//! Step by step, such a query builds a vector of every selected series at every step (each
+//! sample with its label set), hashes each sample's labels into its group, and then folds
+//! it. Over a day at one minute for 1,000 GPUs that is 1.4 million samples built, hashed
+//! and dropped. Here each series is assigned its group once, and its samples are folded
+//! into per-step accumulators of that group while walking the series once, start to end.
+//!
+//! The answer is the step-by-step answer, bit for bit: the same lookback and staleness
+//! rule picks each step's sample, a group's series are folded in the same order (the
+//! selector's series order), by the same arithmetic ([`Acc`]), and the same sample limit
+//! applies with the same counts.
+
+use std::collections::HashMap;
+
+use super::aggregate::Acc;
+use super::cursor::seek;
+use super::{EvalError, Evaluator};
+use crate::ast::{AggregateExpr, Expr, Grouping, VectorSelector};
+use crate::value::{Labels, METRIC_NAME, Sample, Series, is_stale_nan};
+
+/// The aggregation and selector of `e` when the series-at-a-time path evaluates it.
+pub(super) fn applies(e: &Expr) -> Option<(&AggregateExpr, &VectorSelector)> {
+    let Expr::Aggregate(a) = unparen(e) else {
+        return None;
+    };
+    if a.param.is_some() || !Acc::folds(a.op) {
+        return None;
+    }
+    match unparen(&a.expr) {
+        Expr::VectorSelector(vs) => Some((a, vs)),
+        _ => None,
+    }
+}
+
+fn unparen(mut e: &Expr) -> &Expr {
+    while let Expr::Paren(x) = e {
+        e = x;
+    }
+    e
+}
+
+impl Evaluator<'_> {
+    /// The series of `a` (over `vs`) at `steps`, as a step-by-step range query answers
+    /// them (unsorted).
+    pub(super) fn range_aggregate(
+        &self,
+        a: &AggregateExpr,
+        vs: &VectorSelector,
+        steps: &[i64],
+    ) -> Result<Vec<Series>, EvalError> {
+        let Some(data) = self.selector_data(vs) else {
+            return Ok(Vec::new());
+        };
+        let (without, names): (bool, &[String]) = match &a.grouping {
+            Grouping::By(n) => (false, n),
+            Grouping::Without(n) => (true, n),
+        };
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut without_refs = name_refs.clone();
+        without_refs.push(METRIC_NAME);
+        // Each series' group, in order of first appearance.
+        let mut index: HashMap<u64, usize> = HashMap::new();
+        let mut groups: Vec<(Labels, Vec<usize>)> = Vec::new();
+        for (i, s) in data.series.iter().enumerate() {
+            let key = if without {
+                s.labels.hash_without(names, true)
+            } else {
+                s.labels.hash_on(names)
+            };
+            let g = *index.entry(key).or_insert_with(|| {
+                let labels = if without {
+                    s.labels.without(&without_refs)
+                } else {
+                    s.labels.keep(&name_refs)
+                };
+                groups.push((labels, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
+        }
+        let refs: Vec<i64> = steps
+            .iter()
+            .map(|&t| self.ref_time(vs.at, vs.offset_ms, t))
+            .collect();
+        let lookback = self.opts.lookback_ms;
+        // Samples each step selects, and points each step outputs: the sample limit's counts.
+        let mut selected = vec![0usize; steps.len()];
+        let mut output = vec![0usize; steps.len()];
+        let mut accs = vec![Acc::default(); steps.len()];
+        let mut out = Vec::with_capacity(groups.len());
+        for (labels, members) in groups {
+            self.check_deadline("query evaluation")?;
+            accs.fill(Acc::default());
+            for &i in &members {
+                let samples = &data.series[i].samples;
+                let mut cursor = 0;
+                for (j, &r) in refs.iter().enumerate() {
+                    cursor = seek(samples, cursor, r);
+                    if cursor == 0 {
+                        continue;
+                    }
+                    let x = samples[cursor - 1];
+                    if x.t <= r.saturating_sub(lookback) || is_stale_nan(x.v) {
+                        continue;
+                    }
+                    selected[j] += 1;
+                    accs[j].add(a.op, x.v);
+                }
+            }
+            let mut points = Vec::new();
+            for (j, acc) in accs.iter().enumerate() {
+                if acc.count > 0.0 {
+                    output[j] += 1;
+                    points.push(Sample {
+                        t: steps[j],
+                        v: acc.result(a.op),
+                    });
+                }
+            }
+            if !points.is_empty() {
+                out.push(Series {
+                    labels,
+                    samples: points,
+                });
+            }
+        }
+        // The step-by-step limit: before a step, the points output so far plus the samples
+        // it selects; after it, the points output so far.
+        let mut points = 0usize;
+        for (s, o) in selected.iter().zip(&output) {
+            if points + s > self.opts.max_samples {
+                return Err(EvalError::TooManySamples {
+                    limit: self.opts.max_samples,
+                });
+            }
+            points += o;
+            if points > self.opts.max_samples {
+                return Err(EvalError::TooManySamples {
+                    limit: self.opts.max_samples,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;
