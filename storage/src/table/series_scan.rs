@@ -4,10 +4,10 @@
 //! A file with a series index says which series every row belongs to (runs of rows, one
 //! series each) and each series' tag values. A scan that projects tags (every PromQL
 //! selection does: a series is its labels) reads only the other columns from Parquet and
-//! rebuilds each tag column from the runs: one key per row gathered from the series' key,
-//! sharing the index's dictionary. Decoding the tag columns and materialising their keys was
-//! about a quarter of a fleet-wide range query; for a one-GPU query it was six of eight
-//! column chunks in every row group read.
+//! rebuilds the tag columns from the runs: every tag column of a batch shares one key buffer,
+//! the series of each row, keying a dictionary of that tag's value in each series. Decoding
+//! the tag columns and materialising their keys was about a quarter of a fleet-wide range
+//! query; for a one-GPU query it was six of eight column chunks in every row group read.
 //!
 //! The scan reads exactly the rows it plans: the series the query's tag filter keeps (the
 //! same selection the Parquet scan uses), in the row groups whose `time` statistics overlap
@@ -18,9 +18,12 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array, new_null_array};
-use arrow::compute::{cast, take};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::array::{
+    Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, RecordBatchOptions, new_null_array,
+};
+use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int32Type, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
@@ -68,7 +71,17 @@ struct Unit {
     /// The series of the rows read, in order: (series, rows).
     labels: Vec<(u32, u64)>,
     /// Per projected tag column, its value in each series of the file.
-    tags: Arc<[ArrayRef]>,
+    tags: Arc<[SeriesValues]>,
+}
+
+/// One tag column's value in each series of a file: the dictionary values of the rebuilt
+/// column, whose keys are series ids.
+#[derive(Debug)]
+struct SeriesValues {
+    /// One string per series (null where the series lacks the tag).
+    values: ArrayRef,
+    /// Per series, whether it has the tag; `None` when every series has it.
+    present: Option<Vec<bool>>,
 }
 
 /// Reads indexed files' projected columns, with tag columns rebuilt from the series index.
@@ -131,12 +144,18 @@ impl SeriesScanExec {
         let mut units = Vec::new();
         let mut rows = 0u64;
         for f in files {
-            let tags: Arc<[ArrayRef]> = f
+            let tags: Arc<[SeriesValues]> = f
                 .index
-                .series_batch(&tag_schema)
-                .map_err(DataFusionError::from)?
+                .series_batch(&tag_schema)?
                 .columns()
-                .into();
+                .iter()
+                .map(|c| {
+                    let values = cast(c, &DataType::Utf8)?;
+                    let present = (values.null_count() > 0)
+                        .then(|| (0..values.len()).map(|i| values.is_valid(i)).collect());
+                    Ok(SeriesValues { values, present })
+                })
+                .collect::<DFResult<_>>()?;
             let groups = row_groups(&f.footer, min, max);
             let wanted = selected_ranges(f.rows.as_ref(), f.file.rows);
             let runs: Vec<(u64, u64, u32)> = f.index.runs().collect();
@@ -438,6 +457,8 @@ impl ReadContext {
         labels: &mut Labels,
     ) -> DFResult<RecordBatch> {
         let n = batch.num_rows();
+        // One key buffer for every tag column: the series of each row, keying each column's
+        // per-series values.
         let ids = labels.take(n)?;
         let columns = self
             .schema
@@ -445,7 +466,19 @@ impl ReadContext {
             .iter()
             .zip(self.sources.iter())
             .map(|(f, source)| match source {
-                Some(t) => Ok(take(&unit.tags[*t], &ids, None)?),
+                Some(t) => {
+                    let tag = &unit.tags[*t];
+                    let nulls = tag.present.as_ref().map(|present| {
+                        NullBuffer::from(BooleanBuffer::collect_bool(n, |i| {
+                            present[ids[i] as usize]
+                        }))
+                    });
+                    let keys = Int32Array::new(ids.clone(), nulls);
+                    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+                        keys,
+                        tag.values.clone(),
+                    )?) as ArrayRef)
+                }
                 None => match batch.column_by_name(f.name()) {
                     Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
                     Some(c) => Ok(cast(c, f.data_type())?),
@@ -471,7 +504,7 @@ struct Labels {
 
 impl Labels {
     /// The series of the next `n` rows read.
-    fn take(&mut self, n: usize) -> DFResult<UInt32Array> {
+    fn take(&mut self, n: usize) -> DFResult<ScalarBuffer<i32>> {
         let mut ids = Vec::with_capacity(n);
         while ids.len() < n {
             let Some(&(id, len)) = self.runs.labels.get(self.run) else {
@@ -481,14 +514,15 @@ impl Labels {
                 )));
             };
             let k = ((len - self.used) as usize).min(n - ids.len());
-            ids.extend(std::iter::repeat_n(id, k));
+            // Series ids index a file's series batch, whose length is an i32 key's.
+            ids.extend(std::iter::repeat_n(id as i32, k));
             self.used += k as u64;
             if self.used == len {
                 self.run += 1;
                 self.used = 0;
             }
         }
-        Ok(UInt32Array::from(ids))
+        Ok(ScalarBuffer::from(ids))
     }
 }
 
