@@ -52,16 +52,8 @@ impl Acc {
             AggOp::Avg => avg_add(self, v, first),
             AggOp::Count | AggOp::CountValues => self.value = self.count,
             AggOp::Group => self.value = 1.0,
-            AggOp::Max => {
-                if first || self.value < v || self.value.is_nan() {
-                    self.value = v;
-                }
-            }
-            AggOp::Min => {
-                if first || self.value > v || self.value.is_nan() {
-                    self.value = v;
-                }
-            }
+            AggOp::Max if first || self.value < v || self.value.is_nan() => self.value = v,
+            AggOp::Min if first || self.value > v || self.value.is_nan() => self.value = v,
             AggOp::Stddev | AggOp::Stdvar => {
                 let delta = v - (self.mean + self.kahan);
                 (self.mean, self.kahan) = kahan_inc(delta / self.count, self.mean, self.kahan);

@@ -460,6 +460,9 @@ impl ReadContext {
         // One key buffer for every tag column: the series of each row, keying each column's
         // per-series values.
         let ids = labels.take(n)?;
+        // Keys checked against the series once; every tag column without nulls reuses them
+        // (each column's values hold one entry per series).
+        let mut checked: Option<DictionaryArray<Int32Type>> = None;
         let columns = self
             .schema
             .fields()
@@ -468,16 +471,23 @@ impl ReadContext {
             .map(|(f, source)| match source {
                 Some(t) => {
                     let tag = &unit.tags[*t];
-                    let nulls = tag.present.as_ref().map(|present| {
-                        NullBuffer::from(BooleanBuffer::collect_bool(n, |i| {
-                            present[ids[i] as usize]
-                        }))
-                    });
-                    let keys = Int32Array::new(ids.clone(), nulls);
-                    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
-                        keys,
-                        tag.values.clone(),
-                    )?) as ArrayRef)
+                    let dict = match (&tag.present, &checked) {
+                        (None, Some(keys)) => keys.with_values(tag.values.clone()),
+                        (present, _) => {
+                            let nulls = present.as_ref().map(|present| {
+                                NullBuffer::from(BooleanBuffer::collect_bool(n, |i| {
+                                    present[ids[i] as usize]
+                                }))
+                            });
+                            let keys = Int32Array::new(ids.clone(), nulls);
+                            let dict = DictionaryArray::try_new(keys, tag.values.clone())?;
+                            if present.is_none() {
+                                checked = Some(dict.clone());
+                            }
+                            dict
+                        }
+                    };
+                    Ok(Arc::new(dict) as ArrayRef)
                 }
                 None => match batch.column_by_name(f.name()) {
                     Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),

@@ -140,9 +140,18 @@ impl SeriesAccumulator {
         // Run starts: rows where some tag column's key (or its nullness) changes.
         let mut starts = vec![false; n];
         starts[0] = true;
+        // Columns that share one key buffer (an indexed file's scan keys every tag column by
+        // the row's series) change at the same rows: each buffer is compared once.
+        let mut compared: Vec<*const i32> = Vec::with_capacity(self.ntags);
         for (col, _) in &tags {
             let keys = col.as_dictionary::<Int32Type>().keys();
             let k = keys.values();
+            if keys.nulls().is_none() {
+                if compared.contains(&k.as_ptr()) {
+                    continue;
+                }
+                compared.push(k.as_ptr());
+            }
             match keys.nulls() {
                 None => {
                     for i in 1..n {
@@ -295,6 +304,48 @@ mod tests {
         let got = acc.finish();
         let ts: Vec<i64> = got[0].1[0].iter().map(|s| s.t).collect();
         assert_eq!(ts, [1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn tag_columns_sharing_one_key_buffer_split_runs_where_the_keys_change() {
+        // As an indexed file's scan builds them: one key per row (its series), and each tag
+        // column's values per series.
+        let keys = arrow::array::Int32Array::from(vec![0, 0, 1, 1, 2]);
+        let gpu = DictionaryArray::<Int32Type>::try_new(
+            keys.clone(),
+            Arc::new(arrow::array::StringArray::from(vec!["g0", "g1", "g2"])),
+        )
+        .unwrap();
+        let region = DictionaryArray::<Int32Type>::try_new(
+            keys,
+            Arc::new(arrow::array::StringArray::from(vec!["eu", "eu", "us"])),
+        )
+        .unwrap();
+        let batch = RecordBatch::try_from_iter([
+            ("gpu", Arc::new(gpu) as ArrayRef),
+            ("region", Arc::new(region) as ArrayRef),
+            (
+                "util",
+                Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0, 4.0, 5.0])) as ArrayRef,
+            ),
+            (
+                "time",
+                Arc::new(TimestampNanosecondArray::from(vec![1, 2, 1, 2, 1])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let mut acc = SeriesAccumulator::new(2, 1);
+        acc.push(&batch).unwrap();
+        let got: Vec<(Vec<Option<String>>, usize)> = acc
+            .finish()
+            .into_iter()
+            .map(|(tags, m)| (tags, m[0].len()))
+            .collect();
+        let s = |g: &str, r: &str| vec![Some(g.to_string()), Some(r.to_string())];
+        assert_eq!(
+            got,
+            vec![(s("g0", "eu"), 2), (s("g1", "eu"), 2), (s("g2", "us"), 1)]
+        );
     }
 
     #[test]
