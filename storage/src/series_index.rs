@@ -254,6 +254,9 @@ pub struct SeriesIndex {
     rows: u64,
     /// Per tag column: its value in each series.
     columns: Vec<(String, ArrayRef)>,
+    /// Per tag column, the same values as plain strings (the dictionary values of the tag
+    /// columns a scan rebuilds: `table/series_scan.rs`).
+    plain: Vec<ArrayRef>,
     series: usize,
     starts: Vec<u64>,
     ids: Vec<u32>,
@@ -317,26 +320,40 @@ impl SeriesIndex {
             .ok()?;
             columns.push((name, Arc::new(dict) as ArrayRef));
         }
+        let plain = columns
+            .iter()
+            .map(|(_, a)| cast(a, &DataType::Utf8).ok())
+            .collect::<Option<Vec<_>>>()?;
         Some(Self {
             rows,
             columns,
+            plain,
             series,
             starts,
             ids: e.series,
         })
     }
 
-    /// Every run in file order: its first row, its rows, and its series (an index into
-    /// [`Self::series_batch`]'s rows).
-    pub fn runs(&self) -> impl Iterator<Item = (u64, u64, u32)> + '_ {
-        self.starts
-            .iter()
-            .zip(&self.ids)
-            .enumerate()
-            .map(|(i, (&start, &id))| {
-                let end = self.starts.get(i + 1).copied().unwrap_or(self.rows);
-                (start, end - start, id)
-            })
+    /// The rows of the file.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The first row of every run, in file order.
+    pub fn run_starts(&self) -> &[u64] {
+        &self.starts
+    }
+
+    /// The series of every run (an index into [`Self::series_batch`]'s rows).
+    pub fn run_series(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Tag column `name`'s value in each series, as plain strings (null where a series
+    /// lacks it); `None` when the file has no such tag.
+    pub fn tag_values(&self, name: &str) -> Option<&ArrayRef> {
+        let i = self.columns.iter().position(|(n, _)| n == name)?;
+        self.plain.get(i)
     }
 
     /// Roughly how much memory the index holds.
@@ -345,6 +362,11 @@ impl SeriesIndex {
             .iter()
             .map(|(n, a)| n.len() + a.get_array_memory_size())
             .sum::<usize>()
+            + self
+                .plain
+                .iter()
+                .map(|a| a.get_array_memory_size())
+                .sum::<usize>()
             + self.starts.len() * 12
     }
 

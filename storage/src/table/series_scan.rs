@@ -144,26 +144,38 @@ impl SeriesScanExec {
         let mut units = Vec::new();
         let mut rows = 0u64;
         for f in files {
-            let tags: Arc<[SeriesValues]> = f
+            let series = f
                 .index
-                .series_batch(&tag_schema)?
-                .columns()
+                .run_series()
                 .iter()
-                .map(|c| {
-                    let values = cast(c, &DataType::Utf8)?;
+                .max()
+                .map_or(0, |&m| m as usize + 1);
+            let tags: Arc<[SeriesValues]> = tag_schema
+                .fields()
+                .iter()
+                .map(|field| {
+                    let values = f
+                        .index
+                        .tag_values(field.name())
+                        .cloned()
+                        .unwrap_or_else(|| new_null_array(&DataType::Utf8, series));
                     let present = (values.null_count() > 0)
                         .then(|| (0..values.len()).map(|i| values.is_valid(i)).collect());
-                    Ok(SeriesValues { values, present })
+                    SeriesValues { values, present }
                 })
-                .collect::<DFResult<_>>()?;
+                .collect();
             let groups = row_groups(&f.footer, min, max);
             let wanted = selected_ranges(f.rows.as_ref(), f.file.rows);
-            let runs: Vec<(u64, u64, u32)> = f.index.runs().collect();
+            let runs = Runs {
+                starts: f.index.run_starts(),
+                series: f.index.run_series(),
+                rows: f.index.rows(),
+            };
             // A tier file's row groups are shared among the partitions, as its byte ranges
             // were among the Parquet scan's threads.
             let per_unit = groups.len().div_ceil(target.max(1)).max(1);
             for chunk in groups.chunks(per_unit) {
-                if let Some((selection, labels)) = plan_rows(&runs, chunk, &wanted) {
+                if let Some((selection, labels)) = plan_rows(runs, chunk, &wanted) {
                     rows += labels.iter().map(|(_, n)| n).sum::<u64>();
                     units.push(Arc::new(Unit {
                         path: f.file.path.clone(),
@@ -253,12 +265,35 @@ fn selected_ranges(selection: Option<&RowSelection>, rows: u64) -> Vec<Range<u64
     out
 }
 
+/// A file's runs of one series each, in file order, covering the file.
+#[derive(Debug, Clone, Copy)]
+struct Runs<'a> {
+    /// Each run's first row.
+    starts: &'a [u64],
+    /// Each run's series.
+    series: &'a [u32],
+    rows: u64,
+}
+
+impl Runs<'_> {
+    /// Run `r`'s first row, end and series.
+    fn get(&self, r: usize) -> Option<(u64, u64, u32)> {
+        let start = *self.starts.get(r)?;
+        let end = self.starts.get(r + 1).copied().unwrap_or(self.rows);
+        Some((start, end, *self.series.get(r)?))
+    }
+
+    /// The run holding `row`.
+    fn find(&self, row: u64) -> Option<usize> {
+        self.starts.partition_point(|&s| s <= row).checked_sub(1)
+    }
+}
+
 /// What a unit over `groups` (row groups: index and rows) reads of the rows `wanted`: the
 /// selection relative to those row groups' rows, and the series of the rows read as
-/// (series, rows) by `runs` (first row, rows, series; in file order, covering the file);
-/// `None` when it would read nothing.
+/// (series, rows) by `runs`; `None` when it would read nothing.
 fn plan_rows(
-    runs: &[(u64, u64, u32)],
+    runs: Runs<'_>,
     groups: &[(usize, Range<u64>)],
     wanted: &[Range<u64>],
 ) -> Option<(RowSelection, Vec<(u32, u64)>)> {
@@ -280,13 +315,11 @@ fn plan_rows(
             selectors.push(RowSelector::select((hi - lo) as usize));
             at = rel + (hi - lo);
             // Label rows lo..hi by the runs they cross.
-            let mut r = runs
-                .partition_point(|&(start, _, _)| start <= lo)
-                .checked_sub(1)?;
+            let mut r = runs.find(lo)?;
             let mut row = lo;
             while row < hi {
-                let (start, len, id) = *runs.get(r)?;
-                let end = (start + len).min(hi);
+                let (_, end, id) = runs.get(r)?;
+                let end = end.min(hi);
                 if end <= row {
                     return None;
                 }

@@ -20,6 +20,26 @@ fn read(groups: &[(usize, Range<u64>)], selection: &RowSelection) -> Vec<u64> {
     out
 }
 
+/// `runs` (first row, rows, series) planned through [`Runs`].
+fn plan(
+    runs: &[(u64, u64, u32)],
+    groups: &[(usize, Range<u64>)],
+    wanted: &[Range<u64>],
+) -> Option<(RowSelection, Vec<(u32, u64)>)> {
+    let rows = runs.last().map_or(0, |(s, l, _)| s + l);
+    let starts: Vec<u64> = runs.iter().map(|r| r.0).collect();
+    let series: Vec<u32> = runs.iter().map(|r| r.2).collect();
+    plan_rows(
+        Runs {
+            starts: &starts,
+            series: &series,
+            rows,
+        },
+        groups,
+        wanted,
+    )
+}
+
 /// The series of file row `row`.
 fn series_at(runs: &[(u64, u64, u32)], row: u64) -> u32 {
     runs.iter()
@@ -46,16 +66,16 @@ fn a_unit_labels_the_rows_of_its_row_groups() {
     // Two row groups of 6 rows; series 0,1 in the first (runs 3+3), 1,2 in the second.
     let runs = [(0, 3, 0), (3, 3, 1), (6, 2, 1), (8, 4, 2)];
     let groups = [(0, 0..6), (1, 6..12)];
-    let (sel, labels) = plan_rows(&runs, &groups, &[0..12]).expect("rows");
+    let (sel, labels) = plan(&runs, &groups, &[0..12]).expect("rows");
     assert_eq!(read(&groups, &sel), (0..12).collect::<Vec<_>>());
     // Series 1's runs in two row groups read back to back form one label.
     assert_eq!(labels, vec![(0, 3), (1, 5), (2, 4)]);
     // Only the second row group, only series 2's rows wanted.
-    let (sel, labels) = plan_rows(&runs, &groups[1..], &[8..12]).expect("rows");
+    let (sel, labels) = plan(&runs, &groups[1..], &[8..12]).expect("rows");
     assert_eq!(read(&groups[1..], &sel), vec![8, 9, 10, 11]);
     assert_eq!(labels, vec![(2, 4)]);
     // Nothing wanted in these row groups: no unit.
-    assert!(plan_rows(&runs, &groups[..1], &[6..12]).is_none());
+    assert!(plan(&runs, &groups[..1], &[6..12]).is_none());
 }
 
 proptest! {
@@ -106,7 +126,7 @@ proptest! {
             .flat_map(|(_, g)| g.clone())
             .filter(|r| wanted.iter().any(|w| w.contains(r)))
             .collect();
-        match plan_rows(&runs, &kept, &wanted) {
+        match plan(&runs, &kept, &wanted) {
             None => prop_assert!(expected.is_empty()),
             Some((sel, labels)) => {
                 let got = read(&kept, &sel);
