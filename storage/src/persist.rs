@@ -41,7 +41,14 @@ pub fn file_path(table: &str, partition: i64, id: u64) -> Path {
 /// Most rows in one data page.
 const PAGE_ROWS: usize = 4096;
 
-fn writer_properties(schema: &SchemaRef) -> WriterProperties {
+/// Zstd keeps a column of a merged file only where it saved at least this share of the
+/// column's bytes in the inputs. Reading a zstd column chunk costs a compression and a
+/// decompression context (the parquet crate makes both per chunk): for a one-GPU day in a
+/// tier file, 48 of them, about a seventh of the query. A dictionary-encoded gauge (bit-packed
+/// keys of a random walk) saved about 1% in `bench compare`; constant columns grew.
+pub const ZSTD_MIN_SAVING: f64 = 0.03;
+
+fn writer_properties(schema: &SchemaRef, plain: &[String]) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("valid level"),
@@ -60,6 +67,10 @@ fn writer_properties(schema: &SchemaRef) -> WriterProperties {
         .set_dictionary_page_size_limit(64 << 10)
         .set_column_encoding(ColumnPath::from(TIME_COLUMN), Encoding::DELTA_BINARY_PACKED)
         .set_column_dictionary_enabled(ColumnPath::from(TIME_COLUMN), false)
+        // Delta-encoded regular timestamps are runs of zero-width miniblocks: LZ4 takes them
+        // to 0.07 bytes a row (zstd 0.05) and needs no context to read, where every query
+        // reads `time`.
+        .set_column_compression(ColumnPath::from(TIME_COLUMN), Compression::LZ4_RAW)
         .set_created_by(format!("rigwatch {}", env!("CARGO_PKG_VERSION")));
     // Dictionary encoding stays on (gauges often repeat few values); these are the encodings
     // a column falls back to once its dictionary grows too large.
@@ -84,6 +95,10 @@ fn writer_properties(schema: &SchemaRef) -> WriterProperties {
             _ => {}
         }
     }
+    for name in plain {
+        props = props
+            .set_column_compression(ColumnPath::from(name.as_str()), Compression::UNCOMPRESSED);
+    }
     props.build()
 }
 
@@ -93,7 +108,11 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut index = series_index::Builder::new(&schema);
     index.push(batch);
-    let mut w = ArrowWriter::try_new(&mut out, schema.clone(), Some(writer_properties(&schema)))?;
+    let mut w = ArrowWriter::try_new(
+        &mut out,
+        schema.clone(),
+        Some(writer_properties(&schema, &[])),
+    )?;
     w.write(batch)?;
     if let Some(kv) = index.finish() {
         w.append_key_value_metadata(kv);
@@ -112,11 +131,20 @@ pub enum Part {
 }
 
 /// Encodes the parts `rx` delivers (rows in `schema`, in order) as one Parquet file, ending a
-/// row group at each [`Part::EndOfGroup`] (and at the row-group size); ends when the sender is
-/// dropped (CPU-bound: call from a blocking thread).
-pub fn encode_parts(schema: &SchemaRef, rx: std::sync::mpsc::Receiver<Part>) -> Result<Vec<u8>> {
+/// row group at each [`Part::EndOfGroup`] (and at the row-group size), the columns `plain`
+/// names uncompressed; ends when the sender is dropped (CPU-bound: call from a blocking
+/// thread).
+pub fn encode_parts(
+    schema: &SchemaRef,
+    plain: &[String],
+    rx: std::sync::mpsc::Receiver<Part>,
+) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut out, schema.clone(), Some(writer_properties(schema)))?;
+    let mut w = ArrowWriter::try_new(
+        &mut out,
+        schema.clone(),
+        Some(writer_properties(schema, plain)),
+    )?;
     let mut index = series_index::Builder::new(schema);
     for part in rx {
         match part {
@@ -136,6 +164,32 @@ pub fn encode_parts(schema: &SchemaRef, rx: std::sync::mpsc::Receiver<Part>) -> 
     }
     w.close()?;
     Ok(out)
+}
+
+/// The zstd-compressed columns of `footers` (files to be merged) that zstd shrank by less
+/// than [`ZSTD_MIN_SAVING`] in all of them together: the merged file stores them uncompressed.
+pub fn plain_columns(footers: &[Arc<parquet::file::metadata::ParquetMetaData>]) -> Vec<String> {
+    let mut sizes: std::collections::BTreeMap<String, (i64, i64, bool)> = Default::default();
+    for footer in footers {
+        for rg in footer.row_groups() {
+            for c in rg.columns() {
+                let e = sizes.entry(c.column_path().string()).or_default();
+                e.0 += c.compressed_size();
+                e.1 += c.uncompressed_size();
+                e.2 |= !matches!(c.compression(), Compression::ZSTD(_));
+            }
+        }
+    }
+    sizes
+        .into_iter()
+        .filter(|(name, (compressed, raw, other))| {
+            name != TIME_COLUMN
+                && !other
+                && *raw > 0
+                && (*compressed as f64) > (*raw as f64) * (1.0 - ZSTD_MIN_SAVING)
+        })
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// Writes `batch` to `path`; returns the file size.
@@ -174,4 +228,84 @@ pub async fn check(store: &Arc<dyn ObjectStore>, path: &str) -> Result<()> {
     let reader = ParquetObjectReader::new(store.clone(), Path::from(path));
     ParquetRecordBatchStreamBuilder::new(reader).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Float64Array, TimestampNanosecondArray};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
+    use parquet::file::metadata::ParquetMetaDataReader;
+
+    use super::*;
+
+    /// 40,000 rows: `repeats` cycles through 10,000 distinct floats (too many for a
+    /// dictionary; zstd finds the cycle), `constant` is one value (a dictionary of one,
+    /// which zstd's frame only makes larger).
+    fn batch() -> RecordBatch {
+        let n = 40_000;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("repeats", DataType::Float64, true),
+            Field::new("constant", DataType::Float64, true),
+            Field::new(
+                TIME_COLUMN,
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                false,
+            ),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|i| ((i % 10_000) as f64 * 0.7311).sin()),
+                )),
+                Arc::new(Float64Array::from_iter_values((0..n).map(|_| 400.0))),
+                Arc::new(TimestampNanosecondArray::from_iter_values(
+                    (0..n).map(|i| i as i64 * 10_000_000_000),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn footer(bytes: Vec<u8>) -> Arc<parquet::file::metadata::ParquetMetaData> {
+        Arc::new(
+            ParquetMetaDataReader::new()
+                .parse_and_finish(&Bytes::from(bytes))
+                .unwrap(),
+        )
+    }
+
+    fn codecs(f: &parquet::file::metadata::ParquetMetaData) -> Vec<(String, Compression)> {
+        f.row_group(0)
+            .columns()
+            .iter()
+            .map(|c| (c.column_path().string(), c.compression()))
+            .collect()
+    }
+
+    #[test]
+    fn a_merge_stores_uncompressed_what_zstd_did_not_shrink() {
+        let first = footer(encode(&batch()).unwrap());
+        // (A footer does not record zstd's level.)
+        let c = codecs(&first);
+        assert!(
+            matches!(c[0].1, Compression::ZSTD(_)) && matches!(c[1].1, Compression::ZSTD(_)),
+            "{c:?}"
+        );
+        assert_eq!(c[2], (TIME_COLUMN.into(), Compression::LZ4_RAW));
+        let plain = plain_columns(&[first.clone(), first]);
+        assert_eq!(plain, vec!["constant".to_string()]);
+        // The merged file follows the choice.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let b = batch();
+        let schema = b.schema();
+        tx.send(Part::Rows(b)).unwrap();
+        drop(tx);
+        let merged = footer(encode_parts(&schema, &plain, rx).unwrap());
+        let c = codecs(&merged);
+        assert_eq!(c[1], ("constant".into(), Compression::UNCOMPRESSED));
+        assert!(matches!(c[0].1, Compression::ZSTD(_)), "{c:?}");
+        // Uncompressed inputs never turn a column back to zstd on a guess.
+        assert_eq!(plain_columns(&[merged]), Vec::<String>::new());
+    }
 }
