@@ -141,3 +141,119 @@ proptest! {
         }
     }
 }
+
+/// A tier file (ten one-minute row groups) of four GPUs read through the scan, by several
+/// partitions and units: every row keeps its own labels, whatever the projection, tag
+/// filter or time range.
+#[tokio::test]
+async fn a_tier_file_read_by_several_partitions_labels_every_row() {
+    use std::time::Duration;
+
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, Int64Type};
+    use datafusion::prelude::SessionContext;
+
+    use crate::batch::{FieldValue, WriteBatch};
+    use crate::{Db, DbConfig, WriteOptions};
+
+    const MIN: i64 = 60_000_000_000;
+    // Long closed, and a multiple of ten minutes.
+    const T0: i64 = 1_600_000_000_000_000_000 / (10 * MIN) * (10 * MIN);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = DbConfig::new(dir.path());
+    c.background = false;
+    c.partition = Duration::from_secs(60);
+    c.compaction_tier = Some(Duration::from_secs(600));
+    let db = Db::open(c).await.unwrap();
+    let mut b = WriteBatch::default();
+    let mut seq = 1;
+    // A row every 5 s: runs of 12 rows a minute, enough for the file to carry an index.
+    for step in 0..120 {
+        for (g, gpu) in ["d", "b", "c", "a"].iter().enumerate() {
+            let mut r = b.row("gpu", T0 + step * 5_000_000_000);
+            // GPU b has no region: a tag some series lack.
+            r.tag("gpu", gpu);
+            if *gpu != "b" {
+                r.tag("region", if g % 2 == 0 { "eu" } else { "us" });
+            }
+            r.field("util", FieldValue::F64((g * 100 + step as usize) as f64));
+            r.finish(seq).unwrap();
+            seq += 1;
+        }
+    }
+    db.write(b, WriteOptions::default()).await.unwrap();
+    db.persist().await.unwrap();
+    assert_eq!(db.compact_tiers().await.unwrap().tiers, 1);
+    let tier = db
+        .files()
+        .iter()
+        .find(|f| f.is_tier())
+        .cloned()
+        .expect("a tier file");
+    assert!(
+        db.series_index(&tier).await.unwrap().is_some(),
+        "the tier file has an index"
+    );
+    let ctx = SessionContext::new();
+    crate::table::register(&db, &ctx).unwrap();
+    let rows = |q: String| {
+        let ctx = ctx.clone();
+        async move {
+            let batches = ctx.sql(&q).await.unwrap().collect().await.unwrap();
+            let mut out = Vec::new();
+            for b in batches {
+                let gpu =
+                    arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+                let region =
+                    arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+                for i in 0..b.num_rows() {
+                    out.push((
+                        gpu.as_string::<i32>().value(i).to_string(),
+                        region
+                            .as_string::<i32>()
+                            .is_valid(i)
+                            .then(|| region.as_string::<i32>().value(i).to_string()),
+                        b.column(2).as_primitive::<Int64Type>().value(i),
+                        b.column(3).as_primitive::<Float64Type>().value(i),
+                    ));
+                }
+            }
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out
+        }
+    };
+    // Each GPU's 120 rows sum to 120 * 100 g + (0 + ... + 119).
+    let want = |g: usize, gpu: &str, region: Option<&str>| {
+        (
+            gpu.to_string(),
+            region.map(str::to_string),
+            120,
+            (120 * 100 * g + 7140) as f64,
+        )
+    };
+    let all =
+        rows("SELECT gpu, region, count(*), sum(util) FROM gpu GROUP BY gpu, region".into()).await;
+    assert_eq!(
+        all,
+        vec![
+            want(3, "a", Some("us")),
+            want(1, "b", None),
+            want(2, "c", Some("eu")),
+            want(0, "d", Some("eu")),
+        ]
+    );
+    // A tag filter and a time range that keeps minutes 3..6 (rows 36..84 of each GPU).
+    let some = rows(format!(
+        "SELECT gpu, region, count(*), sum(util) FROM gpu \
+         WHERE region = 'eu' AND time >= to_timestamp_nanos({}) \
+         AND time < to_timestamp_nanos({}) GROUP BY gpu, region",
+        T0 + 3 * MIN,
+        T0 + 7 * MIN
+    ))
+    .await;
+    let part = |g: usize, gpu: &str| {
+        let sum: usize = (36..84).map(|s| g * 100 + s).sum();
+        (gpu.to_string(), Some("eu".to_string()), 48, sum as f64)
+    };
+    assert_eq!(some, vec![part(2, "c"), part(0, "d")]);
+}
