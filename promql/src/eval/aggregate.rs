@@ -87,6 +87,51 @@ impl Acc {
     }
 }
 
+/// Which group a sample's labels fall in, by `by (…)` or `without (…)`.
+pub(super) struct Grouper<'a> {
+    without: bool,
+    names: &'a [String],
+    name_refs: Vec<&'a str>,
+    /// `without`'s names and the metric name, which a group never keeps.
+    without_refs: Vec<&'a str>,
+}
+
+impl<'a> Grouper<'a> {
+    pub fn new(grouping: &'a Grouping) -> Self {
+        let (without, names): (bool, &[String]) = match grouping {
+            Grouping::By(n) => (false, n),
+            Grouping::Without(n) => (true, n),
+        };
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut without_refs = name_refs.clone();
+        without_refs.push(METRIC_NAME);
+        Self {
+            without,
+            names,
+            name_refs,
+            without_refs,
+        }
+    }
+
+    /// The hash of the labels that decide the group.
+    pub fn key(&self, labels: &Labels) -> u64 {
+        if self.without {
+            labels.hash_without(self.names, true)
+        } else {
+            labels.hash_on(self.names)
+        }
+    }
+
+    /// The group's label set.
+    pub fn labels(&self, labels: &Labels) -> Labels {
+        if self.without {
+            labels.without(&self.without_refs)
+        } else {
+            labels.keep(&self.name_refs)
+        }
+    }
+}
+
 /// Running state of one group.
 struct Group {
     labels: Labels,
@@ -168,23 +213,12 @@ impl Evaluator<'_> {
             _ => {}
         }
 
-        let (without, names): (bool, &[String]) = match &a.grouping {
-            Grouping::By(n) => (false, n),
-            Grouping::Without(n) => (true, n),
-        };
-        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut without_refs = name_refs.clone();
-        without_refs.push(METRIC_NAME);
-
+        let grouping = Grouper::new(&a.grouping);
         let mut order: Vec<Group> = Vec::new();
         let mut index: HashMap<u64, usize> = HashMap::new();
         let mut cv_buf = String::new();
         for s in input {
-            let mut key = if without {
-                s.labels.hash_without(names, true)
-            } else {
-                s.labels.hash_on(names)
-            };
+            let mut key = grouping.key(&s.labels);
             if a.op == AggOp::CountValues {
                 cv_buf.clear();
                 cv_buf.push_str(&crate::functions::fmt_float(s.v));
@@ -193,11 +227,7 @@ impl Evaluator<'_> {
             let gi = match index.get(&key) {
                 Some(&i) => i,
                 None => {
-                    let mut labels = if without {
-                        s.labels.without(&without_refs)
-                    } else {
-                        s.labels.keep(&name_refs)
-                    };
+                    let mut labels = grouping.labels(&s.labels);
                     if a.op == AggOp::CountValues {
                         labels = labels.with(&count_label, &cv_buf);
                     }

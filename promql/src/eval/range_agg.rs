@@ -14,11 +14,11 @@
 
 use std::collections::HashMap;
 
-use super::aggregate::Acc;
+use super::aggregate::{Acc, Grouper};
 use super::cursor::seek;
 use super::{EvalError, Evaluator};
-use crate::ast::{AggregateExpr, Expr, Grouping, VectorSelector};
-use crate::value::{Labels, METRIC_NAME, Sample, Series, is_stale_nan};
+use crate::ast::{AggregateExpr, Expr, VectorSelector};
+use crate::value::{Labels, Sample, Series, is_stale_nan};
 
 /// The aggregation and selector of `e` when the series-at-a-time path evaluates it.
 pub(super) fn applies(e: &Expr) -> Option<(&AggregateExpr, &VectorSelector)> {
@@ -53,29 +53,13 @@ impl Evaluator<'_> {
         let Some(data) = self.selector_data(vs) else {
             return Ok(Vec::new());
         };
-        let (without, names): (bool, &[String]) = match &a.grouping {
-            Grouping::By(n) => (false, n),
-            Grouping::Without(n) => (true, n),
-        };
-        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut without_refs = name_refs.clone();
-        without_refs.push(METRIC_NAME);
+        let grouping = Grouper::new(&a.grouping);
         // Each series' group, in order of first appearance.
         let mut index: HashMap<u64, usize> = HashMap::new();
         let mut groups: Vec<(Labels, Vec<usize>)> = Vec::new();
         for (i, s) in data.series.iter().enumerate() {
-            let key = if without {
-                s.labels.hash_without(names, true)
-            } else {
-                s.labels.hash_on(names)
-            };
-            let g = *index.entry(key).or_insert_with(|| {
-                let labels = if without {
-                    s.labels.without(&without_refs)
-                } else {
-                    s.labels.keep(&name_refs)
-                };
-                groups.push((labels, Vec::new()));
+            let g = *index.entry(grouping.key(&s.labels)).or_insert_with(|| {
+                groups.push((grouping.labels(&s.labels), Vec::new()));
                 groups.len() - 1
             });
             groups[g].1.push(i);

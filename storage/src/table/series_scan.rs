@@ -92,13 +92,7 @@ struct SeriesValues {
 pub(super) struct SeriesScanExec {
     /// Per output partition, the units it reads in turn.
     partitions: Vec<Vec<Arc<Unit>>>,
-    /// Output schema: the table's projected columns.
-    schema: SchemaRef,
-    /// Per output column: `Some(i)` for the `i`th projected tag, `None` for a column read.
-    sources: Arc<[Option<usize>]>,
-    /// Columns read from Parquet, by name (never empty: `time` stands in for none).
-    read: Arc<[String]>,
-    reader: Arc<IndexedReaderFactory>,
+    reading: Arc<Reading>,
     rows: u64,
     metrics: ExecutionPlanMetricsSet,
     properties: Arc<PlanProperties>,
@@ -214,13 +208,15 @@ impl SeriesScanExec {
         );
         Ok(Some(Self {
             partitions,
-            schema,
-            sources,
-            read: read.into(),
-            reader: Arc::new(IndexedReaderFactory(CachedParquetFileReaderFactory::new(
-                db.store().clone(),
-                db.parquet_metadata(),
-            ))),
+            reading: Arc::new(Reading {
+                schema,
+                sources,
+                read: read.into(),
+                reader: IndexedReaderFactory(CachedParquetFileReaderFactory::new(
+                    db.store().clone(),
+                    db.parquet_metadata(),
+                )),
+            }),
             rows,
             metrics: ExecutionPlanMetricsSet::new(),
             properties: Arc::new(properties),
@@ -424,10 +420,7 @@ impl ExecutionPlan for SeriesScanExec {
         })?;
         let batch_size = context.session_config().batch_size();
         let ctx = Arc::new(ReadContext {
-            schema: self.schema.clone(),
-            sources: self.sources.clone(),
-            read: self.read.clone(),
-            reader: self.reader.clone(),
+            reading: self.reading.clone(),
             batch_size,
             partition,
         });
@@ -439,18 +432,26 @@ impl ExecutionPlan for SeriesScanExec {
             .try_flatten()
             .inspect_ok(move |b| baseline.record_output(b.num_rows()));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
+            self.reading.schema.clone(),
             stream,
         )))
     }
 }
 
+/// How every unit is read and assembled.
+struct Reading {
+    /// Output schema: the table's projected columns.
+    schema: SchemaRef,
+    /// Per output column: `Some(i)` for the `i`th projected tag, `None` for a column read.
+    sources: Arc<[Option<usize>]>,
+    /// Columns read from Parquet, by name (never empty: `time` stands in for none).
+    read: Arc<[String]>,
+    reader: IndexedReaderFactory,
+}
+
 /// What every unit of one partition's stream shares.
 struct ReadContext {
-    schema: SchemaRef,
-    sources: Arc<[Option<usize>]>,
-    read: Arc<[String]>,
-    reader: Arc<IndexedReaderFactory>,
+    reading: Arc<Reading>,
     batch_size: usize,
     partition: usize,
 }
@@ -462,11 +463,12 @@ impl ReadContext {
         unit: Arc<Unit>,
     ) -> DFResult<futures::stream::BoxStream<'static, DFResult<RecordBatch>>> {
         let file = PartitionedFile::new(unit.path.clone(), unit.size);
-        let reader = self.reader.open(self.partition, file)?;
+        let reader = self.reading.reader.open(self.partition, file)?;
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
         let file_schema = builder.schema().clone();
         let roots: Vec<usize> = self
+            .reading
             .read
             .iter()
             .filter_map(|name| file_schema.index_of(name).ok())
@@ -507,10 +509,11 @@ impl ReadContext {
         // (each column's values hold one entry per series).
         let mut checked: Option<DictionaryArray<Int32Type>> = None;
         let columns = self
+            .reading
             .schema
             .fields()
             .iter()
-            .zip(self.sources.iter())
+            .zip(self.reading.sources.iter())
             .map(|(f, source)| match source {
                 Some(t) => {
                     let tag = &unit.tags[*t];
@@ -540,7 +543,7 @@ impl ReadContext {
             })
             .collect::<DFResult<Vec<_>>>()?;
         Ok(RecordBatch::try_new_with_options(
-            self.schema.clone(),
+            self.reading.schema.clone(),
             columns,
             &RecordBatchOptions::new().with_row_count(Some(n)),
         )?)
