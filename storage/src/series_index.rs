@@ -339,6 +339,11 @@ impl SeriesIndex {
         self.rows
     }
 
+    /// The series of the file (the rows of [`Self::series_batch`]).
+    pub fn series(&self) -> usize {
+        self.series
+    }
+
     /// The first row of every run, in file order.
     pub fn run_starts(&self) -> &[u64] {
         &self.starts

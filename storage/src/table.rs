@@ -341,14 +341,6 @@ impl TableProvider for DbTable {
             let mut pieces = Vec::new();
             // Footers not cached yet are fetched a few at a time (object stores are slow to
             // answer, not to answer many).
-            let lookups: Vec<_> = direct
-                .iter()
-                .map(|f| self.series_selection(f, series_filter.as_ref()))
-                .collect();
-            let selections: Vec<Selection> = futures::stream::iter(lookups)
-                .buffered(FOOTER_FETCHES)
-                .try_collect()
-                .await?;
             // Where the projection holds tags, a file with a series index is read without
             // them: the index labels its rows (`series_scan.rs`).
             let tags: Vec<usize> = self.def.tag_indices().collect();
@@ -356,18 +348,43 @@ impl TableProvider for DbTable {
                 .cloned()
                 .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
             let labelled = projected.iter().any(|i| tags.contains(i));
+            // Footers not cached yet are fetched a few at a time (object stores are slow to
+            // answer, not to answer many).
+            let lookups: Vec<_> = direct
+                .iter()
+                .map(|f| async {
+                    let selection = self.series_selection(f, series_filter.as_ref()).await?;
+                    // A footer that cannot be read leaves the file to the Parquet scan, which
+                    // reports it.
+                    let indexed = if labelled && selection != Selection::None {
+                        match self.db.series_index(f).await {
+                            Ok(Some(index)) => {
+                                self.db.footer(f).await.ok().map(|footer| (index, footer))
+                            }
+                            _ => None,
+                        }
+                    } else {
+                        None
+                    };
+                    Ok::<_, DataFusionError>((selection, indexed))
+                })
+                .collect();
+            let selections: Vec<_> = futures::stream::iter(lookups)
+                .buffered(FOOTER_FETCHES)
+                .try_collect()
+                .await?;
             let mut indexed = Vec::new();
-            for (f, selection) in direct.iter().zip(selections) {
+            for (f, (selection, index)) in direct.iter().zip(selections) {
                 let rows = match selection {
                     Selection::None => continue,
                     Selection::All => None,
                     Selection::Rows(r) => Some(r),
                 };
-                if labelled && let Some(index) = self.db.series_index(f).await? {
+                if let Some((index, footer)) = index {
                     indexed.push(series_scan::IndexedFile {
                         file: f.clone(),
                         index,
-                        footer: self.db.footer(f).await?,
+                        footer,
                         rows,
                     });
                     continue;

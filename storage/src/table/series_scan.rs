@@ -142,12 +142,6 @@ impl SeriesScanExec {
         let mut units = Vec::new();
         let mut rows = 0u64;
         for f in files {
-            let series = f
-                .index
-                .run_series()
-                .iter()
-                .max()
-                .map_or(0, |&m| m as usize + 1);
             let tags: Arc<[SeriesValues]> = tag_schema
                 .fields()
                 .iter()
@@ -156,7 +150,7 @@ impl SeriesScanExec {
                         .index
                         .tag_values(field.name())
                         .cloned()
-                        .unwrap_or_else(|| new_null_array(&DataType::Utf8, series));
+                        .unwrap_or_else(|| new_null_array(&DataType::Utf8, f.index.series()));
                     let present = (values.null_count() > 0)
                         .then(|| (0..values.len()).map(|i| values.is_valid(i)).collect());
                     SeriesValues { values, present }
