@@ -109,7 +109,25 @@ pub enum PromqlError {
     #[error("{0}")]
     Session(Box<Error>),
     #[error("evaluation panicked: {0}")]
-    Panicked(#[from] tokio::task::JoinError),
+    Panicked(String),
+}
+
+impl From<tokio::task::JoinError> for PromqlError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        PromqlError::Panicked(e.to_string())
+    }
+}
+
+impl PromqlError {
+    /// A panic caught while evaluating, with its message.
+    pub fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        PromqlError::Panicked(msg)
+    }
 }
 
 impl HttpError for PromqlError {

@@ -91,6 +91,26 @@ impl ObjectStore for CountedStore {
         Ok(r)
     }
 
+    /// Forwarded, so that the inner store's own way of reading many ranges is kept (the
+    /// local store's one call instead of a hand-off per range). Counted as the requests a
+    /// remote store makes: one per run of ranges less than
+    /// [`object_store::OBJECT_STORE_COALESCE_DEFAULT`] apart.
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<bytes::Bytes>> {
+        self.metrics
+            .requests
+            .get_or_create(&Op { op: "get" })
+            .inc_by(coalesced_requests(ranges));
+        let r = self.inner.get_ranges(location, ranges).await?;
+        self.metrics
+            .received_bytes
+            .inc_by(r.iter().map(|b| b.len() as u64).sum());
+        Ok(r)
+    }
+
     fn delete_stream(
         &self,
         locations: BoxStream<'static, Result<Path>>,
@@ -113,5 +133,58 @@ impl ObjectStore for CountedStore {
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.metrics.count("copy");
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// How many requests a store that merges ranges less than
+/// [`object_store::OBJECT_STORE_COALESCE_DEFAULT`] apart makes for `ranges`.
+fn coalesced_requests(ranges: &[std::ops::Range<u64>]) -> u64 {
+    let mut sorted: Vec<_> = ranges.iter().map(|r| (r.start, r.end)).collect();
+    sorted.sort_unstable();
+    let mut requests = 0;
+    let mut end: Option<u64> = None;
+    for (s, e) in sorted {
+        match end {
+            Some(x) if s <= x.saturating_add(object_store::OBJECT_STORE_COALESCE_DEFAULT) => {
+                end = Some(x.max(e));
+            }
+            _ => {
+                requests += 1;
+                end = Some(e);
+            }
+        }
+    }
+    requests
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+
+    #[test]
+    fn ranges_close_together_count_as_one_request() {
+        let mib = object_store::OBJECT_STORE_COALESCE_DEFAULT;
+        assert_eq!(coalesced_requests(&[]), 0);
+        assert_eq!(coalesced_requests(&[0..10, 20..30, 5..8]), 1);
+        assert_eq!(coalesced_requests(&[0..10, 10 + mib..20 + mib]), 1);
+        assert_eq!(coalesced_requests(&[0..10, 11 + mib..20 + mib]), 2);
+        assert_eq!(coalesced_requests(&[3 * mib..3 * mib + 1, 0..1]), 2);
+    }
+
+    #[tokio::test]
+    async fn get_ranges_is_forwarded_and_counted() {
+        let inner = Arc::new(object_store::memory::InMemory::new());
+        let path = Path::from("f");
+        inner
+            .put(&path, PutPayload::from_static(b"0123456789"))
+            .await
+            .unwrap();
+        let metrics = ObjectStoreMetrics::default();
+        let store = CountedStore::new(inner, metrics.clone());
+        let got = store.get_ranges(&path, &[1..3, 7..10]).await.unwrap();
+        assert_eq!(got, vec![&b"12"[..], &b"789"[..]]);
+        assert_eq!(metrics.requests.get_or_create(&Op { op: "get" }).get(), 1);
+        assert_eq!(metrics.received_bytes.get(), 5);
     }
 }

@@ -368,13 +368,30 @@ pub(crate) async fn evaluate(
     )
     .await
     .map_err(|_| PromqlError::Timeout)??;
-    let result = tokio::task::spawn_blocking(move || match range {
+    let steps = range.map_or(1, |(s, e, step)| {
+        usize::try_from(e.saturating_sub(s) / step.max(1)).map_or(usize::MAX, |n| n + 1)
+    });
+    let samples = fetched.samples;
+    let run = move || match range {
         Some((s, e, step)) => eval::range_query(&fetched, &expr, s, e, step, &opts),
         None => eval::instant_query(&fetched, &expr, at, &opts),
-    })
-    .await??;
-    Ok(result)
+    };
+    // A small query (one GPU's day, say) is evaluated here, in well under a millisecond: a
+    // hand-off to the blocking pool and back cost more than that. Anything larger runs off
+    // the async workers.
+    if samples <= INLINE_EVAL_SAMPLES && steps <= INLINE_EVAL_STEPS {
+        return match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+            Ok(r) => Ok(r?),
+            Err(payload) => Err(PromqlError::panicked(&*payload)),
+        };
+    }
+    Ok(tokio::task::spawn_blocking(run).await??)
 }
+
+/// The most samples a query evaluated on the async worker that fetched them may read...
+const INLINE_EVAL_SAMPLES: usize = 16_384;
+/// ...and the most steps it may have (a week at one minute is 10,080).
+const INLINE_EVAL_STEPS: usize = 11_000;
 
 impl From<PromqlError> for ApiError {
     fn from(e: PromqlError) -> Self {
@@ -383,7 +400,7 @@ impl From<PromqlError> for ApiError {
             PromqlError::Fetch(e) => e.into(),
             PromqlError::Timeout => ApiError::timeout("query preparation"),
             PromqlError::Session(e) => (*e).into(),
-            PromqlError::Panicked(e) => ApiError::internal(format!("evaluation panicked: {e}")),
+            e @ PromqlError::Panicked(_) => ApiError::internal(e.to_string()),
             e @ (PromqlError::Parse(_)
             | PromqlError::TooManyPoints { .. }
             | PromqlError::NotSeries { .. }) => ApiError::bad_data(e.to_string()),
