@@ -418,14 +418,49 @@ pub fn range_query(
         }
     }
     let ev = Evaluator::new(q, expr, start, end, step, opts)?;
-    if let Some((a, vs)) = range_agg::applies(expr) {
-        let steps: Vec<i64> = std::iter::successors(Some(start), |t| t.checked_add(step))
+    let steps = || -> Vec<i64> {
+        std::iter::successors(Some(start), |t| t.checked_add(step))
             .take_while(|&t| t <= end)
-            .collect();
-        let mut out = ev.range_aggregate(a, vs, &steps)?;
+            .collect()
+    };
+    let at_once = if let Some((a, vs)) = range_agg::applies(expr) {
+        Some(ev.range_aggregate(a, vs, &steps())?)
+    } else if let Some(vs) = range_agg::plain_selector(expr) {
+        ev.range_select(vs, &steps())?
+    } else {
+        None
+    };
+    if let Some(mut out) = at_once {
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         return Ok(ev.finish(Value::Matrix(out)));
     }
+    stepwise(ev, expr, start, end, step, opts)
+}
+
+/// [`range_query`] evaluated step by step, every query taking the same path.
+#[cfg(test)]
+pub(crate) fn range_query_stepwise(
+    q: &dyn Queryable,
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    opts: &EvalOptions,
+) -> Result<QueryResult, EvalError> {
+    let ev = Evaluator::new(q, expr, start, end, step, opts)?;
+    stepwise(ev, expr, start, end, step, opts)
+}
+
+/// The general range query: `expr` evaluated at each step, its vectors' samples appended
+/// to their series.
+fn stepwise(
+    ev: Evaluator<'_>,
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    opts: &EvalOptions,
+) -> Result<QueryResult, EvalError> {
     let mut series: HashMap<Labels, (Vec<Sample>, i64)> = HashMap::new();
     let mut points = 0usize;
     let mut t = start;

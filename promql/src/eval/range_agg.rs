@@ -1,5 +1,6 @@
 //! Range queries of an aggregation over a plain selector (`avg(gpu_utilization)`,
-//! `sum by (region) (x)`), evaluated a series at a time.
+//! `sum by (region) (x)`), and of a plain selector alone (`gpu_utilization{gpu_uuid="…"}`,
+//! every single-metric chart), evaluated a series at a time.
 //!
 //! Step by step, such a query builds a vector of every selected series at every step (each
 //! sample with its label set), hashes each sample's labels into its group, and then folds
@@ -34,6 +35,14 @@ pub(super) fn applies(e: &Expr) -> Option<(&AggregateExpr, &VectorSelector)> {
     }
 }
 
+/// The selector of `e` when `e` is a plain selector (in parentheses or not).
+pub(super) fn plain_selector(e: &Expr) -> Option<&VectorSelector> {
+    match unparen(e) {
+        Expr::VectorSelector(vs) => Some(vs),
+        _ => None,
+    }
+}
+
 fn unparen(mut e: &Expr) -> &Expr {
     while let Expr::Paren(x) = e {
         e = x;
@@ -42,6 +51,67 @@ fn unparen(mut e: &Expr) -> &Expr {
 }
 
 impl Evaluator<'_> {
+    /// The series of plain selector `vs` at `steps`, as a step-by-step range query answers
+    /// them (unsorted); `None` when two selected series share a label set (step by step,
+    /// they merge into one series or fail), which that path then handles.
+    ///
+    /// Step by step, each step's vector clones every series' labels and hashes them into
+    /// the answer; here each series is walked once. A step selects exactly the points it
+    /// outputs, so the sample limit trips, step by step, exactly when the whole answer
+    /// holds more points than it allows.
+    pub(super) fn range_select(
+        &self,
+        vs: &VectorSelector,
+        steps: &[i64],
+    ) -> Result<Option<Vec<Series>>, EvalError> {
+        let Some(data) = self.selector_data(vs) else {
+            return Ok(Some(Vec::new()));
+        };
+        if data.series.len() > 1 {
+            let mut seen = std::collections::HashSet::with_capacity(data.series.len());
+            if !data.series.iter().all(|s| seen.insert(&s.labels)) {
+                return Ok(None);
+            }
+        }
+        let refs: Vec<i64> = steps
+            .iter()
+            .map(|&t| self.ref_time(vs.at, vs.offset_ms, t))
+            .collect();
+        let lookback = self.opts.lookback_ms;
+        let mut total = 0usize;
+        let mut out = Vec::with_capacity(data.series.len());
+        for s in &data.series {
+            self.check_deadline("query evaluation")?;
+            let samples = &s.samples;
+            let mut points = Vec::new();
+            let mut cursor = 0;
+            for (&t, &r) in steps.iter().zip(&refs) {
+                cursor = seek(samples, cursor, r);
+                if cursor == 0 {
+                    continue;
+                }
+                let x = samples[cursor - 1];
+                if x.t <= r.saturating_sub(lookback) || is_stale_nan(x.v) {
+                    continue;
+                }
+                points.push(Sample { t, v: x.v });
+            }
+            total += points.len();
+            if total > self.opts.max_samples {
+                return Err(EvalError::TooManySamples {
+                    limit: self.opts.max_samples,
+                });
+            }
+            if !points.is_empty() {
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    samples: points,
+                });
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// The series of `a` (over `vs`) at `steps`, as a step-by-step range query answers
     /// them (unsorted).
     pub(super) fn range_aggregate(

@@ -449,7 +449,16 @@ async fn fetch_one(
         let joined = !rolled.is_empty();
         let before = result.len();
         result.append(&mut rolled);
-        for (tag_values, per_metric) in acc.finish() {
+        // An instant selector's steps read one sample each: the others are not kept.
+        let grid = match sel.reads {
+            Reads::Last { first, step } => Some(series::Grid {
+                first,
+                step,
+                last: sel.max_t,
+            }),
+            Reads::Raw | Reads::Max { .. } | Reads::Min { .. } => None,
+        };
+        for (tag_values, per_metric) in acc.finish(grid) {
             for (i, samples) in per_metric.into_iter().enumerate() {
                 if samples.is_empty() {
                     continue;

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 
-use super::super::{EvalOptions, range_query};
+use super::super::{EvalOptions, range_query, range_query_stepwise};
 use super::applies;
 use crate::parser::parse;
 use crate::storage::MemStore;
@@ -64,11 +64,32 @@ fn store(fleet: &[(usize, Vec<Option<f64>>)]) -> MemStore {
 
 /// The answer as (labels, [(t, bits)]) per series, or the error's text.
 fn answer(s: &MemStore, q: &str, start: i64, end: i64, step: i64, limit: usize) -> String {
+    answer_by(range_query, s, q, start, end, step, limit)
+}
+
+type RangeQuery = fn(
+    &dyn crate::storage::Queryable,
+    &crate::ast::Expr,
+    i64,
+    i64,
+    i64,
+    &EvalOptions,
+) -> Result<crate::eval::QueryResult, crate::eval::EvalError>;
+
+fn answer_by(
+    f: RangeQuery,
+    s: &MemStore,
+    q: &str,
+    start: i64,
+    end: i64,
+    step: i64,
+    limit: usize,
+) -> String {
     let opts = EvalOptions {
         max_samples: limit,
         ..EvalOptions::default()
     };
-    match range_query(s, &parse(q).expect("parses"), start, end, step, &opts) {
+    match f(s, &parse(q).expect("parses"), start, end, step, &opts) {
         Ok(r) => {
             let Value::Matrix(m) = r.value else {
                 return format!("not a matrix: {:?}", r.value);
@@ -131,6 +152,30 @@ proptest! {
     }
 }
 
+proptest! {
+    /// A plain selector (every single-metric chart), with every modifier, over series with
+    /// gaps, NaN, staleness markers and infinities, under sample limits small enough to
+    /// trip: the same series, bit for bit, or the same error, as step by step.
+    #[test]
+    fn a_plain_selector_answers_as_step_by_step(
+        fleet in fleet(),
+        modifier in 0usize..MODIFIERS.len(),
+        parens in any::<bool>(),
+        start in 0i64..300_000,
+        span in 0i64..600_000,
+        step in prop_oneof![Just(15_000i64), Just(60_000), 1_000i64..200_000],
+        limit in prop_oneof![Just(50_000_000usize), 0usize..120],
+    ) {
+        let s = store(&fleet);
+        let q = format!("x{}", MODIFIERS[modifier]);
+        let q = if parens { format!("({q})") } else { q };
+        let end = start + span;
+        let fast = answer(&s, &q, start, end, step, limit);
+        let slow = answer_by(range_query_stepwise, &s, &q, start, end, step, limit);
+        prop_assert_eq!(fast, slow, "{}", q);
+    }
+}
+
 /// Every sample limit from none to past the whole query: the limit trips at the same step,
 /// with the same error, as step by step (a random limit rarely lands on a boundary). The
 /// fetch alone holds about 80 samples; at a 5 s step the steps count up to about 300 more.
@@ -158,6 +203,16 @@ fn every_sample_limit_trips_where_step_by_step_trips() {
             assert_eq!(fast, slow, "{q} under a limit of {limit}");
         }
         // Some limits trip (at the fetch or during the steps), and the largest passes all.
+        assert!((1..400).contains(&tripped), "{q}: {tripped} limits tripped");
+    }
+    for q in ["x", "x offset 30s", "(x @ 200)"] {
+        let mut tripped = 0;
+        for limit in 0..400 {
+            let fast = answer(&s, q, 0, 300_000, 5_000, limit);
+            let slow = answer_by(range_query_stepwise, &s, q, 0, 300_000, 5_000, limit);
+            tripped += usize::from(fast.starts_with("error"));
+            assert_eq!(fast, slow, "{q} under a limit of {limit}");
+        }
         assert!((1..400).contains(&tripped), "{q}: {tripped} limits tripped");
     }
 }

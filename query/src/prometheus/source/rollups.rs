@@ -164,7 +164,7 @@ pub(super) async fn read(
     }
     *total += acc.samples;
     let mut out = Vec::new();
-    for (mut tag_values, per_metric) in acc.finish() {
+    for (mut tag_values, per_metric) in acc.finish(None) {
         let field = tag_values.pop().flatten().unwrap_or_default();
         let Some(metric) = metrics.iter().find(|m| m.field == field) else {
             continue;

@@ -214,9 +214,22 @@ impl SeriesAccumulator {
         Ok(())
     }
 
-    /// Every tag set with its samples per metric, each sorted by time.
-    pub fn finish(self) -> Vec<TagSeries> {
+    /// Every tag set with its samples per metric, each sorted by time. With a `grid`, only
+    /// the samples its evaluation times read are kept ([`Grid::thin`]).
+    pub fn finish(self, grid: Option<Grid>) -> Vec<TagSeries> {
         let batches = self.batches;
+        let samples_of = |m: usize, s: &Segment| {
+            let (cols, time) = &batches[s.batch as usize];
+            let col = &cols[m];
+            let ms = |t: i64| t.div_euclid(1_000_000);
+            (s.start as usize..s.end as usize)
+                .filter(move |&r| col.is_valid(r))
+                .map(move |r| Sample {
+                    t: ms(time[r]),
+                    v: col.value(r),
+                })
+        };
+        let last_ns = |s: &Segment| batches[s.batch as usize].1[s.end as usize - 1];
         self.series
             .into_iter()
             .map(|(tags, per_metric)| {
@@ -225,39 +238,172 @@ impl SeriesAccumulator {
                     .enumerate()
                     .map(|(m, mut segs)| {
                         segs.sort_unstable_by_key(|s| s.first_ns);
+                        let in_order = segs.windows(2).all(|w| last_ns(&w[0]) < w[1].first_ns);
+                        if let (Some(grid), true) = (grid, in_order) {
+                            // Thinned while copied: the skipped samples are never stored.
+                            let dense = segs
+                                .iter()
+                                .all(|s| batches[s.batch as usize].0[m].nulls().is_none());
+                            if dense {
+                                let runs: Vec<(&[i64], &[f64])> = segs
+                                    .iter()
+                                    .map(|s| {
+                                        let (cols, time) = &batches[s.batch as usize];
+                                        let (a, b) = (s.start as usize, s.end as usize);
+                                        (&time[a..b], &cols[m].values()[a..b])
+                                    })
+                                    .collect();
+                                return grid.thin_runs(&runs);
+                            }
+                            return grid.thin(segs.iter().flat_map(|s| samples_of(m, s)));
+                        }
                         let total: usize = segs.iter().map(|s| (s.end - s.start) as usize).sum();
                         let mut out = Vec::with_capacity(total);
                         for s in &segs {
                             let (cols, time) = &batches[s.batch as usize];
                             let col = &cols[m];
                             let (a, b) = (s.start as usize, s.end as usize);
-                            let ms = |t: i64| t.div_euclid(1_000_000);
                             match col.nulls() {
-                                None => out.extend(
-                                    time[a..b]
-                                        .iter()
-                                        .zip(&col.values()[a..b])
-                                        .map(|(&t, &v)| Sample { t: ms(t), v }),
-                                ),
-                                Some(_) => {
-                                    out.extend((a..b).filter(|&r| col.is_valid(r)).map(|r| {
-                                        Sample {
-                                            t: ms(time[r]),
-                                            v: col.value(r),
-                                        }
-                                    }))
-                                }
+                                // The common case, without a validity check per row.
+                                None => out.extend(time[a..b].iter().zip(&col.values()[a..b]).map(
+                                    |(&t, &v)| Sample {
+                                        t: t.div_euclid(1_000_000),
+                                        v,
+                                    },
+                                )),
+                                Some(_) => out.extend(samples_of(m, s)),
                             }
                         }
                         if !out.is_sorted_by_key(|s| s.t) {
                             out.sort_by_key(|s| s.t);
                         }
-                        out
+                        match grid {
+                            Some(grid) => grid.thin(out.into_iter()),
+                            None => out,
+                        }
                     })
                     .collect();
                 (tags, samples)
             })
             .collect()
+    }
+}
+
+/// The times an instant selector is evaluated at: `first + k * step` up to `last` (`first`
+/// alone when `step` is 0), as [`rigwatch_promql::eval::Reads::Last`] describes them. At
+/// each, the evaluator reads only the last sample at or before it (if within the lookback
+/// and not a staleness marker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Grid {
+    pub first: i64,
+    pub step: i64,
+    pub last: i64,
+}
+
+impl Grid {
+    /// The first evaluation time at or after `t`, if any.
+    fn at_or_after(&self, t: i64) -> Option<i64> {
+        let at = if t <= self.first {
+            self.first
+        } else if self.step <= 0 {
+            return None;
+        } else {
+            // Called once per evaluation time reached, so 128 bits cost nothing and no
+            // time overflows.
+            let (first, step) = (i128::from(self.first), i128::from(self.step));
+            let k = (i128::from(t) - first - 1) / step + 1;
+            i64::try_from(first + k * step).ok()?
+        };
+        (at <= self.last).then_some(at)
+    }
+
+    /// The first evaluation time at or after `t`, given `prev`, the one for an earlier
+    /// sample: mostly the same or the next (no division), since steps are wider than the
+    /// gaps between samples.
+    fn next_at(&self, prev: Option<i64>, t: i64) -> Option<i64> {
+        match prev {
+            Some(p) if t <= p => Some(p),
+            Some(p) if self.step > 0 && t <= p.saturating_add(self.step) => {
+                let at = p + self.step;
+                (at <= self.last).then_some(at)
+            }
+            _ => self.at_or_after(t),
+        }
+    }
+
+    /// Of `samples` (sorted by time), those that some evaluation time reads: each sample
+    /// whose next sample comes after the first evaluation time at or after it. The
+    /// evaluator's answer from them is its answer from all of them, since a step never
+    /// reads any other sample: a 1 m step over 10 s samples keeps one in six.
+    pub fn thin(&self, samples: impl Iterator<Item = Sample>) -> Vec<Sample> {
+        let mut out = Vec::new();
+        let mut it = samples.peekable();
+        let mut at = None;
+        while let Some(s) = it.next() {
+            at = self.next_at(at, s.t);
+            // Past the last evaluation time: so is every later sample.
+            let Some(a) = at else { break };
+            if it.peek().is_none_or(|n| n.t > a) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// [`Grid::thin`] over runs of (nanosecond times, values), one after another in time
+    /// and without gaps in the values: each evaluation time's sample is found by binary
+    /// search, without visiting the samples between.
+    pub fn thin_runs(&self, runs: &[(&[i64], &[f64])]) -> Vec<Sample> {
+        let ms = |ns: i64| ns.div_euclid(1_000_000);
+        // The first nanosecond whose millisecond is after `at`.
+        let after = |at: i64| at.saturating_add(1).saturating_mul(1_000_000);
+        // Room for one sample per evaluation time, or per sample where there are fewer.
+        let rows: usize = runs.iter().map(|r| r.0.len()).sum();
+        let times_at = match self.step {
+            s if s > 0 => (self.last.saturating_sub(self.first) / s).saturating_add(1),
+            _ => 1,
+        };
+        let mut out = Vec::with_capacity(rows.min(usize::try_from(times_at).unwrap_or(rows)));
+        let mut at: Option<i64> = None;
+        // The last sample of the previous run, the latest for evaluation time `at` so far:
+        // kept unless the next run starts at or before `at`.
+        let mut pending: Option<Sample> = None;
+        for &(times, values) in runs {
+            let mut i = 0;
+            while i < times.len() {
+                let ns = times[i];
+                if let Some(p) = pending.take()
+                    && at.is_some_and(|a| ns >= after(a))
+                {
+                    out.push(p);
+                }
+                at = self.next_at(at, ms(ns));
+                let Some(a) = at else {
+                    return out;
+                };
+                let end = after(a);
+                // Steps are a few samples apart: look at the next few, then search.
+                let mut j = i + 1;
+                while j < times.len() && j < i + 8 && times[j] < end {
+                    j += 1;
+                }
+                if j == i + 8 {
+                    j += times[j..].partition_point(|&x| x < end);
+                }
+                let last = Sample {
+                    t: ms(times[j - 1]),
+                    v: values[j - 1],
+                };
+                if j < times.len() {
+                    out.push(last);
+                } else {
+                    pending = Some(last);
+                }
+                i = j;
+            }
+        }
+        out.extend(pending);
+        out
     }
 }
 
@@ -301,7 +447,7 @@ mod tests {
             &[2, 11],
         ))
         .unwrap();
-        let got = acc.finish();
+        let got = acc.finish(None);
         let ts: Vec<i64> = got[0].1[0].iter().map(|s| s.t).collect();
         assert_eq!(ts, [1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     }
@@ -337,7 +483,7 @@ mod tests {
         let mut acc = SeriesAccumulator::new(2, 1);
         acc.push(&batch).unwrap();
         let got: Vec<(Vec<Option<String>>, usize)> = acc
-            .finish()
+            .finish(None)
             .into_iter()
             .map(|(tags, m)| (tags, m[0].len()))
             .collect();
@@ -365,7 +511,7 @@ mod tests {
         .unwrap();
         assert_eq!(acc.samples, 5);
         let got: Vec<(Option<String>, Vec<(i64, f64)>)> = acc
-            .finish()
+            .finish(None)
             .into_iter()
             .map(|(tags, m)| (tags[0].clone(), m[0].iter().map(|s| (s.t, s.v)).collect()))
             .collect();
@@ -377,5 +523,79 @@ mod tests {
                 (None, vec![(30, 4.0)]),
             ]
         );
+    }
+
+    /// What an instant selector reads at `at`: the last sample at or before it.
+    fn read_at(samples: &[Sample], at: i64) -> Option<(i64, u64)> {
+        let i = samples.partition_point(|s| s.t <= at);
+        (i > 0).then(|| (samples[i - 1].t, samples[i - 1].v.to_bits()))
+    }
+
+    proptest::proptest! {
+        /// At every evaluation time, the thinned samples give the sample the whole series
+        /// gives (so lookback and staleness decide the same), and nothing is kept that no
+        /// time reads.
+        #[test]
+        fn thinning_keeps_what_every_step_reads(
+            gaps in proptest::collection::vec(1i64..40, 0..60),
+            first in -20i64..200,
+            step in proptest::prop_oneof![proptest::strategy::Just(0i64), 1i64..50],
+            steps in 0i64..30,
+        ) {
+            let mut t = 0;
+            let samples: Vec<Sample> = gaps
+                .iter()
+                .map(|g| {
+                    t += g;
+                    Sample { t, v: t as f64 }
+                })
+                .collect();
+            let grid = Grid { first, step, last: first + step * steps };
+            let thin = grid.thin(samples.iter().copied());
+            let times: Vec<i64> = (0..=if step == 0 { 0 } else { steps })
+                .map(|k| first + k * step)
+                .collect();
+            for &at in &times {
+                proptest::prop_assert_eq!(read_at(&thin, at), read_at(&samples, at), "at {}", at);
+            }
+            // The same, found by binary search over runs split anywhere.
+            let ns: Vec<i64> = samples.iter().map(|s| s.t * 1_000_000 + 999_999).collect();
+            let vs: Vec<f64> = samples.iter().map(|s| s.v).collect();
+            let cut = (first.unsigned_abs() as usize) % (samples.len() + 1);
+            let runs = [(&ns[..cut], &vs[..cut]), (&ns[cut..], &vs[cut..])];
+            let runs: Vec<(&[i64], &[f64])> = runs.into_iter().filter(|r| !r.0.is_empty()).collect();
+            let by_runs = grid.thin_runs(&runs);
+            proptest::prop_assert_eq!(&by_runs, &thin);
+            for s in &thin {
+                proptest::prop_assert!(
+                    times.iter().any(|&at| read_at(&samples, at) == Some((s.t, s.v.to_bits()))),
+                    "{:?} is read by no step", s
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn finish_thins_across_segments_and_batches() {
+        // One series in three batches (10 s samples); steps every 60 s from 55 s to 175 s.
+        let mut acc = SeriesAccumulator::new(1, 1);
+        for times in [
+            &[10_000, 20_000, 30_000, 40_000][..],
+            &[50_000, 60_000, 70_000, 80_000],
+            &[90_000, 100_000, 110_000, 120_000, 130_000],
+        ] {
+            let tags = vec![Some("a"); times.len()];
+            let vals: Vec<Option<f64>> = times.iter().map(|&t| Some(t as f64)).collect();
+            acc.push(&batch(&tags, &vals, times)).unwrap();
+        }
+        let grid = Grid {
+            first: 55_000,
+            step: 60_000,
+            last: 175_000,
+        };
+        let got = acc.finish(Some(grid));
+        let times: Vec<i64> = got[0].1[0].iter().map(|s| s.t).collect();
+        // 55 s reads 50 s, 115 s reads 110 s, 175 s reads 130 s.
+        assert_eq!(times, vec![50_000, 110_000, 130_000]);
     }
 }
