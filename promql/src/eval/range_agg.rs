@@ -43,6 +43,22 @@ pub(super) fn plain_selector(e: &Expr) -> Option<&VectorSelector> {
     }
 }
 
+/// For each reference time `refs[j]` at which an instant selector selects a sample of
+/// `samples`, `(j, value)`: the last sample at or before it, unless older than `lookback`
+/// or a staleness marker, as [`Evaluator::eval_vector_selector`] picks it.
+fn selected<'a>(
+    samples: &'a [Sample],
+    refs: &'a [i64],
+    lookback: i64,
+) -> impl Iterator<Item = (usize, f64)> + 'a {
+    let mut cursor = 0;
+    refs.iter().enumerate().filter_map(move |(j, &r)| {
+        cursor = seek(samples, cursor, r);
+        let x = *samples.get(cursor.checked_sub(1)?)?;
+        (x.t > r.saturating_sub(lookback) && !is_stale_nan(x.v)).then_some((j, x.v))
+    })
+}
+
 fn unparen(mut e: &Expr) -> &Expr {
     while let Expr::Paren(x) = e {
         e = x;
@@ -82,20 +98,9 @@ impl Evaluator<'_> {
         let mut out = Vec::with_capacity(data.series.len());
         for s in &data.series {
             self.check_deadline("query evaluation")?;
-            let samples = &s.samples;
-            let mut points = Vec::new();
-            let mut cursor = 0;
-            for (&t, &r) in steps.iter().zip(&refs) {
-                cursor = seek(samples, cursor, r);
-                if cursor == 0 {
-                    continue;
-                }
-                let x = samples[cursor - 1];
-                if x.t <= r.saturating_sub(lookback) || is_stale_nan(x.v) {
-                    continue;
-                }
-                points.push(Sample { t, v: x.v });
-            }
+            let points: Vec<Sample> = selected(&s.samples, &refs, lookback)
+                .map(|(j, v)| Sample { t: steps[j], v })
+                .collect();
             total += points.len();
             if total > self.opts.max_samples {
                 return Err(EvalError::TooManySamples {
@@ -140,7 +145,7 @@ impl Evaluator<'_> {
             .collect();
         let lookback = self.opts.lookback_ms;
         // Samples each step selects, and points each step outputs: the sample limit's counts.
-        let mut selected = vec![0usize; steps.len()];
+        let mut chosen = vec![0usize; steps.len()];
         let mut output = vec![0usize; steps.len()];
         let mut accs = vec![Acc::default(); steps.len()];
         let mut out = Vec::with_capacity(groups.len());
@@ -148,19 +153,9 @@ impl Evaluator<'_> {
             self.check_deadline("query evaluation")?;
             accs.fill(Acc::default());
             for &i in &members {
-                let samples = &data.series[i].samples;
-                let mut cursor = 0;
-                for (j, &r) in refs.iter().enumerate() {
-                    cursor = seek(samples, cursor, r);
-                    if cursor == 0 {
-                        continue;
-                    }
-                    let x = samples[cursor - 1];
-                    if x.t <= r.saturating_sub(lookback) || is_stale_nan(x.v) {
-                        continue;
-                    }
-                    selected[j] += 1;
-                    accs[j].add(a.op, x.v);
+                for (j, v) in selected(&data.series[i].samples, &refs, lookback) {
+                    chosen[j] += 1;
+                    accs[j].add(a.op, v);
                 }
             }
             let mut points = Vec::new();
@@ -183,7 +178,7 @@ impl Evaluator<'_> {
         // The step-by-step limit: before a step, the points output so far plus the samples
         // it selects; after it, the points output so far.
         let mut points = 0usize;
-        for (s, o) in selected.iter().zip(&output) {
+        for (s, o) in chosen.iter().zip(&output) {
             if points + s > self.opts.max_samples {
                 return Err(EvalError::TooManySamples {
                     limit: self.opts.max_samples,
