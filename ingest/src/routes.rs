@@ -27,6 +27,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use futures::StreamExt;
 use rigwatch_common::http_error::HttpError;
 use rigwatch_storage::auth::Principal;
 use rigwatch_storage::batch::WriteBatch;
@@ -119,10 +120,37 @@ fn error_response(status: StatusCode, code: &'static str, message: String) -> Re
 
 /// The body as sent, up to `limit` bytes and within [`BODY_READ_TIMEOUT`].
 async fn read_raw(limit: usize, body: Body) -> Result<Bytes, Response> {
-    tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
+    tokio::time::timeout(BODY_READ_TIMEOUT, collect(body, limit))
         .await
         .map_err(|_| body_timeout())?
-        .map_err(|_| ingest_error(IngestError::TooLarge { limit }))
+        .ok_or_else(|| ingest_error(IngestError::TooLarge { limit }))
+}
+
+/// Reads `body` into one buffer sized from its length (`Content-Length`) where it says one:
+/// each frame is copied in and freed at once, instead of every frame being kept until the
+/// end and then copied again into one buffer. `None` past `limit` bytes or on a broken body.
+pub(crate) async fn collect(body: Body, limit: usize) -> Option<Bytes> {
+    let hint = axum::body::HttpBody::size_hint(&body);
+    if hint.lower() > limit as u64 {
+        return None;
+    }
+    // A length a client claims reserves at most this much before its bytes arrive.
+    const RESERVE_MAX: u64 = 16 << 20;
+    let reserve = hint.exact().unwrap_or(0).min(RESERVE_MAX);
+    let mut buf = bytes::BytesMut::with_capacity(reserve as usize);
+    let mut frames = body.into_data_stream();
+    while let Some(frame) = frames.next().await {
+        let data = frame.ok()?;
+        if buf.len() + data.len() > limit {
+            return None;
+        }
+        if buf.is_empty() && hint.exact() == Some(data.len() as u64) {
+            // The whole body in one frame: no copy.
+            return Some(data);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Some(buf.freeze())
 }
 
 /// 408: the body did not arrive within [`BODY_READ_TIMEOUT`] of the request's admission.
@@ -224,7 +252,7 @@ async fn write_lp(
     let text_body = body.clone();
     let parsed = parse_off_thread(body.len(), move || {
         let text = utf8(&text_body)?;
-        let mut batch = WriteBatch::with_capacity(text.len() / 200, text.len());
+        let mut batch = WriteBatch::reused(text.len() / 200, text.len());
         let errors = line_protocol::parse(text, precision, now_ns(), &mut batch);
         Ok((batch, errors))
     })
@@ -254,7 +282,7 @@ async fn write_prom_text(
     let text_body = body.clone();
     let parsed = parse_off_thread(body.len(), move || {
         let text = utf8(&text_body)?;
-        let mut batch = WriteBatch::with_capacity(text.len() / 64, text.len());
+        let mut batch = WriteBatch::reused(text.len() / 64, text.len());
         let errors = prom_text::parse(text, default_ms, &mut batch);
         Ok((batch, errors))
     })
@@ -284,7 +312,7 @@ async fn write_remote(
     let raw = body.clone();
     let parsed = parse_off_thread(body.len(), move || {
         let req = remote_write::decode(&raw, limit)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = WriteBatch::reused(0, 0);
         let errors = remote_write::to_batch(&req, &mut batch);
         Ok((batch, errors))
     })

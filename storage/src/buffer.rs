@@ -27,7 +27,13 @@ pub struct Buffer {
     bytes: usize,
     rows: usize,
     key_buf: String,
+    /// Per table, the most rows one of its chunks held when the buffer was last frozen: a new
+    /// chunk makes room for that many at once (bounded by [`ROWS_HINT_MAX`]).
+    rows_hint: HashMap<String, usize>,
 }
+
+/// The most rows a new chunk makes room for before its first write.
+const ROWS_HINT_MAX: usize = 1 << 22;
 
 /// A buffer taken out of service for persisting; immutable and shared with queries.
 #[derive(Debug, Default)]
@@ -44,6 +50,7 @@ impl Buffer {
             bytes: 0,
             rows: 0,
             key_buf: String::new(),
+            rows_hint: HashMap::new(),
         }
     }
 
@@ -71,7 +78,10 @@ impl Buffer {
             };
             let chunk = partitions
                 .entry(partition_of(row.time(), self.partition_ns))
-                .or_insert_with(|| Chunk::new(def.append_only));
+                .or_insert_with(|| {
+                    let hint = self.rows_hint.get(row.table()).copied().unwrap_or(0);
+                    Chunk::with_rows_hint(def.append_only, hint)
+                });
             let before = chunk.rows();
             self.bytes += chunk.apply(
                 def,
@@ -88,6 +98,16 @@ impl Buffer {
 
     /// Takes every chunk out, leaving the buffer empty.
     pub fn freeze(&mut self) -> Frozen {
+        for (table, parts) in &self.tables {
+            let most = parts.values().map(Chunk::rows).max().unwrap_or(0);
+            match self.rows_hint.get_mut(table) {
+                Some(hint) => *hint = most.min(ROWS_HINT_MAX),
+                None => {
+                    self.rows_hint
+                        .insert(table.clone(), most.min(ROWS_HINT_MAX));
+                }
+            }
+        }
         let tables = std::mem::take(&mut self.tables)
             .into_iter()
             .map(|(t, parts)| {

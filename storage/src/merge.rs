@@ -17,6 +17,9 @@ use crate::schema::{ColumnKind, TableDef};
 
 type Result<T> = std::result::Result<T, ArrowError>;
 
+mod stream;
+pub use stream::merge_sorted;
+
 /// Reshapes `batch` to `schema`: columns matched by name, cast where the type differs (e.g. a
 /// Parquet file read back without dictionaries), and all-null where the batch lacks them.
 pub fn align(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {

@@ -17,6 +17,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
 // ParquetObjectReader is deprecated upstream in favour of hand-written AsyncFileReaders; it
 // still does exactly what we need, so keep it until the replacement settles.
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 #[allow(deprecated)]
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -25,7 +26,8 @@ use parquet::schema::types::ColumnPath;
 
 use crate::batch::TIME_COLUMN;
 use crate::error::{Error, Result};
-use crate::merge::align;
+use crate::merge::{self, align};
+use crate::schema::TableDef;
 use crate::series_index;
 
 /// The object path of a data file.
@@ -104,21 +106,46 @@ fn writer_properties(schema: &SchemaRef, plain: &[String]) -> WriterProperties {
 
 /// Encodes `batch` as Parquet bytes (CPU-bound: call from a blocking thread).
 pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let schema = batch.schema();
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let mut index = series_index::Builder::new(&schema);
-    index.push(batch);
-    let mut w = ArrowWriter::try_new(
-        &mut out,
-        schema.clone(),
-        Some(writer_properties(&schema, &[])),
-    )?;
-    w.write(batch)?;
-    if let Some(kv) = index.finish() {
-        w.append_key_value_metadata(kv);
+    let mut e = Encoder::new(&batch.schema(), batch.get_array_memory_size() / 4)?;
+    e.write(batch)?;
+    e.finish()
+}
+
+/// Encodes batches written one after the other (sorted by (tags, time) as a whole) as one
+/// Parquet file with its series index, holding only the encoded row group in progress.
+pub struct Encoder {
+    w: ArrowWriter<Vec<u8>>,
+    index: series_index::Builder,
+}
+
+impl Encoder {
+    /// `capacity`: bytes to reserve for the output.
+    pub fn new(schema: &SchemaRef, capacity: usize) -> Result<Self> {
+        let w = ArrowWriter::try_new(
+            Vec::with_capacity(capacity),
+            schema.clone(),
+            Some(writer_properties(schema, &[])),
+        )?;
+        Ok(Self {
+            w,
+            index: series_index::Builder::new(schema),
+        })
     }
-    w.close()?;
-    Ok(out)
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.index.push(batch);
+        self.w.write(batch)?;
+        Ok(())
+    }
+
+    /// The file's bytes.
+    pub fn finish(mut self) -> Result<Vec<u8>> {
+        if let Some(kv) = self.index.finish() {
+            self.w.append_key_value_metadata(kv);
+        }
+        // Closes the row group in progress and writes the footer once.
+        Ok(self.w.into_inner()?)
+    }
 }
 
 /// What [`encode_parts`] receives.
@@ -197,11 +224,74 @@ pub async fn write(store: &Arc<dyn ObjectStore>, path: &Path, batch: RecordBatch
     let bytes = tokio::task::spawn_blocking(move || encode(&batch))
         .await
         .map_err(|e| Error::Internal(format!("parquet encoder panicked: {e}")))??;
+    put(store, path, bytes).await
+}
+
+/// Stores an encoded file at `path`; returns its size.
+pub async fn put(store: &Arc<dyn ObjectStore>, path: &Path, bytes: Vec<u8>) -> Result<u64> {
     let size = bytes.len() as u64;
     store
         .put(path, PutPayload::from(Bytes::from(bytes)))
         .await?;
     Ok(size)
+}
+
+/// A whole file's bytes, as stored (compressed), its footer checked.
+pub async fn fetch(store: &Arc<dyn ObjectStore>, path: &str) -> Result<Bytes> {
+    let bytes = store.get(&Path::from(path)).await?.bytes().await?;
+    ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?;
+    Ok(bytes)
+}
+
+/// Rows of a buffer chunk gathered (sorted) and encoded at a time: a multiple of
+/// [`PAGE_ROWS`], so pages come out as from one batch.
+const PERSIST_BATCH_ROWS: usize = 16 * PAGE_ROWS;
+
+/// Encodes a buffer chunk as one Parquet file sorted by (tags, time), gathering the sorted
+/// rows a slice at a time: what it holds besides the chunk is one slice and the encoded row
+/// group, not a sorted copy of the chunk (CPU-bound: call from a blocking thread).
+pub fn encode_chunk(def: &TableDef, chunk: &crate::buffer::Chunk) -> Result<Vec<u8>> {
+    let order = chunk.sorted_rows(def);
+    let mut out = Encoder::new(&def.arrow_schema(), chunk.bytes() / 8)?;
+    for rows in order.chunks(PERSIST_BATCH_ROWS) {
+        out.write(&chunk.gather(def, rows))?;
+    }
+    out.finish()
+}
+
+/// Rows read from one input of a merge at a time.
+pub const MERGE_READ_ROWS: usize = 8192;
+
+/// A stored file's rows ([`fetch`]'s bytes), [`MERGE_READ_ROWS`] at a time.
+pub fn batches(bytes: Bytes) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+    Ok(ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .with_batch_size(MERGE_READ_ROWS)
+        .build()?)
+}
+
+/// Merges files of one partition (their bytes as [`fetch`] returns them, oldest first; each
+/// sorted by (tags, time)) into one sorted, deduplicated file, a batch at a time
+/// ([`merge::merge_sorted`]): in memory, the inputs' compressed bytes, a batch of each, and
+/// the output being encoded. Returns the file's bytes and rows (CPU-bound: call from a
+/// blocking thread).
+pub fn merge_files(
+    def: &TableDef,
+    schema: &SchemaRef,
+    inputs: Vec<Bytes>,
+) -> Result<(Vec<u8>, u64)> {
+    let capacity = inputs.iter().map(Bytes::len).sum();
+    let runs = inputs
+        .into_iter()
+        .map(batches)
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = Encoder::new(schema, capacity)?;
+    let mut rows = 0u64;
+    merge::merge_sorted(def, schema, runs, MERGE_READ_ROWS, |batch| {
+        rows += batch.num_rows() as u64;
+        out.write(&batch)
+            .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))
+    })?;
+    Ok((out.finish()?, rows))
 }
 
 /// Reads a whole file, aligned to `schema`.

@@ -242,12 +242,13 @@ impl Schemas {
         let batch = if rejected.is_empty() {
             batch
         } else {
-            let mut kept = WriteBatch::with_capacity(batch.len(), 0);
+            let mut kept = WriteBatch::reused(batch.len(), 0);
             for (row, keep) in batch.rows().zip(keep) {
                 if keep {
                     kept.push_row(row);
                 }
             }
+            batch.recycle();
             kept
         };
         (out.finish(batch), rejected)

@@ -615,7 +615,7 @@ fn stamp(
     regions: &mut Vec<String>,
 ) -> Result<WriteBatch, Reject> {
     let text = utf8(body).map_err(|e| reject(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let mut parsed = WriteBatch::with_capacity(text.len() / 300, text.len());
+    let mut parsed = WriteBatch::reused(text.len() / 300, text.len());
     let errors = line_protocol::parse(text, precision, window.now, &mut parsed);
     if !errors.is_empty() {
         let listed: Vec<String> = errors.iter().take(10).map(|e| e.to_string()).collect();
@@ -628,7 +628,7 @@ fn stamp(
             ),
         ));
     }
-    let mut out = WriteBatch::with_capacity(parsed.len(), text.len() + parsed.len() * 32);
+    let mut out = WriteBatch::reused(parsed.len(), text.len() + parsed.len() * 32);
     for row in parsed.rows() {
         let line = row.line();
         let Some(table) = schema::table(row.table()) else {
@@ -711,6 +711,7 @@ fn stamp(
     // After the checks above, so that a row for another supplier is answered 403 whatever
     // its time.
     window.check(&parsed).map_err(|e| invalid(e.to_string()))?;
+    parsed.recycle();
     Ok(out)
 }
 
@@ -758,7 +759,7 @@ async fn store(db: &Db, batch: WriteBatch) -> Result<(), Reject> {
 
 async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Bytes, Reject> {
     let timeout = crate::admission::BODY_READ_TIMEOUT;
-    let raw = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+    let raw = tokio::time::timeout(timeout, crate::routes::collect(body, limit))
         .await
         .map_err(|_| {
             reject(
@@ -769,7 +770,7 @@ async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Byte
                 ),
             )
         })?
-        .map_err(|_| {
+        .ok_or_else(|| {
             reject(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body over {limit} bytes"),

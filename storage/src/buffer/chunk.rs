@@ -22,6 +22,8 @@ use crate::schema::TableDef;
 pub struct Chunk {
     append_only: bool,
     time: Vec<i64>,
+    /// Each row's series (an index into `series_tags`).
+    row_series: Vec<u32>,
     cols: Vec<Column>,
     series: HashMap<Box<str>, u32>,
     series_tags: Vec<Box<[(u32, i32)]>>,
@@ -29,15 +31,24 @@ pub struct Chunk {
     min_time: i64,
     max_time: i64,
     bytes: usize,
+    /// Rows to make room for at once ([`Chunk::with_rows_hint`]).
+    rows_hint: usize,
     /// The last Arrow copy handed out, with the column count it was built for.
     cache: Mutex<Option<RecordBatch>>,
 }
 
 impl Chunk {
     pub fn new(append_only: bool) -> Self {
+        Self::with_rows_hint(append_only, 0)
+    }
+
+    /// A chunk that makes room for `rows` rows once it gets its first, instead of growing
+    /// its columns by doubling (each step a copy, and the old buffer freed).
+    pub fn with_rows_hint(append_only: bool, rows: usize) -> Self {
         Self {
             append_only,
             time: Vec::new(),
+            row_series: Vec::new(),
             cols: Vec::new(),
             series: HashMap::new(),
             series_tags: Vec::new(),
@@ -45,6 +56,7 @@ impl Chunk {
             min_time: i64::MAX,
             max_time: i64::MIN,
             bytes: 0,
+            rows_hint: rows,
             cache: Mutex::new(None),
         }
     }
@@ -75,9 +87,14 @@ impl Chunk {
     ) -> usize {
         let before = self.bytes;
         *self.cache.get_mut() = None;
+        if self.time.capacity() == 0 {
+            self.time.reserve(self.rows_hint);
+            self.row_series.reserve(self.rows_hint);
+        }
         while self.cols.len() < def.columns.len() {
             let kind = def.columns[self.cols.len()].kind;
-            let col = Column::new(kind, self.time.len());
+            let mut col = Column::new(kind, self.time.len());
+            col.reserve(self.rows_hint.saturating_sub(self.time.len()));
             self.bytes += col.row_width() * self.time.len();
             self.cols.push(col);
         }
@@ -105,6 +122,7 @@ impl Chunk {
             None => {
                 let r = self.time.len();
                 self.time.push(time);
+                self.row_series.push(series);
                 for c in &mut self.cols {
                     c.push_null();
                 }
@@ -115,7 +133,7 @@ impl Chunk {
                     self.rows_by_key.insert((series, time), r as u32);
                     self.bytes += 24;
                 }
-                self.bytes += 8 + self.cols.iter().map(Column::row_width).sum::<usize>();
+                self.bytes += 12 + self.cols.iter().map(Column::row_width).sum::<usize>();
                 self.min_time = self.min_time.min(time);
                 self.max_time = self.max_time.max(time);
                 r
@@ -162,6 +180,59 @@ impl Chunk {
         let batch = RecordBatch::try_new(schema, arrays).expect("chunk columns match the schema");
         *cache = Some(batch.clone());
         batch
+    }
+
+    /// The chunk as one Arrow batch in `def`'s schema, sorted as [`crate::merge::sort`] sorts
+    /// (by tag values in column order, a missing tag first, then time; rows with equal keys,
+    /// possible only in an append-only chunk, in arrival order).
+    pub fn to_sorted_record_batch(&self, def: &TableDef) -> RecordBatch {
+        self.gather(def, &self.sorted_rows(def))
+    }
+
+    /// The rows numbered `rows`, in that order, as one Arrow batch in `def`'s schema: built
+    /// straight from the columns (one copy). Persist gathers [`Chunk::sorted_rows`] a slice
+    /// at a time, so it never holds a sorted copy of the whole chunk.
+    pub fn gather(&self, def: &TableDef, rows: &[u32]) -> RecordBatch {
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(def.columns.len() + 1);
+        for (i, c) in def.columns.iter().enumerate() {
+            arrays.push(match self.cols.get(i) {
+                Some(col) => col.gather(rows),
+                None => null_array(c.kind, rows.len()),
+            });
+        }
+        arrays.push(Arc::new(TimestampNanosecondArray::from_iter_values(
+            rows.iter().map(|&r| self.time[r as usize]),
+        )));
+        RecordBatch::try_new(def.arrow_schema(), arrays).expect("chunk columns match the schema")
+    }
+
+    /// Row numbers in (tags, time) order, as [`Chunk::to_sorted_record_batch`] sorts them.
+    pub fn sorted_rows(&self, def: &TableDef) -> Vec<u32> {
+        let tag_cols: Vec<usize> = def.tag_indices().filter(|&c| c < self.cols.len()).collect();
+        let value = |series: usize, col: usize| -> Option<&str> {
+            let (_, key) = self.series_tags[series]
+                .iter()
+                .find(|(c, _)| *c as usize == col)?;
+            self.cols[col].tag_value(*key)
+        };
+        let mut by_tags: Vec<u32> = (0..self.series_tags.len() as u32).collect();
+        by_tags.sort_unstable_by(|&a, &b| {
+            tag_cols
+                .iter()
+                .map(|&c| value(a as usize, c).cmp(&value(b as usize, c)))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let mut rank = vec![0u32; by_tags.len()];
+        for (i, s) in by_tags.iter().enumerate() {
+            rank[*s as usize] = i as u32;
+        }
+        let mut rows: Vec<(u32, i64, u32)> = (0..self.time.len())
+            .map(|r| (rank[self.row_series[r] as usize], self.time[r], r as u32))
+            .collect();
+        // Stable, so equal keys keep arrival order.
+        rows.sort_by_key(|&(series, time, _)| (series, time));
+        rows.into_iter().map(|(_, _, r)| r).collect()
     }
 
     /// Number of tag columns seen (for tests and stats).
@@ -243,6 +314,66 @@ mod tests {
 | 1   |      |      | a100 | 1970-01-01T00:00:00.000000010 |
 +-----+------+------+------+-------------------------------+";
         assert_eq!(out, expected);
+    }
+
+    proptest::proptest! {
+        /// Rows written in any order, with missing tags, missing fields and overwrites,
+        /// come out of `to_sorted_record_batch` exactly as sorting the unsorted copy does.
+        #[test]
+        fn sorted_straight_from_the_columns_equals_sorting_a_copy(
+            rows in proptest::collection::vec(
+                (0u8..4, proptest::option::of(0u8..3), 0i64..20, proptest::option::of(-5i64..5),
+                 proptest::option::of(proptest::bool::ANY), proptest::option::of("[ab]{0,2}")),
+                1..120,
+            ),
+        ) {
+            let s = Schemas::default();
+            let mut c = Chunk::new(false);
+            let mut b = WriteBatch::default();
+            for (gpu, host, t, int, flag, text) in &rows {
+                let mut r = b.row("gpu", *t);
+                r.tag("gpu", &format!("g{gpu}"));
+                if let Some(h) = host {
+                    r.tag("host", &format!("h{h}"));
+                }
+                r.field("util", FieldValue::F64(*t as f64 * 0.5));
+                if let Some(i) = int {
+                    r.field("n", FieldValue::I64(*i));
+                }
+                if let Some(f) = flag {
+                    r.field("ok", FieldValue::Bool(*f));
+                }
+                if let Some(x) = text {
+                    r.field("note", FieldValue::Str(x));
+                }
+                r.finish(1).unwrap();
+            }
+            let def = apply_all(&mut c, &s, b);
+            let want = crate::merge::sort(&def, &c.to_record_batch(&def)).unwrap();
+            proptest::prop_assert_eq!(c.to_sorted_record_batch(&def), want);
+        }
+    }
+
+    #[test]
+    fn sorted_append_only_rows_keep_arrival_order_among_equal_keys() {
+        let s = Schemas::new(vec!["gpu".into()]);
+        let mut c = Chunk::new(true);
+        let mut b = WriteBatch::default();
+        for (gpu, xid) in [("b", 1), ("a", 2), ("b", 3), ("a", 4)] {
+            let mut r = b.row("gpu", 5);
+            r.tag("gpu", gpu).field("xid", FieldValue::I64(xid));
+            r.finish(1).unwrap();
+        }
+        let def = apply_all(&mut c, &s, b);
+        let sorted = c.to_sorted_record_batch(&def);
+        let out = pretty_format_batches(&[sorted]).unwrap().to_string();
+        let xids: Vec<&str> = out
+            .lines()
+            .skip(3)
+            .filter_map(|l| l.split('|').nth(2))
+            .map(str::trim)
+            .collect();
+        assert_eq!(xids, ["2", "4", "1", "3"]);
     }
 
     #[test]

@@ -83,6 +83,33 @@ impl Column {
         }
     }
 
+    /// Makes room for `additional` more rows without reallocating.
+    pub fn reserve(&mut self, additional: usize) {
+        match self {
+            Column::Tag { keys, .. } => keys.reserve(additional),
+            Column::F64 { values, valid } => {
+                values.reserve(additional);
+                valid.reserve(additional);
+            }
+            Column::I64 { values, valid } => {
+                values.reserve(additional);
+                valid.reserve(additional);
+            }
+            Column::U64 { values, valid } => {
+                values.reserve(additional);
+                valid.reserve(additional);
+            }
+            Column::Bool { values, valid } => {
+                values.reserve(additional);
+                valid.reserve(additional);
+            }
+            Column::Str { spans, valid, .. } => {
+                spans.reserve(additional);
+                valid.reserve(additional);
+            }
+        }
+    }
+
     /// Appends one null entry.
     pub fn push_null(&mut self) {
         match self {
@@ -221,6 +248,64 @@ impl Column {
                     nulls(valid),
                 ))
             }
+        }
+    }
+}
+
+impl Column {
+    /// The column's entries at `rows`, in that order, as an Arrow array (one copy; used to
+    /// persist a chunk in sorted order without an unsorted copy first).
+    pub fn gather(&self, rows: &[u32]) -> ArrayRef {
+        let nulls = |valid: &BooleanBufferBuilder| -> Option<NullBuffer> {
+            let n: NullBuffer = rows.iter().map(|&r| valid.get_bit(r as usize)).collect();
+            (n.null_count() > 0).then_some(n)
+        };
+        match self {
+            Column::Tag { keys, dict, .. } => {
+                let picked: Vec<i32> = rows.iter().map(|&r| keys[r as usize]).collect();
+                let key_nulls: NullBuffer = picked.iter().map(|k| *k != NULL_KEY).collect();
+                let keys = Int32Array::new(
+                    ScalarBuffer::from(picked.into_iter().map(|k| k.max(0)).collect::<Vec<_>>()),
+                    (key_nulls.null_count() > 0).then_some(key_nulls),
+                );
+                let values = StringArray::from_iter_values(dict.iter().map(|s| &**s));
+                Arc::new(
+                    DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values))
+                        .expect("keys are in range"),
+                )
+            }
+            Column::F64 { values, valid } => Arc::new(Float64Array::new(
+                rows.iter().map(|&r| values[r as usize]).collect(),
+                nulls(valid),
+            )),
+            Column::I64 { values, valid } => Arc::new(Int64Array::new(
+                rows.iter().map(|&r| values[r as usize]).collect(),
+                nulls(valid),
+            )),
+            Column::U64 { values, valid } => Arc::new(UInt64Array::new(
+                rows.iter().map(|&r| values[r as usize]).collect(),
+                nulls(valid),
+            )),
+            Column::Bool { values, valid } => {
+                let v = rows.iter().map(|&r| values.get_bit(r as usize)).collect();
+                Arc::new(BooleanArray::new(v, nulls(valid)))
+            }
+            Column::Str { data, spans, valid } => Arc::new(
+                rows.iter()
+                    .map(|&r| {
+                        let (s, e) = spans[r as usize];
+                        valid.get_bit(r as usize).then(|| &data[s..e])
+                    })
+                    .collect::<StringArray>(),
+            ),
+        }
+    }
+
+    /// The tag value of `key` in this tag column's dictionary.
+    pub fn tag_value(&self, key: i32) -> Option<&str> {
+        match self {
+            Column::Tag { dict, .. } if key != NULL_KEY => dict.get(key as usize).map(|s| &**s),
+            _ => None,
         }
     }
 }

@@ -16,7 +16,6 @@ use super::wal_thread::WalCmd;
 use super::{CatalogWriter, Db, FrozenGen, TICK, now_ms};
 use crate::catalog::{CATALOG_FORMAT_VERSION, CatalogState, FileMeta};
 use crate::error::{Error, Result};
-use crate::merge;
 use crate::persist;
 use crate::wal;
 
@@ -83,15 +82,14 @@ impl Db {
             for (partition, chunk) in chunks {
                 let (min_time, max_time) = chunk.time_range();
                 let (chunk, def2) = (chunk.clone(), def.clone());
-                let sorted = tokio::task::spawn_blocking(move || {
-                    merge::sort(&def2, &chunk.to_record_batch(&def2))
-                })
-                .await
-                .map_err(|e| Error::Internal(format!("sort panicked: {e}")))??;
+                let rows = chunk.rows() as u64;
+                let bytes =
+                    tokio::task::spawn_blocking(move || persist::encode_chunk(&def2, &chunk))
+                        .await
+                        .map_err(|e| Error::Internal(format!("parquet encoder panicked: {e}")))??;
                 let id = self.catalog.next_file_id(&mut cw.next_file_id).await?;
-                let rows = sorted.num_rows() as u64;
                 let path = persist::file_path(table, *partition, id);
-                let size = persist::write(&self.store, &path, sorted).await?;
+                let size = persist::put(&self.store, &path, bytes).await?;
                 stats.files += 1;
                 stats.rows += rows;
                 stats.bytes += size;
@@ -385,11 +383,11 @@ impl Db {
                 continue;
             };
             let schema = def.arrow_schema();
-            let mut batches = Vec::new();
+            let mut inputs = Vec::with_capacity(group.len());
             let mut unreadable = false;
             for f in &group {
-                match persist::read(&self.store, &f.path, &schema).await {
-                    Ok(b) => batches.extend(b),
+                match persist::fetch(&self.store, &f.path).await {
+                    Ok(b) => inputs.push(b),
                     // A corrupt file is excluded (and logged) rather than failing every
                     // compaction pass; the partition is compacted next pass without it.
                     Err(e) => {
@@ -401,15 +399,32 @@ impl Db {
             if unreadable {
                 continue;
             }
-            let (def2, schema2) = (def.clone(), schema.clone());
+            let def2 = def.clone();
             let merged =
-                tokio::task::spawn_blocking(move || merge::merge(&def2, &schema2, &batches))
+                tokio::task::spawn_blocking(move || persist::merge_files(&def2, &schema, inputs))
                     .await
-                    .map_err(|e| Error::Internal(format!("merge panicked: {e}")))??;
+                    .map_err(|e| Error::Internal(format!("merge panicked: {e}")))?;
+            let (bytes, rows) = match merged {
+                Ok(m) => m,
+                Err(e) => {
+                    // A file whose footer read but whose pages do not: find it, exclude it.
+                    let schema = def.arrow_schema();
+                    let mut found = false;
+                    for f in &group {
+                        if let Err(e) = persist::read(&self.store, &f.path, &schema).await {
+                            self.quarantine(f, &e.to_string());
+                            found = true;
+                        }
+                    }
+                    if found {
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
             let id = self.catalog.next_file_id(&mut cw.next_file_id).await?;
             let path = persist::file_path(table, partition, id);
-            let rows = merged.num_rows() as u64;
-            let size = persist::write(&self.store, &path, merged).await?;
+            let size = persist::put(&self.store, &path, bytes).await?;
             let new = FileMeta {
                 id,
                 table: table.to_string(),

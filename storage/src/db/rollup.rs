@@ -501,33 +501,26 @@ impl Db {
     ) -> Result<(Vec<FileMeta>, u64)> {
         let to = q + self.partition_ns;
         let (lo, hi) = raw_span(q, to);
-        let df = |e: datafusion::error::DataFusionError| Error::Internal(format!("rollup: {e}"));
-        let ctx = SessionContext::new();
-        let url = datafusion::execution::object_store::ObjectStoreUrl::parse(OBJECT_STORE_URL)
-            .map_err(df)?;
-        ctx.register_object_store(url.as_ref(), self.store.clone());
-        let time = || Expr::Column(Column::from_name(TIME_COLUMN));
-        let ts = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), None));
-        let mut order: Vec<SortExpr> = def
-            .tag_indices()
-            .map(|i| Expr::Column(Column::from_name(&def.columns[i].name)).sort(true, true))
-            .collect();
-        order.push(time().sort(true, true));
-        let frame = ctx
-            .read_table(Arc::new(DbTable::new(self.clone(), def.clone())))
-            .map_err(df)?
-            .filter(time().gt_eq(ts(lo)).and(time().lt(ts(hi))))
-            .map_err(df)?
-            .sort(order)
-            .map_err(df)?;
-        let mut stream = frame.execute_stream().await.map_err(df)?;
-        let mut acc = Accumulator::new(def, res)?;
-        let mut rows_in = 0u64;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(df)?;
-            rows_in += batch.num_rows() as u64;
-            acc.push(&batch)?;
+        let mut merged = None;
+        if let Some(inputs) = self.stretch_files(&def.name, lo, hi).await {
+            let mut acc = Accumulator::new(def, res)?;
+            let def2 = def.clone();
+            let rows = tokio::task::spawn_blocking(move || {
+                roll_up_runs(&def2, inputs, lo, hi, &mut acc).map(|rows| (acc, rows))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("rollup panicked: {e}")))?;
+            // A file that does not decode: the scan below finds and excludes it.
+            merged = rows.ok();
         }
+        let (acc, rows_in) = match merged {
+            Some(done) => done,
+            None => {
+                let mut acc = Accumulator::new(def, res)?;
+                let rows = self.roll_up_scan(def, lo, hi, &mut acc).await?;
+                (acc, rows)
+            }
+        };
         let outputs = acc.finish();
         let mut files = Vec::with_capacity(outputs.len());
         // A file per resolution even without rows (a stretch whose rows hold no numbers), so
@@ -568,6 +561,67 @@ impl Db {
     /// The definition of `raw`'s rollup table at `res_ns`, created or widened with `raw`'s
     /// tags (columns: `field`, the raw tags, the values; tags added later go last, so the
     /// sort order of older files stays a prefix).
+    /// The stretch's raw files, as stored, oldest first, where each is an ordinary partition
+    /// file (sorted by (tags, time)) and every one reads; `None` otherwise (a tier file holds
+    /// several partitions one after the other), and the stretch goes through the table's scan.
+    async fn stretch_files(&self, table: &str, lo: i64, hi: i64) -> Option<Vec<bytes::Bytes>> {
+        let files: Vec<FileMeta> = {
+            let st = self.state.read();
+            st.files
+                .iter()
+                .filter(|f| f.table == table && !st.corrupt.contains(&f.id))
+                .filter(|f| f.min_time < hi && f.max_time >= lo)
+                .cloned()
+                .collect()
+        };
+        if files.iter().any(FileMeta::is_tier) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(files.len());
+        for f in &files {
+            out.push(persist::fetch(&self.store, &f.path).await.ok()?);
+        }
+        Some(out)
+    }
+
+    /// Feeds the raw rows `[lo, hi)` to `acc` through the table's own scan, sorted by (tags,
+    /// time) there: holds the stretch in memory. Answers the rows read.
+    async fn roll_up_scan(
+        self: &Arc<Self>,
+        def: &Arc<TableDef>,
+        lo: i64,
+        hi: i64,
+        acc: &mut Accumulator,
+    ) -> Result<u64> {
+        let df = |e: datafusion::error::DataFusionError| Error::Internal(format!("rollup: {e}"));
+        let ctx = SessionContext::new();
+        let url = datafusion::execution::object_store::ObjectStoreUrl::parse(OBJECT_STORE_URL)
+            .map_err(df)?;
+        ctx.register_object_store(url.as_ref(), self.store.clone());
+        let time = || Expr::Column(Column::from_name(TIME_COLUMN));
+        let ts = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), None));
+        let mut order: Vec<SortExpr> = def
+            .tag_indices()
+            .map(|i| Expr::Column(Column::from_name(&def.columns[i].name)).sort(true, true))
+            .collect();
+        order.push(time().sort(true, true));
+        let frame = ctx
+            .read_table(Arc::new(DbTable::new(self.clone(), def.clone())))
+            .map_err(df)?
+            .filter(time().gt_eq(ts(lo)).and(time().lt(ts(hi))))
+            .map_err(df)?
+            .sort(order)
+            .map_err(df)?;
+        let mut stream = frame.execute_stream().await.map_err(df)?;
+        let mut rows_in = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(df)?;
+            rows_in += batch.num_rows() as u64;
+            acc.push(&batch)?;
+        }
+        Ok(rows_in)
+    }
+
     fn rollup_def(&self, raw: &TableDef, res_ns: i64) -> Arc<TableDef> {
         let name = Self::rollup_table_name(&raw.name, res_ns);
         let existing = self.schemas.get(&name);
@@ -628,6 +682,36 @@ fn raw_inputs(st: &State, table: &str, from: i64, to: i64) -> Vec<u64> {
         .filter(|f| f.min_time < hi && f.max_time >= lo)
         .map(|f| f.id)
         .collect()
+}
+
+/// Feeds the raw rows `[lo, hi)` of `inputs` (a stretch's partition files, oldest first, each
+/// sorted by (tags, time)) to `acc` in (tags, time) order, merged and deduplicated a batch at a
+/// time as a query merges them ([`merge::merge_sorted`]), without holding the stretch in
+/// memory. Answers the rows read.
+fn roll_up_runs(
+    def: &TableDef,
+    inputs: Vec<bytes::Bytes>,
+    lo: i64,
+    hi: i64,
+    acc: &mut Accumulator,
+) -> Result<u64> {
+    let schema = def.arrow_schema();
+    let runs = inputs
+        .into_iter()
+        .map(|b| persist::batches(b))
+        .collect::<Result<Vec<_>>>()?;
+    let time = def.time_index();
+    let mut rows_in = 0u64;
+    merge::merge_sorted(def, &schema, runs, persist::MERGE_READ_ROWS, |batch| {
+        let times = batch.column(time).as_primitive::<TimestampNanosecondType>();
+        let keep: arrow::array::BooleanArray =
+            times.iter().map(|t| t.map(|t| t >= lo && t < hi)).collect();
+        let kept = arrow::compute::filter_record_batch(&batch, &keep)?;
+        rows_in += kept.num_rows() as u64;
+        acc.push(&kept)
+            .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))
+    })?;
+    Ok(rows_in)
 }
 
 /// One field's aggregate over one bucket.

@@ -143,6 +143,8 @@ fn commit(db: &Db, wal: &mut Wal, pending: &mut Pending, need_sync: bool) {
         let _ = done.send(Ok(()));
         if publish {
             let _ = db.subscribers.send(Arc::new(v.batch));
+        } else {
+            v.batch.recycle();
         }
     }
 }
