@@ -158,7 +158,6 @@ pub fn merge(def: &TableDef, schema: &SchemaRef, batches: &[RecordBatch]) -> Res
 mod tests {
     use super::*;
     use crate::batch::{FieldValue, WriteBatch};
-    use crate::buffer::Chunk;
     use crate::schema::Schemas;
     use arrow::util::pretty::pretty_format_batches;
 
@@ -173,23 +172,8 @@ mod tests {
             }
             r.finish(1).unwrap();
         }
-        let (v, _) = s.validate(b);
-        let mut c = Chunk::new(false);
-        let mut key = String::new();
-        let (mut ti, mut fi) = (0, 0);
-        for (i, row) in v.batch.rows().enumerate() {
-            let (nt, nf) = (row.tag_count(), row.field_count());
-            c.apply(
-                &v.defs[i],
-                &row,
-                &v.tag_cols[ti..ti + nt],
-                &v.field_cols[fi..fi + nf],
-                &mut key,
-            );
-            ti += nt;
-            fi += nf;
-        }
-        c.to_record_batch(&s.get("gpu").unwrap())
+        let (c, def) = crate::buffer::chunk::chunk_of(s, b);
+        c.to_record_batch(&def)
     }
 
     #[test]

@@ -256,6 +256,35 @@ impl Chunk {
     }
 }
 
+/// Validates `b` (every row must pass, all of one table) and applies it to a new chunk, as
+/// the buffer does; answers the chunk and the table's definition. For tests.
+#[cfg(test)]
+pub(crate) fn chunk_of(
+    s: &crate::schema::Schemas,
+    b: crate::batch::WriteBatch,
+) -> (Chunk, Arc<TableDef>) {
+    let (v, rej) = s.validate(b);
+    assert!(rej.is_empty(), "{rej:?}");
+    let mut chunk = Chunk::new(v.defs[0].append_only);
+    let mut key = String::new();
+    let (mut t, mut f) = (0usize, 0usize);
+    for (i, row) in v.batch.rows().enumerate() {
+        let (nt, nf) = (row.tag_count(), row.field_count());
+        chunk.apply(
+            &v.defs[i],
+            &row,
+            &v.tag_cols[t..t + nt],
+            &v.field_cols[f..f + nf],
+            &mut key,
+        );
+        t += nt;
+        f += nf;
+    }
+    // The definition as the last row left it (each row's may have added columns).
+    let table = v.batch.get(0).expect("a row").table().to_string();
+    (chunk, s.get(&table).expect("validated"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,30 +292,9 @@ mod tests {
     use crate::schema::Schemas;
     use arrow::util::pretty::pretty_format_batches;
 
-    fn apply_all(chunk: &mut Chunk, s: &Schemas, b: WriteBatch) -> Arc<TableDef> {
-        let (v, rej) = s.validate(b);
-        assert!(rej.is_empty());
-        let mut key = String::new();
-        let (mut t, mut f) = (0usize, 0usize);
-        for (i, row) in v.batch.rows().enumerate() {
-            let (nt, nf) = (row.tag_count(), row.field_count());
-            chunk.apply(
-                &v.defs[i],
-                &row,
-                &v.tag_cols[t..t + nt],
-                &v.field_cols[f..f + nf],
-                &mut key,
-            );
-            t += nt;
-            f += nf;
-        }
-        s.get("gpu").unwrap()
-    }
-
     #[test]
     fn upserts_field_by_field() {
         let s = Schemas::default();
-        let mut c = Chunk::new(false);
         let mut b = WriteBatch::default();
         let mut r = b.row("gpu", 10);
         r.tag("gpu", "0")
@@ -299,7 +307,7 @@ mod tests {
         let mut r = b.row("gpu", 10);
         r.tag("gpu", "1").field("name", FieldValue::Str("a100"));
         r.finish(3).unwrap();
-        let def = apply_all(&mut c, &s, b);
+        let (c, def) = chunk_of(&s, b);
         assert_eq!(c.rows(), 2);
         assert_eq!(c.series_count(), 2);
         assert_eq!(c.kinds().len(), 4);
@@ -328,7 +336,6 @@ mod tests {
             ),
         ) {
             let s = Schemas::default();
-            let mut c = Chunk::new(false);
             let mut b = WriteBatch::default();
             for (gpu, host, t, int, flag, text) in &rows {
                 let mut r = b.row("gpu", *t);
@@ -348,7 +355,7 @@ mod tests {
                 }
                 r.finish(1).unwrap();
             }
-            let def = apply_all(&mut c, &s, b);
+            let (c, def) = chunk_of(&s, b);
             let want = crate::merge::sort(&def, &c.to_record_batch(&def)).unwrap();
             proptest::prop_assert_eq!(c.to_sorted_record_batch(&def), want);
         }
@@ -357,14 +364,13 @@ mod tests {
     #[test]
     fn sorted_append_only_rows_keep_arrival_order_among_equal_keys() {
         let s = Schemas::new(vec!["gpu".into()]);
-        let mut c = Chunk::new(true);
         let mut b = WriteBatch::default();
         for (gpu, xid) in [("b", 1), ("a", 2), ("b", 3), ("a", 4)] {
             let mut r = b.row("gpu", 5);
             r.tag("gpu", gpu).field("xid", FieldValue::I64(xid));
             r.finish(1).unwrap();
         }
-        let def = apply_all(&mut c, &s, b);
+        let (c, def) = chunk_of(&s, b);
         let sorted = c.to_sorted_record_batch(&def);
         let out = pretty_format_batches(&[sorted]).unwrap().to_string();
         let xids: Vec<&str> = out
@@ -379,14 +385,13 @@ mod tests {
     #[test]
     fn append_only_keeps_every_row() {
         let s = Schemas::new(vec!["gpu".into()]);
-        let mut c = Chunk::new(true);
         let mut b = WriteBatch::default();
         for _ in 0..3 {
             let mut r = b.row("gpu", 5);
             r.tag("gpu", "0").field("xid", FieldValue::I64(79));
             r.finish(1).unwrap();
         }
-        apply_all(&mut c, &s, b);
+        let (c, _) = chunk_of(&s, b);
         assert_eq!(c.rows(), 3);
         assert_eq!(c.time_range(), (5, 5));
     }

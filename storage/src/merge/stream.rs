@@ -183,7 +183,6 @@ impl Merger<'_> {
 mod tests {
     use super::*;
     use crate::batch::{FieldValue, WriteBatch};
-    use crate::buffer::Chunk;
     use crate::schema::Schemas;
 
     /// A sorted run of `rows` (gpu tag, time, field values), as persist writes one.
@@ -202,24 +201,8 @@ mod tests {
             }
             r.finish(1).unwrap();
         }
-        let (v, rej) = s.validate(b);
-        assert!(rej.is_empty());
-        let mut c = Chunk::new(s.get("gpu").unwrap().append_only);
-        let mut key = String::new();
-        let (mut ti, mut fi) = (0, 0);
-        for (i, row) in v.batch.rows().enumerate() {
-            let (nt, nf) = (row.tag_count(), row.field_count());
-            c.apply(
-                &v.defs[i],
-                &row,
-                &v.tag_cols[ti..ti + nt],
-                &v.field_cols[fi..fi + nf],
-                &mut key,
-            );
-            ti += nt;
-            fi += nf;
-        }
-        c.to_sorted_record_batch(&s.get("gpu").unwrap())
+        let (c, def) = crate::buffer::chunk::chunk_of(s, b);
+        c.to_sorted_record_batch(&def)
     }
 
     fn split(batch: &RecordBatch, size: usize) -> Vec<Result<RecordBatch>> {
