@@ -128,6 +128,10 @@ pub struct Db {
     /// Unix ms of the oldest unpersisted write in the active buffer; 0 if empty.
     oldest_unpersisted_ms: AtomicI64,
     persist_lock: tokio::sync::Mutex<CatalogWriter>,
+    /// Held by a rollup pass from start to end: the background pass and one asked for
+    /// (`bench compare`'s flush, tests) otherwise built the same stretches side by side, twice
+    /// the work and memory, and the loser's files were thrown away.
+    rollup_lock: tokio::sync::Mutex<()>,
     metrics: StorageMetrics,
     subscribers: broadcast::Sender<Arc<WriteBatch>>,
     wakeup: Arc<Notify>,
@@ -289,6 +293,7 @@ impl Db {
                 wal_persisted_through: loaded.wal_persisted_through,
                 pending_deletes: Vec::new(),
             }),
+            rollup_lock: tokio::sync::Mutex::new(()),
             metrics,
             // Room for about ten seconds of 1,250 agents' batches: subscribers (the live
             // view, fault detection) ride out a stall of the host instead of skipping

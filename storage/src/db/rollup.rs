@@ -232,6 +232,8 @@ impl Db {
         if res.is_empty() || self.maintenance_lease().is_none() {
             return Ok(stats);
         }
+        // One pass at a time; a pass that waited finds built what the other built.
+        let _pass = self.rollup_lock.lock().await;
         let start = Instant::now();
         let part = self.partition_ns;
         let closed_before = self.closed_before();

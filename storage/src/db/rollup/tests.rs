@@ -261,6 +261,21 @@ async fn every_bucket_equals_its_raw_rows() {
     check_against_raw(&db, "t").await;
 }
 
+/// Two passes at once (the background one and one asked for) build each stretch once: the
+/// second waits for the first, then finds nothing left to build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_passes_build_each_stretch_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(config(dir.path())).await.unwrap();
+    db.write(rows("t"), WriteOptions::default()).await.unwrap();
+    db.persist().await.unwrap();
+    let (a, b) = tokio::join!(db.build_rollups(), db.build_rollups());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.files + b.files, 8, "{a:?} {b:?}");
+    assert_eq!(a.stretches + b.stretches, 4, "{a:?} {b:?}");
+    check_against_raw(&db, "t").await;
+}
+
 #[tokio::test]
 async fn a_late_write_takes_its_stretch_out_of_use_until_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
