@@ -407,7 +407,7 @@ impl Db {
             let (bytes, rows) = match merged {
                 Ok(m) => m,
                 Err(e) => {
-                    // A file whose footer read but whose pages do not: find it, exclude it.
+                    // A file whose footer or pages do not read: find it, exclude it.
                     let schema = def.arrow_schema();
                     let mut found = false;
                     for f in &group {

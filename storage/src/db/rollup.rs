@@ -504,7 +504,7 @@ impl Db {
         let to = q + self.partition_ns;
         let (lo, hi) = raw_span(q, to);
         let mut merged = None;
-        if let Some(inputs) = self.stretch_files(&def.name, lo, hi).await {
+        if let Some(inputs) = self.stretch_files(&def.name, q, to).await {
             let mut acc = Accumulator::new(def, res)?;
             let def2 = def.clone();
             let rows = tokio::task::spawn_blocking(move || {
@@ -563,18 +563,14 @@ impl Db {
     /// The definition of `raw`'s rollup table at `res_ns`, created or widened with `raw`'s
     /// tags (columns: `field`, the raw tags, the values; tags added later go last, so the
     /// sort order of older files stays a prefix).
-    /// The stretch's raw files, as stored, oldest first, where each is an ordinary partition
-    /// file (sorted by (tags, time)) and every one reads; `None` otherwise (a tier file holds
-    /// several partitions one after the other), and the stretch goes through the table's scan.
-    async fn stretch_files(&self, table: &str, lo: i64, hi: i64) -> Option<Vec<bytes::Bytes>> {
+    /// The raw files of the stretch `(from, to]`, as stored, oldest first, where each is an
+    /// ordinary partition file (sorted by (tags, time)) and every one can be fetched; `None`
+    /// otherwise (a tier file holds several partitions one after the other), and the stretch
+    /// goes through the table's scan.
+    async fn stretch_files(&self, table: &str, from: i64, to: i64) -> Option<Vec<bytes::Bytes>> {
         let files: Vec<FileMeta> = {
             let st = self.state.read();
-            st.files
-                .iter()
-                .filter(|f| f.table == table && !st.corrupt.contains(&f.id))
-                .filter(|f| f.min_time < hi && f.max_time >= lo)
-                .cloned()
-                .collect()
+            stretch_inputs(&st, table, from, to).cloned().collect()
         };
         if files.iter().any(FileMeta::is_tier) {
             return None;
@@ -675,15 +671,23 @@ fn buffered_overlaps(st: &State, table: &str, from: i64, to: i64) -> bool {
         })
 }
 
-/// The ids of `table`'s files holding rows of the stretch `(from, to]`, in id order.
-fn raw_inputs(st: &State, table: &str, from: i64, to: i64) -> Vec<u64> {
+/// `table`'s files holding rows of the stretch `(from, to]`, in id order.
+fn stretch_inputs<'a>(
+    st: &'a State,
+    table: &'a str,
+    from: i64,
+    to: i64,
+) -> impl Iterator<Item = &'a FileMeta> + 'a {
     let (lo, hi) = raw_span(from, to);
     st.files
         .iter()
-        .filter(|f| f.table == table && !st.corrupt.contains(&f.id))
-        .filter(|f| f.min_time < hi && f.max_time >= lo)
-        .map(|f| f.id)
-        .collect()
+        .filter(move |f| f.table == table && !st.corrupt.contains(&f.id))
+        .filter(move |f| f.min_time < hi && f.max_time >= lo)
+}
+
+/// The ids of [`stretch_inputs`].
+fn raw_inputs(st: &State, table: &str, from: i64, to: i64) -> Vec<u64> {
+    stretch_inputs(st, table, from, to).map(|f| f.id).collect()
 }
 
 /// Feeds the raw rows `[lo, hi)` of `inputs` (a stretch's partition files, oldest first, each
