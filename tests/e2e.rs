@@ -33,6 +33,7 @@ mod e2e {
     pub mod promql_diff;
     pub mod recording;
     pub mod services;
+    pub mod shards;
     pub mod shutdown;
     pub mod soak;
     pub mod tenancy;

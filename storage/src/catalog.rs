@@ -65,6 +65,11 @@ pub struct CatalogState {
     /// Every WAL segment up to and including this one is covered by `files`.
     pub wal_persisted_through: Option<SegmentId>,
     pub next_file_id: u64,
+    /// How far `files` cover each shard's WAL (`rw_wal_coverage`, every writer's, this one's
+    /// included), where nodes share a PostgreSQL catalog: a node reading another shard's
+    /// segments skips those at or below its coverage. Empty in a catalog of one node.
+    #[serde(skip)]
+    pub coverage: std::collections::BTreeMap<String, u64>,
 }
 
 /// Where the catalog lives.

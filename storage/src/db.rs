@@ -80,6 +80,9 @@ pub(crate) struct FrozenGen {
 #[derive(Debug)]
 pub(crate) struct State {
     pub buffer: Buffer,
+    /// The buffers of the shards other nodes write, past the coverage of `files`
+    /// ([`follow`]).
+    pub followed: std::collections::BTreeMap<String, Buffer>,
     /// Oldest first.
     pub frozen: Vec<Arc<FrozenGen>>,
     /// Sorted by id.
@@ -121,6 +124,8 @@ pub struct Db {
     wal_dir: PathBuf,
     /// The shared log this node writes instead of `wal_dir`, if any.
     pub(crate) shard_log: Option<ShardLog>,
+    /// The shards other nodes write, where nodes share a catalog.
+    pub(crate) following: Option<tokio::sync::Mutex<follow::Following>>,
     wal_tx: OnceLock<std::sync::mpsc::Sender<WalCmd>>,
     wal_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Active plus frozen buffer bytes.
@@ -218,7 +223,7 @@ impl Db {
             .filter(|p| *p > 0)
             .ok_or_else(|| Error::Internal("partition duration must be > 0".into()))?;
         let wal_dir = data_dir.join("wal");
-        let mut follow_from = None;
+        let mut following = None;
         let (buffer, wal_writer) = match &config.wal_home {
             WalHome::Local => {
                 let schemas = schemas.clone();
@@ -236,6 +241,16 @@ impl Db {
                 let log = &counted(log);
                 let after = loaded.wal_persisted_through.map_or(0, |s| s.0);
                 let buffer = replay_shard(log, after, *head, &schemas, partition_ns).await?;
+                following = Some(
+                    follow::Following::start(
+                        log.clone(),
+                        Some(log.shard.clone()),
+                        loaded.coverage.clone(),
+                        &schemas,
+                        partition_ns,
+                    )
+                    .await?,
+                );
                 let wal = RemoteWal::new(
                     log.clone(),
                     held.clone(),
@@ -245,16 +260,17 @@ impl Db {
                 (buffer, Some(Wal::Remote(wal)))
             }
             WalHome::Follow { log } => {
-                let log = &counted(log);
-                let after = loaded.wal_persisted_through.map_or(0, |s| s.0);
-                let head = log.head().await?.max(after);
-                let buffer = replay_shard(log, after, head, &schemas, partition_ns).await?;
-                follow_from = Some(follow::Position {
-                    log: log.clone(),
-                    catalog_version: loaded.version,
-                    applied: head,
-                });
-                (buffer, None)
+                following = Some(
+                    follow::Following::start(
+                        counted(log),
+                        None,
+                        loaded.coverage.clone(),
+                        &schemas,
+                        partition_ns,
+                    )
+                    .await?,
+                );
+                (Buffer::new(partition_ns), None)
             }
         };
         let shard_log = match &config.wal_home {
@@ -267,6 +283,13 @@ impl Db {
             .file_bytes
             .set(loaded.files.iter().map(|f| f.size as i64).sum());
         metrics.corrupt_files.set(corrupt.len() as i64);
+        let (following, followed) = match following {
+            Some((f, buffers)) => (Some(tokio::sync::Mutex::new(f)), buffers),
+            None => (None, Default::default()),
+        };
+        metrics
+            .followed_bytes
+            .set(followed.values().map(Buffer::bytes).sum::<usize>() as i64);
         let buffered = buffer.bytes();
         let oldest = if buffer.is_empty() { 0 } else { now_ms() };
         let (shutdown_tx, _) = watch::channel(false);
@@ -275,6 +298,7 @@ impl Db {
             schemas,
             state: RwLock::new(State {
                 buffer,
+                followed,
                 frozen: Vec::new(),
                 files: Arc::new(loaded.files.clone()),
                 corrupt,
@@ -283,6 +307,7 @@ impl Db {
             catalog,
             wal_dir,
             shard_log,
+            following,
             wal_tx: OnceLock::new(),
             wal_thread: Mutex::new(None),
             buffer_bytes: AtomicUsize::new(buffered),
@@ -309,15 +334,16 @@ impl Db {
             series_indexes: crate::series_index::IndexCache::new(SERIES_INDEX_CACHE_BYTES),
             config,
         });
-        if let Some(at) = follow_from {
-            // A follower: no WAL thread (writes are refused), no persist; maintenance only
-            // under the compaction lease (`--mode compact`).
+        if db.following.is_some() {
             let task = rigwatch_common::task::spawn(follow::run(
                 Arc::downgrade(&db),
-                at,
                 db.shutdown_tx.subscribe(),
             ));
             db.tasks.lock().push(task);
+        }
+        if db.is_follower() {
+            // A follower: no WAL thread (writes are refused), no persist; maintenance only
+            // under the compaction lease (`--mode compact`).
             if matches!(db.config.maintenance, Maintenance::Leased(_)) && db.config.background {
                 let task = rigwatch_common::task::spawn(maintenance::background(
                     Arc::downgrade(&db),
@@ -501,6 +527,17 @@ impl Db {
             .cloned()
             .collect();
         let mut buffered = Vec::new();
+        // Other shards' rows first: where a series and time were written through two shards
+        // (an operator's plain write through two nodes), this node's own write counts as the
+        // later one.
+        for buffer in st.followed.values() {
+            for (p, chunk) in buffer.chunks(&def.name, min, max) {
+                let (lo, hi) = chunk.time_range();
+                if overlaps(lo, hi) {
+                    buffered.push((p, chunk.to_record_batch(def)));
+                }
+            }
+        }
         for generation in &st.frozen {
             for (p, chunk) in generation
                 .frozen
@@ -542,6 +579,7 @@ impl Db {
     pub fn buffered_rows(&self) -> usize {
         let st = self.state.read();
         st.buffer.rows()
+            + st.followed.values().map(Buffer::rows).sum::<usize>()
             + st.frozen
                 .iter()
                 .flat_map(|g| g.frozen.tables.values().flatten())

@@ -18,6 +18,7 @@ pub struct StorageMetrics {
     pub wal_group_writes: Histogram,
     pub buffer_bytes: Gauge,
     pub buffer_rows: Gauge,
+    pub followed_bytes: Gauge,
     pub persists: Counter,
     pub persist_seconds: Histogram,
     pub persisted_bytes: Counter,
@@ -43,6 +44,7 @@ impl Default for StorageMetrics {
             wal_group_writes: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             buffer_bytes: Gauge::default(),
             buffer_rows: Gauge::default(),
+            followed_bytes: Gauge::default(),
             persists: Counter::default(),
             persist_seconds: secs(),
             persisted_bytes: Counter::default(),
@@ -112,6 +114,12 @@ impl StorageMetrics {
             "buffer_rows",
             "Rows held by the write buffer",
             self.buffer_rows.clone(),
+        );
+        r.register_with_unit(
+            "followed",
+            "Approximate bytes held by the buffers of shards other nodes write (their rows not yet in files)",
+            Unit::Bytes,
+            self.followed_bytes.clone(),
         );
         r.register(
             "persists",

@@ -109,6 +109,25 @@ impl TableDef {
     pub fn time_index(&self) -> usize {
         self.columns.len()
     }
+
+    /// This definition widened by `other`'s columns that it lacks, appended in `other`'s
+    /// order; `None` if it lacks none. Never reorders or drops a column, so data laid out
+    /// by this definition (buffered chunks, sorted files) keeps its meaning. A column both
+    /// have keeps this definition's kind: rows of the other kind are rejected where they are
+    /// validated, as any type conflict is.
+    pub fn widened_by(&self, other: &TableDef) -> Option<TableDef> {
+        let mut missing = other
+            .columns
+            .iter()
+            .filter(|c| self.column_index(&c.name).is_none())
+            .peekable();
+        missing.peek()?;
+        let mut def = self.clone();
+        for c in missing {
+            def.push(&c.name, c.kind);
+        }
+        Some(def)
+    }
 }
 
 pub fn time_type() -> DataType {
@@ -172,6 +191,27 @@ impl Schemas {
             def.reindex();
             tables.insert(def.name.clone(), Arc::new(def));
         }
+    }
+
+    /// Takes in definitions another node wrote: a table not known here is added; a known
+    /// one only gains the columns it lacks ([`TableDef::widened_by`]), never a new order, so
+    /// buffered data stays readable. Answers whether anything changed.
+    pub fn merge(&self, defs: impl IntoIterator<Item = TableDef>) -> bool {
+        let mut tables = self.tables.write();
+        let mut changed = false;
+        for mut def in defs {
+            def.reindex();
+            let next = match tables.get(&def.name) {
+                None => def,
+                Some(have) => match have.widened_by(&def) {
+                    Some(wider) => wider,
+                    None => continue,
+                },
+            };
+            tables.insert(next.name.clone(), Arc::new(next));
+            changed = true;
+        }
+        changed
     }
 
     pub fn get(&self, table: &str) -> Option<Arc<TableDef>> {
@@ -436,5 +476,51 @@ mod tests {
         let schema = def.arrow_schema();
         assert_eq!(schema.field(2).name(), "time");
         assert_eq!(schema.field(0).data_type(), &tag_type());
+    }
+
+    fn def(name: &str, cols: &[(&str, ColumnKind)]) -> TableDef {
+        let mut d = TableDef::new(name, false);
+        for (c, k) in cols {
+            d.push(c, *k);
+        }
+        d
+    }
+
+    #[test]
+    fn merging_another_nodes_definition_only_appends_columns() {
+        let f64 = ColumnKind::Field(FieldType::F64);
+        let schemas = Schemas::new(Vec::new());
+        schemas.load([def("t", &[("gpu", ColumnKind::Tag), ("a", f64)])]);
+        // Another node's order, a column this one lacks, and a column of another kind.
+        let theirs = def(
+            "t",
+            &[
+                ("b", ColumnKind::Field(FieldType::I64)),
+                ("a", ColumnKind::Field(FieldType::Str)),
+                ("gpu", ColumnKind::Tag),
+                ("host", ColumnKind::Tag),
+            ],
+        );
+        assert!(schemas.merge([theirs.clone(), def("u", &[("x", f64)])]));
+        let t = schemas.get("t").unwrap();
+        let names: Vec<_> = t
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("gpu", ColumnKind::Tag),
+                ("a", f64),
+                ("b", ColumnKind::Field(FieldType::I64)),
+                ("host", ColumnKind::Tag),
+            ]
+        );
+        assert_eq!(t.column_index("host"), Some(3));
+        assert!(schemas.get("u").is_some());
+        // Nothing new: nothing changes.
+        assert!(!schemas.merge([theirs]));
+        assert!(t.widened_by(&def("t", &[("a", f64)])).is_none());
     }
 }

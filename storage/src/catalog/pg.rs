@@ -29,6 +29,30 @@ pub struct PgCatalog {
     fence: Option<Held>,
 }
 
+/// `stored` (the committed definition of `name`) widened by `ours`' columns it lacks.
+fn widen_json(
+    name: &str,
+    stored: serde_json::Value,
+    ours: &serde_json::Value,
+) -> Result<serde_json::Value> {
+    let parse = |v: serde_json::Value| {
+        serde_json::from_value::<TableDef>(v).map_err(|e| {
+            Error::Catalog(format!(
+                "table `{name}` in the PostgreSQL catalog does not parse: {e}"
+            ))
+        })
+    };
+    let mut have = parse(stored.clone())?;
+    have.reindex();
+    let mut ours = parse(ours.clone())?;
+    ours.reindex();
+    match have.widened_by(&ours) {
+        None => Ok(stored),
+        Some(wider) => serde_json::to_value(&wider)
+            .map_err(|e| Error::Catalog(format!("cannot encode table `{name}`: {e}"))),
+    }
+}
+
 fn int(v: u64, what: &str) -> Result<i64> {
     i64::try_from(v)
         .map_err(|_| Error::Catalog(format!("{what} {v} does not fit PostgreSQL's bigint")))
@@ -115,14 +139,14 @@ impl PgCatalog {
                 span: r.get(8),
             })
             .collect::<Vec<_>>();
-        let covered = tx
-            .query_opt(
-                "SELECT persisted_through FROM rw_wal_coverage WHERE writer = $1",
-                &[&&*self.writer],
-            )
+        let coverage: std::collections::BTreeMap<String, u64> = tx
+            .query("SELECT writer, persisted_through FROM rw_wal_coverage", &[])
             .await
             .map_err(err)?
-            .map(|r| SegmentId(r.get::<_, i64>(0) as u64));
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+            .collect();
+        let covered = coverage.get(&*self.writer).map(|c| SegmentId(*c));
         tx.commit().await.map_err(err)?;
         *self.committed_tables.lock() = committed;
         info!(version, files = files.len(), writer = %self.writer, "loaded catalog from PostgreSQL");
@@ -133,6 +157,7 @@ impl PgCatalog {
             next_file_id: files.last().map_or(1, |f| f.id + 1),
             files,
             wal_persisted_through: covered,
+            coverage,
         }))
     }
 
@@ -211,11 +236,24 @@ impl PgCatalog {
                 ),
             });
         }
-        for (name, json) in &changed_tables {
+        // Definitions only widen: another node (another shard's owner) may have added
+        // columns this one has not seen, and they must not be lost to this commit.
+        for (name, json) in &mut changed_tables {
+            let stored = tx
+                .query_opt(
+                    "SELECT def FROM rw_tables WHERE name = $1 FOR UPDATE",
+                    &[&*name],
+                )
+                .await
+                .map_err(err)?;
+            if let Some(row) = stored {
+                let stored: serde_json::Value = row.get(0);
+                *json = widen_json(name, stored, json)?;
+            }
             tx.execute(
                 "INSERT INTO rw_tables (name, def) VALUES ($1, $2)
                  ON CONFLICT (name) DO UPDATE SET def = excluded.def",
-                &[name, json],
+                &[&*name, &*json],
             )
             .await
             .map_err(err)?;

@@ -124,16 +124,11 @@ impl Db {
             keep
         });
         files.extend(new_files);
-        self.commit_catalog(cw, files, Some(generation.wal_through))
-            .await?;
+        self.commit_catalog(cw, files, Some(generation)).await?;
         let now = Instant::now();
         cw.pending_deletes
             .extend(stale_paths.into_iter().map(|p| (now, p)));
         crate::crash::point("persist:after_catalog");
-        {
-            let mut st = self.state.write();
-            st.frozen.retain(|g| !Arc::ptr_eq(g, generation));
-        }
         self.buffer_bytes
             .fetch_sub(generation.frozen.bytes, Ordering::Relaxed);
         self.metrics
@@ -164,8 +159,9 @@ impl Db {
     }
 
     /// Saves a new catalog version with `files`, then makes it what queries see. A persist
-    /// (`wal_through` given) is this node's shard's; anything else is maintenance, committed
-    /// only under the compaction lease where there is one.
+    /// (of the frozen generation `persisted`, which leaves the buffer in the same step as its
+    /// files arrive) is this node's shard's; anything else is maintenance, committed only
+    /// under the compaction lease where there is one.
     ///
     /// Beside other nodes the catalog may have moved on since `files` was computed from this
     /// node's view: the change is then rebased on the new version ([`Db::rebase`]) and tried
@@ -174,8 +170,9 @@ impl Db {
         &self,
         cw: &mut CatalogWriter,
         files: Vec<FileMeta>,
-        wal_through: Option<wal::SegmentId>,
+        persisted: Option<&Arc<FrozenGen>>,
     ) -> Result<()> {
+        let wal_through = persisted.map(|g| g.wal_through);
         let persist = wal_through.is_some();
         let lease = if persist {
             None
@@ -205,9 +202,12 @@ impl Db {
             files,
             wal_persisted_through: wal_through.or(prev_wal),
             next_file_id: cw.next_file_id,
+            coverage: Default::default(),
         };
         let mut prev_files = self.state.read().files.clone();
         let mut attempts = 0;
+        // The catalog another node moved on to, when this commit was rebased on it.
+        let mut moved_on = None;
         loop {
             match self
                 .catalog
@@ -224,17 +224,20 @@ impl Db {
                     state.version = fresh.version + 1;
                     cw.version = fresh.version;
                     prev_files = Arc::new(fresh.files);
+                    moved_on = Some((fresh.coverage, fresh.tables));
                 }
                 Err(e) => return Err(e),
             }
         }
         cw.version = state.version;
         cw.wal_persisted_through = state.wal_persisted_through;
-        self.metrics.files.set(state.files.len() as i64);
-        self.metrics
-            .file_bytes
-            .set(state.files.iter().map(|f| f.size as i64).sum());
-        self.state.write().files = Arc::new(state.files);
+        // Other shards' rows that the other node's commit moved into files leave their
+        // buffers in the same step as those files arrive.
+        let rebuilt = match moved_on {
+            Some((coverage, tables)) => self.refollow(&coverage, &tables).await,
+            None => Vec::new(),
+        };
+        self.swap_in(state.files, rebuilt, persisted);
         Ok(())
     }
 
@@ -588,9 +591,6 @@ pub(crate) async fn background(
             _ = shutdown.changed() => return,
         }
         let Some(db) = db.upgrade() else { return };
-        if let Err(error) = db.follow_catalog().await {
-            warn!(%error, "cannot read the catalog other nodes committed; retrying");
-        }
         if db.should_persist()
             && let Err(error) = db.persist().await
         {

@@ -658,9 +658,12 @@ fn numeric(kind: ColumnKind) -> bool {
 fn buffered_overlaps(st: &State, table: &str, from: i64, to: i64) -> bool {
     let (lo, hi) = raw_span(from, to);
     let hit = |(min, max): (i64, i64)| min < hi && max >= lo;
-    st.buffer
-        .chunks(table, lo, hi - 1)
-        .any(|(_, c)| hit(c.time_range()))
+    std::iter::once(&st.buffer)
+        .chain(st.followed.values())
+        .any(|b| {
+            b.chunks(table, lo, hi - 1)
+                .any(|(_, c)| hit(c.time_range()))
+        })
         || st.frozen.iter().any(|g| {
             g.frozen
                 .tables

@@ -134,9 +134,40 @@ impl ShardLog {
         Ok(out)
     }
 
+    /// The same log's store and database, for another shard.
+    pub fn of(&self, shard: &str) -> ShardLog {
+        ShardLog {
+            shard: shard.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// Every shard's head (shards that were ever taken).
+    pub async fn heads(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let client = self.pg.client().await?;
+        let rows = client
+            .query("SELECT shard, head FROM rw_wal_heads", &[])
+            .await
+            .map_err(|e| self.pg.error("cannot read the WAL heads from", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
     /// The segment in one object, decompressed.
     pub async fn read(&self, path: &Path) -> Result<Bytes> {
-        let body = self.store.get(path).await?.bytes().await?;
+        let body = self.fetch(path).await?;
+        Self::unpack(path, body)
+    }
+
+    /// One object's body as stored (compressed).
+    pub async fn fetch(&self, path: &Path) -> Result<Bytes> {
+        Ok(self.store.get(path).await?.bytes().await?)
+    }
+
+    /// The segment in a body [`fetch`](Self::fetch) read.
+    pub fn unpack(path: &Path, body: Bytes) -> Result<Bytes> {
         if !body.starts_with(&ZSTD_MAGIC) {
             return Ok(body);
         }
