@@ -27,6 +27,7 @@ mod e2e {
     pub mod models;
     pub mod multinode;
     pub mod multinode_compact;
+    pub mod multinode_shards;
     pub mod portal;
     pub mod prometheus;
     pub mod promql;

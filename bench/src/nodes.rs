@@ -1,13 +1,15 @@
 //! `rigwatch bench nodes`: ingest and query throughput with 1, 2, 3... nodes sharing a real
 //! PostgreSQL and SeaweedFS, all on this machine.
 //!
-//! Node 1 owns the shard (`--mode all`); the others are query nodes (`--mode query`). Writes
-//! (the simulated fleet's `gpu` rows, line protocol) go round-robin to every node, so query
-//! nodes pass theirs on to the owner; then a fixed mix of PromQL and SQL runs round-robin on
-//! every node. On one machine the nodes share its cores, so the figures to compare are per CPU
-//! second (user + system time of every rigwatch process), not totals. Also printed: how long
-//! after the last acknowledged write every node answers with all rows, and the object store
-//! requests and bytes per million values (from the owner's /metrics).
+//! With N nodes the cluster has N shards (`--shards N`) and every node owns one (`--mode
+//! all`; node 1 takes shard 0, the primary). Writes (the simulated fleet's `gpu` rows, line
+//! protocol, as an operator) go round-robin to every node, each into its own shard; then a
+//! fixed mix of PromQL and SQL runs round-robin on every node, each reading every shard.
+//! `--one-shard` measures the other layout: one owner and N-1 query nodes (`--mode query`)
+//! that pass their writes on to it. On one machine the nodes share its cores, so the figures
+//! to compare are per CPU second (user + system time of every rigwatch process), not totals.
+//! Also printed: how long after the last acknowledged write every node answers with all
+//! rows, and the object store requests and bytes per million values (every node's /metrics).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -24,7 +26,8 @@ use crate::engines::{Postgres, S3_ENV, SeaweedFs};
 /// Options of `rigwatch bench nodes`.
 #[derive(Debug, Args)]
 pub struct NodesArgs {
-    /// Node counts to measure, one run each: the owner plus N-1 query nodes.
+    /// Node counts to measure, one run each: N nodes owning a shard each (or, with
+    /// `--one-shard`, the owner plus N-1 query nodes).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub nodes: Vec<usize>,
 
@@ -47,6 +50,11 @@ pub struct NodesArgs {
     /// Queries in the query phase.
     #[arg(long, default_value_t = 300)]
     pub queries: usize,
+
+    /// One shard: node 1 owns it and the others are query nodes, instead of one shard per
+    /// node.
+    #[arg(long)]
+    pub one_shard: bool,
 }
 
 const TOKEN: &str = "bench-nodes-admin-token-not-a-secret";
@@ -214,12 +222,13 @@ async fn one_run(
         "--persist-age",
         "10s",
     ];
+    let shards = if args.one_shard { 1 } else { n }.to_string();
     let mut nodes = Vec::new();
     for i in 0..n {
         let id = format!("n{i}");
         let mut a: Vec<&str> = shared.to_vec();
-        a.extend(["--node-id", &id]);
-        if i > 0 {
+        a.extend(["--node-id", &id, "--shards", &shards]);
+        if i > 0 && args.one_shard {
             a.extend(["--mode", "query"]);
         }
         let dir: PathBuf = tmp.path().join(&id);
@@ -234,7 +243,7 @@ async fn one_run(
     let cpu = |nodes: &[Node]| nodes.iter().map(Node::cpu_seconds).sum::<f64>();
 
     // Ingest, round-robin over the nodes.
-    let metrics_before = object_store_counts(&client, &bases[0]).await?;
+    let metrics_before = object_store_counts(&client, &bases).await?;
     let cpu0 = cpu(&nodes);
     let t = Instant::now();
     let mut results = futures::stream::iter(0..bodies.len())
@@ -260,7 +269,7 @@ async fn one_run(
     }
     let ingest_s = t.elapsed().as_secs_f64();
     let ingest_cpu = cpu(&nodes) - cpu0;
-    let metrics_after = object_store_counts(&client, &bases[0]).await?;
+    let metrics_after = object_store_counts(&client, &bases).await?;
 
     // Until every node answers with every row.
     let t = Instant::now();
@@ -394,18 +403,21 @@ async fn count_gpu_rows(client: &reqwest::Client, base: &str) -> Option<u64> {
     v[0]["n"].as_u64()
 }
 
-/// The owner's object store counters: `put`, `get` requests and bytes `sent`.
+/// Every node's object store counters, summed: `put`, `get` requests and bytes `sent`.
 async fn object_store_counts(
     client: &reqwest::Client,
-    base: &str,
+    bases: &[String],
 ) -> anyhow::Result<std::collections::HashMap<String, f64>> {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await?
-        .text()
-        .await?;
+    let mut text = String::new();
+    for base in bases {
+        text += &client
+            .get(format!("{base}/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?
+            .text()
+            .await?;
+    }
     let mut out = std::collections::HashMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((name, value)) = line.rsplit_once(' ') else {

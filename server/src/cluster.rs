@@ -76,7 +76,18 @@ pub struct StoreArgs {
     /// is fenced off: its writes are refused.
     #[arg(long, env = "RIGWATCH_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
+
+    /// How many shards the writes of nodes sharing a catalog are split into, each written by
+    /// its own `all` or `ingest` node: a supplier's writes (its agents' and its own) go to
+    /// shard `hash(supplier) mod N`, everything else to shard 0, whose owner also runs the
+    /// allocator, fault detection and alert rules. Recorded in PostgreSQL by the first node;
+    /// every node must be started with the same value.
+    #[arg(long, env = "RIGWATCH_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_SHARDS as i64))]
+    pub shards: u32,
 }
+
+/// Most shards a cluster may have.
+pub const MAX_SHARDS: u32 = 256;
 
 /// A node's part among nodes sharing a catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -93,8 +104,20 @@ pub enum Mode {
     Query,
 }
 
-/// The one shard of this release: every write goes to its owner's log.
-pub const SHARD: &str = "0";
+/// The shard whose owner runs the singletons (allocator, fault detection, alert rules) and
+/// takes every request that is not a supplier's write.
+pub const PRIMARY_SHARD: &str = "0";
+
+/// The shard that takes `supplier`'s writes among `shards` (FNV-1a of the name: the same on
+/// every node and every release).
+pub fn shard_of(supplier: &str, shards: u32) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in supplier.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % u64::from(shards.max(1))).to_string()
+}
 
 /// What a node turned out to be.
 #[derive(Debug)]
@@ -128,6 +151,23 @@ impl Role {
             Role::Alone | Role::Owner(_) => None,
         }
     }
+
+    /// The shard this node writes, if it owns one.
+    pub fn shard(&self) -> Option<&str> {
+        match self {
+            Role::Owner(o) => Some(&o.shard),
+            Role::Alone | Role::Query(_) | Role::Standby(_) => None,
+        }
+    }
+
+    /// Whether this node runs the singletons: alone, or as the primary shard's owner.
+    pub fn is_primary(&self) -> bool {
+        match self {
+            Role::Alone => true,
+            Role::Owner(o) => o.shard == PRIMARY_SHARD,
+            Role::Query(_) | Role::Standby(_) => false,
+        }
+    }
 }
 
 /// Wakes a node whose part must change: a standby once the shard's lease is free, an owner
@@ -145,23 +185,26 @@ impl PartChange {
         self.notify.notified().await
     }
 
-    /// For a standby: polls the shard's lease and wakes once no live node holds it.
-    pub fn when_free(pg: &Pg, ttl: Duration) -> Self {
+    /// For a standby: polls the leases of the `shards` shards and wakes once no live node
+    /// holds one of them.
+    pub fn when_free(pg: &Pg, ttl: Duration, shards: u32) -> Self {
         let notify = Arc::new(tokio::sync::Notify::new());
         let (pg, wake) = (pg.clone(), notify.clone());
-        let name = lease::shard_lease(SHARD);
         let watch = task::spawn(async move {
             loop {
                 tokio::time::sleep((ttl / 10).max(Duration::from_millis(100))).await;
-                match lease::holder(&pg, &name).await {
-                    Ok(Some(h)) if h.expires_in_ms > 0 => {}
-                    Ok(_) => {
-                        info!(lease = %name, "the shard's lease is free: this standby takes the shard over");
-                        wake.notify_one();
-                        return;
-                    }
-                    Err(e) => {
-                        warn!(error = %e, lease = %name, "cannot read the shard's lease; retrying")
+                for shard in 0..shards {
+                    let name = lease::shard_lease(&shard.to_string());
+                    match lease::holder(&pg, &name).await {
+                        Ok(Some(h)) if h.expires_in_ms > 0 => {}
+                        Ok(_) => {
+                            info!(lease = %name, "a shard's lease is free: this standby takes the shard over");
+                            wake.notify_one();
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, lease = %name, "cannot read a shard's lease; retrying")
+                        }
                     }
                 }
             }
@@ -221,6 +264,8 @@ pub async fn refuse_when_deposed(
 #[derive(Debug)]
 pub struct ShardOwner {
     pg: Pg,
+    /// The shard it writes.
+    pub shard: String,
     held: Held,
     renew: Task<()>,
     /// Set once another node took the lease over.
@@ -273,6 +318,7 @@ impl ShardOwner {
         Ok(Some((
             Self {
                 pg: pg.clone(),
+                shard: shard.to_string(),
                 held: held.clone(),
                 renew,
                 lost,
@@ -313,6 +359,34 @@ impl ShardOwner {
             warn!(error = %e, lease = %self.held.name, "cannot release the shard's lease; it expires by itself");
         }
     }
+}
+
+/// Records the cluster's shard count in PostgreSQL (the first node's) and refuses a node
+/// started with another: nodes that split writes differently would each take a supplier's
+/// writes for a shard the others do not send them to.
+async fn check_shards(pg: &Pg, shards: u32) -> anyhow::Result<()> {
+    let client = pg.client().await?;
+    let want = i32::try_from(shards).unwrap_or(i32::MAX);
+    let have: i32 = client
+        .query_one(
+            "WITH mine AS (
+                 INSERT INTO rw_cluster (id, shards) VALUES (1, $1)
+                 ON CONFLICT (id) DO NOTHING RETURNING shards
+             )
+             SELECT shards FROM mine UNION ALL SELECT shards FROM rw_cluster WHERE id = 1
+             LIMIT 1",
+            &[&want],
+        )
+        .await
+        .map_err(|e| pg.error("cannot read the cluster's shard count from", e))?
+        .get(0);
+    if have != want {
+        anyhow::bail!(
+            "this cluster splits writes into {have} shard(s) (recorded in PostgreSQL by its first node), \
+             but this node was started with --shards {shards}: start every node with --shards {have}"
+        );
+    }
+    Ok(())
 }
 
 impl StoreArgs {
@@ -366,10 +440,11 @@ impl StoreArgs {
             .await
             .context("the object store failed the conditional-write probe")?;
         info!(node = %node, catalog = %redact(url), mode = ?self.mode, "catalog in PostgreSQL; the object store honours create-only writes");
+        check_shards(&pg, self.shards).await?;
         let log = ShardLog {
             pg: pg.clone(),
             store,
-            shard: SHARD.to_string(),
+            shard: PRIMARY_SHARD.to_string(),
         };
         let compaction = || {
             Maintenance::Leased(lease::Keeper::start(
@@ -379,14 +454,20 @@ impl StoreArgs {
                 self.lease_ttl,
             ))
         };
-        let taken = match self.mode {
-            Mode::Query | Mode::Compact => None,
-            Mode::All | Mode::Ingest => ShardOwner::take(&pg, SHARD, &node, self.lease_ttl).await?,
-        };
+        let mut taken = None;
+        if matches!(self.mode, Mode::All | Mode::Ingest) {
+            // The first free shard, the primary first.
+            for shard in 0..self.shards {
+                taken = ShardOwner::take(&pg, &shard.to_string(), &node, self.lease_ttl).await?;
+                if taken.is_some() {
+                    break;
+                }
+            }
+        }
         let Some((owner, head)) = taken else {
             c.catalog = CatalogConfig::Postgres {
                 pg: pg.clone(),
-                writer: SHARD.to_string(),
+                writer: PRIMARY_SHARD.to_string(),
                 fence: None,
             };
             c.wal_home = WalHome::Follow { log };
@@ -405,11 +486,11 @@ impl StoreArgs {
         };
         c.catalog = CatalogConfig::Postgres {
             pg: pg.clone(),
-            writer: SHARD.to_string(),
+            writer: owner.shard.clone(),
             fence: Some(owner.held.clone()),
         };
         c.wal_home = WalHome::Shard {
-            log,
+            log: log.of(&owner.shard),
             held: owner.held.clone(),
             head,
         };

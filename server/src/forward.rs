@@ -1,10 +1,19 @@
-//! A query node (`--mode query`), like a standby (`--mode all` while another node owns the
-//! shard), answers reads made with a token itself (SQL, PromQL, the DSL, the portal's
-//! assets) and passes everything else — writes, agent registration, jobs, rules, and every
-//! portal request made with a session, so that sessions live in one place — to the node that
-//! owns the shard, found through the shard's lease in PostgreSQL. The owner authenticates and
-//! authorizes the request again; this node adds nothing to it. Answers stream through (the
-//! portal's live events included).
+//! Where a request is answered when nodes share a catalog.
+//!
+//! Every node answers reads made with a token itself (SQL, PromQL, the DSL, the portal's
+//! assets): it reads every shard. A supplier's writes (its agents' telemetry, registrations
+//! and GPU releases, and its own line-protocol, Prometheus and remote writes) go to the owner
+//! of the supplier's shard ([`crate::cluster::shard_of`]); an operator's writes to this
+//! node's own shard, or the primary's when it owns none. Everything else — jobs, rules,
+//! tokens, and every portal request made with a session, so that sessions live in one place
+//! — goes to the primary shard's owner, which runs the singletons. Owners are found through
+//! their shard's lease in PostgreSQL.
+//!
+//! The target authenticates and authorizes the request again; this node adds nothing to it
+//! but the number of times it was passed on. A request is passed on at most twice (a node
+//! that has not yet learnt a new token sends its write to the primary, which knows the
+//! supplier's shard), so a moment when nodes disagree on who owns a shard gives a 503 to
+//! retry, not a loop. Answers stream through (the portal's live events included).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,8 +24,17 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
+use rigwatch_storage::auth::AuthStore;
 use rigwatch_storage::lease;
 use rigwatch_storage::pg::Pg;
+
+use crate::cluster::{PRIMARY_SHARD, shard_of};
+
+/// How many times a request was passed on from node to node.
+pub const FORWARDED: &str = "x-rigwatch-forwarded";
+
+/// Most times a request is passed on.
+const MAX_HOPS: u8 = 2;
 
 /// How long the owner's address is reused before the lease is read again.
 const OWNER_TTL: Duration = Duration::from_secs(1);
@@ -26,21 +44,35 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// partitioned away accepts connections but never answers; its lease then moves on).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where requests that need the owner go.
+/// Where requests this node does not answer go.
 #[derive(Debug)]
 pub struct Forward {
     pg: Pg,
-    shard: String,
+    /// The cluster's shard count.
+    shards: u32,
+    /// The shard this node writes, if it owns one.
+    own: Option<String>,
+    /// Finds the supplier of a write's token.
+    auth: Arc<AuthStore>,
     client: reqwest::Client,
     max_body: usize,
-    owner: Mutex<Option<(Instant, String)>>,
+    /// Each shard's owner's address, as last read.
+    owners: Mutex<std::collections::HashMap<String, (Instant, String)>>,
 }
 
 impl Forward {
-    pub fn new(pg: Pg, shard: &str, max_body: usize) -> anyhow::Result<Self> {
+    pub fn new(
+        pg: Pg,
+        shards: u32,
+        own: Option<&str>,
+        auth: Arc<AuthStore>,
+        max_body: usize,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             pg,
-            shard: shard.to_string(),
+            shards,
+            own: own.map(str::to_string),
+            auth,
             client: reqwest::Client::builder()
                 .no_proxy()
                 // No overall timeout: the portal's live events stream for as long as the
@@ -49,25 +81,78 @@ impl Forward {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
             max_body,
-            owner: Mutex::new(None),
+            owners: Mutex::default(),
         })
     }
 
-    async fn owner(&self) -> Option<String> {
-        if let Some((at, url)) = self.owner.lock().as_ref()
+    async fn owner(&self, shard: &str) -> Option<String> {
+        if let Some((at, url)) = self.owners.lock().get(shard)
             && at.elapsed() < OWNER_TTL
         {
             return Some(url.clone());
         }
-        let holder = lease::holder(&self.pg, &lease::shard_lease(&self.shard))
+        let holder = lease::holder(&self.pg, &lease::shard_lease(shard))
             .await
             .ok()
             .flatten()?;
         if holder.expires_in_ms <= 0 || holder.address.is_empty() {
             return None;
         }
-        *self.owner.lock() = Some((Instant::now(), holder.address.clone()));
+        self.owners
+            .lock()
+            .insert(shard.to_string(), (Instant::now(), holder.address.clone()));
         Some(holder.address)
+    }
+
+    /// The shard whose owner answers this request; `None`: this node.
+    fn target(
+        &self,
+        method: &axum::http::Method,
+        path: &str,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<String> {
+        if is_local(path, headers) {
+            return None;
+        }
+        let shard = if is_supplier_write(method, path) {
+            let supplier = crate::access::presented_token(headers)
+                .and_then(|t| self.auth.authenticate(&t))
+                .and_then(|p| p.supplier);
+            match supplier {
+                Some(s) => shard_of(&s, self.shards),
+                // An operator's write: this node's shard, if it has one.
+                None => self
+                    .own
+                    .clone()
+                    .unwrap_or_else(|| PRIMARY_SHARD.to_string()),
+            }
+        } else {
+            PRIMARY_SHARD.to_string()
+        };
+        (self.own.as_deref() != Some(shard.as_str())).then_some(shard)
+    }
+
+    /// Forgets `shard`'s owner (it did not answer).
+    fn forget(&self, shard: &str) {
+        self.owners.lock().remove(shard);
+    }
+}
+
+/// The routes that write a supplier's data or its agents' records, answered by the owner of
+/// the supplier's shard.
+fn is_supplier_write(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    match *method {
+        Method::POST => matches!(
+            path,
+            "/api/v2/write"
+                | "/api/v1/import/prometheus"
+                | "/api/v1/write"
+                | "/api/v1/agent/write"
+                | "/api/v1/agent/register"
+        ),
+        Method::DELETE => path.starts_with("/api/v1/agent/gpus/"),
+        _ => false,
     }
 }
 
@@ -96,15 +181,26 @@ fn is_read(path: &str) -> bool {
         || path.starts_with("/portal/assets/")
 }
 
-/// The middleware: local reads go on, the rest to the owner.
+/// The middleware: what this node answers goes on, the rest to the shard's owner.
 pub async fn forward(State(f): State<Arc<Forward>>, req: Request, next: Next) -> Response {
-    if is_local(req.uri().path(), req.headers()) {
+    let Some(shard) = f.target(req.method(), req.uri().path(), req.headers()) else {
         return next.run(req).await;
+    };
+    let hops = req.headers().get(FORWARDED).map_or(0, |v| {
+        v.to_str()
+            .ok()
+            .and_then(|v| v.parse::<u8>().ok())
+            .unwrap_or(MAX_HOPS)
+    });
+    if hops >= MAX_HOPS {
+        return crate::access::unavailable(&format!(
+            "this node was passed a request for shard {shard}, which it does not own (the shard's owner just changed); retry"
+        ));
     }
-    let Some(owner) = f.owner().await else {
-        return crate::access::unavailable(
-            "no node owns the shard right now (the owner died and no other has taken over yet); retry shortly",
-        );
+    let Some(owner) = f.owner(&shard).await else {
+        return crate::access::unavailable(&format!(
+            "no node owns shard {shard} right now (its owner died and no other has taken over yet); retry shortly"
+        ));
     };
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, f.max_body).await {
@@ -121,11 +217,12 @@ pub async fn forward(State(f): State<Arc<Forward>>, req: Request, next: Next) ->
     let mut out = f
         .client
         .request(parts.method, format!("{owner}{path}"))
+        .header(FORWARDED, (hops + 1).to_string())
         .body(bytes);
     for (name, value) in &parts.headers {
         if !matches!(
             name.as_str(),
-            "host" | "content-length" | "connection" | "transfer-encoding"
+            "host" | "content-length" | "connection" | "transfer-encoding" | FORWARDED
         ) {
             out = out.header(name, value);
         }
@@ -133,16 +230,16 @@ pub async fn forward(State(f): State<Arc<Forward>>, req: Request, next: Next) ->
     let resp = match tokio::time::timeout(ANSWER_TIMEOUT, out.send()).await {
         Ok(Ok(r)) => r,
         Err(_) => {
-            *f.owner.lock() = None;
+            f.forget(&shard);
             return crate::access::unavailable(&format!(
-                "the shard's owner at {owner} did not answer within {} s; retry",
+                "the owner of shard {shard} at {owner} did not answer within {} s; retry",
                 ANSWER_TIMEOUT.as_secs()
             ));
         }
         Ok(Err(e)) => {
-            *f.owner.lock() = None;
+            f.forget(&shard);
             return crate::access::unavailable(&format!(
-                "the shard's owner at {owner} did not answer: {e}"
+                "the owner of shard {shard} at {owner} did not answer: {e}"
             ));
         }
     };

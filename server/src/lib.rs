@@ -618,10 +618,9 @@ async fn start_on(
             t.token
         );
     }
-    let query_node = role.follows().is_some();
-    // A query node (or a standby) writes nothing: the allocator, fault detection and alert
-    // rules run on the shard's owner, and their routes are passed on to it.
-    let alloc = if query_node {
+    // The allocator, fault detection and alert rules run on one node: alone, or the primary
+    // shard's owner (it reads every shard); other nodes pass their routes on to it.
+    let alloc = if !role.is_primary() {
         None
     } else {
         Some(
@@ -780,11 +779,13 @@ async fn start_on(
             crate::cluster::refuse_when_deposed,
         ));
     }
-    if let Some(pg) = role.follows() {
+    if let Some(pg) = role.pg() {
         // Outside the access layer: the owner authenticates what it is passed.
         let fwd = Arc::new(crate::forward::Forward::new(
             pg.clone(),
-            crate::cluster::SHARD,
+            args.store.shards,
+            role.shard(),
+            auth.clone(),
             args.max_body.as_u64() as usize,
         )?);
         app = app.layer(axum::middleware::from_fn_with_state(
@@ -831,6 +832,7 @@ async fn start_on(
         crate::cluster::Role::Standby(pg) => Some(crate::cluster::PartChange::when_free(
             pg,
             args.store.lease_ttl,
+            args.store.shards,
         )),
         crate::cluster::Role::Alone | crate::cluster::Role::Query(_) => None,
     };

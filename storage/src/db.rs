@@ -439,7 +439,8 @@ impl Db {
         self.partition_ns
     }
 
-    /// Every accepted write, as it lands (after it is durable and queryable).
+    /// Every accepted write, as it lands (after it is durable and queryable); on a shard's
+    /// owner also every other shard's, as this node reads it ([`follow`]).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<WriteBatch>> {
         self.subscribers.subscribe()
     }

@@ -69,6 +69,11 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 5: tier files (several partitions merged into one file): the time they span.
     "ALTER TABLE rw_files ADD COLUMN span bigint NOT NULL DEFAULT 0;",
+    // 6: how many shards the cluster's writes are split into (the first node's --shards).
+    "CREATE TABLE rw_cluster (
+         id int PRIMARY KEY CHECK (id = 1),
+         shards int NOT NULL CHECK (shards > 0)
+     );",
 ];
 
 /// A key for `pg_advisory_xact_lock` that no other application is likely to use.

@@ -282,7 +282,11 @@ async fn nodes_share_seaweedfs_only_if_it_honours_conditional_writes() {
 }
 
 /// `rigwatch serve` args for a node sharing `pg` and `weed`'s bucket.
-fn shared_args<'a>(pg: &'a Postgres, weed: &'a SeaweedFs, node: &'a str) -> Vec<&'a str> {
+pub(super) fn shared_args<'a>(
+    pg: &'a Postgres,
+    weed: &'a SeaweedFs,
+    node: &'a str,
+) -> Vec<&'a str> {
     let mut args = node_args(pg, node);
     args.extend([
         "--s3-bucket",
@@ -320,7 +324,7 @@ impl Shared {
         })
     }
 
-    fn dir(&self, node: &str) -> std::path::PathBuf {
+    pub(super) fn dir(&self, node: &str) -> std::path::PathBuf {
         self.tmp.path().join(node)
     }
 
@@ -337,6 +341,23 @@ impl Shared {
         server
     }
 
+    /// `rigwatch serve` as `node`, expected to refuse to start; its stderr.
+    pub(super) fn refused(&self, node: &str, extra: &[&str]) -> String {
+        let mut args = shared_args(&self.pg, &self.weed, node);
+        args.extend(extra);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rigwatch"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.dir(node))
+            .args(&args)
+            .envs(S3_ENV.iter().copied())
+            .env("RIGWATCH_ADMIN_TOKEN", super::harness::ADMIN_TOKEN)
+            .output()
+            .expect("run rigwatch");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "rigwatch started:\n{err}");
+        err
+    }
+
     async fn node_env(&self, node: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut args = shared_args(&self.pg, &self.weed, node);
         args.extend(extra);
@@ -346,7 +367,7 @@ impl Shared {
 }
 
 /// Waits until `server` logged that it took the shard's lease.
-async fn wait_for_ownership(server: &Server) {
+pub(super) async fn wait_for_ownership(server: &Server) {
     server.wait_for_log("took the shard's lease", 30).await
 }
 
@@ -616,7 +637,7 @@ async fn a_query_node_reads_everything_and_passes_writes_to_the_owner() {
 }
 
 /// `rigwatch supplier ARGS --data-dir DIR`; the token it printed, if any.
-fn supplier_cli(data_dir: &std::path::Path, args: &[&str]) -> Option<String> {
+pub(super) fn supplier_cli(data_dir: &std::path::Path, args: &[&str]) -> Option<String> {
     super::agent::supplier_cmd(data_dir, args)
         .lines()
         .find_map(|l| l.strip_prefix("token: "))
@@ -672,7 +693,7 @@ async fn acme_learns_nothing_of_globex(base: &str, token: &str) {
 }
 
 /// The shared supplier and token registry, as JSON text.
-async fn shared_registry(pg: &Postgres) -> String {
+pub(super) async fn shared_registry(pg: &Postgres) -> String {
     let db = Pg::connect(&pg.url).await.unwrap();
     let c = db.client().await.unwrap();
     let doc: serde_json::Value = c

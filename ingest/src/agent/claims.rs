@@ -110,6 +110,34 @@ struct Inner {
 }
 
 impl Inner {
+    /// Applies the lines of `text` in order (from `source`, for the log).
+    fn apply_lines(&mut self, text: &[u8], source: &str) {
+        let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let torn = i + 1 == lines.len();
+            match serde_json::from_slice::<Record>(line) {
+                Ok(r) if r.v == FORMAT_VERSION => self.apply(r),
+                Ok(r) => {
+                    warn!(
+                        source,
+                        line = i + 1,
+                        version = r.v,
+                        "skipping a GPU claim of an unknown format version"
+                    );
+                }
+                Err(error) if torn => {
+                    warn!(%error, source, line = i + 1, "ignoring a torn last GPU claim");
+                }
+                Err(error) => {
+                    warn!(%error, source, line = i + 1, "skipping an unreadable GPU claim");
+                }
+            }
+        }
+    }
+
     fn apply(&mut self, r: Record) {
         match r.op {
             Op::Claim => {
@@ -162,25 +190,7 @@ impl Claims {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
-        for (i, line) in lines.iter().enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            let torn = i + 1 == lines.len();
-            match serde_json::from_slice::<Record>(line) {
-                Ok(r) if r.v == FORMAT_VERSION => inner.apply(r),
-                Ok(r) => {
-                    warn!(path = %path.display(), line = i + 1, version = r.v, "skipping a GPU claim of an unknown format version");
-                }
-                Err(error) if torn => {
-                    warn!(%error, path = %path.display(), line = i + 1, "ignoring a torn last GPU claim");
-                }
-                Err(error) => {
-                    warn!(%error, path = %path.display(), line = i + 1, "skipping an unreadable GPU claim");
-                }
-            }
-        }
+        inner.apply_lines(&text, &path.display().to_string());
         Ok(Claims {
             path,
             inner: Mutex::new(inner),
@@ -273,9 +283,8 @@ impl Claims {
         skip_held: bool,
     ) -> Result<usize, ClaimError> {
         let _guard = self.append.lock();
-        let mut records = Vec::new();
-        {
-            let inner = self.inner.lock();
+        self.change(|inner| {
+            let mut records = Vec::new();
             for (index, uuid) in uuids.iter().enumerate() {
                 match inner.by_gpu.get(*uuid) {
                     Some(c) if c.supplier == supplier && c.worker == worker => continue,
@@ -299,8 +308,70 @@ impl Claims {
                     unix_ms,
                 });
             }
+            Ok(records)
+        })
+    }
+
+    /// Releases `uuid` durably; the claim it had, or `None` if nobody held it.
+    pub fn release(&self, uuid: &str, unix_ms: i64) -> io::Result<Option<Claim>> {
+        let _guard = self.append.lock();
+        let mut released = None;
+        let changed = self.change(|inner| {
+            let Some(claim) = inner.by_gpu.get(uuid).cloned() else {
+                return Ok(Vec::new());
+            };
+            let r = Record {
+                v: FORMAT_VERSION,
+                op: Op::Release,
+                gpu_uuid: uuid.to_string(),
+                supplier: claim.supplier.clone(),
+                worker: claim.worker.clone(),
+                unix_ms,
+            };
+            released = Some(claim);
+            Ok(vec![r])
+        });
+        match changed {
+            Ok(_) => Ok(released),
+            Err(ClaimError::Io(e)) => Err(e),
+            Err(ClaimError::Conflict { .. }) => unreachable!("a release conflicts with nothing"),
         }
-        self.append(&records)?;
+    }
+
+    /// Makes a change (the caller holds `append`): `decide` looks at the claims as they are
+    /// and answers the records to append, durably, then apply; how many. Beside other
+    /// nodes it decides under the cluster-wide lock, after taking in the claims other shards'
+    /// owners made meanwhile, so a GPU one of them gave another supplier is seen here.
+    fn change(
+        &self,
+        decide: impl FnOnce(&Inner) -> Result<Vec<Record>, ClaimError>,
+    ) -> Result<usize, ClaimError> {
+        let encode = |records: &[Record]| {
+            let mut buf = Vec::with_capacity(records.len() * 160);
+            for r in records {
+                serde_json::to_writer(&mut buf, r).expect("a claim serializes");
+                buf.push(b'\n');
+            }
+            buf
+        };
+        let records = match &self.mirror {
+            None => {
+                let records = decide(&self.inner.lock())?;
+                self.append(&encode(&records))?;
+                records
+            }
+            Some(m) => {
+                let mut decided = Vec::new();
+                m.append_checked_blocking(CLAIMS_FILE, |others| {
+                    let mut inner = self.inner.lock();
+                    inner.apply_lines(others.as_bytes(), "the shared GPU claims");
+                    decided = decide(&inner)?;
+                    Ok::<_, ClaimError>(encode(&decided))
+                })?;
+                self.append(&encode(&decided))?;
+                decided
+            }
+        };
         let n = records.len();
         let mut inner = self.inner.lock();
         for r in records {
@@ -309,43 +380,16 @@ impl Claims {
         Ok(n)
     }
 
-    /// Releases `uuid` durably; the claim it had, or `None` if nobody held it.
-    pub fn release(&self, uuid: &str, unix_ms: i64) -> io::Result<Option<Claim>> {
-        let _guard = self.append.lock();
-        let Some(claim) = self.owner(uuid) else {
-            return Ok(None);
-        };
-        let r = Record {
-            v: FORMAT_VERSION,
-            op: Op::Release,
-            gpu_uuid: uuid.to_string(),
-            supplier: claim.supplier.clone(),
-            worker: claim.worker.clone(),
-            unix_ms,
-        };
-        self.append(std::slice::from_ref(&r))?;
-        self.inner.lock().apply(r);
-        Ok(Some(claim))
-    }
-
-    /// Appends `records` and fsyncs (the caller holds `append`).
-    fn append(&self, records: &[Record]) -> io::Result<()> {
-        if records.is_empty() {
+    /// Appends encoded records to the file and fsyncs (the caller holds `append`).
+    fn append(&self, buf: &[u8]) -> io::Result<()> {
+        if buf.is_empty() {
             return Ok(());
-        }
-        let mut buf = Vec::with_capacity(records.len() * 160);
-        for r in records {
-            serde_json::to_writer(&mut buf, r).expect("a claim serializes");
-            buf.push(b'\n');
-        }
-        if let Some(m) = &self.mirror {
-            m.append_blocking(CLAIMS_FILE, &buf)?;
         }
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)?;
-        f.write_all(&buf)?;
+        f.write_all(buf)?;
         f.sync_data()
     }
 }

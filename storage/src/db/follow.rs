@@ -12,7 +12,8 @@
 //! - When a head moved, it fetches the new segments and applies them to that shard's buffer.
 //!
 //! A row acknowledged by any shard's owner is queryable on every node after at most one
-//! interval plus the time to fetch its segment. A node's own commit that had to be rebased
+//! interval plus the time to fetch its segment, and reaches an owner's subscribers (the
+//! primary's allocator and fault detection) then. A node's own commit that had to be rebased
 //! on another node's swaps in the other shards' new coverage the same way
 //! ([`Db::refollow`]).
 
@@ -231,15 +232,25 @@ impl Db {
                 continue;
             }
             let validated = validate(&self.schemas, batches);
-            let mut st = self.state.write();
-            let buffer = st
-                .followed
-                .entry(shard)
-                .or_insert_with(|| Buffer::new(self.partition_ns));
-            for v in &validated {
-                buffer.apply(v);
+            {
+                let mut st = self.state.write();
+                let buffer = st
+                    .followed
+                    .entry(shard)
+                    .or_insert_with(|| Buffer::new(self.partition_ns));
+                for v in &validated {
+                    buffer.apply(v);
+                }
+                self.metrics.followed_bytes.set(followed_bytes(&st) as i64);
             }
-            self.metrics.followed_bytes.set(followed_bytes(&st) as i64);
+            // A shard's owner passes the other shards' rows to its subscribers too, once they
+            // are queryable: the primary's allocator and fault detection watch every GPU,
+            // whichever shard its supplier writes. (A follower has no such subscribers.)
+            if !self.is_follower() && self.subscribers.receiver_count() > 0 {
+                for v in validated {
+                    let _ = self.subscribers.send(Arc::new(v.batch));
+                }
+            }
         }
         Ok(())
     }

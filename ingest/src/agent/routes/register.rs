@@ -291,7 +291,8 @@ pub(super) async fn register(
     .await;
     match saved {
         Ok(Ok(())) => {}
-        // Checked under `changing`: only a bug gets here.
+        // Checked under `changing` against this node's claims; beside other shards' owners,
+        // a claim one of them just made is found here (under the cluster-wide lock).
         Ok(Err(e @ ClaimError::Conflict { .. })) => {
             return error(StatusCode::CONFLICT, e.to_string());
         }

@@ -1,0 +1,199 @@
+//! Writes split into shards by supplier, each shard written by its own node, and every node
+//! reading all of them (`--shards 2`; real PostgreSQL and SeaweedFS, real server processes).
+
+use rigwatch_server::cluster::shard_of;
+use rigwatch_storage::pg::Pg;
+
+use super::harness::Server;
+use super::multinode::{Shared, eventually, shared_registry, supplier_cli};
+
+const SHARDS: &[&str] = &["--shards", "2"];
+
+/// Two supplier names whose writes go to shards 0 and 1.
+fn one_supplier_per_shard() -> (String, String) {
+    let names: Vec<String> = (0..64).map(|i| format!("supplier{i}")).collect();
+    let on = |shard: &str| {
+        names
+            .iter()
+            .find(|n| shard_of(n, 2) == shard)
+            .expect("64 names cover two shards")
+            .clone()
+    };
+    (on("0"), on("1"))
+}
+
+/// Each shard's WAL head (the last acknowledged segment).
+async fn heads(pg: &Pg) -> std::collections::BTreeMap<String, i64> {
+    let c = pg.client().await.unwrap();
+    c.query("SELECT shard, head FROM rw_wal_heads", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// `POST path` on `base` as `token` with a JSON or text body; the status (503s, with their
+/// answer, go to the log: a moment when an owner is not known yet).
+async fn post(base: &str, path: &str, token: &str, body: reqwest::Body, json: bool) -> u16 {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .body(body);
+    if json {
+        req = req.header("content-type", "application/json");
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    if status >= 500 {
+        eprintln!(
+            "{base}{path}: {status} {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    status
+}
+
+/// `request` until it answers something other than 503 (retry: an owner changing or not
+/// known yet), for at most 20 s; that status.
+async fn settled<F, Fut>(mut request: F) -> u16
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status = request().await;
+        if status != 503 || std::time::Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Registers `worker` of `token`'s supplier with GPU `uuid` through `base`; the status.
+async fn register(base: &str, token: &str, worker: &str, uuid: &str) -> u16 {
+    let body = serde_json::json!({"worker": worker, "gpus": [
+        {"index": 0, "uuid": uuid, "model": "Tesla T4", "memory_total_mib": 15360}
+    ]});
+    settled(|| {
+        post(
+            base,
+            "/api/v1/agent/register",
+            token,
+            body.to_string().into(),
+            true,
+        )
+    })
+    .await
+}
+
+/// One telemetry row of `uuid` through `base`; the status.
+async fn telemetry(base: &str, token: &str, worker: &str, uuid: &str, value: u32) -> u16 {
+    let now = rigwatch_ingest::agent::now_ns();
+    let row = format!("gpu,gpu_uuid={uuid} utilization={value} {now}\n");
+    let path = format!("/api/v1/agent/write?worker={worker}");
+    settled(|| post(base, &path, token, row.clone().into(), false)).await
+}
+
+/// How many `gpu` rows of `uuid` `server` reads.
+async fn rows_of(server: &Server, uuid: &str) -> usize {
+    server
+        .rows_when_ready(&format!(
+            "SELECT utilization FROM gpu WHERE gpu_uuid = '{uuid}'"
+        ))
+        .await
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppliers_write_to_their_own_shard_through_any_node_and_every_node_reads_all() {
+    let Some(c) = Shared::start().await else {
+        return;
+    };
+    // The first node takes shard 0 (the primary), the second shard 1.
+    let n0 = c.owner("n0", SHARDS).await;
+    let n1 = c.owner("n1", SHARDS).await;
+    n1.wait_for_log("ingest/1", 10).await;
+    let q = c.node("q", &["--mode", "query", "--shards", "2"]).await;
+    // Every node must split writes alike.
+    let err = c.refused("odd", &["--shards", "3"]);
+    assert!(err.contains("--shards 2"), "{err}");
+
+    let (s0, s1) = one_supplier_per_shard();
+    let t0 = supplier_cli(&c.dir("n0"), &["add", &s0]).expect("agent token");
+    let t1 = supplier_cli(&c.dir("n0"), &["add", &s1]).expect("agent token");
+    let id = |t: &str| t.split('_').nth(1).expect("rw_<id>_<secret>").to_string();
+    let (id0, id1) = (id(&t0), id(&t1));
+    eventually(20, "both tokens in PostgreSQL", || async {
+        match shared_registry(&c.pg).await {
+            doc if doc.contains(&id0) && doc.contains(&id1) => Ok(()),
+            doc => Err(doc),
+        }
+    })
+    .await;
+    let pg = Pg::connect(&c.pg.url).await.unwrap();
+    let nodes = [("n0", &n0), ("n1", &n1), ("q", &q)];
+
+    // Each supplier registers through the node that does not own its shard.
+    for (base, token, uuid) in [(&n1.base, &t0, "GPU-s0"), (&n0.base, &t1, "GPU-s1")] {
+        eventually(20, "registration through another shard's node", || async {
+            match register(base, token, "w", uuid).await {
+                200 => Ok(()),
+                s => Err(s.to_string()),
+            }
+        })
+        .await;
+    }
+    // A GPU claimed through one shard cannot be claimed by another supplier through the
+    // other: the claim is checked against every shard's.
+    for (_, node) in nodes {
+        assert_eq!(register(&node.base, &t1, "w2", "GPU-s0").await, 409);
+    }
+
+    // Shard 1 holds only its supplier's rows: s0's telemetry through n1 goes to n0's shard.
+    let before = heads(&pg).await;
+    for (_, node) in nodes {
+        assert_eq!(telemetry(&node.base, &t0, "w", "GPU-s0", 7).await, 204);
+    }
+    let after = heads(&pg).await;
+    assert_eq!(
+        before.get("1"),
+        after.get("1"),
+        "s0's rows landed in shard 1"
+    );
+    // s1's telemetry through each node lands in shard 1.
+    for (i, (_, node)) in nodes.iter().enumerate() {
+        assert_eq!(
+            telemetry(&node.base, &t1, "w", "GPU-s1", 10 + i as u32).await,
+            204
+        );
+        let h = heads(&pg).await;
+        assert!(
+            h["1"] > after["1"],
+            "s1's row {i} did not land in shard 1: {h:?}"
+        );
+    }
+
+    // Every node reads both shards' rows, each once.
+    for (name, node) in nodes {
+        eventually(20, &format!("every row on {name}"), || async {
+            match (rows_of(node, "GPU-s0").await, rows_of(node, "GPU-s1").await) {
+                (3, 3) => Ok(()),
+                got => Err(format!("{got:?}; log:\n{}", node.log_tail(20))),
+            }
+        })
+        .await;
+    }
+    // A supplier still sees only its own rows, on every node.
+    for (_, node) in nodes {
+        let r = reqwest::Client::new()
+            .get(format!("{}/api/v1/agent/inventory", node.base))
+            .bearer_auth(&t1)
+            .send()
+            .await
+            .unwrap();
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("GPU-s0") && !body.contains(&s0), "{body}");
+    }
+}
