@@ -288,7 +288,7 @@ impl ShardOwner {
         else {
             let h = lease::holder(pg, &name).await?;
             let (who, left) = h.map_or((String::new(), 0), |h| (h.holder, h.expires_in_ms));
-            info!(lease = %name, holder = %who, expires_in_ms = left, "another node owns the shard: standing by (serving reads, passing the rest on to it) until its lease is free");
+            info!(lease = %name, holder = %who, expires_in_ms = left, "another node owns the shard");
             return Ok(None);
         };
         info!(lease = %held.name, epoch = held.epoch, head, "took the shard's lease");
@@ -463,6 +463,12 @@ impl StoreArgs {
                     break;
                 }
             }
+        }
+        if taken.is_none() && matches!(self.mode, Mode::All | Mode::Ingest) {
+            info!(
+                shards = self.shards,
+                "live nodes own every shard: standing by (serving reads, passing the rest on) until a shard's lease is free"
+            );
         }
         let Some((owner, head)) = taken else {
             c.catalog = CatalogConfig::Postgres {

@@ -86,6 +86,30 @@ impl SharedLines {
         tokio::task::block_in_place(|| Handle::current().block_on(insert))
     }
 
+    /// The lines of `file` appended since this node last looked (its own appends through
+    /// [`append_blocking`](Self::append_blocking) included: taking a line in twice changes
+    /// nothing).
+    pub async fn news(&self, file: &str) -> Result<String> {
+        let after = self.seen.lock().get(file).copied().unwrap_or(0);
+        let client = self.pg.client().await?;
+        let rows = client
+            .query(
+                "SELECT lines, seq FROM rw_agent_lines WHERE file = $1 AND seq > $2 ORDER BY seq",
+                &[&file, &after],
+            )
+            .await
+            .map_err(|e| {
+                self.pg
+                    .error(&format!("cannot read the shared {file} from"), e)
+            })?;
+        if let Some(last) = rows.last() {
+            let mut seen = self.seen.lock();
+            let at = seen.entry(file.to_string()).or_insert(0);
+            *at = (*at).max(last.get(1));
+        }
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
     /// Appends lines of `file` decided under a cluster-wide lock on it: `decide` gets the
     /// lines other nodes appended since this node last looked (to take in first), and
     /// answers the lines to append (none: nothing is appended) or an error (nothing is).

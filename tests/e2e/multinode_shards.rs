@@ -185,6 +185,22 @@ async fn suppliers_write_to_their_own_shard_through_any_node_and_every_node_read
         })
         .await;
     }
+    // An operator's inventory lists both shards' workers, through any node.
+    for (name, node) in nodes {
+        let body = reqwest::Client::new()
+            .get(format!("{}/api/v1/agent/inventory", node.base))
+            .bearer_auth(super::harness::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            body.contains("GPU-s0") && body.contains("GPU-s1"),
+            "{name}: {body}"
+        );
+    }
     // A supplier still sees only its own rows, on every node.
     for (_, node) in nodes {
         let r = reqwest::Client::new()
@@ -195,5 +211,49 @@ async fn suppliers_write_to_their_own_shard_through_any_node_and_every_node_read
             .unwrap();
         let body = r.text().await.unwrap();
         assert!(!body.contains("GPU-s0") && !body.contains(&s0), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_shard_owner_is_replaced_while_the_other_shard_keeps_writing() {
+    let Some(c) = Shared::start().await else {
+        return;
+    };
+    let n0 = c.owner("n0", SHARDS).await;
+    let mut n1 = c.owner("n1", SHARDS).await;
+    // Both shards owned: the third node stands by.
+    let n2 = c.node("n2", SHARDS).await;
+    n2.wait_for_log("live nodes own every shard", 10).await;
+
+    let (s0, s1) = one_supplier_per_shard();
+    let t0 = supplier_cli(&c.dir("n0"), &["add", &s0]).expect("agent token");
+    let t1 = supplier_cli(&c.dir("n0"), &["add", &s1]).expect("agent token");
+    for (token, uuid) in [(&t0, "GPU-f0"), (&t1, "GPU-f1")] {
+        eventually(20, "registration", || async {
+            match register(&n2.base, token, "w", uuid).await {
+                200 => Ok(()),
+                s => Err(s.to_string()),
+            }
+        })
+        .await;
+    }
+    // Acknowledged through the standby: stored by n1, shard 1's owner.
+    for v in 0..5 {
+        assert_eq!(telemetry(&n2.base, &t1, "w", "GPU-f1", v).await, 204);
+    }
+    n1.kill9();
+    // Shard 0 does not wait for shard 1's takeover.
+    assert_eq!(telemetry(&n0.base, &t0, "w", "GPU-f0", 1).await, 204);
+    n2.wait_for_log("took the shard's lease", 30).await;
+    // The standby owns shard 1 now: it replayed what n1 acknowledged and takes new writes.
+    assert_eq!(telemetry(&n0.base, &t1, "w", "GPU-f1", 5).await, 204);
+    for (name, node) in [("n0", &n0), ("n2", &n2)] {
+        eventually(30, &format!("every row on {name}"), || async {
+            match (rows_of(node, "GPU-f0").await, rows_of(node, "GPU-f1").await) {
+                (1, 6) => Ok(()),
+                got => Err(format!("{got:?}; log:\n{}", node.log_tail(20))),
+            }
+        })
+        .await;
     }
 }

@@ -40,20 +40,26 @@ pub struct Registry {
     mirror: Option<rigwatch_storage::shared_lines::SharedLines>,
 }
 
+/// Applies registration lines in order (the last line of a worker wins); `source` names
+/// where they came from, for the log.
+fn apply_lines(workers: &mut BTreeMap<String, WorkerRecord>, text: &str, source: &str) {
+    for (i, line) in text.lines().enumerate() {
+        match serde_json::from_str::<WorkerRecord>(line) {
+            Ok(rec) => {
+                workers.insert(Registry::key(&rec.supplier, &rec.worker), rec);
+            }
+            Err(e) => {
+                warn!(error = %e, source, line = i + 1, "skipping an unreadable agent registration");
+            }
+        }
+    }
+}
+
 impl Registry {
     pub fn open(path: PathBuf) -> Self {
         let mut workers = BTreeMap::new();
         if let Ok(text) = fs::read_to_string(&path) {
-            for (i, line) in text.lines().enumerate() {
-                match serde_json::from_str::<WorkerRecord>(line) {
-                    Ok(rec) => {
-                        workers.insert(Self::key(&rec.supplier, &rec.worker), rec);
-                    }
-                    Err(e) => {
-                        warn!(error = %e, path = %path.display(), line = i + 1, "skipping an unreadable agent registration");
-                    }
-                }
-            }
+            apply_lines(&mut workers, &text, &path.display().to_string());
         }
         Registry {
             path,
@@ -70,6 +76,20 @@ impl Registry {
     ) -> Self {
         self.mirror = mirror;
         self
+    }
+
+    /// Beside other nodes: takes in the registrations other shards' owners made since this
+    /// node last looked (each owner writes only its own suppliers' workers).
+    pub async fn catch_up(&self) {
+        let Some(m) = &self.mirror else {
+            return;
+        };
+        match m.news(REGISTRY_FILE).await {
+            Ok(text) => apply_lines(&mut self.workers.lock(), &text, "the shared registry"),
+            Err(e) => {
+                warn!(error = %e, "cannot read other nodes' registrations; listing this node's")
+            }
+        }
     }
 
     fn key(supplier: &str, worker: &str) -> String {

@@ -332,12 +332,18 @@ struct InventoryParams {
 
 async fn inventory(
     State(shared): State<Arc<Shared>>,
+    principal: Option<axum::Extension<Principal>>,
     Query(params): Query<InventoryParams>,
     headers: HeaderMap,
 ) -> Response {
-    let p = match authenticate(&shared.state.auth, &headers) {
-        Ok(p) => p,
-        Err(r) => return *r,
+    // The access layer's principal where it ran (it knows the operator's `--admin-token`,
+    // which is not in the registry).
+    let p = match principal {
+        Some(axum::Extension(p)) => p,
+        None => match authenticate(&shared.state.auth, &headers) {
+            Ok(p) => p,
+            Err(r) => return *r,
+        },
     };
     let filter = match (p.scope(), params.supplier.as_deref()) {
         (Some(own), Some(asked)) if own != asked => {
@@ -352,6 +358,7 @@ async fn inventory(
         (Some(own), _) => Some(own.to_string()),
         (None, asked) => asked.map(str::to_string),
     };
+    shared.registry.catch_up().await;
     let workers = shared.registry.list(filter.as_deref());
     axum::Json(serde_json::json!({ "workers": workers })).into_response()
 }
