@@ -55,6 +55,11 @@ pub struct NodesArgs {
     /// node.
     #[arg(long)]
     pub one_shard: bool,
+
+    /// Add a compaction node (`--mode compact`) beside the N nodes, which then never compact
+    /// (`--mode ingest` for owners). Its CPU counts with theirs.
+    #[arg(long)]
+    pub compact_node: bool,
 }
 
 const TOKEN: &str = "bench-nodes-admin-token-not-a-secret";
@@ -230,6 +235,8 @@ async fn one_run(
         a.extend(["--node-id", &id, "--shards", &shards]);
         if i > 0 && args.one_shard {
             a.extend(["--mode", "query"]);
+        } else if args.compact_node {
+            a.extend(["--mode", "ingest"]);
         }
         let dir: PathBuf = tmp.path().join(&id);
         nodes.push(
@@ -239,11 +246,26 @@ async fn one_run(
         );
     }
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    if args.compact_node {
+        let mut a: Vec<&str> = shared.to_vec();
+        a.extend([
+            "--node-id",
+            "compactor",
+            "--shards",
+            &shards,
+            "--mode",
+            "compact",
+        ]);
+        let dir: PathBuf = tmp.path().join("compactor");
+        nodes.push(Node::start(&dir, &a).await.context("the compaction node")?);
+    }
+    // Every node's object store traffic, the compaction node's too.
+    let all_bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     let client = reqwest::Client::builder().no_proxy().build()?;
     let cpu = |nodes: &[Node]| nodes.iter().map(Node::cpu_seconds).sum::<f64>();
 
     // Ingest, round-robin over the nodes.
-    let metrics_before = object_store_counts(&client, &bases).await?;
+    let metrics_before = object_store_counts(&client, &all_bases).await?;
     let cpu0 = cpu(&nodes);
     let t = Instant::now();
     let mut results = futures::stream::iter(0..bodies.len())
@@ -269,7 +291,7 @@ async fn one_run(
     }
     let ingest_s = t.elapsed().as_secs_f64();
     let ingest_cpu = cpu(&nodes) - cpu0;
-    let metrics_after = object_store_counts(&client, &bases).await?;
+    let metrics_after = object_store_counts(&client, &all_bases).await?;
 
     // Until every node answers with every row.
     let t = Instant::now();

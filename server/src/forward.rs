@@ -2,9 +2,9 @@
 //!
 //! Every node answers reads made with a token itself (SQL, PromQL, the DSL, the portal's
 //! assets): it reads every shard. A supplier's writes (its agents' telemetry, registrations
-//! and GPU releases, and its own line-protocol, Prometheus and remote writes) go to the owner
-//! of the supplier's shard ([`crate::cluster::shard_of`]); an operator's writes to this
-//! node's own shard, or the primary's when it owns none. Everything else — jobs, rules,
+//! and GPU releases) go to the owner of the supplier's shard ([`crate::cluster::shard_of`]);
+//! an operator's writes (line protocol, Prometheus text, remote write) to this node's own
+//! shard, or the primary's when it owns none. Everything else — jobs, rules,
 //! tokens, and every portal request made with a session, so that sessions live in one place
 //! — goes to the primary shard's owner, which runs the singletons. Owners are found through
 //! their shard's lease in PostgreSQL.
@@ -146,6 +146,7 @@ fn is_supplier_write(method: &axum::http::Method, path: &str) -> bool {
         Method::POST => matches!(
             path,
             "/api/v2/write"
+                | "/write"
                 | "/api/v1/import/prometheus"
                 | "/api/v1/write"
                 | "/api/v1/agent/write"

@@ -107,6 +107,11 @@ pub struct TableSnapshot {
     pub files: Vec<FileMeta>,
     /// Buffered data as (partition start, batch in the definition's schema).
     pub buffered: Vec<(i64, RecordBatch)>,
+    /// The partitions whose buffered batches may hold one series at one time twice (two
+    /// chunks of the partition share a series and overlap in time): only these need their
+    /// batches merged with each other. Chunks of one series live in one shard, so the
+    /// buffers of several shards rarely do.
+    pub shared_keys: std::collections::HashSet<i64>,
 }
 
 /// Accepted batches a subscriber may fall behind by before it skips some.
@@ -516,6 +521,7 @@ impl Db {
             return TableSnapshot {
                 files: Vec::new(),
                 buffered: Vec::new(),
+                shared_keys: Default::default(),
             };
         }
         let st = self.state.read();
@@ -527,39 +533,46 @@ impl Db {
             .filter(|f| overlaps(f.min_time, f.max_time))
             .cloned()
             .collect();
-        let mut buffered = Vec::new();
-        // Other shards' rows first: where a series and time were written through two shards
-        // (an operator's plain write through two nodes), this node's own write counts as the
-        // later one.
-        for buffer in st.followed.values() {
-            for (p, chunk) in buffer.chunks(&def.name, min, max) {
-                let (lo, hi) = chunk.time_range();
-                if overlaps(lo, hi) {
-                    buffered.push((p, chunk.to_record_batch(def)));
-                }
-            }
-        }
-        for generation in &st.frozen {
-            for (p, chunk) in generation
-                .frozen
-                .tables
-                .get(&def.name)
-                .into_iter()
-                .flatten()
+        // Oldest first. Other shards' rows before this node's: where a series and time were
+        // written through two shards (an operator's plain write through two nodes), this
+        // node's own write counts as the later one.
+        let chunks: Vec<(i64, &crate::buffer::Chunk)> = st
+            .followed
+            .values()
+            .flat_map(|b| b.chunks(&def.name, min, max))
+            .chain(st.frozen.iter().flat_map(|g| {
+                g.frozen
+                    .tables
+                    .get(&def.name)
+                    .into_iter()
+                    .flatten()
+                    .map(|(p, c)| (*p, &**c))
+            }))
+            .chain(st.buffer.chunks(&def.name, min, max))
+            .filter(|(_, c)| {
+                let (lo, hi) = c.time_range();
+                overlaps(lo, hi)
+            })
+            .collect();
+        let mut shared_keys = std::collections::HashSet::new();
+        for (i, (p, a)) in chunks.iter().enumerate() {
+            if !shared_keys.contains(p)
+                && chunks[i + 1..]
+                    .iter()
+                    .any(|(q, b)| q == p && a.may_share_keys(b))
             {
-                let (lo, hi) = chunk.time_range();
-                if overlaps(lo, hi) {
-                    buffered.push((*p, chunk.to_record_batch(def)));
-                }
+                shared_keys.insert(*p);
             }
         }
-        for (p, chunk) in st.buffer.chunks(&def.name, min, max) {
-            let (lo, hi) = chunk.time_range();
-            if overlaps(lo, hi) {
-                buffered.push((p, chunk.to_record_batch(def)));
-            }
+        let buffered = chunks
+            .iter()
+            .map(|(p, c)| (*p, c.to_record_batch(def)))
+            .collect();
+        TableSnapshot {
+            files,
+            buffered,
+            shared_keys,
         }
-        TableSnapshot { files, buffered }
     }
 
     /// Marks a file as corrupt (logged once), excluding it from queries from now on.

@@ -294,8 +294,13 @@ impl TableProvider for DbTable {
         } else {
             None
         };
-        for (_, (files, batches)) in parts {
-            if self.def.append_only || files.len() + batches.len() <= 1 {
+        let shared_keys = snap.shared_keys;
+        for (group, (files, batches)) in parts {
+            // Buffered batches alone need no merge unless two of them may hold one key: the
+            // partitions of a group hold different times, and each chunk has one row a key.
+            let disjoint =
+                || files.is_empty() && !shared_keys.iter().any(|p| group_of(*p) == group);
+            if self.def.append_only || files.len() + batches.len() <= 1 || disjoint() {
                 direct.extend(files);
                 memory.extend(batches);
                 continue;

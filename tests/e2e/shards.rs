@@ -232,6 +232,46 @@ async fn every_node_reads_every_shard_once_as_persists_move_rows_into_files() {
         assert_eq!(count(db, "WHERE from_a IS NOT NULL").await, na, "{name}");
         assert_eq!(count(db, "WHERE from_b IS NOT NULL").await, nb, "{name}");
     }
+    // One series at one time written through both shards (an operator writing through two
+    // nodes) is one row on every node: the two shards' buffers are merged where they share a
+    // series, and only there.
+    for (db, value) in [(&a, 1.0), (&b, 2.0)] {
+        let mut batch = WriteBatch::default();
+        let mut r = batch.row("gauge", 5_000_000);
+        r.tag("gpu", "both").field("v", FieldValue::F64(value));
+        r.finish(1).unwrap();
+        let mut r = batch.row("gauge", 6_000_000);
+        r.tag("gpu", if value == 1.0 { "only_a" } else { "only_b" })
+            .field("v", FieldValue::F64(value));
+        r.finish(2).unwrap();
+        db.write(batch, Default::default()).await.unwrap();
+    }
+    for (name, db) in nodes {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let query = rigwatch_query::QueryService::new(db.clone());
+            let rows = match query.sql("SELECT gpu FROM gauge ORDER BY gpu").await {
+                Ok((_, batches)) => arrow::util::pretty::pretty_format_batches(&batches)
+                    .unwrap()
+                    .to_string(),
+                Err(e) => e.to_string(),
+            };
+            let want = ["both", "only_a", "only_b"];
+            let lines: Vec<&str> = rows
+                .lines()
+                .filter(|l| l.starts_with("| ") && !l.contains("gpu"))
+                .collect();
+            if lines.len() == want.len() && lines.iter().zip(want).all(|(l, w)| l.contains(w)) {
+                break;
+            }
+            assert!(
+                lines.len() <= want.len(),
+                "{name} reads a row twice:\n{rows}"
+            );
+            assert!(std::time::Instant::now() < deadline, "{name}:\n{rows}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     for db in [a, b, q] {
         db.shutdown().await.unwrap();
     }

@@ -158,6 +158,25 @@ impl Chunk {
         id
     }
 
+    /// Whether this chunk and `other` (of one table) may hold a row of the same series at the
+    /// same time: their times overlap and they share a series. `false` is exact: their rows
+    /// never need merging with each other.
+    pub fn may_share_keys(&self, other: &Chunk) -> bool {
+        if self.time.is_empty()
+            || other.time.is_empty()
+            || self.max_time < other.min_time
+            || other.max_time < self.min_time
+        {
+            return false;
+        }
+        let (small, large) = if self.series.len() <= other.series.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        small.series.keys().any(|k| large.series.contains_key(k))
+    }
+
     /// The chunk as one Arrow batch in `def`'s schema (columns the chunk never saw are null).
     /// Rows are in arrival order, deduplicated unless append-only.
     pub fn to_record_batch(&self, def: &TableDef) -> RecordBatch {
@@ -291,6 +310,34 @@ mod tests {
     use crate::batch::{FieldValue, WriteBatch};
     use crate::schema::Schemas;
     use arrow::util::pretty::pretty_format_batches;
+
+    #[test]
+    fn chunks_share_keys_only_with_a_common_series_at_overlapping_times() {
+        let s = Schemas::default();
+        let chunk = |rows: &[(&str, &str, i64)]| {
+            let mut b = WriteBatch::default();
+            for (i, (gpu, host, t)) in rows.iter().enumerate() {
+                let mut r = b.row("gpu", *t);
+                r.tag("gpu", gpu)
+                    .tag("host", host)
+                    .field("util", FieldValue::F64(1.0));
+                r.finish(i as u32 + 1).unwrap();
+            }
+            chunk_of(&s, b).0
+        };
+        let a = chunk(&[("0", "h", 10), ("1", "h", 20)]);
+        // Same gpu values, another host: other series.
+        let other_series = chunk(&[("0", "x", 10), ("1", "x", 20)]);
+        let same_series = chunk(&[("9", "x", 15), ("1", "h", 30)]);
+        let later = chunk(&[("0", "h", 21), ("1", "h", 40)]);
+        assert!(!a.may_share_keys(&other_series));
+        assert!(!other_series.may_share_keys(&a));
+        assert!(a.may_share_keys(&same_series));
+        assert!(same_series.may_share_keys(&a));
+        // One series, but no time in common.
+        assert!(!a.may_share_keys(&later));
+        assert!(!a.may_share_keys(&Chunk::new(false)));
+    }
 
     #[test]
     fn upserts_field_by_field() {
