@@ -3,8 +3,9 @@
 //!
 //! With N nodes the cluster has N shards (`--shards N`) and every node owns one (`--mode
 //! all`; node 1 takes shard 0, the primary). Writes (the simulated fleet's `gpu` rows, line
-//! protocol, as an operator) go round-robin to every node, each into its own shard; then a
-//! fixed mix of PromQL and SQL runs round-robin on every node, each reading every shard.
+//! protocol, as an operator) are split by GPU: each GPU's rows always go to one node, into
+//! its shard, as a supplier's agents' rows go to their shard; then a fixed mix of PromQL and
+//! SQL runs round-robin on every node, each reading every shard.
 //! `--one-shard` measures the other layout: one owner and N-1 query nodes (`--mode query`)
 //! that pass their writes on to it. On one machine the nodes share its cores, so the figures
 //! to compare are per CPU second (user + system time of every rigwatch process), not totals.
@@ -264,19 +265,24 @@ async fn one_run(
     let client = reqwest::Client::builder().no_proxy().build()?;
     let cpu = |nodes: &[Node]| nodes.iter().map(Node::cpu_seconds).sum::<f64>();
 
-    // Ingest, round-robin over the nodes.
+    // Ingest: each series always through the same node.
+    let requests: Vec<(usize, String)> = bodies
+        .iter()
+        .flat_map(|body| by_series(body, bases.len()).into_iter().enumerate())
+        .filter(|(_, b)| !b.is_empty())
+        .collect();
     let metrics_before = object_store_counts(&client, &all_bases).await?;
     let cpu0 = cpu(&nodes);
     let t = Instant::now();
-    let mut results = futures::stream::iter(0..bodies.len())
-        .map(|i| {
-            let (client, bodies) = (client.clone(), bodies.clone());
-            let url = format!("{}/api/v2/write?precision=ns", bases[i % bases.len()]);
+    let mut results = futures::stream::iter(requests)
+        .map(|(node, body)| {
+            let client = client.clone();
+            let url = format!("{}/api/v2/write?precision=ns", bases[node]);
             async move {
                 let r = client
                     .post(&url)
                     .bearer_auth(TOKEN)
-                    .body(bodies[i].clone())
+                    .body(body)
                     .send()
                     .await?;
                 anyhow::Ok(r.status())
@@ -374,6 +380,22 @@ async fn one_run(
     eprintln!("{run:?}");
     drop(nodes);
     Ok(run)
+}
+
+/// `body`'s lines split into `n` bodies by series (the line up to its first space), so that
+/// every row of a series goes to the same node.
+fn by_series(body: &str, n: usize) -> Vec<String> {
+    let mut out = vec![String::with_capacity(body.len() / n + 64); n];
+    for line in body.lines() {
+        let series = line.split(' ').next().unwrap_or(line);
+        let h = series.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let body = &mut out[(h % n as u64) as usize];
+        body.push_str(line);
+        body.push('\n');
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
