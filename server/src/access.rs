@@ -82,6 +82,12 @@ pub const ROUTES: &[Route] = &[
         methods: GET,
         access: Access::Roles(OPERATORS),
     },
+    // Shard owners, leases, WAL heads of the nodes sharing a catalog: operators only.
+    Route {
+        path: "/api/v1/cluster",
+        methods: GET,
+        access: Access::Roles(OPERATORS),
+    },
     // Alerting rules and alerts span suppliers: operators only.
     Route {
         path: "/api/v1/rules",

@@ -14,6 +14,8 @@ use rigwatch_storage::wal::ShardLog;
 use rigwatch_storage::{CatalogConfig, DbConfig, Maintenance, StoreConfig, WalHome};
 use tracing::{error, info, warn};
 
+pub mod status;
+
 /// Options of the object store, the catalog and the node.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
@@ -391,7 +393,7 @@ async fn check_shards(pg: &Pg, shards: u32) -> anyhow::Result<()> {
 
 impl StoreArgs {
     /// `--mode` as typed.
-    fn mode_name(&self) -> String {
+    pub fn mode_name(&self) -> String {
         use clap::ValueEnum;
         self.mode
             .to_possible_value()

@@ -175,6 +175,7 @@ fn is_read(path: &str) -> bool {
         "/api/v1/sql",
         "/api/v1/dsl",
         "/api/v1/dsl/vocabulary",
+        "/api/v1/cluster",
     ];
     EXACT.contains(&path)
         || path.starts_with("/api/v1/label/")

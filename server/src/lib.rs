@@ -768,6 +768,14 @@ async fn start_on(
     if let Some(a) = &alerts {
         app = app.merge(a.router());
     }
+    app = app.merge(crate::cluster::status::router(
+        crate::cluster::status::StatusState {
+            pg: role.pg().cloned(),
+            node: args.store.node_id(),
+            mode: args.store.mode_name(),
+            shard: role.shard().map(str::to_string),
+        },
+    ));
     // Every route above is behind the access layer: it must be added after the last merge.
     app = app.layer(axum::middleware::from_fn_with_state(
         gate,

@@ -96,6 +96,33 @@ async fn telemetry(base: &str, token: &str, worker: &str, uuid: &str, value: u32
     settled(|| post(base, &path, token, row.clone().into(), false)).await
 }
 
+/// `GET /api/v1/cluster` on `server`, as the operator.
+async fn cluster(server: &Server) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{}/api/v1/cluster", server.base))
+        .bearer_auth(super::harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Who owns each shard, as `server`'s `/api/v1/cluster` says (live leases only).
+async fn owners(server: &Server) -> Vec<String> {
+    let v = cluster(server).await;
+    v["shard"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|s| match s["owner"]["live"].as_bool() {
+            Some(true) => s["owner"]["holder"].as_str().unwrap_or("").to_string(),
+            _ => String::new(),
+        })
+        .collect()
+}
+
 /// How many `gpu` rows of `uuid` `server` reads.
 async fn rows_of(server: &Server, uuid: &str) -> usize {
     server
@@ -119,6 +146,18 @@ async fn suppliers_write_to_their_own_shard_through_any_node_and_every_node_read
     // Every node must split writes alike.
     let err = c.refused("odd", &["--shards", "3"]);
     assert!(err.contains("--shards 2"), "{err}");
+    // Any node tells who owns what.
+    for node in [&n0, &n1, &q] {
+        assert_eq!(owners(node).await, ["n0", "n1"]);
+    }
+    let v = cluster(&q).await;
+    assert_eq!(
+        (v["shards"].as_i64(), v["mode"].as_str()),
+        (Some(2), Some("query")),
+        "{v}"
+    );
+    assert!(v["this_node_shard"].is_null(), "{v}");
+    assert_eq!(cluster(&n1).await["this_node_shard"], "1");
 
     let (s0, s1) = one_supplier_per_shard();
     let t0 = supplier_cli(&c.dir("n0"), &["add", &s0]).expect("agent token");
@@ -245,6 +284,13 @@ async fn a_dead_shard_owner_is_replaced_while_the_other_shard_keeps_writing() {
     // Shard 0 does not wait for shard 1's takeover.
     assert_eq!(telemetry(&n0.base, &t0, "w", "GPU-f0", 1).await, 204);
     n2.wait_for_log("took the shard's lease", 30).await;
+    eventually(10, "n2 listed as shard 1's owner", || async {
+        match owners(&n0).await {
+            o if o == ["n0", "n2"] => Ok(()),
+            o => Err(format!("{o:?}")),
+        }
+    })
+    .await;
     // The standby owns shard 1 now: it replayed what n1 acknowledged and takes new writes.
     assert_eq!(telemetry(&n0.base, &t1, "w", "GPU-f1", 5).await, 204);
     for (name, node) in [("n0", &n0), ("n2", &n2)] {
