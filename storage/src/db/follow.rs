@@ -223,11 +223,20 @@ impl Db {
             cw.version = fresh.version;
             self.swap_in(fresh.files, rebuilt, None);
         }
+        // One shard's failure (a segment its owner deleted as a persist covered it, before
+        // this node took in that catalog) does not hold the others back.
+        let mut first_error = None;
         for (shard, head) in f.log.heads().await? {
             if f.own.as_deref() == Some(shard.as_str()) {
                 continue;
             }
-            let batches = f.read(&shard, head).await?;
+            let batches = match f.read(&shard, head).await {
+                Ok(b) => b,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
             if batches.is_empty() {
                 continue;
             }
@@ -252,7 +261,7 @@ impl Db {
                 }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// After a commit of this node's that was rebased on a catalog other nodes moved on to:
