@@ -96,17 +96,23 @@ async fn telemetry(base: &str, token: &str, worker: &str, uuid: &str, value: u32
     settled(|| post(base, &path, token, row.clone().into(), false)).await
 }
 
-/// `GET /api/v1/cluster` on `server`, as the operator.
-async fn cluster(server: &Server) -> serde_json::Value {
+/// `GET path` on `server` as `token`; the body.
+async fn get_as(server: &Server, path: &str, token: &str) -> String {
     reqwest::Client::new()
-        .get(format!("{}/api/v1/cluster", server.base))
-        .bearer_auth(super::harness::ADMIN_TOKEN)
+        .get(format!("{}{path}", server.base))
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
-        .json()
+        .text()
         .await
         .unwrap()
+}
+
+/// `GET /api/v1/cluster` on `server`, as the operator.
+async fn cluster(server: &Server) -> serde_json::Value {
+    let body = get_as(server, "/api/v1/cluster", super::harness::ADMIN_TOKEN).await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 /// Who owns each shard, as `server`'s `/api/v1/cluster` says (live leases only).
@@ -226,15 +232,7 @@ async fn suppliers_write_to_their_own_shard_through_any_node_and_every_node_read
     }
     // An operator's inventory lists both shards' workers, through any node.
     for (name, node) in nodes {
-        let body = reqwest::Client::new()
-            .get(format!("{}/api/v1/agent/inventory", node.base))
-            .bearer_auth(super::harness::ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = get_as(node, "/api/v1/agent/inventory", super::harness::ADMIN_TOKEN).await;
         assert!(
             body.contains("GPU-s0") && body.contains("GPU-s1"),
             "{name}: {body}"
@@ -242,13 +240,7 @@ async fn suppliers_write_to_their_own_shard_through_any_node_and_every_node_read
     }
     // A supplier still sees only its own rows, on every node.
     for (_, node) in nodes {
-        let r = reqwest::Client::new()
-            .get(format!("{}/api/v1/agent/inventory", node.base))
-            .bearer_auth(&t1)
-            .send()
-            .await
-            .unwrap();
-        let body = r.text().await.unwrap();
+        let body = get_as(node, "/api/v1/agent/inventory", &t1).await;
         assert!(!body.contains("GPU-s0") && !body.contains(&s0), "{body}");
     }
 }
