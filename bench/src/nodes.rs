@@ -387,11 +387,12 @@ async fn one_run(
 fn by_series(body: &str, n: usize) -> Vec<String> {
     let mut out = vec![String::with_capacity(body.len() / n + 64); n];
     for line in body.lines() {
+        // The supplier routing's hash, applied to the series.
         let series = line.split(' ').next().unwrap_or(line);
-        let h = series.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        let body = &mut out[(h % n as u64) as usize];
+        let node: usize = rigwatch_server::cluster::shard_of(series, n as u32)
+            .parse()
+            .expect("a shard is a number");
+        let body = &mut out[node];
         body.push_str(line);
         body.push('\n');
     }

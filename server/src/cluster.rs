@@ -113,12 +113,7 @@ pub const PRIMARY_SHARD: &str = "0";
 /// The shard that takes `supplier`'s writes among `shards` (FNV-1a of the name: the same on
 /// every node and every release).
 pub fn shard_of(supplier: &str, shards: u32) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in supplier.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % u64::from(shards.max(1))).to_string()
+    (rigwatch_scheduler::rng::fnv1a(supplier.as_bytes()) % u64::from(shards.max(1))).to_string()
 }
 
 /// What a node turned out to be.
@@ -534,5 +529,19 @@ impl StoreArgs {
         }
         b.build()
             .with_context(|| format!("cannot configure S3 bucket `{bucket}`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suppliers_shard_is_pinned_across_releases() {
+        // Nodes of different releases must agree on where a supplier writes.
+        assert_eq!(shard_of("acme", 256), "15");
+        assert_eq!(shard_of("acme", 2), "1");
+        assert_eq!(shard_of("acme", 1), "0");
+        assert_eq!(shard_of("acme", 0), "0", "no shards is read as one");
     }
 }

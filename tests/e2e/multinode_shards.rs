@@ -238,6 +238,47 @@ async fn suppliers_write_to_their_own_shard_through_any_node_and_every_node_read
             "{name}: {body}"
         );
     }
+    // The cluster's state is the operators': a supplier's or agent's token is refused on
+    // every node (a query node answers the route itself), without learning who owns what;
+    // no token is a 401.
+    for (name, node) in nodes {
+        for token in [&t0, &t1] {
+            let r = reqwest::Client::new()
+                .get(format!("{}/api/v1/cluster", node.base))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            assert_eq!(status, 403, "{name}: {body}");
+            assert!(
+                !body.contains("\"n0\"") && !body.contains("ingest/"),
+                "{name}: {body}"
+            );
+        }
+        let anon = reqwest::Client::new()
+            .get(format!("{}/api/v1/cluster", node.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anon.status().as_u16(), 401, "{name}");
+    }
+    // A forged hop count cannot make a node store another shard's write: it is refused.
+    let before = heads(&pg).await;
+    let forged = reqwest::Client::new()
+        .post(format!("{}/api/v1/agent/write?worker=w", n1.base))
+        .bearer_auth(&t0)
+        .header("x-rigwatch-forwarded", "2")
+        .body(format!(
+            "gpu,gpu_uuid=GPU-s0 utilization=99 {}\n",
+            rigwatch_ingest::agent::now_ns()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 503);
+    assert_eq!(heads(&pg).await.get("1"), before.get("1"));
     // A supplier still sees only its own rows, on every node.
     for (_, node) in nodes {
         let body = get_as(node, "/api/v1/agent/inventory", &t1).await;
