@@ -28,6 +28,7 @@ mod e2e {
     pub mod multinode;
     pub mod multinode_compact;
     pub mod multinode_shards;
+    pub mod multinode_singletons;
     pub mod portal;
     pub mod prometheus;
     pub mod promql;

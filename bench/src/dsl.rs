@@ -648,7 +648,15 @@ async fn write(db: &Db, batch: WriteBatch) -> anyhow::Result<usize> {
         return Ok(0);
     }
     let n = batch.len();
-    let out = db.write(batch, WriteOptions { no_sync: true }).await?;
+    let out = db
+        .write(
+            batch,
+            WriteOptions {
+                no_sync: true,
+                ..WriteOptions::default()
+            },
+        )
+        .await?;
     ensure!(
         out.rejected.is_empty() && out.rows == n,
         "the store accepted {} of {n} rows",

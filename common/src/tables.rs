@@ -4,6 +4,10 @@
 //! same names. Tags are listed first, then fields. A table with a `supplier` tag is scoped:
 //! a supplier's token sees only its own rows of it, through every query surface.
 //!
+//! Where nodes share a catalog, every row the allocator writes (`lease`, `earnings`, `job`,
+//! `payout`, `rate_card`) also has the field `leader_epoch`: the epoch of the singletons'
+//! lease its writer held (`rigwatch_storage::LEADER_EPOCH`).
+//!
 //! The agent's tables have a fixed schema, declared once in `rigwatch-ingest`
 //! (`agent/schema.rs`, `AGENT_TABLES`); the server's own tables are written by one module
 //! each, named below.

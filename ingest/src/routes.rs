@@ -376,7 +376,17 @@ async fn finish_write(
         );
         return resp;
     }
-    let outcome = match state.db.write(batch, WriteOptions { no_sync }).await {
+    let outcome = match state
+        .db
+        .write(
+            batch,
+            WriteOptions {
+                no_sync,
+                ..WriteOptions::default()
+            },
+        )
+        .await
+    {
         Ok(o) => o,
         Err(e) => {
             let status = e.status_code();

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use rigwatch_common::task::{self, Task};
-use rigwatch_storage::{Db, WriteOptions};
+use rigwatch_storage::{Db, Singleton, WriteOptions};
 use tracing::{info, warn};
 
 use crate::QueryService;
@@ -281,7 +281,10 @@ async fn evaluate(
         let t = now_ms;
         if !out.alerts_series.is_empty() {
             let b = rules::alerts_batch(&out.alerts_series, t);
-            if let Err(error) = db.write(b, WriteOptions::default()).await {
+            if let Err(error) = db
+                .write(b, WriteOptions::singleton(Singleton::Fenced))
+                .await
+            {
                 warn!(%error, "cannot write ALERTS rows");
             }
         }

@@ -35,8 +35,8 @@ pub use record::RecordState;
 use rigwatch_promql::eval::{self, EvalOptions};
 /// The label set of alerts and recorded series.
 pub use rigwatch_promql::value::Labels;
-use rigwatch_storage::WriteOptions;
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
+use rigwatch_storage::{Singleton, WriteOptions};
 use serde::{Deserialize, Serialize};
 pub use template::Template;
 use tracing::warn;
@@ -317,7 +317,7 @@ impl RuleSet {
         let (batch, mut problems) = record::record_batch(&samples, t);
         let outcome = service
             .db()
-            .write(batch, WriteOptions::default())
+            .write(batch, WriteOptions::singleton(Singleton::Fenced))
             .await
             .map_err(|e| format!("cannot store the recorded series: {e}"))?;
         problems.extend(outcome.rejected.iter().map(|r| r.error.to_string()));

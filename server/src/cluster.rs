@@ -157,11 +157,12 @@ impl Role {
         }
     }
 
-    /// Whether this node runs the singletons: alone, or as the primary shard's owner.
-    pub fn is_primary(&self) -> bool {
+    /// Whether this node runs the singletons (the allocator, fault detection, the alert
+    /// rules): alone, or as the shard owner holding their lease.
+    pub fn runs_singletons(&self) -> bool {
         match self {
             Role::Alone => true,
-            Role::Owner(o) => o.shard == PRIMARY_SHARD,
+            Role::Owner(o) => o.singletons.is_some(),
             Role::Query(_) | Role::Standby(_) => false,
         }
     }
@@ -264,6 +265,8 @@ pub struct ShardOwner {
     /// The shard it writes.
     pub shard: String,
     held: Held,
+    /// The singletons' lease, if this node took it too.
+    singletons: Option<Held>,
     renew: Task<()>,
     /// Set once another node took the lease over.
     lost: Arc<std::sync::atomic::AtomicBool>,
@@ -289,11 +292,17 @@ impl ShardOwner {
             return Ok(None);
         };
         info!(lease = %held.name, epoch = held.epoch, head, "took the shard's lease");
+        let singletons = take_singletons(pg, node, ttl).await?;
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let deposed = Arc::new(tokio::sync::Notify::new());
         let renew = {
-            let (pg, held, lost, deposed) =
-                (pg.clone(), held.clone(), lost.clone(), deposed.clone());
+            let (pg, held, singletons, lost, deposed) = (
+                pg.clone(),
+                held.clone(),
+                singletons.clone(),
+                lost.clone(),
+                deposed.clone(),
+            );
             task::spawn(async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
@@ -309,6 +318,37 @@ impl ShardOwner {
                             warn!(error = %e, lease = %held.name, "cannot renew the shard's lease; retrying")
                         }
                     }
+                    let Some(s) = &singletons else {
+                        // Not the singletons' node: wake once their lease is free, to
+                        // restart and take it (their node died).
+                        match lease::holder(&pg, lease::SINGLETONS_LEASE).await {
+                            Ok(Some(h)) if h.expires_in_ms > 0 => {}
+                            Ok(_) => {
+                                info!(
+                                    "the singletons' lease is free: restarting this node's services to take it"
+                                );
+                                deposed.notify_one();
+                                return;
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "cannot read the singletons' lease; retrying")
+                            }
+                        }
+                        continue;
+                    };
+                    match lease::renew(&pg, s, ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            // Its writes are refused from now on (fenced); restarting stops
+                            // the allocator, fault detection and the rules here.
+                            error!(lease = %s.name, epoch = s.epoch, "lost the singletons' lease: another node took it over; restarting this node's services without them");
+                            deposed.notify_one();
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, lease = %s.name, "cannot renew the singletons' lease; retrying")
+                        }
+                    }
                 }
             })
         };
@@ -317,12 +357,19 @@ impl ShardOwner {
                 pg: pg.clone(),
                 shard: shard.to_string(),
                 held: held.clone(),
+                singletons,
                 renew,
                 lost,
                 deposed,
             },
             head as u64,
         )))
+    }
+
+    /// The singletons' lease, if this node holds it: it then runs the allocator, fault
+    /// detection and the alert rules.
+    pub fn singletons(&self) -> Option<&Held> {
+        self.singletons.as_ref()
     }
 
     /// Wakes once this node lost the lease.
@@ -345,16 +392,48 @@ impl ShardOwner {
 
     /// Publishes where this node serves, so that query nodes can pass requests on.
     pub async fn advertise(&self, url: &str) -> anyhow::Result<()> {
-        lease::set_address(&self.pg, &self.held, url).await?;
+        for held in std::iter::once(&self.held).chain(&self.singletons) {
+            lease::set_address(&self.pg, held, url).await?;
+        }
         Ok(())
     }
 
-    /// Stops renewing and lets the lease expire now.
+    /// Stops renewing and lets the leases expire now.
     pub async fn release(self) {
         self.renew.abort();
-        if let Err(e) = lease::release(&self.pg, &self.held).await {
-            warn!(error = %e, lease = %self.held.name, "cannot release the shard's lease; it expires by itself");
+        for held in std::iter::once(&self.held).chain(&self.singletons) {
+            if let Err(e) = lease::release(&self.pg, held).await {
+                warn!(error = %e, lease = %held.name, "cannot release a lease; it expires by itself");
+            }
         }
+    }
+}
+
+/// Takes the singletons' lease for `node`, a shard's owner, if no live shard owner holds it.
+/// A holder that owns no shard any more (it died or was deposed, and its lease has not
+/// expired yet) is waited for, up to a lease's length, so that the node replacing it also
+/// takes the singletons instead of waiting for a second restart.
+async fn take_singletons(pg: &Pg, node: &str, ttl: Duration) -> anyhow::Result<Option<Held>> {
+    let deadline = tokio::time::Instant::now() + ttl + ttl / 2;
+    loop {
+        if let Some((held, _)) =
+            lease::acquire(pg, lease::SINGLETONS_LEASE, node, "", ttl, None).await?
+        {
+            info!(lease = %held.name, epoch = held.epoch, "took the singletons' lease: this node runs the allocator, fault detection and the alert rules");
+            return Ok(Some(held));
+        }
+        let Some(h) = lease::holder(pg, lease::SINGLETONS_LEASE).await? else {
+            // Released between the two reads: take it now.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        if lease::owns_a_shard(pg, &h.holder).await? || tokio::time::Instant::now() >= deadline {
+            info!(holder = %h.holder, "another node runs the singletons");
+            return Ok(None);
+        }
+        let wait = Duration::from_millis(h.expires_in_ms.clamp(0, 60_000) as u64 + 50);
+        info!(holder = %h.holder, ?wait, "the singletons' holder owns no shard: waiting for its lease to expire");
+        tokio::time::sleep(wait.min(ttl)).await;
     }
 }
 
@@ -406,7 +485,7 @@ impl StoreArgs {
     /// PostgreSQL and, when nodes share a catalog, probes the store's conditional writes.
     /// Answers the node's part: the shard lease it took, or the connection a query node or
     /// a standby passes requests on through; nothing for a node on its own.
-    pub async fn configure(&self, c: &mut DbConfig) -> anyhow::Result<Role> {
+    pub async fn configure(&self, c: &mut DbConfig, prefer: Option<&str>) -> anyhow::Result<Role> {
         if let Some(bucket) = &self.s3_bucket {
             c.store = StoreConfig::Custom(Arc::new(self.s3(bucket)?));
         }
@@ -453,9 +532,14 @@ impl StoreArgs {
         };
         let mut taken = None;
         if matches!(self.mode, Mode::All | Mode::Ingest) {
-            // The first free shard, the primary first.
-            for shard in 0..self.shards {
-                taken = ShardOwner::take(&pg, &shard.to_string(), &node, self.lease_ttl).await?;
+            // The shard it owned before restarting, else the first free one, the primary
+            // first.
+            let order = prefer
+                .map(str::to_string)
+                .into_iter()
+                .chain((0..self.shards).map(|k| k.to_string()));
+            for shard in order {
+                taken = ShardOwner::take(&pg, &shard, &node, self.lease_ttl).await?;
                 if taken.is_some() {
                     break;
                 }
@@ -496,6 +580,7 @@ impl StoreArgs {
             log: log.of(&owner.shard),
             held: owner.held.clone(),
             head,
+            singletons: owner.singletons.clone(),
         };
         Ok(Role::Owner(owner))
     }

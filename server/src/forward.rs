@@ -4,15 +4,15 @@
 //! assets): it reads every shard. A supplier's writes (its agents' telemetry, registrations
 //! and GPU releases) go to the owner of the supplier's shard ([`crate::cluster::shard_of`]);
 //! an operator's writes (line protocol, Prometheus text, remote write) to this node's own
-//! shard, or the primary's when it owns none. Everything else — jobs, rules,
-//! tokens, and every portal request made with a session, so that sessions live in one place
-//! — goes to the primary shard's owner, which runs the singletons. Owners are found through
-//! their shard's lease in PostgreSQL.
+//! shard, or the primary shard's when it owns none. Everything else — jobs, rules, tokens,
+//! and every portal request made with a session, so that sessions live in one place — goes
+//! to the node running the singletons (the shard owner holding their lease). Nodes are
+//! found through their leases in PostgreSQL.
 //!
 //! The target authenticates and authorizes the request again; this node adds nothing to it
 //! but the number of times it was passed on. A request is passed on at most twice (a node
-//! that has not yet learnt a new token sends its write to the primary, which knows the
-//! supplier's shard), so a moment when nodes disagree on who owns a shard gives a 503 to
+//! that has not yet learnt a new token sends its write to the singletons' node, which knows
+//! the supplier's shard), so a moment when nodes disagree on who owns a shard gives a 503 to
 //! retry, not a loop. Answers stream through (the portal's live events included).
 
 use std::sync::Arc;
@@ -52,11 +52,13 @@ pub struct Forward {
     shards: u32,
     /// The shard this node writes, if it owns one.
     own: Option<String>,
+    /// Whether this node runs the singletons.
+    singletons: bool,
     /// Finds the supplier of a write's token.
     auth: Arc<AuthStore>,
     client: reqwest::Client,
     max_body: usize,
-    /// Each shard's owner's address, as last read.
+    /// Each lease holder's address, as last read.
     owners: Mutex<std::collections::HashMap<String, (Instant, String)>>,
 }
 
@@ -65,6 +67,7 @@ impl Forward {
         pg: Pg,
         shards: u32,
         own: Option<&str>,
+        singletons: bool,
         auth: Arc<AuthStore>,
         max_body: usize,
     ) -> anyhow::Result<Self> {
@@ -72,6 +75,7 @@ impl Forward {
             pg,
             shards,
             own: own.map(str::to_string),
+            singletons,
             auth,
             client: reqwest::Client::builder()
                 .no_proxy()
@@ -85,57 +89,63 @@ impl Forward {
         })
     }
 
-    async fn owner(&self, shard: &str) -> Option<String> {
-        if let Some((at, url)) = self.owners.lock().get(shard)
+    /// Where the holder of `lease` serves, if it is live and said where.
+    async fn owner(&self, lease: &str) -> Option<String> {
+        if let Some((at, url)) = self.owners.lock().get(lease)
             && at.elapsed() < OWNER_TTL
         {
             return Some(url.clone());
         }
-        let holder = lease::holder(&self.pg, &lease::shard_lease(shard))
-            .await
-            .ok()
-            .flatten()?;
+        let holder = lease::holder(&self.pg, lease).await.ok().flatten()?;
         if holder.expires_in_ms <= 0 || holder.address.is_empty() {
             return None;
         }
         self.owners
             .lock()
-            .insert(shard.to_string(), (Instant::now(), holder.address.clone()));
+            .insert(lease.to_string(), (Instant::now(), holder.address.clone()));
         Some(holder.address)
     }
 
-    /// The shard whose owner answers this request; `None`: this node.
+    /// The lease whose holder answers this request; `None`: this node.
     fn target(
         &self,
         method: &axum::http::Method,
         path: &str,
         headers: &axum::http::HeaderMap,
     ) -> Option<String> {
-        // The owner of the one shard answers everything itself (no token to look up).
-        if is_local(path, headers) || (self.shards == 1 && self.own.is_some()) {
+        // The owner of the one shard, running the singletons, answers everything itself (no
+        // token to look up).
+        if is_local(path, headers) || (self.shards == 1 && self.own.is_some() && self.singletons) {
             return None;
         }
-        let shard = if is_supplier_write(method, path) {
-            let supplier = crate::access::presented_token(headers)
-                .and_then(|t| self.auth.authenticate(&t))
-                .and_then(|p| p.supplier);
-            match supplier {
-                Some(s) => shard_of(&s, self.shards),
-                // An operator's write: this node's shard, if it has one.
-                None => self
-                    .own
-                    .clone()
-                    .unwrap_or_else(|| PRIMARY_SHARD.to_string()),
-            }
-        } else {
-            PRIMARY_SHARD.to_string()
+        if !is_supplier_write(method, path) {
+            return (!self.singletons).then(|| lease::SINGLETONS_LEASE.to_string());
+        }
+        let supplier = crate::access::presented_token(headers)
+            .and_then(|t| self.auth.authenticate(&t))
+            .and_then(|p| p.supplier);
+        let shard = match supplier {
+            Some(s) => shard_of(&s, self.shards),
+            // An operator's write: this node's shard, if it has one.
+            None => self
+                .own
+                .clone()
+                .unwrap_or_else(|| PRIMARY_SHARD.to_string()),
         };
-        (self.own.as_deref() != Some(shard.as_str())).then_some(shard)
+        (self.own.as_deref() != Some(shard.as_str())).then(|| lease::shard_lease(&shard))
     }
 
-    /// Forgets `shard`'s owner (it did not answer).
-    fn forget(&self, shard: &str) {
-        self.owners.lock().remove(shard);
+    /// Forgets `lease`'s holder (it did not answer).
+    fn forget(&self, lease: &str) {
+        self.owners.lock().remove(lease);
+    }
+}
+
+/// What the holder of `lease` is, for messages.
+fn holder_of(lease: &str) -> String {
+    match lease.strip_prefix(lease::shard_lease("").as_str()) {
+        Some(shard) => format!("the owner of shard {shard}"),
+        None => "the node running the singletons (allocator, rules, tokens, sessions)".into(),
     }
 }
 
@@ -186,7 +196,7 @@ fn is_read(path: &str) -> bool {
 
 /// The middleware: what this node answers goes on, the rest to the shard's owner.
 pub async fn forward(State(f): State<Arc<Forward>>, req: Request, next: Next) -> Response {
-    let Some(shard) = f.target(req.method(), req.uri().path(), req.headers()) else {
+    let Some(lease) = f.target(req.method(), req.uri().path(), req.headers()) else {
         return next.run(req).await;
     };
     let hops = req.headers().get(FORWARDED).map_or(0, |v| {
@@ -195,14 +205,15 @@ pub async fn forward(State(f): State<Arc<Forward>>, req: Request, next: Next) ->
             .and_then(|v| v.parse::<u8>().ok())
             .unwrap_or(MAX_HOPS)
     });
+    let who = holder_of(&lease);
     if hops >= MAX_HOPS {
         return crate::access::unavailable(&format!(
-            "this node was passed a request for shard {shard}, which it does not own (the shard's owner just changed); retry"
+            "this node was passed a request for {who}, which it is not (that part just moved to another node); retry"
         ));
     }
-    let Some(owner) = f.owner(&shard).await else {
+    let Some(owner) = f.owner(&lease).await else {
         return crate::access::unavailable(&format!(
-            "no node owns shard {shard} right now (its owner died and no other has taken over yet); retry shortly"
+            "no node is {who} right now (its node died and no other has taken over yet); retry shortly"
         ));
     };
     let (parts, body) = req.into_parts();
@@ -233,17 +244,15 @@ pub async fn forward(State(f): State<Arc<Forward>>, req: Request, next: Next) ->
     let resp = match tokio::time::timeout(ANSWER_TIMEOUT, out.send()).await {
         Ok(Ok(r)) => r,
         Err(_) => {
-            f.forget(&shard);
+            f.forget(&lease);
             return crate::access::unavailable(&format!(
-                "the owner of shard {shard} at {owner} did not answer within {} s; retry",
+                "{who} at {owner} did not answer within {} s; retry",
                 ANSWER_TIMEOUT.as_secs()
             ));
         }
         Ok(Err(e)) => {
-            f.forget(&shard);
-            return crate::access::unavailable(&format!(
-                "the owner of shard {shard} at {owner} did not answer: {e}"
-            ));
+            f.forget(&lease);
+            return crate::access::unavailable(&format!("{who} at {owner} did not answer: {e}"));
         }
     };
     let mut builder = Response::builder().status(resp.status());
@@ -257,5 +266,5 @@ pub async fn forward(State(f): State<Arc<Forward>>, req: Request, next: Next) ->
     }
     builder
         .body(Body::from_stream(resp.bytes_stream()))
-        .unwrap_or_else(|_| crate::access::unavailable("bad answer from the shard's owner"))
+        .unwrap_or_else(|_| crate::access::unavailable(&format!("bad answer from {who}")))
 }

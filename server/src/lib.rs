@@ -361,9 +361,14 @@ impl ServeArgs {
         Ok(args)
     }
 
-    async fn db_config(&self) -> anyhow::Result<(DbConfig, crate::cluster::Role)> {
+    /// The database's configuration and the node's part; `prefer`: the shard this node
+    /// owned before its part changed, tried first.
+    async fn db_config(
+        &self,
+        prefer: Option<&str>,
+    ) -> anyhow::Result<(DbConfig, crate::cluster::Role)> {
         let mut c = DbConfig::new(&self.data_dir);
-        let owner = self.store.configure(&mut c).await?;
+        let owner = self.store.configure(&mut c, prefer).await?;
         c.partition = self.partition;
         c.memory_budget = self.memory_budget.as_u64() as usize;
         c.persist_bytes = self.persist_bytes.as_u64() as usize;
@@ -555,14 +560,15 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Opens the store and starts serving on `args.listen`.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
-    start_on(args, None).await
+    start_on(args, None, None).await
 }
 
 /// Opens the store and starts serving on `listener` (bound already, non-blocking), or on a
-/// new socket bound to `args.listen`.
+/// new socket bound to `args.listen`; an owner takes shard `prefer` first, if it is free.
 async fn start_on(
     args: &ServeArgs,
     listener: Option<std::net::TcpListener>,
+    prefer: Option<&str>,
 ) -> anyhow::Result<Running> {
     if args.offline_after <= args.pay_grace {
         anyhow::bail!(
@@ -571,7 +577,7 @@ async fn start_on(
             humantime::format_duration(args.pay_grace)
         );
     }
-    let (config, role) = args.db_config().await?;
+    let (config, role) = args.db_config(prefer).await?;
     let db = Db::open(config)
         .await
         .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
@@ -618,9 +624,10 @@ async fn start_on(
             t.token
         );
     }
-    // The allocator, fault detection and alert rules run on one node: alone, or the primary
-    // shard's owner (it reads every shard); other nodes pass their routes on to it.
-    let alloc = if !role.is_primary() {
+    // The allocator, fault detection and alert rules run on one node: alone, or the shard
+    // owner holding the singletons' lease (it reads every shard; their writes are fenced by
+    // that lease); other nodes pass their routes on to it.
+    let alloc = if !role.runs_singletons() {
         None
     } else {
         Some(
@@ -793,6 +800,7 @@ async fn start_on(
             pg.clone(),
             args.store.shards,
             role.shard(),
+            role.runs_singletons(),
             auth.clone(),
             args.max_body.as_u64() as usize,
         )?);
@@ -915,7 +923,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     socket.set_nonblocking(true)?;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let mut running = start_on(&args, Some(socket.try_clone()?)).await?;
+    let mut running = start_on(&args, Some(socket.try_clone()?), None).await?;
     info!(addr = %running.addr, data_dir = %args.data_dir.display(), "rigwatch listening");
     eprintln!("rigwatch listening on http://{}", running.addr);
     loop {
@@ -924,11 +932,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
             _ = running.part_changed() => {}
         }
         info!("this node's part changed: restarting its services");
+        // An owner restarting to take the singletons keeps its shard (if still free).
+        let prefer = running.owner.as_ref().map(|o| o.shard.clone());
         if let Err(e) = running.stop().await {
             tracing::warn!(error = %e, "stopping the services of the node's previous part failed");
         }
         running = loop {
-            match start_on(&args, Some(socket.try_clone()?)).await {
+            match start_on(&args, Some(socket.try_clone()?), prefer.as_deref()).await {
                 Ok(r) => break r,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot restart the node's services; retrying in a second");

@@ -276,6 +276,27 @@ impl WriteBatch {
         }
     }
 
+    /// The same rows, each with the field `key` set to `value` (replacing a field of that
+    /// name): for the few rows a singleton writes, so not on a hot path.
+    pub fn stamped(&self, key: &str, value: FieldValue<'_>) -> WriteBatch {
+        let mut out = WriteBatch::with_capacity(self.len(), self.arena.len() + 64);
+        for row in self.rows() {
+            let mut b = out.row(row.table(), row.time());
+            for (k, v) in row.tags() {
+                b.tag(k, v);
+            }
+            for (k, v) in row.fields() {
+                if k != key {
+                    b.field(k, v);
+                }
+            }
+            b.field(key, value);
+            // The source row was valid and `key` is a valid field name.
+            let _ = b.finish(row.line());
+        }
+        out
+    }
+
     fn push_str(&mut self, s: &str) -> StrRef {
         let offset = self.arena.len();
         self.arena.push_str(s);

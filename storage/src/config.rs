@@ -50,6 +50,9 @@ pub enum WalHome {
         log: crate::wal::ShardLog,
         held: crate::lease::Held,
         head: u64,
+        /// The singletons' lease, if this node took it: the fence of every singleton's
+        /// write ([`crate::Singleton`]).
+        singletons: Option<crate::lease::Held>,
     },
     /// No WAL of its own: follow a shard another node owns, and refuse writes.
     Follow { log: crate::wal::ShardLog },

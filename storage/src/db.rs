@@ -56,7 +56,41 @@ use crate::wal::{self, RemoteWal, SegmentId, ShardLog, Wal, WalWriter};
 pub struct WriteOptions {
     /// Acknowledge before the WAL is fsynced. Faster; a crash may lose the write.
     pub no_sync: bool,
+    /// Written by one of the singletons (the allocator, fault detection, the rule
+    /// evaluator): see [`Singleton`].
+    pub singleton: Singleton,
 }
+
+impl WriteOptions {
+    /// The options of a singleton's write.
+    pub fn singleton(singleton: Singleton) -> Self {
+        Self {
+            singleton,
+            ..Self::default()
+        }
+    }
+}
+
+/// Whether a write comes from a singleton, a duty one node at a time does under the lease
+/// [`crate::lease::SINGLETONS_LEASE`]. Where nodes share a catalog, such a write is
+/// acknowledged only if the node still holds that lease at the epoch it held when it opened
+/// the database: the shard's WAL head moves in the same statement that checks it. So a
+/// leader that was paused past its lease and replaced can neither place nor pay. A node on
+/// its own has no lease and writes as usual.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Singleton {
+    /// An ordinary write.
+    #[default]
+    No,
+    /// Fenced by the singletons' lease.
+    Fenced,
+    /// Fenced, and every row also carries the lease's epoch in the field
+    /// [`LEADER_EPOCH`], so each record says which leader wrote it.
+    Stamped,
+}
+
+/// The field of a singleton's record that holds its leader's epoch ([`Singleton::Stamped`]).
+pub const LEADER_EPOCH: &str = "leader_epoch";
 
 /// What happened to a write.
 #[derive(Debug, Default)]
@@ -242,7 +276,9 @@ impl Db {
                 .map_err(|e| Error::Internal(format!("WAL replay panicked: {e}")))??;
                 (buffer, Some(wal))
             }
-            WalHome::Shard { log, held, head } => {
+            WalHome::Shard {
+                log, held, head, ..
+            } => {
                 let log = &counted(log);
                 let after = loaded.wal_persisted_through.map_or(0, |s| s.0);
                 let buffer = replay_shard(log, after, *head, &schemas, partition_ns).await?;
@@ -465,6 +501,7 @@ impl Db {
                 budget: self.config.memory_budget,
             });
         }
+        let (fence, batch) = self.fence(batch, opts.singleton)?;
         let (validated, rejected) = self.schemas.validate(batch);
         self.metrics.rows_rejected.inc_by(rejected.len() as u64);
         let outcome = WriteOutcome {
@@ -477,11 +514,57 @@ impl Db {
             self.send(WalCmd::Write {
                 batch: validated,
                 sync: !opts.no_sync,
+                fence,
                 done,
             })?;
             rx.await.map_err(|_| Error::ShuttingDown)??;
         }
         Ok(outcome)
+    }
+
+    /// The lease a singleton's write must still hold when it is acknowledged, and the batch
+    /// as it is logged (stamped with the lease's epoch if asked).
+    fn fence(
+        &self,
+        batch: WriteBatch,
+        singleton: Singleton,
+    ) -> Result<(Option<crate::lease::Held>, WriteBatch)> {
+        if singleton == Singleton::No {
+            return Ok((None, batch));
+        }
+        let WalHome::Shard {
+            held, singletons, ..
+        } = &self.config.wal_home
+        else {
+            // One node on its own (or a follower, which refuses every write anyway).
+            return Ok((None, batch));
+        };
+        let Some(lease) = singletons else {
+            return Err(Error::Fenced(format!(
+                "node `{}` does not hold lease `{}`: only the node that does runs the allocator, fault detection and alert rules",
+                held.holder,
+                crate::lease::SINGLETONS_LEASE
+            )));
+        };
+        let batch = match singleton {
+            Singleton::Stamped => {
+                batch.stamped(LEADER_EPOCH, crate::batch::FieldValue::I64(lease.epoch))
+            }
+            Singleton::No | Singleton::Fenced => batch,
+        };
+        Ok((Some(lease.clone()), batch))
+    }
+
+    /// The epoch of the singletons' lease this node writes under, where nodes share a
+    /// catalog and it holds that lease.
+    pub fn leader_epoch(&self) -> Option<i64> {
+        match &self.config.wal_home {
+            WalHome::Shard {
+                singletons: Some(l),
+                ..
+            } => Some(l.epoch),
+            _ => None,
+        }
     }
 
     /// Whether this node follows another's shard (and refuses writes).

@@ -39,6 +39,26 @@ pub fn shard_lease(shard: &str) -> String {
     format!("ingest/{shard}")
 }
 
+/// The name of the lease whose holder runs the singletons: the allocator with its ledger,
+/// fault detection and the rule evaluator. Only a shard's owner takes it (the singletons
+/// write through its WAL), and every singleton's write is fenced by it
+/// ([`crate::Singleton`]).
+pub const SINGLETONS_LEASE: &str = "singletons";
+
+/// Whether `holder` holds a live shard lease (`ingest/<shard>`).
+pub async fn owns_a_shard(pg: &Pg, holder: &str) -> Result<bool> {
+    let client = pg.client().await?;
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM rw_leases
+             WHERE starts_with(name, $2) AND holder = $1 AND expires_at > now() LIMIT 1",
+            &[&holder, &shard_lease("")],
+        )
+        .await
+        .map_err(|e| pg.error("cannot read the shard leases on", e))?;
+    Ok(row.is_some())
+}
+
 /// The error a fenced-off writer gets.
 pub fn fenced(what: &str, held: &Held) -> Error {
     Error::Fenced(format!(

@@ -41,6 +41,6 @@ pub mod wal;
 
 pub use batch::{FieldType, FieldValue, WriteBatch};
 pub use config::{CatalogConfig, DbConfig, Maintenance, StoreConfig, WalHome};
-pub use db::{Db, WriteOptions, WriteOutcome};
+pub use db::{Db, LEADER_EPOCH, Singleton, WriteOptions, WriteOutcome};
 pub use error::{Error, Result};
 pub use metrics::StorageMetrics;

@@ -81,9 +81,15 @@ impl Wal {
     }
 
     pub fn sync(&mut self) -> Result<()> {
+        self.sync_fenced(None)
+    }
+
+    /// As [`sync`](Self::sync); on a shared log the group is acknowledged only if the node
+    /// also still holds `fence` (a local log has no other writer to fence off).
+    pub fn sync_fenced(&mut self, fence: Option<&crate::lease::Held>) -> Result<()> {
         match self {
             Wal::Local(w) => w.sync(),
-            Wal::Remote(w) => w.sync(),
+            Wal::Remote(w) => w.sync_fenced(fence),
         }
     }
 

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use rigwatch_storage::pg::Pg;
 
-use super::earnings::{admin, samples};
+use super::earnings::admin;
 use super::harness::{Server, temp_dir};
 use super::services::{Postgres, S3_ENV, SeaweedFs, keys, postgres, seaweedfs, slot};
 
@@ -801,89 +801,6 @@ async fn suppliers_and_tokens_are_shared_by_every_node() {
         "a token's secret reached PostgreSQL"
     );
     assert!(shared.contains("globex"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_allocator_moves_with_the_shard_and_no_millisecond_is_paid_twice() {
-    let Some(c) = Shared::start().await else {
-        return;
-    };
-    let money = [
-        "--alloc-tick",
-        "100ms",
-        "--rate",
-        "H100=3.6",
-        "--pay-grace",
-        "1500ms",
-        "--offline-after",
-        "60s",
-    ];
-    let mut n1 = c.node("n1", &money).await;
-    n1.write_ok(&samples(&["GPU-a"])).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let v = admin(
-        &n1,
-        "POST",
-        "/api/v1/jobs",
-        Some(serde_json::json!({"gpus": 1})),
-    )
-    .await;
-    assert_eq!(v["data"]["state"], "running", "{v}");
-    let job = v["data"]["job"]["id"].as_u64().unwrap();
-    let until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < until {
-        n1.write_ok(&samples(&["GPU-a"])).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // The leader dies mid-accrual.
-    n1.kill9();
-    let n2 = c.owner("n2", &money).await;
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        n2.write_ok(&samples(&["GPU-a"])).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    admin(
-        &n2,
-        "POST",
-        &format!("/api/v1/jobs/{job}/complete"),
-        Some(serde_json::json!({})),
-    )
-    .await;
-
-    let leases = n2
-        // `*`: `unpaid_ms` exists only once some lease paused.
-        .rows("SELECT * FROM lease")
-        .await;
-    assert_eq!(leases.len(), 1, "one placement, continued: {leases:?}");
-    let l = &leases[0];
-    let (start, end, unpaid) = (
-        l["start_ms"].as_i64().unwrap(),
-        l["end_ms"].as_i64().expect("the lease ended"),
-        l["unpaid_ms"].as_i64().unwrap_or(0),
-    );
-    let entries = n2
-        .rows("SELECT to_ms, amount_micro, duration_ms FROM earnings ORDER BY time")
-        .await;
-    assert!(!entries.is_empty(), "{entries:?}");
-    let mut last_to = start;
-    let (mut paid_ms, mut paid_micro) = (0i64, 0i64);
-    for e in &entries {
-        let to = e["to_ms"].as_i64().unwrap();
-        let from = to - e["duration_ms"].as_i64().unwrap();
-        assert!(
-            from >= last_to,
-            "paid twice: an entry from {from} starts before {last_to}: {entries:?}"
-        );
-        last_to = to;
-        paid_ms += e["duration_ms"].as_i64().unwrap();
-        paid_micro += e["amount_micro"].as_i64().unwrap();
-    }
-    // Nothing skipped: every millisecond of the lease is paid or counted unpaid, and 3.6/h
-    // of a whole GPU is 1 µ a millisecond, also for the time n1 worked and n2 booked (the
-    // price history is stored: n2 must not price it at the built-in card).
-    assert_eq!(paid_ms + unpaid, end - start, "{l} {entries:?}");
-    assert_eq!(paid_micro, paid_ms, "{entries:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,10 @@ use rigwatch_storage::batch::{FieldValue, WriteBatch};
 use rigwatch_storage::lease::{self, shard_lease};
 use rigwatch_storage::pg::Pg;
 use rigwatch_storage::wal::ShardLog;
-use rigwatch_storage::{CatalogConfig, Db, DbConfig, Maintenance, StoreConfig, WalHome};
+use rigwatch_storage::{
+    CatalogConfig, Db, DbConfig, Error, LEADER_EPOCH, Maintenance, Singleton, StoreConfig, WalHome,
+    WriteOptions,
+};
 
 use super::harness::temp_dir;
 use super::services::{postgres, slot};
@@ -41,12 +44,14 @@ fn config(
     c
 }
 
-/// A node owning `shard`.
+/// A node owning `shard` (named `owner-<shard>`), holding the singletons' lease `singletons`
+/// if given.
 async fn owner(
     pg: &Pg,
     dir: &std::path::Path,
     store: &Arc<dyn object_store::ObjectStore>,
     shard: &str,
+    singletons: Option<lease::Held>,
 ) -> Arc<Db> {
     let node = format!("owner-{shard}");
     let (held, head) = lease::acquire(
@@ -75,6 +80,7 @@ async fn owner(
         log,
         held,
         head: head as u64,
+        singletons,
     };
     Db::open(c).await.unwrap()
 }
@@ -158,8 +164,8 @@ async fn every_node_reads_every_shard_once_as_persists_move_rows_into_files() {
     let pg = Pg::connect(&engine.url).await.unwrap();
     let tmp = temp_dir();
     let store = store(tmp.path());
-    let a = owner(&pg, tmp.path(), &store, "0").await;
-    let b = owner(&pg, tmp.path(), &store, "1").await;
+    let a = owner(&pg, tmp.path(), &store, "0", None).await;
+    let b = owner(&pg, tmp.path(), &store, "1", None).await;
     let q = follower(&pg, tmp.path(), &store).await;
     let nodes = [
         ("shard 0's owner", &a),
@@ -274,5 +280,106 @@ async fn every_node_reads_every_shard_once_as_persists_move_rows_into_files() {
     }
     for db in [a, b, q] {
         db.shutdown().await.unwrap();
+    }
+}
+
+/// The singletons (allocator, fault detection, rules) write through their node's shard, fenced
+/// by a lease of their own: once another node took it, the old holder's singleton writes are
+/// refused and never read anywhere, while its shard's other writes go on; a shard's owner
+/// without the lease cannot write as a singleton at all; and every record a live holder
+/// stamps carries its epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_singletons_writes_are_refused_once_another_node_took_their_lease() {
+    let _slot = slot();
+    let Some(engine) = postgres() else {
+        return;
+    };
+    let pg = Pg::connect(&engine.url).await.unwrap();
+    let tmp = temp_dir();
+    let store = store(tmp.path());
+    let (held, _) = lease::acquire(
+        &pg,
+        lease::SINGLETONS_LEASE,
+        "owner-0",
+        "",
+        Duration::from_secs(60),
+        None,
+    )
+    .await
+    .unwrap()
+    .expect("the singletons' lease is free");
+    let a = owner(&pg, tmp.path(), &store, "0", Some(held.clone())).await;
+    let b = owner(&pg, tmp.path(), &store, "1", None).await;
+    let singleton = |s| WriteOptions::singleton(s);
+
+    a.write(rows("a", "paid", 0, 3), singleton(Singleton::Stamped))
+        .await
+        .expect("the holder writes");
+    assert_eq!(a.leader_epoch(), Some(held.epoch));
+    let err = b
+        .write(rows("b", "paid", 0, 3), singleton(Singleton::Fenced))
+        .await
+        .expect_err("an owner without the lease wrote as a singleton");
+    assert!(
+        matches!(err, Error::Fenced(_)) && err.to_string().contains("singletons"),
+        "{err}"
+    );
+
+    // The holder is paused past its lease, and another node takes the lease over.
+    pg.client()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE rw_leases SET expires_at = now() - interval '1 second' WHERE name = $1",
+            &[&lease::SINGLETONS_LEASE],
+        )
+        .await
+        .unwrap();
+    let (taken, _) = lease::acquire(
+        &pg,
+        lease::SINGLETONS_LEASE,
+        "owner-1",
+        "",
+        Duration::from_secs(60),
+        None,
+    )
+    .await
+    .unwrap()
+    .expect("an expired lease is taken");
+    assert!(taken.epoch > held.epoch);
+    for s in [Singleton::Stamped, Singleton::Fenced] {
+        let err = a
+            .write(rows("a", "paid", 10, 3), singleton(s))
+            .await
+            .expect_err("a deposed leader's write was acknowledged");
+        assert!(
+            matches!(err, Error::Fenced(_)) && err.to_string().contains("singletons"),
+            "{err}"
+        );
+    }
+    // Fenced alone: the shard's own writes go on.
+    a.write(rows("a", "telemetry", 20, 2), Default::default())
+        .await
+        .expect("the shard's owner still writes its shard");
+
+    // Nothing refused is read: not by its node, nor by a node replaying the shard's log.
+    let q = follower(&pg, tmp.path(), &store).await;
+    for (name, db) in [("the deposed leader", &a), ("a query node", &q)] {
+        converge(db, name, 5, 0).await;
+        let query = rigwatch_query::QueryService::new(db.clone());
+        let (_, batches) = query
+            .sql(&format!(
+                "SELECT {LEADER_EPOCH} FROM {TABLE} WHERE {LEADER_EPOCH} IS NOT NULL"
+            ))
+            .await
+            .unwrap();
+        let epochs: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                (0..col.len()).map(|i| col.value(i)).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(epochs, vec![held.epoch; 3], "{name}");
     }
 }

@@ -741,7 +741,7 @@ fn batch_id(headers: &HeaderMap) -> Result<Option<dedup::BatchId>, Reject> {
 
 /// Writes a batch durably; any rejected row is reported as 400 (the rest is stored).
 async fn store(db: &Db, batch: WriteBatch) -> Result<(), Reject> {
-    match db.write(batch, WriteOptions { no_sync: false }).await {
+    match db.write(batch, WriteOptions::default()).await {
         Ok(outcome) if outcome.rejected.is_empty() => Ok(()),
         Ok(outcome) => {
             let rejected: Vec<String> = outcome

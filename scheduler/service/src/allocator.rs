@@ -32,7 +32,7 @@ use rigwatch_scheduler::{
     LiveView, NodeSpec, Sample, TaskDistribution, ledger::Ledger, policy_by_name,
 };
 use rigwatch_storage::batch::{FieldValue, WriteBatch};
-use rigwatch_storage::{Db, WriteOptions};
+use rigwatch_storage::{Db, Singleton, WriteOptions};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -268,7 +268,7 @@ impl AllocService {
                 .map_err(|e| anyhow::anyhow!("rebuilding the allocator from lease rows: {e}"))?;
         let (card, price_changes) = rates::load_card(&q, rates, now).await?;
         if !price_changes.is_empty() {
-            db.write(price_changes, WriteOptions::default())
+            db.write(price_changes, WriteOptions::singleton(Singleton::Stamped))
                 .await
                 .context("cannot store this start's price changes")?;
         }
@@ -299,7 +299,7 @@ impl AllocService {
         drop(entries);
         ledger.insert_rows(restored);
         if n_upgraded > 0 {
-            db.write(upgraded, WriteOptions::default())
+            db.write(upgraded, WriteOptions::singleton(Singleton::Stamped))
                 .await
                 .context("rewriting earnings rows in micro-units")?;
             info!(
@@ -479,7 +479,11 @@ impl AllocService {
             let Some(next) = self.outbox.lock().front().cloned() else {
                 return Ok(());
             };
-            match self.db.write(next, WriteOptions::default()).await {
+            match self
+                .db
+                .write(next, WriteOptions::singleton(Singleton::Stamped))
+                .await
+            {
                 Ok(_) => {
                     self.outbox.lock().pop_front();
                 }
@@ -700,7 +704,11 @@ impl AllocService {
         let rec = self.submit(req).map_err(SubmitError::Invalid)?;
         let mut b = WriteBatch::default();
         job_row(&mut b, &rec);
-        if let Err(e) = self.db.write(b, WriteOptions::default()).await {
+        if let Err(e) = self
+            .db
+            .write(b, WriteOptions::singleton(Singleton::Stamped))
+            .await
+        {
             let mut st = self.state.lock();
             st.alloc.dequeue(rec.job.id);
             st.jobs.remove(&rec.job.id);

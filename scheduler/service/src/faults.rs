@@ -32,7 +32,7 @@ use rigwatch_scheduler::health::{
     Event, Fault, GpuRef, HealthConfig, HealthEngine, Telemetry, Transition,
 };
 use rigwatch_storage::batch::{FieldValue, Row, WriteBatch};
-use rigwatch_storage::{Db, WriteOptions};
+use rigwatch_storage::{Db, Singleton, WriteOptions};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
@@ -450,7 +450,10 @@ async fn detect(
                 }
             }
         }
-        if let Err(error) = db.write(b, WriteOptions::default()).await {
+        if let Err(error) = db
+            .write(b, WriteOptions::singleton(Singleton::Fenced))
+            .await
+        {
             warn!(%error, "cannot write fault/health rows");
         }
     }

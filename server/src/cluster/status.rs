@@ -1,6 +1,7 @@
 //! `GET /api/v1/cluster`: how the nodes sharing a catalog divide the work, as PostgreSQL
 //! records it now: the shard count, each shard's owner (node, address, lease epoch and time
-//! left), WAL head and coverage by files, and the compaction lease's holder. Operators only;
+//! left), WAL head and coverage by files, and the holders of the compaction lease and of the
+//! singletons' lease (allocator, fault detection, alert rules). Operators only;
 //! any node answers it from PostgreSQL, adding what it is itself.
 
 use std::sync::Arc;
@@ -122,5 +123,6 @@ async fn read(pg: &Pg) -> anyhow::Result<Value> {
         "shards": shards,
         "shard": detail,
         "compaction": lease_of(lease::COMPACTION_LEASE),
+        "singletons": lease_of(lease::SINGLETONS_LEASE),
     }))
 }

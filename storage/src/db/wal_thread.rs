@@ -2,7 +2,9 @@
 //!
 //! One OS thread owns the [`Wal`]. It takes every command that is waiting, appends all
 //! writes, fsyncs once for the group (if any member asked for it), applies the group to the
-//! buffer in order, publishes it to subscribers and only then acknowledges.
+//! buffer in order, publishes it to subscribers and only then acknowledges. A singleton's
+//! write, fenced by a lease of its own, is committed as a group of its own, so that losing
+//! that lease refuses it alone.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -14,6 +16,7 @@ use tracing::{error, warn};
 
 use super::{Db, FrozenGen, now_ms};
 use crate::error::{Error, Result};
+use crate::lease::Held;
 use crate::schema::ValidatedBatch;
 use crate::wal::Wal;
 
@@ -24,6 +27,8 @@ pub(crate) enum WalCmd {
     Write {
         batch: ValidatedBatch,
         sync: bool,
+        /// A lease the node must still hold when the group is committed (a singleton's).
+        fence: Option<Held>,
         done: oneshot::Sender<Result<()>>,
     },
     /// Rotate the WAL and freeze the buffer; answers the new frozen generation, if any.
@@ -52,7 +57,30 @@ pub(crate) fn run(db: Weak<Db>, mut wal: Wal, rx: Receiver<WalCmd>) {
         let mut need_sync = false;
         for cmd in scratch_group.drain(..) {
             match cmd {
-                WalCmd::Write { batch, sync, done } => match wal.append(&batch.batch) {
+                WalCmd::Write {
+                    batch,
+                    fence: Some(fence),
+                    done,
+                    ..
+                } => {
+                    commit(&db, &mut wal, &mut pending, need_sync, None);
+                    need_sync = false;
+                    match wal.append(&batch.batch) {
+                        Ok(bytes) => {
+                            db.metrics.wal_bytes.inc_by(bytes);
+                            pending.push((batch, done));
+                            commit(&db, &mut wal, &mut pending, true, Some(&fence));
+                        }
+                        Err(e) => {
+                            error!(error = %e, "WAL append failed");
+                            let _ = done.send(Err(e));
+                            recover(&mut wal);
+                        }
+                    }
+                }
+                WalCmd::Write {
+                    batch, sync, done, ..
+                } => match wal.append(&batch.batch) {
                     Ok(bytes) => {
                         crate::crash::point("wal:after_append");
                         db.metrics.wal_bytes.inc_by(bytes);
@@ -66,18 +94,18 @@ pub(crate) fn run(db: Weak<Db>, mut wal: Wal, rx: Receiver<WalCmd>) {
                     }
                 },
                 WalCmd::Freeze { done } => {
-                    commit(&db, &mut wal, &mut pending, need_sync);
+                    commit(&db, &mut wal, &mut pending, need_sync, None);
                     need_sync = false;
                     let _ = done.send(freeze(&db, &mut wal));
                 }
                 WalCmd::Stop { done } => {
-                    commit(&db, &mut wal, &mut pending, true);
+                    commit(&db, &mut wal, &mut pending, true, None);
                     let _ = done.send(wal.sync());
                     return;
                 }
             }
         }
-        commit(&db, &mut wal, &mut pending, need_sync);
+        commit(&db, &mut wal, &mut pending, need_sync, None);
     }
     // All senders gone: the Db was dropped. Make what was appended durable.
     let _ = wal.sync();
@@ -91,13 +119,15 @@ fn recover(wal: &mut Wal) {
     }
 }
 
-fn commit(db: &Db, wal: &mut Wal, pending: &mut Pending, need_sync: bool) {
+/// Makes the group durable (if asked), applies it and acknowledges it; with `fence`, only
+/// if the node still holds that lease as the group is committed.
+fn commit(db: &Db, wal: &mut Wal, pending: &mut Pending, need_sync: bool, fence: Option<&Held>) {
     if pending.is_empty() {
         return;
     }
     if need_sync {
         let start = Instant::now();
-        if let Err(e) = wal.sync() {
+        if let Err(e) = wal.sync_fenced(fence) {
             error!(error = %e, "WAL fsync failed; failing the group");
             let msg = e.to_string();
             let fenced = matches!(e, Error::Fenced(_));

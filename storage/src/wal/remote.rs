@@ -270,6 +270,12 @@ impl RemoteWal {
     /// Uploads the group as segment `head + 1` and advances the head under this node's epoch.
     /// On error nothing of the group is acknowledged and the group is dropped.
     pub fn sync(&mut self) -> Result<()> {
+        self.sync_fenced(None)
+    }
+
+    /// As [`sync`](Self::sync), and the head moves only if this node also still holds
+    /// `fence` (checked in the same statement).
+    pub fn sync_fenced(&mut self, fence: Option<&Held>) -> Result<()> {
         if self.records == 0 {
             return Ok(());
         }
@@ -284,7 +290,9 @@ impl RemoteWal {
             Err(_) => Bytes::from(std::mem::take(&mut self.group)),
         };
         let path = self.log.object(name);
-        let result = self.rt.block_on(self.upload_and_advance(&path, body, seq));
+        let result = self
+            .rt
+            .block_on(self.upload_and_advance(&path, body, seq, fence));
         match result {
             Ok(()) => {
                 self.head = seq;
@@ -296,7 +304,13 @@ impl RemoteWal {
         result
     }
 
-    async fn upload_and_advance(&self, path: &Path, body: Bytes, seq: u64) -> Result<()> {
+    async fn upload_and_advance(
+        &self,
+        path: &Path,
+        body: Bytes,
+        seq: u64,
+        fence: Option<&Held>,
+    ) -> Result<()> {
         self.log
             .store
             .put_opts(path, PutPayload::from(body), PutMode::Create.into())
@@ -305,12 +319,18 @@ impl RemoteWal {
         let pg = &self.log.pg;
         let client = pg.client().await?;
         let (seq, prev) = (seq as i64, seq as i64 - 1);
+        // No second lease: the first one again.
+        let (fence_name, fence_epoch) =
+            fence.map_or((&self.held.name, self.held.epoch), |f| (&f.name, f.epoch));
         let advanced = client
             .execute(
                 "UPDATE rw_wal_heads SET head = $2
                  WHERE shard = $1 AND head = $3 AND epoch = $4
                    AND EXISTS (SELECT 1 FROM rw_leases
                                WHERE name = $5 AND holder = $6 AND epoch = $4
+                                 AND expires_at > now())
+                   AND EXISTS (SELECT 1 FROM rw_leases
+                               WHERE name = $7 AND holder = $6 AND epoch = $8
                                  AND expires_at > now())",
                 &[
                     &self.log.shard,
@@ -319,12 +339,20 @@ impl RemoteWal {
                     &self.held.epoch,
                     &self.held.name,
                     &self.held.holder,
+                    fence_name,
+                    &fence_epoch,
                 ],
             )
             .await
             .map_err(|e| pg.error("cannot advance the WAL head on", e))?;
         if advanced != 1 {
-            return Err(fenced("write not acknowledged", &self.held));
+            return Err(match fence {
+                Some(f) => Error::Fenced(format!(
+                    "write not acknowledged: node `{}` no longer holds lease `{}` at epoch {} or lease `{}` at epoch {} (another node took it over)",
+                    self.held.holder, self.held.name, self.held.epoch, f.name, f.epoch
+                )),
+                None => fenced("write not acknowledged", &self.held),
+            });
         }
         Ok(())
     }

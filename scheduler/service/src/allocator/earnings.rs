@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use rigwatch_scheduler::payout::{Payout, apply_payouts, check_payout};
-use rigwatch_storage::WriteOptions;
 use rigwatch_storage::batch::WriteBatch;
+use rigwatch_storage::{Singleton, WriteOptions};
 
 use super::http::err;
 use super::rows::{payout_row, rows};
@@ -325,7 +325,7 @@ impl AllocService {
             (p, b)
         };
         self.db
-            .write(batch, WriteOptions::default())
+            .write(batch, WriteOptions::singleton(Singleton::Stamped))
             .await
             .map_err(|e| {
                 (
