@@ -319,17 +319,33 @@ impl ShardOwner {
                         }
                     }
                     let Some(s) = &singletons else {
-                        // Not the singletons' node: wake once their lease is free, to
-                        // restart and take it (their node died).
+                        // Not the singletons' node: once their lease is free (their node
+                        // died), take it and restart to run them. Of several owners, only the
+                        // one that took it restarts.
                         match lease::holder(&pg, lease::SINGLETONS_LEASE).await {
                             Ok(Some(h)) if h.expires_in_ms > 0 => {}
-                            Ok(_) => {
-                                info!(
-                                    "the singletons' lease is free: restarting this node's services to take it"
-                                );
-                                deposed.notify_one();
-                                return;
-                            }
+                            Ok(_) => match lease::acquire(
+                                &pg,
+                                lease::SINGLETONS_LEASE,
+                                &held.holder,
+                                "",
+                                ttl,
+                                None,
+                            )
+                            .await
+                            {
+                                Ok(Some(_)) => {
+                                    info!(
+                                        "the singletons' lease was free and this node took it: restarting its services to run them"
+                                    );
+                                    deposed.notify_one();
+                                    return;
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    warn!(error = %e, "cannot take the singletons' lease; retrying")
+                                }
+                            },
                             Err(e) => {
                                 warn!(error = %e, "cannot read the singletons' lease; retrying")
                             }
