@@ -50,13 +50,19 @@ const PAGE_ROWS: usize = 4096;
 /// keys of a random walk) saved about 1% in `bench compare`; constant columns grew.
 pub const ZSTD_MIN_SAVING: f64 = 0.03;
 
-fn writer_properties(schema: &SchemaRef, plain: &[String]) -> WriterProperties {
+/// Most rows in a row group of an ordinary data file.
+const GROUP_ROWS: usize = 1 << 20;
+/// Most rows in a row group of a tier file ([`encode_parts`]): a few partitions' rows, one
+/// after another.
+pub const TIER_GROUP_ROWS: usize = 1 << 22;
+
+fn writer_properties(schema: &SchemaRef, plain: &[String], group_rows: usize) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("valid level"),
         ))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(1 << 20))
+        .set_max_row_group_row_count(Some(group_rows))
         // Rows are sorted by series, so small pages let a query for one GPU skip the pages
         // of every other GPU through the page index (a 4,096-row page holds about 11 GPUs'
         // hour at 10 s), at a small cost in page headers.
@@ -124,7 +130,7 @@ impl Encoder {
         let w = ArrowWriter::try_new(
             Vec::with_capacity(capacity),
             schema.clone(),
-            Some(writer_properties(schema, &[])),
+            Some(writer_properties(schema, &[], GROUP_ROWS)),
         )?;
         Ok(Self {
             w,
@@ -158,7 +164,7 @@ pub enum Part {
 }
 
 /// Encodes the parts `rx` delivers (rows in `schema`, in order) as one Parquet file, ending a
-/// row group at each [`Part::EndOfGroup`] (and at the row-group size), the columns `plain`
+/// row group at each [`Part::EndOfGroup`] (and at [`TIER_GROUP_ROWS`]), the columns `plain`
 /// names uncompressed; ends when the sender is dropped (CPU-bound: call from a blocking
 /// thread).
 pub fn encode_parts(
@@ -170,7 +176,7 @@ pub fn encode_parts(
     let mut w = ArrowWriter::try_new(
         &mut out,
         schema.clone(),
-        Some(writer_properties(schema, plain)),
+        Some(writer_properties(schema, plain, TIER_GROUP_ROWS)),
     )?;
     let mut index = series_index::Builder::new(schema);
     for part in rx {

@@ -2,11 +2,13 @@
 //! its partitions' files are merged into one file that spans the tier.
 //!
 //! A query over a day then opens one file and reads one footer instead of one per hour: the
-//! per-file cost that dominated long ranges. The tier file keeps its inputs' row groups as
-//! they were, one partition after the other (each sorted by (tags, time), each with its own
-//! dictionaries and page index): a query for the last minutes still reads one hour's row group
-//! (row-group statistics prune the rest by time), and a query for one GPU reads that GPU's
-//! pages of each row group. Being one partition's only file, each input holds keys no other
+//! per-file cost that dominated long ranges. The tier file keeps its inputs' rows as they
+//! were, one partition after the other (each sorted by (tags, time)), in [`TIER_ROW_GROUPS`]
+//! row groups of several partitions each: a query for the last minutes still reads one hour's
+//! pages (the page index of `time` narrows a row group to them, `series_scan.rs`), and a query
+//! for one GPU reads that GPU's pages of each partition, from a few column chunks instead of
+//! one per partition (each zstd column chunk read costs two codec contexts: in
+//! `bench compare --size month`, a quarter of a one-GPU 7-day range). Being one partition's only file, each input holds keys no other
 //! holds, so nothing needs deduplicating, and the copy streams: no tier is held in memory.
 //! (A k-way merge into one global (tags, time) order was tried first: a fleet-wide instant
 //! query then had to decode every GPU's page holding the last minutes, 8x slower.)
@@ -39,6 +41,11 @@ use crate::error::{Error, Result};
 use crate::persist;
 use crate::schema::TableDef;
 use crate::table::OBJECT_STORE_URL;
+
+/// Row groups a tier file is written in (fewer where a row group would pass
+/// [`persist::TIER_GROUP_ROWS`] rows): few column chunks for a long one-series read, and
+/// still one row group per scan thread for a fleet-wide one.
+pub const TIER_ROW_GROUPS: usize = 4;
 
 /// What one tier pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -161,8 +168,8 @@ impl Db {
         (span > self.partition_ns && span % self.partition_ns == 0).then_some(span)
     }
 
-    /// Writes `files` (in time order) to `path` as one file whose row groups are theirs, one
-    /// or more per input; answers its size and rows.
+    /// Writes `files` (in time order) to `path` as one file of [`TIER_ROW_GROUPS`] row groups,
+    /// each holding a few inputs' rows one after the other; answers its size and rows.
     pub(super) async fn merge_tier(
         &self,
         def: &TableDef,
@@ -189,7 +196,8 @@ impl Db {
         let mut rows = 0u64;
         let mut sorted: Vec<&&FileMeta> = files.iter().collect();
         sorted.sort_by_key(|f| (f.partition, f.id));
-        'files: for f in sorted {
+        let per_group = sorted.len().div_ceil(TIER_ROW_GROUPS).max(1);
+        'files: for (i, f) in sorted.into_iter().enumerate() {
             let source = ParquetSource::new(schema.clone()).with_parquet_file_reader_factory(
                 Arc::new(CachedParquetFileReaderFactory::new(
                     self.store.clone(),
@@ -212,7 +220,7 @@ impl Db {
                     break 'files;
                 }
             }
-            if tx.send(persist::Part::EndOfGroup).is_err() {
+            if (i + 1) % per_group == 0 && tx.send(persist::Part::EndOfGroup).is_err() {
                 break;
             }
         }

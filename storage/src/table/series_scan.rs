@@ -10,8 +10,8 @@
 //! query; for a one-GPU query it was six of eight column chunks in every row group read.
 //!
 //! The scan reads exactly the rows it plans: the series the query's tag filter keeps (the
-//! same selection the Parquet scan uses), in the row groups whose `time` statistics overlap
-//! the query's range. It knows every row it will receive, so it can label each. Filters are
+//! same selection the Parquet scan uses), in the row groups and pages whose `time` statistics
+//! overlap the query's range. It knows every row it will receive, so it can label each. Filters are
 //! not evaluated here: the table's filters are inexact, and the plan above applies them.
 
 use std::fmt;
@@ -43,6 +43,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
 
 use super::reader::IndexedReaderFactory;
@@ -157,7 +158,10 @@ impl SeriesScanExec {
                 })
                 .collect();
             let groups = row_groups(&f.footer, min, max);
-            let wanted = selected_ranges(f.rows.as_ref(), f.file.rows);
+            let wanted = intersect(
+                &selected_ranges(f.rows.as_ref(), f.file.rows),
+                &pages_in_time(&f.footer, &groups, min, max),
+            );
             let runs = Runs {
                 starts: f.index.run_starts(),
                 series: f.index.run_series(),
@@ -240,6 +244,80 @@ fn row_groups(footer: &ParquetMetaData, min: i64, max: i64) -> Vec<(usize, Range
         let outside = matches!(stats, Some((Some(lo), Some(hi))) if hi < min || lo > max);
         if n > 0 && !outside {
             out.push((i, range));
+        }
+    }
+    out
+}
+
+/// The rows of `groups` (file rows) in pages whose `time` statistics in the page index may
+/// overlap `[min, max]`. A tier file's row group holds several partitions one after another,
+/// so its pages narrow a short range to the partition holding it; in an ordinary file (one
+/// partition, sorted by series) every page spans about the whole partition and all are kept.
+/// A row group without a page index for `time` is kept whole.
+fn pages_in_time(
+    footer: &ParquetMetaData,
+    groups: &[(usize, Range<u64>)],
+    min: i64,
+    max: i64,
+) -> Vec<Range<u64>> {
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(groups.len());
+    let mut keep = |r: Range<u64>| match out.last_mut() {
+        Some(last) if last.end == r.start => last.end = r.end,
+        _ => out.push(r),
+    };
+    let time = footer
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == TIME_COLUMN);
+    for (g, rows) in groups {
+        let pages = time.and_then(|t| {
+            let index = footer.column_index()?.get(*g)?.get(t)?;
+            let offsets = footer.offset_index()?.get(*g)?.get(t)?;
+            match index {
+                ColumnIndexMetaData::INT64(index) => Some((index, offsets.page_locations())),
+                _ => None,
+            }
+        });
+        let Some((index, locations)) = pages.filter(|_| min > i64::MIN || max < i64::MAX) else {
+            keep(rows.clone());
+            continue;
+        };
+        for (p, page) in locations.iter().enumerate() {
+            let start = rows.start + page.first_row_index.max(0) as u64;
+            let end = locations
+                .get(p + 1)
+                .map_or(rows.end, |next| {
+                    rows.start + next.first_row_index.max(0) as u64
+                })
+                .min(rows.end);
+            let overlaps = match (index.min_value(p), index.max_value(p)) {
+                (Some(lo), Some(hi)) => *hi >= min && *lo <= max,
+                // No statistics: it may hold anything.
+                _ => true,
+            };
+            if overlaps && start < end {
+                keep(start..end);
+            }
+        }
+    }
+    out
+}
+
+/// The rows in both `a` and `b` (sorted, disjoint ranges each).
+fn intersect(a: &[Range<u64>], b: &[Range<u64>]) -> Vec<Range<u64>> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        let (lo, hi) = (a[i].start.max(b[j].start), a[i].end.min(b[j].end));
+        if lo < hi {
+            out.push(lo..hi);
+        }
+        if a[i].end < b[j].end {
+            i += 1;
+        } else {
+            j += 1;
         }
     }
     out

@@ -1,5 +1,6 @@
-//! Tier compaction: a closed tier's partition files become one file with the same rows, one
-//! row group per partition, each in (tags, time) order; a later write into the tier is read
+//! Tier compaction: a closed tier's partition files become one file with the same rows, in
+//! a few row groups of several partitions each, each partition in (tags, time) order; a short
+//! range reads only its partition's pages; a later write into the tier is read
 //! back merged with it (last write wins, never twice) and is never merged into the tier file;
 //! append-only tables keep every row; an open tier waits.
 
@@ -86,8 +87,9 @@ async fn a_closed_tier_becomes_one_file_of_its_partitions_row_groups() {
     );
     assert_eq!(f[0].rows, 60);
     assert_eq!(count_and_sum(&db, "gpu").await, before);
-    // The file keeps its inputs' row groups, one per minute in time order, each in
-    // (tags, time) order: GPU a's rows first, by time.
+    // The file holds its inputs' rows in `TIER_ROW_GROUPS` row groups of a few minutes each
+    // (3, 3, 3 and 1 of the 10), in time order, each minute in (tags, time) order: GPU a's
+    // rows first, by time.
     let bytes = db
         .store()
         .get(&object_store::path::Path::from(f[0].path.as_str()))
@@ -99,9 +101,9 @@ async fn a_closed_tier_becomes_one_file_of_its_partitions_row_groups() {
     let reader =
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
             .unwrap();
-    assert_eq!(reader.metadata().num_row_groups(), 10);
+    assert_eq!(reader.metadata().num_row_groups(), TIER_ROW_GROUPS);
     let mut last_end = i64::MIN;
-    for g in 0..10 {
+    for (g, minutes) in [3, 3, 3, 1].into_iter().enumerate() {
         let batches: Vec<_> =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
                 .unwrap()
@@ -132,15 +134,18 @@ async fn a_closed_tier_becomes_one_file_of_its_partitions_row_groups() {
                 )
             })
             .collect();
-        let mut sorted = keys.clone();
-        sorted.sort();
-        assert_eq!(keys, sorted, "row group {g}");
-        let first = keys.iter().map(|k| k.1).min().unwrap();
-        assert!(
-            first >= last_end,
-            "row group {g} before the one ahead of it"
-        );
-        last_end = keys.iter().map(|k| k.1).max().unwrap();
+        assert_eq!(keys.len(), minutes * 6, "row group {g}");
+        for minute in keys.chunks(6) {
+            let mut sorted = minute.to_vec();
+            sorted.sort();
+            assert_eq!(minute, sorted, "a minute of row group {g}");
+            let first = minute.iter().map(|k| k.1).min().unwrap();
+            assert!(
+                first >= last_end,
+                "row group {g}: a minute before the one ahead of it"
+            );
+            last_end = minute.iter().map(|k| k.1).max().unwrap();
+        }
     }
     // A tier is merged once.
     assert_eq!(db.compact_tiers().await.unwrap().tiers, 0);
@@ -226,4 +231,50 @@ async fn append_only_rows_all_stay_and_an_open_tier_waits() {
     assert_eq!(stats.tiers, 1, "the closed tier of `event` only");
     assert_eq!(count_and_sum(&db, "event").await, (60, 60.0));
     assert!(files(&db, "gpu").iter().all(|f| !f.is_tier()));
+}
+
+/// A tier row group holds several partitions one after another: a range within one of them
+/// reads that partition's pages (by the page index of `time`), not the whole row group.
+#[tokio::test]
+async fn a_short_range_reads_only_its_pages_of_a_tier_row_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(config(dir.path())).await.unwrap();
+    // 400 GPUs, a row every 5 s: 4,800 rows a minute, a little over a page.
+    let mut b = WriteBatch::default();
+    for step in 0..120 {
+        for g in 0..400 {
+            let mut r = b.row("gpu", T0 + step * 5_000_000_000);
+            r.tag("gpu", &format!("g{g:04}"))
+                .field("util", FieldValue::F64(1.0));
+            r.finish(0).unwrap();
+        }
+    }
+    db.write(b, WriteOptions::default()).await.unwrap();
+    db.persist().await.unwrap();
+    assert_eq!(db.compact_tiers().await.unwrap().tiers, 1);
+    // Minute 1: the middle of the first row group (minutes 0 to 2, 14,400 rows).
+    let (lo, hi) = (T0 + MIN, T0 + 2 * MIN);
+    let window = format!("time >= to_timestamp_nanos({lo}) AND time < to_timestamp_nanos({hi})");
+    let b = sql(&db, &format!("SELECT count(*) FROM gpu WHERE {window}")).await;
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 4800);
+    let plan = sql(
+        &db,
+        &format!("EXPLAIN SELECT gpu, util FROM gpu WHERE {window}"),
+    )
+    .await;
+    let text = arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    let rows: u64 = text
+        .split("SeriesScanExec: ")
+        .nth(1)
+        .and_then(|t| t.split("rows=").nth(1))
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no SeriesScanExec in {text}"));
+    // The minute's rows and the pages it shares with its neighbours: at most three pages.
+    assert!(
+        (4800..=3 * 4096).contains(&rows),
+        "read {rows} rows of the row group's 14,400 for one minute: {text}"
+    );
 }

@@ -257,3 +257,13 @@ async fn a_tier_file_read_by_several_partitions_labels_every_row() {
     };
     assert_eq!(some, vec![part(2, "c"), part(0, "d")]);
 }
+
+#[test]
+fn rows_in_both_lists_of_ranges() {
+    assert_eq!(
+        intersect(&[0..10, 20..30, 40..50], &[5..25, 28..45]),
+        vec![5..10, 20..25, 28..30, 40..45]
+    );
+    assert_eq!(intersect(&[0..10], &[10..20]), Vec::<Range<u64>>::new());
+    assert_eq!(intersect(&[0..100], &[0..100]), vec![0..100]);
+}
