@@ -292,7 +292,7 @@ impl ShardOwner {
             return Ok(None);
         };
         info!(lease = %held.name, epoch = held.epoch, head, "took the shard's lease");
-        let singletons = take_singletons(pg, node, ttl).await?;
+        let singletons = take_singletons(pg, &held, ttl).await?;
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let deposed = Arc::new(tokio::sync::Notify::new());
         let renew = {
@@ -382,12 +382,6 @@ impl ShardOwner {
         )))
     }
 
-    /// The singletons' lease, if this node holds it: it then runs the allocator, fault
-    /// detection and the alert rules.
-    pub fn singletons(&self) -> Option<&Held> {
-        self.singletons.as_ref()
-    }
-
     /// Wakes once this node lost the lease.
     pub fn part_change(&self) -> PartChange {
         PartChange {
@@ -425,11 +419,13 @@ impl ShardOwner {
     }
 }
 
-/// Takes the singletons' lease for `node`, a shard's owner, if no live shard owner holds it.
-/// A holder that owns no shard any more (it died or was deposed, and its lease has not
-/// expired yet) is waited for, up to a lease's length, so that the node replacing it also
-/// takes the singletons instead of waiting for a second restart.
-async fn take_singletons(pg: &Pg, node: &str, ttl: Duration) -> anyhow::Result<Option<Held>> {
+/// Takes the singletons' lease for the owner of the shard lease `shard`, if no live shard
+/// owner holds it. A holder that owns no shard any more (it died or was deposed, and its
+/// lease has not expired yet) is waited for, up to one and a half lease lengths, renewing
+/// `shard` meanwhile, so that the node replacing it also takes the singletons instead of
+/// waiting for a second restart.
+async fn take_singletons(pg: &Pg, shard: &Held, ttl: Duration) -> anyhow::Result<Option<Held>> {
+    let node = &shard.holder;
     let deadline = tokio::time::Instant::now() + ttl + ttl / 2;
     loop {
         if let Some((held, _)) =
@@ -449,7 +445,13 @@ async fn take_singletons(pg: &Pg, node: &str, ttl: Duration) -> anyhow::Result<O
         }
         let wait = Duration::from_millis(h.expires_in_ms.clamp(0, 60_000) as u64 + 50);
         info!(holder = %h.holder, ?wait, "the singletons' holder owns no shard: waiting for its lease to expire");
-        tokio::time::sleep(wait.min(ttl)).await;
+        if !lease::renew(pg, shard, ttl).await? {
+            anyhow::bail!(
+                "lost lease `{}` while waiting for the singletons' lease",
+                shard.name
+            );
+        }
+        tokio::time::sleep(wait.min(ttl / 3)).await;
     }
 }
 

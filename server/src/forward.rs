@@ -11,8 +11,8 @@
 //!
 //! The target authenticates and authorizes the request again; this node adds nothing to it
 //! but the number of times it was passed on. A request is passed on at most twice (a node
-//! that has not yet learnt a new token sends its write to the singletons' node, which knows
-//! the supplier's shard), so a moment when nodes disagree on who owns a shard gives a 503 to
+//! that has not yet learnt a new token sends the write on as an operator's, to shard 0's
+//! owner, which knows the supplier's shard), so a moment when nodes disagree on who owns a shard gives a 503 to
 //! retry, not a loop. Answers stream through (the portal's live events included).
 
 use std::sync::Arc;

@@ -283,6 +283,22 @@ async fn every_node_reads_every_shard_once_as_persists_move_rows_into_files() {
     }
 }
 
+/// The singletons' lease for `node`, for a minute; it must be free or expired.
+async fn take_singletons(pg: &Pg, node: &str) -> lease::Held {
+    lease::acquire(
+        pg,
+        lease::SINGLETONS_LEASE,
+        node,
+        "",
+        Duration::from_secs(60),
+        None,
+    )
+    .await
+    .unwrap()
+    .expect("the singletons' lease is free or expired")
+    .0
+}
+
 /// The singletons (allocator, fault detection, rules) write through their node's shard, fenced
 /// by a lease of their own: once another node took it, the old holder's singleton writes are
 /// refused and never read anywhere, while its shard's other writes go on; a shard's owner
@@ -297,17 +313,7 @@ async fn a_singletons_writes_are_refused_once_another_node_took_their_lease() {
     let pg = Pg::connect(&engine.url).await.unwrap();
     let tmp = temp_dir();
     let store = store(tmp.path());
-    let (held, _) = lease::acquire(
-        &pg,
-        lease::SINGLETONS_LEASE,
-        "owner-0",
-        "",
-        Duration::from_secs(60),
-        None,
-    )
-    .await
-    .unwrap()
-    .expect("the singletons' lease is free");
+    let held = take_singletons(&pg, "owner-0").await;
     let a = owner(&pg, tmp.path(), &store, "0", Some(held.clone())).await;
     let b = owner(&pg, tmp.path(), &store, "1", None).await;
     let singleton = |s| WriteOptions::singleton(s);
@@ -335,17 +341,7 @@ async fn a_singletons_writes_are_refused_once_another_node_took_their_lease() {
         )
         .await
         .unwrap();
-    let (taken, _) = lease::acquire(
-        &pg,
-        lease::SINGLETONS_LEASE,
-        "owner-1",
-        "",
-        Duration::from_secs(60),
-        None,
-    )
-    .await
-    .unwrap()
-    .expect("an expired lease is taken");
+    let taken = take_singletons(&pg, "owner-1").await;
     assert!(taken.epoch > held.epoch);
     for s in [Singleton::Stamped, Singleton::Fenced] {
         let err = a

@@ -222,15 +222,20 @@ impl SeriesScanExec {
     }
 }
 
-/// The row groups of a file (index, and first row and rows) whose `time` statistics may
-/// overlap `[min, max]`.
-fn row_groups(footer: &ParquetMetaData, min: i64, max: i64) -> Vec<(usize, Range<u64>)> {
-    let time = footer
+/// The position of the `time` column among a file's Parquet columns.
+fn time_column(footer: &ParquetMetaData) -> Option<usize> {
+    footer
         .file_metadata()
         .schema_descr()
         .columns()
         .iter()
-        .position(|c| c.name() == TIME_COLUMN);
+        .position(|c| c.name() == TIME_COLUMN)
+}
+
+/// The row groups of a file (index, and first row and rows) whose `time` statistics may
+/// overlap `[min, max]`.
+fn row_groups(footer: &ParquetMetaData, min: i64, max: i64) -> Vec<(usize, Range<u64>)> {
+    let time = time_column(footer);
     let mut at = 0u64;
     let mut out = Vec::new();
     for (i, rg) in footer.row_groups().iter().enumerate() {
@@ -265,12 +270,7 @@ fn pages_in_time(
         Some(last) if last.end == r.start => last.end = r.end,
         _ => out.push(r),
     };
-    let time = footer
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.name() == TIME_COLUMN);
+    let time = time_column(footer);
     for (g, rows) in groups {
         let pages = time.and_then(|t| {
             let index = footer.column_index()?.get(*g)?.get(t)?;
