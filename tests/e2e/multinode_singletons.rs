@@ -26,15 +26,7 @@ const MONEY: [&str; 8] = [
 
 /// The singletons' lease as `server`'s `/api/v1/cluster` says: holder and epoch, if live.
 async fn singletons(server: &Server) -> Option<(String, i64)> {
-    let v: Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/cluster", server.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let v = admin_settled(server, "GET", "/api/v1/cluster", Value::Null).await;
     let s = &v["singletons"];
     if s["live"] != true {
         return None;

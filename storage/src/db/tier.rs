@@ -8,8 +8,9 @@
 //! pages (the page index of `time` narrows a row group to them, `series_scan.rs`), and a query
 //! for one GPU reads that GPU's pages of each partition, from a few column chunks instead of
 //! one per partition (each zstd column chunk read costs two codec contexts: in
-//! `bench compare --size month`, a quarter of a one-GPU 7-day range). Being one partition's only file, each input holds keys no other
-//! holds, so nothing needs deduplicating, and the copy streams: no tier is held in memory.
+//! `bench compare --size month`, about a fifth of a one-GPU 7-day range). Being one
+//! partition's only file, each input holds keys no other holds, so nothing needs
+//! deduplicating, and the copy streams: no tier is held in memory.
 //! (A k-way merge into one global (tags, time) order was tried first: a fleet-wide instant
 //! query then had to decode every GPU's page holding the last minutes, 8x slower.)
 //!

@@ -11,8 +11,9 @@
 //!
 //! The scan reads exactly the rows it plans: the series the query's tag filter keeps (the
 //! same selection the Parquet scan uses), in the row groups and pages whose `time` statistics
-//! overlap the query's range. It knows every row it will receive, so it can label each. Filters are
-//! not evaluated here: the table's filters are inexact, and the plan above applies them.
+//! overlap the query's range. It knows every row it will receive, so it can label each.
+//! Filters are not evaluated here: the table's filters are inexact, and the plan above applies
+//! them.
 
 use std::fmt;
 use std::ops::Range;

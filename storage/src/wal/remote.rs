@@ -319,9 +319,8 @@ impl RemoteWal {
         let pg = &self.log.pg;
         let client = pg.client().await?;
         let (seq, prev) = (seq as i64, seq as i64 - 1);
-        // No second lease: the first one again.
-        let (fence_name, fence_epoch) =
-            fence.map_or((&self.held.name, self.held.epoch), |f| (&f.name, f.epoch));
+        // Without a second lease the statement checks none (`$7` is NULL).
+        let (fence_name, fence_epoch) = (fence.map(|f| &f.name), fence.map(|f| f.epoch));
         let advanced = client
             .execute(
                 "UPDATE rw_wal_heads SET head = $2
@@ -329,9 +328,10 @@ impl RemoteWal {
                    AND EXISTS (SELECT 1 FROM rw_leases
                                WHERE name = $5 AND holder = $6 AND epoch = $4
                                  AND expires_at > now())
-                   AND EXISTS (SELECT 1 FROM rw_leases
-                               WHERE name = $7 AND holder = $6 AND epoch = $8
-                                 AND expires_at > now())",
+                   AND ($7::text IS NULL
+                        OR EXISTS (SELECT 1 FROM rw_leases
+                                   WHERE name = $7 AND holder = $6 AND epoch = $8
+                                     AND expires_at > now()))",
                 &[
                     &self.log.shard,
                     &seq,
@@ -339,7 +339,7 @@ impl RemoteWal {
                     &self.held.epoch,
                     &self.held.name,
                     &self.held.holder,
-                    fence_name,
+                    &fence_name,
                     &fence_epoch,
                 ],
             )
