@@ -16,7 +16,9 @@
 //! So a catalog version that lists a file is durable only after the file is, and the WAL
 //! segments a persist covers are removed only after the catalog version that covers them is.
 //! The fsyncs go through a [`FileSync`], which a power-cut test replaces with a model of the
-//! page cache. Multipart uploads are refused: the engine writes whole objects only.
+//! page cache. A multipart upload (a large file streamed as it is encoded) is made durable
+//! the same way when it completes: `LocalFileSystem` writes its parts to a staging file and
+//! renames that into place.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -86,13 +88,47 @@ impl SyncedLocalStore {
     /// a blocking thread.
     async fn make_durable(&self, location: &Path) -> Result<()> {
         let file = self.inner.path_to_filesystem(location)?;
-        let (sync, known) = (self.sync.clone(), self.durable_dirs.clone());
-        tokio::task::spawn_blocking(move || sync_chain(&*sync, &known, &file))
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "local",
-                source: Box::new(e),
-            })?
+        sync_chain_blocking(self.sync.clone(), self.durable_dirs.clone(), file).await
+    }
+}
+
+/// [`sync_chain`] on a blocking thread.
+async fn sync_chain_blocking(
+    sync: Arc<dyn FileSync>,
+    known: Arc<parking_lot::Mutex<HashSet<PathBuf>>>,
+    file: PathBuf,
+) -> Result<()> {
+    tokio::task::spawn_blocking(move || sync_chain(&*sync, &known, &file))
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "local",
+            source: Box::new(e),
+        })?
+}
+
+/// A multipart upload to the local store, durable once [`MultipartUpload::complete`] returns.
+#[derive(Debug)]
+struct DurableUpload {
+    inner: Box<dyn MultipartUpload>,
+    file: PathBuf,
+    sync: Arc<dyn FileSync>,
+    known: Arc<parking_lot::Mutex<HashSet<PathBuf>>>,
+}
+
+#[async_trait]
+impl MultipartUpload for DurableUpload {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        let result = self.inner.complete().await?;
+        sync_chain_blocking(self.sync.clone(), self.known.clone(), self.file.clone()).await?;
+        Ok(result)
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.inner.abort().await
     }
 }
 
@@ -186,11 +222,14 @@ impl ObjectStore for SyncedLocalStore {
     async fn put_multipart_opts(
         &self,
         location: &Path,
-        _opts: PutMultipartOptions,
+        opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        Err(object_store::Error::NotSupported {
-            source: format!("multipart upload of {location}: rigwatch writes whole objects").into(),
-        })
+        Ok(Box::new(DurableUpload {
+            inner: self.inner.put_multipart_opts(location, opts).await?,
+            file: self.inner.path_to_filesystem(location)?,
+            sync: self.sync.clone(),
+            known: self.durable_dirs.clone(),
+        }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {

@@ -161,34 +161,42 @@ pub enum Part {
     Rows(RecordBatch),
     /// Ends the current row group: the next rows start a new one.
     EndOfGroup,
+    /// Every row was sent: the file may be finished.
+    End,
 }
 
-/// Encodes the parts `rx` delivers (rows in `schema`, in order) as one Parquet file, ending a
-/// row group at each [`Part::EndOfGroup`] (and at [`TIER_GROUP_ROWS`]), the columns `plain`
-/// names uncompressed; ends when the sender is dropped (CPU-bound: call from a blocking
-/// thread).
-pub fn encode_parts(
+/// Encodes the parts `rx` delivers (rows in `schema`, in order) into `out` as one Parquet
+/// file, ending a row group at each [`Part::EndOfGroup`] (and at [`TIER_GROUP_ROWS`]), the
+/// columns `plain` names uncompressed, until [`Part::End`]. A sender dropped before it sent
+/// `End` is an error: the file would be missing rows (CPU-bound: call from a blocking thread).
+pub fn encode_parts<W: std::io::Write + Send>(
     schema: &SchemaRef,
     plain: &[String],
-    rx: std::sync::mpsc::Receiver<Part>,
-) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+    mut rx: tokio::sync::mpsc::Receiver<Part>,
+    out: W,
+) -> Result<()> {
     let mut w = ArrowWriter::try_new(
-        &mut out,
+        out,
         schema.clone(),
         Some(writer_properties(schema, plain, TIER_GROUP_ROWS)),
     )?;
     let mut index = series_index::Builder::new(schema);
-    for part in rx {
-        match part {
-            Part::Rows(batch) => {
+    loop {
+        match rx.blocking_recv() {
+            Some(Part::Rows(batch)) => {
                 let batch = align(&batch, schema)?;
                 index.push(&batch);
                 w.write(&batch)?;
             }
-            Part::EndOfGroup => {
+            Some(Part::EndOfGroup) => {
                 index.end_group();
                 w.flush()?;
+            }
+            Some(Part::End) => break,
+            None => {
+                return Err(Error::Internal(
+                    "the rows of a file being encoded stopped before their end".into(),
+                ));
             }
         }
     }
@@ -196,7 +204,105 @@ pub fn encode_parts(
         w.append_key_value_metadata(kv);
     }
     w.close()?;
-    Ok(out)
+    Ok(())
+}
+
+/// Bytes in each part of a streamed upload ([`put_streamed`]). S3 needs at least 5 MiB in
+/// every part but the last; what an upload holds in memory is a few parts.
+pub const UPLOAD_PART_BYTES: usize = 5 << 20;
+
+/// Parts of a streamed upload sent to the store at once.
+const UPLOADS_IN_FLIGHT: usize = 2;
+
+/// Where an encoder run by [`put_streamed`] writes: each part goes to the upload as soon as
+/// it is full, so a file of any size costs a few parts of memory, not its whole size.
+pub struct PartWriter {
+    part: Vec<u8>,
+    part_bytes: usize,
+    written: u64,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+}
+
+impl PartWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let part = std::mem::replace(&mut self.part, Vec::with_capacity(self.part_bytes));
+        self.tx
+            .blocking_send(Bytes::from(part))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+}
+
+impl std::io::Write for PartWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.part_bytes - self.part.len());
+        self.part.extend_from_slice(&buf[..n]);
+        self.written += n as u64;
+        if self.part.len() == self.part_bytes {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    /// Parts go when full, the last one when the encoder returns.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Stores at `path` what `encode` writes (on a blocking thread), uploading it in parts of
+/// `part_bytes` while it is being encoded; answers the object's size and what `encode`
+/// returned. The object appears whole or not at all: an encoder or upload failure aborts the
+/// upload.
+pub async fn put_streamed<T: Send + 'static>(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    part_bytes: usize,
+    encode: impl FnOnce(&mut PartWriter) -> Result<T> + Send + 'static,
+) -> Result<(u64, T)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let mut upload = object_store::WriteMultipart::new_with_chunk_size(
+        store.put_multipart(path).await?,
+        part_bytes,
+    );
+    let encoder = tokio::task::spawn_blocking(move || {
+        let mut w = PartWriter {
+            part: Vec::with_capacity(part_bytes),
+            part_bytes,
+            written: 0,
+            tx,
+        };
+        let value = encode(&mut w)?;
+        if !w.part.is_empty() {
+            w.send()?;
+        }
+        Ok::<_, Error>((w.written, value))
+    });
+    let mut failed = None;
+    while let Some(part) = rx.recv().await {
+        if let Err(e) = upload.wait_for_capacity(UPLOADS_IN_FLIGHT).await {
+            failed = Some(Error::from(e));
+            break;
+        }
+        upload.put(part);
+    }
+    // An encoder still writing sees the upload stop.
+    drop(rx);
+    let encoded = encoder
+        .await
+        .map_err(|e| Error::Internal(format!("parquet encoder panicked: {e}")))
+        .and_then(|r| r);
+    // The upload's own error explains an encoder's broken pipe.
+    let error = match (failed, encoded) {
+        (None, Ok(done)) => {
+            upload.finish().await?;
+            return Ok(done);
+        }
+        (Some(e), _) | (None, Err(e)) => e,
+    };
+    if let Err(e) = upload.abort().await {
+        tracing::warn!(%path, error = %e, "could not abort an upload; its parts stay");
+    }
+    Err(error)
 }
 
 /// The zstd-compressed columns of `footers` (files to be merged) that zstd shrank by less
@@ -390,16 +496,75 @@ mod tests {
         let plain = plain_columns(&[first.clone(), first]);
         assert_eq!(plain, vec!["constant".to_string()]);
         // The merged file follows the choice.
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
         let b = batch();
         let schema = b.schema();
-        tx.send(Part::Rows(b)).unwrap();
-        drop(tx);
-        let merged = footer(encode_parts(&schema, &plain, rx).unwrap());
+        tx.try_send(Part::Rows(b)).unwrap();
+        tx.try_send(Part::End).unwrap();
+        let mut out = Vec::new();
+        encode_parts(&schema, &plain, rx, &mut out).unwrap();
+        let merged = footer(out);
         let c = codecs(&merged);
         assert_eq!(c[1], ("constant".into(), Compression::UNCOMPRESSED));
         assert!(matches!(c[0].1, Compression::ZSTD(_)), "{c:?}");
         // Uncompressed inputs never turn a column back to zstd on a guess.
         assert_eq!(plain_columns(&[merged]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn rows_that_stop_before_their_end_make_no_file() {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let b = batch();
+        let schema = b.schema();
+        tx.try_send(Part::Rows(b)).unwrap();
+        drop(tx);
+        let err = encode_parts(&schema, &[], rx, Vec::new()).unwrap_err();
+        assert!(
+            err.to_string().contains("stopped before their end"),
+            "{err}"
+        );
+    }
+
+    /// A streamed upload of many parts stores exactly the bytes written, durably through the
+    /// local store's multipart path; a failing encoder leaves no object behind.
+    #[tokio::test]
+    async fn a_streamed_upload_stores_every_part_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            crate::durable::SyncedLocalStore::new(dir.path(), Arc::new(crate::durable::RealSync))
+                .unwrap(),
+        );
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let path = Path::from("tables/t/0/1.parquet");
+        let written = data.clone();
+        let (size, rows) = put_streamed(&store, &path, 1024, move |out| {
+            use std::io::Write;
+            // Uneven writes, crossing part boundaries.
+            for piece in written.chunks(700) {
+                out.write_all(piece)?;
+            }
+            Ok(7u64)
+        })
+        .await
+        .unwrap();
+        assert_eq!((size, rows), (data.len() as u64, 7));
+        assert_eq!(fetch(&store, path.as_ref()).await.unwrap(), data);
+
+        let failed = Path::from("tables/t/0/2.parquet");
+        let err = put_streamed(&store, &failed, 1024, |out| {
+            use std::io::Write;
+            out.write_all(&[1u8; 5000])?;
+            Err::<(), _>(Error::Internal("encoder failed".into()))
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("encoder failed"), "{err}");
+        let missing = store.head(&failed).await;
+        assert!(
+            matches!(missing, Err(object_store::Error::NotFound { .. })),
+            "{missing:?}"
+        );
+        let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
     }
 }

@@ -33,7 +33,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+
 use tracing::info;
 
 use super::Db;
@@ -189,50 +189,56 @@ impl Db {
             footers.push(self.footer(f).await.map_err(df)?);
         }
         let plain = persist::plain_columns(&footers);
-        // Encoding is CPU work: a blocking thread encodes while the next input is read.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<persist::Part>(4);
+        // Encoding is CPU work: a blocking thread encodes while the next input is read, and
+        // the file goes to the store a part at a time as it is encoded (a day of a large
+        // fleet is hundreds of MB).
+        let (tx, rx) = tokio::sync::mpsc::channel::<persist::Part>(4);
         let encoder_schema = schema.clone();
-        let encoder =
-            tokio::task::spawn_blocking(move || persist::encode_parts(&encoder_schema, &plain, rx));
-        let mut rows = 0u64;
-        let mut sorted: Vec<&&FileMeta> = files.iter().collect();
-        sorted.sort_by_key(|f| (f.partition, f.id));
-        let per_group = sorted.len().div_ceil(TIER_ROW_GROUPS).max(1);
-        'files: for (i, f) in sorted.into_iter().enumerate() {
-            let source = ParquetSource::new(schema.clone()).with_parquet_file_reader_factory(
-                Arc::new(CachedParquetFileReaderFactory::new(
-                    self.store.clone(),
-                    self.parquet_metadata(),
-                )),
-            );
-            let config = FileScanConfigBuilder::new(url.clone(), Arc::new(source))
-                .with_file_groups(vec![FileGroup::new(vec![PartitionedFile::new(
-                    f.path.clone(),
-                    f.size,
-                )])])
-                .build();
-            let plan = DataSourceExec::from_data_source(config);
-            let task: Arc<TaskContext> = ctx.task_ctx();
-            let mut stream = plan.execute(0, task).map_err(df)?;
-            while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(df)?;
-                rows += batch.num_rows() as u64;
-                if tx.send(persist::Part::Rows(batch)).is_err() {
-                    break 'files;
+        let upload =
+            persist::put_streamed(&self.store, path, persist::UPLOAD_PART_BYTES, move |out| {
+                persist::encode_parts(&encoder_schema, &plain, rx, out)
+            });
+        let feed = async move {
+            let mut rows = 0u64;
+            let mut sorted: Vec<&&FileMeta> = files.iter().collect();
+            sorted.sort_by_key(|f| (f.partition, f.id));
+            let per_group = sorted.len().div_ceil(TIER_ROW_GROUPS).max(1);
+            for (i, f) in sorted.into_iter().enumerate() {
+                let source = ParquetSource::new(schema.clone()).with_parquet_file_reader_factory(
+                    Arc::new(CachedParquetFileReaderFactory::new(
+                        self.store.clone(),
+                        self.parquet_metadata(),
+                    )),
+                );
+                let config = FileScanConfigBuilder::new(url.clone(), Arc::new(source))
+                    .with_file_groups(vec![FileGroup::new(vec![PartitionedFile::new(
+                        f.path.clone(),
+                        f.size,
+                    )])])
+                    .build();
+                let plan = DataSourceExec::from_data_source(config);
+                let task: Arc<TaskContext> = ctx.task_ctx();
+                let mut stream = plan.execute(0, task).map_err(df)?;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(df)?;
+                    rows += batch.num_rows() as u64;
+                    // A closed channel: the encoder failed, and the upload says why.
+                    if tx.send(persist::Part::Rows(batch)).await.is_err() {
+                        return Ok(rows);
+                    }
+                }
+                if (i + 1) % per_group == 0 && tx.send(persist::Part::EndOfGroup).await.is_err() {
+                    return Ok(rows);
                 }
             }
-            if (i + 1) % per_group == 0 && tx.send(persist::Part::EndOfGroup).is_err() {
-                break;
-            }
-        }
-        drop(tx);
-        let bytes = encoder
-            .await
-            .map_err(|e| Error::Internal(format!("parquet encoder panicked: {e}")))??;
-        let size = bytes.len() as u64;
-        self.store
-            .put(path, PutPayload::from(bytes::Bytes::from(bytes)))
-            .await?;
+            // Only now may the encoder finish the file: an error above drops `tx` without
+            // it, and the upload is aborted.
+            let _ = tx.send(persist::Part::End).await;
+            Ok::<_, Error>(rows)
+        };
+        let (uploaded, fed) = tokio::join!(upload, feed);
+        let rows = fed?;
+        let (size, ()) = uploaded?;
         Ok((size, rows))
     }
 }

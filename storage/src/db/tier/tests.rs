@@ -4,6 +4,7 @@
 //! back merged with it (last write wins, never twice) and is never merged into the tier file;
 //! append-only tables keep every row; an open tier waits.
 
+use object_store::ObjectStoreExt;
 use std::time::Duration;
 
 use arrow::array::AsArray;
