@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, RecordBatch};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int32Type, Schema, SchemaRef};
 use base64::Engine as _;
@@ -260,6 +261,11 @@ pub struct SeriesIndex {
     series: usize,
     starts: Vec<u64>,
     ids: Vec<u32>,
+    /// The runs of each series, in file order: series `s`'s are
+    /// `series_runs[run_offsets[s]..run_offsets[s + 1]]` (indexes into `starts`), so that a
+    /// query for a few series finds their runs without a pass over every run of the file.
+    run_offsets: Vec<u32>,
+    series_runs: Vec<u32>,
 }
 
 /// Which rows of a file a scan reads.
@@ -324,6 +330,19 @@ impl SeriesIndex {
             .iter()
             .map(|(_, a)| cast(a, &DataType::Utf8).ok())
             .collect::<Option<Vec<_>>>()?;
+        let mut run_offsets = vec![0u32; series + 1];
+        for &s in &e.series {
+            run_offsets[s as usize + 1] += 1;
+        }
+        for s in 0..series {
+            run_offsets[s + 1] += run_offsets[s];
+        }
+        let mut series_runs = vec![0u32; e.series.len()];
+        let mut next = run_offsets.clone();
+        for (run, &s) in e.series.iter().enumerate() {
+            series_runs[next[s as usize] as usize] = run as u32;
+            next[s as usize] += 1;
+        }
         Some(Self {
             rows,
             columns,
@@ -331,6 +350,8 @@ impl SeriesIndex {
             series,
             starts,
             ids: e.series,
+            run_offsets,
+            series_runs,
         })
     }
 
@@ -372,7 +393,8 @@ impl SeriesIndex {
                 .iter()
                 .map(|a| a.get_array_memory_size())
                 .sum::<usize>()
-            + self.starts.len() * 12
+            + self.starts.len() * 16
+            + self.run_offsets.len() * 4
     }
 
     /// One row per series with the columns of `tags` (the table's tag columns; a tag this
@@ -397,15 +419,34 @@ impl SeriesIndex {
     /// The rows of the series `keep` holds for (one entry per series of
     /// [`Self::series_batch`]; null keeps nothing).
     pub fn selection(&self, keep: &BooleanArray) -> Selection {
-        let kept = |s: u32| keep.is_valid(s as usize) && keep.value(s as usize);
+        let kept = match keep.nulls() {
+            Some(valid) => keep.values() & valid.inner(),
+            None => keep.values().clone(),
+        };
+        if keep.len() != self.series {
+            // Not one verdict per series (a bug): read everything, the filter above decides.
+            debug_assert!(false, "{} verdicts for {} series", keep.len(), self.series);
+            return Selection::All;
+        }
+        let n = kept.count_set_bits();
+        if n == 0 {
+            Selection::None
+        } else if n == self.series {
+            Selection::All
+        } else if n * SPARSE_SERIES < self.series {
+            self.selection_of_few(&kept)
+        } else {
+            self.selection_of_many(&kept)
+        }
+    }
+
+    /// [`Self::selection`] in one pass over every run.
+    fn selection_of_many(&self, kept: &BooleanBuffer) -> Selection {
         let mut selectors: Vec<RowSelector> = Vec::new();
-        let (mut any, mut all) = (false, true);
         for (i, (&start, &id)) in self.starts.iter().zip(&self.ids).enumerate() {
             let end = self.starts.get(i + 1).copied().unwrap_or(self.rows);
             let len = (end - start) as usize;
-            let k = kept(id);
-            any |= k;
-            all &= k;
+            let k = kept.value(id as usize);
             match selectors.last_mut() {
                 Some(last) if last.skip != k => last.row_count += len,
                 _ => selectors.push(if k {
@@ -415,13 +456,48 @@ impl SeriesIndex {
                 }),
             }
         }
-        match (any, all) {
-            (_, true) => Selection::All,
-            (false, _) => Selection::None,
-            _ => Selection::Rows(RowSelection::from(selectors)),
+        Selection::Rows(RowSelection::from(selectors))
+    }
+
+    /// [`Self::selection`] from the kept series' own runs: for a few series of many (one GPU
+    /// of a fleet's day), a small fraction of the runs.
+    fn selection_of_few(&self, kept: &BooleanBuffer) -> Selection {
+        let mut runs: Vec<u32> = kept
+            .set_indices()
+            .flat_map(|s| {
+                let (from, to) = (self.run_offsets[s], self.run_offsets[s + 1]);
+                self.series_runs[from as usize..to as usize].iter().copied()
+            })
+            .collect();
+        runs.sort_unstable();
+        let mut selectors: Vec<RowSelector> = Vec::with_capacity(runs.len() * 2 + 1);
+        let mut at = 0u64;
+        for run in runs {
+            let start = self.starts[run as usize];
+            let end = self
+                .starts
+                .get(run as usize + 1)
+                .copied()
+                .unwrap_or(self.rows);
+            if start > at {
+                selectors.push(RowSelector::skip((start - at) as usize));
+            }
+            match selectors.last_mut() {
+                Some(last) if !last.skip => last.row_count += (end - start) as usize,
+                _ => selectors.push(RowSelector::select((end - start) as usize)),
+            }
+            at = end;
         }
+        if at < self.rows {
+            selectors.push(RowSelector::skip((self.rows - at) as usize));
+        }
+        Selection::Rows(RowSelection::from(selectors))
     }
 }
+
+/// A selection keeping fewer than one series in this many reads the kept series' runs
+/// only ([`SeriesIndex::selection`]).
+const SPARSE_SERIES: usize = 8;
 
 /// Parsed indexes by file path, bounded in bytes. Files are immutable and never reuse a path,
 /// so an entry never goes stale; a file without an index is remembered as `None`.

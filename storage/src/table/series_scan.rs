@@ -20,10 +20,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, RecordBatchOptions, new_null_array,
+    Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, RecordBatchOptions, UInt32Array,
+    new_null_array,
 };
 use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
-use arrow::compute::cast;
+use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, Int32Type, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::listing::PartitionedFile;
@@ -174,13 +175,14 @@ impl SeriesScanExec {
             for chunk in groups.chunks(per_unit) {
                 if let Some((selection, labels)) = plan_rows(runs, chunk, &wanted) {
                     rows += labels.iter().map(|(_, n)| n).sum::<u64>();
+                    let (labels, tags) = local_series(labels, &tags, f.index.series())?;
                     units.push(Arc::new(Unit {
                         path: f.file.path.clone(),
                         size: f.file.size,
                         row_groups: chunk.iter().map(|(i, _)| *i).collect(),
                         selection,
                         labels,
-                        tags: tags.clone(),
+                        tags,
                     }));
                 }
             }
@@ -366,6 +368,52 @@ impl Runs<'_> {
     fn find(&self, row: u64) -> Option<usize> {
         self.starts.partition_point(|&s| s <= row).checked_sub(1)
     }
+}
+
+/// `labels` (series of a file with `series` series, and rows) renumbered to the series
+/// they hold, in order of first appearance, with each tag column's values for those series
+/// only. A unit reading one GPU of a fleet's file then labels its rows from one value per
+/// tag, not one per series of the file: a tag filter above the scan compares every value of
+/// a batch's dictionary.
+fn local_series(
+    labels: Vec<(u32, u64)>,
+    tags: &Arc<[SeriesValues]>,
+    series: usize,
+) -> DFResult<(Vec<(u32, u64)>, Arc<[SeriesValues]>)> {
+    const NONE: u32 = u32::MAX;
+    let mut local = vec![NONE; series];
+    let mut order: Vec<u32> = Vec::new();
+    for &(id, _) in &labels {
+        let slot = local.get_mut(id as usize).ok_or_else(|| {
+            DataFusionError::Internal(format!("series {id} of a file with {series}"))
+        })?;
+        if *slot == NONE {
+            *slot = order.len() as u32;
+            order.push(id);
+        }
+    }
+    if order.len() == series {
+        // Every series: the file's own values serve, in the file's numbering.
+        return Ok((labels, tags.clone()));
+    }
+    let labels = labels
+        .into_iter()
+        .map(|(id, n)| (local[id as usize], n))
+        .collect();
+    let ids = UInt32Array::from(order);
+    let tags = tags
+        .iter()
+        .map(|t| {
+            Ok(SeriesValues {
+                values: take(&t.values, &ids, None)?,
+                present: t
+                    .present
+                    .as_ref()
+                    .map(|p| ids.values().iter().map(|&s| p[s as usize]).collect()),
+            })
+        })
+        .collect::<DFResult<Vec<_>>>()?;
+    Ok((labels, tags.into()))
 }
 
 /// What a unit over `groups` (row groups: index and rows) reads of the rows `wanted`: the
