@@ -117,7 +117,7 @@ fn tag_lit(v: &str) -> Expr {
 
 /// Scans `cols` of `table` where `filter` holds, straight from the table provider.
 ///
-/// The plan is always the same shape (a scan with its filter pushed down, under a filter),
+/// The plan is always the same shape (a scan with its filter pushed down, then the filter),
 /// so it is built directly instead of through DataFusion's logical planner, optimizer and
 /// physical planner, which cost more than the scan itself for a small selection. The
 /// provider comes from `ctx`'s catalog, so a supplier-scoped session still gets the
@@ -136,8 +136,9 @@ async fn scan(
     filter_only: &[&str],
     filter: Expr,
 ) -> Result<datafusion::physical_plan::SendableRecordBatchStream, FetchError> {
-    use datafusion::physical_plan::ExecutionPlan;
-    use datafusion::physical_plan::filter::FilterExecBuilder;
+    use datafusion::arrow::compute::filter_record_batch;
+    use datafusion::common::cast::as_boolean_array;
+    use futures::StreamExt;
 
     let provider = ctx
         .table_provider(datafusion::common::TableReference::bare(table))
@@ -156,15 +157,21 @@ async fn scan(
     let [filter] = filters;
     let df_schema = datafusion::common::DFSchema::try_from(plan.schema().as_ref().clone())?;
     let predicate = state.create_physical_expr(filter, &df_schema)?;
-    let mut filter = FilterExecBuilder::new(predicate, plan);
-    if !filter_only.is_empty() {
-        filter = filter.apply_projection(Some((0..cols.len()).collect()))?;
-    }
-    let plan: Arc<dyn ExecutionPlan> = Arc::new(filter.build()?);
-    Ok(datafusion::physical_plan::execute_stream(
-        plan,
-        state.task_ctx(),
-    )?)
+    // The filter is applied to each batch as it streams, as a `FilterExec` would (a null
+    // verdict drops the row), without planning one: working out its output's properties
+    // cost more than filtering a small selection.
+    let keep: Vec<usize> = (0..cols.len()).collect();
+    let out = Arc::new(plan.schema().project(&keep)?);
+    let scanned = datafusion::physical_plan::execute_stream(plan, state.task_ctx())?;
+    let filtered = scanned.map(move |batch| {
+        let batch = batch?;
+        let verdict = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let batch = filter_record_batch(&batch, as_boolean_array(&verdict)?)?;
+        Ok(batch.project(&keep)?)
+    });
+    Ok(Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(out, filtered),
+    ))
 }
 
 fn ms_to_ns(ms: i64) -> i64 {
