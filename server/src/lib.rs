@@ -114,7 +114,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RIGWATCH_AGENT_TOKEN_MINTS_PER_HOUR", default_value_t = rigwatch_dashboards::routes::MINTS_PER_SUPPLIER)]
     pub agent_token_mints_per_hour: usize,
 
-    /// Memory the write buffer may use before writes get 503 + Retry-After.
+    /// Memory the write buffer may use; beyond it writes wait for a persist (up to 2 s), then get 503.
     #[arg(long, env = "RIGWATCH_MEMORY_BUDGET", default_value = "1GiB")]
     pub memory_budget: ByteSize,
 

@@ -81,8 +81,11 @@ pub struct DbConfig {
     pub maintenance: Maintenance,
     /// Width of a time partition.
     pub partition: Duration,
-    /// Above this many buffered bytes, writes get `Backpressure` (HTTP 503).
+    /// Above this many buffered bytes a write waits for a persist to make room, up to
+    /// `backpressure_wait`, then gets `Backpressure` (HTTP 503).
     pub memory_budget: usize,
+    /// How long a write over the budget waits for room before it is refused.
+    pub backpressure_wait: Duration,
     /// Persist once the buffer holds this many bytes...
     pub persist_bytes: usize,
     /// ...or its oldest unpersisted write is this old.
@@ -122,6 +125,7 @@ impl DbConfig {
             maintenance: Maintenance::Here,
             partition: Duration::from_secs(3600),
             memory_budget: 1 << 30,
+            backpressure_wait: Duration::from_secs(2),
             // `bench compare` (1,000 GPUs x 24 h): peak RSS 1,104 -> 830 MiB against 256 MiB,
             // ingest 5.08 -> 5.45 M values/s, bytes/value unchanged once compacted.
             persist_bytes: 64 << 20,

@@ -179,6 +179,8 @@ pub struct Db {
     metrics: StorageMetrics,
     subscribers: broadcast::Sender<Arc<WriteBatch>>,
     wakeup: Arc<Notify>,
+    /// Woken whenever a persist takes bytes out of the buffer ([`Db::room_in_buffer`]).
+    made_room: Notify,
     shutdown_tx: watch::Sender<bool>,
     tasks: Mutex<Vec<rigwatch_common::task::Task<()>>>,
     /// Parsed Parquet footers and page indexes of data files, shared by every session's
@@ -366,6 +368,7 @@ impl Db {
             // batches. A slot's batch is freed once every subscriber has seen it.
             subscribers: broadcast::channel(SUBSCRIBER_BACKLOG).0,
             wakeup: Arc::new(Notify::new()),
+            made_room: Notify::new(),
             shutdown_tx,
             tasks: Mutex::new(Vec::new()),
             parquet_metadata: Arc::new(
@@ -486,21 +489,39 @@ impl Db {
         self.subscribers.subscribe()
     }
 
+    /// Waits while the buffer is over its memory budget (a persist is asked for at once),
+    /// up to `backpressure_wait`: a writer slowed to the persists' pace keeps its order and
+    /// its connection, where a refusal costs it a retry delay with nothing stored meanwhile.
+    /// Still over the budget then: `Backpressure`.
+    async fn room_in_buffer(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.config.backpressure_wait;
+        loop {
+            // Registered before the check, so a persist finishing in between still wakes us.
+            let made_room = self.made_room.notified();
+            tokio::pin!(made_room);
+            made_room.as_mut().enable();
+            let used = self.buffer_bytes.load(Ordering::Relaxed);
+            if used <= self.config.memory_budget {
+                return Ok(());
+            }
+            self.wakeup.notify_one();
+            if tokio::time::timeout_at(deadline, made_room).await.is_err() {
+                self.metrics.writes_backpressured.inc();
+                return Err(Error::Backpressure {
+                    used: self.buffer_bytes.load(Ordering::Relaxed),
+                    budget: self.config.memory_budget,
+                });
+            }
+        }
+    }
+
     /// Validates, logs and applies a batch. Rows that fail validation are reported in the
     /// outcome; the rest are written. Fails as a whole only if nothing could be made durable.
     pub async fn write(&self, batch: WriteBatch, opts: WriteOptions) -> Result<WriteOutcome> {
         if batch.is_empty() {
             return Ok(WriteOutcome::default());
         }
-        let used = self.buffer_bytes.load(Ordering::Relaxed);
-        if used > self.config.memory_budget {
-            self.metrics.writes_backpressured.inc();
-            self.wakeup.notify_one();
-            return Err(Error::Backpressure {
-                used,
-                budget: self.config.memory_budget,
-            });
-        }
+        self.room_in_buffer().await?;
         let (fence, batch) = self.fence(batch, opts.singleton)?;
         let (validated, rejected) = self.schemas.validate(batch);
         self.metrics.rows_rejected.inc_by(rejected.len() as u64);

@@ -131,6 +131,7 @@ impl Db {
         crate::crash::point("persist:after_catalog");
         self.buffer_bytes
             .fetch_sub(generation.frozen.bytes, Ordering::Relaxed);
+        self.made_room.notify_waiters();
         self.metrics
             .buffer_bytes
             .set(self.buffer_bytes.load(Ordering::Relaxed) as i64);

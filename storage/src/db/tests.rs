@@ -88,16 +88,50 @@ async fn over_budget_writes_are_refused_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.memory_budget = 1;
+    c.backpressure_wait = Duration::from_millis(50);
     let db = Db::open(c).await.unwrap();
     db.write(rows(&[1]), WriteOptions::default()).await.unwrap();
+    let t = std::time::Instant::now();
     let err = db
         .write(rows(&[2]), WriteOptions::default())
         .await
         .unwrap_err();
+    // It waited for room (no persist runs here) before it was refused.
+    assert!(
+        t.elapsed() >= Duration::from_millis(50),
+        "{:?}",
+        t.elapsed()
+    );
     assert!(matches!(err, Error::Backpressure { .. }), "{err}");
     assert_eq!(err.status_code().as_u16(), 503);
     db.persist().await.unwrap();
     db.write(rows(&[3]), WriteOptions::default()).await.unwrap();
+    assert_eq!(count(&db).await, 2);
+    db.shutdown().await.unwrap();
+}
+
+/// A write over the budget waits for the persist that makes room, and is then taken.
+#[tokio::test]
+async fn an_over_budget_write_waits_for_the_persist_that_makes_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.memory_budget = 1;
+    c.backpressure_wait = Duration::from_secs(30);
+    let db = Arc::new(Db::open(c).await.unwrap());
+    db.write(rows(&[1]), WriteOptions::default()).await.unwrap();
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move { db.write(rows(&[2]), WriteOptions::default()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!writer.is_finished(), "the write did not wait for room");
+    db.persist().await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("the write went on once the persist made room")
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.rows, 1);
     assert_eq!(count(&db).await, 2);
     db.shutdown().await.unwrap();
 }
