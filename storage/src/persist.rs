@@ -224,8 +224,14 @@ pub struct PartWriter {
 }
 
 impl PartWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        let part = std::mem::replace(&mut self.part, Vec::with_capacity(self.part_bytes));
+    /// Sends the part in progress; `more`: another part follows (gets a fresh buffer).
+    fn send(&mut self, more: bool) -> std::io::Result<()> {
+        let next = if more {
+            Vec::with_capacity(self.part_bytes)
+        } else {
+            Vec::new()
+        };
+        let part = std::mem::replace(&mut self.part, next);
         self.tx
             .blocking_send(Bytes::from(part))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))
@@ -238,7 +244,7 @@ impl std::io::Write for PartWriter {
         self.part.extend_from_slice(&buf[..n]);
         self.written += n as u64;
         if self.part.len() == self.part_bytes {
-            self.send()?;
+            self.send(true)?;
         }
         Ok(n)
     }
@@ -273,7 +279,7 @@ pub async fn put_streamed<T: Send + 'static>(
         };
         let value = encode(&mut w)?;
         if !w.part.is_empty() {
-            w.send()?;
+            w.send(false)?;
         }
         Ok::<_, Error>((w.written, value))
     });
