@@ -61,12 +61,15 @@ impl std::ops::Deref for Server {
 impl Server {
     /// Starts `rigwatch serve --data-dir DIR --listen 127.0.0.1:0 EXTRA_ARGS` with `env` added to
     /// the environment, and waits until it prints `rigwatch listening on http://ADDR`.
-    /// Its stderr goes to `DIR.<n>.log` beside the data directory.
+    /// Its stderr goes to `DIR.<n>.log` beside the data directory. `RW_SERVER_BIN` names
+    /// another binary to start (a release build, for the measurements).
     pub async fn start(dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let log_path = dir.with_extension(format!("{n}.log"));
         let log = File::create(&log_path).expect("create server log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rigwatch"));
+        let bin = std::env::var_os("RW_SERVER_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_rigwatch").into());
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(dir)

@@ -152,6 +152,31 @@ try {
   });
   const drawn7d = await page.$$eval('.chart canvas', (c) => c.length);
   if (drawn7d < 4) fail(`only ${drawn7d} charts drawn for 7 days`);
+  // 30 days at an hour a point: the grid's times are whole hours (so the server reads its
+  // hourly rollups), and one more point at now keeps the newest reading on the chart.
+  const ranges = [];
+  const onRequest = (req) => {
+    const u = new URL(req.url());
+    if (u.pathname === '/api/v1/query_range') ranges.push(['start', 'end', 'step'].map((k) => Number(u.searchParams.get(k))));
+  };
+  page.on('request', onRequest);
+  await timed('gpu_chart_30d_ms', async () => {
+    await page.click('[data-range="2592000"]');
+    await page.waitForSelector('body[data-range="2592000"]');
+  });
+  page.off('request', onRequest);
+  result.ranges_30d = ranges;
+  const drawn30d = await page.$$eval('.chart canvas', (c) => c.length);
+  if (drawn30d < 4) fail(`only ${drawn30d} charts drawn for 30 days`);
+  const grids = ranges.filter(([s, e]) => s < e);
+  const tails = ranges.filter(([s, e]) => s === e);
+  if (!tails.length) fail('no point at now on the 30-day charts');
+  if (!grids.length || !grids.every(([s, e, step]) => step === 3600 && s % step === 0 && e % step === 0 && e - s === 30 * 86400)) fail(`30-day grids not on whole hours: ${JSON.stringify(grids)}`);
+  const nowS = Date.now() / 1000;
+  if (!tails.every(([s]) => nowS - s >= 0 && nowS - s < 120)) fail(`30-day tails not at now: ${JSON.stringify(tails)}`);
+  const [newestAt, newest] = JSON.parse(await page.getAttribute('#chart-0', 'data-newest'));
+  result.newest_30d = [newestAt, newest];
+  if (nowS - newestAt > 120 || !newest.includes(Number(value))) fail(`the 30-day chart ends at ${newestAt} with ${newest}, not at now with the newest reading ${value}`);
   // Activity this GPU's rows never carry is "not available", not "no data" (nor a zero line).
   const absent = await page.$$eval('.chart .absent', (p) => p.map((x) => x.textContent));
   if (absent.length !== 3 || !absent.every((t) => t.includes('not available on this model'))) fail(`activity panels: ${JSON.stringify(absent)}`);

@@ -317,6 +317,22 @@ function faultMarkers(getFaults) {
 // Substitutes `$name` variables in a panel's expression (values quoted for PromQL).
 const fillVars = (expr, vars) => expr.replace(/\$(\w+)/g, (m, k) => (k in vars ? String(vars[k]).replace(/["\\]/g, '\\$&') : m));
 
+// The times a chart of the last `seconds` is drawn at: about 720 points. From a one-minute step
+// up, the step is whole minutes (whole hours from an hour) and the points fall on its
+// multiples, so the server answers them from its rollups, with the raw data's answer (README,
+// "Rollups"); such a grid ends before `now`, so one more point at `now` (`tail`, a query of
+// its own) keeps the newest readings on the chart.
+function chartTimes(seconds) {
+  const now = Math.floor(Date.now() / 1000);
+  const fine = Math.max(10, Math.ceil(seconds / 720));
+  if (fine < 60) return { start: now - seconds, end: now, step: fine, tail: null };
+  const unit = fine >= 3600 ? 3600 : 60;
+  const step = Math.ceil(fine / unit) * unit;
+  const end = Math.floor(now / step) * step;
+  // To the millisecond: a reading of this very second is on the chart too.
+  return { start: end - Math.ceil(seconds / step) * step, end, step, tail: Date.now() / 1000 };
+}
+
 // Draws a dashboard's panels for the last `seconds` into `#charts` of `page`. A panel with
 // `absent` says so instead of "no data" when its subject reported other readings in the
 // range (`presence`, the first panel's expression): a field the model cannot measure.
@@ -324,12 +340,15 @@ async function drawPanels(page, dash, vars, seconds, plugins = () => []) {
   for (const b of page.querySelectorAll('[data-range]')) b.classList.toggle('active', Number(b.dataset.range) === seconds);
   for (const c of state.charts) c.destroy();
   state.charts = [];
-  const end = Math.floor(Date.now() / 1000), start = end - seconds;
-  const step = Math.max(10, Math.ceil(seconds / 720));
+  const { start, end, step, tail } = chartTimes(seconds);
   const box = $('#charts', page);
   box.innerHTML = '';
   let presence;
-  const reported = () => (presence ??= promRange(fillVars(dash.panels[0].expr, vars), start, end, step).then((r) => r.length > 0, () => false));
+  const reported = () => (presence ??= (async () => {
+    const expr = fillVars(dash.panels[0].expr, vars);
+    const parts = await Promise.all([promRange(expr, start, end, step), tail === null ? [] : promRange(expr, tail, tail, step)]);
+    return parts.some((r) => r.length > 0);
+  })().catch(() => false));
   await Promise.all(dash.panels.map(async (p, i) => {
     const div = document.createElement('div');
     div.className = 'card chart';
@@ -337,15 +356,26 @@ async function drawPanels(page, dash, vars, seconds, plugins = () => []) {
     div.innerHTML = `<h3>${esc(p.title)}</h3>`;
     box.appendChild(div);
     try {
-      const result = await promRange(fillVars(p.expr, vars), start, end, step);
+      const expr = fillVars(p.expr, vars);
+      const [grid, last] = await Promise.all([
+        promRange(expr, start, end, step),
+        tail === null ? [] : promRange(expr, tail, tail, step),
+      ]);
       const xs = [];
       for (let t = start; t <= end; t += step) xs.push(t);
+      if (tail !== null) xs.push(tail);
       const index = new Map(xs.map((t, j) => [t, j]));
-      const series = result.map((s) => {
-        const ys = new Array(xs.length).fill(null);
-        for (const [t, v] of s.values) { const j = index.get(Math.round(t)); if (j !== undefined) ys[j] = Number(v); }
-        return ys;
-      });
+      // One line per label set, from the grid's points and the point at `now`.
+      const lines = new Map();
+      for (const s of [...grid, ...last]) {
+        const key = JSON.stringify(s.metric);
+        if (!lines.has(key)) lines.set(key, new Array(xs.length).fill(null));
+        const ys = lines.get(key);
+        for (const [t, v] of s.values) { const j = index.get(t) ?? index.get(Math.round(t)); if (j !== undefined) ys[j] = Number(v); }
+      }
+      const series = [...lines.values()];
+      // The newest point drawn (time, each line's value), for scripts that check the chart.
+      div.dataset.newest = JSON.stringify([xs[xs.length - 1], series.map((ys) => ys[xs.length - 1])]);
       if (!series.length) {
         const absent = p.absent && i > 0 && await reported();
         div.insertAdjacentHTML('beforeend', absent ? `<p class="muted absent">${esc(p.absent)}</p>` : '<p class="muted">no data in this range</p>');
@@ -366,7 +396,7 @@ async function drawPanels(page, dash, vars, seconds, plugins = () => []) {
   document.body.dataset.range = String(seconds);
 }
 
-const RANGES = [['15m', 900], ['1h', 3600], ['6h', 21600], ['24h', 86400], ['7d', 604800]];
+const RANGES = [['15m', 900], ['1h', 3600], ['6h', 21600], ['24h', 86400], ['7d', 604800], ['30d', 2592000]];
 const rangeButtons = () => `<section class="card"><div class="ranges">${RANGES.map(([n, s]) => `<button class="secondary" data-range="${s}">${n}</button>`).join('')}
       <span class="muted">drag on a chart to zoom, double-click to reset</span></div></section>`;
 
