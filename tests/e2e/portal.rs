@@ -556,20 +556,23 @@ async fn a_supplier_uses_the_portal_in_a_real_browser() {
 }
 
 /// 64 GPUs of one supplier with a day of 10 s samples (552,960 rows): time to a usable
-/// overview, to a GPU's charts, payload sizes and live update delay in the real browser.
-/// Slow in a debug build: `cargo test --test e2e portal_performance -- --ignored --nocapture`.
+/// overview, to a GPU's charts (15 min, 7 and 30 days), payload sizes and live update delay in
+/// the real browser. `RW_PERF_DAYS=30` writes 30 days and waits for their hourly rollups
+/// before browsing; `RW_SERVER_BIN` runs a release server:
+/// `RW_SERVER_BIN=target/release/rigwatch cargo test --test e2e portal_performance -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement: run explicitly"]
 async fn portal_performance_64_gpus() {
     let dir = temp_dir();
     let data = dir.path().join("data");
-    let server = Server::start(&data, &[], &[]).await;
-    let t = tenants(&data);
     // RW_PERF_DAYS days of 10 s samples (default 1), written a day at a time.
     let days: i64 = std::env::var("RW_PERF_DAYS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    // Closed days are merged and rolled up every few seconds rather than every minute.
+    let server = Server::start(&data, &["--compaction-interval", "5s"], &[]).await;
+    let t = tenants(&data);
     let per_day = 8640;
     let now = now_ns();
     let started = std::time::Instant::now();
@@ -597,6 +600,26 @@ async fn portal_performance_64_gpus() {
         days as usize * 64 * per_day,
         started.elapsed()
     );
+    // Every hour but the last two or three (not closed yet) rolled up: the state a server
+    // that has run for `days` is in.
+    let hours = days * 24 - 3;
+    let waited = std::time::Instant::now();
+    loop {
+        let rolled = server
+            .rows("SELECT count(DISTINCT time) AS h FROM \"gpu@1h\"")
+            .await;
+        let h = rolled[0]["h"].as_i64().unwrap_or(0);
+        if h >= hours {
+            eprintln!("{h} hours rolled up after {:?} more", waited.elapsed());
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(1800),
+            "only {h} of {hours} hours rolled up\n{}",
+            server.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
     let gpus: Vec<String> = (0..16)
         .flat_map(|c| (0..4).map(move |i| format!("GPU-a{c:02}-{i:04}")))
         .collect();
