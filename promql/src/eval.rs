@@ -60,6 +60,11 @@ pub struct EvalOptions {
     /// Step of a subquery written without one (`x[1h:]`); Prometheus uses the global
     /// evaluation interval, 1 minute by default.
     pub default_subquery_step_ms: i64,
+    /// The coarsest per-bucket data (rollups) a source may answer any selection from, where
+    /// the answer then is the series thinned to the last sample of each bucket rather than
+    /// the raw data's (Thanos' `max_source_resolution`); 0 allows only the rollups that give
+    /// exactly the raw data's answer ([`Reads`]).
+    pub max_source_resolution_ms: i64,
 }
 
 impl Default for EvalOptions {
@@ -70,6 +75,7 @@ impl Default for EvalOptions {
             deadline: None,
             cancel: None,
             default_subquery_step_ms: 60_000,
+            max_source_resolution_ms: 0,
         }
     }
 }

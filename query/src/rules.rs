@@ -306,7 +306,7 @@ impl RuleSet {
         let state = &self.groups[gi].records[ri];
         let selections = eval::selections(&state.rule.expr, t, t, &opts);
         let ctx = service.session_context().map_err(|e| e.to_string())?;
-        let fetched = source::fetch(&ctx, service.db(), selections, opts.max_samples)
+        let fetched = source::fetch(&ctx, service.db(), selections, opts.max_samples, 0)
             .await
             .map_err(|e| e.to_string())?;
         let samples = state.eval(&fetched, t, &opts)?;
@@ -347,7 +347,7 @@ impl RuleSet {
         let selections = eval::selections(&state.rule.expr, t, t, &opts);
         let fetched = async {
             let ctx = service.session_context().map_err(|e| e.to_string())?;
-            source::fetch(&ctx, service.db(), selections, opts.max_samples)
+            source::fetch(&ctx, service.db(), selections, opts.max_samples, 0)
                 .await
                 .map_err(|e| e.to_string())
         }

@@ -79,7 +79,7 @@ async fn promql_range(service: &QueryService, db: &Arc<Db>, metric: &str) -> Str
     let (start, end, step) = (T0, T0 + 60 * S, 30 * S);
     let sel = rigwatch_promql::eval::selections(&expr, start, end, &opts);
     let ctx = service.session_context().expect("context");
-    let f = rigwatch_query::prometheus::source::fetch(&ctx, db, sel, 1_000_000)
+    let f = rigwatch_query::prometheus::source::fetch(&ctx, db, sel, 1_000_000, 0)
         .await
         .expect("fetch");
     let r = rigwatch_promql::eval::range_query(&f, &expr, start, end, step, &opts)

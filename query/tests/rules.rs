@@ -142,7 +142,7 @@ async fn alerts_go_pending_firing_resolved_and_failures_are_counted() {
     let at = t0 + 30 * S;
     let sel = rigwatch_promql::eval::selections(&expr, at, at, &opts);
     let ctx = service.session_context().unwrap();
-    let f = rigwatch_query::prometheus::source::fetch(&ctx, &db, sel, 1_000_000)
+    let f = rigwatch_query::prometheus::source::fetch(&ctx, &db, sel, 1_000_000, 0)
         .await
         .unwrap();
     let r = rigwatch_promql::eval::instant_query(&f, &expr, at, &opts).unwrap();

@@ -307,6 +307,17 @@ async fn a_suppliers_sql_cannot_reach_other_rows() {
                 ("time", "1700002800"),
             ],
         ),
+        // Off the hour grid, with the hourly resolution allowed outright.
+        (
+            "/api/v1/query_range",
+            vec![
+                ("query", "last_over_time(gpu_utilization[2h])"),
+                ("start", "1700001234"),
+                ("end", "1700007000"),
+                ("step", "600"),
+                ("max_source_resolution", "1h"),
+            ],
+        ),
     ] {
         let resp = client
             .get(format!("{}{path}", server.base))

@@ -301,7 +301,12 @@ fn parse_expr(q: &str) -> Result<Expr, ApiError> {
 }
 
 impl ApiState {
-    fn eval_options(&self, p: &Params) -> Result<(EvalOptions, Duration), ApiError> {
+    /// The evaluation options a request asks for; `step` is a range query's.
+    fn eval_options(
+        &self,
+        p: &Params,
+        step: Option<i64>,
+    ) -> Result<(EvalOptions, Duration), ApiError> {
         let timeout = match p.get("timeout") {
             Some(s) => {
                 let ms = parse_duration(s).map_err(|e| {
@@ -319,6 +324,7 @@ impl ApiState {
         };
         let opts = EvalOptions {
             lookback_ms,
+            max_source_resolution_ms: max_source_resolution(p.get("max_source_resolution"), step)?,
             max_samples: self.opts.max_samples,
             deadline: Some(Instant::now() + timeout),
             ..EvalOptions::default()
@@ -338,6 +344,22 @@ impl ApiState {
     ) -> Result<QueryResult, ApiError> {
         let scope = who.scope();
         Ok(evaluate(&self.service, scope, expr, range, at, opts, timeout).await?)
+    }
+}
+
+/// `max_source_resolution` (Thanos' parameter), in ms: absent, `raw` or `0s` reads rollups
+/// only where they give the raw data's answer; a duration (`1h`) lets every selection read
+/// rollups up to it (the series thinned to the last sample of each bucket); `auto` is a fifth
+/// of a range query's step, as in Thanos, and raw for an instant query.
+fn max_source_resolution(value: Option<&str>, step: Option<i64>) -> Result<i64, ApiError> {
+    match value {
+        None | Some("raw") => Ok(0),
+        Some("auto") => Ok(step.map_or(0, |s| s / 5)),
+        Some(s) => parse_duration(s).ok().filter(|ms| *ms >= 0).ok_or_else(|| {
+            ApiError::bad_data(format!(
+                "invalid parameter \"max_source_resolution\": {s:?} is not raw, auto or a duration such as 1h"
+            ))
+        }),
     }
 }
 
@@ -364,7 +386,13 @@ pub(crate) async fn evaluate(
     let db = service.db().clone();
     let fetched = tokio::time::timeout(
         timeout,
-        source::fetch(&ctx, &db, selections, opts.max_samples),
+        source::fetch(
+            &ctx,
+            &db,
+            selections,
+            opts.max_samples,
+            opts.max_source_resolution_ms,
+        ),
     )
     .await
     .map_err(|_| PromqlError::Timeout)??;
@@ -419,7 +447,7 @@ async fn query(
     let p = Params::new(raw, &headers, &body);
     let expr = parse_expr(required(&p, "query")?)?;
     let t = time_param(&p, "time", now_ms())?;
-    let (opts, timeout) = state.eval_options(&p)?;
+    let (opts, timeout) = state.eval_options(&p, None)?;
     let result = state.run(&who, expr, None, t, opts, timeout).await?;
     Ok(success(&result))
 }
@@ -435,7 +463,7 @@ async fn query_range(
     let p = Params::new(raw, &headers, &body);
     let (start, end, step) = range_params(&p, state.opts.max_points_per_series)?;
     let expr = parse_expr(required(&p, "query")?)?;
-    let (opts, timeout) = state.eval_options(&p)?;
+    let (opts, timeout) = state.eval_options(&p, Some(step))?;
     let result = state
         .run(&who, expr, Some((start, end, step)), start, opts, timeout)
         .await?;
@@ -514,7 +542,7 @@ async fn matching_series(
     let db = state.service.db().clone();
     let fetched = tokio::time::timeout(
         state.opts.timeout,
-        source::fetch(&ctx, &db, selections, state.opts.max_samples),
+        source::fetch(&ctx, &db, selections, state.opts.max_samples, 0),
     )
     .await
     .map_err(|_| ApiError::timeout("series lookup"))??;
@@ -910,6 +938,30 @@ mod tests {
         );
         assert!(range("start=0&end=11000&step=1").is_ok());
         assert!(range("start=0&end=11001&step=1").is_err());
+    }
+
+    #[test]
+    fn max_source_resolution_is_raw_auto_or_a_duration() {
+        assert_eq!(max_source_resolution(None, Some(3_600_000)).ok(), Some(0));
+        assert_eq!(max_source_resolution(Some("raw"), None).ok(), Some(0));
+        assert_eq!(max_source_resolution(Some("0s"), None).ok(), Some(0));
+        assert_eq!(
+            max_source_resolution(Some("1h"), None).ok(),
+            Some(3_600_000)
+        );
+        assert_eq!(max_source_resolution(Some("300"), None).ok(), Some(300_000));
+        assert_eq!(
+            max_source_resolution(Some("auto"), Some(3_600_000)).ok(),
+            Some(720_000)
+        );
+        assert_eq!(max_source_resolution(Some("auto"), None).ok(), Some(0));
+        for bad in ["-1h", "hourly", "", "NaN"] {
+            let e = max_source_resolution(Some(bad), None).unwrap_err().message;
+            assert!(
+                e.contains("\"max_source_resolution\"") && e.contains(bad),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -293,12 +293,16 @@ pub enum FetchError {
     TooManySamples { limit: usize },
 }
 
-/// Fetches every selection (the same selection twice is read once).
+/// Fetches every selection (the same selection twice is read once), at most `max_samples`
+/// samples. Rollups answer a selection where they give the raw data's answer, and any
+/// selection up to `max_source_resolution_ms` (ms, 0 for none) as the last sample of each
+/// bucket (`rollups.rs`).
 pub async fn fetch(
     ctx: &SessionContext,
     db: &rigwatch_storage::Db,
     selections: Vec<Selection>,
     max_samples: usize,
+    max_source_resolution_ms: i64,
 ) -> Result<Fetched, FetchError> {
     let catalog = metrics(ctx, db);
     let mut out = Fetched::default();
@@ -309,7 +313,8 @@ pub async fn fetch(
             *set.readers.get_mut() += 1;
             continue;
         }
-        let series = fetch_one(ctx, db, &catalog, &sel, max_samples, &mut out.samples).await?;
+        let limits = (max_samples, max_source_resolution_ms);
+        let series = fetch_one(ctx, db, &catalog, &sel, limits, &mut out.samples).await?;
         out.sets.push(FetchedSet {
             selection: sel,
             series: std::sync::Mutex::new(series),
@@ -349,7 +354,7 @@ async fn fetch_one(
     db: &rigwatch_storage::Db,
     catalog: &[MetricRef],
     sel: &Selection,
-    max_samples: usize,
+    (max_samples, max_source_resolution_ms): (usize, i64),
     total: &mut usize,
 ) -> Result<Vec<Series>, FetchError> {
     let mut result = Vec::new();
@@ -397,11 +402,13 @@ async fn fetch_one(
             });
         }
         // Where a rollup stands for the raw data and the evaluator gets the same result from
-        // it, read it there and the raw rows elsewhere (`rollups.rs`).
+        // it (or the request allows its resolution), read it there and the raw rows
+        // elsewhere (`rollups.rs`).
         let mut rolled = Vec::new();
         let mut raw_spans = vec![(sel.min_t, sel.max_t)];
         let mut joined_spans = false;
-        if let Some((res, covers)) = rollups::choose(db, &def, &plan, sel) {
+        if let Some((res, covers)) = rollups::choose(db, &def, &plan, sel, max_source_resolution_ms)
+        {
             rolled = rollups::read(
                 ctx,
                 &def,

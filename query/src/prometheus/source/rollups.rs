@@ -9,6 +9,13 @@
 //! used; stretches without a current rollup (recent data, a late write not yet rolled up) are
 //! read raw, and the two are joined per series.
 //!
+//! A request may also allow a resolution outright (`max_source_resolution`, as in Thanos):
+//! then any selection reads rollups up to it, the series thinned to the last sample of each
+//! bucket (`max_over_time`/`min_over_time` read each bucket's largest/smallest sample at the
+//! time of its last). Its answer is the raw data's only where the rules above hold; elsewhere
+//! it is the answer over the thinned series, like VictoriaMetrics' downsampling, which keeps
+//! the last sample of each interval.
+//!
 //! The rollup table is read through the caller's session, like the raw table, so a
 //! supplier-scoped query reads only its own rollup rows.
 
@@ -35,21 +42,23 @@ use super::{FetchError, MetricRef, column, ms_to_ns, scan, tag_lit, ts};
 const MS: i64 = 1_000_000;
 
 /// The rollup that answers `sel` on `def`'s table: its resolution (ns) and the stretches where
-/// it stands for the raw data, when the selection is aligned to a resolution and some stretch
-/// of its span is rolled up.
+/// it stands for the raw data, when the selection is aligned to a resolution, or the
+/// resolution is at most `max_source_ms` (ms), and some stretch of its span is rolled up. The
+/// coarsest such resolution wins.
 pub(super) fn choose(
     db: &Db,
     def: &TableDef,
     plan: &LabelPlan,
     sel: &Selection,
+    max_source_ms: i64,
 ) -> Option<(i64, Vec<Cover>)> {
-    if sel.reads == Reads::Raw || !db.rolls_up(def) || !plan.columns.iter().all(|(_, tag)| *tag) {
+    if !db.rolls_up(def) || !plan.columns.iter().all(|(_, tag)| *tag) {
         return None;
     }
     db.rollup_resolutions()
         .iter()
         .rev()
-        .filter(|&&res| sel.reads.aligned(res / MS))
+        .filter(|&&res| sel.reads.aligned(res / MS) || res / MS <= max_source_ms)
         .find_map(|&res| {
             let covers = db.rollup_cover(&def.name, res, ms_to_ns(sel.min_t), ms_to_ns(sel.max_t));
             (!covers.is_empty()).then_some((res, covers))
@@ -89,11 +98,11 @@ pub(super) async fn read(
     total: &mut usize,
     max_samples: usize,
 ) -> Result<Vec<Series>, FetchError> {
+    // Raw reads get here only at a resolution the request allowed: the thinned series.
     let value = match sel.reads {
-        Reads::Last { .. } => names::LAST,
+        Reads::Last { .. } | Reads::Raw => names::LAST,
         Reads::Max { .. } => names::MAX,
         Reads::Min { .. } => names::MIN,
-        Reads::Raw => return Ok(Vec::new()),
     };
     let table = Db::rollup_table_name(&def.name, res);
     // Bucket ends that can hold samples of the span, within the covered stretches.
