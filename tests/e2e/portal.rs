@@ -636,4 +636,38 @@ async fn portal_performance_64_gpus() {
     )
     .await;
     println!("PORTAL_PERF {result}");
+    // One chart's query at the server: 30 days of one GPU at 1 h, on the hour grid (hourly
+    // rollups), one second off it (raw samples), and off it with the hourly resolution allowed
+    // (`max_source_resolution`). Medians of 20, in ms.
+    let end = now / 1_000_000_000 / 3600 * 3600;
+    let start = end - 30 * 86_400;
+    let mut medians = Vec::new();
+    for (shift, resolution) in [(0, "raw"), (1, "raw"), (1, "1h")] {
+        let params = [
+            (
+                "query",
+                format!("gpu_utilization{{gpu_uuid=\"{}\"}}", sorted[0]),
+            ),
+            ("start", (start + shift).to_string()),
+            ("end", (end + shift).to_string()),
+            ("step", "3600".to_string()),
+            ("max_source_resolution", resolution.to_string()),
+        ];
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            let data = server.api_data("/api/v1/query_range", &params).await;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            assert!(
+                data["result"].as_array().is_some_and(|r| !r.is_empty()),
+                "{data}"
+            );
+        }
+        times.sort_by(f64::total_cmp);
+        medians.push(times[10]);
+    }
+    println!(
+        "PORTAL_PERF_QUERY 30d one GPU at 1h: on the hour grid {:.2} ms, off it {:.2} ms, off it with max_source_resolution=1h {:.2} ms",
+        medians[0], medians[1], medians[2]
+    );
 }
