@@ -220,7 +220,17 @@ impl Builder {
 
     /// The footer entry to store, if the file should carry an index.
     pub fn finish(self) -> Option<parquet::file::metadata::KeyValue> {
-        let text = self.encode(MIN_RUN_ROWS)?;
+        self.entry(MIN_RUN_ROWS)
+    }
+
+    /// The footer entry however short the runs (one row per series in a rollup file), unless
+    /// there are none or too many.
+    pub fn finish_always(self) -> Option<parquet::file::metadata::KeyValue> {
+        self.entry(1)
+    }
+
+    fn entry(self, min_run_rows: u64) -> Option<parquet::file::metadata::KeyValue> {
+        let text = self.encode(min_run_rows)?;
         Some(parquet::file::metadata::KeyValue::new(
             KEY.to_string(),
             text,

@@ -450,7 +450,7 @@ impl Db {
         .await
         .map_err(|e| Error::Internal(format!("rollup sort panicked: {e}")))??;
         let rows = sorted.num_rows() as u64;
-        let size = persist::write(&self.store, path, sorted).await?;
+        let size = persist::write(&self.store, path, sorted, persist::Layout::Rollup).await?;
         Ok((size, rows))
     }
 
@@ -544,7 +544,7 @@ impl Db {
             };
             let path = persist::file_path(&rdef.name, q, id);
             let rows = sorted.num_rows() as u64;
-            let size = persist::write(&self.store, &path, sorted).await?;
+            let size = persist::write(&self.store, &path, sorted, persist::Layout::Rollup).await?;
             files.push(FileMeta {
                 id,
                 table: rdef.name.clone(),

@@ -404,3 +404,49 @@ async fn hourly_partitions_merge_a_closed_day() {
     assert_eq!(stats.stretches, 48, "{stats:?}");
     assert_eq!(stats.days, 2, "{stats:?}");
 }
+
+/// Rollup files carry a series index however short their runs (one row per series here, where
+/// a raw file needs 4) and LZ4-compressed fields; raw data files keep zstd.
+#[tokio::test]
+async fn rollup_files_have_an_index_and_lz4_fields() {
+    use parquet::basic::Compression;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(config(dir.path())).await.unwrap();
+    let mut b = WriteBatch::default();
+    for (line, gpu) in ["a", "b", "c"].into_iter().enumerate() {
+        let mut r = b.row("t", T0 + 5 * MIN);
+        r.tag("gpu", gpu).field("util", FieldValue::F64(1.0));
+        r.finish(line as u32 + 1).unwrap();
+    }
+    db.write(b, WriteOptions::default()).await.unwrap();
+    db.persist().await.unwrap();
+    assert!(db.build_rollups().await.unwrap().stretches > 0);
+    let (mut rollups, mut raw) = (0, 0);
+    for f in db.files().iter() {
+        let rollup = f.table.contains(rigwatch_common::rollup::MARK);
+        let footer = db.footer(f).await.unwrap();
+        for rg in footer.row_groups() {
+            for c in rg.columns() {
+                let name = c.column_path().string();
+                if ["time", "gpu", "field"].contains(&name.as_str()) {
+                    continue;
+                }
+                let ok = match c.compression() {
+                    Compression::LZ4_RAW => rollup,
+                    Compression::ZSTD(_) => !rollup,
+                    _ => false,
+                };
+                assert!(ok, "{}: {name} is {:?}", f.path, c.compression());
+            }
+        }
+        assert_eq!(footer.file_metadata().num_rows(), 3, "{}", f.path);
+        let index = db.series_index(f).await.unwrap();
+        assert_eq!(index.is_some(), rollup, "{}", f.path);
+        if rollup {
+            rollups += 1;
+        } else {
+            raw += 1;
+        }
+    }
+    assert_eq!((rollups, raw), (2, 1));
+}
