@@ -61,7 +61,8 @@ fn rows_where(from_step: i64, to_step: i64, keep: impl Fn(i64, i64) -> bool) -> 
     b
 }
 
-async fn open(dir: &std::path::Path, rollups: bool) -> Arc<Db> {
+/// A store in `dir` without background work, with minute and hour rollups if `rollups`.
+fn config(dir: &std::path::Path, rollups: bool) -> DbConfig {
     let mut c = DbConfig::new(dir);
     c.background = false;
     c.rollups = if rollups {
@@ -72,7 +73,11 @@ async fn open(dir: &std::path::Path, rollups: bool) -> Arc<Db> {
     } else {
         Vec::new()
     };
-    let db = Db::open(c).await.unwrap();
+    c
+}
+
+async fn open(dir: &std::path::Path, rollups: bool) -> Arc<Db> {
+    let db = Db::open(config(dir, rollups)).await.unwrap();
     // Three hours, persisted, then a late write into the second hour left in the buffer.
     db.write(rows(0, 3 * 360), WriteOptions::default())
         .await
@@ -188,17 +193,7 @@ async fn an_allowed_resolution_answers_from_the_last_sample_of_each_bucket() {
     );
     let steps = 3 * 360;
     let write = |dir: std::path::PathBuf, rollups: bool, batch: WriteBatch| async move {
-        let mut c = DbConfig::new(&dir);
-        c.background = false;
-        c.rollups = if rollups {
-            vec![
-                std::time::Duration::from_secs(60),
-                std::time::Duration::from_secs(3600),
-            ]
-        } else {
-            Vec::new()
-        };
-        let db = Db::open(c).await.unwrap();
+        let db = Db::open(config(&dir, rollups)).await.unwrap();
         db.write(batch, WriteOptions::default()).await.unwrap();
         db.persist().await.unwrap();
         if rollups {
