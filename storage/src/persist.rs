@@ -61,20 +61,17 @@ pub const TIER_GROUP_ROWS: usize = 1 << 22;
 pub enum Layout {
     /// Raw rows: fields zstd-compressed, a series index where runs average 4 rows or more.
     Data,
-    /// A rollup table's day (`TABLE@RES`, the stretches of a closed UTC day merged, or
-    /// compacted): fields zstd-compressed, as they are kept for months, and a series index
-    /// however short the runs, so that one GPU's rows are found without reading the others'.
+    /// A rollup table's rows (`TABLE@RES`): small files that every long-range query opens,
+    /// one row per series and bucket. Fields are LZ4-compressed: reading a zstd column chunk
+    /// creates a compression and a decompression context (the parquet crate makes both per
+    /// chunk), which was an eighth of a one-GPU 30-day query over 51 rollup files, and LZ4
+    /// stored them about 6% larger. The series index is kept however short the runs, so
+    /// one GPU's rows are found without opening every row of an hour's file.
     Rollup,
-    /// One stretch of a rollup table, kept only until its day closes and is merged: one row
-    /// per series and bucket, opened by every long-range query over the current day. Fields
-    /// are LZ4-compressed: reading a zstd column chunk builds a compression and a
-    /// decompression context (the parquet crate makes both per chunk), which with the
-    /// stretches read whole (no index) took a one-GPU 30-day query from about 5 to 11 ms.
-    RollupStretch,
 }
 
 impl Layout {
-    /// The layout of `table`'s files, other than rollup stretches.
+    /// The layout of `table`'s files.
     pub fn of(table: &str) -> Self {
         if rigwatch_common::rollup::parse_table_name(table).is_some() {
             Layout::Rollup
@@ -91,10 +88,8 @@ fn writer_properties(
     layout: Layout,
 ) -> WriterProperties {
     let fields = match layout {
-        Layout::Data | Layout::Rollup => {
-            Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level"))
-        }
-        Layout::RollupStretch => Compression::LZ4_RAW,
+        Layout::Data => Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")),
+        Layout::Rollup => Compression::LZ4_RAW,
     };
     let mut props = WriterProperties::builder()
         .set_compression(fields)
@@ -187,7 +182,7 @@ impl Encoder {
     pub fn finish(mut self) -> Result<Vec<u8>> {
         let index = match self.layout {
             Layout::Data => self.index.finish(),
-            Layout::Rollup | Layout::RollupStretch => self.index.finish_always(),
+            Layout::Rollup => self.index.finish_always(),
         };
         if let Some(kv) = index {
             self.w.append_key_value_metadata(kv);
@@ -572,50 +567,6 @@ mod tests {
         assert!(matches!(c[0].1, Compression::ZSTD(_)), "{c:?}");
         // Uncompressed inputs never turn a column back to zstd on a guess.
         assert_eq!(plain_columns(&[merged]), Vec::<String>::new());
-    }
-
-    #[test]
-    fn a_rollup_stretch_has_lz4_fields_and_an_index_of_one_row_runs() {
-        let gpu = arrow::array::DictionaryArray::<arrow::datatypes::Int32Type>::from_iter([
-            "a", "b", "c",
-        ]);
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("gpu", crate::schema::tag_type(), true),
-            Field::new("v", DataType::Float64, true),
-            Field::new(
-                TIME_COLUMN,
-                DataType::Timestamp(TimeUnit::Nanosecond, None),
-                false,
-            ),
-        ]));
-        let b = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(gpu),
-                Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0])),
-                Arc::new(TimestampNanosecondArray::from(vec![7, 7, 7])),
-            ],
-        )
-        .unwrap();
-        let has_index = |f: &parquet::file::metadata::ParquetMetaData| {
-            f.file_metadata()
-                .key_value_metadata()
-                .is_some_and(|kv| kv.iter().any(|kv| kv.key == crate::series_index::KEY))
-        };
-        let stretch = footer(encode(&b, Layout::RollupStretch).unwrap());
-        assert_eq!(
-            codecs(&stretch),
-            [
-                ("gpu".into(), Compression::UNCOMPRESSED),
-                ("v".into(), Compression::LZ4_RAW),
-                (TIME_COLUMN.into(), Compression::LZ4_RAW),
-            ]
-        );
-        assert!(has_index(&stretch));
-        // Raw data with runs this short carries no index, and zstd fields.
-        let data = footer(encode(&b, Layout::Data).unwrap());
-        assert!(!has_index(&data));
-        assert!(matches!(codecs(&data)[1].1, Compression::ZSTD(_)));
     }
 
     #[test]

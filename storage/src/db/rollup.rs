@@ -544,8 +544,7 @@ impl Db {
             };
             let path = persist::file_path(&rdef.name, q, id);
             let rows = sorted.num_rows() as u64;
-            let size =
-                persist::write(&self.store, &path, sorted, persist::Layout::RollupStretch).await?;
+            let size = persist::write(&self.store, &path, sorted, persist::Layout::Rollup).await?;
             files.push(FileMeta {
                 id,
                 table: rdef.name.clone(),
