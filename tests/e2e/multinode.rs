@@ -450,14 +450,19 @@ async fn an_owner_paused_past_its_lease_is_fenced_off_then_stands_by() {
     // n1 wakes up believing it owns the shard. Its own WAL append is refused (the head moved
     // on under n2's epoch): 503. Or its renewal noticed first, it restarted as a standby, and
     // passed the write on to n2, which stored it. Never does n1 acknowledge a row itself.
-    let status = n1
+    // The connection may also close unanswered, when n1 restarts its services as a standby
+    // with the write in flight: not acknowledged, so it may or may not have reached n2.
+    let answer = n1
         .write("events,gpu=g1 code=3i 1700000002000000000\n")
-        .await
-        .expect("n1 answers");
-    let want = match status.as_u16() {
-        503 => 2,
-        s if (200..300).contains(&s) => 3,
-        s => panic!("n1 answered {s}; log:\n{}", n1.log_tail(30)),
+        .await;
+    let want = match answer {
+        Ok(status) => match status.as_u16() {
+            503 => Some(2),
+            s if (200..300).contains(&s) => Some(3),
+            s => panic!("n1 answered {s}; log:\n{}", n1.log_tail(30)),
+        },
+        Err(e) if e.is_request() => None,
+        Err(e) => panic!("n1 answers: {e:?}"),
     };
     // Once its renewal finds the lease gone, it restarts its services as a standby on the
     // same port: it serves reads of the shard as n2 writes it, and passes writes to n2.
@@ -468,6 +473,17 @@ async fn an_owner_paused_past_its_lease_is_fenced_off_then_stands_by() {
         }
     })
     .await;
+    let want = match want {
+        Some(w) => w,
+        None => {
+            // Unanswered: what n2 holds once n1 stands by (and a forwarded write had time to
+            // land), 2 rows or 3.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let n = n2.count("events").await;
+            assert!((2..=3).contains(&n), "{n} rows; log:\n{}", n2.log_tail(40));
+            n
+        }
+    };
     wait_for_count(&n1, "events", want).await;
     eventually(20, "a write through n1, passed on to n2", || async {
         match n1
