@@ -67,8 +67,8 @@ pub enum Layout {
     /// compression and a decompression context (the parquet crate makes both per chunk).
     /// One GPU's 30-day query at 1 h measured 4.7 ms with LZ4 and 11.9 ms with zstd in the
     /// closed days' files (two runs); the month benchmark's rollups (1,000 GPUs) took 135 MB
-    /// with LZ4, about 12% more than zstd's. The series index is kept however short the runs, so one
-    /// GPU's rows are found without reading every row of an hour's file.
+    /// with LZ4, about 12% more than zstd's. The series index is kept however short the
+    /// runs, so one GPU's rows are found without reading every row of an hour's file.
     Rollup,
 }
 

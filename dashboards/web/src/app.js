@@ -343,12 +343,10 @@ async function drawPanels(page, dash, vars, seconds, plugins = () => []) {
   const { start, end, step, tail } = chartTimes(seconds);
   const box = $('#charts', page);
   box.innerHTML = '';
+  // An expression's series on the grid and at `tail`.
+  const fetchParts = (expr) => Promise.all([promRange(expr, start, end, step), tail === null ? [] : promRange(expr, tail, tail, step)]);
   let presence;
-  const reported = () => (presence ??= (async () => {
-    const expr = fillVars(dash.panels[0].expr, vars);
-    const parts = await Promise.all([promRange(expr, start, end, step), tail === null ? [] : promRange(expr, tail, tail, step)]);
-    return parts.some((r) => r.length > 0);
-  })().catch(() => false));
+  const reported = () => (presence ??= fetchParts(fillVars(dash.panels[0].expr, vars)).then((parts) => parts.some((r) => r.length > 0), () => false));
   await Promise.all(dash.panels.map(async (p, i) => {
     const div = document.createElement('div');
     div.className = 'card chart';
@@ -356,11 +354,7 @@ async function drawPanels(page, dash, vars, seconds, plugins = () => []) {
     div.innerHTML = `<h3>${esc(p.title)}</h3>`;
     box.appendChild(div);
     try {
-      const expr = fillVars(p.expr, vars);
-      const [grid, last] = await Promise.all([
-        promRange(expr, start, end, step),
-        tail === null ? [] : promRange(expr, tail, tail, step),
-      ]);
+      const [grid, last] = await fetchParts(fillVars(p.expr, vars));
       const xs = [];
       for (let t = start; t <= end; t += step) xs.push(t);
       if (tail !== null) xs.push(tail);
